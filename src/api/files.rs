@@ -1,0 +1,63 @@
+//! `GET /v1/files/{image|video}/{name}`: media from the store, with ETag revalidation and byte ranges
+//! (so a `<video>` element can seek).
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::media::{MediaKind, RangeRequest, parse_range};
+
+pub async fn get_file(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("no file `{name}`"));
+    let kind = MediaKind::parse(&kind).ok_or_else(not_found)?;
+    let file = state.media.get(kind, &name).ok_or_else(not_found)?;
+
+    let mut h = HeaderMap::new();
+    let put = |h: &mut HeaderMap, k: header::HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put(&mut h, header::ETAG, &file.etag);
+    put(&mut h, header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    put(&mut h, header::ACCEPT_RANGES, "bytes");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|t| t.trim() == file.etag || t.trim() == "*")
+    }) {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    put(&mut h, header::CONTENT_TYPE, file.content_type);
+
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match parse_range(range, file.size) {
+        RangeRequest::Full => (StatusCode::OK, 0, file.size),
+        RangeRequest::Partial { start, end } => {
+            put(&mut h, header::CONTENT_RANGE, &format!("bytes {start}-{end}/{}", file.size));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            put(&mut h, header::CONTENT_RANGE, &format!("bytes */{}", file.size));
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
+        }
+    };
+    put(&mut h, header::CONTENT_LENGTH, &len.to_string());
+
+    // Evicted between lookup and open: the file is gone, which to the client is a 404.
+    let mut f = tokio::fs::File::open(&file.path).await.map_err(|_| not_found())?;
+    if start > 0 {
+        f.seek(SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(format!("cannot read media: {e}")))?;
+    }
+    let body = Body::from_stream(ReaderStream::new(f.take(len)));
+    Ok((status, h, body).into_response())
+}

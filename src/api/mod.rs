@@ -1,0 +1,206 @@
+//! HTTP handlers, one module per endpoint family, plus what they share: body extraction that fails
+//! with our error shape, model and parameter validation, and link building.
+
+pub mod edits;
+pub mod files;
+pub mod health;
+pub mod images;
+pub mod models;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `Json<T>` whose rejections are ours: not JSON → 422, wrong shape → 422, wrong content type → 415,
+/// too large → 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(e) => {
+            let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
+            let mut err = ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {detail}"));
+            err.param = missing_field_name(&detail);
+            err
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
+            ApiError::unprocessable("invalid_json", format!("request body is not valid JSON: {detail}"))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::unsupported_media_type("expected `Content-Type: application/json`")
+        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::payload_too_large("request body is larger than the configured limit")
+        }
+        other => ApiError::bad_request("invalid_body", format!("cannot read request body: {}", other.body_text())),
+    }
+}
+
+fn missing_field_name(detail: &str) -> Option<String> {
+    let rest = detail.split("missing field `").nth(1)?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// What a model id is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Image,
+    Edit,
+    Video,
+}
+
+impl Capability {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Image => "text-to-image (/v1/images/generations)",
+            Self::Edit => "image edits (/v1/images/edits)",
+            Self::Video => "video (/v1/chat/completions)",
+        }
+    }
+}
+
+/// (canonical id, alias, capability)
+pub const MODELS: &[(&str, &str, Capability)] = &[
+    ("grok-imagine-1.0", "grok-imagine-image", Capability::Image),
+    ("grok-imagine-1.0-edit", "grok-imagine-image-edit", Capability::Edit),
+    ("grok-imagine-1.0-video", "grok-imagine-video", Capability::Video),
+];
+
+/// The canonical id for `model`, if it exists and serves `want`.
+pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiError> {
+    MODELS
+        .iter()
+        .find(|(id, alias, cap)| (*id == model || *alias == model) && *cap == want)
+        .map(|(id, _, _)| *id)
+        .ok_or_else(|| ApiError::model_not_supported(model, want.describe()))
+}
+
+/// OpenAI `size` (or a bare ratio) → the upstream aspect ratio.
+pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, ApiError> {
+    Ok(match size.trim() {
+        "1024x1024" | "1:1" => "1:1",
+        "1280x720" | "16:9" => "16:9",
+        "720x1280" | "9:16" => "9:16",
+        "1792x1024" | "1536x1024" | "3:2" => "3:2",
+        "1024x1792" | "1024x1536" | "2:3" => "2:3",
+        other => {
+            return Err(ApiError::invalid_param(
+                "size",
+                format!(
+                    "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
+                     1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3"
+                ),
+            ));
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Url,
+    B64Json,
+}
+
+impl ResponseFormat {
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v.map(str::trim) {
+            None | Some("url") => Ok(Self::Url),
+            Some("b64_json") | Some("base64") => Ok(Self::B64Json),
+            Some(other) => Err(ApiError::invalid_param("response_format", format!("`{other}` is not one of url, b64_json"))),
+        }
+    }
+}
+
+pub const MAX_PROMPT_CHARS: usize = 4000;
+
+pub fn validate_prompt(prompt: &str) -> Result<String, ApiError> {
+    let len = prompt.chars().count();
+    if prompt.trim().is_empty() {
+        return Err(ApiError::invalid_param("prompt", "prompt must not be empty"));
+    }
+    if len > MAX_PROMPT_CHARS {
+        return Err(ApiError::invalid_param("prompt", format!("prompt is {len} characters; the limit is {MAX_PROMPT_CHARS}")));
+    }
+    Ok(prompt.to_owned())
+}
+
+pub fn validate_n(n: Option<i64>) -> Result<usize, ApiError> {
+    match n.unwrap_or(1) {
+        n @ 1..=10 => Ok(n as usize),
+        n => Err(ApiError::invalid_param("n", format!("n must be between 1 and 10, got {n}"))),
+    }
+}
+
+/// Where links we return should point: configured base URL, else the scheme and host the client used.
+pub fn public_base(configured: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(base) = configured.filter(|b| !b.is_empty()) {
+        return base.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .unwrap_or("localhost:8000");
+    let scheme = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_resolve_by_id_and_alias_for_their_capability_only() {
+        assert_eq!(resolve_model("grok-imagine-image", Capability::Image).unwrap(), "grok-imagine-1.0");
+        assert_eq!(resolve_model("grok-imagine-1.0-edit", Capability::Edit).unwrap(), "grok-imagine-1.0-edit");
+        let e = resolve_model("grok-imagine-1.0-video", Capability::Image).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "model_not_supported"));
+        assert!(resolve_model("dall-e-3", Capability::Image).is_err());
+    }
+
+    #[test]
+    fn sizes_map_to_ratios() {
+        assert_eq!(aspect_ratio_for_size("1792x1024").unwrap(), "3:2");
+        assert_eq!(aspect_ratio_for_size("9:16").unwrap(), "9:16");
+        assert_eq!(aspect_ratio_for_size("512x512").unwrap_err().param.as_deref(), Some("size"));
+    }
+
+    #[test]
+    fn bounds() {
+        assert!(validate_n(Some(0)).is_err() && validate_n(Some(11)).is_err());
+        assert_eq!(validate_n(None).unwrap(), 1);
+        assert!(validate_prompt(" ").is_err());
+        assert!(validate_prompt(&"字".repeat(4000)).is_ok());
+        assert!(validate_prompt(&"字".repeat(4001)).is_err());
+        assert_eq!(ResponseFormat::parse(Some("base64")).unwrap(), ResponseFormat::B64Json);
+        assert!(ResponseFormat::parse(Some("png")).is_err());
+    }
+
+    #[test]
+    fn base_url_from_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "gw.example:8000".parse().unwrap());
+        assert_eq!(public_base(None, &h), "http://gw.example:8000");
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(public_base(None, &h), "https://gw.example:8000");
+        assert_eq!(public_base(Some("https://cdn.example/"), &h), "https://cdn.example");
+    }
+}

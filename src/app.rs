@@ -1,0 +1,175 @@
+//! Application state and the router with its tower stack.
+//!
+//! Layer order, outermost first: set `x-request-id` (keep the client's, else a UUID) → trace span
+//! carrying that id → copy the id onto the response → mark auth/cookie headers sensitive → catch
+//! panics as an OpenAI-shaped 500. Body limits and bearer auth sit on the routes that need them.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api;
+use crate::auth::{Auth, require_key};
+use crate::config::{Config, UpstreamKind};
+use crate::error::ApiError;
+use crate::jobs::JobRunner;
+use crate::media::MediaStore;
+use crate::upstream::Upstream;
+use crate::upstream::grok_web::GrokWebClient;
+
+pub struct Inner {
+    pub cfg: Config,
+    pub runner: Arc<JobRunner>,
+    pub media: Arc<MediaStore>,
+    pub auth: Arc<Auth>,
+    /// Every background task the app starts, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl AppState {
+    pub fn new(cfg: Config) -> Result<Self, String> {
+        let media_dir = cfg.media.dir.clone().unwrap_or_else(|| std::env::temp_dir().join("grok2api-media"));
+        let media = Arc::new(
+            MediaStore::open(&media_dir, cfg.media.max_bytes)
+                .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?,
+        );
+        let upstream = match cfg.upstream.kind {
+            UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone())?),
+        };
+        let auth = Arc::new(Auth::new(&cfg.auth.api_keys));
+        Ok(Self(Arc::new(Inner {
+            runner: Arc::new(JobRunner::new(upstream, media.clone())),
+            media,
+            auth,
+            tracker: TaskTracker::new(),
+            cfg,
+        })))
+    }
+
+    pub fn router(&self) -> Router {
+        let limits = &self.cfg.server;
+        let require = from_fn_with_state(self.auth.clone(), require_key);
+        let v1 = Router::new()
+            .route("/v1/models", get(api::models::list))
+            .route("/v1/models/{id}", get(api::models::get))
+            .route(
+                "/v1/images/generations",
+                post(api::images::generations).layer(DefaultBodyLimit::max(limits.max_json_body_bytes)),
+            )
+            .route("/v1/images/edits", post(api::edits::edits).layer(DefaultBodyLimit::max(limits.max_upload_bytes)))
+            .route_layer(require.clone());
+        let mut files = Router::new().route("/v1/files/{kind}/{name}", get(api::files::get_file));
+        if self.cfg.files.require_auth {
+            files = files.route_layer(require);
+        }
+        Router::new()
+            .merge(v1)
+            .merge(files)
+            .route("/healthz", get(api::health::healthz))
+            .route("/readyz", get(api::health::readyz))
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+            .with_state(self.clone())
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(
+                        TraceLayer::new_for_http()
+                            .make_span_with(|req: &Request<_>| {
+                                let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                            })
+                            .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    )
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                    .layer(CatchPanicLayer::custom(panic_response)),
+            )
+    }
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    ApiError::internal("internal error; it has been logged with this request's x-request-id").into_response()
+}
+
+/// A gateway serving on a socket: what `main` runs and what tests start on an ephemeral port.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub fn start(cfg: Config, listener: TcpListener) -> Result<Self, String> {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let state = AppState::new(cfg)?;
+        let shutdown = CancellationToken::new();
+        let router = state.router();
+        let stop = shutdown.clone();
+        let tracker = state.tracker.clone();
+        let task = tokio::spawn(async move {
+            let result = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            // The listener is closed and in-flight requests answered; now let background work finish.
+            tracker.close();
+            tracker.wait().await;
+            result
+        });
+        Ok(Self { addr, state, shutdown, task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, finish in-flight requests and tracked tasks, then return.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Bearer-key auth for `/v1/*`. Keys are kept only as SHA-256 digests and compared in constant time
+//! (digest against every configured digest, no early exit), so neither timing nor memory leaks a key.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// Who is calling: a stable, non-secret id derived from the API key (owner of tasks, rate-limit bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId(pub Arc<str>);
+
+pub struct Auth {
+    digests: Vec<[u8; 32]>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Auth {
+    pub fn new(keys: &[String]) -> Self {
+        Self { digests: keys.iter().filter(|k| !k.is_empty()).map(|k| digest(k)).collect() }
+    }
+
+    /// No key configured: every request is accepted (loopback demo mode).
+    pub fn is_open(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    pub fn check(&self, headers: &HeaderMap) -> Result<KeyId, ApiError> {
+        if self.is_open() {
+            return Ok(KeyId(Arc::from("anonymous")));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .ok_or_else(ApiError::unauthorized)?;
+        let d = digest(presented);
+        let mut matched = subtle::Choice::from(0u8);
+        for known in &self.digests {
+            matched |= known.ct_eq(&d);
+        }
+        if bool::from(matched) {
+            Ok(KeyId(Arc::from(format!("key-{}", hex::encode(&d[..8])))))
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+pub async fn require_key(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    match auth.check(req.headers()) {
+        Ok(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn accepts_any_configured_key_and_nothing_else() {
+        let auth = Auth::new(&["alpha".into(), "beta".into()]);
+        let a = auth.check(&headers("Bearer alpha")).unwrap();
+        let b = auth.check(&headers("bearer beta")).unwrap();
+        assert_ne!(a, b);
+        assert!(auth.check(&headers("Bearer gamma")).is_err());
+        assert!(auth.check(&headers("Basic alpha")).is_err());
+        assert!(auth.check(&HeaderMap::new()).is_err());
+        assert!(Auth::new(&[]).check(&HeaderMap::new()).is_ok());
+    }
+}

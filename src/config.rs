@@ -1,0 +1,326 @@
+//! Configuration: defaults, overlaid by an optional TOML file, overlaid by CLI flags / `GROK2API_*` env vars.
+//! Unknown TOML keys are rejected so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "grok2api", version, about = "OpenAI-compatible gateway for Grok Imagine")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the simulated grok.com upstream alone.
+    Sim(SimArgs),
+    /// Probe a running gateway's /healthz (used by the Docker HEALTHCHECK; exit 0 = healthy).
+    Healthcheck {
+        #[arg(long, env = "GROK2API_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8000/healthz")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address the simulator listens on.
+    #[arg(long, env = "GROK2API_SIM_LISTEN", default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// Comma-separated sso tokens the simulator accepts (default: any non-empty token).
+    #[arg(long, env = "GROK2API_SIM_TOKENS", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+    /// Delay between streamed frames, in milliseconds.
+    #[arg(long, env = "GROK2API_SIM_FRAME_DELAY_MS", default_value_t = 40)]
+    pub frame_delay_ms: u64,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config.example.toml).
+    #[arg(long, env = "GROK2API_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8000 (overrides server.listen).
+    #[arg(long, env = "GROK2API_LISTEN")]
+    pub listen: Option<String>,
+    /// Start the simulated upstream in-process and point the client at it: try every endpoint with no account.
+    #[arg(long, env = "GROK2API_DEMO")]
+    pub demo: bool,
+    /// API keys clients must present as `Authorization: Bearer <key>` (comma-separated).
+    #[arg(long = "api-key", env = "GROK2API_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// grok.com sso tokens (comma-separated), added to grok.tokens.
+    #[arg(long = "grok-token", env = "GROK2API_GROK_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub grok_tokens: Vec<String>,
+    /// Base URL used in returned links, e.g. https://img.example.com (default: from the request's Host).
+    #[arg(long, env = "GROK2API_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Directory for downloaded media (overrides media.dir).
+    #[arg(long, env = "GROK2API_MEDIA_DIR")]
+    pub media_dir: Option<PathBuf>,
+    /// Log format: text or json (overrides log.format).
+    #[arg(long, env = "GROK2API_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Allow serving on a non-loopback address without any API key.
+    #[arg(long, env = "GROK2API_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub upstream: UpstreamConfig,
+    pub grok: GrokWebConfig,
+    pub media: MediaConfig,
+    pub files: FilesConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Prefix for links we hand out; empty = derived from the request's Host header.
+    pub public_base_url: Option<String>,
+    /// Upper bound for a synchronous generation request, end to end.
+    pub request_timeout_secs: u64,
+    pub max_json_body_bytes: usize,
+    /// Multipart limit for /v1/images/edits (up to 3 images of 20 MiB each plus fields).
+    pub max_upload_bytes: usize,
+    pub insecure_no_auth: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            public_base_url: None,
+            request_timeout_secs: 300,
+            max_json_body_bytes: 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
+            insecure_no_auth: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    #[default]
+    GrokWeb,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrokWebConfig {
+    /// REST and upload host.
+    pub base_url: String,
+    /// WebSocket host for the Imagine image channel.
+    pub ws_url: String,
+    /// Host that serves generated media behind the sso cookie; relative media paths resolve against it.
+    pub assets_url: String,
+    pub tokens: Vec<String>,
+    /// File with one sso token per line (`#` comments allowed).
+    pub tokens_file: Option<PathBuf>,
+    pub user_agent: String,
+    /// Extra cookies appended verbatim (e.g. `cf_clearance=...`).
+    pub extra_cookies: Option<String>,
+    /// Fixed `x-statsig-id`; empty = a generated one per request.
+    pub statsig_id: Option<String>,
+    pub connect_timeout_secs: u64,
+    /// Longest silence tolerated between two frames of a stream.
+    pub idle_timeout_secs: u64,
+    /// Tokens tried for one request before giving up (rate-limit / auth failures move to the next).
+    pub max_attempts: u32,
+    /// Simultaneous upstream requests per token.
+    pub token_max_concurrency: u32,
+    /// Cooldown after a 429 that did not say how long to wait.
+    pub rate_limit_cooldown_secs: u64,
+    /// Consecutive auth failures after which a token is marked expired.
+    pub token_fail_threshold: u32,
+    pub enable_nsfw: bool,
+    /// Largest media file accepted from the upstream.
+    pub max_download_bytes: u64,
+}
+
+impl Default for GrokWebConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://grok.com".into(),
+            ws_url: "wss://grok.com".into(),
+            assets_url: "https://assets.grok.com".into(),
+            tokens: Vec::new(),
+            tokens_file: None,
+            user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/136.0.0.0 Safari/537.36".into(),
+            extra_cookies: None,
+            statsig_id: None,
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_attempts: 3,
+            token_max_concurrency: 4,
+            rate_limit_cooldown_secs: 300,
+            token_fail_threshold: 5,
+            enable_nsfw: false,
+            max_download_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Where downloaded media lives; default `<system temp>/grok2api-media`.
+    pub dir: Option<PathBuf>,
+    /// Total size cap; least recently used files are evicted beyond it.
+    pub max_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { dir: None, max_bytes: 1024 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Require the API key on /v1/files/* too (default: links are capabilities, readable by anyone holding them).
+    pub require_auth: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
+    }
+
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Self::from_toml_str(&text, path)?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_args(args);
+        cfg.load_tokens_file()?;
+        Ok(cfg)
+    }
+
+    fn apply_args(&mut self, args: &ServeArgs) {
+        if let Some(listen) = &args.listen {
+            self.server.listen = listen.clone();
+        }
+        self.auth.api_keys.extend(args.api_keys.iter().map(|k| k.trim().to_owned()));
+        self.auth.api_keys.retain(|k| !k.is_empty());
+        self.grok.tokens.extend(args.grok_tokens.iter().cloned());
+        if args.public_base_url.is_some() {
+            self.server.public_base_url = args.public_base_url.clone();
+        }
+        if args.media_dir.is_some() {
+            self.media.dir = args.media_dir.clone();
+        }
+        if let Some(format) = args.log_format {
+            self.log.format = format;
+        }
+        self.server.insecure_no_auth |= args.insecure_no_auth;
+    }
+
+    fn load_tokens_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.grok.tokens_file else { return Ok(()) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        self.grok.tokens.extend(
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+        );
+        Ok(())
+    }
+
+    /// The contract's no-key rules: without keys we only serve loopback, unless explicitly told otherwise.
+    pub fn check_auth_safety(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.auth.api_keys.is_empty() && !listen.ip().is_loopback() && !self.server.insecure_no_auth {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {listen} without an API key: set GROK2API_API_KEY (or auth.api_keys), \
+                 or pass --insecure-no-auth"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Config::from_toml_str("[grok]\ntokenz = []\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("tokenz"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config.example.toml");
+        let cfg = Config::from_toml_str(text, Path::new("config.example.toml")).unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn no_key_on_public_address_is_refused() {
+        let cfg = Config::default();
+        assert!(cfg.check_auth_safety("0.0.0.0:8000".parse().unwrap()).is_err());
+        assert!(cfg.check_auth_safety("127.0.0.1:8000".parse().unwrap()).is_ok());
+        let mut keyed = Config::default();
+        keyed.auth.api_keys.push("k".into());
+        assert!(keyed.check_auth_safety("0.0.0.0:8000".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,138 @@
+//! args → config → tracing → (demo simulator) → serve → drain on SIGTERM / Ctrl-C.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use grok2api::app::Server;
+use grok2api::config::{Cli, Command, Config, LogFormat, SimArgs};
+use grok2api::sim::{self, SimConfig};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Tokens the in-process demo simulator accepts, and the gateway uses.
+const DEMO_TOKENS: [&str; 2] = ["demo-sso-token-1", "demo-sso-token-2"];
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    grok2api::install_crypto_provider();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Sim(args)) => run_sim(args).await,
+        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
+        None => serve(cli.serve).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grok2api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
+    let mut cfg = Config::load(&args).map_err(|e| e.to_string())?;
+    init_tracing(cfg.log.format, &cfg.log.level);
+
+    let mut demo_sim = None;
+    if args.demo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo simulator: {e}"))?;
+        let handle = sim::spawn(
+            SimConfig { tokens: DEMO_TOKENS.map(String::from).to_vec(), ..SimConfig::default() },
+            listener,
+        )
+        .map_err(|e| format!("demo simulator: {e}"))?;
+        let base = handle.base_url();
+        cfg.grok.base_url = base.clone();
+        cfg.grok.assets_url = base.clone();
+        cfg.grok.ws_url = base.replacen("http://", "ws://", 1);
+        cfg.grok.tokens = DEMO_TOKENS.map(String::from).to_vec();
+        tracing::info!("demo mode: simulated grok.com upstream at {base}");
+        demo_sim = Some(handle);
+    }
+
+    let listen: SocketAddr = tokio::net::lookup_host(&cfg.server.listen)
+        .await
+        .map_err(|e| format!("bad listen address {}: {e}", cfg.server.listen))?
+        .next()
+        .ok_or_else(|| format!("listen address {} resolves to nothing", cfg.server.listen))?;
+    cfg.check_auth_safety(listen).map_err(|e| e.to_string())?;
+    if cfg.auth.api_keys.is_empty() {
+        tracing::warn!("NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server.");
+    }
+    if cfg.grok.tokens.is_empty() {
+        tracing::warn!("no grok.com sso tokens configured (grok.tokens / GROK2API_GROK_TOKENS); generation requests will fail");
+    }
+
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let server = Server::start(cfg, listener)?;
+    // Machine-readable line on stdout (tests and scripts read the port from it when listening on :0).
+    println!("grok2api listening on {}", server.base_url());
+    tracing::info!("listening on {}", server.base_url());
+
+    let stop = server.shutdown_token();
+    let drain = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        stop.cancel();
+    });
+    let result = server.wait().await.map_err(|e| e.to_string());
+    drain.abort();
+    if let Some(sim) = demo_sim {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sim.stop()).await;
+    }
+    result
+}
+
+async fn run_sim(args: SimArgs) -> Result<(), String> {
+    init_tracing(LogFormat::Text, "info");
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let handle = sim::spawn(
+        SimConfig {
+            tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
+            frame_delay: Duration::from_millis(args.frame_delay_ms),
+            ..SimConfig::default()
+        },
+        listener,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("grok2api simulator listening on {}", handle.base_url());
+    shutdown_signal().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle.stop()).await;
+    Ok(())
+}
+
+async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
+    let resp = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    if resp.status().is_success() { Ok(()) } else { Err(format!("{url}: HTTP {}", resp.status())) }
+}

@@ -1,0 +1,303 @@
+//! The media store: upstream results are kept on local disk under random names and served from
+//! `/v1/files/{image|video}/{name}`, so links never point at an upstream host that needs cookies.
+//! A byte cap with least-recently-used eviction bounds the disk it takes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "image" => Some(Self::Image),
+            "video" => Some(Self::Video),
+            _ => None,
+        }
+    }
+}
+
+fn extension_for(content_type: &str) -> &'static str {
+    match content_type {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "video/mp4" => "mp4",
+        _ => "bin",
+    }
+}
+
+fn content_type_for(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("png") => "image/png",
+        Some("jpg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file the store holds; `bytes` is the content as written (handy for `b64_json`).
+#[derive(Debug, Clone)]
+pub struct StoredMedia {
+    pub kind: MediaKind,
+    pub name: String,
+    pub content_type: &'static str,
+    pub bytes: Bytes,
+}
+
+impl StoredMedia {
+    pub fn path(&self) -> String {
+        format!("/v1/files/{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// What the file endpoint needs to serve one entry.
+#[derive(Debug, Clone)]
+pub struct MediaFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub content_type: &'static str,
+    pub etag: String,
+}
+
+struct Entry {
+    size: u64,
+    tick: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<(MediaKind, String), Entry>,
+    /// Access order: tick → key. The smallest tick is the least recently used.
+    lru: BTreeMap<u64, (MediaKind, String)>,
+    total: u64,
+    clock: u64,
+}
+
+impl Index {
+    fn touch(&mut self, key: &(MediaKind, String)) -> Option<u64> {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.entries.get_mut(key)?;
+        self.lru.remove(&entry.tick);
+        entry.tick = clock;
+        self.lru.insert(clock, key.clone());
+        Some(entry.size)
+    }
+
+    fn insert(&mut self, key: (MediaKind, String), size: u64) {
+        self.clock += 1;
+        self.lru.insert(self.clock, key.clone());
+        self.total += size;
+        self.entries.insert(key, Entry { size, tick: self.clock });
+    }
+
+    /// Pop least recently used entries until `total <= cap`, never the one named `keep`.
+    fn evict(&mut self, cap: u64, keep: &(MediaKind, String)) -> Vec<(MediaKind, String)> {
+        let mut evicted = Vec::new();
+        while self.total > cap {
+            let Some((&tick, key)) = self.lru.iter().find(|(_, k)| *k != keep) else { break };
+            let key = key.clone();
+            self.lru.remove(&tick);
+            if let Some(e) = self.entries.remove(&key) {
+                self.total -= e.size;
+            }
+            evicted.push(key);
+        }
+        evicted
+    }
+}
+
+pub struct MediaStore {
+    dir: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+impl MediaStore {
+    /// Opens (creating if needed) the store and re-indexes files a previous run left, so links survive restarts.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        let mut index = Index::default();
+        for kind in [MediaKind::Image, MediaKind::Video] {
+            let sub = dir.join(kind.as_str());
+            std::fs::create_dir_all(&sub)?;
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&sub)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let meta = entry.metadata()?;
+                if !meta.is_file() || !is_valid_name(&name) {
+                    continue;
+                }
+                let mtime = meta.modified().ok();
+                found.push((mtime, name, meta.len()));
+            }
+            found.sort();
+            for (_, name, size) in found {
+                index.insert((kind, name), size);
+            }
+        }
+        let store = Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) };
+        Ok(store)
+    }
+
+    fn file_path(&self, kind: MediaKind, name: &str) -> PathBuf {
+        self.dir.join(kind.as_str()).join(name)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index inconsistent in a way worse than a
+        // missing entry, so keep serving rather than propagate the poison.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn put(&self, kind: MediaKind, bytes: Bytes, content_type: &'static str) -> io::Result<StoredMedia> {
+        let name = format!("{}.{}", uuid::Uuid::new_v4().simple(), extension_for(content_type));
+        let path = self.file_path(kind, &name);
+        let tmp = path.with_file_name(format!("{name}.part"));
+        tokio::fs::write(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        let key = (kind, name.clone());
+        let evicted = {
+            let mut index = self.lock();
+            index.insert(key.clone(), bytes.len() as u64);
+            index.evict(self.max_bytes, &key)
+        };
+        for (k, n) in evicted {
+            if let Err(e) = tokio::fs::remove_file(self.file_path(k, &n)).await {
+                tracing::warn!(file = %n, "cannot remove evicted media: {e}");
+            }
+        }
+        Ok(StoredMedia { kind, name, content_type, bytes })
+    }
+
+    /// Looks a file up and marks it recently used.
+    pub fn get(&self, kind: MediaKind, name: &str) -> Option<MediaFile> {
+        if !is_valid_name(name) {
+            return None;
+        }
+        let size = self.lock().touch(&(kind, name.to_owned()))?;
+        Some(MediaFile {
+            path: self.file_path(kind, name),
+            size,
+            content_type: content_type_for(name),
+            // Names are random and content never changes under a name, so the name is a strong validator.
+            etag: format!("\"{}\"", name.split('.').next().unwrap_or(name)),
+        })
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().total
+    }
+}
+
+/// 32 lowercase hex chars, a dot, a short extension: anything else (`..`, slashes) is not ours.
+fn is_valid_name(name: &str) -> bool {
+    let Some((stem, ext)) = name.split_once('.') else { return false };
+    stem.len() == 32
+        && stem.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && (1..=4).contains(&ext.len())
+        && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A single byte range resolved against a file length.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    Full,
+    Partial { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header (one range; several ranges fall back to the whole file, as RFC 9110 allows).
+pub fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeRequest::Full };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else { return RangeRequest::Full };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        // Suffix range: the last N bytes.
+        let Ok(n) = b.parse::<u64>() else { return RangeRequest::Full };
+        if n == 0 || len == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let Ok(start) = a.parse::<u64>() else { return RangeRequest::Full };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+                _ => return RangeRequest::Full,
+            }
+        };
+        (start, end)
+    };
+    if start >= len {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial { start, end }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 100), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), RangeRequest::Partial { start: 0, end: 9 });
+        assert_eq!(parse_range(Some("bytes=90-"), 100), RangeRequest::Partial { start: 90, end: 99 });
+        assert_eq!(parse_range(Some("bytes=-10"), 100), RangeRequest::Partial { start: 90, end: 99 });
+        assert_eq!(parse_range(Some("bytes=50-1000"), 100), RangeRequest::Partial { start: 50, end: 99 });
+        assert_eq!(parse_range(Some("bytes=100-"), 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=9-3"), 100), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), RangeRequest::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(is_valid_name("0123456789abcdef0123456789abcdef.png"));
+        assert!(!is_valid_name("../../etc/passwd"));
+        assert!(!is_valid_name("0123456789ABCDEF0123456789abcdef.png"));
+        assert!(!is_valid_name("0123456789abcdef0123456789abcdef.png/x"));
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MediaStore::open(dir.path(), 25).unwrap();
+        let a = store.put(MediaKind::Image, Bytes::from(vec![1; 10]), "image/png").await.unwrap();
+        let b = store.put(MediaKind::Image, Bytes::from(vec![2; 10]), "image/png").await.unwrap();
+        assert!(store.get(MediaKind::Image, &a.name).is_some()); // a is now more recent than b
+        let c = store.put(MediaKind::Image, Bytes::from(vec![3; 10]), "image/png").await.unwrap();
+        assert!(store.get(MediaKind::Image, &b.name).is_none());
+        assert!(!dir.path().join("image").join(&b.name).exists());
+        assert!(store.get(MediaKind::Image, &a.name).is_some());
+        assert!(store.get(MediaKind::Image, &c.name).is_some());
+        assert_eq!(store.total_bytes(), 20);
+        drop(store);
+        let reopened = MediaStore::open(dir.path(), 25).unwrap();
+        assert_eq!(reopened.total_bytes(), 20);
+        assert!(reopened.get(MediaKind::Image, &c.name).is_some());
+    }
+}

@@ -1,0 +1,57 @@
+//! Simulated asset hosts (cookie-guarded `assets.grok.com/users/...`, open `imagine-public`) and
+//! quota endpoints.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{Sim, StoredAsset, json_error};
+
+fn serve(asset: StoredAsset) -> Response {
+    let mut r = asset.bytes.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    r
+}
+
+pub(super) async fn user_asset(State(sim): State<Sim>, headers: HeaderMap, Path(path): Path<String>) -> Response {
+    let account = match sim.account(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match sim.assets.get(&format!("users/{path}")) {
+        Some(a) if a.owner == account.user_id => serve(a),
+        Some(_) => json_error(StatusCode::FORBIDDEN, 7, "permission denied"),
+        None => json_error(StatusCode::NOT_FOUND, 5, "asset not found"),
+    }
+}
+
+pub(super) async fn public_image(State(sim): State<Sim>, Path(file): Path<String>) -> Response {
+    match sim.public_images.get(&file) {
+        Some(a) => serve(a),
+        None => json_error(StatusCode::NOT_FOUND, 5, "image not found"),
+    }
+}
+
+pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let remaining = sim.remaining(&account.token);
+    axum::Json(json!({"windowSizeSeconds": 72000, "remainingQueries": remaining,
+                      "totalQueries": sim.cfg.default_quota, "lowEffortRateLimits": null, "highEffortRateLimits": null}))
+    .into_response()
+}
+
+pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let remaining = sim.remaining(&account.token);
+    let window = |available: bool| json!({"available": available, "remainingQueries": remaining, "windowSizeSeconds": 86400});
+    axum::Json(json!({"image": window(remaining > 0), "imagePro": window(remaining > 0), "imageEdit": window(remaining > 0),
+                      "video": window(remaining > 0), "video720p": null}))
+    .into_response()
+}

@@ -1,0 +1,187 @@
+//! Simulated uploads (`/http/upload-file-v2/direct`) and the NDJSON conversation stream
+//! (`/rest/app-chat/conversations/new`) for `mediaGenInput.imageToImage` edits.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::render::{dims_for_ratio, render_png, seed_of};
+use super::{Faults, Sim, StoredAsset, json_error};
+
+fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+pub(super) async fn upload(State(sim): State<Sim>, headers: HeaderMap, mut multipart: Multipart) -> Response {
+    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut file: Option<Bytes> = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("file") {
+            match field.bytes().await {
+                Ok(b) => file = Some(b),
+                Err(_) => return json_error(StatusCode::BAD_REQUEST, 3, "unreadable upload"),
+            }
+        }
+    }
+    let Some(bytes) = file else { return json_error(StatusCode::BAD_REQUEST, 3, "missing file part") };
+    let Some(content_type) = sniff_image(&bytes) else {
+        return axum::Json(json!({"uploadId": null, "fileMetadata": null,
+            "terminalError": {"code": "UNSUPPORTED_FILE_TYPE", "message": "only images can be uploaded"}}))
+        .into_response();
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let path = format!("users/{}/{id}/content", account.user_id);
+    sim.assets.put(path.clone(), StoredAsset { owner: account.user_id.clone(), content_type, bytes });
+    sim.uploads.insert(id.clone(), path.clone());
+    axum::Json(json!({
+        "uploadId": format!("up_{}", &id[..8]),
+        "fileMetadata": {"fileMetadataId": id, "fileUri": path},
+        "terminalError": null
+    }))
+    .into_response()
+}
+
+/// One step of a scripted response stream.
+enum Step {
+    Line(String),
+    Pause(Duration),
+    /// Cut the connection without finishing the body.
+    Cut,
+}
+
+fn ndjson(frame: Value) -> Step {
+    Step::Line(format!("{frame}\n"))
+}
+
+fn stream_response(steps: Vec<Step>) -> Response {
+    let stream = futures_util::stream::unfold(steps.into_iter(), |mut steps| async move {
+        loop {
+            match steps.next()? {
+                Step::Pause(d) => tokio::time::sleep(d).await,
+                Step::Line(l) => return Some((Ok::<Bytes, std::io::Error>(Bytes::from(l)), steps)),
+                Step::Cut => {
+                    return Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated disconnect")), steps));
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, 3, "request body is not JSON");
+    };
+    let Some(edit) = req.pointer("/mediaGenInput/imageToImage") else {
+        return json_error(StatusCode::BAD_REQUEST, 3, "unsupported conversation request");
+    };
+    let prompt = edit.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let faults = Faults::parse(&prompt);
+    if faults.cloudflare {
+        let page = "<!DOCTYPE html><html><head><title>Just a moment...</title></head>\
+                    <body><script src=\"/cdn-cgi/challenge-platform/h/b/orchestrate/jsch/v1\"></script></body></html>";
+        let mut r = (StatusCode::FORBIDDEN, page).into_response();
+        r.headers_mut().insert(header::SERVER, HeaderValue::from_static("cloudflare"));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        return r;
+    }
+    let inputs: Vec<String> = edit
+        .get("inputAssets")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if inputs.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, 3, "imageToImage needs inputAssets");
+    }
+    let mut input_bytes = Vec::new();
+    for id in &inputs {
+        let asset = sim.uploads.get(id).and_then(|p| sim.assets.get(p.value()));
+        match asset {
+            Some(a) if a.owner == account.user_id => input_bytes.push(a.bytes),
+            _ => return json_error(StatusCode::BAD_REQUEST, 5, &format!("input asset {id} not found")),
+        }
+    }
+    if !sim.take_quota(&account.token) {
+        return super::rate_limited();
+    }
+
+    let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
+    let conversation_id = uuid::Uuid::new_v4().to_string();
+    let mut steps = vec![
+        ndjson(json!({"result":{"conversation":{"conversationId":conversation_id}}})),
+        ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
+    ];
+    if faults.rate_limit {
+        steps.push(ndjson(json!({"error":{"code":8,"message":"Too many requests"}})));
+        return stream_response(steps);
+    }
+    if faults.garbage {
+        steps.push(Step::Line("<html>upstream hiccup</html>\n".into()));
+        return stream_response(steps);
+    }
+
+    let ratio = edit.get("aspectRatio").and_then(Value::as_str).unwrap_or("1:1");
+    let (w, h) = dims_for_ratio(ratio, sim.cfg.image_long_side);
+    let ids: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let user = &account.user_id;
+    for (stage, pct) in [(0, 30), (1, 70)] {
+        for (index, id) in ids.iter().enumerate() {
+            steps.push(Step::Pause(delay));
+            steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
+                "imageIndex":index,"progress":pct,"imageUrl":format!("users/{user}/generated/{id}-part-0/image.png")}}}})));
+        }
+        if stage == 0 && faults.disconnect {
+            steps.push(Step::Pause(delay));
+            steps.push(Step::Cut);
+            return stream_response(steps);
+        }
+        if stage == 0 && faults.fail {
+            steps.push(ndjson(json!({"error":{"code":13,"message":"image edit failed"}})));
+            return stream_response(steps);
+        }
+    }
+    let mut finals = Vec::new();
+    for (index, id) in ids.iter().enumerate() {
+        steps.push(Step::Pause(delay));
+        if faults.moderated {
+            steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
+                "imageIndex":index,"progress":100,"moderated":true}}}})));
+            continue;
+        }
+        let mut parts: Vec<&[u8]> = vec![prompt.as_bytes(), id.as_bytes()];
+        parts.extend(input_bytes.iter().map(|b| b.as_ref()));
+        let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+        let path = format!("users/{user}/generated/{id}/image.png");
+        sim.assets.put(path.clone(), StoredAsset { owner: user.clone(), content_type: "image/png", bytes: png });
+        steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
+            "imageIndex":index,"progress":100,"imageUrl":path,"assetId":id,"moderated":false}}}})));
+        finals.push(path);
+    }
+    let stream_errors: Vec<&str> = if faults.moderated { vec!["content moderated"] } else { vec![] };
+    steps.push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
+        "message":"","generatedImageUrls":finals,"fileAttachments":ids,"streamErrors":stream_errors}}}})));
+    steps.push(ndjson(json!({"result":{"response":{"token":"","isSoftStop":true}}})));
+    stream_response(steps)
+}

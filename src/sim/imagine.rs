@@ -1,0 +1,131 @@
+//! The simulated Imagine WebSocket (`/ws/imagine/listen`): per request, for every image a
+//! `start_stage`, rising previews, a final blob and a `completed` status, images interleaved. Odd
+//! images announce `completed` before their final frame, as the real service sometimes does.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::render::{dims_for_ratio, render_png, seed_of};
+use super::{Faults, Sim, StoredAsset};
+
+pub(super) async fn upgrade(State(sim): State<Sim>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let account = match sim.account(&headers) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    if sim.remaining(&account.token) == 0 {
+        return super::rate_limited();
+    }
+    ws.on_upgrade(move |socket| session(sim, account.token, socket))
+}
+
+async fn session(sim: Sim, token: String, mut socket: WebSocket) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let Message::Text(text) = msg else {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+            let _ = send(&mut socket, json!({"type":"error","err_code":"bad_request","err_msg":"frame is not JSON"})).await;
+            continue;
+        };
+        let Some(content) = frame.pointer("/item/content/0") else { continue };
+        match content.get("type").and_then(Value::as_str) {
+            Some("input_text") => {
+                if !generate(&sim, &token, content, &mut socket).await {
+                    return;
+                }
+            }
+            _ => continue, // reset and anything else: nothing to answer
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, v: Value) -> bool {
+    socket.send(Message::text(v.to_string())).await.is_ok()
+}
+
+/// Runs one request; false when the connection should end.
+async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocket) -> bool {
+    let prompt = content.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let props = content.get("properties").cloned().unwrap_or(Value::Null);
+    let ratio = props.get("aspect_ratio").and_then(Value::as_str).unwrap_or("2:3").to_owned();
+    // Without `num_generations` the real service makes a fixed batch of six.
+    let n = props.get("num_generations").and_then(Value::as_u64).unwrap_or(6).clamp(1, 10) as usize;
+    let faults = Faults::parse(&prompt);
+    let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
+
+    if faults.rate_limit || !sim.take_quota(token) {
+        return send(socket, json!({"type":"error","err_code":"rate_limit_exceeded","err_msg":"Too many requests"})).await;
+    }
+    if faults.cloudflare {
+        return send(socket, json!({"type":"error","err_code":"403","err_msg":"Request rejected by anti-bot rules."})).await;
+    }
+    if faults.garbage {
+        let _ = socket.send(Message::text("<html><body>502 Bad Gateway</body></html>")).await;
+        return false;
+    }
+
+    let (w, h) = dims_for_ratio(&ratio, sim.cfg.image_long_side);
+    let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let public_url = |id: &str| format!("{}/imagine-public/images/{id}.png", sim.base_url);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+
+    for (order, id) in ids.iter().enumerate() {
+        tokio::time::sleep(delay).await;
+        if !send(socket, json!({"type":"json","current_status":"start_stage","image_id":id,"order":order,"width":w,"height":h})).await {
+            return false;
+        }
+    }
+    for (stage, pct) in [(0usize, 25u32), (1, 60)] {
+        for (order, id) in ids.iter().enumerate() {
+            tokio::time::sleep(delay).await;
+            let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
+            let preview = render_png(&seed, (w / 4).max(8), (h / 4).max(8), 0.25 + stage as f32 * 0.25);
+            let frame = json!({"type":"image","url":public_url(id),"blob":b64(&preview),"percentage_complete":pct,"order":order});
+            if !send(socket, frame).await {
+                return false;
+            }
+        }
+        if stage == 0 && faults.disconnect {
+            // Drop the socket without a close frame, like a reset connection.
+            return false;
+        }
+        if stage == 0 && faults.fail {
+            return send(socket, json!({"type":"error","err_code":"internal_error","err_msg":"image generation failed"})).await;
+        }
+    }
+    for (order, id) in ids.iter().enumerate() {
+        tokio::time::sleep(delay).await;
+        let completed = json!({"type":"json","current_status":"completed","image_id":id,"order":order,
+                               "moderated":faults.moderated,"r_rated":false});
+        if faults.moderated {
+            if !send(socket, completed).await {
+                return false;
+            }
+            continue;
+        }
+        let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
+        let png = Bytes::from(render_png(&seed, w, h, 1.0));
+        sim.public_images.put(
+            format!("{id}.png"),
+            StoredAsset { owner: String::new(), content_type: "image/png", bytes: png.clone() },
+        );
+        let final_frame = json!({"type":"image","url":public_url(id),"blob":b64(&png),"percentage_complete":100,
+                                 "order":order,"width":w,"height":h});
+        let frames = if order % 2 == 1 { [completed, final_frame] } else { [final_frame, completed] };
+        for f in frames {
+            if !send(socket, f).await {
+                return false;
+            }
+        }
+    }
+    true
+}

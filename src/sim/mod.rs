@@ -1,0 +1,220 @@
+//! A simulated grok.com: the Imagine WebSocket, uploads, the NDJSON conversation stream, cookie-guarded
+//! assets and quota endpoints, on one loopback port. It writes its frames by hand (never with the
+//! client's wire types) so a client bug cannot hide behind a shared struct.
+//!
+//! Faults are chosen per request by tokens in the prompt (see `faults.rs`) and per account by quota.
+
+mod assets;
+mod conversation;
+mod faults;
+mod imagine;
+pub mod render;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Accepted sso tokens; empty = any non-empty token.
+    pub tokens: Vec<String>,
+    /// Remaining generations per token; tokens not listed get `default_quota`.
+    pub quotas: HashMap<String, u32>,
+    pub default_quota: u32,
+    /// Pause between streamed frames.
+    pub frame_delay: Duration,
+    /// Longer side of generated images, in pixels.
+    pub image_long_side: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            quotas: HashMap::new(),
+            default_quota: 1_000_000,
+            frame_delay: Duration::from_millis(40),
+            image_long_side: 512,
+        }
+    }
+}
+
+/// A generated or uploaded file, owned by one simulated user.
+#[derive(Clone)]
+pub(crate) struct StoredAsset {
+    pub owner: String,
+    pub content_type: &'static str,
+    pub bytes: Bytes,
+}
+
+/// Keeps the newest `cap` assets so a long demo run does not grow without bound.
+pub(crate) struct AssetStore {
+    map: DashMap<String, StoredAsset>,
+    order: Mutex<VecDeque<String>>,
+    cap: usize,
+}
+
+impl AssetStore {
+    fn new(cap: usize) -> Self {
+        Self { map: DashMap::new(), order: Mutex::new(VecDeque::new()), cap }
+    }
+
+    pub fn put(&self, key: String, asset: StoredAsset) {
+        self.map.insert(key.clone(), asset);
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.push_back(key);
+        while order.len() > self.cap {
+            if let Some(old) = order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<StoredAsset> {
+        self.map.get(key).map(|a| a.clone())
+    }
+}
+
+pub(crate) struct SimState {
+    pub cfg: SimConfig,
+    /// `http://127.0.0.1:PORT`, for absolute URLs the simulator hands out.
+    pub base_url: String,
+    quota: DashMap<String, u32>,
+    /// Keyed by path under the assets host, e.g. `users/<uid>/generated/<id>/image.png`.
+    pub assets: AssetStore,
+    /// Keyed by file name under `/imagine-public/images/`.
+    pub public_images: AssetStore,
+    /// Upload id → path in `assets`.
+    pub uploads: DashMap<String, String>,
+}
+
+pub(crate) type Sim = Arc<SimState>;
+
+/// Who a request is from, per its cookie.
+pub(crate) struct Account {
+    pub token: String,
+    pub user_id: String,
+}
+
+impl SimState {
+    /// The sso cookie must be present twice (`sso` and `sso-rw`, same value) and name a known token.
+    pub fn account(&self, headers: &HeaderMap) -> Result<Account, Response> {
+        let cookies: HashMap<&str, &str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .collect();
+        let (Some(sso), Some(rw)) = (cookies.get("sso"), cookies.get("sso-rw")) else {
+            return Err(json_error(StatusCode::UNAUTHORIZED, 16, "Not logged in: missing sso cookie"));
+        };
+        if sso.is_empty() || sso != rw || !(self.cfg.tokens.is_empty() || self.cfg.tokens.iter().any(|t| t == sso)) {
+            return Err(json_error(StatusCode::UNAUTHORIZED, 16, "unauthenticated: invalid sso token"));
+        }
+        let digest = render::seed_of(&[sso.as_bytes()]);
+        Ok(Account { token: (*sso).to_owned(), user_id: format!("u-{}", hex::encode(&digest[..6])) })
+    }
+
+    /// REST calls from the web app carry `x-statsig-id`; a real one decodes to 70 bytes.
+    pub fn check_statsig(&self, headers: &HeaderMap) -> Result<(), Response> {
+        use base64::Engine;
+        let ok = headers
+            .get("x-statsig-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .is_some_and(|b| b.len() == 70);
+        if ok { Ok(()) } else { Err(json_error(StatusCode::FORBIDDEN, 7, "Request rejected by anti-bot rules.")) }
+    }
+
+    pub fn remaining(&self, token: &str) -> u32 {
+        *self.quota.entry(token.to_owned()).or_insert_with(|| *self.cfg.quotas.get(token).unwrap_or(&self.cfg.default_quota))
+    }
+
+    /// Spends one generation of quota; false when there is none left.
+    pub fn take_quota(&self, token: &str) -> bool {
+        let default = *self.cfg.quotas.get(token).unwrap_or(&self.cfg.default_quota);
+        let mut left = self.quota.entry(token.to_owned()).or_insert(default);
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
+    }
+}
+
+pub(crate) fn json_error(status: StatusCode, code: u32, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+pub(crate) fn rate_limited() -> Response {
+    let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, 8, "Too many requests");
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    r
+}
+
+fn router(sim: Sim) -> Router {
+    Router::new()
+        .route("/ws/imagine/listen", any(imagine::upgrade))
+        .route("/http/upload-file-v2/direct", post(conversation::upload))
+        .route("/rest/app-chat/conversations/new", post(conversation::new_conversation))
+        .route("/rest/rate-limits", post(assets::rate_limits))
+        .route("/rest/media/imagine/quota_info", post(assets::quota_info))
+        .route("/users/{*path}", get(assets::user_asset))
+        .route("/imagine-public/images/{file}", get(assets::public_image))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .with_state(sim)
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimHandle {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Serves the simulator on `listener` until the handle is stopped (or dropped along with the runtime).
+pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let sim = Arc::new(SimState {
+        cfg,
+        base_url: format!("http://{addr}"),
+        quota: DashMap::new(),
+        assets: AssetStore::new(4096),
+        public_images: AssetStore::new(4096),
+        uploads: DashMap::new(),
+    });
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let app = router(sim);
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!("simulator stopped: {e}");
+        }
+    });
+    Ok(SimHandle { addr, shutdown, task })
+}

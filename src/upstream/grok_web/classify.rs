@@ -1,0 +1,107 @@
+//! Turning grok.com's failure signals (HTTP status + body, in-band error frames) into `UpstreamError`s.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER, SERVER};
+
+use crate::upstream::UpstreamError;
+
+/// Words in a 403 JSON body that mean the account itself is unusable (not this one request).
+const DEAD_ACCOUNT: &[&str] = &[
+    "blocked-user",
+    "invalid-credentials",
+    "bad-credentials",
+    "session not found",
+    "account suspended",
+    "token revoked",
+    "token expired",
+    "unauthenticated",
+    "not logged in",
+];
+
+const CHALLENGE: &[&str] = &["just a moment", "challenge-platform", "__cf_chl", "cf-chl-"];
+
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn snippet(body: &str) -> String {
+    let s: String = body.chars().take(160).collect();
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A non-success HTTP answer (REST call or WebSocket handshake).
+pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamError {
+    let lower = body.to_ascii_lowercase();
+    let looks_json = body.trim_start().starts_with('{');
+    match status {
+        401 => UpstreamError::Auth(format!("401 {}", snippet(body))),
+        403 => {
+            let cloudflare = headers.get(SERVER).and_then(|v| v.to_str().ok()).is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
+            if !looks_json && (body.trim().is_empty() || cloudflare || CHALLENGE.iter().any(|w| lower.contains(w)) || lower.contains("<html")) {
+                UpstreamError::Challenge("403 challenge page".into())
+            } else if DEAD_ACCOUNT.iter().any(|w| lower.contains(w)) {
+                UpstreamError::Auth(format!("403 {}", snippet(body)))
+            } else if lower.contains("anti-bot") || lower.contains("\"code\":7") {
+                UpstreamError::Challenge(format!("403 {}", snippet(body)))
+            } else {
+                UpstreamError::Failed(format!("403 {}", snippet(body)))
+            }
+        }
+        429 => UpstreamError::RateLimited {
+            retry_after: retry_after(headers),
+            message: "upstream rate limit reached".into(),
+        },
+        s if s >= 500 => UpstreamError::Failed(format!("upstream HTTP {s}: {}", snippet(body))),
+        s => UpstreamError::Failed(format!("upstream HTTP {s}: {}", snippet(body))),
+    }
+}
+
+/// An error reported inside a stream (`{"error":{"code":8,...}}` or an Imagine `error` frame).
+pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
+    let lower = message.to_ascii_lowercase();
+    let code = code.unwrap_or("");
+    if code == "8" || lower.contains("too many requests") || lower.contains("rate limit") || code.contains("rate_limit") {
+        UpstreamError::RateLimited { retry_after: None, message: "upstream rate limit reached".into() }
+    } else if lower.contains("usage limit") || lower.contains("usage quota") {
+        UpstreamError::RateLimited { retry_after: None, message: "upstream usage quota exhausted".into() }
+    } else if code == "7" || lower.contains("anti-bot") {
+        UpstreamError::Challenge(snippet(message))
+    } else if code == "16" || lower.contains("unauthenticated") {
+        UpstreamError::Auth(snippet(message))
+    } else {
+        UpstreamError::Failed(if code.is_empty() { snippet(message) } else { format!("{code}: {}", snippet(message)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn http_statuses() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(classify_http(401, &h, ""), UpstreamError::Auth(_)));
+        assert!(matches!(classify_http(403, &h, "<!DOCTYPE html><title>Just a moment...</title>"), UpstreamError::Challenge(_)));
+        assert!(matches!(classify_http(403, &h, ""), UpstreamError::Challenge(_)));
+        assert!(matches!(classify_http(403, &h, r#"{"error":"blocked-user"}"#), UpstreamError::Auth(_)));
+        assert!(matches!(classify_http(403, &h, r#"{"error":{"code":7,"message":"Request rejected by anti-bot rules."}}"#), UpstreamError::Challenge(_)));
+        assert!(matches!(classify_http(403, &h, r#"{"error":"policy"}"#), UpstreamError::Failed(_)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("17"));
+        assert_eq!(
+            classify_http(429, &h, ""),
+            UpstreamError::RateLimited { retry_after: Some(Duration::from_secs(17)), message: "upstream rate limit reached".into() }
+        );
+        assert!(matches!(classify_http(503, &h, "x"), UpstreamError::Failed(_)));
+    }
+
+    #[test]
+    fn in_band_codes() {
+        assert!(matches!(classify_in_band(Some("8"), "Too many requests"), UpstreamError::RateLimited { .. }));
+        assert!(matches!(classify_in_band(None, "You have reached your usage limit"), UpstreamError::RateLimited { .. }));
+        assert!(matches!(classify_in_band(Some("7"), "blocked"), UpstreamError::Challenge(_)));
+        assert!(matches!(classify_in_band(Some("13"), "internal"), UpstreamError::Failed(_)));
+    }
+}

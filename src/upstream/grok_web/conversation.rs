@@ -1,0 +1,150 @@
+//! Image edits: upload the inputs, open a conversation with `mediaGenInput.imageToImage`, follow the
+//! NDJSON stream to the final image URLs, then download them with the same account's cookie.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+
+use super::ndjson::{Frame, FrameDecoder};
+use super::wire::{self, ConversationEvent};
+use super::{GrokWebClient, classify, read_text_limited, transport};
+use crate::jobs::{EditJob, InputImage, ProgressSlots};
+use crate::upstream::{Asset, UpstreamError};
+
+async fn upload(client: &GrokWebClient, token: &str, image: &InputImage) -> Result<String, UpstreamError> {
+    let part = reqwest::multipart::Part::bytes(image.bytes.to_vec())
+        .file_name(image.file_name.clone())
+        .mime_str(image.content_type)
+        .map_err(|e| UpstreamError::Failed(format!("bad upload type: {e}")))?;
+    let form = reqwest::multipart::Form::new().part("file", part).text("file_source", wire::UPLOAD_FILE_SOURCE);
+    let mut headers = client.api_headers(token);
+    headers.remove("x-xai-request-id");
+    let send = client.http.post(client.url(wire::UPLOAD_PATH)).headers(headers).multipart(form).send();
+    let resp = tokio::time::timeout(client.idle_timeout(), send)
+        .await
+        .map_err(|_| UpstreamError::Timeout("upload did not answer in time".into()))?
+        .map_err(transport)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = client.read_body(resp, 1024 * 1024).await?;
+    if !status.is_success() {
+        return Err(classify::classify_http(status.as_u16(), &headers, &String::from_utf8_lossy(&body)));
+    }
+    let parsed: wire::UploadResponse = serde_json::from_slice(&body)
+        .map_err(|_| UpstreamError::Protocol(format!("unparseable upload answer: {}", String::from_utf8_lossy(&body))))?;
+    if let Some(err) = parsed.terminal_error.as_ref().filter(|e| !e.is_null()) {
+        return Err(UpstreamError::Failed(format!("upstream rejected the input image: {err}")));
+    }
+    parsed.asset_id().ok_or_else(|| UpstreamError::Protocol("upload answer without a file id".into()))
+}
+
+#[derive(Default)]
+struct Found {
+    finals: BTreeMap<u32, String>,
+    fallback_urls: Vec<String>,
+    moderated: usize,
+    stream_errors: Vec<String>,
+}
+
+/// One edit conversation producing up to `want` images, reported as progress slots from `first_slot`.
+pub(super) async fn edit(
+    client: &GrokWebClient,
+    token: String,
+    job: &EditJob,
+    want: usize,
+    first_slot: usize,
+    progress: &ProgressSlots,
+) -> Result<Vec<Asset>, UpstreamError> {
+    let mut asset_ids = Vec::with_capacity(job.images.len());
+    for image in &job.images {
+        asset_ids.push(upload(client, &token, image).await?);
+    }
+    let body = wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio);
+    let send = client
+        .http
+        .post(client.url(wire::CONVERSATION_PATH))
+        .headers(client.api_headers(&token))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send();
+    let resp = tokio::time::timeout(client.idle_timeout(), send)
+        .await
+        .map_err(|_| UpstreamError::Timeout("conversation did not answer in time".into()))?
+        .map_err(transport)?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        return Err(classify::classify_http(status, &headers, &read_text_limited(resp).await));
+    }
+
+    let mut found = Found::default();
+    let mut decoder = FrameDecoder::default();
+    let mut stream = resp.bytes_stream();
+    let idle = client.idle_timeout();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(UpstreamError::Timeout(format!("conversation stream silent for {}s", idle.as_secs()))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(UpstreamError::Transport(format!("conversation stream broke: {e}"))),
+            Ok(Some(Ok(c))) => c,
+        };
+        decoder.push(&chunk);
+        while let Some(frame) = decoder.next_frame() {
+            let value = match frame {
+                Frame::Json(v) => v,
+                Frame::Garbage(line) => return Err(UpstreamError::Protocol(format!("not a stream frame: {line}"))),
+            };
+            match wire::parse_conversation_frame(&value) {
+                ConversationEvent::Error { code, message } => {
+                    return Err(classify::classify_in_band(code.as_deref(), &message));
+                }
+                ConversationEvent::Image(img) => {
+                    let index = img.image_index.unwrap_or(0);
+                    let pct = img.progress.unwrap_or(0.0);
+                    let is_final = img.is_final == Some(true) || pct >= 100.0;
+                    if img.moderated == Some(true) {
+                        found.moderated += 1;
+                    } else if is_final && let Some(url) = img.image_url {
+                        found.finals.insert(index, url);
+                    }
+                    if (index as usize) < want {
+                        progress.set(first_slot + index as usize, pct.min(99.0));
+                    }
+                }
+                ConversationEvent::ModelResponse { image_urls, stream_errors } => {
+                    found.fallback_urls.extend(image_urls);
+                    found.stream_errors.extend(stream_errors);
+                }
+                ConversationEvent::Other => {}
+            }
+        }
+    }
+    if let Some(rest) = decoder.remainder() {
+        return Err(UpstreamError::Protocol(format!("conversation stream cut mid-frame: {rest}")));
+    }
+
+    let mut urls: Vec<String> = found.finals.into_values().collect();
+    for url in found.fallback_urls {
+        if !urls.contains(&url) && !url.contains("-part-") {
+            urls.push(url);
+        }
+    }
+    if urls.len() < want {
+        return Err(if found.moderated > 0 {
+            UpstreamError::Moderated("the upstream moderated the edited image; rephrase the prompt".into())
+        } else if !found.stream_errors.is_empty() {
+            UpstreamError::Failed(format!("upstream stream errors: {}", found.stream_errors.join("; ")))
+        } else {
+            UpstreamError::Protocol(format!("conversation ended with {} of {want} images", urls.len()))
+        });
+    }
+    let mut assets = Vec::with_capacity(want);
+    for url in urls.into_iter().take(want) {
+        let asset = client.download(&token, &url).await?;
+        if !asset.content_type.starts_with("image/") {
+            return Err(UpstreamError::Protocol("edited asset is not an image".into()));
+        }
+        assets.push(asset);
+    }
+    Ok(assets)
+}

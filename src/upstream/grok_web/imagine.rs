@@ -1,0 +1,177 @@
+//! Text-to-image over the Imagine WebSocket: reset + request frames out; per-image status, preview
+//! and final frames back, interleaved. An image is done when both its final blob and its
+//! `completed` status have arrived, in either order.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::wire::{self, ImagineFrame};
+use super::{GrokWebClient, classify, decode_blob};
+use crate::jobs::{ImageJob, ProgressSlots};
+use crate::upstream::{Asset, UpstreamError, sniff_media_type};
+
+#[derive(Default)]
+struct Slot {
+    order: Option<u32>,
+    final_blob: Option<Bytes>,
+    final_url: Option<String>,
+    /// `Some(moderated)` once the `completed` status arrived.
+    completed: Option<bool>,
+}
+
+impl Slot {
+    fn resolved(&self) -> bool {
+        matches!(self.completed, Some(true)) || (self.completed.is_some() && (self.final_blob.is_some() || self.final_url.is_some()))
+    }
+}
+
+pub(super) async fn generate(
+    client: &GrokWebClient,
+    token: String,
+    job: &ImageJob,
+    progress: &ProgressSlots,
+) -> Result<Vec<Asset>, UpstreamError> {
+    let url = format!("{}{}", client.cfg.ws_url.trim_end_matches('/'), wire::IMAGINE_WS_PATH);
+    let mut request = url.as_str().into_client_request().map_err(|e| UpstreamError::Transport(format!("bad ws url: {e}")))?;
+    let origin = client.cfg.base_url.trim_end_matches('/').to_owned();
+    let headers = request.headers_mut();
+    for (k, v) in [
+        ("origin", origin),
+        ("user-agent", client.cfg.user_agent.clone()),
+        ("cookie", client.cookie(&token)),
+        ("accept-language", "en-US,en;q=0.9".into()),
+        ("cache-control", "no-cache".into()),
+        ("pragma", "no-cache".into()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+
+    let connect = tokio_tungstenite::connect_async(request);
+    let connect_timeout = std::time::Duration::from_secs(client.cfg.connect_timeout_secs.max(1));
+    let (mut ws, _) = match tokio::time::timeout(connect_timeout, connect).await {
+        Err(_) => return Err(UpstreamError::Timeout("Imagine WebSocket handshake timed out".into())),
+        Ok(Err(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let mut h = reqwest::header::HeaderMap::new();
+            for (k, v) in resp.headers() {
+                if let (Ok(k), Ok(v)) = (
+                    reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
+                    reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+                ) {
+                    h.insert(k, v);
+                }
+            }
+            return Err(classify::classify_http(resp.status().as_u16(), &h, &body));
+        }
+        Ok(Err(e)) => return Err(UpstreamError::Transport(format!("Imagine WebSocket: {e}"))),
+        Ok(Ok(pair)) => pair,
+    };
+
+    for frame in [wire::imagine_reset(), wire::imagine_request(&job.prompt, job.aspect_ratio, job.n, client.cfg.enable_nsfw)] {
+        ws.send(Message::text(frame.to_string()))
+            .await
+            .map_err(|e| UpstreamError::Transport(format!("Imagine WebSocket send: {e}")))?;
+    }
+
+    let mut slots: HashMap<String, Slot> = HashMap::new();
+    let mut order_of_arrival: Vec<String> = Vec::new();
+    let idle = client.idle_timeout();
+    loop {
+        if slots.values().filter(|s| s.resolved()).count() >= job.n {
+            break;
+        }
+        let msg = match tokio::time::timeout(idle, ws.next()).await {
+            Err(_) => return Err(UpstreamError::Timeout(format!("no Imagine frame for {}s", idle.as_secs()))),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                return Err(UpstreamError::Protocol("Imagine stream closed before every image was final".into()));
+            }
+            Ok(Some(Err(e))) => return Err(UpstreamError::Transport(format!("Imagine stream broke: {e}"))),
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match &msg {
+            Message::Text(t) => t.as_str(),
+            _ => continue,
+        };
+        let frame: ImagineFrame = serde_json::from_str(text).map_err(|_| {
+            UpstreamError::Protocol(format!("unparseable Imagine frame: {}", text.chars().take(120).collect::<String>()))
+        })?;
+        match frame {
+            ImagineFrame::Error { err_code, err_msg } => {
+                return Err(classify::classify_in_band(err_code.as_deref(), err_msg.as_deref().unwrap_or("Imagine error")));
+            }
+            ImagineFrame::Status(s) => {
+                let Some(id) = s.image_id else { continue };
+                let slot = slot_for(&mut slots, &mut order_of_arrival, id);
+                slot.order = slot.order.or(s.order);
+                if s.current_status.as_deref() == Some("completed") {
+                    slot.completed = Some(s.moderated.unwrap_or(false));
+                }
+            }
+            ImagineFrame::Image(img) => {
+                let Some(id) = img.identity() else { continue };
+                let index = position(&order_of_arrival, &id);
+                let slot = slot_for(&mut slots, &mut order_of_arrival, id);
+                slot.order = slot.order.or(img.order);
+                let pct = img.percentage_complete.unwrap_or(100.0);
+                let index = index.unwrap_or(order_of_arrival.len() - 1);
+                if pct >= 100.0 {
+                    slot.final_blob = img.blob.as_deref().and_then(decode_blob);
+                    slot.final_url = img.url;
+                } else if let Some(blob) = img.blob.as_deref().and_then(decode_blob) {
+                    progress.sink().preview(index, blob);
+                }
+                progress.set(index, pct.min(99.0));
+            }
+            ImagineFrame::Other => {}
+        }
+    }
+    let _ = ws.close(None).await;
+
+    let mut done: Vec<(Option<u32>, usize, Slot)> = order_of_arrival
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| slots.remove(id).map(|s| (s.order, i, s)))
+        .filter(|(_, _, s)| s.resolved())
+        .collect();
+    let moderated = done.iter().filter(|(_, _, s)| s.completed == Some(true)).count();
+    if moderated > 0 {
+        return Err(UpstreamError::Moderated(format!(
+            "the upstream moderated {moderated} of {} generated images; rephrase the prompt",
+            done.len()
+        )));
+    }
+    done.sort_by_key(|(order, arrival, _)| (order.unwrap_or(u32::MAX), *arrival));
+    let mut assets = Vec::with_capacity(job.n);
+    for (_, _, slot) in done.into_iter().take(job.n) {
+        let asset = match (slot.final_blob, slot.final_url) {
+            (Some(bytes), _) => {
+                let content_type = sniff_media_type(&bytes)
+                    .filter(|t| t.starts_with("image/"))
+                    .ok_or_else(|| UpstreamError::Protocol("final Imagine blob is not an image".into()))?;
+                Asset { bytes, content_type }
+            }
+            (None, Some(url)) => client.download(&token, &url).await?,
+            (None, None) => return Err(UpstreamError::Protocol("final Imagine frame without image".into())),
+        };
+        assets.push(asset);
+    }
+    Ok(assets)
+}
+
+fn position(order: &[String], id: &str) -> Option<usize> {
+    order.iter().position(|x| x == id)
+}
+
+fn slot_for<'a>(slots: &'a mut HashMap<String, Slot>, order: &mut Vec<String>, id: String) -> &'a mut Slot {
+    if !slots.contains_key(&id) {
+        order.push(id.clone());
+    }
+    slots.entry(id).or_default()
+}

@@ -1,0 +1,115 @@
+//! Upstreams turn jobs into media bytes plus progress events. An enum, not a plugin system: each
+//! protocol lives in its own folder so an upstream change touches one place.
+
+pub mod grok_web;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::jobs::{EditJob, ImageJob, ProgressSink};
+
+/// How an upstream call failed, classified by what the caller should do about it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The token (or every token) is rate limited; try another token, or tell the client to wait.
+    #[error("{message}")]
+    RateLimited { retry_after: Option<Duration>, message: String },
+    /// The upstream refused our credentials (expired/invalid sso token, dead account).
+    #[error("upstream rejected the credentials: {0}")]
+    Auth(String),
+    /// An anti-bot challenge page instead of an answer (Cloudflare HTML 403).
+    #[error("upstream answered with an anti-bot challenge: {0}")]
+    Challenge(String),
+    /// The upstream moderated the output; retrying the same prompt is unlikely to help.
+    #[error("{0}")]
+    Moderated(String),
+    /// The upstream answered something we cannot parse, or stopped before a result.
+    #[error("upstream sent an unusable response: {0}")]
+    Protocol(String),
+    /// The upstream reported a failure.
+    #[error("upstream failed: {0}")]
+    Failed(String),
+    /// Connection-level failure.
+    #[error("cannot reach the upstream: {0}")]
+    Transport(String),
+    #[error("upstream timed out: {0}")]
+    Timeout(String),
+    /// We could not keep what the upstream produced (disk full, ...).
+    #[error("cannot store media: {0}")]
+    Storage(String),
+}
+
+impl UpstreamError {
+    /// Whether the same request may succeed with a different token.
+    pub fn retry_on_other_token(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::Auth(_) | Self::Challenge(_) | Self::Transport(_))
+    }
+}
+
+/// One piece of media produced upstream, already downloaded.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+}
+
+pub enum Upstream {
+    GrokWeb(grok_web::GrokWebClient),
+}
+
+impl Upstream {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::GrokWeb(_) => "grok-web",
+        }
+    }
+
+    pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
+        match self {
+            Self::GrokWeb(c) => c.generate_images(job, sink).await,
+        }
+    }
+
+    pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
+        match self {
+            Self::GrokWeb(c) => c.edit_images(job, sink).await,
+        }
+    }
+
+    /// (usable tokens now, tokens configured) for /readyz.
+    pub fn capacity(&self) -> (usize, usize) {
+        match self {
+            Self::GrokWeb(c) => c.pool().capacity(),
+        }
+    }
+}
+
+/// Recognise media by its first bytes; upstream file names and headers are not trustworthy.
+pub fn sniff_media_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        Some("video/mp4")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_common_types() {
+        assert_eq!(sniff_media_type(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
+        assert_eq!(sniff_media_type(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
+        assert_eq!(sniff_media_type(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(sniff_media_type(b"\0\0\0\x18ftypmp42"), Some("video/mp4"));
+        assert_eq!(sniff_media_type(b"<html>"), None);
+    }
+}
