@@ -153,6 +153,8 @@ pub struct GrokWebConfig {
     pub max_attempts: u32,
     /// Simultaneous upstream requests per token.
     pub token_max_concurrency: u32,
+    /// How long a request waits for a free slot when every usable token is at its concurrency cap.
+    pub token_wait_secs: u64,
     /// Cooldown after a 429 that did not say how long to wait.
     pub rate_limit_cooldown_secs: u64,
     /// Consecutive auth failures after which a token is marked expired.
@@ -177,6 +179,7 @@ impl Default for GrokWebConfig {
             idle_timeout_secs: 60,
             max_attempts: 3,
             token_max_concurrency: 4,
+            token_wait_secs: 30,
             rate_limit_cooldown_secs: 300,
             token_fail_threshold: 5,
             enable_nsfw: false,
@@ -247,7 +250,8 @@ impl Config {
     pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
         let mut cfg = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
                 Self::from_toml_str(&text, path)?
             }
             None => Self::default(),
@@ -279,9 +283,9 @@ impl Config {
     fn load_tokens_file(&mut self) -> Result<(), ConfigError> {
         let Some(path) = &self.grok.tokens_file else { return Ok(()) };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        self.grok.tokens.extend(
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
-        );
+        self.grok
+            .tokens
+            .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
         Ok(())
     }
 

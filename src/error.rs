@@ -26,7 +26,10 @@ impl ApiError {
     }
 
     pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
-        Self { param: Some(param.to_owned()), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_value", message) }
+        Self {
+            param: Some(param.to_owned()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_value", message)
+        }
     }
 
     pub fn model_not_supported(model: &str, capability: &str) -> Self {

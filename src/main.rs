@@ -66,11 +66,9 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
     let mut demo_sim = None;
     if args.demo {
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo simulator: {e}"))?;
-        let handle = sim::spawn(
-            SimConfig { tokens: DEMO_TOKENS.map(String::from).to_vec(), ..SimConfig::default() },
-            listener,
-        )
-        .map_err(|e| format!("demo simulator: {e}"))?;
+        let handle =
+            sim::spawn(SimConfig { tokens: DEMO_TOKENS.map(String::from).to_vec(), ..SimConfig::default() }, listener)
+                .map_err(|e| format!("demo simulator: {e}"))?;
         let base = handle.base_url();
         cfg.grok.base_url = base.clone();
         cfg.grok.assets_url = base.clone();
@@ -87,10 +85,14 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         .ok_or_else(|| format!("listen address {} resolves to nothing", cfg.server.listen))?;
     cfg.check_auth_safety(listen).map_err(|e| e.to_string())?;
     if cfg.auth.api_keys.is_empty() {
-        tracing::warn!("NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server.");
+        tracing::warn!(
+            "NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server."
+        );
     }
     if cfg.grok.tokens.is_empty() {
-        tracing::warn!("no grok.com sso tokens configured (grok.tokens / GROK2API_GROK_TOKENS); generation requests will fail");
+        tracing::warn!(
+            "no grok.com sso tokens configured (grok.tokens / GROK2API_GROK_TOKENS); generation requests will fail"
+        );
     }
 
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -115,7 +117,8 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
 
 async fn run_sim(args: SimArgs) -> Result<(), String> {
     init_tracing(LogFormat::Text, "info");
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let handle = sim::spawn(
         SimConfig {
             tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::images::{ImageRequest, respond};
-use super::{Capability, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n, validate_prompt};
+use super::{
+    Capability, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n, validate_prompt,
+};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{EditJob, InputImage, Job};
@@ -77,8 +79,9 @@ pub async fn edits(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let multipart =
-        multipart.map_err(|_| ApiError::unsupported_media_type("expected `Content-Type: multipart/form-data` with a boundary"))?;
+    let multipart = multipart.map_err(|_| {
+        ApiError::unsupported_media_type("expected `Content-Type: multipart/form-data` with a boundary")
+    })?;
     let form = read_form(multipart).await?;
     let model = form.model.ok_or_else(|| ApiError::missing_field("model"))?;
     resolve_model(&model, Capability::Edit)?;
@@ -88,7 +91,9 @@ pub async fn edits(
     }
     let n = match form.n.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::invalid_param("n", format!("n must be an integer, got `{s}`")))?),
+        Some(s) => Some(
+            s.parse::<i64>().map_err(|_| ApiError::invalid_param("n", format!("n must be an integer, got `{s}`")))?,
+        ),
     };
     let n = validate_n(n)?;
     let aspect_ratio = form.size.as_deref().map(aspect_ratio_for_size).transpose()?;
@@ -96,7 +101,9 @@ pub async fn edits(
     let stream = match form.stream.as_deref().map(str::trim) {
         None | Some("") | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(ApiError::invalid_param("stream", format!("stream must be true or false, got `{other}`"))),
+        Some(other) => {
+            return Err(ApiError::invalid_param("stream", format!("stream must be true or false, got `{other}`")));
+        }
     };
     let req = ImageRequest {
         job: Job::Edit(EditJob { prompt, n, aspect_ratio, images: form.images }),

@@ -32,9 +32,11 @@ pub async fn get_file(
     put(&mut h, header::ETAG, &file.etag);
     put(&mut h, header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     put(&mut h, header::ACCEPT_RANGES, "bytes");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').any(|t| t.trim() == file.etag || t.trim() == "*")
-    }) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == file.etag || t.trim() == "*"))
+    {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     put(&mut h, header::CONTENT_TYPE, file.content_type);

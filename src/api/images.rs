@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n, validate_prompt};
+use super::{
+    Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n,
+    validate_prompt,
+};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{ImageJob, Job, JobEvent, JobOutput, ProgressSink};

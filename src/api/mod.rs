@@ -33,7 +33,10 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::JsonDataError(e) => {
             let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-            let mut err = ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {detail}"));
+            let mut err = ApiError::unprocessable(
+                "invalid_request_structure",
+                format!("request body has the wrong structure: {detail}"),
+            );
             err.param = missing_field_name(&detail);
             err
         }
@@ -121,7 +124,9 @@ impl ResponseFormat {
         match v.map(str::trim) {
             None | Some("url") => Ok(Self::Url),
             Some("b64_json") | Some("base64") => Ok(Self::B64Json),
-            Some(other) => Err(ApiError::invalid_param("response_format", format!("`{other}` is not one of url, b64_json"))),
+            Some(other) => {
+                Err(ApiError::invalid_param("response_format", format!("`{other}` is not one of url, b64_json")))
+            }
         }
     }
 }
@@ -134,7 +139,10 @@ pub fn validate_prompt(prompt: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid_param("prompt", "prompt must not be empty"));
     }
     if len > MAX_PROMPT_CHARS {
-        return Err(ApiError::invalid_param("prompt", format!("prompt is {len} characters; the limit is {MAX_PROMPT_CHARS}")));
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!("prompt is {len} characters; the limit is {MAX_PROMPT_CHARS}"),
+        ));
     }
     Ok(prompt.to_owned())
 }

@@ -17,7 +17,7 @@ fn serve(asset: StoredAsset) -> Response {
 pub(super) async fn user_asset(State(sim): State<Sim>, headers: HeaderMap, Path(path): Path<String>) -> Response {
     let account = match sim.account(&headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match sim.assets.get(&format!("users/{path}")) {
         Some(a) if a.owner == account.user_id => serve(a),
@@ -34,9 +34,9 @@ pub(super) async fn public_image(State(sim): State<Sim>, Path(file): Path<String
 }
 
 pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> Response {
-    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+    let account = match sim.rest_account(&headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let remaining = sim.remaining(&account.token);
     axum::Json(json!({"windowSizeSeconds": 72000, "remainingQueries": remaining,
@@ -45,13 +45,16 @@ pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> R
 }
 
 pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Response {
-    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+    let account = match sim.rest_account(&headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let remaining = sim.remaining(&account.token);
-    let window = |available: bool| json!({"available": available, "remainingQueries": remaining, "windowSizeSeconds": 86400});
-    axum::Json(json!({"image": window(remaining > 0), "imagePro": window(remaining > 0), "imageEdit": window(remaining > 0),
-                      "video": window(remaining > 0), "video720p": null}))
+    let window =
+        |available: bool| json!({"available": available, "remainingQueries": remaining, "windowSizeSeconds": 86400});
+    axum::Json(
+        json!({"image": window(remaining > 0), "imagePro": window(remaining > 0), "imageEdit": window(remaining > 0),
+                      "video": window(remaining > 0), "video720p": null}),
+    )
     .into_response()
 }

@@ -26,9 +26,9 @@ fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 }
 
 pub(super) async fn upload(State(sim): State<Sim>, headers: HeaderMap, mut multipart: Multipart) -> Response {
-    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+    let account = match sim.rest_account(&headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut file: Option<Bytes> = None;
     while let Ok(Some(field)) = multipart.next_field().await {
@@ -76,7 +76,10 @@ fn stream_response(steps: Vec<Step>) -> Response {
                 Step::Pause(d) => tokio::time::sleep(d).await,
                 Step::Line(l) => return Some((Ok::<Bytes, std::io::Error>(Bytes::from(l)), steps)),
                 Step::Cut => {
-                    return Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated disconnect")), steps));
+                    return Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated disconnect")),
+                        steps,
+                    ));
                 }
             }
         }
@@ -87,9 +90,9 @@ fn stream_response(steps: Vec<Step>) -> Response {
 }
 
 pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    let account = match sim.account(&headers).and_then(|a| sim.check_statsig(&headers).map(|_| a)) {
+    let account = match sim.rest_account(&headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, 3, "request body is not JSON");

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use super::{Faults, Sim, StoredAsset};
 pub(super) async fn upgrade(State(sim): State<Sim>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let account = match sim.account(&headers) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     if sim.remaining(&account.token) == 0 {
         return super::rate_limited();
@@ -33,7 +33,8 @@ async fn session(sim: Sim, token: String, mut socket: WebSocket) {
             continue;
         };
         let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
-            let _ = send(&mut socket, json!({"type":"error","err_code":"bad_request","err_msg":"frame is not JSON"})).await;
+            let _ =
+                send(&mut socket, json!({"type":"error","err_code":"bad_request","err_msg":"frame is not JSON"})).await;
             continue;
         };
         let Some(content) = frame.pointer("/item/content/0") else { continue };
@@ -63,10 +64,12 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
     let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
 
     if faults.rate_limit || !sim.take_quota(token) {
-        return send(socket, json!({"type":"error","err_code":"rate_limit_exceeded","err_msg":"Too many requests"})).await;
+        return send(socket, json!({"type":"error","err_code":"rate_limit_exceeded","err_msg":"Too many requests"}))
+            .await;
     }
     if faults.cloudflare {
-        return send(socket, json!({"type":"error","err_code":"403","err_msg":"Request rejected by anti-bot rules."})).await;
+        return send(socket, json!({"type":"error","err_code":"403","err_msg":"Request rejected by anti-bot rules."}))
+            .await;
     }
     if faults.garbage {
         let _ = socket.send(Message::text("<html><body>502 Bad Gateway</body></html>")).await;
@@ -80,7 +83,12 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
 
     for (order, id) in ids.iter().enumerate() {
         tokio::time::sleep(delay).await;
-        if !send(socket, json!({"type":"json","current_status":"start_stage","image_id":id,"order":order,"width":w,"height":h})).await {
+        if !send(
+            socket,
+            json!({"type":"json","current_status":"start_stage","image_id":id,"order":order,"width":w,"height":h}),
+        )
+        .await
+        {
             return false;
         }
     }
@@ -99,7 +107,11 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             return false;
         }
         if stage == 0 && faults.fail {
-            return send(socket, json!({"type":"error","err_code":"internal_error","err_msg":"image generation failed"})).await;
+            return send(
+                socket,
+                json!({"type":"error","err_code":"internal_error","err_msg":"image generation failed"}),
+            )
+            .await;
         }
     }
     for (order, id) in ids.iter().enumerate() {

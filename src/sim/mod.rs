@@ -108,9 +108,27 @@ pub(crate) struct Account {
     pub user_id: String,
 }
 
+/// Why the simulated grok.com turned a request away, answered as grok.com does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reject {
+    NoCookie,
+    BadToken,
+    AntiBot,
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoCookie => json_error(StatusCode::UNAUTHORIZED, 16, "Not logged in: missing sso cookie"),
+            Self::BadToken => json_error(StatusCode::UNAUTHORIZED, 16, "unauthenticated: invalid sso token"),
+            Self::AntiBot => json_error(StatusCode::FORBIDDEN, 7, "Request rejected by anti-bot rules."),
+        }
+    }
+}
+
 impl SimState {
     /// The sso cookie must be present twice (`sso` and `sso-rw`, same value) and name a known token.
-    pub fn account(&self, headers: &HeaderMap) -> Result<Account, Response> {
+    pub fn account(&self, headers: &HeaderMap) -> Result<Account, Reject> {
         let cookies: HashMap<&str, &str> = headers
             .get_all(header::COOKIE)
             .iter()
@@ -119,28 +137,32 @@ impl SimState {
             .filter_map(|kv| kv.trim().split_once('='))
             .collect();
         let (Some(sso), Some(rw)) = (cookies.get("sso"), cookies.get("sso-rw")) else {
-            return Err(json_error(StatusCode::UNAUTHORIZED, 16, "Not logged in: missing sso cookie"));
+            return Err(Reject::NoCookie);
         };
         if sso.is_empty() || sso != rw || !(self.cfg.tokens.is_empty() || self.cfg.tokens.iter().any(|t| t == sso)) {
-            return Err(json_error(StatusCode::UNAUTHORIZED, 16, "unauthenticated: invalid sso token"));
+            return Err(Reject::BadToken);
         }
         let digest = render::seed_of(&[sso.as_bytes()]);
         Ok(Account { token: (*sso).to_owned(), user_id: format!("u-{}", hex::encode(&digest[..6])) })
     }
 
-    /// REST calls from the web app carry `x-statsig-id`; a real one decodes to 70 bytes.
-    pub fn check_statsig(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// A REST call from the web app: a valid cookie plus `x-statsig-id`, which for real decodes to 70 bytes.
+    pub fn rest_account(&self, headers: &HeaderMap) -> Result<Account, Reject> {
+        let account = self.account(headers)?;
         use base64::Engine;
         let ok = headers
             .get("x-statsig-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
             .is_some_and(|b| b.len() == 70);
-        if ok { Ok(()) } else { Err(json_error(StatusCode::FORBIDDEN, 7, "Request rejected by anti-bot rules.")) }
+        if ok { Ok(account) } else { Err(Reject::AntiBot) }
     }
 
     pub fn remaining(&self, token: &str) -> u32 {
-        *self.quota.entry(token.to_owned()).or_insert_with(|| *self.cfg.quotas.get(token).unwrap_or(&self.cfg.default_quota))
+        *self
+            .quota
+            .entry(token.to_owned())
+            .or_insert_with(|| *self.cfg.quotas.get(token).unwrap_or(&self.cfg.default_quota))
     }
 
     /// Spends one generation of quota; false when there is none left.

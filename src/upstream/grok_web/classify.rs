@@ -38,8 +38,14 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamEr
     match status {
         401 => UpstreamError::Auth(format!("401 {}", snippet(body))),
         403 => {
-            let cloudflare = headers.get(SERVER).and_then(|v| v.to_str().ok()).is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
-            if !looks_json && (body.trim().is_empty() || cloudflare || CHALLENGE.iter().any(|w| lower.contains(w)) || lower.contains("<html")) {
+            let cloudflare =
+                headers.get(SERVER).and_then(|v| v.to_str().ok()).is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"));
+            if !looks_json
+                && (body.trim().is_empty()
+                    || cloudflare
+                    || CHALLENGE.iter().any(|w| lower.contains(w))
+                    || lower.contains("<html"))
+            {
                 UpstreamError::Challenge("403 challenge page".into())
             } else if DEAD_ACCOUNT.iter().any(|w| lower.contains(w)) {
                 UpstreamError::Auth(format!("403 {}", snippet(body)))
@@ -62,7 +68,8 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamEr
 pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
     let lower = message.to_ascii_lowercase();
     let code = code.unwrap_or("");
-    if code == "8" || lower.contains("too many requests") || lower.contains("rate limit") || code.contains("rate_limit") {
+    if code == "8" || lower.contains("too many requests") || lower.contains("rate limit") || code.contains("rate_limit")
+    {
         UpstreamError::RateLimited { retry_after: None, message: "upstream rate limit reached".into() }
     } else if lower.contains("usage limit") || lower.contains("usage quota") {
         UpstreamError::RateLimited { retry_after: None, message: "upstream usage quota exhausted".into() }
@@ -84,15 +91,24 @@ mod tests {
     fn http_statuses() {
         let mut h = HeaderMap::new();
         assert!(matches!(classify_http(401, &h, ""), UpstreamError::Auth(_)));
-        assert!(matches!(classify_http(403, &h, "<!DOCTYPE html><title>Just a moment...</title>"), UpstreamError::Challenge(_)));
+        assert!(matches!(
+            classify_http(403, &h, "<!DOCTYPE html><title>Just a moment...</title>"),
+            UpstreamError::Challenge(_)
+        ));
         assert!(matches!(classify_http(403, &h, ""), UpstreamError::Challenge(_)));
         assert!(matches!(classify_http(403, &h, r#"{"error":"blocked-user"}"#), UpstreamError::Auth(_)));
-        assert!(matches!(classify_http(403, &h, r#"{"error":{"code":7,"message":"Request rejected by anti-bot rules."}}"#), UpstreamError::Challenge(_)));
+        assert!(matches!(
+            classify_http(403, &h, r#"{"error":{"code":7,"message":"Request rejected by anti-bot rules."}}"#),
+            UpstreamError::Challenge(_)
+        ));
         assert!(matches!(classify_http(403, &h, r#"{"error":"policy"}"#), UpstreamError::Failed(_)));
         h.insert(RETRY_AFTER, HeaderValue::from_static("17"));
         assert_eq!(
             classify_http(429, &h, ""),
-            UpstreamError::RateLimited { retry_after: Some(Duration::from_secs(17)), message: "upstream rate limit reached".into() }
+            UpstreamError::RateLimited {
+                retry_after: Some(Duration::from_secs(17)),
+                message: "upstream rate limit reached".into()
+            }
         );
         assert!(matches!(classify_http(503, &h, "x"), UpstreamError::Failed(_)));
     }
@@ -100,7 +116,10 @@ mod tests {
     #[test]
     fn in_band_codes() {
         assert!(matches!(classify_in_band(Some("8"), "Too many requests"), UpstreamError::RateLimited { .. }));
-        assert!(matches!(classify_in_band(None, "You have reached your usage limit"), UpstreamError::RateLimited { .. }));
+        assert!(matches!(
+            classify_in_band(None, "You have reached your usage limit"),
+            UpstreamError::RateLimited { .. }
+        ));
         assert!(matches!(classify_in_band(Some("7"), "blocked"), UpstreamError::Challenge(_)));
         assert!(matches!(classify_in_band(Some("13"), "internal"), UpstreamError::Failed(_)));
     }

@@ -30,8 +30,9 @@ async fn upload(client: &GrokWebClient, token: &str, image: &InputImage) -> Resu
     if !status.is_success() {
         return Err(classify::classify_http(status.as_u16(), &headers, &String::from_utf8_lossy(&body)));
     }
-    let parsed: wire::UploadResponse = serde_json::from_slice(&body)
-        .map_err(|_| UpstreamError::Protocol(format!("unparseable upload answer: {}", String::from_utf8_lossy(&body))))?;
+    let parsed: wire::UploadResponse = serde_json::from_slice(&body).map_err(|_| {
+        UpstreamError::Protocol(format!("unparseable upload answer: {}", String::from_utf8_lossy(&body)))
+    })?;
     if let Some(err) = parsed.terminal_error.as_ref().filter(|e| !e.is_null()) {
         return Err(UpstreamError::Failed(format!("upstream rejected the input image: {err}")));
     }
@@ -83,7 +84,9 @@ pub(super) async fn edit(
     let idle = client.idle_timeout();
     loop {
         let chunk = match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => return Err(UpstreamError::Timeout(format!("conversation stream silent for {}s", idle.as_secs()))),
+            Err(_) => {
+                return Err(UpstreamError::Timeout(format!("conversation stream silent for {}s", idle.as_secs())));
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(UpstreamError::Transport(format!("conversation stream broke: {e}"))),
             Ok(Some(Ok(c))) => c,

@@ -26,7 +26,8 @@ struct Slot {
 
 impl Slot {
     fn resolved(&self) -> bool {
-        matches!(self.completed, Some(true)) || (self.completed.is_some() && (self.final_blob.is_some() || self.final_url.is_some()))
+        matches!(self.completed, Some(true))
+            || (self.completed.is_some() && (self.final_blob.is_some() || self.final_url.is_some()))
     }
 }
 
@@ -37,7 +38,8 @@ pub(super) async fn generate(
     progress: &ProgressSlots,
 ) -> Result<Vec<Asset>, UpstreamError> {
     let url = format!("{}{}", client.cfg.ws_url.trim_end_matches('/'), wire::IMAGINE_WS_PATH);
-    let mut request = url.as_str().into_client_request().map_err(|e| UpstreamError::Transport(format!("bad ws url: {e}")))?;
+    let mut request =
+        url.as_str().into_client_request().map_err(|e| UpstreamError::Transport(format!("bad ws url: {e}")))?;
     let origin = client.cfg.base_url.trim_end_matches('/').to_owned();
     let headers = request.headers_mut();
     for (k, v) in [
@@ -74,7 +76,9 @@ pub(super) async fn generate(
         Ok(Ok(pair)) => pair,
     };
 
-    for frame in [wire::imagine_reset(), wire::imagine_request(&job.prompt, job.aspect_ratio, job.n, client.cfg.enable_nsfw)] {
+    for frame in
+        [wire::imagine_reset(), wire::imagine_request(&job.prompt, job.aspect_ratio, job.n, client.cfg.enable_nsfw)]
+    {
         ws.send(Message::text(frame.to_string()))
             .await
             .map_err(|e| UpstreamError::Transport(format!("Imagine WebSocket send: {e}")))?;
@@ -100,11 +104,17 @@ pub(super) async fn generate(
             _ => continue,
         };
         let frame: ImagineFrame = serde_json::from_str(text).map_err(|_| {
-            UpstreamError::Protocol(format!("unparseable Imagine frame: {}", text.chars().take(120).collect::<String>()))
+            UpstreamError::Protocol(format!(
+                "unparseable Imagine frame: {}",
+                text.chars().take(120).collect::<String>()
+            ))
         })?;
         match frame {
             ImagineFrame::Error { err_code, err_msg } => {
-                return Err(classify::classify_in_band(err_code.as_deref(), err_msg.as_deref().unwrap_or("Imagine error")));
+                return Err(classify::classify_in_band(
+                    err_code.as_deref(),
+                    err_msg.as_deref().unwrap_or("Imagine error"),
+                ));
             }
             ImagineFrame::Status(s) => {
                 let Some(id) = s.image_id else { continue };

@@ -33,6 +33,7 @@ const IMAGES_PER_EDIT_CALL: usize = 2;
 
 impl GrokWebClient {
     pub fn new(cfg: GrokWebConfig) -> Result<Self, String> {
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
             .redirect(reqwest::redirect::Policy::limited(5))
@@ -116,10 +117,18 @@ impl GrokWebClient {
     {
         let mut tried = Vec::new();
         let mut last: Option<UpstreamError> = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
         for _ in 0..self.cfg.max_attempts.max(1) {
-            let lease = match self.pool.acquire(&tried) {
+            let lease = match self.pool.acquire_wait(&tried, deadline).await {
                 Ok(l) => l,
-                Err(e) => return Err(last.unwrap_or_else(|| e.into())),
+                // After a rate limit the pool knows best when a token frees up; otherwise the
+                // last real failure says more than "no token left".
+                Err(e) => {
+                    return Err(match last {
+                        Some(UpstreamError::RateLimited { .. }) | None => e.into(),
+                        Some(other) => other,
+                    });
+                }
             };
             tried.push(lease.index);
             let result = op(lease.token.clone()).await;
@@ -216,11 +225,7 @@ impl GrokWebClient {
 }
 
 fn transport(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout(e.to_string())
-    } else {
-        UpstreamError::Transport(e.to_string())
-    }
+    if e.is_timeout() { UpstreamError::Timeout(e.to_string()) } else { UpstreamError::Transport(e.to_string()) }
 }
 
 /// At most 4 KiB of an error body: enough to classify it.

@@ -33,7 +33,13 @@ pub struct PoolSettings {
 
 pub struct TokenPool {
     settings: PoolSettings,
-    tokens: Arc<Mutex<Vec<TokenState>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tokens: Mutex<Vec<TokenState>>,
+    /// Signalled whenever a lease is returned, for requests waiting on a full pool.
+    released: tokio::sync::Notify,
 }
 
 /// Why no token could be handed out.
@@ -41,17 +47,25 @@ pub struct TokenPool {
 pub enum NoToken {
     /// Nothing configured, or every token expired.
     NoneUsable,
-    /// Tokens exist but are cooling or at their concurrency cap; retry after this long.
-    Busy(Duration),
+    /// Every usable token is rate limited; the first cools down after this long.
+    Cooling(Duration),
+    /// Every usable token is at its concurrency cap.
+    Busy,
 }
 
 impl From<NoToken> for UpstreamError {
     fn from(e: NoToken) -> Self {
         match e {
-            NoToken::NoneUsable => UpstreamError::Auth("no usable upstream token (none configured, or all expired)".into()),
-            NoToken::Busy(d) => UpstreamError::RateLimited {
+            NoToken::NoneUsable => {
+                UpstreamError::Auth("no usable upstream token (none configured, or all expired)".into())
+            }
+            NoToken::Cooling(d) => UpstreamError::RateLimited {
                 retry_after: Some(d),
-                message: "every upstream token is rate limited or busy; retry later".into(),
+                message: "every upstream token is rate limited; retry later".into(),
+            },
+            NoToken::Busy => UpstreamError::RateLimited {
+                retry_after: Some(Duration::from_secs(1)),
+                message: "every upstream token is busy; retry later".into(),
             },
         }
     }
@@ -61,15 +75,18 @@ impl From<NoToken> for UpstreamError {
 pub struct TokenLease {
     pub index: usize,
     pub token: String,
-    tokens: Arc<Mutex<Vec<TokenState>>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for TokenLease {
     fn drop(&mut self) {
-        let mut tokens = lock(&self.tokens);
-        if let Some(t) = tokens.get_mut(self.index) {
-            t.in_flight = t.in_flight.saturating_sub(1);
+        {
+            let mut tokens = lock(&self.shared.tokens);
+            if let Some(t) = tokens.get_mut(self.index) {
+                t.in_flight = t.in_flight.saturating_sub(1);
+            }
         }
+        self.shared.released.notify_waiters();
     }
 }
 
@@ -92,21 +109,46 @@ impl TokenPool {
             .iter()
             .map(|t| normalize_token(t))
             .filter(|t| !t.is_empty() && seen.insert(t.clone()))
-            .map(|token| TokenState { token, status: TokenStatus::Active, in_flight: 0, fail_count: 0, remaining: None })
+            .map(|token| TokenState {
+                token,
+                status: TokenStatus::Active,
+                in_flight: 0,
+                fail_count: 0,
+                remaining: None,
+            })
             .collect();
-        Self { settings, tokens: Arc::new(Mutex::new(tokens)) }
+        Self { settings, shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }) }
+    }
+
+    /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
+    /// `deadline`) for a slot instead of failing: a burst queues briefly rather than bouncing.
+    pub async fn acquire_wait(&self, exclude: &[usize], deadline: tokio::time::Instant) -> Result<TokenLease, NoToken> {
+        loop {
+            let released = self.shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.acquire(exclude) {
+                Err(NoToken::Busy) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(NoToken::Busy);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Checks out the best token not in `exclude`.
     pub fn acquire(&self, exclude: &[usize]) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
-        let mut tokens = lock(&self.tokens);
+        let mut tokens = lock(&self.shared.tokens);
         let mut best: Option<(usize, (u32, std::cmp::Reverse<u32>))> = None;
-        let mut wait: Option<Duration> = None;
+        let mut cooling: Option<Duration> = None;
+        let mut busy = false;
         for (i, t) in tokens.iter_mut().enumerate() {
             if let TokenStatus::Cooling { until } = t.status {
                 if until > now {
-                    wait = Some(wait.map_or(until - now, |w| w.min(until - now)));
+                    cooling = Some(cooling.map_or(until - now, |w| w.min(until - now)));
                     continue;
                 }
                 t.status = TokenStatus::Active;
@@ -115,7 +157,7 @@ impl TokenPool {
                 continue;
             }
             if t.in_flight >= self.settings.max_concurrency {
-                wait = Some(wait.map_or(BUSY_RETRY, |w| w.min(BUSY_RETRY)));
+                busy = true;
                 continue;
             }
             let rank = (t.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
@@ -126,15 +168,16 @@ impl TokenPool {
         match best {
             Some((i, _)) => {
                 tokens[i].in_flight += 1;
-                Ok(TokenLease { index: i, token: tokens[i].token.clone(), tokens: self.tokens.clone() })
+                Ok(TokenLease { index: i, token: tokens[i].token.clone(), shared: self.shared.clone() })
             }
-            None => Err(wait.map_or(NoToken::NoneUsable, NoToken::Busy)),
+            None if busy => Err(NoToken::Busy),
+            None => Err(cooling.map_or(NoToken::NoneUsable, NoToken::Cooling)),
         }
     }
 
     /// Records how a request with `lease` ended, so the next pick knows.
     pub fn report(&self, lease: &TokenLease, outcome: Result<(), &UpstreamError>) {
-        let mut tokens = lock(&self.tokens);
+        let mut tokens = lock(&self.shared.tokens);
         let Some(t) = tokens.get_mut(lease.index) else { return };
         match outcome {
             Ok(()) => {
@@ -161,7 +204,7 @@ impl TokenPool {
     /// (usable now, configured).
     pub fn capacity(&self) -> (usize, usize) {
         let now = Instant::now();
-        let tokens = lock(&self.tokens);
+        let tokens = lock(&self.shared.tokens);
         let usable = tokens
             .iter()
             .filter(|t| match t.status {
@@ -174,7 +217,7 @@ impl TokenPool {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.tokens).len()
+        lock(&self.shared.tokens).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -183,11 +226,9 @@ impl TokenPool {
 
     #[cfg(test)]
     fn status(&self, i: usize) -> TokenStatus {
-        lock(&self.tokens)[i].status
+        lock(&self.shared.tokens)[i].status
     }
 }
-
-const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Enough of a token to tell tokens apart in logs, never enough to use it.
 pub fn mask(token: &str) -> String {
@@ -221,9 +262,26 @@ mod tests {
         let l1 = p.acquire(&[]).unwrap();
         let l2 = p.acquire(&[]).unwrap();
         assert_ne!(l1.index, l2.index);
-        assert_eq!(p.acquire(&[]).err(), Some(NoToken::Busy(BUSY_RETRY)));
+        assert_eq!(p.acquire(&[]).err(), Some(NoToken::Busy));
         drop(l1);
         assert!(p.acquire(&[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn waiting_acquire_gets_the_next_free_slot() {
+        let p = std::sync::Arc::new(pool(&["a"], 1));
+        let held = p.acquire(&[]).unwrap();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert_eq!(p.acquire_wait(&[], soon).await.err(), Some(NoToken::Busy));
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.acquire_wait(&[], tokio::time::Instant::now() + Duration::from_secs(5)).await.map(|l| l.index)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), Ok(0));
     }
 
     #[test]
@@ -240,8 +298,8 @@ mod tests {
         p.report(&other, Err(&auth));
         assert_eq!(p.status(other.index), TokenStatus::Expired);
         match p.acquire(&[]) {
-            Err(NoToken::Busy(d)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
-            other => panic!("expected Busy, got {:?}", other.map(|l| l.index)),
+            Err(NoToken::Cooling(d)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
+            other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
         }
         assert_eq!(p.capacity(), (0, 2));
     }

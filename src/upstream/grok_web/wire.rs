@@ -176,8 +176,14 @@ fn lenient_progress<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64
 pub enum ConversationEvent {
     Image(StreamingImage),
     /// `modelResponse`: final URLs and stream errors.
-    ModelResponse { image_urls: Vec<String>, stream_errors: Vec<String> },
-    Error { code: Option<String>, message: String },
+    ModelResponse {
+        image_urls: Vec<String>,
+        stream_errors: Vec<String>,
+    },
+    Error {
+        code: Option<String>,
+        message: String,
+    },
     Other,
 }
 
@@ -233,8 +239,11 @@ mod tests {
         assert_eq!((i.image_index, i.progress), (Some(1), Some(55.0)));
         let v = serde_json::json!({"error":{"code":8,"message":"Too many requests"}});
         assert!(matches!(parse_conversation_frame(&v), ConversationEvent::Error { code: Some(c), .. } if c == "8"));
-        let v = serde_json::json!({"result":{"response":{"modelResponse":{"generatedImageUrls":["a"],"streamErrors":[]}}}});
-        assert!(matches!(parse_conversation_frame(&v), ConversationEvent::ModelResponse { image_urls, .. } if image_urls == vec!["a"]));
+        let v =
+            serde_json::json!({"result":{"response":{"modelResponse":{"generatedImageUrls":["a"],"streamErrors":[]}}}});
+        assert!(
+            matches!(parse_conversation_frame(&v), ConversationEvent::ModelResponse { image_urls, .. } if image_urls == vec!["a"])
+        );
     }
 
     #[test]

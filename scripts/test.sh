@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit + integration tests, including the official OpenAI Python SDK
+# driving the real binary. Installs the SDK into .venv-test on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv-test
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+fi
+
+export GROK2API_TEST_PYTHON="$PWD/$venv/bin/python"
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,119 @@
+//! The real binary: `--demo` serving the official OpenAI Python SDK, the no-key safety rule, and a
+//! graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_grok2api");
+
+/// Kills the child if a test fails before it could stop it, so no gateway outlives its test.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts the binary on an ephemeral port and returns it with its base URL (read from stdout).
+fn spawn(args: &[&str], envs: &[(&str, &str)], media: &std::path::Path) -> (Running, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("GROK2API_API_KEY").env("GROK2API_MEDIA_DIR", media).env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url =
+        line.trim().strip_prefix("grok2api listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    (Running(Some(child)), url.to_owned())
+}
+
+fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
+    let mut child = running.0.take().unwrap();
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn python() -> String {
+    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn openai_python_sdk_against_demo_binary() {
+    let py = python();
+    let probe = Command::new(&py).args(["-c", "import openai; print(openai.__version__)"]).output();
+    let Some(probe) = probe.ok().filter(|o| o.status.success()) else {
+        panic!(
+            "{py} cannot import openai. Run the suite with scripts/test.sh (it installs tests/sdk/requirements.txt \
+             into .venv-test), or set GROK2API_TEST_PYTHON to a python that has `openai`."
+        );
+    };
+    eprintln!("openai SDK {}", String::from_utf8_lossy(&probe.stdout).trim());
+    let media = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(&["--demo", "--listen", "127.0.0.1:0"], &[("GROK2API_API_KEY", "sdk-key")], media.path());
+    let out = Command::new(&py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_openai_sdk.py"))
+        .env("GROK2API_BASE_URL", &url)
+        .env("GROK2API_API_KEY", "sdk-key")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{report}");
+    let exit = sigterm_and_wait(child);
+    assert!(out.status.success(), "OpenAI SDK tests failed:\n{report}");
+    assert!(report.contains("OK"), "{report}");
+    assert!(exit.success(), "gateway exited with {exit} after SIGTERM");
+}
+
+#[test]
+fn refuses_public_listen_without_a_key() {
+    let out = Command::new(BIN)
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("GROK2API_API_KEY")
+        .env_remove("GROK2API_INSECURE_NO_AUTH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen"), "{err}");
+}
+
+#[tokio::test]
+async fn public_listen_with_a_key_serves_and_drains_on_sigterm() {
+    let media = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(&["--demo", "--listen", "0.0.0.0:0"], &[("GROK2API_API_KEY", "k1,k2")], media.path());
+    let port = url.rsplit(':').next().unwrap();
+    grok2api::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let ok = client.get(format!("http://127.0.0.1:{port}/v1/models")).bearer_auth("k2").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let denied = client.get(format!("http://127.0.0.1:{port}/v1/models")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    assert!(sigterm_and_wait(child).success());
+}
+
+#[test]
+fn bad_config_key_is_reported_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[media]\nmax_byte = 5\n").unwrap();
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_byte"), "{err}");
+}

@@ -1,0 +1,129 @@
+//! Test harness: the simulator and the real gateway router, each on an ephemeral loopback port,
+//! and a real HTTP client.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use grok2api::app::Server;
+use grok2api::config::Config;
+use grok2api::sim::{self, SimConfig, SimHandle};
+use tokio::net::TcpListener;
+
+pub const KEY: &str = "test-key-1";
+pub const OTHER_KEY: &str = "test-key-2";
+
+pub struct Harness {
+    pub sim: SimHandle,
+    pub server: Server,
+    pub http: reqwest::Client,
+    pub base: String,
+    _media: tempfile::TempDir,
+}
+
+pub struct Builder {
+    pub sim: SimConfig,
+    pub cfg: Config,
+}
+
+/// Fast simulator and two valid tokens unless a test says otherwise.
+pub fn builder() -> Builder {
+    let tokens = vec!["tok-alpha-0001".to_string(), "tok-bravo-0002".to_string()];
+    let sim = SimConfig {
+        tokens: tokens.clone(),
+        frame_delay: Duration::from_millis(2),
+        image_long_side: 96,
+        ..SimConfig::default()
+    };
+    let mut cfg = Config::default();
+    cfg.auth.api_keys = vec![KEY.into(), OTHER_KEY.into()];
+    cfg.grok.tokens = tokens;
+    cfg.grok.idle_timeout_secs = 5;
+    cfg.server.request_timeout_secs = 30;
+    Builder { sim, cfg }
+}
+
+impl Builder {
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.cfg);
+        self
+    }
+
+    pub fn sim(mut self, f: impl FnOnce(&mut SimConfig)) -> Self {
+        f(&mut self.sim);
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        grok2api::install_crypto_provider();
+        let sim = sim::spawn(self.sim, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        let media = tempfile::tempdir().unwrap();
+        let mut cfg = self.cfg;
+        cfg.grok.base_url = sim.base_url();
+        cfg.grok.assets_url = sim.base_url();
+        cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
+        cfg.media.dir = Some(media.path().to_owned());
+        let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        let base = server.base_url();
+        Harness { sim, server, http: reqwest::Client::new(), base, _media: media }
+    }
+}
+
+pub async fn start() -> Harness {
+    builder().start().await
+}
+
+impl Harness {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(KEY)
+    }
+
+    /// POST /v1/images/generations with a JSON body; returns (status, headers, json body).
+    pub async fn generate(&self, body: serde_json::Value) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let r = self.post("/v1/images/generations").json(&body).send().await.unwrap();
+        split(r).await
+    }
+
+    pub async fn edit(&self, form: reqwest::multipart::Form) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let r = self.post("/v1/images/edits").multipart(form).send().await.unwrap();
+        split(r).await
+    }
+}
+
+pub async fn split(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON ({status}): {text}"));
+    (status, headers, body)
+}
+
+/// Decodes PNG bytes, returning (width, height).
+pub fn png_dims(bytes: &[u8]) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+    let mut reader = decoder.read_info().expect("valid PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("buffer size")];
+    let info = reader.next_frame(&mut buf).expect("PNG pixel data decodes");
+    (info.width, info.height)
+}
+
+/// A small real PNG to upload.
+pub fn sample_png() -> Vec<u8> {
+    grok2api::sim::render::render_png(&grok2api::sim::render::seed_of(&[b"sample"]), 40, 30, 1.0)
+}
+
+/// Asserts the OpenAI error shape and returns `error.code`.
+pub fn error_code(body: &serde_json::Value) -> String {
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message missing: {body}");
+    assert!(e["type"].as_str().is_some(), "error.type missing: {body}");
+    assert!(e.get("param").is_some(), "error.param missing: {body}");
+    e["code"].as_str().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,128 @@
+//! Contract §6: every error row that applies to the image endpoints, with the OpenAI error body.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn auth_rows() {
+    let h = start().await;
+    for (path, method) in [("/v1/models", "GET"), ("/v1/images/generations", "POST"), ("/v1/images/edits", "POST")] {
+        for key in [None, Some("wrong-key"), Some("")] {
+            let mut req = h.http.request(method.parse().unwrap(), h.url(path));
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let r = req.json(&json!({})).send().await.unwrap();
+            assert!(r.headers().contains_key("x-request-id"));
+            let (status, _, body) = split(r).await;
+            assert_eq!((status, error_code(&body).as_str()), (401, "invalid_api_key"), "{method} {path} key={key:?}");
+            assert_eq!(body["error"]["type"], "authentication_error");
+        }
+    }
+    let r = h.http.get(h.url("/v1/models")).bearer_auth(OTHER_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200, "every configured key works");
+}
+
+#[tokio::test]
+async fn open_mode_without_keys_accepts_requests() {
+    let h = builder().config(|c| c.auth.api_keys.clear()).start().await;
+    assert_eq!(h.http.get(h.url("/v1/models")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn body_rows() {
+    let h = builder().config(|c| c.server.max_json_body_bytes = 8 * 1024).start().await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            h.post("/v1/images/generations").header("content-type", "application/json").body("{not json"),
+            422,
+            "invalid_json",
+        ),
+        (
+            h.post("/v1/images/generations").header("content-type", "application/json").body(vec![0xff, 0xfe, 0x00]),
+            422,
+            "invalid_json",
+        ),
+        (h.post("/v1/images/generations").json(&json!({"prompt": "x"})), 422, "invalid_request_structure"),
+        (
+            h.post("/v1/images/generations").json(&json!({"model": "grok-imagine-1.0"})),
+            422,
+            "invalid_request_structure",
+        ),
+        (h.post("/v1/images/generations").json(&json!({"model": 5, "prompt": "x"})), 422, "invalid_request_structure"),
+        (
+            h.post("/v1/images/generations").json(&json!({"model": "grok-imagine-1.0", "prompt": "x", "n": "2"})),
+            422,
+            "invalid_request_structure",
+        ),
+        (
+            h.post("/v1/images/generations").json(&json!({"model": "grok-imagine-1.0", "prompt": "x", "n": 1e300})),
+            422,
+            "invalid_request_structure",
+        ),
+        (h.post("/v1/images/generations").json(&json!([1, 2])), 422, "invalid_request_structure"),
+        (
+            h.post("/v1/images/generations").body("{\"model\":\"grok-imagine-1.0\",\"prompt\":\"x\"}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            h.post("/v1/images/generations").json(&json!({"model": "grok-imagine-1.0", "prompt": "x".repeat(10_000)})),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (req, want_status, want_code) in cases {
+        let (status, headers, body) = split(req.send().await.unwrap()).await;
+        assert_eq!((status, error_code(&body).as_str()), (want_status, want_code), "{body}");
+        assert!(headers.contains_key("x-request-id"));
+    }
+    let (_, _, body) = h.generate(json!({"prompt": "x"})).await;
+    assert_eq!(body["error"]["param"], "model");
+}
+
+#[tokio::test]
+async fn invalid_value_rows_name_the_param() {
+    let h = start().await;
+    let cases = [
+        (json!({"model": "dall-e-3", "prompt": "x"}), "model", "model_not_supported"),
+        (json!({"model": "grok-imagine-1.0-video", "prompt": "x"}), "model", "model_not_supported"),
+        (json!({"model": "grok-imagine-1.0-edit", "prompt": "x"}), "model", "model_not_supported"),
+        (json!({"model": "grok-imagine-1.0", "prompt": ""}), "prompt", "invalid_value"),
+        (json!({"model": "grok-imagine-1.0", "prompt": "x".repeat(4001)}), "prompt", "invalid_value"),
+        (json!({"model": "grok-imagine-1.0", "prompt": "x", "n": 0}), "n", "invalid_value"),
+        (json!({"model": "grok-imagine-1.0", "prompt": "x", "n": 11}), "n", "invalid_value"),
+        (json!({"model": "grok-imagine-1.0", "prompt": "x", "n": -3}), "n", "invalid_value"),
+        (json!({"model": "grok-imagine-1.0", "prompt": "x", "size": "512x512"}), "size", "invalid_value"),
+        (
+            json!({"model": "grok-imagine-1.0", "prompt": "x", "response_format": "png"}),
+            "response_format",
+            "invalid_value",
+        ),
+    ];
+    for (body, param, code) in cases {
+        let (status, _, resp) = h.generate(body.clone()).await;
+        assert_eq!(status, 400, "{body} → {resp}");
+        assert_eq!(error_code(&resp), code, "{body}");
+        assert_eq!(resp["error"]["param"], param, "{body}");
+        assert_eq!(resp["error"]["type"], "invalid_request_error");
+    }
+}
+
+#[tokio::test]
+async fn routing_rows() {
+    let h = start().await;
+    let (status, _, body) = split(h.get("/v1/nope").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
+    let (status, _, body) = split(h.get("/v1/images/generations").send().await.unwrap()).await;
+    assert_eq!((status, error_code(&body).as_str()), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn sync_timeout_is_504() {
+    let h = builder().config(|c| c.server.request_timeout_secs = 1).start().await;
+    let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "x [sim:slow=300]"})).await;
+    assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
+}

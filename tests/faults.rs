@@ -1,0 +1,132 @@
+//! Every simulator fault, on both upstream channels (Imagine WebSocket for generations, conversation
+//! stream for edits), produces its documented client-visible error — and the gateway keeps serving.
+
+mod common;
+
+use common::*;
+use reqwest::multipart::{Form, Part};
+use serde_json::json;
+
+async fn generate(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    h.generate(json!({"model": "grok-imagine-1.0", "prompt": prompt, "n": 2})).await
+}
+
+async fn edit(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let image = Part::bytes(sample_png()).file_name("in.png").mime_str("image/png").unwrap();
+    h.edit(Form::new().text("model", "grok-imagine-1.0-edit").text("prompt", prompt.to_owned()).part("image", image))
+        .await
+}
+
+/// (fault token, status, error.code) as documented in README "Errors".
+const FAULTS: &[(&str, u16, &str)] = &[
+    ("[sim:fail]", 502, "upstream_error"),
+    ("[sim:disconnect]", 502, ""),
+    ("[sim:garbage]", 502, "upstream_bad_response"),
+    ("[sim:moderated]", 400, "content_policy_violation"),
+    ("[sim:cloudflare]", 502, "upstream_challenge"),
+    ("[sim:rate-limit]", 429, "rate_limit_exceeded"),
+];
+
+#[tokio::test]
+async fn faults_on_generations() {
+    for &(token, status, code) in FAULTS {
+        let h = start().await;
+        let (got, headers, body) = generate(&h, &format!("a fox {token}")).await;
+        assert_eq!(got, status, "{token}: {body}");
+        let got_code = error_code(&body);
+        if !code.is_empty() {
+            assert_eq!(got_code, code, "{token}");
+        }
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"), "{token}: 429 needs Retry-After");
+        }
+        // The gateway still works after the fault (other tokens, or the same after cooldown for non-rate-limit faults).
+        if status != 429 {
+            let (ok, _, body) = generate(&h, "a fox").await;
+            assert_eq!(ok, 200, "after {token}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn faults_on_edits() {
+    for &(token, status, code) in FAULTS {
+        let h = start().await;
+        let (got, headers, body) = edit(&h, &format!("purple {token}")).await;
+        assert_eq!(got, status, "{token}: {body}");
+        let got_code = error_code(&body);
+        if !code.is_empty() {
+            assert_eq!(got_code, code, "{token}");
+        }
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"));
+        } else {
+            let (ok, _, body) = edit(&h, "purple").await;
+            assert_eq!(ok, 200, "after {token}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_stream_is_504() {
+    let h = builder().config(|c| c.grok.idle_timeout_secs = 1).start().await;
+    let (status, _, body) = generate(&h, "x [sim:slow=1500]").await;
+    assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
+    let (status, _, body) = edit(&h, "x [sim:slow=1500]").await;
+    assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
+}
+
+#[tokio::test]
+async fn exhausted_token_is_skipped_for_a_healthy_one() {
+    let h = builder()
+        .sim(|s| {
+            s.quotas.insert("tok-alpha-0001".into(), 0);
+        })
+        .start()
+        .await;
+    for _ in 0..3 {
+        let (status, _, body) = generate(&h, "a fox").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = edit(&h, "a fox").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn all_tokens_exhausted_is_429_with_retry_after() {
+    let h = builder()
+        .sim(|s| {
+            s.quotas.insert("tok-alpha-0001".into(), 0);
+            s.quotas.insert("tok-bravo-0002".into(), 0);
+        })
+        .start()
+        .await;
+    let (status, headers, body) = generate(&h, "a fox").await;
+    assert_eq!((status, error_code(&body).as_str()), (429, "rate_limit_exceeded"), "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Both tokens now cool down: the next request fails fast without touching the upstream.
+    let (status, _, _) = edit(&h, "a fox").await;
+    assert_eq!(status, 429);
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_an_upstream_auth_failure_not_a_client_401() {
+    let h = builder().config(|c| c.grok.tokens = vec!["not-a-real-token".into()]).start().await;
+    let (status, _, body) = generate(&h, "a fox").await;
+    assert_eq!((status, error_code(&body).as_str()), (502, "upstream_auth_failed"), "{body}");
+    let (status, _, body) = edit(&h, "a fox").await;
+    assert_eq!((status, error_code(&body).as_str()), (502, "upstream_auth_failed"), "{body}");
+}
+
+#[tokio::test]
+async fn one_bad_token_among_good_ones_is_routed_around() {
+    let h =
+        builder().config(|c| c.grok.tokens = vec!["not-a-real-token".into(), "tok-bravo-0002".into()]).start().await;
+    for _ in 0..4 {
+        let (status, _, body) = generate(&h, "a fox").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}

@@ -1,0 +1,268 @@
+//! Text-to-image end to end: gateway → grok-web client → simulator over loopback, and back.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn generates_n_images_as_links_that_serve_real_pngs() {
+    let h = start().await;
+    let (status, headers, body) = h
+        .generate(json!({"model": "grok-imagine-1.0", "prompt": "一只在太空漂浮的猫", "n": 3, "size": "1280x720"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.contains_key("x-request-id"));
+    assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let mut seen = std::collections::HashSet::new();
+    for item in data {
+        let url = item["url"].as_str().unwrap();
+        assert!(url.starts_with(&format!("{}/v1/files/image/", h.base)), "{url}");
+        assert!(seen.insert(url.to_owned()), "duplicate link");
+        let r = h.http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(bytes.len(), len);
+        let (w, hgt) = png_dims(&bytes);
+        assert!(w > hgt, "16:9 must be landscape, got {w}x{hgt}");
+    }
+}
+
+#[tokio::test]
+async fn b64_json_and_its_base64_alias_inline_the_png() {
+    let h = start().await;
+    for format in ["b64_json", "base64"] {
+        let (status, _, body) = h
+            .generate(
+                json!({"model": "grok-imagine-image", "prompt": "a fox", "size": "2:3", "response_format": format}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let b64 = body["data"][0]["b64_json"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let (w, hgt) = png_dims(&bytes);
+        assert!(hgt > w, "2:3 must be portrait");
+        assert!(body["data"][0].get("url").is_none());
+    }
+}
+
+#[tokio::test]
+async fn default_is_one_square_image() {
+    let h = start().await;
+    let (status, _, body) =
+        h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox", "user": "u1", "extra": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    let bytes = h.http.get(data[0]["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    let (w, hgt) = png_dims(&bytes);
+    assert_eq!(w, hgt);
+}
+
+#[tokio::test]
+async fn public_base_url_shapes_links() {
+    let h = builder().config(|c| c.server.public_base_url = Some("https://img.example.com/".into())).start().await;
+    let (_, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox"})).await;
+    assert!(body["data"][0]["url"].as_str().unwrap().starts_with("https://img.example.com/v1/files/image/"));
+}
+
+/// Parses an SSE body into (event, data) pairs.
+fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            Some((event?, serde_json::from_str(&data).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_sends_partials_then_completed_images() {
+    let h = start().await;
+    let r = h
+        .post("/v1/images/generations")
+        .json(&json!({"model": "grok-imagine-1.0", "prompt": "a fox", "n": 2, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = sse_events(&r.text().await.unwrap());
+    let partials: Vec<_> = events.iter().filter(|(e, _)| e == "image_generation.partial_image").collect();
+    let completed: Vec<_> = events.iter().filter(|(e, _)| e == "image_generation.completed").collect();
+    assert!(partials.len() >= 2, "expected previews, got {events:?}");
+    assert_eq!(completed.len(), 2);
+    let first_partial = events.iter().position(|(e, _)| e == "image_generation.partial_image").unwrap();
+    let first_completed = events.iter().position(|(e, _)| e == "image_generation.completed").unwrap();
+    assert!(first_partial < first_completed);
+    for (_, data) in partials {
+        assert_eq!(data["type"], "image_generation.partial_image");
+        assert!(data["partial_image_index"].as_u64().is_some());
+        png_dims(&base64::engine::general_purpose::STANDARD.decode(data["b64_json"].as_str().unwrap()).unwrap());
+    }
+    for (_, data) in completed {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data["b64_json"].as_str().unwrap()).unwrap();
+        png_dims(&bytes);
+        let url = data["url"].as_str().unwrap();
+        assert_eq!(h.http.get(url).send().await.unwrap().bytes().await.unwrap(), bytes);
+    }
+}
+
+#[tokio::test]
+async fn stream_reports_upstream_failure_as_error_event() {
+    let h = start().await;
+    let r = h
+        .post("/v1/images/generations")
+        .json(&json!({"model": "grok-imagine-1.0", "prompt": "a fox [sim:fail]", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&r.text().await.unwrap());
+    let (event, data) = events.last().unwrap();
+    assert_eq!(event, "error");
+    assert_eq!(data["error"]["code"], "upstream_error");
+    assert!(!events.iter().any(|(e, _)| e == "image_generation.completed"));
+}
+
+#[tokio::test]
+async fn stream_client_disconnect_frees_the_token_slot() {
+    // One token, one slot: if the abandoned stream kept its upstream request, the next call would get 429.
+    let h = builder()
+        .sim(|s| s.tokens = vec!["only-token-0001".into()])
+        .config(|c| {
+            c.grok.tokens = vec!["only-token-0001".into()];
+            c.grok.token_max_concurrency = 1;
+            c.grok.token_wait_secs = 0; // a leaked slot shows as an immediate 429
+        })
+        .start()
+        .await;
+    let mut r = h
+        .post("/v1/images/generations")
+        .json(&json!({"model": "grok-imagine-1.0", "prompt": "slow [sim:slow=400]", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Wait until the upstream is demonstrably busy (first preview), then hang up.
+    let mut got = String::new();
+    while !got.contains("partial_image") {
+        got.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    drop(r);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "after"})).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(std::time::Instant::now() < deadline, "token slot never freed after the client left");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn models_are_listed_in_openai_shape() {
+    let h = start().await;
+    let r = h.get("/v1/models").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["grok-imagine-1.0", "grok-imagine-1.0-edit", "grok-imagine-1.0-video"]);
+    for m in body["data"].as_array().unwrap() {
+        assert_eq!(m["object"], "model");
+    }
+    let one: serde_json::Value = h.get("/v1/models/grok-imagine-image").send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["id"], "grok-imagine-1.0");
+    assert_eq!(h.get("/v1/models/nope").send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn files_support_etag_and_ranges() {
+    let h = start().await;
+    let (_, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox"})).await;
+    let url = body["data"][0]["url"].as_str().unwrap().to_owned();
+    let full = h.http.get(&url).send().await.unwrap();
+    let etag = full.headers()["etag"].clone();
+    let bytes = full.bytes().await.unwrap();
+
+    let r = h.http.get(&url).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+
+    let r = h.http.get(&url).header("range", "bytes=0-7").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 0-7/{}", bytes.len()).as_str());
+    assert_eq!(r.bytes().await.unwrap(), bytes.slice(0..8));
+
+    let r = h.http.get(&url).header("range", format!("bytes={}-", bytes.len())).send().await.unwrap();
+    assert_eq!(r.status(), 416);
+
+    for missing in [
+        "/v1/files/image/0123456789abcdef0123456789abcdef.png",
+        "/v1/files/image/..%2F..%2Fetc%2Fpasswd",
+        "/v1/files/audio/x.png",
+    ] {
+        let r = h.http.get(h.url(missing)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+        let (_, _, body) = split(r).await;
+        assert_eq!(error_code(&body), "not_found");
+    }
+}
+
+#[tokio::test]
+async fn files_can_require_the_key() {
+    let h = builder().config(|c| c.files.require_auth = true).start().await;
+    let (_, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox"})).await;
+    let url = body["data"][0]["url"].as_str().unwrap();
+    assert_eq!(h.http.get(url).send().await.unwrap().status(), 401);
+    assert_eq!(h.http.get(url).bearer_auth(KEY).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let h = start().await;
+    let r = h.http.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tokens"]["usable"], 2);
+
+    let empty = builder().config(|c| c.grok.tokens.clear()).start().await;
+    let r = empty.http.get(empty.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_minted() {
+    let h = start().await;
+    let r = h.get("/v1/models").header("x-request-id", "my-trace-42").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "my-trace-42");
+    let r = h.http.get(h.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.headers()["x-request-id"].is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_requests_all_succeed() {
+    let h = start().await;
+    let calls = (0..12).map(|i| h.generate(json!({"model": "grok-imagine-1.0", "prompt": format!("fox {i}"), "n": 2})));
+    for (status, _, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    }
+}
