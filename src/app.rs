@@ -24,7 +24,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api;
+use crate::{api, nodelay};
 use crate::auth::{Auth, require_key};
 use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
@@ -143,7 +143,7 @@ impl Server {
         let stop = shutdown.clone();
         let tracker = state.tracker.clone();
         let task = tokio::spawn(async move {
-            let result = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            let result = axum::serve(nodelay(listener), router).with_graceful_shutdown(stop.cancelled_owned()).await;
             // The listener is closed and in-flight requests answered; now let background work finish.
             tracker.close();
             tracker.wait().await;

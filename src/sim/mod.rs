@@ -24,6 +24,8 @@ use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::nodelay;
+
 pub use faults::Faults;
 
 #[derive(Debug, Clone)]
@@ -233,7 +235,7 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
     let stop = shutdown.clone();
     let app = router(sim);
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let serve = axum::serve(nodelay(listener), app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!("simulator stopped: {e}");
         }

@@ -55,7 +55,8 @@ pub(super) async fn generate(
         }
     }
 
-    let connect = tokio_tungstenite::connect_async(request);
+    // Small frames in both directions: Nagle + delayed ACK would add ~40 ms per exchange.
+    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
     let connect_timeout = std::time::Duration::from_secs(client.cfg.connect_timeout_secs.max(1));
     let (mut ws, _) = match tokio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Err(UpstreamError::Timeout("Imagine WebSocket handshake timed out".into())),

@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build a static-ish release binary, ship it on a slim base as a non-root user.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY config.example.toml ./
+RUN cargo build --release --locked --bin grok2api
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data --create-home grok2api
+COPY --from=build /src/target/release/grok2api /usr/local/bin/grok2api
+COPY config.example.toml /etc/grok2api/config.example.toml
+USER grok2api
+WORKDIR /data
+ENV GROK2API_LISTEN=0.0.0.0:8000 \
+    GROK2API_MEDIA_DIR=/data/media \
+    GROK2API_LOG_FORMAT=json
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["grok2api", "healthcheck", "--url", "http://127.0.0.1:8000/healthz"]
+ENTRYPOINT ["grok2api"]

@@ -1,0 +1,80 @@
+//! One-image latency: through the gateway (HTTP → client → simulator → media store → JSON) versus the
+//! same grok-web client calling the simulator directly. The difference is what the gateway adds.
+//! Run: `cargo bench --bench latency` (release build; N=50 by default, `LATENCY_N` to change).
+
+use std::time::{Duration, Instant};
+
+use grok2api::app::Server;
+use grok2api::config::Config;
+use grok2api::jobs::{ImageJob, ProgressSink};
+use grok2api::sim::{self, SimConfig};
+use grok2api::upstream::grok_web::GrokWebClient;
+use tokio::net::TcpListener;
+
+fn stats(name: &str, mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = ms(v[v.len() / 2]);
+    println!(
+        "{name:<28} n={:<3} min={:>7.2} ms  median={:>7.2} ms  p90={:>7.2} ms  max={:>7.2} ms",
+        v.len(),
+        ms(v[0]),
+        median,
+        ms(v[v.len() * 9 / 10]),
+        ms(v[v.len() - 1])
+    );
+    median
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` probes harness=false benches
+    }
+    grok2api::install_crypto_provider();
+    let n: usize = std::env::var("LATENCY_N").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let delay_ms: u64 = std::env::var("LATENCY_FRAME_DELAY_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let tokens = vec!["bench-token-0001".to_string()];
+    let sim = sim::spawn(
+        SimConfig { tokens: tokens.clone(), frame_delay: Duration::from_millis(delay_ms), ..SimConfig::default() },
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.grok.base_url = sim.base_url();
+    cfg.grok.assets_url = sim.base_url();
+    cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
+    cfg.grok.tokens = tokens;
+    cfg.media.dir = Some(media.path().to_owned());
+    let direct = GrokWebClient::new(cfg.grok.clone()).unwrap();
+    let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/images/generations", server.base_url());
+    let body = serde_json::json!({"model": "grok-imagine-1.0", "prompt": "latency probe", "n": 1, "size": "1024x1024"});
+    let job = ImageJob { prompt: "latency probe".into(), n: 1, aspect_ratio: "1:1" };
+
+    // Warm up both paths (connections, page cache).
+    for _ in 0..3 {
+        direct.generate_images(&job, &ProgressSink::none()).await.unwrap();
+        http.post(&url).json(&body).send().await.unwrap().bytes().await.unwrap();
+    }
+    let mut d = Vec::with_capacity(n);
+    let mut g = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let assets = direct.generate_images(&job, &ProgressSink::none()).await.unwrap();
+        d.push(t.elapsed());
+        assert_eq!(assets.len(), 1);
+
+        let t = Instant::now();
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        g.push(t.elapsed());
+    }
+    println!("one 512x512 image, simulator frame delay {delay_ms} ms");
+    let md = stats("direct client → simulator", d);
+    let mg = stats("through the gateway", g);
+    println!("gateway overhead (median): {:.2} ms", mg - md);
+}
