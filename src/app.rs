@@ -24,7 +24,6 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::{api, nodelay};
 use crate::auth::{Auth, require_key};
 use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
@@ -32,6 +31,7 @@ use crate::jobs::JobRunner;
 use crate::media::MediaStore;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
+use crate::{api, nodelay};
 
 pub struct Inner {
     pub cfg: Config,
