@@ -13,4 +13,6 @@ if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
 fi
 
 export GROK2API_TEST_PYTHON="$PWD/$venv/bin/python"
-cargo test --locked --all-targets "$@"
+# Benches first, in test mode (each runs once as a smoke check), then every test target.
+cargo test --locked --bench '*' "$@"
+cargo test --locked --lib --bins --tests "$@"
