@@ -29,6 +29,7 @@ use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
 use crate::jobs::JobRunner;
 use crate::media::MediaStore;
+use crate::net::FetchPolicy;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
 use crate::{api, nodelay};
@@ -38,6 +39,7 @@ pub struct Inner {
     pub runner: Arc<JobRunner>,
     pub media: Arc<MediaStore>,
     pub auth: Arc<Auth>,
+    pub fetch_policy: FetchPolicy,
     /// Every background task the app starts, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -65,7 +67,14 @@ impl AppState {
             UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone())?),
         };
         let auth = Arc::new(Auth::new(&cfg.auth.api_keys));
+        let fetch_policy = FetchPolicy {
+            allow_private: cfg.fetch.allow_private,
+            timeout: std::time::Duration::from_secs(cfg.fetch.timeout_secs.max(1)),
+            host_overrides: cfg.fetch.host_overrides.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            ..FetchPolicy::default()
+        };
         Ok(Self(Arc::new(Inner {
+            fetch_policy,
             runner: Arc::new(JobRunner::new(upstream, media.clone())),
             media,
             auth,
@@ -85,6 +94,11 @@ impl AppState {
                 post(api::images::generations).layer(DefaultBodyLimit::max(limits.max_json_body_bytes)),
             )
             .route("/v1/images/edits", post(api::edits::edits).layer(DefaultBodyLimit::max(limits.max_upload_bytes)))
+            // Data-URL images make chat bodies as large as uploads.
+            .route(
+                "/v1/chat/completions",
+                post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
+            )
             .route_layer(require.clone());
         let mut files = Router::new().route("/v1/files/{kind}/{name}", get(api::files::get_file));
         if self.cfg.files.require_auth {

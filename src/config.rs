@@ -80,6 +80,7 @@ pub struct Config {
     pub grok: GrokWebConfig,
     pub media: MediaConfig,
     pub files: FilesConfig,
+    pub fetch: FetchConfig,
     pub log: LogConfig,
 }
 
@@ -208,6 +209,24 @@ impl Default for MediaConfig {
 pub struct FilesConfig {
     /// Require the API key on /v1/files/* too (default: links are capabilities, readable by anyone holding them).
     pub require_auth: bool,
+}
+
+/// Fetching user-supplied URLs (`image_url` inputs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Allow loopback / private / link-local targets. Only for a gateway inside a trusted network.
+    pub allow_private: bool,
+    pub timeout_secs: u64,
+    /// Host → base URL served instead, e.g. `"images.internal" = "http://10.0.0.5:9000"`. Targets named
+    /// here are trusted and skip the address check.
+    pub host_overrides: std::collections::HashMap<String, String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self { allow_private: false, timeout_secs: 20, host_overrides: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod media;
+pub mod net;
 pub mod sim;
 pub mod upstream;
 

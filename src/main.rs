@@ -74,6 +74,11 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         cfg.grok.assets_url = base.clone();
         cfg.grok.ws_url = base.replacen("http://", "ws://", 1);
         cfg.grok.tokens = DEMO_TOKENS.map(String::from).to_vec();
+        // Documentation domains (RFC 2606) are answered by the simulator, so examples that use
+        // https://example.com/... image URLs work offline.
+        for host in ["example.com", "example.net", "example.org"] {
+            cfg.fetch.host_overrides.insert(host.into(), format!("{base}/example-assets/{host}"));
+        }
         tracing::info!("demo mode: simulated grok.com upstream at {base}");
         demo_sim = Some(handle);
     }

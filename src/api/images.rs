@@ -1,19 +1,17 @@
 //! `POST /v1/images/generations`, and the response writing shared with edits: plain JSON, or an SSE
 //! stream of OpenAI image events when `stream: true`.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
+use super::stream::sse_job;
 use super::{
     Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n,
     validate_prompt,
@@ -21,6 +19,7 @@ use super::{
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{ImageJob, Job, JobEvent, JobOutput, ProgressSink};
+use crate::media::StoredMedia;
 
 #[derive(Debug, Deserialize)]
 pub struct ImageGenerationRequest {
@@ -78,10 +77,17 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The images of an image job's output (a video here would be a bug in job dispatch).
+fn images(output: JobOutput) -> Result<Vec<StoredMedia>, ApiError> {
+    match output {
+        JobOutput::Images(media) => Ok(media),
+        JobOutput::Video { .. } => Err(ApiError::internal("image job produced a video")),
+    }
+}
+
 /// The OpenAI `data` array for finished images.
-pub fn image_data(output: &JobOutput, format: ResponseFormat, base: &str) -> Vec<Value> {
-    output
-        .media
+pub fn image_data(media: &[StoredMedia], format: ResponseFormat, base: &str) -> Vec<Value> {
+    media
         .iter()
         .map(|m| match format {
             ResponseFormat::Url => json!({"url": format!("{base}{}", m.path()), "revised_prompt": ""}),
@@ -98,7 +104,8 @@ pub async fn respond(state: &AppState, req: ImageRequest, base: String) -> Resul
     let output = tokio::time::timeout(timeout, state.runner.run(&req.job, &ProgressSink::none()))
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
-    Ok(axum::Json(json!({"created": unix_now(), "data": image_data(&output, req.format, &base)})).into_response())
+    let media = images(output)?;
+    Ok(axum::Json(json!({"created": unix_now(), "data": image_data(&media, req.format, &base)})).into_response())
 }
 
 fn event(kind: &str, data: Value) -> Event {
@@ -106,64 +113,47 @@ fn event(kind: &str, data: Value) -> Event {
 }
 
 /// SSE: `image_generation.partial_image` per preview, `image_generation.completed` per image, or one
-/// `error` event. The job runs in a tracked task that stops (dropping the upstream request and its
-/// token) as soon as the client goes away.
+/// `error` event.
 fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) -> Response {
-    let (out, out_rx) = mpsc::channel::<Result<Event, Infallible>>(16);
-    let (sink, mut events) = ProgressSink::channel(32);
-    let runner = state.runner.clone();
     let ImageRequest { job, format, size, .. } = req;
-    state.tracker.spawn(async move {
-        let created = unix_now();
-        let run = runner.run(&job, &sink);
-        tokio::pin!(run);
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut partials: Vec<u32> = Vec::new();
-        let result = loop {
-            tokio::select! {
-                _ = out.closed() => return,
-                _ = &mut deadline => break Err(ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs()))),
-                Some(ev) = events.recv() => {
-                    if let JobEvent::Preview { index, bytes } = ev {
-                        if partials.len() <= index {
-                            partials.resize(index + 1, 0);
-                        }
-                        let data = json!({"type": "image_generation.partial_image", "b64_json": b64(&bytes),
-                            "partial_image_index": partials[index], "index": index, "created_at": created,
-                            "size": size, "quality": "auto", "background": "opaque", "output_format": "png"});
-                        partials[index] += 1;
-                        if out.send(Ok(event("image_generation.partial_image", data))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                r = &mut run => break r.map_err(ApiError::from),
-            }
-        };
-        match result {
-            Ok(output) => {
-                let urls = image_data(&output, ResponseFormat::Url, &base);
-                for (index, media) in output.media.iter().enumerate() {
-                    let mut data = json!({"type": "image_generation.completed", "b64_json": b64(&media.bytes), "index": index,
+    let created = unix_now();
+    let mut partials: Vec<u32> = Vec::new();
+    let preview_size = size.clone();
+    let on_event = move |ev: JobEvent| {
+        let JobEvent::Preview { index, bytes } = ev else { return None };
+        if partials.len() <= index {
+            partials.resize(index + 1, 0);
+        }
+        let data = json!({"type": "image_generation.partial_image", "b64_json": b64(&bytes),
+            "partial_image_index": partials[index], "index": index, "created_at": created,
+            "size": preview_size, "quality": "auto", "background": "opaque", "output_format": "png"});
+        partials[index] += 1;
+        Some(event("image_generation.partial_image", data))
+    };
+    let on_done = move |result: Result<JobOutput, ApiError>| match result.and_then(images) {
+        Ok(media) => {
+            let urls = image_data(&media, ResponseFormat::Url, &base);
+            media
+                .iter()
+                .enumerate()
+                .map(|(index, m)| {
+                    let mut data = json!({"type": "image_generation.completed", "b64_json": b64(&m.bytes), "index": index,
                         "created_at": created, "size": size, "quality": "auto", "background": "opaque",
-                        "output_format": media.content_type.trim_start_matches("image/"),
+                        "output_format": m.content_type.trim_start_matches("image/"),
                         "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
                                   "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}});
                     if format == ResponseFormat::Url {
                         data["url"] = urls[index]["url"].clone();
                     }
-                    if out.send(Ok(event("image_generation.completed", data))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                let mut body = e.body();
-                body["type"] = json!("error");
-                let _ = out.send(Ok(event("error", body))).await;
-            }
+                    event("image_generation.completed", data)
+                })
+                .collect()
         }
-    });
-    Sse::new(ReceiverStream::new(out_rx)).keep_alive(KeepAlive::default()).into_response()
+        Err(e) => {
+            let mut body = e.body();
+            body["type"] = json!("error");
+            vec![event("error", body)]
+        }
+    };
+    sse_job(state, job, timeout, on_event, on_done)
 }

@@ -1,11 +1,13 @@
 //! HTTP handlers, one module per endpoint family, plus what they share: body extraction that fails
 //! with our error shape, model and parameter validation, and link building.
 
+pub mod chat;
 pub mod edits;
 pub mod files;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod stream;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 pub use progress::{JobEvent, ProgressSink, ProgressSlots};
 
 use crate::media::{MediaKind, MediaStore, StoredMedia};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Asset, Upstream, UpstreamError};
 
 /// Text-to-image.
 #[derive(Debug, Clone)]
@@ -38,15 +38,38 @@ pub struct EditJob {
     pub images: Vec<InputImage>,
 }
 
+/// Style presets of Grok Imagine video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoPreset {
+    Normal,
+    Fun,
+    Spicy,
+    Custom,
+}
+
+/// Text-to-video, or image-to-video when `image` is set.
+#[derive(Debug, Clone)]
+pub struct VideoJob {
+    pub prompt: String,
+    pub aspect_ratio: &'static str,
+    /// Seconds.
+    pub duration: u32,
+    pub resolution: &'static str,
+    pub preset: VideoPreset,
+    pub image: Option<InputImage>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Job {
     Image(ImageJob),
     Edit(EditJob),
+    Video(VideoJob),
 }
 
 #[derive(Debug)]
-pub struct JobOutput {
-    pub media: Vec<StoredMedia>,
+pub enum JobOutput {
+    Images(Vec<StoredMedia>),
+    Video { video: StoredMedia, thumbnail: Option<StoredMedia>, duration: u32 },
 }
 
 pub struct JobRunner {
@@ -64,20 +87,32 @@ impl JobRunner {
     }
 
     pub async fn run(&self, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
-        let assets = match job {
-            Job::Image(j) => self.upstream.generate_images(j, sink).await?,
-            Job::Edit(j) => self.upstream.edit_images(j, sink).await?,
+        let output = match job {
+            Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?).await?,
+            Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?).await?,
+            Job::Video(j) => {
+                let result = self.upstream.generate_video(j, sink).await?;
+                let video = self.store(MediaKind::Video, result.video).await?;
+                let thumbnail = match result.thumbnail {
+                    Some(t) => Some(self.store(MediaKind::Image, t).await?),
+                    None => None,
+                };
+                JobOutput::Video { video, thumbnail, duration: j.duration }
+            }
         };
+        sink.progress(100);
+        Ok(output)
+    }
+
+    async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {
+        self.media.put(kind, asset.bytes, asset.content_type).await.map_err(|e| UpstreamError::Storage(e.to_string()))
+    }
+
+    async fn store_images(&self, assets: Vec<Asset>) -> Result<JobOutput, UpstreamError> {
         let mut media = Vec::with_capacity(assets.len());
         for asset in assets {
-            let stored = self
-                .media
-                .put(MediaKind::Image, asset.bytes, asset.content_type)
-                .await
-                .map_err(|e| UpstreamError::Storage(e.to_string()))?;
-            media.push(stored);
+            media.push(self.store(MediaKind::Image, asset).await?);
         }
-        sink.progress(100);
-        Ok(JobOutput { media })
+        Ok(JobOutput::Images(media))
     }
 }

@@ -97,10 +97,20 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, 3, "request body is not JSON");
     };
-    let Some(edit) = req.pointer("/mediaGenInput/imageToImage") else {
-        return json_error(StatusCode::BAD_REQUEST, 3, "unsupported conversation request");
+    let media = req.get("mediaGenInput");
+    let (kind, input) = match ["imageToImage", "textToVideo", "imageToVideo"]
+        .into_iter()
+        .find_map(|k| media.and_then(|m| m.get(k)).map(|v| (k, v)))
+    {
+        Some(found) => found,
+        None => return json_error(StatusCode::BAD_REQUEST, 3, "unsupported conversation request"),
     };
-    let prompt = edit.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if kind != "imageToImage"
+        && ["temporary", "parentPostId", "videoGenModelConfig"].iter().any(|k| req.get(*k).is_some())
+    {
+        return json_error(StatusCode::BAD_REQUEST, 3, "mediaGenInput video requests must not carry legacy fields");
+    }
+    let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
     let faults = Faults::parse(&prompt);
     if faults.cloudflare {
         let page = "<!DOCTYPE html><html><head><title>Just a moment...</title></head>\
@@ -110,13 +120,13 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         return r;
     }
-    let inputs: Vec<String> = edit
+    let inputs: Vec<String> = input
         .get("inputAssets")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default();
-    if inputs.is_empty() {
-        return json_error(StatusCode::BAD_REQUEST, 3, "imageToImage needs inputAssets");
+    if kind != "textToVideo" && inputs.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, 3, &format!("{kind} needs inputAssets"));
     }
     let mut input_bytes = Vec::new();
     for id in &inputs {
@@ -130,10 +140,8 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         return super::rate_limited();
     }
 
-    let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
-    let conversation_id = uuid::Uuid::new_v4().to_string();
     let mut steps = vec![
-        ndjson(json!({"result":{"conversation":{"conversationId":conversation_id}}})),
+        ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
         ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
     ];
     if faults.rate_limit {
@@ -144,47 +152,126 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         steps.push(Step::Line("<html>upstream hiccup</html>\n".into()));
         return stream_response(steps);
     }
+    let ctx = Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults };
+    if kind == "imageToImage" {
+        edit_steps(&ctx, &mut steps)
+    } else {
+        video_steps(&ctx, &mut steps)
+    }
+    stream_response(steps)
+}
 
-    let ratio = edit.get("aspectRatio").and_then(Value::as_str).unwrap_or("1:1");
-    let (w, h) = dims_for_ratio(ratio, sim.cfg.image_long_side);
+struct Ctx<'a> {
+    sim: &'a Sim,
+    user: &'a str,
+    prompt: &'a str,
+    input: &'a Value,
+    inputs: &'a [Bytes],
+    faults: &'a Faults,
+}
+
+impl Ctx<'_> {
+    fn delay(&self) -> Duration {
+        self.sim.cfg.frame_delay + self.faults.slow.unwrap_or_default()
+    }
+
+    /// Appends the failure a fault asks for at this point; true when the stream must end here.
+    fn fail_midway(&self, steps: &mut Vec<Step>) -> bool {
+        if self.faults.disconnect {
+            steps.push(Step::Pause(self.delay()));
+            steps.push(Step::Cut);
+            return true;
+        }
+        if self.faults.fail {
+            steps.push(ndjson(json!({"error":{"code":13,"message":"generation failed"}})));
+            return true;
+        }
+        false
+    }
+
+    fn ratio(&self, default: &'static str) -> String {
+        self.input.get("aspectRatio").and_then(Value::as_str).unwrap_or(default).to_owned()
+    }
+}
+
+fn edit_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
+    let (w, h) = dims_for_ratio(&ctx.ratio("1:1"), ctx.sim.cfg.image_long_side);
     let ids: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-    let user = &account.user_id;
+    let user = ctx.user;
     for (stage, pct) in [(0, 30), (1, 70)] {
         for (index, id) in ids.iter().enumerate() {
-            steps.push(Step::Pause(delay));
+            steps.push(Step::Pause(ctx.delay()));
             steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
                 "imageIndex":index,"progress":pct,"imageUrl":format!("users/{user}/generated/{id}-part-0/image.png")}}}})));
         }
-        if stage == 0 && faults.disconnect {
-            steps.push(Step::Pause(delay));
-            steps.push(Step::Cut);
-            return stream_response(steps);
-        }
-        if stage == 0 && faults.fail {
-            steps.push(ndjson(json!({"error":{"code":13,"message":"image edit failed"}})));
-            return stream_response(steps);
+        if stage == 0 && ctx.fail_midway(steps) {
+            return;
         }
     }
     let mut finals = Vec::new();
     for (index, id) in ids.iter().enumerate() {
-        steps.push(Step::Pause(delay));
-        if faults.moderated {
+        steps.push(Step::Pause(ctx.delay()));
+        if ctx.faults.moderated {
             steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
                 "imageIndex":index,"progress":100,"moderated":true}}}})));
             continue;
         }
-        let mut parts: Vec<&[u8]> = vec![prompt.as_bytes(), id.as_bytes()];
-        parts.extend(input_bytes.iter().map(|b| b.as_ref()));
+        let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), id.as_bytes()];
+        parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
         let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
         let path = format!("users/{user}/generated/{id}/image.png");
-        sim.assets.put(path.clone(), StoredAsset { owner: user.clone(), content_type: "image/png", bytes: png });
+        ctx.sim.assets.put(path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: png });
         steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
             "imageIndex":index,"progress":100,"imageUrl":path,"assetId":id,"moderated":false}}}})));
         finals.push(path);
     }
-    let stream_errors: Vec<&str> = if faults.moderated { vec!["content moderated"] } else { vec![] };
+    let stream_errors: Vec<&str> = if ctx.faults.moderated { vec!["content moderated"] } else { vec![] };
     steps.push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
         "message":"","generatedImageUrls":finals,"fileAttachments":ids,"streamErrors":stream_errors}}}})));
     steps.push(ndjson(json!({"result":{"response":{"token":"","isSoftStop":true}}})));
-    stream_response(steps)
+}
+
+fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
+    let ratio = ctx.ratio("2:3");
+    let duration = ctx.input.get("duration").and_then(Value::as_u64).unwrap_or(6);
+    let resolution = ctx.input.get("resolutionName").and_then(Value::as_str).unwrap_or("720p");
+    let (video_id, post_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let user = ctx.user;
+    for (i, pct) in [1, 12, 27, 45, 64, 83, 95].into_iter().enumerate() {
+        steps.push(Step::Pause(ctx.delay()));
+        let mut frame = json!({"videoId":video_id,"videoPostId":post_id,"progress":pct});
+        if i == 0 {
+            frame["resolutionName"] = json!(resolution);
+        }
+        steps.push(ndjson(json!({"result":{"response":{"streamingVideoGenerationResponse":frame}}})));
+        if i == 2 && ctx.fail_midway(steps) {
+            return;
+        }
+    }
+    steps.push(Step::Pause(ctx.delay()));
+    if ctx.faults.moderated {
+        steps.push(ndjson(json!({"result":{"response":{"streamingVideoGenerationResponse":{
+            "videoId":video_id,"videoPostId":post_id,"progress":100,"moderated":true}}}})));
+        steps
+            .push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
+            "fileAttachments":[],"streamErrors":["video moderated"]}}}})));
+        return;
+    }
+    let video_path = format!("users/{user}/generated/{video_id}/generated_video.mp4");
+    let thumb_path = format!("users/{user}/generated/{video_id}/preview_image.png");
+    let bytes = Bytes::from_static(super::video::fixture(&ratio, duration));
+    ctx.sim.assets.put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });
+    let (w, h) = dims_for_ratio(&ratio, ctx.sim.cfg.image_long_side);
+    let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), video_id.as_bytes()];
+    parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
+    let poster = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+    ctx.sim
+        .assets
+        .put(thumb_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: poster });
+    steps.push(ndjson(json!({"result":{"response":{"streamingVideoGenerationResponse":{
+        "videoId":video_id,"videoPostId":post_id,"progress":100,"assetId":video_id,"moderated":false,
+        "videoUrl":video_path,"thumbnailImageUrl":thumb_path}}}})));
+    steps.push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
+        "fileAttachments":[video_path],"streamErrors":[]}}}})));
+    steps.push(ndjson(json!({"result":{"response":{"token":"I generated a video","isSoftStop":true}}})));
 }

@@ -9,6 +9,7 @@ mod conversation;
 mod faults;
 mod imagine;
 pub mod render;
+mod video;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -198,6 +199,7 @@ fn router(sim: Sim) -> Router {
         .route("/rest/media/imagine/quota_info", post(assets::quota_info))
         .route("/users/{*path}", get(assets::user_asset))
         .route("/imagine-public/images/{file}", get(assets::public_image))
+        .route("/example-assets/{*path}", get(assets::example_image))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(sim)
 }

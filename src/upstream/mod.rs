@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::jobs::{EditJob, ImageJob, ProgressSink};
+use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
 
 /// How an upstream call failed, classified by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +54,13 @@ pub struct Asset {
     pub content_type: &'static str,
 }
 
+/// A finished video and its poster image, downloaded.
+#[derive(Debug, Clone)]
+pub struct VideoAssets {
+    pub video: Asset,
+    pub thumbnail: Option<Asset>,
+}
+
 pub enum Upstream {
     GrokWeb(grok_web::GrokWebClient),
 }
@@ -74,6 +81,12 @@ impl Upstream {
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         match self {
             Self::GrokWeb(c) => c.edit_images(job, sink).await,
+        }
+    }
+
+    pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        match self {
+            Self::GrokWeb(c) => c.generate_video(job, sink).await,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Image edits: upload the inputs, open a conversation with `mediaGenInput.imageToImage`, follow the
-//! NDJSON stream to the final image URLs, then download them with the same account's cookie.
+//! The conversation channel: upload inputs, open `/rest/app-chat/conversations/new` with a
+//! `mediaGenInput` request (image edit, text-to-video, image-to-video), follow the NDJSON stream to the
+//! final media URLs, then download them with the same account's cookie.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,8 @@ use futures_util::StreamExt;
 use super::ndjson::{Frame, FrameDecoder};
 use super::wire::{self, ConversationEvent};
 use super::{GrokWebClient, classify, read_text_limited, transport};
-use crate::jobs::{EditJob, InputImage, ProgressSlots};
-use crate::upstream::{Asset, UpstreamError};
+use crate::jobs::{EditJob, InputImage, ProgressSink, ProgressSlots, VideoJob};
+use crate::upstream::{Asset, UpstreamError, VideoAssets};
 
 async fn upload(client: &GrokWebClient, token: &str, image: &InputImage) -> Result<String, UpstreamError> {
     let part = reqwest::multipart::Part::bytes(image.bytes.to_vec())
@@ -47,24 +48,18 @@ struct Found {
     stream_errors: Vec<String>,
 }
 
-/// One edit conversation producing up to `want` images, reported as progress slots from `first_slot`.
-pub(super) async fn edit(
+/// Opens a conversation and feeds every frame to `on_frame` until the stream ends. Transport, framing,
+/// idle-timeout and in-band error handling live here once for every kind of conversation.
+async fn converse(
     client: &GrokWebClient,
-    token: String,
-    job: &EditJob,
-    want: usize,
-    first_slot: usize,
-    progress: &ProgressSlots,
-) -> Result<Vec<Asset>, UpstreamError> {
-    let mut asset_ids = Vec::with_capacity(job.images.len());
-    for image in &job.images {
-        asset_ids.push(upload(client, &token, image).await?);
-    }
-    let body = wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio);
+    token: &str,
+    body: serde_json::Value,
+    mut on_frame: impl FnMut(ConversationEvent),
+) -> Result<(), UpstreamError> {
     let send = client
         .http
         .post(client.url(wire::CONVERSATION_PATH))
-        .headers(client.api_headers(&token))
+        .headers(client.api_headers(token))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send();
@@ -77,8 +72,6 @@ pub(super) async fn edit(
         let headers = resp.headers().clone();
         return Err(classify::classify_http(status, &headers, &read_text_limited(resp).await));
     }
-
-    let mut found = Found::default();
     let mut decoder = FrameDecoder::default();
     let mut stream = resp.bytes_stream();
     let idle = client.idle_timeout();
@@ -101,30 +94,51 @@ pub(super) async fn edit(
                 ConversationEvent::Error { code, message } => {
                     return Err(classify::classify_in_band(code.as_deref(), &message));
                 }
-                ConversationEvent::Image(img) => {
-                    let index = img.image_index.unwrap_or(0);
-                    let pct = img.progress.unwrap_or(0.0);
-                    let is_final = img.is_final == Some(true) || pct >= 100.0;
-                    if img.moderated == Some(true) {
-                        found.moderated += 1;
-                    } else if is_final && let Some(url) = img.image_url {
-                        found.finals.insert(index, url);
-                    }
-                    if (index as usize) < want {
-                        progress.set(first_slot + index as usize, pct.min(99.0));
-                    }
-                }
-                ConversationEvent::ModelResponse { image_urls, stream_errors } => {
-                    found.fallback_urls.extend(image_urls);
-                    found.stream_errors.extend(stream_errors);
-                }
-                ConversationEvent::Other => {}
+                event => on_frame(event),
             }
         }
     }
-    if let Some(rest) = decoder.remainder() {
-        return Err(UpstreamError::Protocol(format!("conversation stream cut mid-frame: {rest}")));
+    match decoder.remainder() {
+        Some(rest) => Err(UpstreamError::Protocol(format!("conversation stream cut mid-frame: {rest}"))),
+        None => Ok(()),
     }
+}
+
+/// One edit conversation producing up to `want` images, reported as progress slots from `first_slot`.
+pub(super) async fn edit(
+    client: &GrokWebClient,
+    token: String,
+    job: &EditJob,
+    want: usize,
+    first_slot: usize,
+    progress: &ProgressSlots,
+) -> Result<Vec<Asset>, UpstreamError> {
+    let mut asset_ids = Vec::with_capacity(job.images.len());
+    for image in &job.images {
+        asset_ids.push(upload(client, &token, image).await?);
+    }
+    let mut found = Found::default();
+    converse(client, &token, wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio), |event| match event {
+        ConversationEvent::Image(img) => {
+            let index = img.image_index.unwrap_or(0);
+            let pct = img.progress.unwrap_or(0.0);
+            let is_final = img.is_final == Some(true) || pct >= 100.0;
+            if img.moderated == Some(true) {
+                found.moderated += 1;
+            } else if is_final && let Some(url) = img.image_url {
+                found.finals.insert(index, url);
+            }
+            if (index as usize) < want {
+                progress.set(first_slot + index as usize, pct.min(99.0));
+            }
+        }
+        ConversationEvent::ModelResponse { image_urls, stream_errors, .. } => {
+            found.fallback_urls.extend(image_urls);
+            found.stream_errors.extend(stream_errors);
+        }
+        _ => {}
+    })
+    .await?;
 
     let mut urls: Vec<String> = found.finals.into_values().collect();
     for url in found.fallback_urls {
@@ -150,4 +164,75 @@ pub(super) async fn edit(
         assets.push(asset);
     }
     Ok(assets)
+}
+
+/// Text-to-video, or image-to-video after uploading the input image.
+pub(super) async fn video(
+    client: &GrokWebClient,
+    token: String,
+    job: &VideoJob,
+    sink: &ProgressSink,
+) -> Result<VideoAssets, UpstreamError> {
+    let input = match &job.image {
+        Some(image) => Some(upload(client, &token, image).await?),
+        None => None,
+    };
+    let body = wire::video_request(job, input.as_deref());
+    let mut video_url: Option<String> = None;
+    let mut thumbnail_url: Option<String> = None;
+    let mut attachments: Vec<String> = Vec::new();
+    let mut moderated = false;
+    let mut stream_errors = Vec::new();
+    converse(client, &token, body, |event| match event {
+        ConversationEvent::Video(v) => {
+            if let Some(p) = v.progress {
+                // 100 is the runner's to say, once the file is stored.
+                sink.progress((p.clamp(0.0, 100.0) as u8).min(99));
+            }
+            if v.moderated == Some(true) {
+                moderated = true;
+            }
+            if v.video_url.is_some() {
+                video_url = v.video_url;
+            }
+            if v.thumbnail_image_url.is_some() {
+                thumbnail_url = v.thumbnail_image_url;
+            }
+        }
+        ConversationEvent::ModelResponse { file_attachments, stream_errors: errs, .. } => {
+            attachments.extend(file_attachments);
+            stream_errors.extend(errs);
+        }
+        _ => {}
+    })
+    .await?;
+
+    let video_url =
+        video_url.or_else(|| attachments.into_iter().find(|a| a.ends_with(".mp4") || a.contains("/content")));
+    let Some(video_url) = video_url else {
+        return Err(if moderated {
+            UpstreamError::Moderated("the upstream moderated the video; rephrase the prompt".into())
+        } else if !stream_errors.is_empty() {
+            UpstreamError::Failed(format!("upstream stream errors: {}", stream_errors.join("; ")))
+        } else {
+            UpstreamError::Protocol("video stream ended without a video URL".into())
+        });
+    };
+    let video = client.download(&token, &video_url).await?;
+    if !video.content_type.starts_with("video/") {
+        return Err(UpstreamError::Protocol("video asset is not a video".into()));
+    }
+    // The poster is a nicety: a missing or broken one must not fail a finished video.
+    let thumbnail = match thumbnail_url {
+        Some(url) => match client.download(&token, &url).await {
+            Ok(t) if t.content_type.starts_with("image/") => Some(t),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("video thumbnail download failed: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(VideoAssets { video, thumbnail })
 }

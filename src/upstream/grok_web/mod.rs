@@ -18,9 +18,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use token_pool::{PoolSettings, TokenPool};
 
-use super::{Asset, UpstreamError, sniff_media_type};
+use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
 use crate::config::GrokWebConfig;
-use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots};
+use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
 
 pub struct GrokWebClient {
     http: reqwest::Client,
@@ -165,6 +165,10 @@ impl GrokWebClient {
         });
         let results = futures_util::future::try_join_all(runs).await?;
         Ok(results.into_iter().flatten().collect())
+    }
+
+    pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        self.with_token("video request", |token| conversation::video(self, token, job, sink)).await
     }
 
     /// Downloads a generated asset (relative paths resolve against the assets host) with the token's cookie.

@@ -3,11 +3,14 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::jobs::{VideoJob, VideoPreset};
+
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
 pub const CONVERSATION_PATH: &str = "/rest/app-chat/conversations/new";
 pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
+pub const VIDEO_MODEL: &str = "imagine-video-gen";
 
 fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -116,6 +119,42 @@ pub fn edit_request(prompt: &str, asset_ids: &[String], aspect_ratio: Option<&st
     })
 }
 
+/// The `--mode=` suffix grok.com reads from the message for a video preset.
+pub fn video_mode(preset: VideoPreset) -> &'static str {
+    match preset {
+        VideoPreset::Normal => "normal",
+        VideoPreset::Fun => "extremely-crazy",
+        VideoPreset::Spicy => "extremely-spicy-or-crazy",
+        VideoPreset::Custom => "custom",
+    }
+}
+
+/// Text-to-video (`mediaGenInput.textToVideo`) or, with an uploaded asset, image-to-video
+/// (`mediaGenInput.imageToVideo`). Must not carry `temporary`, `parentPostId` or `videoGenModelConfig`.
+pub fn video_request(job: &VideoJob, input_asset: Option<&str>) -> Value {
+    let mode = video_mode(job.preset);
+    let mut input = json!({"prompt": job.prompt, "aspectRatio": job.aspect_ratio, "duration": job.duration,
+                           "resolutionName": job.resolution});
+    let media = match input_asset {
+        Some(id) => {
+            input["inputAssets"] = json!([id]);
+            input["mode"] = json!(mode);
+            json!({"imageToVideo": input})
+        }
+        None => json!({"textToVideo": input}),
+    };
+    json!({
+        "modelName": VIDEO_MODEL,
+        "message": format!("{} --mode={mode}", job.prompt),
+        "enableImageStreaming": true,
+        "enableSideBySide": true,
+        "sendFinalMetadata": true,
+        "responseMetadata": {"experiments": [], "modelConfigOverride": {"modelMap": {}}},
+        "mediaGenInput": media,
+        "kind": "CONVERSATION_KIND_IMAGINE"
+    })
+}
+
 #[derive(Debug, Deserialize)]
 pub struct UploadResponse {
     #[serde(default, rename = "uploadId")]
@@ -171,13 +210,28 @@ fn lenient_progress<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64
     })
 }
 
-/// One decoded conversation-stream frame, reduced to what image jobs need.
+/// `result.response.streamingVideoGenerationResponse`.
+#[derive(Debug, Deserialize)]
+pub struct StreamingVideo {
+    #[serde(default, deserialize_with = "lenient_progress")]
+    pub progress: Option<f64>,
+    #[serde(default, rename = "videoUrl")]
+    pub video_url: Option<String>,
+    #[serde(default, rename = "thumbnailImageUrl")]
+    pub thumbnail_image_url: Option<String>,
+    #[serde(default)]
+    pub moderated: Option<bool>,
+}
+
+/// One decoded conversation-stream frame, reduced to what media jobs need.
 #[derive(Debug)]
 pub enum ConversationEvent {
     Image(StreamingImage),
-    /// `modelResponse`: final URLs and stream errors.
+    Video(StreamingVideo),
+    /// `modelResponse`: final URLs, attachments and stream errors.
     ModelResponse {
         image_urls: Vec<String>,
+        file_attachments: Vec<String>,
         stream_errors: Vec<String>,
     },
     Error {
@@ -200,6 +254,12 @@ pub fn parse_conversation_frame(v: &Value) -> ConversationEvent {
             Err(_) => ConversationEvent::Other,
         };
     }
+    if let Some(video) = resp.get("streamingVideoGenerationResponse") {
+        return match StreamingVideo::deserialize(video) {
+            Ok(v) => ConversationEvent::Video(v),
+            Err(_) => ConversationEvent::Other,
+        };
+    }
     if let Some(model) = resp.get("modelResponse") {
         let strings = |key: &str| -> Vec<String> {
             model.get(key).and_then(Value::as_array).map_or_else(Vec::new, |a| {
@@ -208,7 +268,11 @@ pub fn parse_conversation_frame(v: &Value) -> ConversationEvent {
         };
         let mut image_urls = strings("generatedImageUrls");
         image_urls.extend(strings("imageUrls"));
-        return ConversationEvent::ModelResponse { image_urls, stream_errors: strings("streamErrors") };
+        return ConversationEvent::ModelResponse {
+            image_urls,
+            file_attachments: strings("fileAttachments"),
+            stream_errors: strings("streamErrors"),
+        };
     }
     ConversationEvent::Other
 }

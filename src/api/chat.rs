@@ -1,0 +1,369 @@
+//! `POST /v1/chat/completions` for the video model: the prompt is the last user message, an optional
+//! `image_url` part makes it image-to-video, `video_config` picks ratio, length, resolution and preset.
+//! Answers a `chat.completion` (markdown link + structured `video`), or `chat.completion.chunk` SSE with
+//! `progress` chunks when `stream: true`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::stream::sse_job;
+use super::{Capability, JsonBody, public_base, resolve_model, validate_prompt};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::jobs::{InputImage, Job, JobEvent, JobOutput, ProgressSink, VideoJob, VideoPreset};
+use crate::net::{self, FetchError, FetchPolicy};
+use crate::upstream::sniff_media_type;
+
+pub const MAX_INPUT_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub video_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+pub enum ContentPart {
+    #[serde(rename = "text")]
+    Text { text: String },
+    #[serde(rename = "image_url")]
+    ImageUrl { image_url: ImageUrl },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    Object { url: String },
+    Bare(String),
+}
+
+impl ImageUrl {
+    fn url(&self) -> &str {
+        match self {
+            Self::Object { url } | Self::Bare(url) => url,
+        }
+    }
+}
+
+/// `video_config`, validated. Every bad value is a 400 naming `video_config.<field>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    pub aspect_ratio: &'static str,
+    pub video_length: u32,
+    pub resolution: &'static str,
+    pub preset: VideoPreset,
+}
+
+fn pick<T: Copy>(
+    cfg: &serde_json::Map<String, Value>,
+    field: &'static str,
+    default: T,
+    choices: &[(&str, T)],
+) -> Result<T, ApiError> {
+    let param = format!("video_config.{field}");
+    match cfg.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) => choices.iter().find(|(k, _)| *k == s.trim()).map(|(_, v)| *v).ok_or_else(|| {
+            let allowed: Vec<&str> = choices.iter().map(|(k, _)| *k).collect();
+            ApiError::invalid_param(&param, format!("`{s}` is not one of {}", allowed.join(", ")))
+        }),
+        Some(other) => Err(ApiError::invalid_param(&param, format!("must be a string, got {other}"))),
+    }
+}
+
+impl VideoConfig {
+    pub fn parse(v: Option<&Value>) -> Result<Self, ApiError> {
+        let empty = serde_json::Map::new();
+        let cfg = match v {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(ApiError::invalid_param("video_config", "video_config must be an object")),
+        };
+        let ratios = [("16:9", "16:9"), ("9:16", "9:16"), ("3:2", "3:2"), ("2:3", "2:3"), ("1:1", "1:1")];
+        let aspect_ratio = pick(cfg, "aspect_ratio", "3:2", &ratios)?;
+        let resolution = pick(cfg, "resolution_name", "480p", &[("480p", "480p"), ("720p", "720p")])?;
+        let presets = [
+            ("normal", VideoPreset::Normal),
+            ("fun", VideoPreset::Fun),
+            ("spicy", VideoPreset::Spicy),
+            ("custom", VideoPreset::Custom),
+        ];
+        let preset = pick(cfg, "preset", VideoPreset::Normal, &presets)?;
+        let video_length = match cfg.get("video_length") {
+            None | Some(Value::Null) => 6,
+            Some(v) => match v.as_u64() {
+                Some(n @ (6 | 10)) => n as u32,
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        "video_config.video_length",
+                        format!("must be 6 or 10 (seconds), got {v}"),
+                    ));
+                }
+            },
+        };
+        Ok(Self { aspect_ratio, video_length, resolution, preset })
+    }
+}
+
+/// What the last user message asks for: its text, and the last image reference in it.
+pub fn last_user_prompt(messages: &[ChatMessage]) -> Result<(String, Option<String>), ApiError> {
+    let msg = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .ok_or_else(|| ApiError::invalid_param("messages", "messages must contain a user message"))?;
+    let (text, image) = match &msg.content {
+        None => (String::new(), None),
+        Some(MessageContent::Text(t)) => (t.clone(), None),
+        Some(MessageContent::Parts(parts)) => {
+            let mut texts = Vec::new();
+            let mut image = None;
+            for p in parts {
+                match p {
+                    ContentPart::Text { text } => texts.push(text.as_str()),
+                    ContentPart::ImageUrl { image_url } => image = Some(image_url.url().to_owned()),
+                    ContentPart::Other => {}
+                }
+            }
+            (texts.join("\n"), image)
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid_param("messages", "the last user message has no text prompt"));
+    }
+    Ok((validate_prompt(&text).map_err(|e| ApiError { param: Some("messages".into()), ..e })?, image))
+}
+
+fn bad_image(message: impl Into<String>) -> ApiError {
+    ApiError { code: "invalid_image", ..ApiError::invalid_param("messages", message) }
+}
+
+/// Turns an `image_url` (data URL, or http(s) fetched under the SSRF policy) into a checked input image.
+pub async fn load_image(url: &str, policy: &FetchPolicy) -> Result<InputImage, ApiError> {
+    let bytes = if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or_else(|| bad_image("malformed data URL"))?;
+        if !meta.ends_with(";base64") {
+            return Err(bad_image("data URLs must be base64-encoded"));
+        }
+        if data.len() / 4 * 3 > MAX_INPUT_IMAGE_BYTES + 3 {
+            return Err(bad_image("image is larger than 20 MiB"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|_| bad_image("data URL is not valid base64"))?;
+        bytes::Bytes::from(decoded)
+    } else {
+        let policy = FetchPolicy { max_bytes: MAX_INPUT_IMAGE_BYTES, ..policy.clone() };
+        match net::fetch(url, &policy).await {
+            Ok((bytes, _)) => bytes,
+            Err(FetchError::Forbidden(m)) => return Err(bad_image(format!("image_url refused: {m}"))),
+            Err(FetchError::Failed(m)) => return Err(bad_image(format!("cannot fetch image_url: {m}"))),
+        }
+    };
+    if bytes.len() > MAX_INPUT_IMAGE_BYTES {
+        return Err(bad_image("image is larger than 20 MiB"));
+    }
+    let content_type = sniff_media_type(&bytes)
+        .filter(|t| t.starts_with("image/"))
+        .ok_or_else(|| bad_image("image_url is not a PNG, JPEG or WebP image"))?;
+    let ext = content_type.trim_start_matches("image/").replace("jpeg", "jpg");
+    Ok(InputImage { bytes, content_type, file_name: format!("input.{ext}") })
+}
+
+/// Builds the video job for a chat request (shared with the async task endpoint later).
+pub async fn video_job(req: &ChatRequest, policy: &FetchPolicy) -> Result<VideoJob, ApiError> {
+    resolve_model(&req.model, Capability::Video)?;
+    let cfg = VideoConfig::parse(req.video_config.as_ref())?;
+    let (prompt, image_url) = last_user_prompt(&req.messages)?;
+    let image = match image_url {
+        Some(u) => Some(load_image(&u, policy).await?),
+        None => None,
+    };
+    Ok(VideoJob {
+        prompt,
+        aspect_ratio: cfg.aspect_ratio,
+        duration: cfg.video_length,
+        resolution: cfg.resolution,
+        preset: cfg.preset,
+        image,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+struct VideoLinks {
+    url: String,
+    thumbnail_url: Option<String>,
+    duration: u32,
+}
+
+fn links(output: JobOutput, base: &str) -> Result<VideoLinks, ApiError> {
+    match output {
+        JobOutput::Video { video, thumbnail, duration } => Ok(VideoLinks {
+            url: format!("{base}{}", video.path()),
+            thumbnail_url: thumbnail.map(|t| format!("{base}{}", t.path())),
+            duration,
+        }),
+        JobOutput::Images(_) => Err(ApiError::internal("video job produced images")),
+    }
+}
+
+impl VideoLinks {
+    fn markdown(&self) -> String {
+        format!("[video]({})", self.url)
+    }
+
+    fn json(&self) -> Value {
+        json!({"url": self.url, "thumbnail_url": self.thumbnail_url, "duration": self.duration})
+    }
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let job = video_job(&req, &state.fetch_policy).await?;
+    let model = resolve_model(&req.model, Capability::Video)?;
+    let base = public_base(state.cfg.server.public_base_url.as_deref(), &headers);
+    let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    if req.stream.unwrap_or(false) {
+        return Ok(stream(&state, Job::Video(job), timeout, id, created, model, base));
+    }
+    let output = tokio::time::timeout(timeout, state.runner.run(&Job::Video(job), &ProgressSink::none()))
+        .await
+        .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
+    let video = links(output, &base)?;
+    Ok(axum::Json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": video.markdown(), "video": video.json()}}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    }))
+    .into_response())
+}
+
+fn stream(
+    state: &AppState,
+    job: Job,
+    timeout: Duration,
+    id: String,
+    created: u64,
+    model: &'static str,
+    base: String,
+) -> Response {
+    let chunk = {
+        let id = id.clone();
+        move |delta: Value, finish: Option<&str>| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        }
+    };
+    let progress_chunk = chunk.clone();
+    let mut opened = false;
+    let on_event = move |ev: JobEvent| {
+        let JobEvent::Progress(p) = ev else { return None };
+        let role = if opened { json!({"content": ""}) } else { json!({"role": "assistant", "content": ""}) };
+        opened = true;
+        let mut c = progress_chunk(role, None);
+        c["progress"] = json!(p);
+        Some(Event::default().data(c.to_string()))
+    };
+    let on_done = move |result: Result<JobOutput, ApiError>| {
+        let done = Event::default().data("[DONE]");
+        match result.and_then(|o| links(o, &base)) {
+            Ok(video) => {
+                let mut last =
+                    chunk(json!({"role": "assistant", "content": video.markdown(), "video": video.json()}), None);
+                last["progress"] = json!(100);
+                vec![
+                    Event::default().data(last.to_string()),
+                    Event::default().data(chunk(json!({}), Some("stop")).to_string()),
+                    done,
+                ]
+            }
+            Err(e) => vec![Event::default().data(e.body().to_string()), done],
+        }
+    };
+    sse_job(state, job, timeout, on_event, on_done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_config_defaults_and_errors() {
+        let d = VideoConfig::parse(None).unwrap();
+        assert_eq!((d.aspect_ratio, d.video_length, d.resolution, d.preset), ("3:2", 6, "480p", VideoPreset::Normal));
+        let ok = VideoConfig::parse(Some(
+            &json!({"aspect_ratio":"9:16","video_length":10,"resolution_name":"720p","preset":"spicy"}),
+        ))
+        .unwrap();
+        assert_eq!((ok.aspect_ratio, ok.video_length, ok.preset), ("9:16", 10, VideoPreset::Spicy));
+        for (bad, param) in [
+            (json!({"aspect_ratio": "4:3"}), "video_config.aspect_ratio"),
+            (json!({"aspect_ratio": 169}), "video_config.aspect_ratio"),
+            (json!({"video_length": 7}), "video_config.video_length"),
+            (json!({"video_length": "6"}), "video_config.video_length"),
+            (json!({"video_length": 6.5}), "video_config.video_length"),
+            (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
+            (json!({"preset": "wild"}), "video_config.preset"),
+            (json!("6s"), "video_config"),
+        ] {
+            let e = VideoConfig::parse(Some(&bad)).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some(param)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prompt_comes_from_the_last_user_message() {
+        let msgs: Vec<ChatMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "让这张图动起来"},
+                {"type": "image_url", "image_url": {"url": "https://a.example/1.png"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ]}
+        ]))
+        .unwrap();
+        let (prompt, image) = last_user_prompt(&msgs).unwrap();
+        assert_eq!(prompt, "让这张图动起来");
+        assert_eq!(image.as_deref(), Some("data:image/png;base64,AAAA"));
+        let none: Vec<ChatMessage> = serde_json::from_value(json!([{"role": "system", "content": "x"}])).unwrap();
+        assert_eq!(last_user_prompt(&none).unwrap_err().param.as_deref(), Some("messages"));
+    }
+}

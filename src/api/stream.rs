@@ -1,0 +1,53 @@
+//! Server-sent events for a running job, shared by image and chat streams. The job runs in a task the
+//! app tracks; the task stops — dropping the upstream request and freeing its token — as soon as the
+//! client goes away, the deadline passes, or the job ends.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
+
+pub fn sse_job<P, D>(state: &AppState, job: Job, timeout: Duration, mut on_event: P, on_done: D) -> Response
+where
+    P: FnMut(JobEvent) -> Option<Event> + Send + 'static,
+    D: FnOnce(Result<JobOutput, ApiError>) -> Vec<Event> + Send + 'static,
+{
+    let (out, out_rx) = mpsc::channel::<Result<Event, Infallible>>(16);
+    let (sink, mut events) = ProgressSink::channel(32);
+    let runner = state.runner.clone();
+    state.tracker.spawn(async move {
+        let run = runner.run(&job, &sink);
+        tokio::pin!(run);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                _ = out.closed() => return,
+                _ = &mut deadline => {
+                    break Err(ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())));
+                }
+                Some(ev) = events.recv() => {
+                    if let Some(e) = on_event(ev)
+                        && out.send(Ok(e)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                r = &mut run => break r.map_err(ApiError::from),
+            }
+        };
+        for e in on_done(result) {
+            if out.send(Ok(e)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(out_rx)).keep_alive(KeepAlive::default()).into_response()
+}

@@ -1,0 +1,289 @@
+//! Fetching URLs that users hand us (image_url inputs; later callback targets) without letting them
+//! aim the gateway at its own network: resolve first, refuse loopback / private / link-local / CGNAT /
+//! multicast / metadata addresses, pin the connection to the checked address, and follow redirects by
+//! hand so every hop is checked again.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Allow private and loopback targets (a trusted internal network).
+    pub allow_private: bool,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    pub max_redirects: usize,
+    /// Host → base URL to use instead (e.g. `example.com` → the demo simulator). Operator-chosen
+    /// targets are trusted: they skip the address check.
+    pub host_overrides: HashMap<String, String>,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            max_bytes: 20 * 1024 * 1024,
+            timeout: Duration::from_secs(20),
+            max_redirects: 3,
+            host_overrides: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    /// The URL itself is unacceptable (scheme, userinfo, forbidden address): the caller's mistake.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The target could not be fetched (DNS, connection, status, size, time).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why an address may not be a target, or `None` when it is a public unicast address.
+pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => forbidden_v6(v6),
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let o = ip.octets();
+    Some(match o {
+        [0, ..] => "unspecified (0.0.0.0/8)",
+        [127, ..] => "loopback",
+        [10, ..] => "private (10.0.0.0/8)",
+        [172, b, ..] if (16..=31).contains(&b) => "private (172.16.0.0/12)",
+        [192, 168, ..] => "private (192.168.0.0/16)",
+        [169, 254, ..] => "link-local / cloud metadata (169.254.0.0/16)",
+        [100, b, ..] if (64..=127).contains(&b) => "carrier-grade NAT (100.64.0.0/10)",
+        [192, 0, 0, _] => "IETF protocol assignments (192.0.0.0/24)",
+        [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "documentation range",
+        [198, b, ..] if b == 18 || b == 19 => "benchmarking (198.18.0.0/15)",
+        [a, ..] if (224..=239).contains(&a) => "multicast",
+        [a, ..] if a >= 240 => "reserved / broadcast",
+        _ => return None,
+    })
+}
+
+fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return forbidden_v4(v4);
+    }
+    let s = ip.segments();
+    // NAT64 (64:ff9b::/96) embeds an IPv4 address that is the real destination.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        return forbidden_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+    }
+    Some(match s {
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_loopback() => "loopback",
+        [a, ..] if a & 0xfe00 == 0xfc00 => "unique local (fc00::/7)",
+        [a, ..] if a & 0xffc0 == 0xfe80 => "link-local (fe80::/10)",
+        [a, ..] if a & 0xff00 == 0xff00 => "multicast",
+        [0x2001, 0x0db8, ..] => "documentation (2001:db8::/32)",
+        // IPv4-compatible (deprecated) ::a.b.c.d
+        [0, 0, 0, 0, 0, 0, ..] => "IPv4-compatible address",
+        _ => return None,
+    })
+}
+
+fn check_addrs(host: &str, addrs: &[SocketAddr], policy: &FetchPolicy) -> Result<(), FetchError> {
+    if addrs.is_empty() {
+        return Err(FetchError::Failed(format!("{host} does not resolve")));
+    }
+    if policy.allow_private {
+        return Ok(());
+    }
+    // Every address must be acceptable, or a second DNS record could smuggle a private one in.
+    for a in addrs {
+        if let Some(reason) = forbidden_reason(a.ip()) {
+            return Err(FetchError::Forbidden(format!(
+                "{host} resolves to {} ({reason}), which is not allowed",
+                a.ip()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a URL's shape: http(s), no userinfo, a host.
+pub fn parse_target(raw: &str) -> Result<Url, FetchError> {
+    let url = Url::parse(raw.trim()).map_err(|e| FetchError::Forbidden(format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::Forbidden(format!("scheme `{}` is not allowed; use https", url.scheme())));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FetchError::Forbidden("URLs with credentials (user:pass@) are not allowed".into()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(FetchError::Forbidden("URL has no host".into()));
+    }
+    Ok(url)
+}
+
+/// Resolves `url`'s host and checks every address; returns the URL to request and the address to pin.
+pub async fn resolve_checked(url: &Url, policy: &FetchPolicy) -> Result<(Url, SocketAddr), FetchError> {
+    let host = url.host_str().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase();
+    if let Some(base) = policy.host_overrides.get(&host) {
+        let mut target = parse_target(&format!("{}{}", base.trim_end_matches('/'), url.path()))
+            .map_err(|e| FetchError::Failed(format!("bad host override for {host}: {e}")))?;
+        target.set_query(url.query());
+        let addr = lookup(&target)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| FetchError::Failed(format!("{host}: no address")))?;
+        return Ok((target, addr));
+    }
+    let addrs = lookup(url).await?;
+    check_addrs(&host, &addrs, policy)?;
+    Ok((url.clone(), addrs[0]))
+}
+
+async fn lookup(url: &Url) -> Result<Vec<SocketAddr>, FetchError> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    // IPv6 literals come bracketed in URLs.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| FetchError::Failed(format!("cannot resolve {host}: {e}")))?;
+    Ok(addrs.collect())
+}
+
+/// GETs `raw` under `policy`; returns the body and the response's Content-Type.
+pub async fn fetch(raw: &str, policy: &FetchPolicy) -> Result<(Bytes, Option<String>), FetchError> {
+    tokio::time::timeout(policy.timeout, fetch_inner(raw, policy))
+        .await
+        .map_err(|_| FetchError::Failed(format!("fetching the URL took longer than {}s", policy.timeout.as_secs())))?
+}
+
+async fn fetch_inner(raw: &str, policy: &FetchPolicy) -> Result<(Bytes, Option<String>), FetchError> {
+    let mut url = parse_target(raw)?;
+    for _ in 0..=policy.max_redirects {
+        let (target, addr) = resolve_checked(&url, policy).await?;
+        let host = target.host_str().unwrap_or_default().to_owned();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, addr)
+            .connect_timeout(policy.timeout)
+            .build()
+            .map_err(|e| FetchError::Failed(format!("HTTP client: {e}")))?;
+        let resp = client
+            .get(target.clone())
+            .header("accept", "image/*")
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(format!("cannot fetch {}: {e}", redact(&target))))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| FetchError::Failed("redirect without Location".into()))?;
+            let next = target.join(location).map_err(|e| FetchError::Forbidden(format!("bad redirect target: {e}")))?;
+            url = parse_target(next.as_str())?;
+            continue;
+        }
+        if !status.is_success() {
+            return Err(FetchError::Failed(format!("{} answered HTTP {}", redact(&target), status.as_u16())));
+        }
+        if resp.content_length().is_some_and(|n| n > policy.max_bytes as u64) {
+            return Err(FetchError::Failed(format!("the file is larger than {} bytes", policy.max_bytes)));
+        }
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| FetchError::Failed(format!("download broke: {e}")))?;
+            if body.len() + chunk.len() > policy.max_bytes {
+                return Err(FetchError::Failed(format!("the file is larger than {} bytes", policy.max_bytes)));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        return Ok((Bytes::from(body), content_type));
+    }
+    Err(FetchError::Failed(format!("more than {} redirects", policy.max_redirects)))
+}
+
+/// The URL without query (signed URLs carry secrets there) for messages.
+fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forbidden_ranges() {
+        for bad in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd00:ec2::254",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::7f00:1",
+        ] {
+            assert!(forbidden_reason(ip(bad)).is_some(), "{bad} must be forbidden");
+        }
+        for good in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+            assert_eq!(forbidden_reason(ip(good)), None, "{good} must be allowed");
+        }
+    }
+
+    #[test]
+    fn url_shapes() {
+        assert!(parse_target("https://example.com/a.png").is_ok());
+        assert!(parse_target("ftp://example.com/a.png").is_err());
+        assert!(parse_target("file:///etc/passwd").is_err());
+        assert!(parse_target("https://user:pw@example.com/").is_err());
+        assert!(parse_target("not a url").is_err());
+    }
+
+    #[tokio::test]
+    async fn literal_and_named_loopback_are_refused() {
+        let p = FetchPolicy::default();
+        for raw in [
+            "http://127.0.0.1:9/x.png",
+            "http://[::1]:9/x.png",
+            "http://localhost:9/x.png",
+            "http://169.254.169.254/latest",
+        ] {
+            assert!(matches!(fetch(raw, &p).await, Err(FetchError::Forbidden(_))), "{raw}");
+        }
+    }
+}
