@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use grok2api::app::Server;
 use grok2api::config::Config;
-use grok2api::jobs::{ImageJob, ProgressSink};
+use grok2api::jobs::{ImageJob, ProgressSink, VideoJob, VideoPreset};
 use grok2api::sim::{self, SimConfig};
 use grok2api::upstream::grok_web::GrokWebClient;
 use tokio::net::TcpListener;
@@ -83,4 +83,53 @@ async fn main() {
     let md = stats("direct client → simulator", d);
     let mg = stats("through the gateway", g);
     println!("gateway overhead (median): {:.2} ms", mg - md);
+
+    // Video: time to the first progress report and to the finished file, streamed.
+    let video_job = VideoJob {
+        prompt: "latency probe".into(),
+        aspect_ratio: "3:2",
+        duration: 6,
+        resolution: "480p",
+        preset: VideoPreset::Normal,
+        image: None,
+    };
+    let chat = format!("{}/v1/chat/completions", server.base_url());
+    let chat_body = serde_json::json!({"model": "grok-imagine-1.0-video", "stream": true,
+        "messages": [{"role": "user", "content": "latency probe"}]});
+    let (mut d_first, mut d_total, mut g_first, mut g_total) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (sink, mut rx) = ProgressSink::channel(64);
+        let run = direct.generate_video(&video_job, &sink);
+        tokio::pin!(run);
+        let mut first = None;
+        loop {
+            tokio::select! {
+                Some(_) = rx.recv(), if first.is_none() => first = Some(t.elapsed()),
+                r = &mut run => { r.unwrap(); break; }
+            }
+        }
+        d_total.push(t.elapsed());
+        d_first.push(first.unwrap_or_else(|| t.elapsed()));
+
+        let t = Instant::now();
+        let mut r = http.post(&chat).json(&chat_body).send().await.unwrap();
+        let mut first = None;
+        let mut text = String::new();
+        while let Some(c) = r.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&c));
+            if first.is_none() && text.contains("\"progress\"") {
+                first = Some(t.elapsed());
+            }
+        }
+        assert!(text.contains("[DONE]") && text.contains("[video]("));
+        g_total.push(t.elapsed());
+        g_first.push(first.unwrap_or_else(|| t.elapsed()));
+    }
+    println!("one 6 s video (stream), simulator frame delay {delay_ms} ms");
+    stats("direct: first progress", d_first);
+    stats("gateway: first progress", g_first);
+    let vd = stats("direct: finished", d_total);
+    let vg = stats("gateway: finished", g_total);
+    println!("gateway overhead for a video (median): {:.2} ms", vg - vd);
 }

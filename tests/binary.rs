@@ -117,3 +117,58 @@ fn bad_config_key_is_reported_with_its_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_byte"), "{err}");
 }
+
+/// The user document's §2.3 and §2.4 requests, byte for byte, against `--demo` (§2.4's
+/// https://example.com image is answered by the demo simulator).
+#[tokio::test]
+async fn seed_video_examples_work_verbatim_in_demo() {
+    let media = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(&["--demo", "--listen", "127.0.0.1:0"], &[], media.path());
+    grok2api::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let t2v = r#"{
+    "model": "grok-imagine-1.0-video",
+    "messages": [{"role":"user","content":"生成一段海边日落视频"}],
+    "video_config": {
+      "aspect_ratio": "3:2",
+      "video_length": 6,
+      "resolution_name": "480p",
+      "preset": "normal"
+    }
+  }"#;
+    let i2v = r#"{
+    "model": "grok-imagine-1.0-video",
+    "messages": [
+      {
+        "role": "user",
+        "content": [
+          {"type": "text", "text": "让这张图动起来，风吹动头发"},
+          {"type": "image_url", "image_url": {"url": "https://example.com/input.jpg"}}
+        ]
+      }
+    ],
+    "video_config": {
+      "aspect_ratio": "3:2",
+      "video_length": 6,
+      "resolution_name": "480p",
+      "preset": "normal"
+    }
+  }"#;
+    for body in [t2v, i2v] {
+        let r = client
+            .post(format!("{url}/v1/chat/completions"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", "Bearer ")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let resp: serde_json::Value = r.json().await.unwrap();
+        let link = resp["choices"][0]["message"]["video"]["url"].as_str().unwrap();
+        let mp4 = client.get(link).send().await.unwrap();
+        assert_eq!(mp4.headers()["content-type"], "video/mp4");
+        assert_eq!(&mp4.bytes().await.unwrap()[4..8], b"ftyp");
+    }
+    assert!(sigterm_and_wait(child).success());
+}

@@ -67,12 +67,38 @@ async fn faults_on_edits() {
     }
 }
 
+async fn video(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let body = json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": prompt}]});
+    split(h.post("/v1/chat/completions").json(&body).send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn faults_on_video() {
+    for &(token, status, code) in FAULTS {
+        let h = start().await;
+        let (got, headers, body) = video(&h, &format!("waves {token}")).await;
+        assert_eq!(got, status, "{token}: {body}");
+        let got_code = error_code(&body);
+        if !code.is_empty() {
+            assert_eq!(got_code, code, "{token}");
+        }
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"));
+        } else {
+            let (ok, _, body) = video(&h, "waves").await;
+            assert_eq!(ok, 200, "after {token}: {body}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn stalled_stream_is_504() {
     let h = builder().config(|c| c.grok.idle_timeout_secs = 1).start().await;
     let (status, _, body) = generate(&h, "x [sim:slow=1500]").await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
     let (status, _, body) = edit(&h, "x [sim:slow=1500]").await;
+    assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
+    let (status, _, body) = video(&h, "x [sim:slow=1500]").await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
 }
 

@@ -127,3 +127,65 @@ pub fn error_code(body: &serde_json::Value) -> String {
     assert!(e.get("param").is_some(), "error.param missing: {body}");
     e["code"].as_str().unwrap_or_default().to_owned()
 }
+
+/// Reads an MP4's duration in seconds from `moov/mvhd`, proving the file is a real, parseable MP4.
+pub fn mp4_duration_secs(bytes: &[u8]) -> f64 {
+    fn boxes(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        while b.len() >= 8 {
+            let size = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+            assert!(size >= 8 && size <= b.len(), "bad MP4 box size {size}");
+            out.push((&b[4..8], &b[8..size]));
+            b = &b[size..];
+        }
+        out
+    }
+    let top = boxes(bytes);
+    assert_eq!(top[0].0, b"ftyp", "MP4 must start with ftyp");
+    let moov = top.iter().find(|(t, _)| *t == b"moov").expect("moov box").1;
+    let mvhd = boxes(moov).into_iter().find(|(t, _)| *t == b"mvhd").expect("mvhd box").1;
+    let (timescale, duration) = if mvhd[0] == 1 {
+        (
+            u32::from_be_bytes(mvhd[20..24].try_into().unwrap()) as f64,
+            u64::from_be_bytes(mvhd[24..32].try_into().unwrap()) as f64,
+        )
+    } else {
+        (
+            u32::from_be_bytes(mvhd[12..16].try_into().unwrap()) as f64,
+            u32::from_be_bytes(mvhd[16..20].try_into().unwrap()) as f64,
+        )
+    };
+    duration / timescale
+}
+
+/// A loopback server for image_url tests: `/img.png` serves a PNG, `/to?u=URL` redirects to URL.
+pub async fn image_server() -> std::net::SocketAddr {
+    use axum::extract::Query;
+    use axum::response::{IntoResponse, Redirect};
+    let app = axum::Router::new()
+        .route(
+            "/img.png",
+            axum::routing::get(|| async { ([("content-type", "image/png")], sample_png()).into_response() }),
+        )
+        .route("/text", axum::routing::get(|| async { "plain text, not an image" }))
+        .route(
+            "/to",
+            axum::routing::get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                Redirect::temporary(&q["u"]).into_response()
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}

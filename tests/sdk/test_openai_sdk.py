@@ -104,5 +104,57 @@ class ImagesEdit(unittest.TestCase):
         self.assertEqual(ctx.exception.param, "image")
 
 
+VIDEO_CONFIG = {"aspect_ratio": "3:2", "video_length": 6, "resolution_name": "480p", "preset": "normal"}
+
+
+class ChatVideo(unittest.TestCase):
+    def test_non_stream(self):
+        resp = client().chat.completions.create(
+            model="grok-imagine-1.0-video",
+            messages=[{"role": "user", "content": "生成一段海边日落视频"}],
+            extra_body={"video_config": VIDEO_CONFIG},
+        )
+        message = resp.choices[0].message
+        video = message.model_extra["video"]
+        self.assertEqual(message.content, f"[video]({video['url']})")
+        self.assertEqual(video["duration"], 6)
+        ctype, body = fetch(video["url"])
+        self.assertEqual(ctype, "video/mp4")
+        self.assertEqual(body[4:8], b"ftyp")
+
+    def test_stream(self):
+        stream = client().chat.completions.create(
+            model="grok-imagine-1.0-video",
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": "让这张图动起来"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(sample_png()).decode()}},
+            ]}],
+            stream=True,
+            extra_body={"video_config": dict(VIDEO_CONFIG, video_length=10)},
+        )
+        content, progress, finish = "", [], None
+        for chunk in stream:
+            if chunk.model_extra.get("progress") is not None:
+                progress.append(chunk.model_extra["progress"])
+            if chunk.choices:
+                content += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+        self.assertEqual(finish, "stop")
+        self.assertEqual(progress, sorted(progress))
+        self.assertGreaterEqual(len(progress), 3)
+        self.assertTrue(content.startswith("[video](http"), content)
+        ctype, body = fetch(content[len("[video]("):-1])
+        self.assertEqual(ctype, "video/mp4")
+
+    def test_bad_video_config(self):
+        with self.assertRaises(openai.BadRequestError) as ctx:
+            client().chat.completions.create(
+                model="grok-imagine-1.0-video",
+                messages=[{"role": "user", "content": "x"}],
+                extra_body={"video_config": {"video_length": 7}},
+            )
+        self.assertEqual(ctx.exception.param, "video_config.video_length")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
