@@ -7,13 +7,14 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,12 +25,16 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Auth, require_key};
+use crate::auth::{Auth, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
 use crate::jobs::JobRunner;
 use crate::media::MediaStore;
 use crate::net::FetchPolicy;
+use crate::tasks::callbacks::{CallbackSettings, decode_secret};
+use crate::tasks::idempotency::IdempotencyKeys;
+use crate::tasks::queue::{Settings as QueueSettings, TaskQueue};
+use crate::tasks::store::TaskStore;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
 use crate::{api, nodelay};
@@ -40,6 +45,13 @@ pub struct Inner {
     pub media: Arc<MediaStore>,
     pub auth: Arc<Auth>,
     pub fetch_policy: FetchPolicy,
+    pub tasks: Arc<TaskStore>,
+    pub queue: TaskQueue,
+    pub idempotency: Arc<IdempotencyKeys>,
+    /// Signing and delivery settings; `None` when no secret is configured (callback_url refused).
+    pub callbacks: Option<CallbackSettings>,
+    /// Cancelled when the server begins shutting down; background loops watch it.
+    pub shutdown: CancellationToken,
     /// Every background task the app starts, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -73,12 +85,51 @@ impl AppState {
             host_overrides: cfg.fetch.host_overrides.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
             ..FetchPolicy::default()
         };
+        let callbacks = match &cfg.callbacks.secret {
+            Some(secret) => Some(CallbackSettings {
+                key: Arc::from(decode_secret(secret)?),
+                policy: FetchPolicy { allow_private: cfg.callbacks.allow_private, ..fetch_policy.clone() },
+                timeout: Duration::from_secs(cfg.callbacks.timeout_secs.max(1)),
+                retry_delays: cfg
+                    .callbacks
+                    .retry_delays_secs
+                    .iter()
+                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)))
+                    .collect(),
+            }),
+            None => None,
+        };
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let runner = Arc::new(JobRunner::new(upstream, media.clone()));
+        let tasks = Arc::new(TaskStore::new());
+        let render_media = media.clone();
+        let queue = TaskQueue::start(
+            QueueSettings {
+                capacity: cfg.tasks.queue_capacity,
+                workers: cfg.tasks.workers,
+                job_timeout: Duration::from_secs(cfg.tasks.job_timeout_secs.max(1)),
+                callbacks: callbacks.clone(),
+            },
+            tasks.clone(),
+            runner.clone(),
+            Arc::new(move |t| api::tasks::render(t, &render_media)),
+            &tracker,
+            shutdown.clone(),
+        );
+        let idempotency = Arc::new(IdempotencyKeys::default());
+        spawn_reaper(&tracker, shutdown.clone(), tasks.clone(), idempotency.clone(), Duration::from_secs(cfg.tasks.ttl_secs));
         Ok(Self(Arc::new(Inner {
+            tasks,
+            queue,
+            idempotency,
+            callbacks,
+            shutdown,
             fetch_policy,
-            runner: Arc::new(JobRunner::new(upstream, media.clone())),
+            runner,
             media,
             auth,
-            tracker: TaskTracker::new(),
+            tracker,
             cfg,
         })))
     }
@@ -100,12 +151,29 @@ impl AppState {
                 post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
             )
             .route_layer(require.clone());
+        let require_task = from_fn_with_state(self.auth.clone(), require_key_task);
+        let tasks_write = Router::new()
+            .route("/v1/video/generations/async", post(api::tasks::create_video))
+            .route("/v1/video/tasks", post(api::tasks::create_video).get(api::tasks::list_video))
+            .route("/v1/images/generations/async", post(api::tasks::create_image))
+            .route("/v1/images/tasks", post(api::tasks::create_image).get(api::tasks::list_images))
+            .route("/v1/{kind}/tasks/{id}", delete(api::tasks::delete))
+            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
+            .route_layer(require_task.clone());
+        let mut tasks_read = Router::new()
+            .route("/v1/{kind}/tasks/{id}", get(api::tasks::status))
+            .route("/v1/{kind}/tasks/{id}/result", get(api::tasks::result));
+        if !self.cfg.auth.public_task_reads {
+            tasks_read = tasks_read.route_layer(require_task);
+        }
         let mut files = Router::new().route("/v1/files/{kind}/{name}", get(api::files::get_file));
         if self.cfg.files.require_auth {
             files = files.route_layer(require);
         }
         Router::new()
             .merge(v1)
+            .merge(tasks_write)
+            .merge(tasks_read)
             .merge(files)
             .route("/healthz", get(api::health::healthz))
             .route("/readyz", get(api::health::readyz))
@@ -130,6 +198,31 @@ impl AppState {
     }
 }
 
+/// Forgets finished tasks after `ttl`, checking a few times per TTL (at most once a minute).
+fn spawn_reaper(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    tasks: Arc<TaskStore>,
+    idempotency: Arc<IdempotencyKeys>,
+    ttl: Duration,
+) {
+    let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let cutoff = crate::tasks::now_ms().saturating_sub(ttl.as_millis() as u64);
+            let n = tasks.reap(cutoff);
+            idempotency.reap();
+            if n > 0 {
+                tracing::debug!(reaped = n, "finished tasks past their TTL forgotten");
+            }
+        }
+    });
+}
+
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = err
         .downcast_ref::<String>()
@@ -152,7 +245,7 @@ impl Server {
     pub fn start(cfg: Config, listener: TcpListener) -> Result<Self, String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = AppState::new(cfg)?;
-        let shutdown = CancellationToken::new();
+        let shutdown = state.shutdown.clone();
         let router = state.router();
         let stop = shutdown.clone();
         let tracker = state.tracker.clone();

@@ -68,6 +68,17 @@ pub async fn require_key(State(auth): State<Arc<Auth>>, mut req: Request, next: 
     }
 }
 
+/// `require_key` for the task endpoints: the 401 comes in the `{code, message, data}` envelope.
+pub async fn require_key_task(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    match auth.check(req.headers()) {
+        Ok(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        Err(e) => crate::api::tasks::TaskError(e).into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub files: FilesConfig,
     pub fetch: FetchConfig,
+    pub tasks: TasksConfig,
+    pub callbacks: CallbacksConfig,
     pub log: LogConfig,
 }
 
@@ -115,6 +117,50 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub api_keys: Vec<String>,
+    /// Let `GET` on a task's status/result skip auth: the task id (122 random bits) is the capability.
+    pub public_task_reads: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Tasks running at once (each holds one upstream request while it runs).
+    pub workers: usize,
+    /// Accepted tasks waiting for a worker; beyond it creates answer 429.
+    pub queue_capacity: usize,
+    /// How long finished tasks stay readable.
+    pub ttl_secs: u64,
+    /// Upper bound for one task's run.
+    pub job_timeout_secs: u64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self { workers: 16, queue_capacity: 1000, ttl_secs: 24 * 3600, job_timeout_secs: 900 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Signing secret, `whsec_<base64>` (Standard Webhooks). Without it `callback_url` is refused.
+    pub secret: Option<String>,
+    /// Allow callback targets on loopback / private networks.
+    pub allow_private: bool,
+    pub timeout_secs: u64,
+    /// Delay before each retry, in seconds; one retry per entry.
+    pub retry_delays_secs: Vec<f64>,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            allow_private: false,
+            timeout_secs: 10,
+            retry_delays_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod media;
 pub mod net;
 pub mod sim;
+pub mod tasks;
 pub mod upstream;
 
 /// rustls needs one process-wide crypto provider; call before any TLS client is built.

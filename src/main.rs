@@ -14,6 +14,9 @@ use tracing_subscriber::EnvFilter;
 /// Tokens the in-process demo simulator accepts, and the gateway uses.
 const DEMO_TOKENS: [&str; 2] = ["demo-sso-token-1", "demo-sso-token-2"];
 
+/// Demo-only webhook secret (`whsec_` + base64 of "grok2api-demo-callback-secret").
+const DEMO_CALLBACK_SECRET: &str = "whsec_Z3JvazJhcGktZGVtby1jYWxsYmFjay1zZWNyZXQ=";
+
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -78,6 +81,11 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         // https://example.com/... image URLs work offline.
         for host in ["example.com", "example.net", "example.org"] {
             cfg.fetch.host_overrides.insert(host.into(), format!("{base}/example-assets/{host}"));
+        }
+        if cfg.callbacks.secret.is_none() {
+            cfg.callbacks.secret = Some(DEMO_CALLBACK_SECRET.into());
+            cfg.callbacks.allow_private = true;
+            tracing::info!("demo mode: callbacks signed with {DEMO_CALLBACK_SECRET} and allowed to loopback");
         }
         tracing::info!("demo mode: simulated grok.com upstream at {base}");
         demo_sim = Some(handle);

@@ -8,6 +8,7 @@ pub mod health;
 pub mod images;
 pub mod models;
 pub mod stream;
+pub mod tasks;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -56,7 +57,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
-fn missing_field_name(detail: &str) -> Option<String> {
+pub(crate) fn missing_field_name(detail: &str) -> Option<String> {
     let rest = detail.split("missing field `").nth(1)?;
     Some(rest.split('`').next()?.to_owned())
 }

@@ -15,9 +15,12 @@ pub enum JobEvent {
     Preview { index: usize, bytes: Bytes },
 }
 
+type Callback = Arc<dyn Fn(JobEvent) + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct ProgressSink {
     tx: Option<mpsc::Sender<JobEvent>>,
+    callback: Option<Callback>,
     last: Arc<AtomicU8>,
 }
 
@@ -29,7 +32,12 @@ impl ProgressSink {
 
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<JobEvent>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx: Some(tx), last: Arc::default() }, rx)
+        (Self { tx: Some(tx), callback: None, last: Arc::default() }, rx)
+    }
+
+    /// A sink that hands every event to `f` at once (it must be quick: it runs on the job's task).
+    pub fn callback(f: Callback) -> Self {
+        Self { tx: None, callback: Some(f), last: Arc::default() }
     }
 
     /// Report overall progress; values that do not rise are ignored, so progress never goes backwards.
@@ -50,6 +58,9 @@ impl ProgressSink {
     }
 
     fn send(&self, event: JobEvent) {
+        if let Some(f) = &self.callback {
+            f(event.clone());
+        }
         if let Some(tx) = &self.tx {
             // A full channel means the consumer is behind; the next event supersedes this one.
             let _ = tx.try_send(event);

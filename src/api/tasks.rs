@@ -1,0 +1,353 @@
+//! Async task endpoints (contract §4). They answer in the `{code, message, data}` envelope, whose `code`
+//! always equals the HTTP status — errors included.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::chat::{ChatRequest, video_job};
+use super::images::ImageGenerationRequest;
+use super::{JsonBody, ResponseFormat, public_base};
+use crate::app::AppState;
+use crate::auth::KeyId;
+use crate::error::ApiError;
+use crate::jobs::Job;
+use crate::media::{MediaKind, MediaStore};
+use crate::net::{self, FetchError};
+use crate::tasks::idempotency::{Claim, body_hash};
+use crate::tasks::{Task, TaskKind, TaskStatus};
+
+/// An `ApiError` rendered as the task envelope.
+#[derive(Debug)]
+pub struct TaskError(pub ApiError);
+
+impl From<ApiError> for TaskError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for TaskError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let mut resp = (e.status, Json(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))).into_response();
+        if let Some(secs) = e.retry_after_secs
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+/// A JSON object body, with the same rejections as `JsonBody` but in the envelope.
+pub struct TaskJson(pub serde_json::Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for TaskJson {
+    type Rejection = TaskError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match JsonBody::<Value>::from_request(req, state).await? {
+            JsonBody(Value::Object(m)) => Ok(Self(m)),
+            JsonBody(_) => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object").into()),
+        }
+    }
+}
+
+fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
+    (status, Json(json!({"code": status.as_u16(), "message": message, "data": data}))).into_response()
+}
+
+fn not_found() -> TaskError {
+    ApiError::not_found("task not found").into()
+}
+
+fn kind_of(segment: &str) -> Result<TaskKind, TaskError> {
+    TaskKind::from_segment(segment).ok_or_else(not_found)
+}
+
+/// Renders a task's `data`, reading `b64_json` images back from the media store.
+pub fn render(task: &Task, media: &MediaStore) -> Value {
+    task.view(|names, base| {
+        names
+            .iter()
+            .map(|name| match task.outcome.as_deref() {
+                Some(crate::tasks::Outcome::Images { b64: true, .. }) => match media.get(MediaKind::Image, name) {
+                    Some(f) => match std::fs::read(&f.path) {
+                        Ok(bytes) => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                        Err(_) => Value::Null,
+                    },
+                    // Evicted from the media store since: the image is gone.
+                    None => Value::Null,
+                },
+                _ => json!(format!("{base}/v1/files/image/{name}")),
+            })
+            .collect()
+    })
+}
+
+/// A bare `prompt` (+ top-level `aspect_ratio`, `video_length`, `resolution_name`, `preset`,
+/// `image_url`) becomes the chat shape.
+fn normalize_video_body(body: &mut serde_json::Map<String, Value>) {
+    if body.contains_key("messages") {
+        return;
+    }
+    let Some(prompt) = body.get("prompt").cloned() else { return };
+    let mut content = vec![json!({"type": "text", "text": prompt})];
+    if let Some(url) = body.get("image_url").cloned().filter(|u| !u.is_null()) {
+        let url = if url.is_string() { json!({"url": url}) } else { url };
+        content.push(json!({"type": "image_url", "image_url": url}));
+    }
+    body.insert("messages".into(), json!([{"role": "user", "content": content}]));
+    if !body.contains_key("video_config") {
+        let mut cfg = serde_json::Map::new();
+        for k in ["aspect_ratio", "video_length", "resolution_name", "preset"] {
+            if let Some(v) = body.get(k) {
+                cfg.insert(k.into(), v.clone());
+            }
+        }
+        body.insert("video_config".into(), Value::Object(cfg));
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>) -> Result<T, TaskError> {
+    serde_json::from_value(Value::Object(body.clone())).map_err(|e| {
+        let mut err = ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {e}"));
+        err.param = super::missing_field_name(&e.to_string());
+        TaskError(err)
+    })
+}
+
+async fn callback_url(state: &AppState, body: &serde_json::Map<String, Value>) -> Result<Option<String>, TaskError> {
+    let url = match body.get("callback_url") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(_) => return Err(ApiError::invalid_param("callback_url", "callback_url must be a string").into()),
+    };
+    let Some(settings) = &state.callbacks else {
+        return Err(ApiError::invalid_param(
+            "callback_url",
+            "callbacks are not enabled on this gateway (the operator must set callbacks.secret)",
+        )
+        .into());
+    };
+    let bad = |m: String| TaskError(ApiError::invalid_param("callback_url", format!("callback_url refused: {m}")));
+    let parsed = net::parse_target(&url).map_err(|e| bad(e.to_string()))?;
+    match net::resolve_checked(&parsed, &settings.policy).await {
+        Ok(_) => Ok(Some(url)),
+        Err(FetchError::Forbidden(m) | FetchError::Failed(m)) => Err(bad(m)),
+    }
+}
+
+fn accepted(kind: TaskKind, id: &str) -> Response {
+    let location = format!("/v1/{}/tasks/{id}", kind.segment());
+    let mut resp = envelope(StatusCode::ACCEPTED, "task accepted", json!({"taskId": id}));
+    for (name, value) in [(header::LOCATION.as_str(), location.clone()), ("operation-location", format!("{location}/result"))] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    resp
+}
+
+/// The shared create path: idempotency, queue slot, task, 202.
+async fn create(
+    state: &AppState,
+    owner: KeyId,
+    headers: &HeaderMap,
+    kind: TaskKind,
+    body: &serde_json::Map<String, Value>,
+    build: impl AsyncFnOnce() -> Result<(Job, bool), TaskError>,
+) -> Result<Response, TaskError> {
+    let idem = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                TaskError(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"))
+            })?;
+            let hash = body_hash(&json!({"kind": kind.segment(), "body": body}));
+            match state.idempotency.check(&owner, key, &hash) {
+                Claim::Existing(id) => return Ok(accepted(kind, &id)),
+                Claim::Conflict => return Err(idempotency_conflict()),
+                Claim::New => Some((key.to_owned(), hash)),
+            }
+        }
+    };
+    let callback = callback_url(state, body).await?;
+    let (job, b64) = build().await?;
+    let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));
+    let store = state.tasks.clone();
+    let task_owner = owner.clone();
+    let id = state.queue.submit(move || store.create(task_owner, kind, callback), job, base, b64)?;
+    if let Some((key, hash)) = idem {
+        match state.idempotency.bind(&owner, &key, hash, id.clone()) {
+            Claim::New => {}
+            // A concurrent twin won the race: keep its task, cancel ours so only one runs.
+            Claim::Existing(first) => {
+                state.queue.cancel(&id);
+                state.tasks.remove(&id);
+                return Ok(accepted(kind, &first));
+            }
+            Claim::Conflict => {
+                state.queue.cancel(&id);
+                state.tasks.remove(&id);
+                return Err(idempotency_conflict());
+            }
+        }
+    }
+    Ok(accepted(kind, &id))
+}
+
+fn idempotency_conflict() -> TaskError {
+    ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body").into()
+}
+
+pub async fn create_video(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    headers: HeaderMap,
+    TaskJson(mut body): TaskJson,
+) -> Result<Response, TaskError> {
+    normalize_video_body(&mut body);
+    let req: ChatRequest = parse(&body)?;
+    create(&state, owner, &headers, TaskKind::Video, &body, async || {
+        Ok((Job::Video(video_job(&req, &state.fetch_policy).await?), false))
+    })
+    .await
+}
+
+pub async fn create_image(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    headers: HeaderMap,
+    TaskJson(body): TaskJson,
+) -> Result<Response, TaskError> {
+    let req: ImageGenerationRequest = parse(&body)?;
+    create(&state, owner, &headers, TaskKind::Image, &body, async || {
+        let req = req.validate()?;
+        Ok((req.job, req.format == ResponseFormat::B64Json))
+    })
+    .await
+}
+
+fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
+    let kind = kind_of(segment)?;
+    // With public task reads the id alone is the capability; otherwise the caller must own the task.
+    let owner = if state.cfg.auth.public_task_reads { None } else { owner };
+    state.tasks.get(id, kind, owner).ok_or_else(not_found)
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    owner: Option<Extension<KeyId>>,
+) -> Result<Response, TaskError> {
+    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    Ok(envelope(StatusCode::OK, "ok", render(&task, &state.media)))
+}
+
+pub async fn result(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    owner: Option<Extension<KeyId>>,
+) -> Result<Response, TaskError> {
+    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    if task.status.is_terminal() {
+        return Ok(envelope(StatusCode::OK, "ok", render(&task, &state.media)));
+    }
+    let mut resp = envelope(StatusCode::CONFLICT, "task not finished", render(&task, &state.media));
+    let retry = if task.kind == TaskKind::Video { "5" } else { "2" };
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+pub async fn list_video(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, TaskError> {
+    list(&state, &owner, TaskKind::Video, q)
+}
+
+pub async fn list_images(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, TaskError> {
+    list(&state, &owner, TaskKind::Image, q)
+}
+
+fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result<Response, TaskError> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            TaskError(ApiError::invalid_param("status", format!("`{s}` is not one of pending, processing, success, failed")))
+        })?),
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 20,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n @ 1..=100) => n,
+            _ => return Err(ApiError::invalid_param("limit", format!("limit must be 1-100, got `{s}`")).into()),
+        },
+    };
+    let page = state.tasks.list(owner, kind, status, limit, q.after.as_deref());
+    let next = if page.has_more { page.tasks.last().map(|t| json!(&*t.id)) } else { None };
+    let tasks: Vec<Value> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
+    Ok(envelope(StatusCode::OK, "ok", json!({"tasks": tasks, "hasMore": page.has_more, "nextAfter": next})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    Extension(owner): Extension<KeyId>,
+) -> Result<Response, TaskError> {
+    let kind = kind_of(&segment)?;
+    let task = state.tasks.get(&id, kind, Some(&owner)).ok_or_else(not_found)?;
+    if task.status.is_terminal() {
+        state.tasks.remove(&id);
+        return Ok(envelope(StatusCode::OK, "task deleted", json!({"taskId": id, "deleted": true})));
+    }
+    match state.queue.cancel(&id) {
+        Some(task) => Ok(envelope(StatusCode::OK, "task cancelled", render(&task, &state.media))),
+        // It finished between the lookup and the cancel: report what it is now.
+        None => {
+            let task = state.tasks.get(&id, kind, Some(&owner)).ok_or_else(not_found)?;
+            Ok(envelope(StatusCode::OK, "task already finished", render(&task, &state.media)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_prompt_is_normalized_to_chat_shape() {
+        let mut body = json!({"model": "grok-imagine-video", "prompt": "waves", "video_length": 10,
+                              "image_url": "https://example.com/a.png"})
+        .as_object()
+        .cloned()
+        .unwrap();
+        normalize_video_body(&mut body);
+        assert_eq!(body["messages"][0]["content"][0]["text"], "waves");
+        assert_eq!(body["messages"][0]["content"][1]["image_url"]["url"], "https://example.com/a.png");
+        assert_eq!(body["video_config"]["video_length"], 10);
+        let req: ChatRequest = serde_json::from_value(Value::Object(body)).unwrap();
+        assert_eq!(req.messages.len(), 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! Async tasks: a job accepted now, run by the worker pool, polled by id, announced by signed callback.
+//!
+//! - `store.rs`: the tasks themselves, the state machine (one place), listing, TTL reaping.
+//! - `queue.rs`: the bounded queue and worker pool that run tasks through the shared `JobRunner`.
+//! - `callbacks.rs`: Standard Webhooks signing and at-least-once delivery with backoff.
+//! - `idempotency.rs`: `Idempotency-Key` → first task.
+
+pub mod callbacks;
+pub mod idempotency;
+pub mod queue;
+pub mod store;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::auth::KeyId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    Video,
+    Image,
+}
+
+impl TaskKind {
+    /// The path segment: `/v1/video/tasks`, `/v1/images/tasks`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Image => "images",
+        }
+    }
+
+    pub fn from_segment(s: &str) -> Option<Self> {
+        match s {
+            "video" => Some(Self::Video),
+            "images" => Some(Self::Image),
+            _ => None,
+        }
+    }
+
+    /// The `kind` of a callback event.
+    pub fn event_kind(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Image => "image",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Pending,
+    Processing,
+    Success,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Success => "success",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "processing" => Some(Self::Processing),
+            "success" => Some(Self::Success),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Failed)
+    }
+}
+
+/// What a finished task produced. Media are kept as names in the media store plus the base URL the
+/// creator used, so a stored task stays small and links stay stable.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Images { base: Arc<str>, names: Vec<String>, b64: bool },
+    Video { base: Arc<str>, video: String, thumbnail: Option<String>, duration: u32 },
+    Failed { code: &'static str, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct CallbackState {
+    pub url: String,
+    pub delivered: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: Arc<str>,
+    pub owner: KeyId,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    pub progress: u8,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Creation order, for listing newest first.
+    pub seq: u64,
+    pub outcome: Option<Box<Outcome>>,
+    pub callback: Option<Box<CallbackState>>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Task {
+    /// The `data` object of the task endpoints and callbacks. `b64` images are read back from the media
+    /// store by the caller (see `api::tasks`), so this stays cheap for polling.
+    pub fn view(&self, images: impl FnOnce(&[String], &str) -> Vec<Value>) -> Value {
+        let mut v = json!({
+            "taskId": &*self.id,
+            "status": self.status.as_str(),
+            "progress": self.progress,
+            "createdAt": rfc3339(self.created_ms),
+            "updatedAt": rfc3339(self.updated_ms),
+        });
+        match self.outcome.as_deref() {
+            Some(Outcome::Images { base, names, b64 }) => {
+                v["result"] = json!({"images": images(names, base), "format": if *b64 { "b64_json" } else { "url" }});
+            }
+            Some(Outcome::Video { base, video, thumbnail, duration }) => {
+                v["result"] = json!({
+                    "downloadUrl": format!("{base}/v1/files/video/{video}"),
+                    "thumbnailUrl": thumbnail.as_ref().map(|t| format!("{base}/v1/files/image/{t}")),
+                    "duration": duration,
+                });
+            }
+            Some(Outcome::Failed { code, message }) => {
+                v["errorMsg"] = json!(message);
+                v["errorCode"] = json!(code);
+            }
+            None => {}
+        }
+        if let Some(cb) = self.callback.as_deref() {
+            v["callback"] = json!({"delivered": cb.delivered, "attempts": cb.attempts, "lastError": cb.last_error});
+        }
+        v
+    }
+}

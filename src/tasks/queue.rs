@@ -1,0 +1,191 @@
+//! The bounded task queue and its worker pool. A slot is reserved before a task is created, so a full
+//! queue answers 429 without leaving a task behind, and the backlog can never grow without bound.
+//! Workers run tasks through the same `JobRunner` as the sync endpoints; upstream progress is written
+//! into the task as it arrives; cancelling a task drops its job future, which closes the upstream
+//! request and frees its token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::callbacks::{self, CallbackSettings};
+use super::store::{TaskStore, Transition};
+use super::{Outcome, Task, TaskStatus};
+use crate::error::ApiError;
+use crate::jobs::{Job, JobEvent, JobOutput, JobRunner, ProgressSink};
+
+pub struct QueuedTask {
+    pub id: Arc<str>,
+    pub job: Job,
+    /// Base URL for result links, as the creator reached us.
+    pub base: Arc<str>,
+    pub b64: bool,
+}
+
+pub struct TaskQueue {
+    tx: mpsc::Sender<QueuedTask>,
+    ctx: Arc<WorkerCtx>,
+}
+
+pub struct Settings {
+    pub capacity: usize,
+    pub workers: usize,
+    pub job_timeout: Duration,
+    pub callbacks: Option<CallbackSettings>,
+}
+
+/// What a finished task needs to render itself for a callback (b64 images are read from media).
+pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
+
+impl TaskQueue {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        settings: Settings,
+        store: Arc<TaskStore>,
+        runner: Arc<JobRunner>,
+        render: Render,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(settings.capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let ctx = Arc::new(WorkerCtx {
+            store,
+            runner,
+            render,
+            running: DashMap::new(),
+            job_timeout: settings.job_timeout,
+            callbacks: settings.callbacks,
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        });
+        for _ in 0..settings.workers.max(1) {
+            let (rx, ctx, shutdown) = (rx.clone(), ctx.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = async { rx.lock().await.recv().await } => next,
+                    };
+                    match next {
+                        Some(task) => ctx.run(task).await,
+                        None => return,
+                    }
+                }
+            });
+        }
+        Self { tx, ctx }
+    }
+
+    /// Queued tasks not yet picked up by a worker.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Reserves a queue slot, creates the task with `create`, and enqueues it. A full queue is a 429.
+    pub fn submit(&self, create: impl FnOnce() -> Arc<str>, job: Job, base: Arc<str>, b64: bool) -> Result<Arc<str>, ApiError> {
+        let permit = self
+            .tx
+            .try_reserve()
+            .map_err(|_| ApiError::rate_limited(5, "the task queue is full; retry later"))?;
+        let id = create();
+        self.ctx.running.insert(id.clone(), CancellationToken::new());
+        permit.send(QueuedTask { id: id.clone(), job, base, b64 });
+        Ok(id)
+    }
+
+    /// Cancels a pending or processing task: it fails with `cancelled`, its job (if running) stops, and
+    /// its callback fires like for any other terminal state.
+    pub fn cancel(&self, id: &str) -> Option<Task> {
+        let task = self
+            .ctx
+            .store
+            .apply(id, Transition::Fail { code: "cancelled", message: "cancelled by the client".into() })
+            .ok()?;
+        if let Some((_, token)) = self.ctx.running.remove(id) {
+            token.cancel();
+        }
+        self.ctx.finished(&task);
+        Some(task)
+    }
+}
+
+struct WorkerCtx {
+    store: Arc<TaskStore>,
+    runner: Arc<JobRunner>,
+    render: Render,
+    /// Cancellation handles of pending and running tasks.
+    running: DashMap<Arc<str>, CancellationToken>,
+    job_timeout: Duration,
+    callbacks: Option<CallbackSettings>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl WorkerCtx {
+    async fn run(&self, queued: QueuedTask) {
+        let QueuedTask { id, job, base, b64 } = queued;
+        let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
+        // A task cancelled while queued is already failed: nothing to run.
+        if self.store.apply(&id, Transition::Start).is_err() {
+            self.running.remove(&id);
+            return;
+        }
+        let store = self.store.clone();
+        let progress_id = id.clone();
+        let sink = ProgressSink::callback(Arc::new(move |ev| {
+            if let JobEvent::Progress(p) = ev {
+                let _ = store.apply(&progress_id, Transition::Progress(p));
+            }
+        }));
+        let result = tokio::select! {
+            // cancel() already failed the task and fired its callback; dropping the job stops the upstream.
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(self.job_timeout, self.runner.run(&job, &sink)) => r,
+        };
+        self.running.remove(&id);
+        let transition = match result {
+            Err(_) => Transition::Fail {
+                code: "timeout",
+                message: format!("the task did not finish within {}s", self.job_timeout.as_secs()),
+            },
+            Ok(Err(e)) => {
+                let api = ApiError::from(e);
+                Transition::Fail { code: api.code, message: api.message }
+            }
+            Ok(Ok(JobOutput::Images(media))) => {
+                Transition::Succeed(Outcome::Images { base, names: media.into_iter().map(|m| m.name).collect(), b64 })
+            }
+            Ok(Ok(JobOutput::Video { video, thumbnail, duration })) => Transition::Succeed(Outcome::Video {
+                base,
+                video: video.name,
+                thumbnail: thumbnail.map(|t| t.name),
+                duration,
+            }),
+        };
+        match self.store.apply(&id, transition) {
+            Ok(task) => self.finished(&task),
+            Err(e) => tracing::debug!(task = %id, "task changed while running (cancelled?): {e:?}"),
+        }
+    }
+
+    /// Fires the task's callback, if it has one, for its terminal state.
+    fn finished(&self, task: &Task) {
+        debug_assert!(matches!(task.status, TaskStatus::Success | TaskStatus::Failed));
+        let (Some(cb), Some(settings)) = (task.callback.as_deref(), &self.callbacks) else { return };
+        let body = callbacks::event(task, (self.render)(task)).to_string().into_bytes();
+        callbacks::dispatch(
+            &self.tracker,
+            self.shutdown.clone(),
+            self.store.clone(),
+            settings.clone(),
+            task.id.clone(),
+            cb.url.clone(),
+            body,
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The task store: tasks by id, an index per owner for listing, and the state machine. Every change of
+//! status or progress goes through `apply`, which is the only place the rules live:
+//! pending → processing → success | failed (and pending → failed), progress never decreasing and 100
+//! only on success.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+use super::{CallbackState, Outcome, Task, TaskKind, TaskStatus, now_ms};
+use crate::auth::KeyId;
+
+#[derive(Debug)]
+pub enum Transition {
+    Start,
+    Progress(u8),
+    Succeed(Outcome),
+    Fail { code: &'static str, message: String },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TransitionError {
+    NotFound,
+    /// The rule the transition broke, e.g. "success → processing".
+    Invalid(String),
+}
+
+#[derive(Default)]
+pub struct TaskStore {
+    tasks: DashMap<Arc<str>, Task>,
+    by_owner: DashMap<KeyId, BTreeMap<u64, Arc<str>>>,
+    seq: AtomicU64,
+}
+
+/// One page of a listing.
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub has_more: bool,
+}
+
+impl TaskStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates a pending task and returns its id (128-bit random, 122 bits of which are random).
+    pub fn create(&self, owner: KeyId, kind: TaskKind, callback_url: Option<String>) -> Arc<str> {
+        let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let task = Task {
+            id: id.clone(),
+            owner: owner.clone(),
+            kind,
+            status: TaskStatus::Pending,
+            progress: 0,
+            created_ms: now,
+            updated_ms: now,
+            seq,
+            outcome: None,
+            callback: callback_url
+                .map(|url| Box::new(CallbackState { url, delivered: false, attempts: 0, last_error: None })),
+        };
+        self.tasks.insert(id.clone(), task);
+        self.by_owner.entry(owner).or_default().insert(seq, id.clone());
+        id
+    }
+
+    /// A copy of the task if it exists, is of `kind`, and (when given) belongs to `owner`.
+    pub fn get(&self, id: &str, kind: TaskKind, owner: Option<&KeyId>) -> Option<Task> {
+        let t = self.tasks.get(id)?;
+        (t.kind == kind && owner.is_none_or(|o| *o == t.owner)).then(|| t.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Applies a transition under the task's lock; returns the task after it on success.
+    pub fn apply(&self, id: &str, t: Transition) -> Result<Task, TransitionError> {
+        let mut task = self.tasks.get_mut(id).ok_or(TransitionError::NotFound)?;
+        let from = task.status;
+        match (from, t) {
+            (TaskStatus::Pending, Transition::Start) => task.status = TaskStatus::Processing,
+            (TaskStatus::Processing, Transition::Progress(p)) => {
+                let p = p.min(99);
+                if p <= task.progress {
+                    return Ok(task.clone()); // stale or repeated report: not an error, nothing to do
+                }
+                task.progress = p;
+            }
+            (TaskStatus::Processing, Transition::Succeed(outcome)) => {
+                task.status = TaskStatus::Success;
+                task.progress = 100;
+                task.outcome = Some(Box::new(outcome));
+            }
+            (TaskStatus::Pending | TaskStatus::Processing, Transition::Fail { code, message }) => {
+                task.status = TaskStatus::Failed;
+                task.outcome = Some(Box::new(Outcome::Failed { code, message }));
+            }
+            (from, t) => {
+                return Err(TransitionError::Invalid(format!("{} cannot take {t:?}", from.as_str())));
+            }
+        }
+        task.updated_ms = now_ms();
+        Ok(task.clone())
+    }
+
+    /// Records a callback delivery attempt.
+    pub fn record_callback(&self, id: &str, delivered: bool, error: Option<String>) {
+        if let Some(mut t) = self.tasks.get_mut(id)
+            && let Some(cb) = t.callback.as_deref_mut()
+        {
+            cb.attempts += 1;
+            cb.delivered = delivered;
+            if error.is_some() {
+                cb.last_error = error;
+            }
+        }
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Task> {
+        let (_, task) = self.tasks.remove(id)?;
+        if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
+            idx.remove(&task.seq);
+        }
+        self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
+        Some(task)
+    }
+
+    /// The owner's tasks of `kind`, newest first, optionally only `status`, starting after task `after`.
+    pub fn list(
+        &self,
+        owner: &KeyId,
+        kind: TaskKind,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Page {
+        let Some(index) = self.by_owner.get(owner) else { return Page { tasks: Vec::new(), has_more: false } };
+        let upper = after.and_then(|a| self.tasks.get(a).filter(|t| t.owner == *owner).map(|t| t.seq));
+        let range = match upper {
+            Some(seq) => index.range(..seq),
+            None => index.range(..),
+        };
+        let mut tasks = Vec::with_capacity(limit.min(100));
+        let mut has_more = false;
+        for (_, id) in range.rev() {
+            let Some(t) = self.tasks.get(id) else { continue };
+            if t.kind != kind || status.is_some_and(|s| s != t.status) {
+                continue;
+            }
+            if tasks.len() == limit {
+                has_more = true;
+                break;
+            }
+            tasks.push(t.clone());
+        }
+        Page { tasks, has_more }
+    }
+
+    /// Forgets finished tasks last updated before `cutoff_ms`; returns how many.
+    pub fn reap(&self, cutoff_ms: u64) -> usize {
+        let expired: Vec<Arc<str>> = self
+            .tasks
+            .iter()
+            .filter(|t| t.status.is_terminal() && t.updated_ms < cutoff_ms)
+            .map(|t| t.id.clone())
+            .collect();
+        expired.iter().filter(|id| self.remove(id).is_some()).count()
+    }
+
+    /// Count of tasks by status, for observability.
+    pub fn counts(&self) -> [(TaskStatus, usize); 4] {
+        let mut c = [0usize; 4];
+        for t in self.tasks.iter() {
+            c[t.status as usize] += 1;
+        }
+        [
+            (TaskStatus::Pending, c[0]),
+            (TaskStatus::Processing, c[1]),
+            (TaskStatus::Success, c[2]),
+            (TaskStatus::Failed, c[3]),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(s: &str) -> KeyId {
+        KeyId(Arc::from(s))
+    }
+
+    fn ok_outcome() -> Outcome {
+        Outcome::Images { base: Arc::from("http://x"), names: vec![], b64: false }
+    }
+
+    #[test]
+    fn state_machine_rules() {
+        let s = TaskStore::new();
+        let id = s.create(owner("a"), TaskKind::Image, None);
+        assert!(matches!(s.apply(&id, Transition::Progress(10)), Err(TransitionError::Invalid(_))));
+        assert!(matches!(s.apply(&id, Transition::Succeed(ok_outcome())), Err(TransitionError::Invalid(_))));
+        s.apply(&id, Transition::Start).unwrap();
+        assert!(matches!(s.apply(&id, Transition::Start), Err(TransitionError::Invalid(_))));
+        assert_eq!(s.apply(&id, Transition::Progress(40)).unwrap().progress, 40);
+        assert_eq!(s.apply(&id, Transition::Progress(20)).unwrap().progress, 40, "never decreases");
+        assert_eq!(s.apply(&id, Transition::Progress(100)).unwrap().progress, 99, "100 only on success");
+        let done = s.apply(&id, Transition::Succeed(ok_outcome())).unwrap();
+        assert_eq!((done.status, done.progress), (TaskStatus::Success, 100));
+        let fail = Transition::Fail { code: "x", message: "y".into() };
+        assert!(matches!(s.apply(&id, fail), Err(TransitionError::Invalid(_))), "terminal is final");
+
+        let p = s.create(owner("a"), TaskKind::Image, None);
+        let failed = s.apply(&p, Transition::Fail { code: "cancelled", message: "m".into() }).unwrap();
+        assert_eq!((failed.status, failed.progress), (TaskStatus::Failed, 0));
+        assert_eq!(s.apply("nope", Transition::Start).unwrap_err(), TransitionError::NotFound);
+    }
+
+    #[test]
+    fn ownership_kind_listing_and_reaping() {
+        let s = TaskStore::new();
+        let ids: Vec<_> = (0..5).map(|_| s.create(owner("a"), TaskKind::Video, None)).collect();
+        let other = s.create(owner("b"), TaskKind::Video, None);
+        let image = s.create(owner("a"), TaskKind::Image, None);
+        assert!(s.get(&ids[0], TaskKind::Video, Some(&owner("b"))).is_none());
+        assert!(s.get(&ids[0], TaskKind::Image, Some(&owner("a"))).is_none());
+        assert!(s.get(&ids[0], TaskKind::Video, None).is_some());
+
+        let page = s.list(&owner("a"), TaskKind::Video, None, 2, None);
+        assert_eq!(page.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
+        assert!(page.has_more);
+        let page = s.list(&owner("a"), TaskKind::Video, None, 10, Some(&ids[3]));
+        assert_eq!(page.tasks.len(), 3);
+        assert!(!page.has_more);
+        s.apply(&ids[1], Transition::Fail { code: "x", message: "y".into() }).unwrap();
+        let failed = s.list(&owner("a"), TaskKind::Video, Some(TaskStatus::Failed), 10, None);
+        assert_eq!(failed.tasks.len(), 1);
+        assert!(s.list(&owner("a"), TaskKind::Video, None, 10, Some(&other)).tasks.len() == 5, "foreign cursor ignored");
+
+        assert_eq!(s.reap(now_ms() + 1), 1);
+        assert!(s.get(&ids[1], TaskKind::Video, None).is_none());
+        assert!(s.get(&image, TaskKind::Image, None).is_some(), "unfinished tasks are never reaped");
+        assert_eq!(s.counts()[0], (TaskStatus::Pending, 6));
+    }
+}
