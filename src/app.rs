@@ -118,7 +118,13 @@ impl AppState {
             shutdown.clone(),
         );
         let idempotency = Arc::new(IdempotencyKeys::default());
-        spawn_reaper(&tracker, shutdown.clone(), tasks.clone(), idempotency.clone(), Duration::from_secs(cfg.tasks.ttl_secs));
+        spawn_reaper(
+            &tracker,
+            shutdown.clone(),
+            tasks.clone(),
+            idempotency.clone(),
+            Duration::from_secs(cfg.tasks.ttl_secs),
+        );
         Ok(Self(Arc::new(Inner {
             tasks,
             queue,

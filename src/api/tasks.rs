@@ -36,7 +36,8 @@ impl From<ApiError> for TaskError {
 impl IntoResponse for TaskError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let mut resp = (e.status, Json(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))).into_response();
+        let mut resp =
+            (e.status, Json(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))).into_response();
         if let Some(secs) = e.retry_after_secs
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
@@ -55,7 +56,9 @@ impl<S: Send + Sync> FromRequest<S> for TaskJson {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match JsonBody::<Value>::from_request(req, state).await? {
             JsonBody(Value::Object(m)) => Ok(Self(m)),
-            JsonBody(_) => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object").into()),
+            JsonBody(_) => {
+                Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object").into())
+            }
         }
     }
 }
@@ -118,7 +121,8 @@ fn normalize_video_body(body: &mut serde_json::Map<String, Value>) {
 
 fn parse<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>) -> Result<T, TaskError> {
     serde_json::from_value(Value::Object(body.clone())).map_err(|e| {
-        let mut err = ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {e}"));
+        let mut err =
+            ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {e}"));
         err.param = super::missing_field_name(&e.to_string());
         TaskError(err)
     })
@@ -149,7 +153,9 @@ async fn callback_url(state: &AppState, body: &serde_json::Map<String, Value>) -
 fn accepted(kind: TaskKind, id: &str) -> Response {
     let location = format!("/v1/{}/tasks/{id}", kind.segment());
     let mut resp = envelope(StatusCode::ACCEPTED, "task accepted", json!({"taskId": id}));
-    for (name, value) in [(header::LOCATION.as_str(), location.clone()), ("operation-location", format!("{location}/result"))] {
+    for (name, value) in
+        [(header::LOCATION.as_str(), location.clone()), ("operation-location", format!("{location}/result"))]
+    {
         if let Ok(v) = HeaderValue::from_str(&value) {
             resp.headers_mut().insert(header::HeaderName::from_static(name), v);
         }
@@ -170,7 +176,10 @@ async fn create(
         None => None,
         Some(v) => {
             let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                TaskError(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"))
+                TaskError(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                ))
             })?;
             let hash = body_hash(&json!({"kind": kind.segment(), "body": body}));
             match state.idempotency.check(&owner, key, &hash) {
@@ -206,7 +215,8 @@ async fn create(
 }
 
 fn idempotency_conflict() -> TaskError {
-    ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body").into()
+    ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+        .into()
 }
 
 pub async fn create_video(
@@ -295,7 +305,10 @@ fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            TaskError(ApiError::invalid_param("status", format!("`{s}` is not one of pending, processing, success, failed")))
+            TaskError(ApiError::invalid_param(
+                "status",
+                format!("`{s}` is not one of pending, processing, success, failed"),
+            ))
         })?),
     };
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {

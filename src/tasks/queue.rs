@@ -87,11 +87,15 @@ impl TaskQueue {
     }
 
     /// Reserves a queue slot, creates the task with `create`, and enqueues it. A full queue is a 429.
-    pub fn submit(&self, create: impl FnOnce() -> Arc<str>, job: Job, base: Arc<str>, b64: bool) -> Result<Arc<str>, ApiError> {
-        let permit = self
-            .tx
-            .try_reserve()
-            .map_err(|_| ApiError::rate_limited(5, "the task queue is full; retry later"))?;
+    pub fn submit(
+        &self,
+        create: impl FnOnce() -> Arc<str>,
+        job: Job,
+        base: Arc<str>,
+        b64: bool,
+    ) -> Result<Arc<str>, ApiError> {
+        let permit =
+            self.tx.try_reserve().map_err(|_| ApiError::rate_limited(5, "the task queue is full; retry later"))?;
         let id = create();
         self.ctx.running.insert(id.clone(), CancellationToken::new());
         permit.send(QueuedTask { id: id.clone(), job, base, b64 });

@@ -244,7 +244,10 @@ mod tests {
         s.apply(&ids[1], Transition::Fail { code: "x", message: "y".into() }).unwrap();
         let failed = s.list(&owner("a"), TaskKind::Video, Some(TaskStatus::Failed), 10, None);
         assert_eq!(failed.tasks.len(), 1);
-        assert!(s.list(&owner("a"), TaskKind::Video, None, 10, Some(&other)).tasks.len() == 5, "foreign cursor ignored");
+        assert!(
+            s.list(&owner("a"), TaskKind::Video, None, 10, Some(&other)).tasks.len() == 5,
+            "foreign cursor ignored"
+        );
 
         assert_eq!(s.reap(now_ms() + 1), 1);
         assert!(s.get(&ids[1], TaskKind::Video, None).is_none());
