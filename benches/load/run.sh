@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Load benchmark for the async task API (docs/benchmarks.md explains every number).
+#   benches/load/run.sh            # ~2 minutes; needs oha (installed with cargo if missing)
+# Env: DURATION (default 10s), CREATE_RATE (default 20000), CONNS (default 64), TASKS_LIVE (10000),
+#      TASKS_FINISHED (100000).
+# Everything listens on 127.0.0.1; the simulator stands in for grok.com.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10s}
+CREATE_RATE=${CREATE_RATE:-20000}
+CONNS=${CONNS:-64}
+TASKS_LIVE=${TASKS_LIVE:-10000}
+TASKS_FINISHED=${TASKS_FINISHED:-100000}
+SIM=127.0.0.1:18801
+GW=127.0.0.1:18800
+HELLO=127.0.0.1:18802
+KEY=bench-key
+
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release --bin grok2api --example hello
+BIN=target/release/grok2api
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+start_gateway() {
+  cat > "$work/gw.toml" <<TOML
+[server]
+listen = "$GW"
+[auth]
+api_keys = ["$KEY"]
+[grok]
+base_url = "http://$SIM"
+ws_url = "ws://$SIM"
+assets_url = "http://$SIM"
+tokens = ["bench-token"]
+[media]
+dir = "$work/media"
+[tasks]
+workers = 4
+queue_capacity = 5000000
+[log]
+level = "error"
+TOML
+  "$BIN" --config "$work/gw.toml" >/dev/null &
+  gw_pid=$!
+  pids+=("$gw_pid")
+  wait_http "http://$GW/healthz"
+}
+
+# SIGKILL: the workers sit in 10-minute simulated streams, and shutdown semantics are not measured here.
+stop_gateway() { kill -KILL "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+"$BIN" sim --listen "$SIM" --frame-delay-ms 0 --tokens bench-token >/dev/null &
+pids+=($!)
+target/release/examples/hello "$HELLO" >/dev/null &
+pids+=($!)
+wait_http "http://$HELLO/"
+
+oha_json() { oha --no-tui --output-format json "$@"; }
+AUTH=(-H "authorization: Bearer $KEY")
+# Tasks that stay pending: the 4 workers sit in a 10-minute simulated stream, so creation is measured
+# without the simulator competing for the CPU.
+PENDING='{"model":"grok-imagine-1.0","prompt":"load [sim:slow=600000]"}'
+
+echo "== (c) ceiling: bare axum hello-world, unthrottled, $DURATION"
+oha_json -z "$DURATION" -c "$CONNS" "http://$HELLO/" > "$work/hello.json"
+
+start_gateway
+echo "== (b) polling with $TASKS_LIVE live tasks"
+oha_json -n "$TASKS_LIVE" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING" \
+  "http://$GW/v1/images/generations/async" > "$work/seed.json"
+python3 - "$GW" "$KEY" "$work/urls.txt" <<'PY'
+import json, sys, urllib.request
+gw, key, out = sys.argv[1:4]
+ids, after = [], ""
+while True:
+    req = urllib.request.Request(f"http://{gw}/v1/images/tasks?limit=100&after={after}", headers={"authorization": f"Bearer {key}"})
+    data = json.load(urllib.request.urlopen(req))["data"]
+    ids += [t["taskId"] for t in data["tasks"]]
+    if not data["hasMore"]:
+        break
+    after = data["nextAfter"]
+with open(out, "w") as f:
+    f.writelines(f"http://{gw}/v1/images/tasks/{i}\n" for i in ids)
+print(f"{len(ids)} live tasks")
+PY
+oha_json -z "$DURATION" -c "$CONNS" "${AUTH[@]}" --urls-from-file "$work/urls.txt" > "$work/poll.json"
+
+echo "== (a) create at a fixed $CREATE_RATE requests/s for $DURATION"
+oha_json -z "$DURATION" -q "$CREATE_RATE" --latency-correction -c "$CONNS" -m POST "${AUTH[@]}" \
+  -H 'content-type: application/json' -d "$PENDING" "http://$GW/v1/images/generations/async" > "$work/create.json"
+stop_gateway
+
+echo "== RSS with $TASKS_FINISHED finished tasks"
+start_gateway
+sleep 0.5
+rss_before=$(rss_kib "$gw_pid")
+# The first task rate-limits the only token; every later one fails at once ("every upstream token is
+# rate limited") — a finished task with an error message, created and finished at full speed.
+oha_json -n "$TASKS_FINISHED" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' \
+  -d '{"model":"grok-imagine-1.0","prompt":"load [sim:rate-limit]"}' "http://$GW/v1/images/generations/async" > "$work/fill.json"
+for _ in $(seq 1 100); do
+  pending=$(curl -s -H "authorization: Bearer $KEY" "http://$GW/v1/images/tasks?status=pending&limit=1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["tasks"]))')
+  [ "$pending" = 0 ] && break; sleep 0.2
+done
+sleep 1
+rss_after=$(rss_kib "$gw_pid")
+
+python3 - "$work" "$CREATE_RATE" "$rss_before" "$rss_after" "$TASKS_FINISHED" <<'PY'
+import json, os, sys
+work, rate, before, after, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def load(name):
+    with open(os.path.join(work, name)) as f:
+        return json.load(f)
+def row(label, d):
+    s, p = d["summary"], d["latencyPercentiles"]
+    codes = d.get("statusCodeDistribution", {})
+    # oha counts requests still in flight when -z runs out as "aborted due to deadline": not server errors.
+    aborted = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" in k)
+    errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values()) - aborted
+    print(f"| {label} | {s['requestsPerSec']:,.0f} | {p['p50']*1000:.2f} ms | {p['p99']*1000:.2f} ms | {errors} | {codes}, {aborted} cut by the deadline |")
+    return s["requestsPerSec"], p["p99"] * 1000, errors
+print("\n| run | requests/s | p50 | p99 | errors | statuses |\n| --- | --- | --- | --- | --- | --- |")
+hello, _, _ = row("(c) hello-world ceiling", load("hello.json"))
+poll, _, _ = row("(b) GET task, 10k live", load("poll.json"))
+create, p99, errs = row(f"(a) POST async at {rate}/s", load("create.json"))
+per_task = (after - before) * 1024 / n
+print(f"\npolling / ceiling = {poll / hello:.0%} (target >= 50%)")
+print(f"create: {create:,.0f}/s, p99 {p99:.2f} ms, {errs} errors (target >= 20,000/s, p99 < 10 ms, 0 errors)")
+print(f"RSS {before} KiB -> {after} KiB with {n} finished tasks: {per_task:.0f} bytes/task (target <= 2048)")
+PY
