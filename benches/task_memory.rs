@@ -21,7 +21,8 @@ fn main() {
         return;
     }
     let timing = std::env::args().any(|a| a == "--bench");
-    let n: usize = if timing { std::env::var("TASKS_N").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000) } else { 1000 };
+    let n: usize =
+        if timing { std::env::var("TASKS_N").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000) } else { 1000 };
     let store = TaskStore::new();
     let owners: Vec<KeyId> = (0..4).map(|i| KeyId(Arc::from(format!("key-{i:016x}")))).collect();
     let base: Arc<str> = Arc::from("https://gateway.example.com");
@@ -33,7 +34,9 @@ fn main() {
         store.apply(&id, Transition::Start).expect("start");
         store.apply(&id, Transition::Progress(50)).expect("progress");
         let names = (0..2).map(|_| format!("{}.png", uuid::Uuid::new_v4().simple())).collect();
-        store.apply(&id, Transition::Succeed(Outcome::Images { base: base.clone(), names, b64: false })).expect("succeed");
+        store
+            .apply(&id, Transition::Succeed(Outcome::Images { base: base.clone(), names, b64: false }))
+            .expect("succeed");
         if i % 2 == 0 {
             store.record_callback(&id, true, None);
         }

@@ -172,3 +172,47 @@ async fn seed_video_examples_work_verbatim_in_demo() {
     }
     assert!(sigterm_and_wait(child).success());
 }
+
+/// The user document's node examples (§3.4, §3.8), with the Authorization header on every request,
+/// against `--demo`.
+#[test]
+fn seed_node_examples_succeed_against_demo() {
+    let node = std::env::var("GROK2API_TEST_NODE").unwrap_or_else(|_| "node".into());
+    let version = Command::new(&node).arg("--version").output();
+    let Some(version) = version.ok().filter(|o| o.status.success()) else {
+        panic!("{node} not found: install Node.js 18+ (or set GROK2API_TEST_NODE) to run the seed's node examples");
+    };
+    eprintln!("node {}", String::from_utf8_lossy(&version.stdout).trim());
+    let media = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(&["--demo", "--listen", "127.0.0.1:0"], &[("GROK2API_API_KEY", "node-key")], media.path());
+    let run = |file: &str| {
+        let out = Command::new(&node)
+            .arg(format!("{}/examples/node/{file}", env!("CARGO_MANIFEST_DIR")))
+            .env("GROK2API_BASE_URL", &url)
+            .env("GROK2API_API_KEY", "node-key")
+            .output()
+            .unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "{file} failed:\n{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let (out, err) = run("node-async-await.js");
+    let success = out
+        .lines()
+        .find_map(|l| l.strip_prefix("success "))
+        .unwrap_or_else(|| panic!("no success line:\n{out}\n{err}"));
+    let status: serde_json::Value = serde_json::from_str(success).unwrap();
+    assert_eq!(status["code"], 200);
+    assert!(["pending", "processing", "success"].contains(&status["data"]["status"].as_str().unwrap()));
+    assert!(err.contains("exception") && err.contains("\"code\":404"), "unknown task must be a 404: {err}");
+    assert!(err.contains("timeout AbortError") || out.contains("timeout case"), "{out}\n{err}");
+
+    let (out, _) = run("node-promise.js");
+    assert!(out.starts_with("status {\"code\":200"), "{out}");
+
+    let (out, _) = run("poll-and-wait.js");
+    let link = out.trim().strip_prefix("downloadUrl ").unwrap_or_else(|| panic!("{out}"));
+    assert!(link.contains("/v1/files/video/") && link.ends_with(".mp4"));
+    assert!(sigterm_and_wait(child).success());
+}
