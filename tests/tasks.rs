@@ -571,3 +571,20 @@ async fn forbidden_callback_targets_are_refused_at_create() {
     let (s, _, resp) = create(&no_secret, "/v1/video/tasks", &body).await;
     assert_eq!(s, 400, "{resp}");
 }
+
+#[tokio::test]
+async fn concurrent_creates_with_one_idempotency_key_make_one_task() {
+    let h = tasks_builder().start().await;
+    let sends = (0..16).map(|_| {
+        h.post("/v1/images/generations/async").header("Idempotency-Key", "burst-1").json(&image_body("burst")).send()
+    });
+    let mut ids = std::collections::HashSet::new();
+    for r in futures_util::future::join_all(sends).await {
+        let (s, _, body) = split(r.unwrap()).await;
+        assert_eq!(s, 202, "{body}");
+        ids.insert(body["data"]["taskId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "every retry must get the first task");
+    let list: Value = h.get("/v1/images/tasks").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["data"]["tasks"].as_array().unwrap().len(), 1);
+}

@@ -198,15 +198,13 @@ async fn create(
     if let Some((key, hash)) = idem {
         match state.idempotency.bind(&owner, &key, hash, id.clone()) {
             Claim::New => {}
-            // A concurrent twin won the race: keep its task, cancel ours so only one runs.
+            // A concurrent twin won the race: keep its task, drop ours so only one runs.
             Claim::Existing(first) => {
-                state.queue.cancel(&id);
-                state.tasks.remove(&id);
+                state.queue.discard(&id);
                 return Ok(accepted(kind, &first));
             }
             Claim::Conflict => {
-                state.queue.cancel(&id);
-                state.tasks.remove(&id);
+                state.queue.discard(&id);
                 return Err(idempotency_conflict());
             }
         }

@@ -102,6 +102,15 @@ impl TaskQueue {
         Ok(id)
     }
 
+    /// Forgets a task nobody was told about (it lost an idempotency race): no state change is
+    /// announced and no callback fires; a worker that picks it up finds nothing to run.
+    pub fn discard(&self, id: &str) {
+        if let Some((_, token)) = self.ctx.running.remove(id) {
+            token.cancel();
+        }
+        self.ctx.store.remove(id);
+    }
+
     /// Cancels a pending or processing task: it fails with `cancelled`, its job (if running) stops, and
     /// its callback fires like for any other terminal state.
     pub fn cancel(&self, id: &str) -> Option<Task> {
