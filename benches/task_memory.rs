@@ -38,7 +38,7 @@ fn main() {
             .apply(&id, Transition::Succeed(Outcome::Images { base: base.clone(), names, b64: false }))
             .expect("succeed");
         if i % 2 == 0 {
-            store.record_callback(&id, true, None);
+            store.record_callback(&id, true, None, true);
         }
     }
     let elapsed = started.elapsed();

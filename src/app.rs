@@ -4,6 +4,7 @@
 //! carrying that id → copy the id onto the response → mark auth/cookie headers sensitive → catch
 //! panics as an OpenAI-shaped 500. Body limits and bearer auth sit on the routes that need them.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -31,10 +32,13 @@ use crate::error::ApiError;
 use crate::jobs::JobRunner;
 use crate::media::MediaStore;
 use crate::net::FetchPolicy;
+use crate::tasks::TaskStatus;
 use crate::tasks::callbacks::{CallbackSettings, decode_secret};
 use crate::tasks::idempotency::IdempotencyKeys;
-use crate::tasks::queue::{Settings as QueueSettings, TaskQueue};
+use crate::tasks::journal::{Journal, TaskRecord};
+use crate::tasks::queue::{QueuedTask, Settings as QueueSettings, Signals, TaskQueue};
 use crate::tasks::store::TaskStore;
+use crate::tasks::store::Transition;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
 use crate::{api, nodelay};
@@ -52,6 +56,8 @@ pub struct Inner {
     pub callbacks: Option<CallbackSettings>,
     /// Cancelled when the server begins shutting down; background loops watch it.
     pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: running tasks stop.
+    pub abort: CancellationToken,
     /// Every background task the app starts, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -101,8 +107,16 @@ impl AppState {
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
         let runner = Arc::new(JobRunner::new(upstream, media.clone()));
-        let tasks = Arc::new(TaskStore::new());
+        let (journal, records) = match &cfg.state.dir {
+            Some(dir) => {
+                let (j, records) = Journal::open(dir)?;
+                (Some(Arc::new(j)), records)
+            }
+            None => (None, Vec::new()),
+        };
+        let tasks = Arc::new(TaskStore::with_journal(journal));
         let render_media = media.clone();
         let queue = TaskQueue::start(
             QueueSettings {
@@ -115,8 +129,9 @@ impl AppState {
             runner.clone(),
             Arc::new(move |t| api::tasks::render(t, &render_media)),
             &tracker,
-            shutdown.clone(),
+            Signals { shutdown: shutdown.clone(), abort: abort.clone() },
         );
+        recover(records, &tasks, &queue);
         let idempotency = Arc::new(IdempotencyKeys::default());
         spawn_reaper(
             &tracker,
@@ -131,6 +146,7 @@ impl AppState {
             idempotency,
             callbacks,
             shutdown,
+            abort,
             fetch_policy,
             runner,
             media,
@@ -204,6 +220,63 @@ impl AppState {
     }
 }
 
+/// Puts journaled tasks back: finished ones are readable again (and owed callbacks go out), pending ones
+/// run, and ones that were running when the process died fail with `interrupted`.
+fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQueue) {
+    if records.is_empty() {
+        return;
+    }
+    records.sort_by_key(|r| r.created_ms());
+    let (mut pending, mut interrupted, mut finished) = (Vec::new(), 0usize, 0usize);
+    for record in records {
+        let (task, job) = match record.into_task() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("journal record unusable, skipped: {e}");
+                continue;
+            }
+        };
+        let id = task.id.clone();
+        match task.status {
+            TaskStatus::Pending => {
+                let job = job.ok_or_else(|| "pending task without its job".to_string()).and_then(|p| {
+                    let j = p.job.to_job()?;
+                    Ok(QueuedTask { id: id.clone(), job: j, base: Arc::from(p.base), b64: p.b64 })
+                });
+                tasks.restore(task);
+                match job {
+                    Ok(q) => pending.push(q),
+                    Err(e) => {
+                        let fail =
+                            Transition::Fail { code: "interrupted".into(), message: format!("cannot resume: {e}") };
+                        if let Ok(t) = tasks.apply(&id, fail) {
+                            queue.announce(&t);
+                        }
+                    }
+                }
+            }
+            TaskStatus::Processing => {
+                tasks.restore(task);
+                let fail = Transition::Fail {
+                    code: "interrupted".into(),
+                    message: "the gateway stopped while the task was running; create it again".into(),
+                };
+                if let Ok(t) = tasks.apply(&id, fail) {
+                    queue.announce(&t);
+                }
+                interrupted += 1;
+            }
+            TaskStatus::Success | TaskStatus::Failed => {
+                tasks.restore(task.clone());
+                queue.announce(&task);
+                finished += 1;
+            }
+        }
+    }
+    tracing::info!(pending = pending.len(), interrupted, finished, "tasks recovered from the journal");
+    queue.requeue(pending);
+}
+
 /// Forgets finished tasks after `ttl`, checking a few times per TTL (at most once a minute).
 fn spawn_reaper(
     tracker: &TaskTracker,
@@ -255,11 +328,39 @@ impl Server {
         let router = state.router();
         let stop = shutdown.clone();
         let tracker = state.tracker.clone();
+        let grace = Duration::from_secs(state.cfg.server.shutdown_grace_secs);
+        let abort = state.abort.clone();
+        let journal = state.tasks.journal().cloned();
         let task = tokio::spawn(async move {
-            let result = axum::serve(nodelay(listener), router).with_graceful_shutdown(stop.cancelled_owned()).await;
-            // The listener is closed and in-flight requests answered; now let background work finish.
+            let serve = axum::serve(nodelay(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
+            let serve = serve.into_future();
+            tokio::pin!(serve);
+            let early = tokio::select! {
+                r = &mut serve => Some(r),
+                _ = stop.cancelled() => None,
+            };
+            // From here on: no new connections; one grace period for requests and running tasks.
+            let deadline = tokio::time::Instant::now() + grace;
+            let result = match early {
+                Some(r) => r,
+                None => match tokio::time::timeout_at(deadline, serve).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("grace period over: closing connections still open");
+                        Ok(())
+                    }
+                },
+            };
             tracker.close();
-            tracker.wait().await;
+            if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+                tracing::warn!("grace period over: stopping running tasks (they end `interrupted`)");
+                abort.cancel();
+                tracker.wait().await;
+            }
+            if let Some(j) = journal {
+                // Joining the writer thread blocks until its last batch is on disk.
+                let _ = tokio::task::spawn_blocking(move || j.close()).await;
+            }
             result
         });
         Ok(Self { addr, state, shutdown, task })

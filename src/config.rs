@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Directory for downloaded media (overrides media.dir).
     #[arg(long, env = "GROK2API_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
+    /// Keep accepted tasks and owed callbacks in a durable journal here (overrides state.dir).
+    #[arg(long, env = "GROK2API_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log format: text or json (overrides log.format).
     #[arg(long, env = "GROK2API_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -83,6 +86,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub tasks: TasksConfig,
     pub callbacks: CallbacksConfig,
+    pub state: StateConfig,
     pub log: LogConfig,
 }
 
@@ -98,6 +102,8 @@ pub struct ServerConfig {
     /// Multipart limit for /v1/images/edits (up to 3 images of 20 MiB each plus fields).
     pub max_upload_bytes: usize,
     pub insecure_no_auth: bool,
+    /// On SIGTERM: how long in-flight requests and running tasks get to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +115,7 @@ impl Default for ServerConfig {
             max_json_body_bytes: 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024,
             insecure_no_auth: false,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -119,6 +126,13 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Let `GET` on a task's status/result skip auth: the task id (122 random bits) is the capability.
     pub public_task_reads: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory for the durable task journal; unset = tasks live in memory only.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +352,9 @@ impl Config {
         }
         if args.media_dir.is_some() {
             self.media.dir = args.media_dir.clone();
+        }
+        if args.state_dir.is_some() {
+            self.state.dir = args.state_dir.clone();
         }
         if let Some(format) = args.log_format {
             self.log.format = format;

@@ -1,53 +1,11 @@
 //! The real binary: `--demo` serving the official OpenAI Python SDK, the no-key safety rule, and a
 //! graceful SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_grok2api");
+use std::process::Command;
 
-/// Kills the child if a test fails before it could stop it, so no gateway outlives its test.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts the binary on an ephemeral port and returns it with its base URL (read from stdout).
-fn spawn(args: &[&str], envs: &[(&str, &str)], media: &std::path::Path) -> (Running, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("GROK2API_API_KEY").env("GROK2API_MEDIA_DIR", media).env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url =
-        line.trim().strip_prefix("grok2api listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    (Running(Some(child)), url.to_owned())
-}
-
-fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
-    let mut child = running.0.take().unwrap();
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{BIN, sigterm_and_wait, spawn};
 
 fn python() -> String {
     std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())

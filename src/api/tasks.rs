@@ -194,7 +194,7 @@ async fn create(
     let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));
     let store = state.tasks.clone();
     let task_owner = owner.clone();
-    let id = state.queue.submit(move || store.create(task_owner, kind, callback), job, base, b64)?;
+    let id = state.queue.submit(move || store.create(task_owner, kind, callback), job, base, b64).await?;
     if let Some((key, hash)) = idem {
         match state.idempotency.bind(&owner, &key, hash, id.clone()) {
             Claim::New => {}

@@ -124,22 +124,24 @@ pub fn dispatch(
         loop {
             match attempt(&settings, &url, &msg_id, &body).await {
                 Attempt::Delivered => {
-                    store.record_callback(&task_id, true, None);
+                    store.record_callback(&task_id, true, None, true);
                     return;
                 }
                 Attempt::Stop(e) => {
                     tracing::warn!(task = %task_id, "callback abandoned: {e}");
-                    store.record_callback(&task_id, false, Some(e));
+                    store.record_callback(&task_id, false, Some(e), true);
                     return;
                 }
                 Attempt::Retry(e) => {
-                    store.record_callback(&task_id, false, Some(e.clone()));
                     let Some(delay) = delays.next() else {
                         tracing::warn!(task = %task_id, "callback given up after retries: {e}");
+                        store.record_callback(&task_id, false, Some(e), true);
                         return;
                     };
+                    store.record_callback(&task_id, false, Some(e), false);
                     tokio::select! {
                         _ = tokio::time::sleep(jitter(*delay)) => {}
+                        // Still owed: with a journal it is delivered after the restart.
                         _ = shutdown.cancelled() => return,
                     }
                 }

@@ -7,6 +7,7 @@
 
 pub mod callbacks;
 pub mod idempotency;
+pub mod journal;
 pub mod queue;
 pub mod store;
 
@@ -87,7 +88,7 @@ impl TaskStatus {
 pub enum Outcome {
     Images { base: Arc<str>, names: Vec<String>, b64: bool },
     Video { base: Arc<str>, video: String, thumbnail: Option<String>, duration: u32 },
-    Failed { code: &'static str, message: String },
+    Failed { code: String, message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +97,8 @@ pub struct CallbackState {
     pub delivered: bool,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Delivery is over (delivered, refused for good, or retries exhausted); false = still owed.
+    pub done: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,10 @@
 //! Workers run tasks through the same `JobRunner` as the sync endpoints; upstream progress is written
 //! into the task as it arrives; cancelling a task drops its job future, which closes the upstream
 //! request and frees its token.
+//!
+//! Shutdown has two steps: `shutdown` stops workers from taking new tasks (queued ones stay pending,
+//! journaled when there is a journal); `abort`, after the grace period, stops the running ones, which
+//! fail with `interrupted`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::callbacks::{self, CallbackSettings};
+use super::journal::{JobRecord, PendingJob, TaskRecord};
 use super::store::{TaskStore, Transition};
 use super::{Outcome, Task, TaskStatus};
 use crate::error::ApiError;
@@ -41,15 +46,23 @@ pub struct Settings {
 /// What a finished task needs to render itself for a callback (b64 images are read from media).
 pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
 
+/// Cancellation signals the queue obeys.
+#[derive(Clone)]
+pub struct Signals {
+    /// Stop taking new tasks.
+    pub shutdown: CancellationToken,
+    /// Stop running tasks (end of the grace period).
+    pub abort: CancellationToken,
+}
+
 impl TaskQueue {
-    #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: Settings,
         store: Arc<TaskStore>,
         runner: Arc<JobRunner>,
         render: Render,
         tracker: &TaskTracker,
-        shutdown: CancellationToken,
+        signals: Signals,
     ) -> Self {
         let (tx, rx) = mpsc::channel(settings.capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -61,13 +74,14 @@ impl TaskQueue {
             job_timeout: settings.job_timeout,
             callbacks: settings.callbacks,
             tracker: tracker.clone(),
-            shutdown: shutdown.clone(),
+            signals: signals.clone(),
         });
         for _ in 0..settings.workers.max(1) {
-            let (rx, ctx, shutdown) = (rx.clone(), ctx.clone(), shutdown.clone());
+            let (rx, ctx, shutdown) = (rx.clone(), ctx.clone(), signals.shutdown.clone());
             tracker.spawn(async move {
                 loop {
                     let next = tokio::select! {
+                        biased;
                         _ = shutdown.cancelled() => return,
                         next = async { rx.lock().await.recv().await } => next,
                     };
@@ -86,8 +100,9 @@ impl TaskQueue {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Reserves a queue slot, creates the task with `create`, and enqueues it. A full queue is a 429.
-    pub fn submit(
+    /// Reserves a queue slot, creates the task with `create`, journals it (durably, with its job) when
+    /// there is a journal, and enqueues it. A full queue is a 429; a journal failure a 503.
+    pub async fn submit(
         &self,
         create: impl FnOnce() -> Arc<str>,
         job: Job,
@@ -97,9 +112,40 @@ impl TaskQueue {
         let permit =
             self.tx.try_reserve().map_err(|_| ApiError::rate_limited(5, "the task queue is full; retry later"))?;
         let id = create();
+        if let Some(journal) = self.ctx.store.journal() {
+            let task = self.ctx.store.snapshot(&id).ok_or_else(|| ApiError::internal("task vanished at creation"))?;
+            let pending = JobRecord::from_job(&job).map(|job| PendingJob { job, base: base.to_string(), b64 });
+            if let Err(e) = journal.put_durable(&TaskRecord::from_task(&task, pending)).await {
+                self.ctx.store.remove(&id);
+                tracing::error!("cannot journal a new task: {e}");
+                return Err(ApiError {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    ..ApiError::internal("cannot persist the task right now; retry later")
+                });
+            }
+        }
         self.ctx.running.insert(id.clone(), CancellationToken::new());
         permit.send(QueuedTask { id: id.clone(), job, base, b64 });
         Ok(id)
+    }
+
+    /// Queues tasks recovered from the journal, waiting for room as workers free it.
+    pub fn requeue(&self, tasks: Vec<QueuedTask>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let (tx, shutdown) = (self.tx.clone(), self.ctx.signals.shutdown.clone());
+        for t in &tasks {
+            self.ctx.running.insert(t.id.clone(), CancellationToken::new());
+        }
+        self.ctx.tracker.spawn(async move {
+            for t in tasks {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return, // still pending in the journal
+                    r = tx.send(t) => if r.is_err() { return },
+                }
+            }
+        });
     }
 
     /// Forgets a task nobody was told about (it lost an idempotency race): no state change is
@@ -117,13 +163,18 @@ impl TaskQueue {
         let task = self
             .ctx
             .store
-            .apply(id, Transition::Fail { code: "cancelled", message: "cancelled by the client".into() })
+            .apply(id, Transition::Fail { code: "cancelled".into(), message: "cancelled by the client".into() })
             .ok()?;
         if let Some((_, token)) = self.ctx.running.remove(id) {
             token.cancel();
         }
         self.ctx.finished(&task);
         Some(task)
+    }
+
+    /// Fires the callback of a finished task (used for tasks recovered from the journal).
+    pub fn announce(&self, task: &Task) {
+        self.ctx.finished(task);
     }
 }
 
@@ -136,7 +187,7 @@ struct WorkerCtx {
     job_timeout: Duration,
     callbacks: Option<CallbackSettings>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
+    signals: Signals,
 }
 
 impl WorkerCtx {
@@ -158,17 +209,22 @@ impl WorkerCtx {
         let result = tokio::select! {
             // cancel() already failed the task and fired its callback; dropping the job stops the upstream.
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(self.job_timeout, self.runner.run(&job, &sink)) => r,
+            _ = self.signals.abort.cancelled() => Err(None),
+            r = tokio::time::timeout(self.job_timeout, self.runner.run(&job, &sink)) => r.map_err(Some),
         };
         self.running.remove(&id);
         let transition = match result {
-            Err(_) => Transition::Fail {
-                code: "timeout",
+            Err(None) => Transition::Fail {
+                code: "interrupted".into(),
+                message: "the gateway shut down while the task was running".into(),
+            },
+            Err(Some(_)) => Transition::Fail {
+                code: "timeout".into(),
                 message: format!("the task did not finish within {}s", self.job_timeout.as_secs()),
             },
             Ok(Err(e)) => {
                 let api = ApiError::from(e);
-                Transition::Fail { code: api.code, message: api.message }
+                Transition::Fail { code: api.code.into(), message: api.message }
             }
             Ok(Ok(JobOutput::Images(media))) => {
                 Transition::Succeed(Outcome::Images { base, names: media.into_iter().map(|m| m.name).collect(), b64 })
@@ -186,14 +242,17 @@ impl WorkerCtx {
         }
     }
 
-    /// Fires the task's callback, if it has one, for its terminal state.
+    /// Fires the task's callback, if it has one still owed, for its terminal state.
     fn finished(&self, task: &Task) {
         debug_assert!(matches!(task.status, TaskStatus::Success | TaskStatus::Failed));
         let (Some(cb), Some(settings)) = (task.callback.as_deref(), &self.callbacks) else { return };
+        if cb.done {
+            return;
+        }
         let body = callbacks::event(task, (self.render)(task)).to_string().into_bytes();
         callbacks::dispatch(
             &self.tracker,
-            self.shutdown.clone(),
+            self.signals.shutdown.clone(),
             self.store.clone(),
             settings.clone(),
             task.id.clone(),

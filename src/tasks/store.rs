@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use super::journal::{Journal, TaskRecord};
 use super::{CallbackState, Outcome, Task, TaskKind, TaskStatus, now_ms};
 use crate::auth::KeyId;
 
@@ -17,7 +18,7 @@ pub enum Transition {
     Start,
     Progress(u8),
     Succeed(Outcome),
-    Fail { code: &'static str, message: String },
+    Fail { code: String, message: String },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct TaskStore {
     tasks: DashMap<Arc<str>, Task>,
     by_owner: DashMap<KeyId, BTreeMap<u64, Arc<str>>>,
     seq: AtomicU64,
+    /// Write-behind persistence of every change but progress (`--state-dir`).
+    journal: Option<Arc<Journal>>,
 }
 
 /// One page of a listing.
@@ -43,6 +46,27 @@ pub struct Page {
 impl TaskStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_journal(journal: Option<Arc<Journal>>) -> Self {
+        Self { journal, ..Self::default() }
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    fn persist(&self, task: &Task) {
+        if let Some(j) = &self.journal {
+            j.put(&TaskRecord::from_task(task, None));
+        }
+    }
+
+    /// Puts back a task read from the journal, keeping creation order for listings.
+    pub fn restore(&self, mut task: Task) {
+        task.seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.by_owner.entry(task.owner.clone()).or_default().insert(task.seq, task.id.clone());
+        self.tasks.insert(task.id.clone(), task);
     }
 
     /// Creates a pending task and returns its id (128-bit random, 122 bits of which are random).
@@ -60,8 +84,9 @@ impl TaskStore {
             updated_ms: now,
             seq,
             outcome: None,
-            callback: callback_url
-                .map(|url| Box::new(CallbackState { url, delivered: false, attempts: 0, last_error: None })),
+            callback: callback_url.map(|url| {
+                Box::new(CallbackState { url, delivered: false, attempts: 0, last_error: None, done: false })
+            }),
         };
         self.tasks.insert(id.clone(), task);
         self.by_owner.entry(owner).or_default().insert(seq, id.clone());
@@ -72,6 +97,11 @@ impl TaskStore {
     pub fn get(&self, id: &str, kind: TaskKind, owner: Option<&KeyId>) -> Option<Task> {
         let t = self.tasks.get(id)?;
         (t.kind == kind && owner.is_none_or(|o| *o == t.owner)).then(|| t.clone())
+    }
+
+    /// A copy of the task, whatever its kind or owner (internal use).
+    pub fn snapshot(&self, id: &str) -> Option<Task> {
+        self.tasks.get(id).map(|t| t.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -86,6 +116,7 @@ impl TaskStore {
     pub fn apply(&self, id: &str, t: Transition) -> Result<Task, TransitionError> {
         let mut task = self.tasks.get_mut(id).ok_or(TransitionError::NotFound)?;
         let from = task.status;
+        let durable = !matches!(t, Transition::Progress(_));
         match (from, t) {
             (TaskStatus::Pending, Transition::Start) => task.status = TaskStatus::Processing,
             (TaskStatus::Processing, Transition::Progress(p)) => {
@@ -109,24 +140,32 @@ impl TaskStore {
             }
         }
         task.updated_ms = now_ms();
-        Ok(task.clone())
+        let task = task.clone();
+        if durable {
+            self.persist(&task);
+        }
+        Ok(task)
     }
 
-    /// Records a callback delivery attempt.
-    pub fn record_callback(&self, id: &str, delivered: bool, error: Option<String>) {
-        if let Some(mut t) = self.tasks.get_mut(id)
-            && let Some(cb) = t.callback.as_deref_mut()
-        {
-            cb.attempts += 1;
-            cb.delivered = delivered;
-            if error.is_some() {
-                cb.last_error = error;
-            }
+    /// Records a callback delivery attempt; `done` when no further attempt will be made.
+    pub fn record_callback(&self, id: &str, delivered: bool, error: Option<String>, done: bool) {
+        let Some(mut t) = self.tasks.get_mut(id) else { return };
+        let Some(cb) = t.callback.as_deref_mut() else { return };
+        cb.attempts += 1;
+        cb.delivered = delivered;
+        cb.done = done;
+        if error.is_some() {
+            cb.last_error = error;
         }
+        let t = t.clone();
+        self.persist(&t);
     }
 
     pub fn remove(&self, id: &str) -> Option<Task> {
         let (_, task) = self.tasks.remove(id)?;
+        if let Some(j) = &self.journal {
+            j.remove(id);
+        }
         if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
             idx.remove(&task.seq);
         }
@@ -216,11 +255,11 @@ mod tests {
         assert_eq!(s.apply(&id, Transition::Progress(100)).unwrap().progress, 99, "100 only on success");
         let done = s.apply(&id, Transition::Succeed(ok_outcome())).unwrap();
         assert_eq!((done.status, done.progress), (TaskStatus::Success, 100));
-        let fail = Transition::Fail { code: "x", message: "y".into() };
+        let fail = Transition::Fail { code: "x".into(), message: "y".into() };
         assert!(matches!(s.apply(&id, fail), Err(TransitionError::Invalid(_))), "terminal is final");
 
         let p = s.create(owner("a"), TaskKind::Image, None);
-        let failed = s.apply(&p, Transition::Fail { code: "cancelled", message: "m".into() }).unwrap();
+        let failed = s.apply(&p, Transition::Fail { code: "cancelled".into(), message: "m".into() }).unwrap();
         assert_eq!((failed.status, failed.progress), (TaskStatus::Failed, 0));
         assert_eq!(s.apply("nope", Transition::Start).unwrap_err(), TransitionError::NotFound);
     }
@@ -241,7 +280,7 @@ mod tests {
         let page = s.list(&owner("a"), TaskKind::Video, None, 10, Some(&ids[3]));
         assert_eq!(page.tasks.len(), 3);
         assert!(!page.has_more);
-        s.apply(&ids[1], Transition::Fail { code: "x", message: "y".into() }).unwrap();
+        s.apply(&ids[1], Transition::Fail { code: "x".into(), message: "y".into() }).unwrap();
         let failed = s.list(&owner("a"), TaskKind::Video, Some(TaskStatus::Failed), 10, None);
         assert_eq!(failed.tasks.len(), 1);
         assert!(

@@ -1,0 +1,385 @@
+//! The durable journal behind `--state-dir`: every accepted task (with its job while it is pending) and
+//! its callback state, in an embedded redb database. One writer thread applies operations in batches
+//! (group commit, fsync per batch): a create waits for its batch to be durable before the client gets
+//! 202; later transitions are written behind. After a crash the records say what to do: pending tasks
+//! run again, interrupted ones fail with `interrupted`, undelivered callbacks are delivered.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use base64::Engine;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{CallbackState, Outcome, Task, TaskKind, TaskStatus};
+use crate::auth::KeyId;
+use crate::jobs::{ImageJob, InputImage, Job, VideoJob, VideoPreset};
+
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const BATCH: usize = 4096;
+
+/// How a pending task's job is kept until a worker starts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobRecord {
+    Image {
+        prompt: String,
+        n: usize,
+        aspect_ratio: String,
+    },
+    Video {
+        prompt: String,
+        aspect_ratio: String,
+        duration: u32,
+        resolution: String,
+        preset: String,
+        /// Input image for image-to-video, base64.
+        image: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingJob {
+    pub job: JobRecord,
+    pub base: String,
+    pub b64: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutcomeRecord {
+    Images { base: String, names: Vec<String>, b64: bool },
+    Video { base: String, video: String, thumbnail: Option<String>, duration: u32 },
+    Failed { code: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CallbackRecord {
+    url: String,
+    delivered: bool,
+    attempts: u32,
+    last_error: Option<String>,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    id: String,
+    owner: String,
+    kind: String,
+    status: String,
+    progress: u8,
+    created_ms: u64,
+    updated_ms: u64,
+    outcome: Option<OutcomeRecord>,
+    callback: Option<CallbackRecord>,
+    pending: Option<PendingJob>,
+}
+
+fn preset_name(p: VideoPreset) -> &'static str {
+    match p {
+        VideoPreset::Normal => "normal",
+        VideoPreset::Fun => "fun",
+        VideoPreset::Spicy => "spicy",
+        VideoPreset::Custom => "custom",
+    }
+}
+
+impl JobRecord {
+    /// Only async-capable jobs are journaled (text-to-image and video).
+    pub fn from_job(job: &Job) -> Option<Self> {
+        Some(match job {
+            Job::Image(j) => Self::Image { prompt: j.prompt.clone(), n: j.n, aspect_ratio: j.aspect_ratio.into() },
+            Job::Video(j) => Self::Video {
+                prompt: j.prompt.clone(),
+                aspect_ratio: j.aspect_ratio.into(),
+                duration: j.duration,
+                resolution: j.resolution.into(),
+                preset: preset_name(j.preset).into(),
+                image: j.image.as_ref().map(|i| base64::engine::general_purpose::STANDARD.encode(&i.bytes)),
+            },
+            Job::Edit(_) => return None,
+        })
+    }
+
+    pub fn to_job(&self) -> Result<Job, String> {
+        let ratio = |r: &str| crate::api::aspect_ratio_for_size(r).map_err(|e| e.message);
+        Ok(match self {
+            Self::Image { prompt, n, aspect_ratio } => {
+                Job::Image(ImageJob { prompt: prompt.clone(), n: *n, aspect_ratio: ratio(aspect_ratio)? })
+            }
+            Self::Video { prompt, aspect_ratio, duration, resolution, preset, image } => {
+                let image = match image {
+                    None => None,
+                    Some(b64) => {
+                        let bytes = Bytes::from(
+                            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| e.to_string())?,
+                        );
+                        let content_type =
+                            crate::upstream::sniff_media_type(&bytes).ok_or("journaled image is not an image")?;
+                        Some(InputImage { bytes, content_type, file_name: "input".into() })
+                    }
+                };
+                Job::Video(VideoJob {
+                    prompt: prompt.clone(),
+                    aspect_ratio: ratio(aspect_ratio)?,
+                    duration: *duration,
+                    resolution: if resolution == "720p" { "720p" } else { "480p" },
+                    preset: match preset.as_str() {
+                        "fun" => VideoPreset::Fun,
+                        "spicy" => VideoPreset::Spicy,
+                        "custom" => VideoPreset::Custom,
+                        _ => VideoPreset::Normal,
+                    },
+                    image,
+                })
+            }
+        })
+    }
+}
+
+impl TaskRecord {
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    pub fn from_task(task: &Task, pending: Option<PendingJob>) -> Self {
+        Self {
+            id: task.id.to_string(),
+            owner: task.owner.0.to_string(),
+            kind: task.kind.segment().into(),
+            status: task.status.as_str().into(),
+            progress: task.progress,
+            created_ms: task.created_ms,
+            updated_ms: task.updated_ms,
+            outcome: task.outcome.as_deref().map(|o| match o {
+                Outcome::Images { base, names, b64 } => {
+                    OutcomeRecord::Images { base: base.to_string(), names: names.clone(), b64: *b64 }
+                }
+                Outcome::Video { base, video, thumbnail, duration } => OutcomeRecord::Video {
+                    base: base.to_string(),
+                    video: video.clone(),
+                    thumbnail: thumbnail.clone(),
+                    duration: *duration,
+                },
+                Outcome::Failed { code, message } => {
+                    OutcomeRecord::Failed { code: code.clone(), message: message.clone() }
+                }
+            }),
+            callback: task.callback.as_deref().map(|c| CallbackRecord {
+                url: c.url.clone(),
+                delivered: c.delivered,
+                attempts: c.attempts,
+                last_error: c.last_error.clone(),
+                done: c.done,
+            }),
+            pending,
+        }
+    }
+
+    /// The task (seq is assigned by the store on restore) and its pending job, if any.
+    pub fn into_task(self) -> Result<(Task, Option<PendingJob>), String> {
+        let kind = TaskKind::from_segment(&self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
+        let status = TaskStatus::parse(&self.status).ok_or_else(|| format!("unknown status {}", self.status))?;
+        let task = Task {
+            id: Arc::from(self.id),
+            owner: KeyId(Arc::from(self.owner)),
+            kind,
+            status,
+            progress: self.progress,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            seq: 0,
+            outcome: self.outcome.map(|o| {
+                Box::new(match o {
+                    OutcomeRecord::Images { base, names, b64 } => Outcome::Images { base: Arc::from(base), names, b64 },
+                    OutcomeRecord::Video { base, video, thumbnail, duration } => {
+                        Outcome::Video { base: Arc::from(base), video, thumbnail, duration }
+                    }
+                    OutcomeRecord::Failed { code, message } => Outcome::Failed { code, message },
+                })
+            }),
+            callback: self.callback.map(|c| {
+                Box::new(CallbackState {
+                    url: c.url,
+                    delivered: c.delivered,
+                    attempts: c.attempts,
+                    last_error: c.last_error,
+                    done: c.done,
+                })
+            }),
+        };
+        Ok((task, self.pending))
+    }
+}
+
+enum Op {
+    Put(String, Vec<u8>, Option<oneshot::Sender<Result<(), String>>>),
+    Remove(String),
+}
+
+pub struct Journal {
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens (or creates) `<dir>/tasks.redb` and returns the journal with every record it holds.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<TaskRecord>), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+        let path = dir.join("tasks.redb");
+        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut records = Vec::new();
+        {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(TASKS).map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())?;
+            let read = db.begin_read().map_err(|e| e.to_string())?;
+            let table = read.open_table(TASKS).map_err(|e| e.to_string())?;
+            for row in table.iter().map_err(|e| e.to_string())? {
+                let (k, v) = row.map_err(|e| e.to_string())?;
+                match serde_json::from_slice::<TaskRecord>(v.value()) {
+                    Ok(r) => records.push(r),
+                    Err(e) => tracing::error!(task = k.value(), "unreadable journal record skipped: {e}"),
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Op>();
+        let thread = std::thread::Builder::new()
+            .name("grok2api-journal".into())
+            .spawn(move || writer(db, rx))
+            .map_err(|e| format!("cannot start journal writer: {e}"))?;
+        Ok((Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }, records))
+    }
+
+    fn send(&self, op: Op) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref().is_some_and(|tx| tx.send(op).is_ok())
+    }
+
+    /// Writes a record behind (batched, not awaited).
+    pub fn put(&self, record: &TaskRecord) {
+        match serde_json::to_vec(record) {
+            Ok(bytes) => {
+                if !self.send(Op::Put(record.id.clone(), bytes, None)) {
+                    tracing::error!(task = %record.id, "journal closed; task state not persisted");
+                }
+            }
+            Err(e) => tracing::error!(task = %record.id, "cannot encode journal record: {e}"),
+        }
+    }
+
+    /// Writes a record and waits until it is on disk.
+    pub async fn put_durable(&self, record: &TaskRecord) -> Result<(), String> {
+        let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        let (ack, done) = oneshot::channel();
+        if !self.send(Op::Put(record.id.clone(), bytes, Some(ack))) {
+            return Err("journal is closed".into());
+        }
+        done.await.map_err(|_| "journal writer stopped".to_string())?
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.send(Op::Remove(id.to_owned()));
+    }
+
+    /// Writes out everything queued and stops the writer. Later writes are refused.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+            && t.join().is_err()
+        {
+            tracing::error!("journal writer panicked");
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer(db: Database, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> Result<(), String> {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+                for op in &ops {
+                    match op {
+                        Op::Put(id, bytes, _) => {
+                            table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+                        }
+                        Op::Remove(id) => {
+                            table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(|e| e.to_string())
+        })();
+        if let Err(e) = &result {
+            tracing::error!("journal write failed: {e}");
+        }
+        for op in ops {
+            if let Op::Put(_, _, Some(ack)) = op {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job::Video(VideoJob {
+            prompt: "waves".into(),
+            aspect_ratio: "9:16",
+            duration: 10,
+            resolution: "720p",
+            preset: VideoPreset::Spicy,
+            image: Some(InputImage {
+                bytes: Bytes::from_static(b"\x89PNG\r\n\x1a\nrest"),
+                content_type: "image/png",
+                file_name: "a.png".into(),
+            }),
+        });
+        let store = super::super::store::TaskStore::new();
+        let id = store.create(KeyId(Arc::from("k")), TaskKind::Video, Some("https://h.example/x".into()));
+        let task = store.get(&id, TaskKind::Video, None).unwrap();
+        let pending = PendingJob { job: JobRecord::from_job(&job).unwrap(), base: "http://gw".into(), b64: false };
+        {
+            let (j, recs) = Journal::open(dir.path()).unwrap();
+            assert!(recs.is_empty());
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(j.put_durable(&TaskRecord::from_task(&task, Some(pending))))
+                .unwrap();
+            j.close();
+        }
+        let (_j, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let (restored, pending) = recs.into_iter().next().unwrap().into_task().unwrap();
+        assert_eq!((&*restored.id, restored.status), (&*id, TaskStatus::Pending));
+        assert_eq!(restored.callback.unwrap().url, "https://h.example/x");
+        let Job::Video(v) = pending.unwrap().job.to_job().unwrap() else { panic!("not video") };
+        assert_eq!((v.aspect_ratio, v.duration, v.resolution, v.preset), ("9:16", 10, "720p", VideoPreset::Spicy));
+        assert_eq!(v.image.unwrap().content_type, "image/png");
+    }
+}

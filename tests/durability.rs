@@ -1,0 +1,201 @@
+//! Restart without loss: the real binary with `--state-dir`, killed with SIGKILL (and, separately,
+//! stopped with SIGTERM), then started again on the same state. Finished tasks stay readable, pending
+//! ones run, the one that was running ends `interrupted`, and owed callbacks are delivered.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Gateway {
+    proc: Running,
+    url: String,
+    http: reqwest::Client,
+}
+
+fn config(dir: &std::path::Path, grace: u64) -> std::path::PathBuf {
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+shutdown_grace_secs = {grace}
+[auth]
+api_keys = ["dur-key"]
+[tasks]
+workers = 1
+[callbacks]
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+allow_private = true
+retry_delays_secs = [3600.0]
+[state]
+dir = "{state}"
+[media]
+dir = "{media}"
+"#,
+            state = dir.join("state").display(),
+            media = dir.join("media").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(cfg: &std::path::Path, media: &std::path::Path) -> Gateway {
+    let (proc, url) = spawn(&["--demo", "--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], media);
+    grok2api::install_crypto_provider();
+    Gateway { proc, url, http: reqwest::Client::new() }
+}
+
+impl Gateway {
+    async fn create(&self, kind: &str, body: Value) -> String {
+        let path = if kind == "video" { "/v1/video/tasks" } else { "/v1/images/tasks" };
+        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth("dur-key").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned()
+    }
+
+    async fn task(&self, kind: &str, id: &str) -> (u16, Value) {
+        let r =
+            self.http.get(format!("{}/v1/{kind}/tasks/{id}", self.url)).bearer_auth("dur-key").send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap()["data"].clone())
+    }
+
+    async fn wait_for(&self, kind: &str, id: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, data) = self.task(kind, id).await;
+            assert_eq!(s, 200, "task {id} must exist: {data}");
+            if want(&data) {
+                return data;
+            }
+            assert!(Instant::now() < deadline, "task {id} never reached the state wanted: {data}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Answers 500 until `healthy` is set, then 200; counts deliveries it accepted.
+async fn receiver(healthy: Arc<AtomicBool>, accepted: Arc<AtomicUsize>) -> String {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (healthy, accepted) = (healthy.clone(), accepted.clone());
+            async move {
+                if healthy.load(Ordering::SeqCst) {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+fn video(prompt: &str) -> Value {
+    json!({"model": "grok-imagine-1.0-video", "prompt": prompt})
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 5);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let hook = receiver(healthy.clone(), accepted.clone()).await;
+
+    let gw = start(&cfg, &dir.path().join("media"));
+    // Finished before the crash, with a callback the receiver refused (so it is still owed).
+    let done = gw.create("images", json!({"model": "grok-imagine-1.0", "prompt": "done", "callback_url": hook})).await;
+    let done_data = gw.wait_for("images", &done, |d| d["callback"]["attempts"] == 1).await;
+    assert_eq!(done_data["status"], "success");
+    // Running at the crash (the only worker is busy with it for a long time).
+    let running = gw.create("video", video("long [sim:slow=3000]")).await;
+    gw.wait_for("video", &running, |d| d["status"] == "processing").await;
+    // Queued behind it.
+    let pending: Vec<String> =
+        futures_util::future::join_all((0..3).map(|i| gw.create("video", video(&format!("queued {i}"))))).await;
+    for id in &pending {
+        assert_eq!(gw.task("video", id).await.1["status"], "pending");
+    }
+
+    // SIGKILL: no shutdown code runs.
+    let mut gw = gw;
+    let mut child = gw.proc.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    healthy.store(true, Ordering::SeqCst);
+    let gw = start(&cfg, &dir.path().join("media"));
+    let (s, data) = gw.task("images", &done).await;
+    assert_eq!((s, data["status"].as_str()), (200, Some("success")), "{data}");
+    // Links carry the base URL the creator used; this restart has a new port, so keep only the path.
+    let link = data["result"]["images"][0].as_str().unwrap();
+    let path = &link[link.find("/v1/files/").unwrap()..];
+    let img = gw.http.get(format!("{}{path}", gw.url)).send().await.unwrap();
+    assert_eq!(img.status(), 200, "the finished task's image must still be served");
+    png_dims(&img.bytes().await.unwrap());
+    let data = gw.wait_for("images", &done, |d| d["callback"]["delivered"] == true).await;
+    assert_eq!(data["callback"]["attempts"], 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the owed callback is delivered once");
+
+    let data = gw.wait_for("video", &running, |d| d["status"] != "processing").await;
+    assert_eq!((data["status"].as_str(), data["errorCode"].as_str()), (Some("failed"), Some("interrupted")), "{data}");
+    for id in &pending {
+        let data = gw.wait_for("video", id, |d| d["status"] == "success" || d["status"] == "failed").await;
+        assert_eq!(data["status"], "success", "a pending task must run after the restart: {data}");
+    }
+    let list: Value = gw
+        .http
+        .get(format!("{}/v1/video/tasks", gw.url))
+        .bearer_auth("dur-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"]["tasks"].as_array().unwrap().len(), 4);
+    assert!(sigterm_and_wait(gw.proc).success());
+}
+
+#[tokio::test]
+async fn sigterm_keeps_every_accepted_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let gw = start(&cfg, &dir.path().join("media"));
+    let running = gw.create("video", video("long [sim:slow=3000]")).await;
+    gw.wait_for("video", &running, |d| d["status"] == "processing").await;
+    let mut ids: Vec<String> =
+        futures_util::future::join_all((0..5).map(|i| gw.create("video", video(&format!("q{i}"))))).await;
+    ids.extend(
+        futures_util::future::join_all(
+            (0..5).map(|i| gw.create("images", json!({"model": "grok-imagine-1.0", "prompt": format!("i{i}")}))),
+        )
+        .await,
+    );
+    let t = Instant::now();
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(t.elapsed() < Duration::from_secs(10), "shutdown must end within the grace period");
+
+    let gw = start(&cfg, &dir.path().join("media"));
+    let data = gw.wait_for("video", &running, |d| d["status"] == "failed" || d["status"] == "success").await;
+    assert!(data["status"] == "success" || data["errorCode"] == "interrupted", "{data}");
+    for (i, id) in ids.iter().enumerate() {
+        let kind = if i < 5 { "video" } else { "images" };
+        let data = gw.wait_for(kind, id, |d| d["status"] == "success" || d["status"] == "failed").await;
+        assert_eq!(data["status"], "success", "accepted task {id} lost or failed: {data}");
+    }
+    assert!(sigterm_and_wait(gw.proc).success());
+}
