@@ -49,7 +49,7 @@ async fn main() {
     cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
     cfg.grok.tokens = tokens;
     cfg.media.dir = Some(media.path().to_owned());
-    let direct = GrokWebClient::new(cfg.grok.clone()).unwrap();
+    let direct = GrokWebClient::new(cfg.grok.clone(), Default::default()).unwrap();
     let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/images/generations", server.base_url());

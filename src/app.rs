@@ -26,11 +26,13 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Auth, require_key, require_key_task};
+use crate::auth::{Auth, Guard, require_admin, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
 use crate::jobs::JobRunner;
+use crate::limits::RateLimiter;
 use crate::media::MediaStore;
+use crate::metrics::Metrics;
 use crate::net::FetchPolicy;
 use crate::tasks::TaskStatus;
 use crate::tasks::callbacks::{CallbackSettings, decode_secret};
@@ -47,7 +49,9 @@ pub struct Inner {
     pub cfg: Config,
     pub runner: Arc<JobRunner>,
     pub media: Arc<MediaStore>,
-    pub auth: Arc<Auth>,
+    pub guard: Arc<Guard>,
+    pub admin: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
     pub fetch_policy: FetchPolicy,
     pub tasks: Arc<TaskStore>,
     pub queue: TaskQueue,
@@ -81,10 +85,15 @@ impl AppState {
             MediaStore::open(&media_dir, cfg.media.max_bytes)
                 .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?,
         );
+        let metrics = Arc::new(Metrics::default());
         let upstream = match cfg.upstream.kind {
-            UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone())?),
+            UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone(), metrics.clone())?),
         };
-        let auth = Arc::new(Auth::new(&cfg.auth.api_keys));
+        let guard = Arc::new(Guard {
+            auth: Auth::new(&cfg.auth.api_keys),
+            limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
+        });
+        let admin = Arc::new(Auth::new(cfg.admin.api_key.as_slice()));
         let fetch_policy = FetchPolicy {
             allow_private: cfg.fetch.allow_private,
             timeout: std::time::Duration::from_secs(cfg.fetch.timeout_secs.max(1)),
@@ -102,6 +111,7 @@ impl AppState {
                     .iter()
                     .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)))
                     .collect(),
+                metrics: metrics.clone(),
             }),
             None => None,
         };
@@ -132,6 +142,14 @@ impl AppState {
             Signals { shutdown: shutdown.clone(), abort: abort.clone() },
         );
         recover(records, &tasks, &queue);
+        if cfg.grok.quota_refresh_secs > 0 {
+            spawn_quota_refresh(
+                &tracker,
+                shutdown.clone(),
+                runner.clone(),
+                Duration::from_secs(cfg.grok.quota_refresh_secs),
+            );
+        }
         let idempotency = Arc::new(IdempotencyKeys::default());
         spawn_reaper(
             &tracker,
@@ -150,7 +168,9 @@ impl AppState {
             fetch_policy,
             runner,
             media,
-            auth,
+            guard,
+            admin,
+            metrics,
             tracker,
             cfg,
         })))
@@ -158,7 +178,7 @@ impl AppState {
 
     pub fn router(&self) -> Router {
         let limits = &self.cfg.server;
-        let require = from_fn_with_state(self.auth.clone(), require_key);
+        let require = from_fn_with_state(self.guard.clone(), require_key);
         let v1 = Router::new()
             .route("/v1/models", get(api::models::list))
             .route("/v1/models/{id}", get(api::models::get))
@@ -173,7 +193,7 @@ impl AppState {
                 post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
             )
             .route_layer(require.clone());
-        let require_task = from_fn_with_state(self.auth.clone(), require_key_task);
+        let require_task = from_fn_with_state(self.guard.clone(), require_key_task);
         let tasks_write = Router::new()
             .route("/v1/video/generations/async", post(api::tasks::create_video))
             .route("/v1/video/tasks", post(api::tasks::create_video).get(api::tasks::list_video))
@@ -190,18 +210,33 @@ impl AppState {
         }
         let mut files = Router::new().route("/v1/files/{kind}/{name}", get(api::files::get_file));
         if self.cfg.files.require_auth {
-            files = files.route_layer(require);
+            files = files.route_layer(require.clone());
+        }
+        let admin = Router::new()
+            .route("/admin/tokens", get(api::admin::list_tokens).post(api::admin::add_tokens))
+            .route("/admin/tokens/refresh", post(api::admin::refresh_tokens))
+            .route("/admin/tokens/{id}", delete(api::admin::remove_token))
+            .route_layer(from_fn_with_state(self.admin.clone(), require_admin));
+        let mut ops = Router::new();
+        if self.cfg.metrics.enabled {
+            ops = ops.route("/metrics", get(api::health::metrics));
+            if self.cfg.metrics.require_auth {
+                ops = ops.route_layer(require);
+            }
         }
         Router::new()
             .merge(v1)
             .merge(tasks_write)
             .merge(tasks_read)
             .merge(files)
+            .merge(admin)
+            .merge(ops)
             .route("/healthz", get(api::health::healthz))
             .route("/readyz", get(api::health::readyz))
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
             .with_state(self.clone())
+            .layer(from_fn_with_state(self.metrics.clone(), crate::metrics::track))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -275,6 +310,24 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
     }
     tracing::info!(pending = pending.len(), interrupted, finished, "tasks recovered from the journal");
     queue.requeue(pending);
+}
+
+/// Refreshes every token's quota from the upstream now and then (and once at start).
+fn spawn_quota_refresh(tracker: &TaskTracker, shutdown: CancellationToken, runner: Arc<JobRunner>, every: Duration) {
+    tracker.spawn(async move {
+        loop {
+            if let Some(client) = runner.upstream().grok_web() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = client.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
 }
 
 /// Forgets finished tasks after `ttl`, checking a few times per TTL (at most once a minute).

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::limits::RateLimiter;
 
 /// Who is calling: a stable, non-secret id derived from the API key (owner of tasks, rate-limit bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,24 +59,46 @@ impl Auth {
     }
 }
 
-pub async fn require_key(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
-    match auth.check(req.headers()) {
-        Ok(id) => {
-            req.extensions_mut().insert(id);
-            next.run(req).await
-        }
+/// What guards `/v1`: the key check, then the key's request rate.
+pub struct Guard {
+    pub auth: Auth,
+    pub limiter: RateLimiter,
+}
+
+impl Guard {
+    fn admit(&self, req: &mut Request) -> Result<(), ApiError> {
+        let id = self.auth.check(req.headers())?;
+        self.limiter
+            .check(&id)
+            .map_err(|wait| ApiError::rate_limited(wait, "request rate limit for this API key exceeded"))?;
+        req.extensions_mut().insert(id);
+        Ok(())
+    }
+}
+
+pub async fn require_key(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    match guard.admit(&mut req) {
+        Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// `require_key` for the task endpoints: the 401 comes in the `{code, message, data}` envelope.
-pub async fn require_key_task(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
-    match auth.check(req.headers()) {
-        Ok(id) => {
-            req.extensions_mut().insert(id);
-            next.run(req).await
-        }
+/// `require_key` for the task endpoints: errors come in the `{code, message, data}` envelope.
+pub async fn require_key_task(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    match guard.admit(&mut req) {
+        Ok(()) => next.run(req).await,
         Err(e) => crate::api::tasks::TaskError(e).into_response(),
+    }
+}
+
+/// The admin API's own key (`admin.api_key`); without one configured the admin API does not exist.
+pub async fn require_admin(State(admin): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if admin.is_open() {
+        return ApiError::not_found("no such route").into_response();
+    }
+    match admin.check(req.headers()) {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
 }
 

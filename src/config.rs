@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// API keys clients must present as `Authorization: Bearer <key>` (comma-separated).
     #[arg(long = "api-key", env = "GROK2API_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
+    /// Key for the admin API (/admin/tokens), separate from client keys (overrides admin.api_key).
+    #[arg(long = "admin-key", env = "GROK2API_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
     /// grok.com sso tokens (comma-separated), added to grok.tokens.
     #[arg(long = "grok-token", env = "GROK2API_GROK_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub grok_tokens: Vec<String>,
@@ -87,6 +90,9 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub callbacks: CallbacksConfig,
     pub state: StateConfig,
+    pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -126,6 +132,38 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Let `GET` on a task's status/result skip auth: the task id (122 random bits) is the capability.
     pub public_task_reads: bool,
+}
+
+/// Per-API-key limits; 0 turns a limit off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub requests_per_second: f64,
+    /// Requests allowed at once above the sustained rate (default: one second's worth).
+    pub burst: u32,
+    /// Pending + processing tasks one key may have.
+    pub max_concurrent_tasks: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Require an API key on /metrics.
+    pub require_auth: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, require_auth: false }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Key for /admin/* (separate from client keys); unset = no admin API.
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,8 +246,14 @@ pub struct GrokWebConfig {
     /// Fixed `x-statsig-id`; empty = a generated one per request.
     pub statsig_id: Option<String>,
     pub connect_timeout_secs: u64,
+    /// Longest wait for the first byte of an answer (response headers, first WebSocket frame).
+    pub first_byte_timeout_secs: u64,
     /// Longest silence tolerated between two frames of a stream.
     pub idle_timeout_secs: u64,
+    /// Upper bound for one upstream attempt, start to finish.
+    pub total_timeout_secs: u64,
+    /// How often to ask the upstream for every token's remaining quota (0 = never).
+    pub quota_refresh_secs: u64,
     /// Tokens tried for one request before giving up (rate-limit / auth failures move to the next).
     pub max_attempts: u32,
     /// Simultaneous upstream requests per token.
@@ -237,7 +281,10 @@ impl Default for GrokWebConfig {
             extra_cookies: None,
             statsig_id: None,
             connect_timeout_secs: 10,
+            first_byte_timeout_secs: 30,
             idle_timeout_secs: 60,
+            total_timeout_secs: 600,
+            quota_refresh_secs: 600,
             max_attempts: 3,
             token_max_concurrency: 4,
             token_wait_secs: 30,
@@ -352,6 +399,9 @@ impl Config {
         }
         if args.media_dir.is_some() {
             self.media.dir = args.media_dir.clone();
+        }
+        if let Some(k) = args.admin_key.as_ref().filter(|k| !k.trim().is_empty()) {
+            self.admin.api_key = Some(k.trim().to_owned());
         }
         if args.state_dir.is_some() {
             self.state.dir = args.state_dir.clone();

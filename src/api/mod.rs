@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per endpoint family, plus what they share: body extraction that fails
 //! with our error shape, model and parameter validation, and link building.
 
+pub mod admin;
 pub mod chat;
 pub mod edits;
 pub mod files;

@@ -189,6 +189,10 @@ async fn create(
             }
         }
     };
+    let max = state.cfg.limits.max_concurrent_tasks;
+    if max > 0 && state.tasks.active(&owner) >= max {
+        return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")).into());
+    }
     let callback = callback_url(state, body).await?;
     let (job, b64) = build().await?;
     let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));

@@ -25,6 +25,7 @@ pub struct CallbackSettings {
     pub timeout: Duration,
     /// Delay before each retry; its length is the number of retries.
     pub retry_delays: Vec<Duration>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Decodes a `whsec_<base64>` secret (or, without the prefix, uses the text's bytes).
@@ -124,20 +125,24 @@ pub fn dispatch(
         loop {
             match attempt(&settings, &url, &msg_id, &body).await {
                 Attempt::Delivered => {
+                    settings.metrics.callback("delivered");
                     store.record_callback(&task_id, true, None, true);
                     return;
                 }
                 Attempt::Stop(e) => {
+                    settings.metrics.callback("abandoned");
                     tracing::warn!(task = %task_id, "callback abandoned: {e}");
                     store.record_callback(&task_id, false, Some(e), true);
                     return;
                 }
                 Attempt::Retry(e) => {
                     let Some(delay) = delays.next() else {
+                        settings.metrics.callback("given_up");
                         tracing::warn!(task = %task_id, "callback given up after retries: {e}");
                         store.record_callback(&task_id, false, Some(e), true);
                         return;
                     };
+                    settings.metrics.callback("retry");
                     store.record_callback(&task_id, false, Some(e), false);
                     tokio::select! {
                         _ = tokio::time::sleep(jitter(*delay)) => {}

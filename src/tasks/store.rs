@@ -33,6 +33,8 @@ pub struct TaskStore {
     tasks: DashMap<Arc<str>, Task>,
     by_owner: DashMap<KeyId, BTreeMap<u64, Arc<str>>>,
     seq: AtomicU64,
+    /// Pending + processing tasks per owner, for the per-key concurrency limit.
+    active: DashMap<KeyId, usize>,
     /// Write-behind persistence of every change but progress (`--state-dir`).
     journal: Option<Arc<Journal>>,
 }
@@ -65,6 +67,9 @@ impl TaskStore {
     /// Puts back a task read from the journal, keeping creation order for listings.
     pub fn restore(&self, mut task: Task) {
         task.seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        if !task.status.is_terminal() {
+            *self.active.entry(task.owner.clone()).or_default() += 1;
+        }
         self.by_owner.entry(task.owner.clone()).or_default().insert(task.seq, task.id.clone());
         self.tasks.insert(task.id.clone(), task);
     }
@@ -89,8 +94,20 @@ impl TaskStore {
             }),
         };
         self.tasks.insert(id.clone(), task);
+        *self.active.entry(owner.clone()).or_default() += 1;
         self.by_owner.entry(owner).or_default().insert(seq, id.clone());
         id
+    }
+
+    /// Pending + processing tasks of `owner`.
+    pub fn active(&self, owner: &KeyId) -> usize {
+        self.active.get(owner).map_or(0, |n| *n)
+    }
+
+    fn deactivate(&self, owner: &KeyId) {
+        if let Some(mut n) = self.active.get_mut(owner) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// A copy of the task if it exists, is of `kind`, and (when given) belongs to `owner`.
@@ -141,6 +158,9 @@ impl TaskStore {
         }
         task.updated_ms = now_ms();
         let task = task.clone();
+        if task.status.is_terminal() && !from.is_terminal() {
+            self.deactivate(&task.owner);
+        }
         if durable {
             self.persist(&task);
         }
@@ -163,6 +183,9 @@ impl TaskStore {
 
     pub fn remove(&self, id: &str) -> Option<Task> {
         let (_, task) = self.tasks.remove(id)?;
+        if !task.status.is_terminal() {
+            self.deactivate(&task.owner);
+        }
         if let Some(j) = &self.journal {
             j.remove(id);
         }

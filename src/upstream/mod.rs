@@ -90,6 +90,13 @@ impl Upstream {
         }
     }
 
+    /// The grok.com client, for its token pool (admin API, readiness, metrics).
+    pub fn grok_web(&self) -> Option<&grok_web::GrokWebClient> {
+        match self {
+            Self::GrokWeb(c) => Some(c),
+        }
+    }
+
     /// (usable tokens now, tokens configured) for /readyz.
     pub fn capacity(&self) -> (usize, usize) {
         match self {

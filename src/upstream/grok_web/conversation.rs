@@ -21,7 +21,7 @@ async fn upload(client: &GrokWebClient, token: &str, image: &InputImage) -> Resu
     let mut headers = client.api_headers(token);
     headers.remove("x-xai-request-id");
     let send = client.http.post(client.url(wire::UPLOAD_PATH)).headers(headers).multipart(form).send();
-    let resp = tokio::time::timeout(client.idle_timeout(), send)
+    let resp = tokio::time::timeout(client.first_byte_timeout(), send)
         .await
         .map_err(|_| UpstreamError::Timeout("upload did not answer in time".into()))?
         .map_err(transport)?;
@@ -63,7 +63,7 @@ async fn converse(
         .header("content-type", "application/json")
         .body(body.to_string())
         .send();
-    let resp = tokio::time::timeout(client.idle_timeout(), send)
+    let resp = tokio::time::timeout(client.first_byte_timeout(), send)
         .await
         .map_err(|_| UpstreamError::Timeout("conversation did not answer in time".into()))?
         .map_err(transport)?;

@@ -88,18 +88,20 @@ pub(super) async fn generate(
     let mut slots: HashMap<String, Slot> = HashMap::new();
     let mut order_of_arrival: Vec<String> = Vec::new();
     let idle = client.idle_timeout();
+    let mut wait = client.first_byte_timeout();
     loop {
         if slots.values().filter(|s| s.resolved()).count() >= job.n {
             break;
         }
-        let msg = match tokio::time::timeout(idle, ws.next()).await {
-            Err(_) => return Err(UpstreamError::Timeout(format!("no Imagine frame for {}s", idle.as_secs()))),
+        let msg = match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return Err(UpstreamError::Timeout(format!("no Imagine frame for {}s", wait.as_secs()))),
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
                 return Err(UpstreamError::Protocol("Imagine stream closed before every image was final".into()));
             }
             Ok(Some(Err(e))) => return Err(UpstreamError::Transport(format!("Imagine stream broke: {e}"))),
             Ok(Some(Ok(m))) => m,
         };
+        wait = idle;
         let text = match &msg {
             Message::Text(t) => t.as_str(),
             _ => continue,

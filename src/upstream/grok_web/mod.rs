@@ -9,6 +9,7 @@ pub mod token_pool;
 mod wire;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,18 +22,20 @@ pub use token_pool::{PoolSettings, TokenPool};
 use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
 use crate::config::GrokWebConfig;
 use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
+use crate::metrics::Metrics;
 
 pub struct GrokWebClient {
     http: reqwest::Client,
     cfg: GrokWebConfig,
     pool: TokenPool,
+    metrics: Arc<Metrics>,
 }
 
 /// Images one edit conversation yields (side-by-side pair).
 const IMAGES_PER_EDIT_CALL: usize = 2;
 
 impl GrokWebClient {
-    pub fn new(cfg: GrokWebConfig) -> Result<Self, String> {
+    pub fn new(cfg: GrokWebConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
@@ -47,7 +50,7 @@ impl GrokWebClient {
                 fail_threshold: cfg.token_fail_threshold.max(1),
             },
         );
-        Ok(Self { http, cfg, pool })
+        Ok(Self { http, cfg, pool, metrics })
     }
 
     pub fn pool(&self) -> &TokenPool {
@@ -56,6 +59,49 @@ impl GrokWebClient {
 
     fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.cfg.idle_timeout_secs.max(1))
+    }
+
+    fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.first_byte_timeout_secs.max(1))
+    }
+
+    /// Asks the upstream for every token's remaining quota and updates the pool: an exhausted token
+    /// cools down for the window, a refilled one comes back. Returns how many tokens answered.
+    pub async fn refresh_quotas(&self) -> usize {
+        let mut answered = 0;
+        for (index, token) in self.pool.refreshable() {
+            let send = self
+                .http
+                .post(self.url(wire::RATE_LIMITS_PATH))
+                .headers(self.api_headers(&token))
+                .header("content-type", "application/json")
+                .body(wire::rate_limits_request().to_string())
+                .send();
+            let resp = match tokio::time::timeout(self.first_byte_timeout(), send).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let status = resp.status();
+            if !status.is_success() {
+                let headers = resp.headers().clone();
+                let err = classify::classify_http(status.as_u16(), &headers, &read_text_limited(resp).await);
+                self.pool.report_index(index, Err(&err));
+                continue;
+            }
+            match resp.json::<wire::RateLimits>().await {
+                Ok(q) => {
+                    answered += 1;
+                    let window = q.window_size_seconds.map(Duration::from_secs);
+                    self.pool.set_quota(index, q.remaining(), window);
+                }
+                Err(e) => tracing::debug!("unparseable rate-limits answer: {e}"),
+            }
+        }
+        answered
     }
 
     fn cookie(&self, token: &str) -> String {
@@ -110,7 +156,7 @@ impl GrokWebClient {
 
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
     /// (rate limit, auth, challenge, connection), up to `max_attempts` tokens.
-    async fn with_token<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, UpstreamError>
+    async fn with_token<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, UpstreamError>
     where
         F: FnMut(String) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -131,7 +177,12 @@ impl GrokWebClient {
                 }
             };
             tried.push(lease.index);
-            let result = op(lease.token.clone()).await;
+            let total = Duration::from_secs(self.cfg.total_timeout_secs.max(1));
+            let result = match tokio::time::timeout(total, op(lease.token.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamError::Timeout(format!("upstream call took longer than {}s", total.as_secs()))),
+            };
+            self.metrics.upstream(what, outcome_label(&result));
             self.pool.report(&lease, result.as_ref().map(|_| ()));
             match result {
                 Ok(v) => return Ok(v),
@@ -147,7 +198,7 @@ impl GrokWebClient {
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        self.with_token("imagine request", |token| imagine::generate(self, token, job, &slots)).await
+        self.with_token("image", |token| imagine::generate(self, token, job, &slots)).await
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
@@ -157,7 +208,7 @@ impl GrokWebClient {
             let want = IMAGES_PER_EDIT_CALL.min(job.n - call * IMAGES_PER_EDIT_CALL);
             let slots = &slots;
             async move {
-                self.with_token("image edit", |token| {
+                self.with_token("edit", |token| {
                     conversation::edit(self, token, job, want, call * IMAGES_PER_EDIT_CALL, slots)
                 })
                 .await
@@ -168,7 +219,7 @@ impl GrokWebClient {
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
-        self.with_token("video request", |token| conversation::video(self, token, job, sink)).await
+        self.with_token("video", |token| conversation::video(self, token, job, sink)).await
     }
 
     /// Downloads a generated asset (relative paths resolve against the assets host) with the token's cookie.
@@ -225,6 +276,21 @@ impl GrokWebClient {
             }
         }
         Ok(Bytes::from(buf))
+    }
+}
+
+fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
+        Err(UpstreamError::Auth(_)) => "auth",
+        Err(UpstreamError::Challenge(_)) => "challenge",
+        Err(UpstreamError::Moderated(_)) => "moderated",
+        Err(UpstreamError::Protocol(_)) => "bad_response",
+        Err(UpstreamError::Failed(_)) => "failed",
+        Err(UpstreamError::Transport(_)) => "transport",
+        Err(UpstreamError::Timeout(_)) => "timeout",
+        Err(UpstreamError::Storage(_)) => "storage",
     }
 }
 

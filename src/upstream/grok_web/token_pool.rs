@@ -10,8 +10,42 @@ use super::super::UpstreamError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
     Active,
-    Cooling { until: Instant },
+    Cooling {
+        until: Instant,
+    },
     Expired,
+    /// Taken out through the admin API; kept so in-flight leases keep valid indexes.
+    Removed,
+}
+
+impl TokenStatus {
+    pub fn label(self, now: Instant) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Cooling { until } if until <= now => "active",
+            Self::Cooling { .. } => "cooling",
+            Self::Expired => "expired",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+/// What the admin API and metrics show of one token (never the token itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub token: String,
+    pub status: &'static str,
+    pub in_flight: u32,
+    pub fail_count: u32,
+    pub remaining: Option<u32>,
+    pub cooldown_secs: Option<u64>,
+}
+
+/// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
+pub fn token_id(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(token.as_bytes())[..6])
 }
 
 #[derive(Debug)]
@@ -153,7 +187,7 @@ impl TokenPool {
                 }
                 t.status = TokenStatus::Active;
             }
-            if t.status == TokenStatus::Expired || exclude.contains(&i) {
+            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) || exclude.contains(&i) {
                 continue;
             }
             if t.in_flight >= self.settings.max_concurrency {
@@ -177,8 +211,12 @@ impl TokenPool {
 
     /// Records how a request with `lease` ended, so the next pick knows.
     pub fn report(&self, lease: &TokenLease, outcome: Result<(), &UpstreamError>) {
+        self.report_index(lease.index, outcome);
+    }
+
+    pub fn report_index(&self, index: usize, outcome: Result<(), &UpstreamError>) {
         let mut tokens = lock(&self.shared.tokens);
-        let Some(t) = tokens.get_mut(lease.index) else { return };
+        let Some(t) = tokens.get_mut(index) else { return };
         match outcome {
             Ok(()) => {
                 t.fail_count = 0;
@@ -205,15 +243,106 @@ impl TokenPool {
     pub fn capacity(&self) -> (usize, usize) {
         let now = Instant::now();
         let tokens = lock(&self.shared.tokens);
-        let usable = tokens
+        let usable = tokens.iter().filter(|t| t.status.label(now) == "active").count();
+        (usable, tokens.iter().filter(|t| t.status != TokenStatus::Removed).count())
+    }
+
+    pub fn snapshot(&self) -> Vec<TokenInfo> {
+        let now = Instant::now();
+        lock(&self.shared.tokens)
             .iter()
-            .filter(|t| match t.status {
-                TokenStatus::Active => true,
-                TokenStatus::Cooling { until } => until <= now,
-                TokenStatus::Expired => false,
+            .filter(|t| t.status != TokenStatus::Removed)
+            .map(|t| TokenInfo {
+                id: token_id(&t.token),
+                token: mask(&t.token),
+                status: t.status.label(now),
+                in_flight: t.in_flight,
+                fail_count: t.fail_count,
+                remaining: t.remaining,
+                cooldown_secs: match t.status {
+                    TokenStatus::Cooling { until } if until > now => Some((until - now).as_secs().max(1)),
+                    _ => None,
+                },
             })
-            .count();
-        (usable, tokens.len())
+            .collect()
+    }
+
+    /// Adds tokens (or brings back removed/expired ones); returns how many became usable.
+    pub fn add(&self, raw: &[String]) -> usize {
+        let mut tokens = lock(&self.shared.tokens);
+        let mut added = 0;
+        for token in raw.iter().map(|t| normalize_token(t)).filter(|t| !t.is_empty()) {
+            match tokens.iter_mut().find(|t| t.token == token) {
+                Some(t) if t.status.label(Instant::now()) == "active" => {}
+                Some(t) => {
+                    t.status = TokenStatus::Active;
+                    t.fail_count = 0;
+                    added += 1;
+                }
+                None => {
+                    tokens.push(TokenState {
+                        token,
+                        status: TokenStatus::Active,
+                        in_flight: 0,
+                        fail_count: 0,
+                        remaining: None,
+                    });
+                    added += 1;
+                }
+            }
+        }
+        drop(tokens);
+        self.shared.released.notify_waiters();
+        added
+    }
+
+    /// Takes a token out of rotation by its id; in-flight requests finish.
+    pub fn remove(&self, id: &str) -> bool {
+        let mut tokens = lock(&self.shared.tokens);
+        match tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && token_id(&t.token) == id) {
+            Some(t) => {
+                t.status = TokenStatus::Removed;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// (index, token) of every token worth asking the upstream about.
+    pub fn refreshable(&self) -> Vec<(usize, String)> {
+        lock(&self.shared.tokens)
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
+            .map(|(i, t)| (i, t.token.clone()))
+            .collect()
+    }
+
+    /// Applies the upstream's quota answer: remaining > 0 ends a cooldown; 0 starts one for `window`.
+    pub fn set_quota(&self, index: usize, remaining: u32, window: Option<Duration>) {
+        let mut tokens = lock(&self.shared.tokens);
+        let Some(t) = tokens.get_mut(index) else { return };
+        t.remaining = Some(remaining);
+        match t.status {
+            TokenStatus::Cooling { .. } if remaining > 0 => t.status = TokenStatus::Active,
+            TokenStatus::Active if remaining == 0 => {
+                let cool = window.unwrap_or(self.settings.default_cooldown);
+                t.status = TokenStatus::Cooling { until: Instant::now() + cool };
+            }
+            _ => {}
+        }
+        drop(tokens);
+        self.shared.released.notify_waiters();
+    }
+
+    /// Counts by health label, for metrics.
+    pub fn health(&self) -> Vec<(&'static str, usize)> {
+        let now = Instant::now();
+        let tokens = lock(&self.shared.tokens);
+        ["active", "cooling", "expired"]
+            .into_iter()
+            .map(|l| (l, tokens.iter().filter(|t| t.status.label(now) == l).count()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -302,6 +431,22 @@ mod tests {
             other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
         }
         assert_eq!(p.capacity(), (0, 2));
+    }
+
+    #[test]
+    fn admin_add_remove_and_quota_refresh() {
+        let p = pool(&["token-aaaa-1111", "token-bbbb-2222"], 4);
+        let id = token_id("token-aaaa-1111");
+        assert!(p.remove(&id));
+        assert!(!p.remove(&id));
+        assert_eq!(p.capacity(), (1, 1));
+        assert!(p.snapshot().iter().all(|t| t.id != id && !t.token.contains("token-bbbb-2222")));
+        assert_eq!(p.add(&["sso=token-aaaa-1111; Path=/".into(), "token-cccc-3333".into()]), 2);
+        assert_eq!(p.capacity(), (3, 3));
+        p.set_quota(2, 0, Some(Duration::from_secs(60)));
+        assert_eq!(p.snapshot()[2].status, "cooling");
+        p.set_quota(2, 5, None);
+        assert_eq!((p.snapshot()[2].status, p.snapshot()[2].remaining), ("active", Some(5)));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::jobs::{VideoJob, VideoPreset};
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
 pub const CONVERSATION_PATH: &str = "/rest/app-chat/conversations/new";
+pub const RATE_LIMITS_PATH: &str = "/rest/rate-limits";
 pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
 pub const VIDEO_MODEL: &str = "imagine-video-gen";
@@ -117,6 +118,27 @@ pub fn edit_request(prompt: &str, asset_ids: &[String], aspect_ratio: Option<&st
         "sendFinalMetadata": true,
         "mediaGenInput": {"imageToImage": input}
     })
+}
+
+pub fn rate_limits_request() -> Value {
+    json!({"requestKind": "DEFAULT", "modelName": "grok-3"})
+}
+
+/// `POST /rest/rate-limits` answer.
+#[derive(Debug, Deserialize)]
+pub struct RateLimits {
+    #[serde(default, rename = "remainingQueries")]
+    pub remaining_queries: Option<u32>,
+    #[serde(default, rename = "remainingTokens")]
+    pub remaining_tokens: Option<u32>,
+    #[serde(default, rename = "windowSizeSeconds")]
+    pub window_size_seconds: Option<u64>,
+}
+
+impl RateLimits {
+    pub fn remaining(&self) -> u32 {
+        self.remaining_queries.or(self.remaining_tokens).unwrap_or(0)
+    }
 }
 
 /// The `--mode=` suffix grok.com reads from the message for a video preset.

@@ -1,0 +1,164 @@
+//! Prometheus metrics, kept per app instance (no global recorder, so several gateways in one process —
+//! as in the tests — do not mix their numbers). Rendered in the text exposition format at `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use dashmap::DashMap;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 14] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    http: DashMap<(String, u16), AtomicU64>,
+    http_latency: DashMap<String, Histogram>,
+    upstream: DashMap<(&'static str, &'static str), AtomicU64>,
+    callbacks: DashMap<&'static str, AtomicU64>,
+}
+
+/// Point-in-time figures the app adds when rendering (tasks by state, queue depth, token pool).
+pub struct Gauges {
+    pub tasks: Vec<(&'static str, usize)>,
+    pub queue_depth: usize,
+    pub tokens: Vec<(&'static str, usize)>,
+}
+
+impl Metrics {
+    pub fn http(&self, route: &str, status: u16, elapsed: Duration) {
+        self.http.entry((route.to_owned(), status)).or_default().fetch_add(1, Ordering::Relaxed);
+        self.http_latency.entry(route.to_owned()).or_default().observe(elapsed);
+    }
+
+    /// One upstream call attempt, by operation (`image`, `edit`, `video`) and outcome class.
+    pub fn upstream(&self, operation: &'static str, outcome: &'static str) {
+        self.upstream.entry((operation, outcome)).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One callback delivery attempt: `delivered`, `retry`, `abandoned` (410/forbidden), `given_up`.
+    pub fn callback(&self, outcome: &'static str) {
+        self.callbacks.entry(outcome).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut http: Vec<_> = self.http.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
+        http.sort();
+        header(&mut out, "grok2api_http_requests_total", "counter", "HTTP requests by route template and status.");
+        for ((route, status), n) in http {
+            let _ = writeln!(out, "grok2api_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(&route));
+        }
+        header(
+            &mut out,
+            "grok2api_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by route template.",
+        );
+        let mut routes: Vec<String> = self.http_latency.iter().map(|e| e.key().clone()).collect();
+        routes.sort();
+        for route in routes {
+            let Some(h) = self.http_latency.get(&route) else { continue };
+            let r = esc(&route);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let n = h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(out, "grok2api_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {n}");
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "grok2api_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {count}");
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "grok2api_http_request_duration_seconds_sum{{route=\"{r}\"}} {sum}");
+            let _ = writeln!(out, "grok2api_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
+        }
+        header(&mut out, "grok2api_tasks", "gauge", "Async tasks held, by state.");
+        for (state, n) in &gauges.tasks {
+            let _ = writeln!(out, "grok2api_tasks{{state=\"{state}\"}} {n}");
+        }
+        header(&mut out, "grok2api_task_queue_depth", "gauge", "Accepted tasks waiting for a worker.");
+        let _ = writeln!(out, "grok2api_task_queue_depth {}", gauges.queue_depth);
+        header(
+            &mut out,
+            "grok2api_upstream_calls_total",
+            "counter",
+            "Upstream call attempts by operation and outcome.",
+        );
+        let mut up: Vec<_> = self.upstream.iter().map(|e| (*e.key(), e.value().load(Ordering::Relaxed))).collect();
+        up.sort();
+        for ((op, outcome), n) in up {
+            let _ = writeln!(out, "grok2api_upstream_calls_total{{operation=\"{op}\",outcome=\"{outcome}\"}} {n}");
+        }
+        header(&mut out, "grok2api_upstream_tokens", "gauge", "Upstream tokens by health.");
+        for (state, n) in &gauges.tokens {
+            let _ = writeln!(out, "grok2api_upstream_tokens{{state=\"{state}\"}} {n}");
+        }
+        header(&mut out, "grok2api_callback_deliveries_total", "counter", "Callback delivery attempts by outcome.");
+        let mut cb: Vec<_> = self.callbacks.iter().map(|e| (*e.key(), e.value().load(Ordering::Relaxed))).collect();
+        cb.sort();
+        for (outcome, n) in cb {
+            let _ = writeln!(out, "grok2api_callback_deliveries_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Counts every request by its route template (not the raw path, which would explode the label set).
+pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    metrics.http(&route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.http("/v1/models", 200, Duration::from_millis(3));
+        m.http("/v1/models", 200, Duration::from_millis(30));
+        m.upstream("image", "ok");
+        m.callback("delivered");
+        let text = m.render(&Gauges { tasks: vec![("pending", 2)], queue_depth: 1, tokens: vec![("active", 3)] });
+        assert!(text.contains("grok2api_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"));
+        assert!(text.contains("grok2api_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"0.005\"} 1"));
+        assert!(text.contains("grok2api_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"+Inf\"} 2"));
+        assert!(text.contains("grok2api_tasks{state=\"pending\"} 2"));
+        assert!(text.contains("grok2api_upstream_calls_total{operation=\"image\",outcome=\"ok\"} 1"));
+        assert!(text.contains("grok2api_upstream_tokens{state=\"active\"} 3"));
+        assert!(text.contains("grok2api_callback_deliveries_total{outcome=\"delivered\"} 1"));
+    }
+}
