@@ -19,6 +19,7 @@ USER grok2api
 WORKDIR /data
 ENV GROK2API_LISTEN=0.0.0.0:8000 \
     GROK2API_MEDIA_DIR=/data/media \
+    GROK2API_STATE_DIR=/data/state \
     GROK2API_LOG_FORMAT=json
 VOLUME ["/data"]
 EXPOSE 8000
