@@ -16,3 +16,6 @@ export GROK2API_TEST_PYTHON="$PWD/$venv/bin/python"
 # Benches first, in test mode (each runs once as a smoke check), then every test target.
 cargo test --locked --bench '*' "$@"
 cargo test --locked --lib --bins --tests "$@"
+# The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
+GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
+  --test faults --test tasks "$@"

@@ -43,6 +43,7 @@ use crate::tasks::store::TaskStore;
 use crate::tasks::store::Transition;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
+use crate::upstream::xai::XaiClient;
 use crate::{api, nodelay};
 
 pub struct Inner {
@@ -88,6 +89,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let upstream = match cfg.upstream.kind {
             UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone(), metrics.clone())?),
+            UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
         };
         let guard = Arc::new(Guard {
             auth: Auth::new(&cfg.auth.api_keys),
@@ -276,10 +278,33 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
             TaskStatus::Pending => {
                 let job = job.ok_or_else(|| "pending task without its job".to_string()).and_then(|p| {
                     let j = p.job.to_job()?;
-                    Ok(QueuedTask { id: id.clone(), job: j, base: Arc::from(p.base), b64: p.b64 })
+                    Ok(QueuedTask { id: id.clone(), job: j, base: Arc::from(p.base), b64: p.b64, resume: None })
                 });
                 tasks.restore(task);
                 match job {
+                    Ok(q) => pending.push(q),
+                    Err(e) => {
+                        let fail =
+                            Transition::Fail { code: "interrupted".into(), message: format!("cannot resume: {e}") };
+                        if let Ok(t) = tasks.apply(&id, fail) {
+                            queue.announce(&t);
+                        }
+                    }
+                }
+            }
+            TaskStatus::Processing if job.as_ref().is_some_and(|p| p.upstream_ref.is_some()) => {
+                // The upstream accepted it before the crash: poll it again rather than pay twice.
+                let resumed = job.ok_or_else(|| "no job".to_string()).and_then(|p| {
+                    Ok(QueuedTask {
+                        id: id.clone(),
+                        job: p.job.to_job()?,
+                        base: Arc::from(p.base),
+                        b64: p.b64,
+                        resume: p.upstream_ref,
+                    })
+                });
+                tasks.restore(task);
+                match resumed {
                     Ok(q) => pending.push(q),
                     Err(e) => {
                         let fail =

@@ -38,6 +38,9 @@ pub struct SimArgs {
     /// Delay between streamed frames, in milliseconds.
     #[arg(long, env = "GROK2API_SIM_FRAME_DELAY_MS", default_value_t = 40)]
     pub frame_delay_ms: u64,
+    /// Which upstream to simulate: grok-web (grok.com's web protocol) or xai (the official API).
+    #[arg(long, env = "GROK2API_SIM_FLAVOR", default_value = "grok-web")]
+    pub flavor: UpstreamKind,
 }
 
 #[derive(Debug, Args, Default)]
@@ -57,6 +60,12 @@ pub struct ServeArgs {
     /// Key for the admin API (/admin/tokens), separate from client keys (overrides admin.api_key).
     #[arg(long = "admin-key", env = "GROK2API_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Upstream: grok-web (grok.com accounts) or xai (official API key) (overrides upstream.kind).
+    #[arg(long, env = "GROK2API_UPSTREAM")]
+    pub upstream: Option<UpstreamKind>,
+    /// xAI API key for upstream.kind = "xai" (overrides xai.api_key).
+    #[arg(long = "xai-api-key", env = "GROK2API_XAI_API_KEY", hide_env_values = true)]
+    pub xai_api_key: Option<String>,
     /// grok.com sso tokens (comma-separated), added to grok.tokens.
     #[arg(long = "grok-token", env = "GROK2API_GROK_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub grok_tokens: Vec<String>,
@@ -84,6 +93,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub upstream: UpstreamConfig,
     pub grok: GrokWebConfig,
+    pub xai: XaiConfig,
     pub media: MediaConfig,
     pub files: FilesConfig,
     pub fetch: FetchConfig,
@@ -220,6 +230,55 @@ impl Default for CallbacksConfig {
 pub enum UpstreamKind {
     #[default]
     GrokWeb,
+    Xai,
+}
+
+impl std::str::FromStr for UpstreamKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grok-web" => Ok(Self::GrokWeb),
+            "xai" => Ok(Self::Xai),
+            other => Err(format!("unknown upstream `{other}`; use grok-web or xai")),
+        }
+    }
+}
+
+/// The official xAI API (`upstream.kind = "xai"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XaiConfig {
+    pub api_key: Option<String>,
+    pub base_url: String,
+    /// Official model ids our models map to.
+    pub image_model: String,
+    pub edit_model: String,
+    pub video_model: String,
+    pub connect_timeout_secs: u64,
+    /// One HTTP call to xAI (an image generation takes seconds to tens of seconds).
+    pub request_timeout_secs: u64,
+    /// How often a video request is polled.
+    pub poll_interval_ms: u64,
+    /// Longest a video may take, from submission.
+    pub video_timeout_secs: u64,
+    pub max_download_bytes: u64,
+}
+
+impl Default for XaiConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://api.x.ai".into(),
+            image_model: "grok-imagine-image".into(),
+            edit_model: "grok-imagine-image".into(),
+            video_model: "grok-imagine-video".into(),
+            connect_timeout_secs: 10,
+            request_timeout_secs: 120,
+            poll_interval_ms: 5000,
+            video_timeout_secs: 1800,
+            max_download_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -402,6 +461,12 @@ impl Config {
         }
         if let Some(k) = args.admin_key.as_ref().filter(|k| !k.trim().is_empty()) {
             self.admin.api_key = Some(k.trim().to_owned());
+        }
+        if let Some(kind) = args.upstream {
+            self.upstream.kind = kind;
+        }
+        if let Some(k) = args.xai_api_key.as_ref().filter(|k| !k.trim().is_empty()) {
+            self.xai.api_key = Some(k.trim().to_owned());
         }
         if args.state_dir.is_some() {
             self.state.dir = args.state_dir.clone();

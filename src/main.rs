@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use grok2api::app::Server;
-use grok2api::config::{Cli, Command, Config, LogFormat, SimArgs};
+use grok2api::config::{Cli, Command, Config, LogFormat, SimArgs, UpstreamKind};
 use grok2api::sim::{self, SimConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -69,14 +69,23 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
     let mut demo_sim = None;
     if args.demo {
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo simulator: {e}"))?;
-        let handle =
-            sim::spawn(SimConfig { tokens: DEMO_TOKENS.map(String::from).to_vec(), ..SimConfig::default() }, listener)
-                .map_err(|e| format!("demo simulator: {e}"))?;
+        let handle = sim::spawn(
+            SimConfig {
+                tokens: DEMO_TOKENS.map(String::from).to_vec(),
+                flavor: cfg.upstream.kind,
+                ..SimConfig::default()
+            },
+            listener,
+        )
+        .map_err(|e| format!("demo simulator: {e}"))?;
         let base = handle.base_url();
         cfg.grok.base_url = base.clone();
         cfg.grok.assets_url = base.clone();
         cfg.grok.ws_url = base.replacen("http://", "ws://", 1);
         cfg.grok.tokens = DEMO_TOKENS.map(String::from).to_vec();
+        cfg.xai.base_url = base.clone();
+        cfg.xai.api_key = Some(DEMO_TOKENS[0].into());
+        cfg.xai.poll_interval_ms = 200;
         // Documentation domains (RFC 2606) are answered by the simulator, so examples that use
         // https://example.com/... image URLs work offline.
         for host in ["example.com", "example.net", "example.org"] {
@@ -102,7 +111,7 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
             "NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server."
         );
     }
-    if cfg.grok.tokens.is_empty() {
+    if cfg.upstream.kind == UpstreamKind::GrokWeb && cfg.grok.tokens.is_empty() {
         tracing::warn!(
             "no grok.com sso tokens configured (grok.tokens / GROK2API_GROK_TOKENS); generation requests will fail"
         );
@@ -136,12 +145,13 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
         SimConfig {
             tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
             frame_delay: Duration::from_millis(args.frame_delay_ms),
+            flavor: args.flavor,
             ..SimConfig::default()
         },
         listener,
     )
     .map_err(|e| e.to_string())?;
-    println!("grok2api simulator listening on {}", handle.base_url());
+    println!("grok2api simulator ({:?}) listening on {}", args.flavor, handle.base_url());
     shutdown_signal().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), handle.stop()).await;
     Ok(())

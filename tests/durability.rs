@@ -199,3 +199,52 @@ async fn sigterm_keeps_every_accepted_task() {
     }
     assert!(sigterm_and_wait(gw.proc).success());
 }
+
+/// xAI: the video `request_id` is journaled before polling, so a gateway killed mid-video resumes
+/// polling after the restart — the upstream sees exactly one create (no second charge).
+#[tokio::test]
+async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    // The upstream outlives the gateway: a separate simulator process.
+    let (sim, sim_url) = spawn(
+        &["sim", "--flavor", "xai", "--listen", "127.0.0.1:0", "--tokens", "xai-key-1", "--frame-delay-ms", "5"],
+        &[],
+        &media,
+    );
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"dur-key\"]\n[upstream]\nkind = \"xai\"\n[xai]\napi_key = \"xai-key-1\"\nbase_url = \"{sim_url}\"\npoll_interval_ms = 20\n[state]\ndir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let start_gw = || {
+        let (proc, url) = spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], &media);
+        Gateway { proc, url, http: reqwest::Client::new() }
+    };
+    grok2api::install_crypto_provider();
+    let gw = start_gw();
+    let id = gw
+        .create(
+            "video",
+            json!({"model": "grok-imagine-1.0-video", "prompt": "waves [sim:slow=400]", "video_length": 6}),
+        )
+        .await;
+    // Progress above 0 means the create was answered and polling runs: the request_id is journaled.
+    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 0)).await;
+    let mut gw = gw;
+    let mut child = gw.proc.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let gw = start_gw();
+    let data = gw.wait_for("video", &id, |d| d["status"] == "success" || d["status"] == "failed").await;
+    assert_eq!(data["status"], "success", "the resumed task must finish: {data}");
+    let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["video_creates"], 1, "the video must not be created twice");
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(sigterm_and_wait(sim).success());
+}

@@ -123,6 +123,6 @@ async fn routing_rows() {
 #[tokio::test]
 async fn sync_timeout_is_504() {
     let h = builder().config(|c| c.server.request_timeout_secs = 1).start().await;
-    let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "x [sim:slow=300]"})).await;
+    let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "x [sim:slow=1500]"})).await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
 }

@@ -93,7 +93,7 @@ async fn faults_on_video() {
 
 #[tokio::test]
 async fn stalled_stream_is_504() {
-    let h = builder().config(|c| c.grok.idle_timeout_secs = 1).start().await;
+    let h = builder().upstream_timeout(1).start().await;
     let (status, _, body) = generate(&h, "x [sim:slow=1500]").await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
     let (status, _, body) = edit(&h, "x [sim:slow=1500]").await;
@@ -104,6 +104,9 @@ async fn stalled_stream_is_504() {
 
 #[tokio::test]
 async fn exhausted_token_is_skipped_for_a_healthy_one() {
+    if grok_web_only("exhausted_token_is_skipped_for_a_healthy_one") {
+        return;
+    }
     let h = builder()
         .sim(|s| {
             s.quotas.insert("tok-alpha-0001".into(), 0);
@@ -134,13 +137,17 @@ async fn all_tokens_exhausted_is_429_with_retry_after() {
     // Both tokens now cool down: the next request fails fast without touching the upstream.
     let (status, _, _) = edit(&h, "a fox").await;
     assert_eq!(status, 429);
-    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
+    if !is_xai() {
+        // Both tokens now cool down, so the pool has nothing usable.
+        let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503);
+    }
 }
 
 #[tokio::test]
 async fn invalid_tokens_are_an_upstream_auth_failure_not_a_client_401() {
-    let h = builder().config(|c| c.grok.tokens = vec!["not-a-real-token".into()]).start().await;
+    // grok.com: an unknown sso token; xAI: a wrong API key (which xAI answers with a 400).
+    let h = builder().credentials(&["tok-alpha-0001"], &["not-a-real-token"]).start().await;
     let (status, _, body) = generate(&h, "a fox").await;
     assert_eq!((status, error_code(&body).as_str()), (502, "upstream_auth_failed"), "{body}");
     let (status, _, body) = edit(&h, "a fox").await;
@@ -149,6 +156,9 @@ async fn invalid_tokens_are_an_upstream_auth_failure_not_a_client_401() {
 
 #[tokio::test]
 async fn one_bad_token_among_good_ones_is_routed_around() {
+    if grok_web_only("one_bad_token_among_good_ones_is_routed_around") {
+        return;
+    }
     let h =
         builder().config(|c| c.grok.tokens = vec!["not-a-real-token".into(), "tok-bravo-0002".into()]).start().await;
     for _ in 0..4 {

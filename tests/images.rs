@@ -103,11 +103,14 @@ async fn stream_sends_partials_then_completed_images() {
     let events = sse_events(&r.text().await.unwrap());
     let partials: Vec<_> = events.iter().filter(|(e, _)| e == "image_generation.partial_image").collect();
     let completed: Vec<_> = events.iter().filter(|(e, _)| e == "image_generation.completed").collect();
-    assert!(partials.len() >= 2, "expected previews, got {events:?}");
     assert_eq!(completed.len(), 2);
-    let first_partial = events.iter().position(|(e, _)| e == "image_generation.partial_image").unwrap();
-    let first_completed = events.iter().position(|(e, _)| e == "image_generation.completed").unwrap();
-    assert!(first_partial < first_completed);
+    // grok.com streams previews; the xAI API has none to stream.
+    if !is_xai() {
+        assert!(partials.len() >= 2, "expected previews, got {events:?}");
+        let first_partial = events.iter().position(|(e, _)| e == "image_generation.partial_image").unwrap();
+        let first_completed = events.iter().position(|(e, _)| e == "image_generation.completed").unwrap();
+        assert!(first_partial < first_completed);
+    }
     for (_, data) in partials {
         assert_eq!(data["type"], "image_generation.partial_image");
         assert!(data["partial_image_index"].as_u64().is_some());
@@ -141,9 +144,8 @@ async fn stream_reports_upstream_failure_as_error_event() {
 async fn stream_client_disconnect_frees_the_token_slot() {
     // One token, one slot: if the abandoned stream kept its upstream request, the next call would get 429.
     let h = builder()
-        .sim(|s| s.tokens = vec!["only-token-0001".into()])
+        .credentials(&["only-token-0001"], &["only-token-0001"])
         .config(|c| {
-            c.grok.tokens = vec!["only-token-0001".into()];
             c.grok.token_max_concurrency = 1;
             c.grok.token_wait_secs = 0; // a leaked slot shows as an immediate 429
         })
@@ -156,10 +158,14 @@ async fn stream_client_disconnect_frees_the_token_slot() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Wait until the upstream is demonstrably busy (first preview), then hang up.
-    let mut got = String::new();
-    while !got.contains("partial_image") {
-        got.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    // Wait until the upstream is demonstrably busy (first preview; xAI sends none), then hang up.
+    if is_xai() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    } else {
+        let mut got = String::new();
+        while !got.contains("partial_image") {
+            got.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+        }
     }
     drop(r);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -240,9 +246,9 @@ async fn health_and_readiness() {
     let r = h.http.get(h.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["tokens"]["usable"], 2);
+    assert_eq!(body["tokens"]["usable"], if is_xai() { 1 } else { 2 });
 
-    let empty = builder().config(|c| c.grok.tokens.clear()).start().await;
+    let empty = builder().credentials(&["tok-alpha-0001"], &[]).start().await;
     let r = empty.http.get(empty.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
 }

@@ -90,7 +90,10 @@ async fn image_task_lifecycle_with_rising_progress() {
     let (data, seen) = wait_done(&h, "images", &id).await;
     assert_eq!(data["status"], "success", "{data}");
     assert_eq!(data["progress"], 100);
-    assert!(seen.iter().any(|(s, p)| s == "processing" && *p > 0 && *p < 100), "no rising progress seen: {seen:?}");
+    // grok.com reports image progress as it renders; the xAI image API answers in one piece.
+    if !is_xai() {
+        assert!(seen.iter().any(|(s, p)| s == "processing" && *p > 0 && *p < 100), "no rising progress seen: {seen:?}");
+    }
     assert_progress_rules(&seen);
     assert_eq!(data["result"]["format"], "url");
     let images = data["result"]["images"].as_array().unwrap();
@@ -119,8 +122,10 @@ async fn video_task_lifecycle_via_both_paths_and_bare_prompt() {
         let mp4 = h.http.get(result["downloadUrl"].as_str().unwrap()).send().await.unwrap();
         assert_eq!(mp4.headers()["content-type"], "video/mp4");
         assert!((mp4_duration_secs(&mp4.bytes().await.unwrap()) - secs).abs() < 0.5);
-        let thumb = h.http.get(result["thumbnailUrl"].as_str().unwrap()).send().await.unwrap();
-        png_dims(&thumb.bytes().await.unwrap());
+        if !is_xai() {
+            let thumb = h.http.get(result["thumbnailUrl"].as_str().unwrap()).send().await.unwrap();
+            png_dims(&thumb.bytes().await.unwrap());
+        }
     }
 }
 
@@ -222,9 +227,8 @@ async fn public_task_reads_skip_auth_for_status_only() {
 #[tokio::test]
 async fn cancel_stops_the_upstream_and_frees_the_token() {
     let h = tasks_builder()
-        .sim(|s| s.tokens = vec!["only-token-0001".into()])
+        .credentials(&["only-token-0001"], &["only-token-0001"])
         .config(|c| {
-            c.grok.tokens = vec!["only-token-0001".into()];
             c.grok.token_max_concurrency = 1;
             c.grok.token_wait_secs = 0;
         })

@@ -104,6 +104,21 @@ impl JobRunner {
         Ok(output)
     }
 
+    /// Finishes a video the upstream accepted before a restart (`Job::Video` only).
+    pub async fn resume(&self, job: &Job, upstream_id: &str, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+        let Job::Video(j) = job else {
+            return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
+        };
+        let result = self.upstream.resume_video(upstream_id, sink).await?;
+        let video = self.store(MediaKind::Video, result.video).await?;
+        let thumbnail = match result.thumbnail {
+            Some(t) => Some(self.store(MediaKind::Image, t).await?),
+            None => None,
+        };
+        sink.progress(100);
+        Ok(JobOutput::Video { video, thumbnail, duration: j.duration })
+    }
+
     async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {
         self.media.put(kind, asset.bytes, asset.content_type).await.map_err(|e| UpstreamError::Storage(e.to_string()))
     }

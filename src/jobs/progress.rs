@@ -13,6 +13,8 @@ pub enum JobEvent {
     Progress(u8),
     /// A preview of image `index` (0-based), e.g. a partial render.
     Preview { index: usize, bytes: Bytes },
+    /// The upstream accepted the job under this id (asynchronous upstreams): keep it to resume.
+    Submitted(String),
 }
 
 type Callback = Arc<dyn Fn(JobEvent) + Send + Sync>;
@@ -51,6 +53,10 @@ impl ProgressSink {
 
     pub fn last_progress(&self) -> u8 {
         self.last.load(Ordering::Acquire)
+    }
+
+    pub fn submitted(&self, upstream_id: &str) {
+        self.send(JobEvent::Submitted(upstream_id.to_owned()));
     }
 
     pub fn preview(&self, index: usize, bytes: Bytes) {

@@ -60,7 +60,7 @@ pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Re
 }
 
 /// Stand-in for images on documentation domains (example.com, ...) so `--demo` runs examples offline.
-pub(super) async fn example_image(Path(path): Path<String>) -> Response {
+pub(crate) async fn example_image(Path(path): Path<String>) -> Response {
     let png = super::render::render_png(&super::render::seed_of(&[path.as_bytes()]), 320, 240, 1.0);
     let mut r = png.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));

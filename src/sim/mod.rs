@@ -10,6 +10,7 @@ mod faults;
 mod imagine;
 pub mod render;
 mod video;
+mod xai;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct SimConfig {
     pub frame_delay: Duration,
     /// Longer side of generated images, in pixels.
     pub image_long_side: u32,
+    /// Which upstream to speak: grok.com's web protocol, or the official xAI API.
+    pub flavor: crate::config::UpstreamKind,
 }
 
 impl Default for SimConfig {
@@ -50,6 +53,7 @@ impl Default for SimConfig {
             default_quota: 1_000_000,
             frame_delay: Duration::from_millis(40),
             image_long_side: 512,
+            flavor: crate::config::UpstreamKind::GrokWeb,
         }
     }
 }
@@ -101,6 +105,8 @@ pub(crate) struct SimState {
     pub public_images: AssetStore,
     /// Upload id → path in `assets`.
     pub uploads: DashMap<String, String>,
+    /// xAI flavor: video requests by `request_id`.
+    pub xai_videos: DashMap<String, xai::VideoJob>,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -232,10 +238,14 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
         assets: AssetStore::new(4096),
         public_images: AssetStore::new(4096),
         uploads: DashMap::new(),
+        xai_videos: DashMap::new(),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let app = router(sim);
+    let app = match sim.cfg.flavor {
+        crate::config::UpstreamKind::GrokWeb => router(sim),
+        crate::config::UpstreamKind::Xai => xai::router(sim),
+    };
     let task = tokio::spawn(async move {
         let serve = axum::serve(nodelay(listener), app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {

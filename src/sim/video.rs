@@ -9,7 +9,7 @@ macro_rules! fixture {
 }
 
 /// The clip for an aspect ratio (3:2 when unknown) and length (6 s up to 6, else 10 s).
-pub fn fixture(ratio: &str, seconds: u64) -> &'static [u8] {
+pub(crate) fn fixture(ratio: &str, seconds: u64) -> &'static [u8] {
     let long = seconds > 6;
     match (ratio, long) {
         ("16:9", false) => fixture!("16x9-6s"),

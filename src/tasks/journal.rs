@@ -46,6 +46,9 @@ pub struct PendingJob {
     pub job: JobRecord,
     pub base: String,
     pub b64: bool,
+    /// The upstream's id for an accepted asynchronous job (xAI `request_id`): resume, never resubmit.
+    #[serde(default)]
+    pub upstream_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -362,7 +365,12 @@ mod tests {
         let store = super::super::store::TaskStore::new();
         let id = store.create(KeyId(Arc::from("k")), TaskKind::Video, Some("https://h.example/x".into()));
         let task = store.get(&id, TaskKind::Video, None).unwrap();
-        let pending = PendingJob { job: JobRecord::from_job(&job).unwrap(), base: "http://gw".into(), b64: false };
+        let pending = PendingJob {
+            job: JobRecord::from_job(&job).unwrap(),
+            base: "http://gw".into(),
+            b64: false,
+            upstream_ref: None,
+        };
         {
             let (j, recs) = Journal::open(dir.path()).unwrap();
             assert!(recs.is_empty());

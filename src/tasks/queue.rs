@@ -29,6 +29,8 @@ pub struct QueuedTask {
     /// Base URL for result links, as the creator reached us.
     pub base: Arc<str>,
     pub b64: bool,
+    /// Set for a task recovered after the upstream had accepted it: poll this id, do not resubmit.
+    pub resume: Option<String>,
 }
 
 pub struct TaskQueue {
@@ -114,7 +116,12 @@ impl TaskQueue {
         let id = create();
         if let Some(journal) = self.ctx.store.journal() {
             let task = self.ctx.store.snapshot(&id).ok_or_else(|| ApiError::internal("task vanished at creation"))?;
-            let pending = JobRecord::from_job(&job).map(|job| PendingJob { job, base: base.to_string(), b64 });
+            let pending = JobRecord::from_job(&job).map(|job| PendingJob {
+                job,
+                base: base.to_string(),
+                b64,
+                upstream_ref: None,
+            });
             if let Err(e) = journal.put_durable(&TaskRecord::from_task(&task, pending)).await {
                 self.ctx.store.remove(&id);
                 tracing::error!("cannot journal a new task: {e}");
@@ -125,7 +132,7 @@ impl TaskQueue {
             }
         }
         self.ctx.running.insert(id.clone(), CancellationToken::new());
-        permit.send(QueuedTask { id: id.clone(), job, base, b64 });
+        permit.send(QueuedTask { id: id.clone(), job, base, b64, resume: None });
         Ok(id)
     }
 
@@ -192,25 +199,43 @@ struct WorkerCtx {
 
 impl WorkerCtx {
     async fn run(&self, queued: QueuedTask) {
-        let QueuedTask { id, job, base, b64 } = queued;
+        let QueuedTask { id, job, base, b64, resume } = queued;
         let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
-        // A task cancelled while queued is already failed: nothing to run.
-        if self.store.apply(&id, Transition::Start).is_err() {
+        // A task cancelled while queued is already failed: nothing to run. A resumed one is already processing.
+        if resume.is_none() && self.store.apply(&id, Transition::Start).is_err() {
             self.running.remove(&id);
             return;
         }
         let store = self.store.clone();
         let progress_id = id.clone();
-        let sink = ProgressSink::callback(Arc::new(move |ev| {
-            if let JobEvent::Progress(p) = ev {
+        let pending =
+            JobRecord::from_job(&job).map(|job| PendingJob { job, base: base.to_string(), b64, upstream_ref: None });
+        let sink = ProgressSink::callback(Arc::new(move |ev| match ev {
+            JobEvent::Progress(p) => {
                 let _ = store.apply(&progress_id, Transition::Progress(p));
             }
+            // Journal the upstream's id (with the job) before anything else happens, so a restart
+            // resumes polling instead of paying for a second generation.
+            JobEvent::Submitted(upstream_id) => {
+                if let (Some(journal), Some(task), Some(p)) = (store.journal(), store.snapshot(&progress_id), &pending)
+                {
+                    let p = PendingJob { upstream_ref: Some(upstream_id), ..p.clone() };
+                    journal.put(&TaskRecord::from_task(&task, Some(p)));
+                }
+            }
+            JobEvent::Preview { .. } => {}
         }));
+        let work = async {
+            match &resume {
+                Some(upstream_id) => self.runner.resume(&job, upstream_id, &sink).await,
+                None => self.runner.run(&job, &sink).await,
+            }
+        };
         let result = tokio::select! {
             // cancel() already failed the task and fired its callback; dropping the job stops the upstream.
             _ = cancel.cancelled() => return,
             _ = self.signals.abort.cancelled() => Err(None),
-            r = tokio::time::timeout(self.job_timeout, self.runner.run(&job, &sink)) => r.map_err(Some),
+            r = tokio::time::timeout(self.job_timeout, work) => r.map_err(Some),
         };
         self.running.remove(&id);
         let transition = match result {

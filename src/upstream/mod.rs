@@ -2,6 +2,7 @@
 //! protocol lives in its own folder so an upstream change touches one place.
 
 pub mod grok_web;
+pub mod xai;
 
 use std::time::Duration;
 
@@ -63,30 +64,60 @@ pub struct VideoAssets {
 
 pub enum Upstream {
     GrokWeb(grok_web::GrokWebClient),
+    Xai(xai::XaiClient),
+}
+
+/// Metric label for how an upstream attempt ended.
+pub(crate) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
+        Err(UpstreamError::Auth(_)) => "auth",
+        Err(UpstreamError::Challenge(_)) => "challenge",
+        Err(UpstreamError::Moderated(_)) => "moderated",
+        Err(UpstreamError::Protocol(_)) => "bad_response",
+        Err(UpstreamError::Failed(_)) => "failed",
+        Err(UpstreamError::Transport(_)) => "transport",
+        Err(UpstreamError::Timeout(_)) => "timeout",
+        Err(UpstreamError::Storage(_)) => "storage",
+    }
 }
 
 impl Upstream {
     pub fn name(&self) -> &'static str {
         match self {
             Self::GrokWeb(_) => "grok-web",
+            Self::Xai(_) => "xai",
         }
     }
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         match self {
             Self::GrokWeb(c) => c.generate_images(job, sink).await,
+            Self::Xai(c) => c.generate_images(job, sink).await,
         }
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         match self {
             Self::GrokWeb(c) => c.edit_images(job, sink).await,
+            Self::Xai(c) => c.edit_images(job, sink).await,
         }
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         match self {
             Self::GrokWeb(c) => c.generate_video(job, sink).await,
+            Self::Xai(c) => c.generate_video(job, sink).await,
+        }
+    }
+
+    /// Picks up a video the upstream already accepted (after a restart). Only asynchronous upstreams
+    /// can; for the others the job is lost with the process that held the stream.
+    pub async fn resume_video(&self, upstream_id: &str, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        match self {
+            Self::Xai(c) => c.poll_video(upstream_id, sink).await,
+            Self::GrokWeb(_) => Err(UpstreamError::Failed("grok.com video streams cannot be resumed".into())),
         }
     }
 
@@ -94,6 +125,7 @@ impl Upstream {
     pub fn grok_web(&self) -> Option<&grok_web::GrokWebClient> {
         match self {
             Self::GrokWeb(c) => Some(c),
+            Self::Xai(_) => None,
         }
     }
 
@@ -101,6 +133,7 @@ impl Upstream {
     pub fn capacity(&self) -> (usize, usize) {
         match self {
             Self::GrokWeb(c) => c.pool().capacity(),
+            Self::Xai(c) => c.capacity(),
         }
     }
 }

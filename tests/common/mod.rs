@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use grok2api::app::Server;
-use grok2api::config::Config;
+use grok2api::config::{Config, UpstreamKind};
 use grok2api::sim::{self, SimConfig, SimHandle};
 use tokio::net::TcpListener;
 
@@ -25,19 +25,49 @@ pub struct Builder {
     pub cfg: Config,
 }
 
+/// Which upstream the end-to-end suite runs against: `GROK2API_TEST_UPSTREAM=xai` for the official
+/// API flavor, grok.com's web protocol otherwise. The same tests run against both.
+pub fn upstream() -> UpstreamKind {
+    match std::env::var("GROK2API_TEST_UPSTREAM").as_deref() {
+        Ok("xai") => UpstreamKind::Xai,
+        _ => UpstreamKind::GrokWeb,
+    }
+}
+
+pub fn is_xai() -> bool {
+    upstream() == UpstreamKind::Xai
+}
+
+/// For tests of the grok.com token pool, which the xAI upstream (one API key) does not have.
+pub fn grok_web_only(test: &str) -> bool {
+    if is_xai() {
+        eprintln!("{test}: tests the grok.com token pool; not applicable to the xai upstream");
+        return true;
+    }
+    false
+}
+
 /// Fast simulator and two valid tokens unless a test says otherwise.
 pub fn builder() -> Builder {
     let tokens = vec!["tok-alpha-0001".to_string(), "tok-bravo-0002".to_string()];
+    let flavor = upstream();
+    // The xAI flavor reports video progress per poll, so give its steps time to be seen.
+    let delay = if flavor == UpstreamKind::Xai { 10 } else { 2 };
     let sim = SimConfig {
         tokens: tokens.clone(),
-        frame_delay: Duration::from_millis(2),
+        frame_delay: Duration::from_millis(delay),
         image_long_side: 96,
+        flavor,
         ..SimConfig::default()
     };
     let mut cfg = Config::default();
     cfg.auth.api_keys = vec![KEY.into(), OTHER_KEY.into()];
-    cfg.grok.tokens = tokens;
+    cfg.upstream.kind = flavor;
+    cfg.grok.tokens = tokens.clone();
     cfg.grok.idle_timeout_secs = 5;
+    cfg.xai.api_key = Some(tokens[0].clone());
+    cfg.xai.poll_interval_ms = 10;
+    cfg.xai.request_timeout_secs = 5;
     cfg.server.request_timeout_secs = 30;
     Builder { sim, cfg }
 }
@@ -53,6 +83,25 @@ impl Builder {
         self
     }
 
+    /// The upstream credentials, for either upstream: grok.com tokens, or (the first as) the xAI key.
+    /// The simulator accepts `valid`; the gateway is configured with `used`.
+    pub fn credentials(mut self, valid: &[&str], used: &[&str]) -> Self {
+        self.sim.tokens = valid.iter().map(|s| s.to_string()).collect();
+        self.cfg.grok.tokens = used.iter().map(|s| s.to_string()).collect();
+        self.cfg.xai.api_key = used.first().map(|s| s.to_string());
+        self
+    }
+
+    /// One timeout for "the upstream went quiet", whichever upstream: grok.com's first-byte and idle
+    /// limits, xAI's per-call and per-video limits.
+    pub fn upstream_timeout(mut self, secs: u64) -> Self {
+        self.cfg.grok.first_byte_timeout_secs = secs;
+        self.cfg.grok.idle_timeout_secs = secs;
+        self.cfg.xai.request_timeout_secs = secs;
+        self.cfg.xai.video_timeout_secs = secs;
+        self
+    }
+
     pub async fn start(self) -> Harness {
         grok2api::install_crypto_provider();
         let sim = sim::spawn(self.sim, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
@@ -61,6 +110,7 @@ impl Builder {
         cfg.grok.base_url = sim.base_url();
         cfg.grok.assets_url = sim.base_url();
         cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
+        cfg.xai.base_url = sim.base_url();
         cfg.media.dir = Some(media.path().to_owned());
         let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
         let base = server.base_url();
@@ -225,11 +275,13 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)], media: &std::path::Path) -> (
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
+    // Owned from here on, so a failed start below still kills the process.
+    let running = Running(Some(child));
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url =
-        line.trim().strip_prefix("grok2api listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-    (Running(Some(child)), url.to_owned())
+    // `grok2api listening on URL`, or the simulator's `grok2api simulator (...) listening on URL`.
+    let url = line.trim().split(" listening on ").nth(1).unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    (running, url.to_owned())
 }
 
 pub fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {

@@ -182,7 +182,7 @@ impl GrokWebClient {
                 Ok(r) => r,
                 Err(_) => Err(UpstreamError::Timeout(format!("upstream call took longer than {}s", total.as_secs()))),
             };
-            self.metrics.upstream(what, outcome_label(&result));
+            self.metrics.upstream(what, super::outcome_label(&result));
             self.pool.report(&lease, result.as_ref().map(|_| ()));
             match result {
                 Ok(v) => return Ok(v),
@@ -276,21 +276,6 @@ impl GrokWebClient {
             }
         }
         Ok(Bytes::from(buf))
-    }
-}
-
-fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
-        Err(UpstreamError::Auth(_)) => "auth",
-        Err(UpstreamError::Challenge(_)) => "challenge",
-        Err(UpstreamError::Moderated(_)) => "moderated",
-        Err(UpstreamError::Protocol(_)) => "bad_response",
-        Err(UpstreamError::Failed(_)) => "failed",
-        Err(UpstreamError::Transport(_)) => "transport",
-        Err(UpstreamError::Timeout(_)) => "timeout",
-        Err(UpstreamError::Storage(_)) => "storage",
     }
 }
 

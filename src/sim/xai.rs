@@ -1,0 +1,332 @@
+//! The simulated official xAI API (`grok2api sim --flavor xai`): JSON image generation and edits,
+//! asynchronous video with polling, temporary result URLs, and the same prompt fault tokens as the
+//! grok.com simulator. Written independently of the client's types.
+//!
+//! | token | images | video |
+//! | --- | --- | --- |
+//! | `[sim:fail]` | HTTP 500 | `status: failed` after 30 % |
+//! | `[sim:rate-limit]` | HTTP 429 + `Retry-After` | the create answers 429 |
+//! | `[sim:slow=MS]` | answer MS later | every progress step MS longer |
+//! | `[sim:disconnect]` | connection cut mid-answer | polls cut mid-answer |
+//! | `[sim:garbage]` | a non-JSON 200 | polls answer non-JSON |
+//! | `[sim:moderated]` | `url` empty | `done` with `respect_moderation: false` |
+//! | `[sim:cloudflare]` | HTTP 403 HTML | the create answers 403 HTML |
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::render::{dims_for_ratio, render_png, seed_of};
+use super::{Faults, Sim, StoredAsset};
+
+/// Steps a video takes to finish, each `frame_delay` (+ slow) long.
+const VIDEO_STEPS: u32 = 6;
+
+pub(crate) struct VideoJob {
+    started: Instant,
+    step: Duration,
+    faults: Faults,
+    ratio: String,
+    duration: u64,
+    key: String,
+}
+
+pub(super) fn router(sim: Sim) -> Router {
+    Router::new()
+        .route("/v1/images/generations", post(images_generate))
+        .route("/v1/images/edits", post(images_edit))
+        .route("/v1/videos/generations", post(video_create))
+        .route("/v1/videos/{id}", get(video_poll))
+        .route("/xai-tmp/{file}", get(temp_file))
+        .route("/sim/stats", get(stats))
+        .route("/example-assets/{*path}", get(super::assets::example_image))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .with_state(sim)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"code": code, "error": message}))).into_response()
+}
+
+/// Bearer key check, then a JSON body: what xAI checks before anything else.
+/// Errors are boxed: a `Response` is large and this is the cold path.
+fn admit(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<(String, Value), Box<Response>> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Box::new(error(StatusCode::UNAUTHORIZED, "Unauthenticated", "Missing or invalid authorization header"))
+        })?;
+    if !(sim.cfg.tokens.is_empty() || sim.cfg.tokens.iter().any(|t| t == key)) {
+        let shown: String = key.chars().take(2).collect();
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "Client specified an invalid argument",
+            &format!("Incorrect API key provided: {shown}***. You can obtain an API key from https://console.x.ai."),
+        )));
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !is_json || body.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "expected application/json",
+        )));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request", "body is not valid JSON")))?;
+    Ok((key.to_owned(), v))
+}
+
+fn cloudflare() -> Response {
+    let mut r = (StatusCode::FORBIDDEN, "<!DOCTYPE html><html><title>Attention Required! | Cloudflare</title></html>")
+        .into_response();
+    r.headers_mut().insert(header::SERVER, HeaderValue::from_static("cloudflare"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    r
+}
+
+fn rate_limited() -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "rate limit exceeded for this team");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// A 200 whose body stops halfway: the connection is cut.
+fn cut() -> Response {
+    let stream = futures_util::stream::iter(vec![
+        Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"data\":[{\"url\":")),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated disconnect")),
+    ]);
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn garbage() -> Response {
+    (StatusCode::OK, "<html><body>upstream hiccup</body></html>").into_response()
+}
+
+/// Faults that end a create before any work; `None` = go ahead.
+fn early_fault(sim: &Sim, key: &str, faults: &Faults) -> Option<Response> {
+    if faults.cloudflare {
+        return Some(cloudflare());
+    }
+    if faults.rate_limit || !sim.take_quota(key) {
+        return Some(rate_limited());
+    }
+    None
+}
+
+fn temp_url(sim: &Sim, file: &str) -> String {
+    format!("{}/xai-tmp/{file}", sim.base_url)
+}
+
+async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Response {
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if prompt.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "prompt is required");
+    }
+    if req.get("size").is_some() {
+        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "Argument not supported: size");
+    }
+    let faults = Faults::parse(&prompt);
+    if let Some(r) = early_fault(&sim, &key, &faults) {
+        return r;
+    }
+    tokio::time::sleep(sim.cfg.frame_delay + faults.slow.unwrap_or_default()).await;
+    if faults.fail {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "image generation failed");
+    }
+    if faults.garbage {
+        return garbage();
+    }
+    if faults.disconnect {
+        return cut();
+    }
+    let n = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10);
+    let ratio = req.get("aspect_ratio").and_then(Value::as_str).filter(|r| *r != "auto").unwrap_or("1:1");
+    let (w, h) = dims_for_ratio(ratio, sim.cfg.image_long_side);
+    let b64 = req.get("response_format").and_then(Value::as_str) == Some("b64_json");
+    let mut data = Vec::new();
+    for i in 0..n {
+        if faults.moderated {
+            data.push(json!({"url": "", "b64_json": null, "mime_type": "image/png", "revised_prompt": ""}));
+            continue;
+        }
+        let index = i.to_le_bytes();
+        let mut parts: Vec<&[u8]> = vec![prompt.as_bytes(), &index];
+        parts.extend(inputs.iter().map(|b| b.as_ref()));
+        let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+        if b64 {
+            data.push(json!({"url": null, "b64_json": base64::engine::general_purpose::STANDARD.encode(&png), "mime_type": "image/png"}));
+        } else {
+            let file = format!("xai-tmp-imgen-{}.png", uuid::Uuid::new_v4().simple());
+            sim.public_images
+                .put(file.clone(), StoredAsset { owner: String::new(), content_type: "image/png", bytes: png });
+            data.push(
+                json!({"url": temp_url(&sim, &file), "b64_json": null, "mime_type": "image/png", "revised_prompt": ""}),
+            );
+        }
+    }
+    axum::Json(json!({"data": data, "usage": {"cost_in_usd_ticks": 200_000_000u64 * n}})).into_response()
+}
+
+/// Decodes `{url: data:...}` image inputs; anything else is an invalid argument.
+fn decode_input(v: &Value) -> Option<Bytes> {
+    let url = v.get("url")?.as_str()?;
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    if !meta.ends_with(";base64") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let ok = bytes.starts_with(b"\x89PNG")
+        || bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        || (bytes.len() > 12 && &bytes[8..12] == b"WEBP");
+    ok.then(|| Bytes::from(bytes))
+}
+
+async fn images_generate(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&sim, &headers, &body) {
+        Ok((key, req)) => images(sim, key, req, Vec::new()).await,
+        Err(r) => *r,
+    }
+}
+
+async fn images_edit(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    let (key, req) = match admit(&sim, &headers, &body) {
+        Ok(pair) => pair,
+        Err(r) => return *r,
+    };
+    let sources: Vec<&Value> = match (req.get("image"), req.get("images").and_then(Value::as_array)) {
+        (Some(one), None) => vec![one],
+        (None, Some(many)) if (1..=3).contains(&many.len()) => many.iter().collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Client specified an invalid argument",
+                "give `image` or 1-3 `images`",
+            );
+        }
+    };
+    let mut inputs = Vec::new();
+    for s in sources {
+        match decode_input(s) {
+            Some(b) => inputs.push(b),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Client specified an invalid argument",
+                    "image must be a JPEG, PNG or WebP data URL",
+                );
+            }
+        }
+    }
+    images(sim, key, req, inputs).await
+}
+
+async fn video_create(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    let (key, req) = match admit(&sim, &headers, &body) {
+        Ok(pair) => pair,
+        Err(r) => return *r,
+    };
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let duration = req.get("duration").and_then(Value::as_u64).unwrap_or(8);
+    if !(1..=15).contains(&duration) {
+        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "duration must be 1-15");
+    }
+    if let Some(image) = req.get("image")
+        && decode_input(image).is_none()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Client specified an invalid argument",
+            "image must be a JPEG, PNG or WebP data URL",
+        );
+    }
+    let faults = Faults::parse(&prompt);
+    if let Some(r) = early_fault(&sim, &key, &faults) {
+        return r;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let ratio = req.get("aspect_ratio").and_then(Value::as_str).unwrap_or("16:9").to_owned();
+    let step = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
+    sim.xai_videos.insert(id.clone(), VideoJob { started: Instant::now(), step, faults, ratio, duration, key });
+    axum::Json(json!({"request_id": id})).into_response()
+}
+
+async fn video_poll(State(sim): State<Sim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let Some(job) = sim.xai_videos.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
+    };
+    if job.key != key {
+        return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
+    }
+    if job.faults.disconnect {
+        return cut();
+    }
+    if job.faults.garbage {
+        return garbage();
+    }
+    let total = job.step * VIDEO_STEPS;
+    let elapsed = job.started.elapsed();
+    let progress = ((elapsed.as_secs_f64() / total.as_secs_f64().max(1e-3)) * 100.0).min(100.0) as u64;
+    if job.faults.fail && progress >= 30 {
+        return axum::Json(json!({"status": "failed", "progress": 0, "model": "grok-imagine-video",
+            "error": {"code": "internal_error", "message": "generation failed"}}))
+        .into_response();
+    }
+    if elapsed < total {
+        return axum::Json(json!({"status": "pending", "progress": progress, "model": "grok-imagine-video"}))
+            .into_response();
+    }
+    if job.faults.moderated {
+        return axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",
+            "video": {"url": null, "duration": job.duration, "respect_moderation": false}}))
+        .into_response();
+    }
+    let file = format!("xai-video-{id}.mp4");
+    if sim.public_images.get(&file).is_none() {
+        let bytes = Bytes::from_static(super::video::fixture(&job.ratio, job.duration));
+        sim.public_images.put(file.clone(), StoredAsset { owner: String::new(), content_type: "video/mp4", bytes });
+    }
+    axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",
+        "video": {"url": temp_url(&sim, &file), "duration": job.duration, "respect_moderation": true},
+        "usage": {"cost_in_usd_ticks": 500_000_000u64 * job.duration}}))
+    .into_response()
+}
+
+/// Test hook: how many video creates the simulator accepted (a resumed task must not add one).
+async fn stats(State(sim): State<Sim>) -> Response {
+    axum::Json(json!({"video_creates": sim.xai_videos.len()})).into_response()
+}
+
+async fn temp_file(State(sim): State<Sim>, Path(file): Path<String>) -> Response {
+    match sim.public_images.get(&file) {
+        Some(a) => {
+            let mut r = a.bytes.into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+            r
+        }
+        None => error(StatusCode::NOT_FOUND, "Not found", "expired or unknown file"),
+    }
+}
