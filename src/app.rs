@@ -274,27 +274,13 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
             }
         };
         let id = task.id.clone();
+        // Pending tasks run again; a processing one whose upstream had accepted it (a journaled
+        // `upstream_ref`) is polled again rather than paid for twice.
+        let rerun = task.status == TaskStatus::Pending
+            || (task.status == TaskStatus::Processing && job.as_ref().is_some_and(|p| p.upstream_ref.is_some()));
         match task.status {
-            TaskStatus::Pending => {
-                let job = job.ok_or_else(|| "pending task without its job".to_string()).and_then(|p| {
-                    let j = p.job.to_job()?;
-                    Ok(QueuedTask { id: id.clone(), job: j, base: Arc::from(p.base), b64: p.b64, resume: None })
-                });
-                tasks.restore(task);
-                match job {
-                    Ok(q) => pending.push(q),
-                    Err(e) => {
-                        let fail =
-                            Transition::Fail { code: "interrupted".into(), message: format!("cannot resume: {e}") };
-                        if let Ok(t) = tasks.apply(&id, fail) {
-                            queue.announce(&t);
-                        }
-                    }
-                }
-            }
-            TaskStatus::Processing if job.as_ref().is_some_and(|p| p.upstream_ref.is_some()) => {
-                // The upstream accepted it before the crash: poll it again rather than pay twice.
-                let resumed = job.ok_or_else(|| "no job".to_string()).and_then(|p| {
+            _ if rerun => {
+                let queued = job.ok_or_else(|| "unfinished task without its job".to_string()).and_then(|p| {
                     Ok(QueuedTask {
                         id: id.clone(),
                         job: p.job.to_job()?,
@@ -304,7 +290,7 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
                     })
                 });
                 tasks.restore(task);
-                match resumed {
+                match queued {
                     Ok(q) => pending.push(q),
                     Err(e) => {
                         let fail =
@@ -315,7 +301,7 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
                     }
                 }
             }
-            TaskStatus::Processing => {
+            TaskStatus::Pending | TaskStatus::Processing => {
                 tasks.restore(task);
                 let fail = Transition::Fail {
                     code: "interrupted".into(),

@@ -27,11 +27,12 @@ const FAULTS: &[(&str, u16, &str)] = &[
     ("[sim:rate-limit]", 429, "rate_limit_exceeded"),
 ];
 
-#[tokio::test]
-async fn faults_on_generations() {
+/// Each fault gives its documented status and code; after it (unless the fault cooled every token)
+/// the same gateway serves the same call normally.
+async fn check_faults(call: impl AsyncFn(&Harness, &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value)) {
     for &(token, status, code) in FAULTS {
         let h = start().await;
-        let (got, headers, body) = generate(&h, &format!("a fox {token}")).await;
+        let (got, headers, body) = call(&h, &format!("a fox {token}")).await;
         assert_eq!(got, status, "{token}: {body}");
         let got_code = error_code(&body);
         if !code.is_empty() {
@@ -39,32 +40,21 @@ async fn faults_on_generations() {
         }
         if status == 429 {
             assert!(headers.contains_key("retry-after"), "{token}: 429 needs Retry-After");
-        }
-        // The gateway still works after the fault (other tokens, or the same after cooldown for non-rate-limit faults).
-        if status != 429 {
-            let (ok, _, body) = generate(&h, "a fox").await;
+        } else {
+            let (ok, _, body) = call(&h, "a fox").await;
             assert_eq!(ok, 200, "after {token}: {body}");
         }
     }
 }
 
 #[tokio::test]
+async fn faults_on_generations() {
+    check_faults(generate).await;
+}
+
+#[tokio::test]
 async fn faults_on_edits() {
-    for &(token, status, code) in FAULTS {
-        let h = start().await;
-        let (got, headers, body) = edit(&h, &format!("purple {token}")).await;
-        assert_eq!(got, status, "{token}: {body}");
-        let got_code = error_code(&body);
-        if !code.is_empty() {
-            assert_eq!(got_code, code, "{token}");
-        }
-        if status == 429 {
-            assert!(headers.contains_key("retry-after"));
-        } else {
-            let (ok, _, body) = edit(&h, "purple").await;
-            assert_eq!(ok, 200, "after {token}: {body}");
-        }
-    }
+    check_faults(edit).await;
 }
 
 async fn video(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
@@ -74,21 +64,7 @@ async fn video(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, s
 
 #[tokio::test]
 async fn faults_on_video() {
-    for &(token, status, code) in FAULTS {
-        let h = start().await;
-        let (got, headers, body) = video(&h, &format!("waves {token}")).await;
-        assert_eq!(got, status, "{token}: {body}");
-        let got_code = error_code(&body);
-        if !code.is_empty() {
-            assert_eq!(got_code, code, "{token}");
-        }
-        if status == 429 {
-            assert!(headers.contains_key("retry-after"));
-        } else {
-            let (ok, _, body) = video(&h, "waves").await;
-            assert_eq!(ok, 200, "after {token}: {body}");
-        }
-    }
+    check_faults(video).await;
 }
 
 #[tokio::test]
