@@ -143,14 +143,7 @@ async fn stream_reports_upstream_failure_as_error_event() {
 #[tokio::test]
 async fn stream_client_disconnect_frees_the_token_slot() {
     // One token, one slot: if the abandoned stream kept its upstream request, the next call would get 429.
-    let h = builder()
-        .credentials(&["only-token-0001"], &["only-token-0001"])
-        .config(|c| {
-            c.grok.token_max_concurrency = 1;
-            c.grok.token_wait_secs = 0; // a leaked slot shows as an immediate 429
-        })
-        .start()
-        .await;
+    let h = builder().single_slot().start().await;
     let mut r = h
         .post("/v1/images/generations")
         .json(&json!({"model": "grok-imagine-1.0", "prompt": "slow [sim:slow=400]", "stream": true}))
@@ -168,16 +161,11 @@ async fn stream_client_disconnect_frees_the_token_slot() {
         }
     }
     drop(r);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    assert_slot_freed(async || {
         let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "after"})).await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 429, "{body}");
-        assert!(std::time::Instant::now() < deadline, "token slot never freed after the client left");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (status, body)
+    })
+    .await;
 }
 
 #[tokio::test]

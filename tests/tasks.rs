@@ -226,14 +226,7 @@ async fn public_task_reads_skip_auth_for_status_only() {
 
 #[tokio::test]
 async fn cancel_stops_the_upstream_and_frees_the_token() {
-    let h = tasks_builder()
-        .credentials(&["only-token-0001"], &["only-token-0001"])
-        .config(|c| {
-            c.grok.token_max_concurrency = 1;
-            c.grok.token_wait_secs = 0;
-        })
-        .start()
-        .await;
+    let h = tasks_builder().single_slot().start().await;
     let id = create_ok(&h, "/v1/video/tasks", &video_body("long [sim:slow=500]")).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while status(&h, "video", &id).await.1["data"]["status"] != "processing" {

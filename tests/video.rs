@@ -279,14 +279,7 @@ async fn stream_failure_is_an_error_chunk_then_done() {
 
 #[tokio::test]
 async fn stream_client_disconnect_frees_the_token_slot() {
-    let h = builder()
-        .credentials(&["only-token-0001"], &["only-token-0001"])
-        .config(|c| {
-            c.grok.token_max_concurrency = 1;
-            c.grok.token_wait_secs = 0;
-        })
-        .start()
-        .await;
+    let h = builder().single_slot().start().await;
     let mut body = t2v("slow [sim:slow=300]", json!({}));
     body["stream"] = json!(true);
     let mut r = h.post("/v1/chat/completions").json(&body).send().await.unwrap();
@@ -295,14 +288,5 @@ async fn stream_client_disconnect_frees_the_token_slot() {
         got.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
     }
     drop(r);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (status, resp) = chat(&h, t2v("after", json!({}))).await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 429, "{resp}");
-        assert!(std::time::Instant::now() < deadline, "token slot never freed after the client left");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_slot_freed(async || chat(&h, t2v("after", json!({}))).await).await;
 }

@@ -92,6 +92,15 @@ impl Builder {
         self
     }
 
+    /// A single upstream credential with a single concurrent slot and no waiting for it: a slot the
+    /// gateway fails to give back shows as an immediate 429 on the next request.
+    pub fn single_slot(self) -> Self {
+        self.credentials(&["only-token-0001"], &["only-token-0001"]).config(|c| {
+            c.grok.token_max_concurrency = 1;
+            c.grok.token_wait_secs = 0;
+        })
+    }
+
     /// One timeout for "the upstream went quiet", whichever upstream: grok.com's first-byte and idle
     /// limits, xAI's per-call and per-video limits.
     pub fn upstream_timeout(mut self, secs: u64) -> Self {
@@ -295,5 +304,20 @@ pub fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
         }
         assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Repeats `call` until it succeeds (200), failing if it still answers 429 after 5 s: proof that an
+/// abandoned request gave its upstream slot back.
+pub async fn assert_slot_freed(call: impl AsyncFn() -> (u16, serde_json::Value)) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = call().await;
+        if status == 200 {
+            return;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(Instant::now() < deadline, "token slot never freed after the client left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
