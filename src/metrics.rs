@@ -33,10 +33,31 @@ impl Histogram {
     }
 }
 
+/// Per route: requests by status, and latency.
+#[derive(Default)]
+struct RouteStats {
+    by_status: DashMap<u16, AtomicU64>,
+    latency: Histogram,
+}
+
+impl RouteStats {
+    fn record(&self, status: u16, elapsed: Duration) {
+        match self.by_status.get(&status) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.by_status.entry(status).or_default().fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency.observe(elapsed);
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    http: DashMap<(String, u16), AtomicU64>,
-    http_latency: DashMap<String, Histogram>,
+    /// Keyed by route template; looked up by `&str` so the hot path allocates nothing.
+    http: DashMap<String, RouteStats>,
     upstream: DashMap<(&'static str, &'static str), AtomicU64>,
     callbacks: DashMap<&'static str, AtomicU64>,
 }
@@ -50,8 +71,10 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn http(&self, route: &str, status: u16, elapsed: Duration) {
-        self.http.entry((route.to_owned(), status)).or_default().fetch_add(1, Ordering::Relaxed);
-        self.http_latency.entry(route.to_owned()).or_default().observe(elapsed);
+        match self.http.get(route) {
+            Some(stats) => stats.record(status, elapsed),
+            None => self.http.entry(route.to_owned()).or_default().record(status, elapsed),
+        }
     }
 
     /// One upstream call attempt, by operation (`image`, `edit`, `video`) and outcome class.
@@ -66,11 +89,18 @@ impl Metrics {
 
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let mut http: Vec<_> = self.http.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
-        http.sort();
+        let mut routes: Vec<String> = self.http.iter().map(|e| e.key().clone()).collect();
+        routes.sort();
         header(&mut out, "grok2api_http_requests_total", "counter", "HTTP requests by route template and status.");
-        for ((route, status), n) in http {
-            let _ = writeln!(out, "grok2api_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(&route));
+        for route in &routes {
+            let Some(stats) = self.http.get(route) else { continue };
+            let mut statuses: Vec<(u16, u64)> =
+                stats.by_status.iter().map(|e| (*e.key(), e.value().load(Ordering::Relaxed))).collect();
+            statuses.sort();
+            for (status, n) in statuses {
+                let _ =
+                    writeln!(out, "grok2api_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(route));
+            }
         }
         header(
             &mut out,
@@ -78,11 +108,10 @@ impl Metrics {
             "histogram",
             "HTTP request latency by route template.",
         );
-        let mut routes: Vec<String> = self.http_latency.iter().map(|e| e.key().clone()).collect();
-        routes.sort();
-        for route in routes {
-            let Some(h) = self.http_latency.get(&route) else { continue };
-            let r = esc(&route);
+        for route in &routes {
+            let Some(stats) = self.http.get(route) else { continue };
+            let h = &stats.latency;
+            let r = esc(route);
             for (i, le) in BUCKETS.iter().enumerate() {
                 let n = h.buckets[i].load(Ordering::Relaxed);
                 let _ = writeln!(out, "grok2api_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {n}");
@@ -134,10 +163,11 @@ fn esc(s: &str) -> String {
 
 /// Counts every request by its route template (not the raw path, which would explode the label set).
 pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    // MatchedPath holds an Arc<str>: cloning it is a reference count, not a copy.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    metrics.http(&route, resp.status().as_u16(), started.elapsed());
+    metrics.http(route.as_ref().map_or("unmatched", |m| m.as_str()), resp.status().as_u16(), started.elapsed());
     resp
 }
 
