@@ -18,7 +18,13 @@ use crate::limits::RateLimiter;
 pub struct KeyId(pub Arc<str>);
 
 pub struct Auth {
-    digests: Vec<[u8; 32]>,
+    /// Each key's digest with its precomputed id, so a request allocates nothing.
+    keys: Vec<([u8; 32], KeyId)>,
+}
+
+fn anonymous() -> KeyId {
+    static ID: std::sync::OnceLock<KeyId> = std::sync::OnceLock::new();
+    ID.get_or_init(|| KeyId(Arc::from("anonymous"))).clone()
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -27,17 +33,25 @@ fn digest(key: &str) -> [u8; 32] {
 
 impl Auth {
     pub fn new(keys: &[String]) -> Self {
-        Self { digests: keys.iter().filter(|k| !k.is_empty()).map(|k| digest(k)).collect() }
+        let keys = keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                let d = digest(k);
+                (d, KeyId(Arc::from(format!("key-{}", hex::encode(&d[..8])))))
+            })
+            .collect();
+        Self { keys }
     }
 
     /// No key configured: every request is accepted (loopback demo mode).
     pub fn is_open(&self) -> bool {
-        self.digests.is_empty()
+        self.keys.is_empty()
     }
 
     pub fn check(&self, headers: &HeaderMap) -> Result<KeyId, ApiError> {
         if self.is_open() {
-            return Ok(KeyId(Arc::from("anonymous")));
+            return Ok(anonymous());
         }
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -47,15 +61,15 @@ impl Auth {
             .map(|(_, key)| key.trim())
             .ok_or_else(ApiError::unauthorized)?;
         let d = digest(presented);
-        let mut matched = subtle::Choice::from(0u8);
-        for known in &self.digests {
-            matched |= known.ct_eq(&d);
+        // Every digest is compared, match or not, in constant time; only which configured key
+        // matched (not secret: the caller holds it) decides the id returned.
+        let mut found = None;
+        for (known, id) in &self.keys {
+            if bool::from(known.ct_eq(&d)) {
+                found = Some(id);
+            }
         }
-        if bool::from(matched) {
-            Ok(KeyId(Arc::from(format!("key-{}", hex::encode(&d[..8])))))
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        found.cloned().ok_or_else(ApiError::unauthorized)
     }
 }
 

@@ -21,12 +21,11 @@ struct Histogram {
 }
 
 impl Histogram {
+    /// Counts into the first bucket that holds `d` only; `render` makes the counts cumulative.
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
@@ -112,8 +111,9 @@ impl Metrics {
             let Some(stats) = self.http.get(route) else { continue };
             let h = &stats.latency;
             let r = esc(route);
+            let mut n = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
-                let n = h.buckets[i].load(Ordering::Relaxed);
+                n += h.buckets[i].load(Ordering::Relaxed);
                 let _ = writeln!(out, "grok2api_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {n}");
             }
             let count = h.count.load(Ordering::Relaxed);
