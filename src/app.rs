@@ -128,11 +128,12 @@ impl AppState {
             }
             None => (None, Vec::new()),
         };
-        let tasks = Arc::new(TaskStore::with_journal(journal));
+        let tasks = Arc::new(TaskStore::with_journal(journal, cfg.tasks.expected_tasks));
         let render_media = media.clone();
         let queue = TaskQueue::start(
             QueueSettings {
                 capacity: cfg.tasks.queue_capacity,
+                expected_tasks: cfg.tasks.expected_tasks,
                 workers: cfg.tasks.workers,
                 job_timeout: Duration::from_secs(cfg.tasks.job_timeout_secs.max(1)),
                 callbacks: callbacks.clone(),

@@ -194,11 +194,14 @@ pub struct TasksConfig {
     pub ttl_secs: u64,
     /// Upper bound for one task's run.
     pub job_timeout_secs: u64,
+    /// Tasks (pending + kept finished) you expect to hold at once; the maps are sized for it up front
+    /// so they do not have to grow (and stall requests) under load.
+    pub expected_tasks: usize,
 }
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        Self { workers: 16, queue_capacity: 1000, ttl_secs: 24 * 3600, job_timeout_secs: 900 }
+        Self { workers: 16, queue_capacity: 1000, ttl_secs: 24 * 3600, job_timeout_secs: 900, expected_tasks: 65_536 }
     }
 }
 

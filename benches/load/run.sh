@@ -43,6 +43,7 @@ dir = "$work/media"
 [tasks]
 workers = 4
 queue_capacity = 5000000
+expected_tasks = 524288
 [log]
 level = "error"
 TOML

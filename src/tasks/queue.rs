@@ -40,6 +40,8 @@ pub struct TaskQueue {
 
 pub struct Settings {
     pub capacity: usize,
+    /// Tasks expected at once (sizes the cancellation map like the store).
+    pub expected_tasks: usize,
     pub workers: usize,
     pub job_timeout: Duration,
     pub callbacks: Option<CallbackSettings>,
@@ -72,7 +74,7 @@ impl TaskQueue {
             store,
             runner,
             render,
-            running: DashMap::new(),
+            running: DashMap::with_capacity(settings.expected_tasks.min(settings.capacity.saturating_add(1))),
             job_timeout: settings.job_timeout,
             callbacks: settings.callbacks,
             tracker: tracker.clone(),
