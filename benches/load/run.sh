@@ -27,6 +27,7 @@ trap cleanup EXIT
 
 wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
+# $1: tasks.expected_tasks, the number of tasks the gateway is sized to hold.
 start_gateway() {
   cat > "$work/gw.toml" <<TOML
 [server]
@@ -43,7 +44,7 @@ dir = "$work/media"
 [tasks]
 workers = 4
 queue_capacity = 5000000
-expected_tasks = 524288
+expected_tasks = $1
 [log]
 level = "error"
 TOML
@@ -73,7 +74,8 @@ PENDING='{"model":"grok-imagine-1.0","prompt":"load [sim:slow=600000]"}'
 echo "== (c) ceiling: bare axum hello-world, unthrottled, $DURATION"
 oha_json -z "$DURATION" -c "$CONNS" "http://$HELLO/" > "$work/hello.json"
 
-start_gateway
+# Sized for what phases (b) and (a) create: up to about 10k + 200k + 450k tasks.
+start_gateway 1048576
 echo "== (b) polling with $TASKS_LIVE live tasks"
 oha_json -n "$TASKS_LIVE" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING" \
   "http://$GW/v1/images/generations/async" > "$work/seed.json"
@@ -103,7 +105,7 @@ oha_json -z "$DURATION" -c "$CONNS" -m POST "${AUTH[@]}" \
 stop_gateway
 
 echo "== RSS with $TASKS_FINISHED finished tasks"
-start_gateway
+start_gateway "$TASKS_FINISHED"
 sleep 0.5
 rss_before=$(rss_kib "$gw_pid")
 # The first task rate-limits the only token; every later one fails at once ("every upstream token is
