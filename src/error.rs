@@ -117,18 +117,26 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Writes this error with `body` (OpenAI shape or task envelope): status, `Retry-After`, and a log
+    /// line for server-side failures.
+    pub fn respond(&self, body: serde_json::Value) -> Response {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), code = self.code, "{}", self.message);
         }
-        let mut resp = (self.status, Json(self.body())).into_response();
+        let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.respond(self.body())
     }
 }
 

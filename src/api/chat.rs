@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::stream::sse_job;
-use super::{Capability, JsonBody, public_base, resolve_model, validate_prompt};
+use super::{Capability, JsonBody, public_base, resolve_model, unix_now, validate_prompt};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{InputImage, Job, JobEvent, JobOutput, ProgressSink, VideoJob, VideoPreset};
@@ -215,10 +215,6 @@ pub async fn video_job(req: &ChatRequest, policy: &FetchPolicy) -> Result<VideoJ
         preset: cfg.preset,
         image,
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 struct VideoLinks {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::stream::sse_job;
 use super::{
-    Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n,
+    Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, unix_now, validate_n,
     validate_prompt,
 };
 use crate::app::AppState;
@@ -67,10 +67,6 @@ pub async fn generations(
 ) -> Result<Response, ApiError> {
     let req = req.validate()?;
     respond(&state, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -135,6 +135,11 @@ impl ResponseFormat {
     }
 }
 
+/// Seconds since the epoch, for OpenAI `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
 pub fn validate_prompt(prompt: &str) -> Result<String, ApiError> {

@@ -36,14 +36,7 @@ impl From<ApiError> for TaskError {
 impl IntoResponse for TaskError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let mut resp =
-            (e.status, Json(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))).into_response();
-        if let Some(secs) = e.retry_after_secs
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        e.respond(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))
     }
 }
 

@@ -67,6 +67,12 @@ pub enum Upstream {
     Xai(xai::XaiClient),
 }
 
+/// An upstream's `Retry-After` in seconds, if it sent one.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// Metric label for how an upstream attempt ended.
 pub(crate) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
     match r {

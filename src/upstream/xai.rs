@@ -15,7 +15,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
+use super::{Asset, UpstreamError, VideoAssets, retry_after, sniff_media_type};
 use crate::config::XaiConfig;
 use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoJob, VideoPreset};
 use crate::metrics::Metrics;
@@ -67,10 +67,6 @@ struct VideoOut {
 
 fn data_url(image: &InputImage) -> String {
     format!("data:{};base64,{}", image.content_type, base64::engine::general_purpose::STANDARD.encode(&image.bytes))
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
 }
 
 /// xAI's error answers, by what the gateway should do. A wrong key is a 400 there; it is our

@@ -1,10 +1,8 @@
 //! Turning grok.com's failure signals (HTTP status + body, in-band error frames) into `UpstreamError`s.
 
-use std::time::Duration;
+use reqwest::header::{HeaderMap, SERVER};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER, SERVER};
-
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, retry_after};
 
 /// Words in a 403 JSON body that mean the account itself is unusable (not this one request).
 const DEAD_ACCOUNT: &[&str] = &[
@@ -20,11 +18,6 @@ const DEAD_ACCOUNT: &[&str] = &[
 ];
 
 const CHALLENGE: &[&str] = &["just a moment", "challenge-platform", "__cf_chl", "cf-chl-"];
-
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
 
 fn snippet(body: &str) -> String {
     let s: String = body.chars().take(160).collect();
@@ -84,6 +77,10 @@ pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use reqwest::header::RETRY_AFTER;
+
     use super::*;
     use reqwest::header::HeaderValue;
 
