@@ -88,7 +88,9 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::default());
         let upstream = match cfg.upstream.kind {
-            UpstreamKind::GrokWeb => Upstream::GrokWeb(GrokWebClient::new(cfg.grok.clone(), metrics.clone())?),
+            UpstreamKind::GrokWeb => {
+                Upstream::GrokWeb(Box::new(GrokWebClient::new(cfg.grok.clone(), metrics.clone())?))
+            }
             UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
         };
         let guard = Arc::new(Guard {

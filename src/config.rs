@@ -299,10 +299,26 @@ pub struct GrokWebConfig {
     pub ws_url: String,
     /// Host that serves generated media behind the sso cookie; relative media paths resolve against it.
     pub assets_url: String,
+    /// sso tokens; `TOKEN|PROXY_URL` gives one token its own proxy (one account, one address).
     pub tokens: Vec<String>,
-    /// File with one sso token per line (`#` comments allowed).
+    /// File with one sso token per line (`#` comments allowed), same `TOKEN|PROXY_URL` form.
     pub tokens_file: Option<PathBuf>,
-    pub user_agent: String,
+    /// Browser profile (wreq-util name, e.g. `chrome_149`): TLS hello, HTTP/2 settings, header order and
+    /// default User-Agent all come from it. Default: the newest Chrome the library ships.
+    pub browser: String,
+    /// Platform the profile claims: windows, macos, linux, android, ios.
+    pub platform: String,
+    /// A User-Agent of your own; picks the nearest profile of the same browser (e.g. to match a
+    /// `cf_clearance` earned in a real browser). Unset = the profile's own.
+    pub user_agent: Option<String>,
+    /// Proxy for all grok.com traffic: http://, https://, socks5://, socks5h:// (credentials allowed).
+    pub proxy: Option<String>,
+    /// Extra PEM root certificates to trust for grok.com (a TLS-inspecting proxy, `sim --tls`).
+    pub ca_file: Option<PathBuf>,
+    /// FlareSolverr endpoint (e.g. http://127.0.0.1:8191); on a Cloudflare challenge a token asks it
+    /// for clearance cookies through its own proxy, then retries once.
+    pub flaresolverr_url: Option<String>,
+    pub flaresolverr_timeout_secs: u64,
     /// Extra cookies appended verbatim (e.g. `cf_clearance=...`).
     pub extra_cookies: Option<String>,
     /// Fixed `x-statsig-id`; empty = a generated one per request.
@@ -339,7 +355,13 @@ impl Default for GrokWebConfig {
             assets_url: "https://assets.grok.com".into(),
             tokens: Vec::new(),
             tokens_file: None,
-            user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/136.0.0.0 Safari/537.36".into(),
+            browser: crate::upstream::grok_web::browser::profile::newest_chrome(),
+            platform: "windows".into(),
+            user_agent: None,
+            proxy: None,
+            ca_file: None,
+            flaresolverr_url: None,
+            flaresolverr_timeout_secs: 60,
             extra_cookies: None,
             statsig_id: None,
             connect_timeout_secs: 10,

@@ -149,6 +149,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Moderated(m) => ApiError::bad_request("content_policy_violation", m),
             UpstreamError::Auth(m) => ApiError::upstream("upstream_auth_failed", m),
             UpstreamError::Challenge(m) => ApiError::upstream("upstream_challenge", m),
+            UpstreamError::ProxyFailed(m) => ApiError::upstream("upstream_proxy_failed", m),
             UpstreamError::Protocol(m) => ApiError::upstream("upstream_bad_response", m),
             UpstreamError::Failed(m) | UpstreamError::Transport(m) => ApiError::upstream("upstream_error", m),
             UpstreamError::Timeout(m) => ApiError::timeout(m),

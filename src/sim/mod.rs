@@ -5,15 +5,19 @@
 //! Faults are chosen per request by tokens in the prompt (see `faults.rs`) and per account by quota.
 
 mod assets;
+pub mod cloudflare;
 mod conversation;
 mod faults;
 mod imagine;
+pub mod ja4;
 pub mod render;
+pub mod tls;
 mod video;
 mod xai;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +47,13 @@ pub struct SimConfig {
     pub image_long_side: u32,
     /// Which upstream to speak: grok.com's web protocol, or the official xAI API.
     pub flavor: crate::config::UpstreamKind,
+    /// Serve HTTPS/WSS with a generated certificate and check every client's fingerprint the way
+    /// Cloudflare does (`cloudflare.rs`).
+    pub tls: bool,
+    /// Challenge every request without a `cf_clearance` from the simulated FlareSolverr.
+    pub require_clearance: bool,
+    /// The simulated FlareSolverr fails to solve.
+    pub solver_fails: bool,
 }
 
 impl Default for SimConfig {
@@ -54,6 +65,9 @@ impl Default for SimConfig {
             frame_delay: Duration::from_millis(40),
             image_long_side: 512,
             flavor: crate::config::UpstreamKind::GrokWeb,
+            tls: false,
+            require_clearance: false,
+            solver_fails: false,
         }
     }
 }
@@ -107,6 +121,19 @@ pub(crate) struct SimState {
     pub uploads: DashMap<String, String>,
     /// xAI flavor: video requests by `request_id`.
     pub xai_videos: DashMap<String, xai::VideoJob>,
+    pub stats: SimStats,
+    /// Keys the `cf_clearance` values this simulator hands out.
+    pub clearance_secret: String,
+}
+
+/// What the simulated Cloudflare saw, for tests.
+#[derive(Default)]
+pub struct SimStats {
+    pub challenged: AtomicU64,
+    /// Requests that sent back a `__cf_bm` cookie the simulator had set.
+    pub cf_bm_replayed: AtomicU64,
+    /// Bodies posted to the simulated FlareSolverr.
+    pub solver_requests: Mutex<Vec<serde_json::Value>>,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -206,6 +233,9 @@ fn router(sim: Sim) -> Router {
         .route("/users/{*path}", get(assets::user_asset))
         .route("/imagine-public/images/{file}", get(assets::public_image))
         .route("/example-assets/{*path}", get(assets::example_image))
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), cloudflare::gate))
+        // FlareSolverr is a service of its own, not behind grok.com's Cloudflare.
+        .route("/flaresolverr/v1", post(cloudflare::flaresolverr))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(sim)
 }
@@ -213,13 +243,34 @@ fn router(sim: Sim) -> Router {
 /// A running simulator.
 pub struct SimHandle {
     pub addr: SocketAddr,
+    /// PEM of the CA that signed the simulator's certificate (`tls` only).
+    pub ca_pem: Option<String>,
+    sim: Sim,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SimHandle {
+    /// `https://127.0.0.1:PORT` with `tls`, else `http://...`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.sim.base_url.clone()
+    }
+
+    /// The WebSocket origin matching `base_url`.
+    pub fn ws_url(&self) -> String {
+        self.base_url().replacen("http", "ws", 1)
+    }
+
+    pub fn challenged(&self) -> u64 {
+        self.sim.stats.challenged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn cf_bm_replayed(&self) -> u64 {
+        self.sim.stats.cf_bm_replayed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn solver_requests(&self) -> Vec<serde_json::Value> {
+        self.sim.stats.solver_requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub async fn stop(self) {
@@ -231,26 +282,44 @@ impl SimHandle {
 /// Serves the simulator on `listener` until the handle is stopped (or dropped along with the runtime).
 pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
+    let tls = if cfg.tls { Some(tls::SimTls::generate().map_err(std::io::Error::other)?) } else { None };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let sim = Arc::new(SimState {
         cfg,
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
         quota: DashMap::new(),
         assets: AssetStore::new(4096),
         public_images: AssetStore::new(4096),
         uploads: DashMap::new(),
         xai_videos: DashMap::new(),
+        stats: SimStats::default(),
+        clearance_secret: uuid::Uuid::new_v4().to_string(),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let app = match sim.cfg.flavor {
-        crate::config::UpstreamKind::GrokWeb => router(sim),
-        crate::config::UpstreamKind::Xai => xai::router(sim),
+        crate::config::UpstreamKind::GrokWeb => router(sim.clone()),
+        crate::config::UpstreamKind::Xai => xai::router(sim.clone()),
     };
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(nodelay(listener), app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!("simulator stopped: {e}");
+    let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+    let task = match tls {
+        Some(tls) => {
+            let listener = tls::listen(&tls, listener, shutdown.clone())?;
+            let make = app.into_make_service_with_connect_info::<tls::ConnInfo>();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, make).with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("simulator stopped: {e}");
+                }
+            })
         }
-    });
-    Ok(SimHandle { addr, shutdown, task })
+        None => tokio::spawn(async move {
+            let serve =
+                axum::serve(nodelay(listener), app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!("simulator stopped: {e}");
+            }
+        }),
+    };
+    Ok(SimHandle { addr, ca_pem, sim, shutdown, task })
 }

@@ -34,6 +34,9 @@ pub enum UpstreamError {
     /// Connection-level failure.
     #[error("cannot reach the upstream: {0}")]
     Transport(String),
+    /// The token's proxy refused or broke the connection: that token's egress, not the upstream.
+    #[error("upstream proxy failed: {0}")]
+    ProxyFailed(String),
     #[error("upstream timed out: {0}")]
     Timeout(String),
     /// We could not keep what the upstream produced (disk full, ...).
@@ -44,7 +47,10 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether the same request may succeed with a different token.
     pub fn retry_on_other_token(&self) -> bool {
-        matches!(self, Self::RateLimited { .. } | Self::Auth(_) | Self::Challenge(_) | Self::Transport(_))
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Auth(_) | Self::Challenge(_) | Self::Transport(_) | Self::ProxyFailed(_)
+        )
     }
 }
 
@@ -63,7 +69,7 @@ pub struct VideoAssets {
 }
 
 pub enum Upstream {
-    GrokWeb(grok_web::GrokWebClient),
+    GrokWeb(Box<grok_web::GrokWebClient>),
     Xai(xai::XaiClient),
 }
 
@@ -84,6 +90,7 @@ pub(crate) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
         Err(UpstreamError::Protocol(_)) => "bad_response",
         Err(UpstreamError::Failed(_)) => "failed",
         Err(UpstreamError::Transport(_)) => "transport",
+        Err(UpstreamError::ProxyFailed(_)) => "proxy_failed",
         Err(UpstreamError::Timeout(_)) => "timeout",
         Err(UpstreamError::Storage(_)) => "storage",
     }

@@ -18,6 +18,7 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub base: String,
     _media: tempfile::TempDir,
+    _ca: tempfile::TempDir,
 }
 
 pub struct Builder {
@@ -58,6 +59,8 @@ pub fn builder() -> Builder {
         frame_delay: Duration::from_millis(delay),
         image_long_side: 96,
         flavor,
+        // grok.com sits behind Cloudflare: the suite goes through the fingerprint-checking TLS mode.
+        tls: flavor == UpstreamKind::GrokWeb,
         ..SimConfig::default()
     };
     let mut cfg = Config::default();
@@ -115,15 +118,21 @@ impl Builder {
         grok2api::install_crypto_provider();
         let sim = sim::spawn(self.sim, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
         let media = tempfile::tempdir().unwrap();
+        let ca = tempfile::tempdir().unwrap();
         let mut cfg = self.cfg;
         cfg.grok.base_url = sim.base_url();
         cfg.grok.assets_url = sim.base_url();
-        cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
+        cfg.grok.ws_url = sim.ws_url();
+        if let Some(pem) = &sim.ca_pem {
+            let path = ca.path().join("sim-ca.pem");
+            std::fs::write(&path, pem).unwrap();
+            cfg.grok.ca_file = Some(path);
+        }
         cfg.xai.base_url = sim.base_url();
         cfg.media.dir = Some(media.path().to_owned());
         let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
         let base = server.base_url();
-        Harness { sim, server, http: reqwest::Client::new(), base, _media: media }
+        Harness { sim, server, http: reqwest::Client::new(), base, _media: media, _ca: ca }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Turning grok.com's failure signals (HTTP status + body, in-band error frames) into `UpstreamError`s.
 
-use reqwest::header::{HeaderMap, SERVER};
+use http::header::{HeaderMap, SERVER};
 
 use crate::upstream::{UpstreamError, retry_after};
 
@@ -28,6 +28,13 @@ fn snippet(body: &str) -> String {
 pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamError {
     let lower = body.to_ascii_lowercase();
     let looks_json = body.trim_start().starts_with('{');
+    // Cloudflare marks every challenge it serves, whatever the status and body.
+    if headers.get("cf-mitigated").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("challenge")) {
+        return UpstreamError::Challenge(format!(
+            "{status} Cloudflare challenge (cf-mitigated); configure grok.flaresolverr_url, or a proxy whose \
+             address Cloudflare trusts"
+        ));
+    }
     match status {
         401 => UpstreamError::Auth(format!("401 {}", snippet(body))),
         403 => {
@@ -79,10 +86,10 @@ pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
 mod tests {
     use std::time::Duration;
 
-    use reqwest::header::RETRY_AFTER;
+    use http::header::RETRY_AFTER;
 
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     #[test]
     fn http_statuses() {
@@ -108,6 +115,8 @@ mod tests {
             }
         );
         assert!(matches!(classify_http(503, &h, "x"), UpstreamError::Failed(_)));
+        h.insert("cf-mitigated", HeaderValue::from_static("challenge"));
+        assert!(matches!(classify_http(403, &h, "{\"json\":1}"), UpstreamError::Challenge(_)));
     }
 
     #[test]

@@ -8,29 +8,25 @@ use futures_util::StreamExt;
 
 use super::ndjson::{Frame, FrameDecoder};
 use super::wire::{self, ConversationEvent};
-use super::{GrokWebClient, classify, read_text_limited, transport};
+use super::{Account, GrokWebClient, classify};
 use crate::jobs::{EditJob, InputImage, ProgressSink, ProgressSlots, VideoJob};
 use crate::upstream::{Asset, UpstreamError, VideoAssets};
+use http::Method;
 
-async fn upload(client: &GrokWebClient, token: &str, image: &InputImage) -> Result<String, UpstreamError> {
-    let part = reqwest::multipart::Part::bytes(image.bytes.to_vec())
+async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -> Result<String, UpstreamError> {
+    let part = wreq::multipart::Part::bytes(image.bytes.to_vec())
         .file_name(image.file_name.clone())
         .mime_str(image.content_type)
         .map_err(|e| UpstreamError::Failed(format!("bad upload type: {e}")))?;
-    let form = reqwest::multipart::Form::new().part("file", part).text("file_source", wire::UPLOAD_FILE_SOURCE);
-    let mut headers = client.api_headers(token);
+    let form = wreq::multipart::Form::new().part("file", part).text("file_source", wire::UPLOAD_FILE_SOURCE);
+    let mut headers = client.api_headers(account);
     headers.remove("x-xai-request-id");
-    let send = client.http.post(client.url(wire::UPLOAD_PATH)).headers(headers).multipart(form).send();
-    let resp = tokio::time::timeout(client.first_byte_timeout(), send)
-        .await
-        .map_err(|_| UpstreamError::Timeout("upload did not answer in time".into()))?
-        .map_err(transport)?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = client.read_body(resp, 1024 * 1024).await?;
-    if !status.is_success() {
-        return Err(classify::classify_http(status.as_u16(), &headers, &String::from_utf8_lossy(&body)));
-    }
+    let req = client
+        .transport
+        .request(&account.egress, Method::POST, &client.url(wire::UPLOAD_PATH), headers)?
+        .multipart(form);
+    let resp = client.send(account, req, "upload").await?;
+    let body = client.read_body(account, resp, 1024 * 1024).await?;
     let parsed: wire::UploadResponse = serde_json::from_slice(&body).map_err(|_| {
         UpstreamError::Protocol(format!("unparseable upload answer: {}", String::from_utf8_lossy(&body)))
     })?;
@@ -52,26 +48,17 @@ struct Found {
 /// idle-timeout and in-band error handling live here once for every kind of conversation.
 async fn converse(
     client: &GrokWebClient,
-    token: &str,
+    account: &Account,
     body: serde_json::Value,
     mut on_frame: impl FnMut(ConversationEvent),
 ) -> Result<(), UpstreamError> {
-    let send = client
-        .http
-        .post(client.url(wire::CONVERSATION_PATH))
-        .headers(client.api_headers(token))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send();
-    let resp = tokio::time::timeout(client.first_byte_timeout(), send)
-        .await
-        .map_err(|_| UpstreamError::Timeout("conversation did not answer in time".into()))?
-        .map_err(transport)?;
-    if !resp.status().is_success() {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        return Err(classify::classify_http(status, &headers, &read_text_limited(resp).await));
-    }
+    let mut headers = client.api_headers(account);
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let req = client
+        .transport
+        .request(&account.egress, Method::POST, &client.url(wire::CONVERSATION_PATH), headers)?
+        .body(body.to_string());
+    let resp = client.send(account, req, "conversation").await?;
     let mut decoder = FrameDecoder::default();
     let mut stream = resp.bytes_stream();
     let idle = client.idle_timeout();
@@ -107,7 +94,7 @@ async fn converse(
 /// One edit conversation producing up to `want` images, reported as progress slots from `first_slot`.
 pub(super) async fn edit(
     client: &GrokWebClient,
-    token: String,
+    account: Account,
     job: &EditJob,
     want: usize,
     first_slot: usize,
@@ -115,10 +102,10 @@ pub(super) async fn edit(
 ) -> Result<Vec<Asset>, UpstreamError> {
     let mut asset_ids = Vec::with_capacity(job.images.len());
     for image in &job.images {
-        asset_ids.push(upload(client, &token, image).await?);
+        asset_ids.push(upload(client, &account, image).await?);
     }
     let mut found = Found::default();
-    converse(client, &token, wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio), |event| match event {
+    converse(client, &account, wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio), |event| match event {
         ConversationEvent::Image(img) => {
             let index = img.image_index.unwrap_or(0);
             let pct = img.progress.unwrap_or(0.0);
@@ -157,7 +144,7 @@ pub(super) async fn edit(
     }
     let mut assets = Vec::with_capacity(want);
     for url in urls.into_iter().take(want) {
-        let asset = client.download(&token, &url).await?;
+        let asset = client.download(&account, &url).await?;
         if !asset.content_type.starts_with("image/") {
             return Err(UpstreamError::Protocol("edited asset is not an image".into()));
         }
@@ -169,12 +156,12 @@ pub(super) async fn edit(
 /// Text-to-video, or image-to-video after uploading the input image.
 pub(super) async fn video(
     client: &GrokWebClient,
-    token: String,
+    account: Account,
     job: &VideoJob,
     sink: &ProgressSink,
 ) -> Result<VideoAssets, UpstreamError> {
     let input = match &job.image {
-        Some(image) => Some(upload(client, &token, image).await?),
+        Some(image) => Some(upload(client, &account, image).await?),
         None => None,
     };
     let body = wire::video_request(job, input.as_deref());
@@ -183,7 +170,7 @@ pub(super) async fn video(
     let mut attachments: Vec<String> = Vec::new();
     let mut moderated = false;
     let mut stream_errors = Vec::new();
-    converse(client, &token, body, |event| match event {
+    converse(client, &account, body, |event| match event {
         ConversationEvent::Video(v) => {
             if let Some(p) = v.progress {
                 // 100 is the runner's to say, once the file is stored.
@@ -218,13 +205,13 @@ pub(super) async fn video(
             UpstreamError::Protocol("video stream ended without a video URL".into())
         });
     };
-    let video = client.download(&token, &video_url).await?;
+    let video = client.download(&account, &video_url).await?;
     if !video.content_type.starts_with("video/") {
         return Err(UpstreamError::Protocol("video asset is not a video".into()));
     }
     // The poster is a nicety: a missing or broken one must not fail a finished video.
     let thumbnail = match thumbnail_url {
-        Some(url) => match client.download(&token, &url).await {
+        Some(url) => match client.download(&account, &url).await {
             Ok(t) if t.content_type.starts_with("image/") => Some(t),
             Ok(_) => None,
             Err(e) => {

@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
+use futures_util::StreamExt;
+use wreq::ws::message::Message;
 
+use super::browser::WsOpen;
 use super::wire::{self, ImagineFrame};
-use super::{GrokWebClient, classify, decode_blob};
+use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
 use crate::upstream::{Asset, UpstreamError, sniff_media_type};
 
@@ -33,48 +32,23 @@ impl Slot {
 
 pub(super) async fn generate(
     client: &GrokWebClient,
-    token: String,
+    account: Account,
     job: &ImageJob,
     progress: &ProgressSlots,
 ) -> Result<Vec<Asset>, UpstreamError> {
     let url = format!("{}{}", client.cfg.ws_url.trim_end_matches('/'), wire::IMAGINE_WS_PATH);
-    let mut request =
-        url.as_str().into_client_request().map_err(|e| UpstreamError::Transport(format!("bad ws url: {e}")))?;
     let origin = client.cfg.base_url.trim_end_matches('/').to_owned();
-    let headers = request.headers_mut();
-    for (k, v) in [
-        ("origin", origin),
-        ("user-agent", client.cfg.user_agent.clone()),
-        ("cookie", client.cookie(&token)),
-        ("accept-language", "en-US,en;q=0.9".into()),
-        ("cache-control", "no-cache".into()),
-        ("pragma", "no-cache".into()),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            headers.insert(k, v);
-        }
-    }
-
-    // Small frames in both directions: Nagle + delayed ACK would add ~40 ms per exchange.
-    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let cookie = client.cookie(&account.token);
+    let connect = client.transport.websocket(&account.egress, &url, &origin, &cookie);
     let connect_timeout = std::time::Duration::from_secs(client.cfg.connect_timeout_secs.max(1));
-    let (mut ws, _) = match tokio::time::timeout(connect_timeout, connect).await {
+    let mut ws = match tokio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Err(UpstreamError::Timeout("Imagine WebSocket handshake timed out".into())),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-            let mut h = reqwest::header::HeaderMap::new();
-            for (k, v) in resp.headers() {
-                if let (Ok(k), Ok(v)) = (
-                    reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
-                    reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
-                ) {
-                    h.insert(k, v);
-                }
-            }
-            return Err(classify::classify_http(resp.status().as_u16(), &h, &body));
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(WsOpen::Refused { status, headers })) => {
+            client.transport.clearance.observe(&account.token, &headers);
+            return Err(classify::classify_http(status, &headers, ""));
         }
-        Ok(Err(e)) => return Err(UpstreamError::Transport(format!("Imagine WebSocket: {e}"))),
-        Ok(Ok(pair)) => pair,
+        Ok(Ok(WsOpen::Open(ws))) => ws,
     };
 
     for frame in
@@ -145,7 +119,7 @@ pub(super) async fn generate(
             ImagineFrame::Other => {}
         }
     }
-    let _ = ws.close(None).await;
+    let _ = ws.close(wreq::ws::message::CloseCode::from(1000), "").await;
 
     let mut done: Vec<(Option<u32>, usize, Slot)> = order_of_arrival
         .iter()
@@ -170,7 +144,7 @@ pub(super) async fn generate(
                     .ok_or_else(|| UpstreamError::Protocol("final Imagine blob is not an image".into()))?;
                 Asset { bytes, content_type }
             }
-            (None, Some(url)) => client.download(&token, &url).await?,
+            (None, Some(url)) => client.download(&account, &url).await?,
             (None, None) => return Err(UpstreamError::Protocol("final Imagine frame without image".into())),
         };
         assets.push(asset);

@@ -1,6 +1,8 @@
 //! The grok.com web client: sso-cookie auth over a token pool, the Imagine WebSocket for
 //! text-to-image, upload + conversation stream for edits, and cookie-authenticated asset downloads.
+//! Every byte to grok.com leaves through the browser transport (`browser/`).
 
+pub mod browser;
 mod classify;
 mod conversation;
 mod imagine;
@@ -15,20 +17,29 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use token_pool::{PoolSettings, TokenPool};
 
+use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
 use crate::config::GrokWebConfig;
 use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
 use crate::metrics::Metrics;
 
 pub struct GrokWebClient {
-    http: reqwest::Client,
+    transport: BrowserTransport,
+    solver: Option<FlareSolverr>,
     cfg: GrokWebConfig,
     pool: TokenPool,
     metrics: Arc<Metrics>,
+}
+
+/// One token checked out for a call, and where its traffic leaves from.
+pub(crate) struct Account {
+    pub token: String,
+    pub egress: Egress,
 }
 
 /// Images one edit conversation yields (side-by-side pair).
@@ -37,11 +48,30 @@ const IMAGES_PER_EDIT_CALL: usize = 2;
 impl GrokWebClient {
     pub fn new(cfg: GrokWebConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let profile = BrowserProfile::select(&cfg.browser, &cfg.platform, cfg.user_agent.as_deref())?;
+        let ca_pem = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| format!("grok.ca_file {}: {e}", path.display()))?),
+            None => None,
+        };
+        for raw in &cfg.tokens {
+            if let (_, Some(proxy)) = token_pool::parse_entry(raw) {
+                browser::check_proxy_url(&proxy)?;
+            }
+        }
+        let solver = match cfg.flaresolverr_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => Some(FlareSolverr::new(
+                url,
+                Duration::from_secs(cfg.flaresolverr_timeout_secs.max(5)),
+                ca_pem.as_deref(),
+            )?),
+            None => None,
+        };
+        let transport = BrowserTransport::new(TransportSettings {
+            profile,
+            proxy: cfg.proxy.clone().filter(|p| !p.trim().is_empty()),
+            ca_pem,
+            connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
+        })?;
         let pool = TokenPool::new(
             &cfg.tokens,
             PoolSettings {
@@ -50,11 +80,20 @@ impl GrokWebClient {
                 fail_threshold: cfg.token_fail_threshold.max(1),
             },
         );
-        Ok(Self { http, cfg, pool, metrics })
+        tracing::info!(profile = %transport.profile().name, user_agent = %transport.profile().user_agent, "grok.com browser profile");
+        Ok(Self { transport, solver, cfg, pool, metrics })
     }
 
     pub fn pool(&self) -> &TokenPool {
         &self.pool
+    }
+
+    pub fn transport(&self) -> &BrowserTransport {
+        &self.transport
+    }
+
+    pub(crate) fn account(&self, token: &str, proxy: Option<&str>) -> Account {
+        Account { token: token.to_owned(), egress: self.transport.egress(token, proxy) }
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -69,43 +108,45 @@ impl GrokWebClient {
     /// cools down for the window, a refilled one comes back. Returns how many tokens answered.
     pub async fn refresh_quotas(&self) -> usize {
         let mut answered = 0;
-        for (index, token) in self.pool.refreshable() {
-            let send = self
-                .http
-                .post(self.url(wire::RATE_LIMITS_PATH))
-                .headers(self.api_headers(&token))
-                .header("content-type", "application/json")
-                .body(wire::rate_limits_request().to_string())
-                .send();
-            let resp = match tokio::time::timeout(self.first_byte_timeout(), send).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let status = resp.status();
-            if !status.is_success() {
-                let headers = resp.headers().clone();
-                let err = classify::classify_http(status.as_u16(), &headers, &read_text_limited(resp).await);
-                self.pool.report_index(index, Err(&err));
-                continue;
-            }
-            match resp.json::<wire::RateLimits>().await {
+        for (index, token, proxy) in self.pool.refreshable() {
+            let account = self.account(&token, proxy.as_deref());
+            match self.rate_limits(&account).await {
                 Ok(q) => {
                     answered += 1;
                     let window = q.window_size_seconds.map(Duration::from_secs);
                     self.pool.set_quota(index, q.remaining(), window);
                 }
-                Err(e) => tracing::debug!("unparseable rate-limits answer: {e}"),
+                Err(e) => {
+                    tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
+                    self.pool.report_index(index, Err(&e));
+                }
             }
         }
         answered
     }
 
+    /// `POST /rest/rate-limits` for one account.
+    pub(crate) async fn rate_limits(&self, account: &Account) -> Result<wire::RateLimits, UpstreamError> {
+        let mut headers = self.api_headers(account);
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let req = self
+            .transport
+            .request(&account.egress, Method::POST, &self.url(wire::RATE_LIMITS_PATH), headers)?
+            .body(wire::rate_limits_request().to_string());
+        let resp = self.send(account, req, "rate-limits").await?;
+        let body = self.read_body(account, resp, 64 * 1024).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Protocol(format!("unparseable rate-limits answer: {e}")))
+    }
+
+    /// sso cookies, then the Cloudflare cookies this token earned, then the operator's extras.
     fn cookie(&self, token: &str) -> String {
         let mut c = format!("sso={token}; sso-rw={token}");
+        let cf = self.transport.clearance.cookie_header(token);
+        if !cf.is_empty() {
+            c.push_str("; ");
+            c.push_str(&cf);
+        }
         if let Some(extra) = self.cfg.extra_cookies.as_deref().filter(|s| !s.trim().is_empty()) {
             c.push_str("; ");
             c.push_str(extra.trim());
@@ -124,8 +165,9 @@ impl GrokWebClient {
         }
     }
 
-    /// Headers of a browser's same-origin fetch from grok.com/imagine.
-    fn api_headers(&self, token: &str) -> HeaderMap {
+    /// Headers of a browser's same-origin fetch from grok.com/imagine (identity headers come from the
+    /// profile, in the transport).
+    fn api_headers(&self, account: &Account) -> HeaderMap {
         let mut h = HeaderMap::new();
         let mut put = |k: &'static str, v: String| {
             if let Ok(v) = HeaderValue::from_str(&v) {
@@ -135,7 +177,6 @@ impl GrokWebClient {
         let origin = self.cfg.base_url.trim_end_matches('/').to_owned();
         put("accept", "*/*".into());
         put("accept-language", "en-US,en;q=0.9".into());
-        put("user-agent", self.cfg.user_agent.clone());
         put("origin", origin.clone());
         put("referer", format!("{origin}/imagine"));
         put("sec-fetch-site", "same-origin".into());
@@ -146,7 +187,7 @@ impl GrokWebClient {
         put("pragma", "no-cache".into());
         put("x-statsig-id", self.statsig_id());
         put("x-xai-request-id", uuid::Uuid::new_v4().to_string());
-        put("cookie", self.cookie(token));
+        put("cookie", self.cookie(&account.token));
         h
     }
 
@@ -154,11 +195,33 @@ impl GrokWebClient {
         format!("{}{}", self.cfg.base_url.trim_end_matches('/'), path)
     }
 
+    /// Sends a request to grok.com: first-byte timeout, Cloudflare cookies kept, a non-success answer
+    /// classified. Every REST call, upload and download goes through here.
+    async fn send(
+        &self,
+        account: &Account,
+        req: wreq::RequestBuilder,
+        what: &str,
+    ) -> Result<wreq::Response, UpstreamError> {
+        let resp = tokio::time::timeout(self.first_byte_timeout(), req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout(format!("{what} did not answer in time")))?
+            .map_err(|e| browser::map_error(&e, &account.egress))?;
+        self.transport.clearance.observe(&account.token, resp.headers());
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            return Err(classify::classify_http(status, &headers, &read_text_limited(resp).await));
+        }
+        Ok(resp)
+    }
+
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
-    /// (rate limit, auth, challenge, connection), up to `max_attempts` tokens.
+    /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
+    /// first taken to the clearance service, if one is configured, and retried once with that token.
     async fn with_token<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, UpstreamError>
     where
-        F: FnMut(String) -> Fut,
+        F: FnMut(Account) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let mut tried = Vec::new();
@@ -178,15 +241,42 @@ impl GrokWebClient {
             };
             tried.push(lease.index);
             let total = Duration::from_secs(self.cfg.total_timeout_secs.max(1));
-            let result = match tokio::time::timeout(total, op(lease.token.clone())).await {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamError::Timeout(format!("upstream call took longer than {}s", total.as_secs()))),
+            let mut attempt = |account: Account| {
+                let fut = op(account);
+                async move {
+                    match tokio::time::timeout(total, fut).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            Err(UpstreamError::Timeout(format!("upstream call took longer than {}s", total.as_secs())))
+                        }
+                    }
+                }
             };
+            let mut result = attempt(self.account(&lease.token, lease.proxy.as_deref())).await;
+            if let (Err(UpstreamError::Challenge(why)), Some(solver)) = (&result, &self.solver) {
+                self.metrics.upstream(what, "challenge");
+                tracing::warn!(token = %token_pool::mask(&lease.token), "challenged ({why}); asking FlareSolverr");
+                let account = self.account(&lease.token, lease.proxy.as_deref());
+                result = match solver
+                    .solve(&format!("{}/", self.cfg.base_url.trim_end_matches('/')), account.egress.proxy.as_deref())
+                    .await
+                {
+                    Ok(solution) => match self.transport.clearance.install(&lease.token, &solution) {
+                        Ok(()) => attempt(self.account(&lease.token, lease.proxy.as_deref())).await,
+                        Err(e) => Err(UpstreamError::Challenge(format!("clearance unusable: {e}"))),
+                    },
+                    Err(e) => Err(e),
+                };
+            }
             self.metrics.upstream(what, super::outcome_label(&result));
             self.pool.report(&lease, result.as_ref().map(|_| ()));
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retry_on_other_token() => {
+                    if matches!(e, UpstreamError::Challenge(_)) {
+                        // A refused clearance is worth nothing; the next solve starts clean.
+                        self.transport.clearance.forget(&lease.token);
+                    }
                     tracing::warn!(token = %token_pool::mask(&lease.token), "{what} failed, trying another token: {e}");
                     last = Some(e);
                 }
@@ -198,7 +288,7 @@ impl GrokWebClient {
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        self.with_token("image", |token| imagine::generate(self, token, job, &slots)).await
+        self.with_token("image", |account| imagine::generate(self, account, job, &slots)).await
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
@@ -208,8 +298,8 @@ impl GrokWebClient {
             let want = IMAGES_PER_EDIT_CALL.min(job.n - call * IMAGES_PER_EDIT_CALL);
             let slots = &slots;
             async move {
-                self.with_token("edit", |token| {
-                    conversation::edit(self, token, job, want, call * IMAGES_PER_EDIT_CALL, slots)
+                self.with_token("edit", |account| {
+                    conversation::edit(self, account, job, want, call * IMAGES_PER_EDIT_CALL, slots)
                 })
                 .await
             }
@@ -219,45 +309,50 @@ impl GrokWebClient {
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
-        self.with_token("video", |token| conversation::video(self, token, job, sink)).await
+        self.with_token("video", |account| conversation::video(self, account, job, sink)).await
     }
 
-    /// Downloads a generated asset (relative paths resolve against the assets host) with the token's cookie.
-    async fn download(&self, token: &str, url_or_path: &str) -> Result<Asset, UpstreamError> {
+    /// Whether `url` is grok.com's own: only those get the sso cookie, never a public image host.
+    fn is_grok_host(&self, url: &str) -> bool {
+        let host = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let Some(h) = host(url) else { return false };
+        h == "grok.com"
+            || h.ends_with(".grok.com")
+            || [&self.cfg.base_url, &self.cfg.assets_url].iter().any(|base| host(base).as_deref() == Some(h.as_str()))
+    }
+
+    /// Downloads a generated asset (relative paths resolve against the assets host).
+    async fn download(&self, account: &Account, url_or_path: &str) -> Result<Asset, UpstreamError> {
         let url = if url_or_path.starts_with("http://") || url_or_path.starts_with("https://") {
             url_or_path.to_owned()
         } else {
             format!("{}/{}", self.cfg.assets_url.trim_end_matches('/'), url_or_path.trim_start_matches('/'))
         };
         let origin = self.cfg.base_url.trim_end_matches('/');
-        let resp = self
-            .http
-            .get(&url)
-            .header("cookie", self.cookie(token))
-            .header("user-agent", &self.cfg.user_agent)
-            .header("referer", format!("{origin}/"))
-            .header("sec-fetch-mode", "navigate")
-            .header("sec-fetch-dest", "document")
-            .header("upgrade-insecure-requests", "1")
-            .send();
-        let resp = tokio::time::timeout(self.idle_timeout(), resp)
-            .await
-            .map_err(|_| UpstreamError::Timeout("asset download did not start in time".into()))?
-            .map_err(transport)?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let body = read_text_limited(resp).await;
-            return Err(classify::classify_http(status.as_u16(), &headers, &body));
+        let mut headers = HeaderMap::new();
+        let mut put = |k: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.insert(HeaderName::from_static(k), v);
+            }
+        };
+        put("accept", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8");
+        put("referer", &format!("{origin}/"));
+        put("sec-fetch-site", "same-site");
+        put("sec-fetch-mode", "no-cors");
+        put("sec-fetch-dest", "image");
+        if self.is_grok_host(&url) {
+            put("cookie", &self.cookie(&account.token));
         }
-        let bytes = self.read_body(resp, self.cfg.max_download_bytes).await?;
+        let req = self.transport.request(&account.egress, Method::GET, &url, headers)?;
+        let resp = self.send(account, req, "asset download").await?;
+        let bytes = self.read_body(account, resp, self.cfg.max_download_bytes).await?;
         let content_type = sniff_media_type(&bytes)
             .ok_or_else(|| UpstreamError::Protocol(format!("asset {} is not an image or video", short(&url))))?;
         Ok(Asset { bytes, content_type })
     }
 
     /// Reads a body with the idle timeout between chunks and a size cap.
-    async fn read_body(&self, resp: reqwest::Response, max: u64) -> Result<Bytes, UpstreamError> {
+    async fn read_body(&self, account: &Account, resp: wreq::Response, max: u64) -> Result<Bytes, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut buf = Vec::new();
         loop {
@@ -272,19 +367,15 @@ impl GrokWebClient {
                     }
                     buf.extend_from_slice(&chunk);
                 }
-                Some(Err(e)) => return Err(transport(e)),
+                Some(Err(e)) => return Err(browser::map_error(&e, &account.egress)),
             }
         }
         Ok(Bytes::from(buf))
     }
 }
 
-fn transport(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() { UpstreamError::Timeout(e.to_string()) } else { UpstreamError::Transport(e.to_string()) }
-}
-
 /// At most 4 KiB of an error body: enough to classify it.
-async fn read_text_limited(resp: reqwest::Response) -> String {
+async fn read_text_limited(resp: wreq::Response) -> String {
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
     let read = async {

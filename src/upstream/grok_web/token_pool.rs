@@ -40,6 +40,8 @@ pub struct TokenInfo {
     pub fail_count: u32,
     pub remaining: Option<u32>,
     pub cooldown_secs: Option<u64>,
+    /// The token's own proxy, password hidden.
+    pub proxy: Option<String>,
 }
 
 /// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
@@ -51,6 +53,7 @@ pub fn token_id(token: &str) -> String {
 #[derive(Debug)]
 struct TokenState {
     token: String,
+    proxy: Option<String>,
     status: TokenStatus,
     in_flight: u32,
     fail_count: u32,
@@ -109,6 +112,7 @@ impl From<NoToken> for UpstreamError {
 pub struct TokenLease {
     pub index: usize,
     pub token: String,
+    pub proxy: Option<String>,
     shared: Arc<Shared>,
 }
 
@@ -128,6 +132,15 @@ fn lock(m: &Mutex<Vec<TokenState>>) -> std::sync::MutexGuard<'_, Vec<TokenState>
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Splits a token entry `TOKEN` or `TOKEN|PROXY_URL` into its normalized token and proxy.
+pub fn parse_entry(raw: &str) -> (String, Option<String>) {
+    let (token, proxy) = match raw.split_once('|') {
+        Some((t, p)) => (t, Some(p.trim()).filter(|p| !p.is_empty()).map(str::to_owned)),
+        None => (raw, None),
+    };
+    (normalize_token(token), proxy)
+}
+
 /// Strip what people paste around a token: `sso=` prefix, trailing cookie attributes, whitespace, non-ASCII.
 pub fn normalize_token(raw: &str) -> String {
     let raw = raw.trim();
@@ -141,10 +154,11 @@ impl TokenPool {
         let mut seen = std::collections::HashSet::new();
         let tokens = raw_tokens
             .iter()
-            .map(|t| normalize_token(t))
-            .filter(|t| !t.is_empty() && seen.insert(t.clone()))
-            .map(|token| TokenState {
+            .map(|t| parse_entry(t))
+            .filter(|(t, _)| !t.is_empty() && seen.insert(t.clone()))
+            .map(|(token, proxy)| TokenState {
                 token,
+                proxy,
                 status: TokenStatus::Active,
                 in_flight: 0,
                 fail_count: 0,
@@ -202,7 +216,12 @@ impl TokenPool {
         match best {
             Some((i, _)) => {
                 tokens[i].in_flight += 1;
-                Ok(TokenLease { index: i, token: tokens[i].token.clone(), shared: self.shared.clone() })
+                Ok(TokenLease {
+                    index: i,
+                    token: tokens[i].token.clone(),
+                    proxy: tokens[i].proxy.clone(),
+                    shared: self.shared.clone(),
+                })
             }
             None if busy => Err(NoToken::Busy),
             None => Err(cooling.map_or(NoToken::NoneUsable, NoToken::Cooling)),
@@ -227,6 +246,12 @@ impl TokenPool {
                 t.status = TokenStatus::Cooling { until: Instant::now() + cool };
                 t.remaining = Some(0);
                 tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token rate limited");
+            }
+            Err(UpstreamError::ProxyFailed(_)) => {
+                // Only this token leaves through that proxy; the others keep serving.
+                let cool = self.settings.default_cooldown.min(Duration::from_secs(60));
+                t.status = TokenStatus::Cooling { until: Instant::now() + cool };
+                tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token's proxy failed");
             }
             Err(UpstreamError::Auth(_)) => {
                 t.fail_count += 1;
@@ -263,6 +288,7 @@ impl TokenPool {
                     TokenStatus::Cooling { until } if until > now => Some((until - now).as_secs().max(1)),
                     _ => None,
                 },
+                proxy: t.proxy.as_deref().map(super::browser::redact_proxy),
             })
             .collect()
     }
@@ -271,10 +297,13 @@ impl TokenPool {
     pub fn add(&self, raw: &[String]) -> usize {
         let mut tokens = lock(&self.shared.tokens);
         let mut added = 0;
-        for token in raw.iter().map(|t| normalize_token(t)).filter(|t| !t.is_empty()) {
+        for (token, proxy) in raw.iter().map(|t| parse_entry(t)).filter(|(t, _)| !t.is_empty()) {
             match tokens.iter_mut().find(|t| t.token == token) {
-                Some(t) if t.status.label(Instant::now()) == "active" => {}
+                Some(t) if t.status.label(Instant::now()) == "active" => {
+                    t.proxy = proxy.or(t.proxy.take());
+                }
                 Some(t) => {
+                    t.proxy = proxy.or(t.proxy.take());
                     t.status = TokenStatus::Active;
                     t.fail_count = 0;
                     added += 1;
@@ -282,6 +311,7 @@ impl TokenPool {
                 None => {
                     tokens.push(TokenState {
                         token,
+                        proxy,
                         status: TokenStatus::Active,
                         in_flight: 0,
                         fail_count: 0,
@@ -308,13 +338,13 @@ impl TokenPool {
         }
     }
 
-    /// (index, token) of every token worth asking the upstream about.
-    pub fn refreshable(&self) -> Vec<(usize, String)> {
+    /// (index, token, proxy) of every token worth asking the upstream about.
+    pub fn refreshable(&self) -> Vec<(usize, String, Option<String>)> {
         lock(&self.shared.tokens)
             .iter()
             .enumerate()
             .filter(|(_, t)| !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
-            .map(|(i, t)| (i, t.token.clone()))
+            .map(|(i, t)| (i, t.token.clone(), t.proxy.clone()))
             .collect()
     }
 
