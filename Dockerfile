@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build a static-ish release binary, ship it on a slim base as a non-root user.
 FROM rust:1-bookworm AS build
+# BoringSSL (wreq's browser-grade TLS) builds from source with cmake and clang.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake clang libclang-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -24,5 +27,5 @@ ENV GROK2API_LISTEN=0.0.0.0:8000 \
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
-  CMD ["grok2api", "healthcheck", "--url", "http://127.0.0.1:8000/healthz"]
+  CMD ["grok2api", "healthcheck"]
 ENTRYPOINT ["grok2api"]

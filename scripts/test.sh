@@ -3,6 +3,7 @@
 # driving the real binary. Installs the SDK into .venv-test on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/deps.sh
 
 venv=.venv-test
 if [ ! -x "$venv/bin/python" ]; then

@@ -22,8 +22,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Probe a running gateway's /healthz (used by the Docker HEALTHCHECK; exit 0 = healthy).
     Healthcheck {
-        #[arg(long, env = "GROK2API_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8000/healthz")]
-        url: String,
+        /// Default: /healthz on the address `GROK2API_LISTEN` names (a wildcard address is probed on loopback).
+        #[arg(long, env = "GROK2API_HEALTHCHECK_URL")]
+        url: Option<String>,
     },
 }
 
@@ -452,6 +453,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The URL a health probe on this machine should use for a gateway listening on `listen`.
+pub fn healthcheck_url(listen: &str) -> String {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8000"));
+    let host = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" | "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" => "[::1]".to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
+    format!("http://{host}:{port}/healthz")
+}
+
 impl Config {
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
@@ -526,6 +539,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn healthcheck_follows_the_listen_address() {
+        assert_eq!(healthcheck_url("0.0.0.0:9000"), "http://127.0.0.1:9000/healthz");
+        assert_eq!(healthcheck_url("127.0.0.1:8000"), "http://127.0.0.1:8000/healthz");
+        assert_eq!(healthcheck_url("[::]:8080"), "http://[::1]:8080/healthz");
+        assert_eq!(healthcheck_url("10.1.2.3:81"), "http://10.1.2.3:81/healthz");
+    }
 
     #[test]
     fn unknown_key_is_rejected_with_its_name() {

@@ -32,7 +32,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Sim(args)) => run_sim(args).await,
-        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
+        Some(Command::Healthcheck { url }) => {
+            let listen = std::env::var("GROK2API_LISTEN").unwrap_or_else(|_| "127.0.0.1:8000".into());
+            healthcheck(&url.unwrap_or_else(|| grok2api::config::healthcheck_url(&listen))).await
+        }
         None => serve(cli.serve).await,
     };
     match result {
