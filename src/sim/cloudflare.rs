@@ -220,6 +220,12 @@ pub(crate) async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Re
             return challenge_page("no cf_clearance for this User-Agent");
         }
     }
+    if let Some(ConnectInfo(conn)) = req.extensions().get::<ConnectInfo<ConnInfo>>() {
+        let mut seen = sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < 10_000 {
+            seen.push((req.uri().path().to_owned(), conn.ja4.to_string(), ua.clone()));
+        }
+    }
     let replayed = cookie(req.headers(), "__cf_bm").is_some_and(|v| v.starts_with("sim-"));
     if replayed {
         sim.stats.cf_bm_replayed.fetch_add(1, Ordering::Relaxed);

@@ -134,6 +134,8 @@ pub struct SimStats {
     pub cf_bm_replayed: AtomicU64,
     /// Bodies posted to the simulated FlareSolverr.
     pub solver_requests: Mutex<Vec<serde_json::Value>>,
+    /// (path, JA4 of the connection, User-Agent) of every request that passed the gate in TLS mode.
+    pub seen: Mutex<Vec<(String, String, String)>>,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -267,6 +269,11 @@ impl SimHandle {
 
     pub fn cf_bm_replayed(&self) -> u64 {
         self.sim.stats.cf_bm_replayed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// (path, JA4, User-Agent) of every request the TLS gate let through.
+    pub fn seen(&self) -> Vec<(String, String, String)> {
+        self.sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn solver_requests(&self) -> Vec<serde_json::Value> {

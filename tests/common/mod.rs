@@ -2,6 +2,8 @@
 //! and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::{Duration, Instant};
 
 use grok2api::app::Server;
@@ -24,6 +26,8 @@ pub struct Harness {
 pub struct Builder {
     pub sim: SimConfig,
     pub cfg: Config,
+    /// Config that depends on the running simulator (its URL), applied once it is up.
+    after_sim: Vec<Box<dyn FnOnce(&mut Config, &SimHandle)>>,
 }
 
 /// Which upstream the end-to-end suite runs against: `GROK2API_TEST_UPSTREAM=xai` for the official
@@ -72,12 +76,18 @@ pub fn builder() -> Builder {
     cfg.xai.poll_interval_ms = 10;
     cfg.xai.request_timeout_secs = 5;
     cfg.server.request_timeout_secs = 30;
-    Builder { sim, cfg }
+    Builder { sim, cfg, after_sim: Vec::new() }
 }
 
 impl Builder {
     pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.cfg);
+        self
+    }
+
+    /// Config that needs the simulator's address (e.g. its FlareSolverr endpoint).
+    pub fn config_with_sim(mut self, f: impl FnOnce(&mut Config, &SimHandle) + 'static) -> Self {
+        self.after_sim.push(Box::new(f));
         self
     }
 
@@ -130,6 +140,9 @@ impl Builder {
         }
         cfg.xai.base_url = sim.base_url();
         cfg.media.dir = Some(media.path().to_owned());
+        for f in self.after_sim {
+            f(&mut cfg, &sim);
+        }
         let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
         let base = server.base_url();
         Harness { sim, server, http: reqwest::Client::new(), base, _media: media, _ca: ca }

@@ -54,6 +54,8 @@ pub fn token_id(token: &str) -> String {
 struct TokenState {
     token: String,
     proxy: Option<String>,
+    /// Why the current cooldown started, when it was the token's proxy.
+    proxy_error: Option<String>,
     status: TokenStatus,
     in_flight: u32,
     fail_count: u32,
@@ -84,8 +86,9 @@ struct Shared {
 pub enum NoToken {
     /// Nothing configured, or every token expired.
     NoneUsable,
-    /// Every usable token is rate limited; the first cools down after this long.
-    Cooling(Duration),
+    /// Every usable token is cooling down; the first is back after this long. When that token cools
+    /// because its proxy failed, the proxy failure is the better answer than "rate limited".
+    Cooling(Duration, Option<String>),
     /// Every usable token is at its concurrency cap.
     Busy,
 }
@@ -96,7 +99,10 @@ impl From<NoToken> for UpstreamError {
             NoToken::NoneUsable => {
                 UpstreamError::Auth("no usable upstream token (none configured, or all expired)".into())
             }
-            NoToken::Cooling(d) => UpstreamError::RateLimited {
+            NoToken::Cooling(d, Some(proxy_error)) => {
+                UpstreamError::ProxyFailed(format!("{proxy_error} (token cooling down for {}s)", d.as_secs().max(1)))
+            }
+            NoToken::Cooling(d, None) => UpstreamError::RateLimited {
                 retry_after: Some(d),
                 message: "every upstream token is rate limited; retry later".into(),
             },
@@ -159,6 +165,7 @@ impl TokenPool {
             .map(|(token, proxy)| TokenState {
                 token,
                 proxy,
+                proxy_error: None,
                 status: TokenStatus::Active,
                 in_flight: 0,
                 fail_count: 0,
@@ -191,12 +198,14 @@ impl TokenPool {
         let now = Instant::now();
         let mut tokens = lock(&self.shared.tokens);
         let mut best: Option<(usize, (u32, std::cmp::Reverse<u32>))> = None;
-        let mut cooling: Option<Duration> = None;
+        let mut cooling: Option<(Duration, Option<String>)> = None;
         let mut busy = false;
         for (i, t) in tokens.iter_mut().enumerate() {
             if let TokenStatus::Cooling { until } = t.status {
                 if until > now {
-                    cooling = Some(cooling.map_or(until - now, |w| w.min(until - now)));
+                    if cooling.as_ref().is_none_or(|(w, _)| until - now < *w) {
+                        cooling = Some((until - now, t.proxy_error.clone()));
+                    }
                     continue;
                 }
                 t.status = TokenStatus::Active;
@@ -224,7 +233,7 @@ impl TokenPool {
                 })
             }
             None if busy => Err(NoToken::Busy),
-            None => Err(cooling.map_or(NoToken::NoneUsable, NoToken::Cooling)),
+            None => Err(cooling.map_or(NoToken::NoneUsable, |(d, why)| NoToken::Cooling(d, why))),
         }
     }
 
@@ -239,18 +248,21 @@ impl TokenPool {
         match outcome {
             Ok(()) => {
                 t.fail_count = 0;
+                t.proxy_error = None;
                 t.remaining = t.remaining.map(|r| r.saturating_sub(1));
             }
             Err(UpstreamError::RateLimited { retry_after, .. }) => {
+                t.proxy_error = None;
                 let cool = retry_after.unwrap_or(self.settings.default_cooldown);
                 t.status = TokenStatus::Cooling { until: Instant::now() + cool };
                 t.remaining = Some(0);
                 tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token rate limited");
             }
-            Err(UpstreamError::ProxyFailed(_)) => {
+            Err(UpstreamError::ProxyFailed(why)) => {
                 // Only this token leaves through that proxy; the others keep serving.
                 let cool = self.settings.default_cooldown.min(Duration::from_secs(60));
                 t.status = TokenStatus::Cooling { until: Instant::now() + cool };
+                t.proxy_error = Some(why.clone());
                 tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token's proxy failed");
             }
             Err(UpstreamError::Auth(_)) => {
@@ -312,6 +324,7 @@ impl TokenPool {
                     tokens.push(TokenState {
                         token,
                         proxy,
+                        proxy_error: None,
                         status: TokenStatus::Active,
                         in_flight: 0,
                         fail_count: 0,
@@ -457,7 +470,7 @@ mod tests {
         p.report(&other, Err(&auth));
         assert_eq!(p.status(other.index), TokenStatus::Expired);
         match p.acquire(&[]) {
-            Err(NoToken::Cooling(d)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
+            Err(NoToken::Cooling(d, None)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
             other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
         }
         assert_eq!(p.capacity(), (0, 2));
