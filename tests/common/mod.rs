@@ -27,8 +27,10 @@ pub struct Builder {
     pub sim: SimConfig,
     pub cfg: Config,
     /// Config that depends on the running simulator (its URL), applied once it is up.
-    after_sim: Vec<Box<dyn FnOnce(&mut Config, &SimHandle)>>,
+    after_sim: Vec<AfterSim>,
 }
+
+type AfterSim = Box<dyn FnOnce(&mut Config, &SimHandle)>;
 
 /// Which upstream the end-to-end suite runs against: `GROK2API_TEST_UPSTREAM=xai` for the official
 /// API flavor, grok.com's web protocol otherwise. The same tests run against both.
