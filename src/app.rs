@@ -102,6 +102,7 @@ impl AppState {
             allow_private: cfg.fetch.allow_private,
             timeout: std::time::Duration::from_secs(cfg.fetch.timeout_secs.max(1)),
             host_overrides: cfg.fetch.host_overrides.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            extra_root_pem: cfg.fetch.ca_pem.clone(),
             ..FetchPolicy::default()
         };
         let callbacks = match &cfg.callbacks.secret {

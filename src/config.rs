@@ -20,12 +20,98 @@ pub struct Cli {
 pub enum Command {
     /// Run the simulated grok.com upstream alone.
     Sim(SimArgs),
+    /// Probe grok.com with one account, step by step (DNS, TCP, proxy, TLS, Cloudflare, anti-bot, sso,
+    /// quota, WebSocket, optionally one image). Exit code 0 only when every step passes.
+    Doctor(DoctorArgs),
     /// Probe a running gateway's /healthz (used by the Docker HEALTHCHECK; exit 0 = healthy).
     Healthcheck {
         /// Default: /healthz on the address `GROK2API_LISTEN` names (a wildcard address is probed on loopback).
         #[arg(long, env = "GROK2API_HEALTHCHECK_URL")]
         url: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The sso cookie of the account to probe (`TOKEN|PROXY_URL` gives it its own proxy).
+    #[arg(long, env = "GROK2API_DOCTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Proxy for this probe (overrides grok.proxy).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Also generate one real image (spends one generation).
+    #[arg(long)]
+    pub generate: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Configuration file whose [grok] section to use.
+    #[arg(long, env = "GROK2API_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// grok.com base URL (default https://grok.com; the WebSocket and assets URLs follow it unless set).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    #[arg(long)]
+    pub ws_url: Option<String>,
+    /// Extra PEM roots (grok.ca_file).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Browser profile (grok.browser).
+    #[arg(long)]
+    pub browser: Option<String>,
+    /// User-Agent (grok.user_agent).
+    #[arg(long)]
+    pub user_agent: Option<String>,
+    /// Fixed x-statsig-id (grok.statsig_id).
+    #[arg(long)]
+    pub statsig_id: Option<String>,
+    /// FlareSolverr endpoint (grok.flaresolverr_url).
+    #[arg(long)]
+    pub flaresolverr_url: Option<String>,
+}
+
+impl DoctorArgs {
+    /// The grok section the probe runs with: the config file's, then these flags.
+    pub fn grok_config(&self) -> Result<GrokWebConfig, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Config::from_toml_str(&text, path)?.grok
+            }
+            None => GrokWebConfig::default(),
+        };
+        if let Some(base) = &self.base_url {
+            let base = base.trim_end_matches('/').to_owned();
+            cfg.ws_url = self.ws_url.clone().unwrap_or_else(|| base.replacen("http", "ws", 1));
+            cfg.assets_url = base.clone();
+            cfg.base_url = base;
+        } else if let Some(ws) = &self.ws_url {
+            cfg.ws_url = ws.clone();
+        }
+        if let Some(t) = &self.token {
+            cfg.tokens = vec![t.clone()];
+        }
+        let set = |field: &mut Option<_>, v: &Option<_>| {
+            if v.is_some() {
+                field.clone_from(v);
+            }
+        };
+        set(&mut cfg.proxy, &self.proxy);
+        set(&mut cfg.user_agent, &self.user_agent);
+        set(&mut cfg.statsig_id, &self.statsig_id);
+        set(&mut cfg.flaresolverr_url, &self.flaresolverr_url);
+        if self.ca_file.is_some() {
+            cfg.ca_file.clone_from(&self.ca_file);
+        }
+        if let Some(b) = &self.browser {
+            cfg.browser = b.clone();
+        }
+        // One probe, no second chances: each step says what it saw.
+        cfg.max_attempts = 1;
+        cfg.token_wait_secs = 0;
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +128,17 @@ pub struct SimArgs {
     /// Which upstream to simulate: grok-web (grok.com's web protocol) or xai (the official API).
     #[arg(long, env = "GROK2API_SIM_FLAVOR", default_value = "grok-web")]
     pub flavor: UpstreamKind,
+    /// Serve HTTPS/WSS with a generated certificate and challenge clients whose TLS hello or
+    /// WebSocket headers are not the browser's their User-Agent claims (as Cloudflare does).
+    #[arg(long, env = "GROK2API_SIM_TLS")]
+    pub tls: bool,
+    /// With --tls: write the CA certificate (PEM) here, for the gateway's grok.ca_file.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+    /// Challenge every request that lacks a cf_clearance from the simulator's FlareSolverr
+    /// (POST /flaresolverr/v1).
+    #[arg(long)]
+    pub require_clearance: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -316,6 +413,9 @@ pub struct GrokWebConfig {
     pub proxy: Option<String>,
     /// Extra PEM root certificates to trust for grok.com (a TLS-inspecting proxy, `sim --tls`).
     pub ca_file: Option<PathBuf>,
+    /// The same, in memory (the `--demo` simulator's CA); not settable from the file.
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
     /// FlareSolverr endpoint (e.g. http://127.0.0.1:8191); on a Cloudflare challenge a token asks it
     /// for clearance cookies through its own proxy, then retries once.
     pub flaresolverr_url: Option<String>,
@@ -361,6 +461,7 @@ impl Default for GrokWebConfig {
             user_agent: None,
             proxy: None,
             ca_file: None,
+            ca_pem: None,
             flaresolverr_url: None,
             flaresolverr_timeout_secs: 60,
             extra_cookies: None,
@@ -413,11 +514,14 @@ pub struct FetchConfig {
     /// Host → base URL served instead, e.g. `"images.internal" = "http://10.0.0.5:9000"`. Targets named
     /// here are trusted and skip the address check.
     pub host_overrides: std::collections::HashMap<String, String>,
+    /// A root (PEM) for override targets served by a private CA: the `--demo` simulator's; not settable.
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
-        Self { allow_private: false, timeout_secs: 20, host_overrides: Default::default() }
+        Self { allow_private: false, timeout_secs: 20, host_overrides: Default::default(), ca_pem: None }
     }
 }
 

@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Sim(args)) => run_sim(args).await,
+        Some(Command::Doctor(args)) => return doctor(args).await,
         Some(Command::Healthcheck { url }) => {
             let listen = std::env::var("GROK2API_LISTEN").unwrap_or_else(|_| "127.0.0.1:8000".into());
             healthcheck(&url.unwrap_or_else(|| grok2api::config::healthcheck_url(&listen))).await
@@ -76,6 +77,8 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
             SimConfig {
                 tokens: DEMO_TOKENS.map(String::from).to_vec(),
                 flavor: cfg.upstream.kind,
+                // The demo goes through the same fingerprint-checking TLS front as the test suite.
+                tls: cfg.upstream.kind == UpstreamKind::GrokWeb,
                 ..SimConfig::default()
             },
             listener,
@@ -84,7 +87,9 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         let base = handle.base_url();
         cfg.grok.base_url = base.clone();
         cfg.grok.assets_url = base.clone();
-        cfg.grok.ws_url = base.replacen("http://", "ws://", 1);
+        cfg.grok.ws_url = handle.ws_url();
+        cfg.grok.ca_pem = handle.ca_pem.clone();
+        cfg.fetch.ca_pem = handle.ca_pem.clone();
         cfg.grok.tokens = DEMO_TOKENS.map(String::from).to_vec();
         cfg.xai.base_url = base.clone();
         cfg.xai.api_key = Some(DEMO_TOKENS[0].into());
@@ -149,15 +154,39 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
             tokens: args.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
             frame_delay: Duration::from_millis(args.frame_delay_ms),
             flavor: args.flavor,
+            tls: args.tls,
+            require_clearance: args.require_clearance,
             ..SimConfig::default()
         },
         listener,
     )
     .map_err(|e| e.to_string())?;
+    if let (Some(path), Some(pem)) = (&args.ca_out, &handle.ca_pem) {
+        std::fs::write(path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("simulator CA written to {} (give it to the gateway as grok.ca_file)", path.display());
+    }
     println!("grok2api simulator ({:?}) listening on {}", args.flavor, handle.base_url());
     shutdown_signal().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), handle.stop()).await;
     Ok(())
+}
+
+async fn doctor(args: grok2api::config::DoctorArgs) -> ExitCode {
+    init_tracing(LogFormat::Text, "warn");
+    let cfg = match args.grok_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("grok2api doctor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = grok2api::doctor::run(cfg, args.generate).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", grok2api::doctor::render_text(&report));
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn healthcheck(url: &str) -> Result<(), String> {

@@ -21,6 +21,8 @@ pub struct FetchPolicy {
     /// Host → base URL to use instead (e.g. `example.com` → the demo simulator). Operator-chosen
     /// targets are trusted: they skip the address check.
     pub host_overrides: HashMap<String, String>,
+    /// An extra root (PEM) for override targets served over TLS by a private CA (the demo simulator).
+    pub extra_root_pem: Option<String>,
 }
 
 impl Default for FetchPolicy {
@@ -31,6 +33,7 @@ impl Default for FetchPolicy {
             timeout: Duration::from_secs(20),
             max_redirects: 3,
             host_overrides: HashMap::new(),
+            extra_root_pem: None,
         }
     }
 }
@@ -173,12 +176,18 @@ async fn fetch_inner(raw: &str, policy: &FetchPolicy) -> Result<(Bytes, Option<S
     for _ in 0..=policy.max_redirects {
         let (target, addr) = resolve_checked(&url, policy).await?;
         let host = target.host_str().unwrap_or_default().to_owned();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .resolve(&host, addr)
-            .connect_timeout(policy.timeout)
-            .build()
-            .map_err(|e| FetchError::Failed(format!("HTTP client: {e}")))?;
+            .connect_timeout(policy.timeout);
+        if let Some(pem) = &policy.extra_root_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| FetchError::Failed(format!("extra root certificate: {e}")))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| FetchError::Failed(format!("HTTP client: {e}")))?;
         let resp = client
             .get(target.clone())
             .header("accept", "image/*")

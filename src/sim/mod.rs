@@ -234,9 +234,9 @@ fn router(sim: Sim) -> Router {
         .route("/rest/media/imagine/quota_info", post(assets::quota_info))
         .route("/users/{*path}", get(assets::user_asset))
         .route("/imagine-public/images/{file}", get(assets::public_image))
-        .route("/example-assets/{*path}", get(assets::example_image))
         .layer(axum::middleware::from_fn_with_state(sim.clone(), cloudflare::gate))
-        // FlareSolverr is a service of its own, not behind grok.com's Cloudflare.
+        // Stand-ins for other hosts (example.com images, FlareSolverr), not behind grok.com's Cloudflare.
+        .route("/example-assets/{*path}", get(assets::example_image))
         .route("/flaresolverr/v1", post(cloudflare::flaresolverr))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(sim)

@@ -49,9 +49,10 @@ impl GrokWebClient {
     pub fn new(cfg: GrokWebConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
         crate::install_crypto_provider();
         let profile = BrowserProfile::select(&cfg.browser, &cfg.platform, cfg.user_agent.as_deref())?;
-        let ca_pem = match &cfg.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| format!("grok.ca_file {}: {e}", path.display()))?),
-            None => None,
+        let ca_pem = match (&cfg.ca_file, &cfg.ca_pem) {
+            (Some(path), _) => Some(std::fs::read(path).map_err(|e| format!("grok.ca_file {}: {e}", path.display()))?),
+            (None, Some(pem)) => Some(pem.clone().into_bytes()),
+            (None, None) => None,
         };
         for raw in &cfg.tokens {
             if let (_, Some(proxy)) = token_pool::parse_entry(raw) {
@@ -140,7 +141,7 @@ impl GrokWebClient {
     }
 
     /// sso cookies, then the Cloudflare cookies this token earned, then the operator's extras.
-    fn cookie(&self, token: &str) -> String {
+    pub(crate) fn cookie(&self, token: &str) -> String {
         let mut c = format!("sso={token}; sso-rw={token}");
         let cf = self.transport.clearance.cookie_header(token);
         if !cf.is_empty() {
@@ -372,6 +373,11 @@ impl GrokWebClient {
         }
         Ok(Bytes::from(buf))
     }
+}
+
+/// A refused WebSocket handshake (status and headers only: the body stays with the transport).
+pub fn classify_handshake(status: u16, headers: &HeaderMap) -> UpstreamError {
+    classify::classify_http(status, headers, "")
 }
 
 /// At most 4 KiB of an error body: enough to classify it.
