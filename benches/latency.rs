@@ -1,6 +1,8 @@
 //! One-image latency: through the gateway (HTTP → client → simulator → media store → JSON) versus the
 //! same grok-web client calling the simulator directly. The difference is what the gateway adds.
-//! Run: `cargo bench --bench latency` (release build; N=50 by default, `LATENCY_N` to change).
+//! Run: `cargo bench --bench latency` (release build; N=50 by default, `LATENCY_N` to change). The
+//! simulator speaks TLS and checks fingerprints as grok.com's Cloudflare does (`LATENCY_TLS=0`: plain
+//! HTTP, to separate the cost of TLS from the rest).
 
 use std::time::{Duration, Instant};
 
@@ -36,9 +38,10 @@ async fn main() {
     let timing = std::env::args().any(|a| a == "--bench");
     let n: usize = if timing { std::env::var("LATENCY_N").ok().and_then(|s| s.parse().ok()).unwrap_or(50) } else { 2 };
     let delay_ms: u64 = std::env::var("LATENCY_FRAME_DELAY_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let tls = std::env::var("LATENCY_TLS").map_or(true, |v| v != "0");
     let tokens = vec!["bench-token-0001".to_string()];
     let sim = sim::spawn(
-        SimConfig { tokens: tokens.clone(), frame_delay: Duration::from_millis(delay_ms), ..SimConfig::default() },
+        SimConfig { tokens: tokens.clone(), frame_delay: Duration::from_millis(delay_ms), tls, ..SimConfig::default() },
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
     )
     .unwrap();
@@ -46,7 +49,8 @@ async fn main() {
     let mut cfg = Config::default();
     cfg.grok.base_url = sim.base_url();
     cfg.grok.assets_url = sim.base_url();
-    cfg.grok.ws_url = sim.base_url().replace("http://", "ws://");
+    cfg.grok.ws_url = sim.ws_url();
+    cfg.grok.ca_pem = sim.ca_pem.clone();
     cfg.grok.tokens = tokens;
     cfg.media.dir = Some(media.path().to_owned());
     let direct = GrokWebClient::new(cfg.grok.clone(), Default::default()).unwrap();
@@ -79,7 +83,8 @@ async fn main() {
         println!("latency bench smoke run: both paths served {n} images (timings: cargo bench --bench latency)");
         return;
     }
-    println!("one 512x512 image, simulator frame delay {delay_ms} ms");
+    let front = if tls { "TLS + fingerprint checks" } else { "plain HTTP" };
+    println!("one 512x512 image, simulator frame delay {delay_ms} ms, simulator over {front}");
     let md = stats("direct client → simulator", d);
     let mg = stats("through the gateway", g);
     println!("gateway overhead (median): {:.2} ms", mg - md);

@@ -167,6 +167,18 @@ pub struct ServeArgs {
     /// grok.com sso tokens (comma-separated), added to grok.tokens.
     #[arg(long = "grok-token", env = "GROK2API_GROK_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub grok_tokens: Vec<String>,
+    /// Browser profile for grok.com traffic, e.g. chrome_149 (overrides grok.browser).
+    #[arg(long = "grok-browser", env = "GROK2API_GROK_BROWSER")]
+    pub grok_browser: Option<String>,
+    /// Proxy for all grok.com traffic: http://, https://, socks5://, socks5h:// (overrides grok.proxy).
+    #[arg(long = "grok-proxy", env = "GROK2API_GROK_PROXY", hide_env_values = true)]
+    pub grok_proxy: Option<String>,
+    /// Extra PEM roots for grok.com (overrides grok.ca_file).
+    #[arg(long = "grok-ca-file", env = "GROK2API_GROK_CA_FILE")]
+    pub grok_ca_file: Option<PathBuf>,
+    /// FlareSolverr endpoint for Cloudflare challenges (overrides grok.flaresolverr_url).
+    #[arg(long = "flaresolverr-url", env = "GROK2API_FLARESOLVERR_URL")]
+    pub flaresolverr_url: Option<String>,
     /// Base URL used in returned links, e.g. https://img.example.com (default: from the request's Host).
     #[arg(long, env = "GROK2API_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
@@ -595,6 +607,18 @@ impl Config {
         self.auth.api_keys.extend(args.api_keys.iter().map(|k| k.trim().to_owned()));
         self.auth.api_keys.retain(|k| !k.is_empty());
         self.grok.tokens.extend(args.grok_tokens.iter().cloned());
+        if let Some(b) = args.grok_browser.as_ref().filter(|b| !b.trim().is_empty()) {
+            self.grok.browser = b.trim().to_owned();
+        }
+        if let Some(p) = args.grok_proxy.as_ref().filter(|p| !p.trim().is_empty()) {
+            self.grok.proxy = Some(p.trim().to_owned());
+        }
+        if args.grok_ca_file.is_some() {
+            self.grok.ca_file = args.grok_ca_file.clone();
+        }
+        if let Some(u) = args.flaresolverr_url.as_ref().filter(|u| !u.trim().is_empty()) {
+            self.grok.flaresolverr_url = Some(u.trim().to_owned());
+        }
         if args.public_base_url.is_some() {
             self.server.public_base_url = args.public_base_url.clone();
         }
