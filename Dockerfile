@@ -5,9 +5,16 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang libclang-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Dependencies first, built against stub sources, so that a change under src/ reuses this (slow: BoringSSL)
+# layer; it is rebuilt only when Cargo.toml, Cargo.lock or benches/ change (Cargo.toml names the benches).
+# The stub's own artifacts are removed so the real crate is always rebuilt, whatever the files' mtimes.
 COPY Cargo.toml Cargo.lock ./
-COPY src ./src
 COPY benches ./benches
+RUN mkdir src && echo 'fn main() {}' >src/main.rs && touch src/lib.rs \
+ && cargo build --release --locked --bin grok2api \
+ && rm -rf src target/release/grok2api target/release/grok2api.d target/release/.fingerprint/grok2api-* \
+      target/release/deps/grok2api-* target/release/deps/libgrok2api-*
+COPY src ./src
 COPY config.example.toml ./
 RUN cargo build --release --locked --bin grok2api
 

@@ -126,6 +126,12 @@ while :; do
   sleep 0.2
 done
 pass "docker health status healthy ($(since "$t_run") s after docker run)"
+# With -p the gateway listens on 8000 in the container, the port a hard-wired check would also use; so
+# show directly that `grok2api healthcheck` follows GROK2API_LISTEN: it must fail when that points elsewhere.
+if docker exec -e GROK2API_LISTEN=0.0.0.0:1 "$container" grok2api healthcheck >/dev/null 2>&1; then
+  fail "healthcheck passed with GROK2API_LISTEN=0.0.0.0:1: it does not follow GROK2API_LISTEN"
+fi
+pass "healthcheck follows GROK2API_LISTEN (fails when it names another port)"
 
 # 6. No key -> 401.
 req='{"model":"grok-imagine-image","prompt":"a red fox","n":1}'

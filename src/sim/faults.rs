@@ -7,7 +7,7 @@
 //! | `[sim:rate-limit]` | `error` frame "Too many requests" | in-band `{"error":{"code":8}}` |
 //! | `[sim:slow=MS]` | extra MS before every frame | extra MS before every frame |
 //! | `[sim:disconnect]` | socket dropped mid-stream | connection cut mid-stream |
-//! | `[sim:garbage]` | a non-JSON frame | a non-JSON line |
+//! | `[sim:garbage]` | a run of non-JSON frames | a non-JSON line |
 //! | `[sim:moderated]` | `completed` with `moderated:true`, no final | final frame with `moderated:true` |
 //! | `[sim:cloudflare]` | `error` frame "anti-bot" (the prompt comes after the handshake) | HTTP 403 HTML challenge page |
 

@@ -1,6 +1,9 @@
 //! The simulated Imagine WebSocket (`/ws/imagine/listen`): per request, for every image a
 //! `start_stage`, rising previews, a final blob and a `completed` status, images interleaved. Odd
 //! images announce `completed` before their final frame, as the real service sometimes does.
+//! Frames have the captured shape (tests/fixtures/grok-web/imagine-frames.jsonl): the identity twice
+//! (`job_id` and `id`), the position twice (`grid_index` and `order`), `percentage_complete: null` on
+//! the first preview, `image_id: null` on some status frames, and fields a client must ignore.
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -72,10 +75,16 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             .await;
     }
     if faults.garbage {
-        let _ = socket.send(Message::text("<html><body>502 Bad Gateway</body></html>")).await;
+        // One odd frame is skipped by a tolerant client; a run of them is a protocol it does not speak.
+        for _ in 0..64 {
+            if socket.send(Message::text("<html><body>502 Bad Gateway</body></html>")).await.is_err() {
+                return false;
+            }
+        }
         return false;
     }
 
+    let request_id = content.get("requestId").and_then(Value::as_str).unwrap_or_default().to_owned();
     let (w, h) = dims_for_ratio(&ratio, sim.cfg.image_long_side);
     let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let public_url = |id: &str| format!("{}/imagine-public/images/{id}.png", sim.base_url);
@@ -83,21 +92,31 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
 
     for (order, id) in ids.iter().enumerate() {
         tokio::time::sleep(delay).await;
+        // The status frame's image_id is sometimes null; job_id always names the image.
+        let image_id = if order % 2 == 0 { json!(id) } else { Value::Null };
         if !send(
             socket,
-            json!({"type":"json","current_status":"start_stage","image_id":id,"order":order,"width":w,"height":h}),
+            json!({"type":"json","current_status":"start_stage","job_id":id,"image_id":image_id,"order":order,
+                   "width":w,"height":h,"model_name":"imagine_x_1"}),
         )
         .await
         {
             return false;
         }
     }
-    for (stage, pct) in [(0usize, 25u32), (1, 60)] {
+    let image_frame = |id: &str, order: usize, blob: String, pct: Value| {
+        json!({"type":"image","blob":blob,"job_id":id,"grid_index":order,"is_alteration":false,"order":order,
+               "section_id":0,"request_id":request_id,"url":public_url(id),"id":id,"prompt":prompt,
+               "full_prompt":format!("{prompt}, detailed"),"percentage_complete":pct,"model_name":"imagine_x_1",
+               "suggested_moderation_rule":"MODERATION_RULE_DEFAULT","r_rated":false})
+    };
+    // The first preview has no percentage yet (null), the second says 50.
+    for (stage, pct) in [(0usize, Value::Null), (1, json!(50.0))] {
         for (order, id) in ids.iter().enumerate() {
             tokio::time::sleep(delay).await;
             let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
             let preview = render_png(&seed, (w / 4).max(8), (h / 4).max(8), 0.25 + stage as f32 * 0.25);
-            let frame = json!({"type":"image","url":public_url(id),"blob":b64(&preview),"percentage_complete":pct,"order":order});
+            let frame = image_frame(id, order, b64(&preview), pct.clone());
             if !send(socket, frame).await {
                 return false;
             }
@@ -116,7 +135,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
     }
     for (order, id) in ids.iter().enumerate() {
         tokio::time::sleep(delay).await;
-        let completed = json!({"type":"json","current_status":"completed","image_id":id,"order":order,
+        let completed = json!({"type":"json","current_status":"completed","job_id":id,"image_id":id,"order":order,
                                "moderated":faults.moderated,"r_rated":false});
         if faults.moderated {
             if !send(socket, completed).await {
@@ -130,8 +149,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             format!("{id}.png"),
             StoredAsset { owner: String::new(), content_type: "image/png", bytes: png.clone() },
         );
-        let final_frame = json!({"type":"image","url":public_url(id),"blob":b64(&png),"percentage_complete":100,
-                                 "order":order,"width":w,"height":h});
+        let final_frame = image_frame(id, order, b64(&png), json!(100.0));
         let frames = if order % 2 == 1 { [completed, final_frame] } else { [final_frame, completed] };
         for f in frames {
             if !send(socket, f).await {

@@ -71,7 +71,10 @@ pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
     if code == "8" || lower.contains("too many requests") || lower.contains("rate limit") || code.contains("rate_limit")
     {
         UpstreamError::RateLimited { retry_after: None, message: "upstream rate limit reached".into() }
-    } else if lower.contains("usage limit") || lower.contains("usage quota") {
+    } else if lower.contains("usage limit")
+        || lower.contains("usage quota")
+        || lower.contains("media generation credits")
+    {
         UpstreamError::RateLimited { retry_after: None, message: "upstream usage quota exhausted".into() }
     } else if code == "7" || lower.contains("anti-bot") {
         UpstreamError::Challenge(snippet(message))
@@ -80,6 +83,27 @@ pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
     } else {
         UpstreamError::Failed(if code.is_empty() { snippet(message) } else { format!("{code}: {}", snippet(message)) })
     }
+}
+
+/// `modelResponse.streamErrors`: strings or `{code, message}` objects (kept as JSON text). The most
+/// telling one wins: quota, anti-bot and auth say what to do; anything else is a plain failure.
+pub fn classify_stream_errors(errors: &[String]) -> UpstreamError {
+    let classified: Vec<UpstreamError> = errors
+        .iter()
+        .map(|e| match serde_json::from_str::<serde_json::Value>(e) {
+            Ok(v) if v.is_object() => {
+                let code = v.get("code").map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned));
+                let message = v.get("message").and_then(|m| m.as_str()).unwrap_or(e);
+                classify_in_band(code.as_deref(), message)
+            }
+            _ => classify_in_band(None, e),
+        })
+        .collect();
+    classified
+        .iter()
+        .find(|c| !matches!(c, UpstreamError::Failed(_)))
+        .cloned()
+        .unwrap_or_else(|| UpstreamError::Failed(format!("upstream stream errors: {}", errors.join("; "))))
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@ async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -
         .mime_str(image.content_type)
         .map_err(|e| UpstreamError::Failed(format!("bad upload type: {e}")))?;
     let form = wreq::multipart::Form::new().part("file", part).text("file_source", wire::UPLOAD_FILE_SOURCE);
+    // The web app signs REST calls, not uploads.
     let mut headers = client.api_headers(account);
     headers.remove("x-xai-request-id");
+    headers.remove("x-statsig-id");
     let req = client
         .transport
         .request(&account.egress, Method::POST, &client.url(wire::UPLOAD_PATH), headers)?
@@ -137,7 +139,7 @@ pub(super) async fn edit(
         return Err(if found.moderated > 0 {
             UpstreamError::Moderated("the upstream moderated the edited image; rephrase the prompt".into())
         } else if !found.stream_errors.is_empty() {
-            UpstreamError::Failed(format!("upstream stream errors: {}", found.stream_errors.join("; ")))
+            classify::classify_stream_errors(&found.stream_errors)
         } else {
             UpstreamError::Protocol(format!("conversation ended with {} of {want} images", urls.len()))
         });
@@ -200,7 +202,7 @@ pub(super) async fn video(
         return Err(if moderated {
             UpstreamError::Moderated("the upstream moderated the video; rephrase the prompt".into())
         } else if !stream_errors.is_empty() {
-            UpstreamError::Failed(format!("upstream stream errors: {}", stream_errors.join("; ")))
+            classify::classify_stream_errors(&stream_errors)
         } else {
             UpstreamError::Protocol("video stream ended without a video URL".into())
         });

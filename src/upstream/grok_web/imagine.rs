@@ -10,6 +10,9 @@ use wreq::ws::message::Message;
 
 use super::browser::WsOpen;
 use super::wire::{self, ImagineFrame};
+
+/// Unusable frames in a row after which the stream is given up as not speaking the protocol.
+const MAX_UNUSABLE_FRAMES: usize = 32;
 use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
 use crate::upstream::{Asset, UpstreamError, sniff_media_type};
@@ -51,21 +54,31 @@ pub(super) async fn generate(
         Ok(Ok(WsOpen::Open(ws))) => ws,
     };
 
-    for frame in
-        [wire::imagine_reset(), wire::imagine_request(&job.prompt, job.aspect_ratio, job.n, client.cfg.enable_nsfw)]
-    {
-        ws.send(Message::text(frame.to_string()))
-            .await
-            .map_err(|e| UpstreamError::Transport(format!("Imagine WebSocket send: {e}")))?;
-    }
-
+    let rounds_needed = job.n.div_ceil(wire::IMAGES_PER_ROUND);
+    let mut rounds_sent = 0;
     let mut slots: HashMap<String, Slot> = HashMap::new();
     let mut order_of_arrival: Vec<String> = Vec::new();
     let idle = client.idle_timeout();
     let mut wait = client.first_byte_timeout();
+    let mut unusable_in_a_row = 0usize;
     loop {
-        if slots.values().filter(|s| s.resolved()).count() >= job.n {
+        let resolved = slots.values().filter(|s| s.resolved()).count();
+        let usable = slots.values().filter(|s| s.resolved() && s.completed == Some(false)).count();
+        if usable >= job.n || (resolved >= rounds_needed * wire::IMAGES_PER_ROUND && rounds_sent >= rounds_needed) {
             break;
+        }
+        // The web app asks for two images per request; more images are more requests on this socket,
+        // sent once the previous round is resolved.
+        if rounds_sent < rounds_needed && resolved >= rounds_sent * wire::IMAGES_PER_ROUND {
+            let request =
+                wire::imagine_request(&job.prompt, job.aspect_ratio, wire::IMAGES_PER_ROUND, client.cfg.enable_nsfw);
+            for frame in [wire::imagine_reset(), request] {
+                ws.send(Message::text(frame.to_string()))
+                    .await
+                    .map_err(|e| UpstreamError::Transport(format!("Imagine WebSocket send: {e}")))?;
+            }
+            rounds_sent += 1;
+            wait = client.first_byte_timeout();
         }
         let msg = match tokio::time::timeout(wait, ws.next()).await {
             Err(_) => return Err(UpstreamError::Timeout(format!("no Imagine frame for {}s", wait.as_secs()))),
@@ -80,12 +93,19 @@ pub(super) async fn generate(
             Message::Text(t) => t.as_str(),
             _ => continue,
         };
-        let frame: ImagineFrame = serde_json::from_str(text).map_err(|_| {
-            UpstreamError::Protocol(format!(
-                "unparseable Imagine frame: {}",
-                text.chars().take(120).collect::<String>()
-            ))
-        })?;
+        let Some(frame) = wire::parse_imagine_frame(text) else {
+            // One odd frame is the upstream's business; a run of them means we no longer speak its language.
+            unusable_in_a_row += 1;
+            tracing::debug!(frame = %text.chars().take(120).collect::<String>(), "skipping an unusable Imagine frame");
+            if unusable_in_a_row >= MAX_UNUSABLE_FRAMES {
+                return Err(UpstreamError::Protocol(format!(
+                    "{unusable_in_a_row} unusable Imagine frames in a row, the last: {}",
+                    text.chars().take(120).collect::<String>()
+                )));
+            }
+            continue;
+        };
+        unusable_in_a_row = 0;
         match frame {
             ImagineFrame::Error { err_code, err_msg } => {
                 return Err(classify::classify_in_band(
@@ -104,17 +124,22 @@ pub(super) async fn generate(
             ImagineFrame::Image(img) => {
                 let Some(id) = img.identity() else { continue };
                 let index = position(&order_of_arrival, &id);
+                let is_final = img.is_final();
                 let slot = slot_for(&mut slots, &mut order_of_arrival, id);
                 slot.order = slot.order.or(img.order);
-                let pct = img.percentage_complete.unwrap_or(100.0);
                 let index = index.unwrap_or(order_of_arrival.len() - 1);
-                if pct >= 100.0 {
+                let pct = img.percentage_complete.unwrap_or(0.0);
+                if is_final {
                     slot.final_blob = img.blob.as_deref().and_then(decode_blob);
                     slot.final_url = img.url;
-                } else if let Some(blob) = img.blob.as_deref().and_then(decode_blob) {
+                } else if let Some(blob) = img.blob.as_deref().and_then(decode_blob)
+                    && index < job.n
+                {
                     progress.sink().preview(index, blob);
                 }
-                progress.set(index, pct.min(99.0));
+                if index < job.n {
+                    progress.set(index, pct.min(99.0));
+                }
             }
             ImagineFrame::Other => {}
         }
@@ -128,13 +153,19 @@ pub(super) async fn generate(
         .filter(|(_, _, s)| s.resolved())
         .collect();
     let moderated = done.iter().filter(|(_, _, s)| s.completed == Some(true)).count();
-    if moderated > 0 {
-        return Err(UpstreamError::Moderated(format!(
-            "the upstream moderated {moderated} of {} generated images; rephrase the prompt",
-            done.len()
-        )));
+    done.retain(|(_, _, s)| s.completed == Some(false));
+    if done.len() < job.n {
+        return Err(if moderated > 0 {
+            UpstreamError::Moderated(format!(
+                "the upstream moderated {moderated} of {} generated images; rephrase the prompt",
+                done.len() + moderated
+            ))
+        } else {
+            UpstreamError::Protocol(format!("the Imagine stream ended with {} of {} images", done.len(), job.n))
+        });
     }
-    done.sort_by_key(|(order, arrival, _)| (order.unwrap_or(u32::MAX), *arrival));
+    // Rounds arrive one after another; within a round the upstream's order decides.
+    done.sort_by_key(|(order, arrival, _)| (arrival / wire::IMAGES_PER_ROUND, order.unwrap_or(u32::MAX), *arrival));
     let mut assets = Vec::with_capacity(job.n);
     for (_, _, slot) in done.into_iter().take(job.n) {
         let asset = match (slot.final_blob, slot.final_url) {

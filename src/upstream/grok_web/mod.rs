@@ -408,3 +408,24 @@ fn decode_blob(blob: &str) -> Option<Bytes> {
     };
     base64::engine::general_purpose::STANDARD.decode(data.trim()).ok().map(Bytes::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sso_cookie_goes_only_to_grok_hosts() {
+        let c = GrokWebClient::new(GrokWebConfig::default(), Arc::default()).unwrap();
+        for grok in ["https://grok.com/rest/x", "https://assets.grok.com/users/u/a.png", "https://www.grok.com/"] {
+            assert!(c.is_grok_host(grok), "{grok}");
+        }
+        for public in [
+            "https://imagine-public.x.ai/imagine-public/images/a.png",
+            "https://grok.com.evil.example/a.png",
+            "https://notgrok.com/a.png",
+            "not a url",
+        ] {
+            assert!(!c.is_grok_host(public), "{public}");
+        }
+    }
+}

@@ -23,6 +23,9 @@ pub fn imagine_reset() -> Value {
            "item": {"type": "message", "content": [{"type": "reset"}]}})
 }
 
+/// Images the web app asks for per Imagine request; more are more requests on the same socket.
+pub const IMAGES_PER_ROUND: usize = 2;
+
 pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool) -> Value {
     json!({
         "type": "conversation.item.create",
@@ -34,55 +37,87 @@ pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool) -
             "properties": {
                 "section_count": 0, "is_kids_mode": false, "enable_nsfw": nsfw, "skip_upsampler": false,
                 "enable_side_by_side": true, "is_initial": false, "aspect_ratio": aspect_ratio,
-                "enable_pro": false, "num_generations": n
+                "enable_pro": false, "num_generations": n, "enable_watermark": false
             }
         }]}
     })
 }
 
-/// A server frame on the Imagine WebSocket.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type")]
+/// A server frame on the Imagine WebSocket, read field by field: the real frames carry the same
+/// identity twice (`job_id` and `id`, `grid_index` and `order`) and fields we do not know, so a typed
+/// decoder with aliases would reject them as duplicates. Unknown fields are ignored.
+#[derive(Debug, PartialEq)]
 pub enum ImagineFrame {
-    #[serde(rename = "json")]
     Status(ImagineStatus),
-    #[serde(rename = "image")]
     Image(ImagineImage),
-    #[serde(rename = "error")]
-    Error {
-        #[serde(default, deserialize_with = "lenient_string")]
-        err_code: Option<String>,
-        #[serde(default)]
-        err_msg: Option<String>,
-    },
-    #[serde(other)]
+    Error { err_code: Option<String>, err_msg: Option<String> },
     Other,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq)]
 pub struct ImagineStatus {
-    #[serde(default)]
     pub current_status: Option<String>,
-    #[serde(default, alias = "job_id", alias = "id")]
     pub image_id: Option<String>,
-    #[serde(default, alias = "side_by_side_index", alias = "grid_index")]
     pub order: Option<u32>,
-    #[serde(default)]
     pub moderated: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq)]
 pub struct ImagineImage {
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default, alias = "job_id", alias = "id")]
     pub image_id: Option<String>,
-    #[serde(default)]
     pub blob: Option<String>,
-    #[serde(default)]
+    /// `None` for the early previews that carry `percentage_complete: null`.
     pub percentage_complete: Option<f64>,
-    #[serde(default, alias = "side_by_side_index", alias = "grid_index")]
     pub order: Option<u32>,
+}
+
+/// The first of `keys` holding a non-empty string (or a number, as text).
+fn text_of(v: &Value, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match v.get(*k)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn number_of(v: &Value, keys: &[&str]) -> Option<f64> {
+    keys.iter().find_map(|k| match v.get(*k)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().trim_end_matches('%').parse().ok(),
+        _ => None,
+    })
+}
+
+/// `None` when the text is not a JSON object at all.
+pub fn parse_imagine_frame(text: &str) -> Option<ImagineFrame> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if !v.is_object() {
+        return None;
+    }
+    // Status frames may send `image_id: null` next to `job_id`.
+    let id = |v: &Value| text_of(v, &["image_id", "job_id", "id"]);
+    let order = |v: &Value| number_of(v, &["side_by_side_index", "order", "grid_index"]).map(|n| n as u32);
+    Some(match v.get("type").and_then(Value::as_str) {
+        Some("json") => ImagineFrame::Status(ImagineStatus {
+            current_status: text_of(&v, &["current_status"]),
+            image_id: id(&v),
+            order: order(&v),
+            moderated: v.get("moderated").and_then(Value::as_bool),
+        }),
+        Some("image") => ImagineFrame::Image(ImagineImage {
+            url: text_of(&v, &["url"]),
+            image_id: id(&v),
+            blob: text_of(&v, &["blob"]),
+            percentage_complete: number_of(&v, &["percentage_complete"]),
+            order: order(&v),
+        }),
+        Some("error") => ImagineFrame::Error {
+            err_code: text_of(&v, &["err_code", "code"]),
+            err_msg: text_of(&v, &["err_msg", "message"]),
+        },
+        _ => ImagineFrame::Other,
+    })
 }
 
 impl ImagineImage {
@@ -94,14 +129,11 @@ impl ImagineImage {
             Some(file.split('.').next().unwrap_or(file).to_owned())
         })
     }
-}
 
-fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    })
+    /// Final only at 100 % with something to keep; a null or lower percentage is a preview.
+    pub fn is_final(&self) -> bool {
+        self.percentage_complete.is_some_and(|p| p >= 100.0) && (self.blob.is_some() || self.url.is_some())
+    }
 }
 
 /// The image-edit request body (newest `mediaGenInput` form).
@@ -237,6 +269,11 @@ fn lenient_progress<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64
 pub struct StreamingVideo {
     #[serde(default, deserialize_with = "lenient_progress")]
     pub progress: Option<f64>,
+    /// Present from the first frame: once seen, the upstream has started (and will bill) this video.
+    #[serde(default, rename = "videoId")]
+    pub video_id: Option<String>,
+    #[serde(default, rename = "assetId")]
+    pub asset_id: Option<String>,
     #[serde(default, rename = "videoUrl")]
     pub video_url: Option<String>,
     #[serde(default, rename = "thumbnailImageUrl")]
@@ -305,17 +342,70 @@ mod tests {
 
     #[test]
     fn imagine_frames_parse() {
-        let f: ImagineFrame = serde_json::from_str(
+        let f = parse_imagine_frame(
             r#"{"type":"image","url":"https://imagine-public.x.ai/imagine-public/images/abc-1.jpg?x=1","blob":"AA==","percentage_complete":40,"order":1}"#,
         )
         .unwrap();
         let ImagineFrame::Image(img) = f else { panic!("not an image frame") };
         assert_eq!(img.identity().as_deref(), Some("abc-1"));
         assert_eq!(img.order, Some(1));
-        let f: ImagineFrame = serde_json::from_str(r#"{"type":"error","err_code":429,"err_msg":"slow down"}"#).unwrap();
+        assert!(!img.is_final());
+        let f = parse_imagine_frame(r#"{"type":"error","err_code":429,"err_msg":"slow down"}"#).unwrap();
         assert!(matches!(f, ImagineFrame::Error { err_code: Some(c), .. } if c == "429"));
-        let f: ImagineFrame = serde_json::from_str(r#"{"type":"something_new","x":1}"#).unwrap();
-        assert!(matches!(f, ImagineFrame::Other));
+        assert_eq!(parse_imagine_frame(r#"{"type":"something_new","x":1}"#), Some(ImagineFrame::Other));
+        assert_eq!(parse_imagine_frame("<html>"), None);
+    }
+
+    const FIXTURE_IMAGINE: &str = include_str!("../../../tests/fixtures/grok-web/imagine-frames.jsonl");
+    const FIXTURE_VIDEO: &str = include_str!("../../../tests/fixtures/grok-web/conversation-video.jsonl");
+    const FIXTURE_ERRORS: &str = include_str!("../../../tests/fixtures/grok-web/conversation-errors.jsonl");
+
+    #[test]
+    fn every_captured_imagine_frame_parses() {
+        let frames: Vec<ImagineFrame> =
+            FIXTURE_IMAGINE.lines().map(|l| parse_imagine_frame(l).unwrap_or_else(|| panic!("{l}"))).collect();
+        let id = "5b0c3f6e-1d2a-4c8b-9e7f-0a1b2c3d4e5f";
+        // A status frame with image_id null is named by its job_id.
+        let ImagineFrame::Status(start) = &frames[0] else { panic!() };
+        assert_eq!((start.image_id.as_deref(), start.current_status.as_deref()), (Some(id), Some("start_stage")));
+        // job_id and id, grid_index and order at once: one image, one position.
+        let ImagineFrame::Image(first) = &frames[1] else { panic!() };
+        assert_eq!((first.identity().as_deref(), first.order), (Some(id), Some(0)));
+        // percentage_complete: null is the earliest preview, not the final image.
+        assert_eq!(first.percentage_complete, None);
+        assert!(!first.is_final());
+        let ImagineFrame::Image(half) = &frames[2] else { panic!() };
+        assert!(!half.is_final());
+        let ImagineFrame::Image(done) = &frames[4] else { panic!() };
+        assert!(done.is_final());
+        let ImagineFrame::Status(by_id) = &frames[5] else { panic!() };
+        assert_eq!((by_id.image_id.as_deref(), by_id.moderated), (Some("image-1"), Some(true)));
+        assert!(matches!(&frames[6], ImagineFrame::Error { err_code: Some(c), .. } if c == "rate_limit_exceeded"));
+        assert_eq!(frames[7], ImagineFrame::Other);
+    }
+
+    #[test]
+    fn every_captured_conversation_line_parses() {
+        let events: Vec<ConversationEvent> =
+            FIXTURE_VIDEO.lines().map(|l| parse_conversation_frame(&serde_json::from_str(l).unwrap())).collect();
+        let ConversationEvent::Video(first) = &events[0] else { panic!("{:?}", events[0]) };
+        assert!(first.video_id.is_some(), "videoId comes with the first frame");
+        assert!(first.video_url.is_none());
+        let ConversationEvent::Video(last) = &events[2] else { panic!() };
+        assert!(last.video_url.as_deref().is_some_and(|u| u.ends_with(".mp4")));
+        assert!(last.asset_id.is_some() && last.thumbnail_image_url.is_some());
+        assert!(
+            matches!(&events[3], ConversationEvent::ModelResponse { file_attachments, .. } if file_attachments.len() == 1)
+        );
+
+        let mut lines = FIXTURE_ERRORS.lines().map(|l| parse_conversation_frame(&serde_json::from_str(l).unwrap()));
+        let Some(ConversationEvent::ModelResponse { stream_errors, .. }) = lines.next() else { panic!() };
+        // An object, not a string: its message decides (usage limit = quota, not a failure).
+        assert!(matches!(
+            crate::upstream::grok_web::classify::classify_stream_errors(&stream_errors),
+            crate::upstream::UpstreamError::RateLimited { .. }
+        ));
+        assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
     }
 
     #[test]
