@@ -290,3 +290,27 @@ async fn stream_client_disconnect_frees_the_token_slot() {
     drop(r);
     assert_slot_freed(async || chat(&h, t2v("after", json!({}))).await).await;
 }
+
+#[tokio::test]
+async fn a_video_the_upstream_started_is_never_run_again_on_another_token() {
+    if grok_web_only("a_video_the_upstream_started_is_never_run_again_on_another_token") {
+        return;
+    }
+    let h = start().await;
+    let (status, body) = chat(&h, t2v("a stormy sea [sim:disconnect]", json!({}))).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not re-run"), "{body}");
+    assert_eq!(h.sim.video_starts(), 1, "the stream died after its videoId: one upstream video, not one per token");
+}
+
+#[tokio::test]
+async fn the_result_is_taken_when_the_final_url_arrives_even_if_the_stream_stays_open() {
+    if grok_web_only("the_result_is_taken_when_the_final_url_arrives_even_if_the_stream_stays_open") {
+        return;
+    }
+    // The harness's idle timeout is 5 s; the simulator keeps this stream open for 10 minutes.
+    let h = start().await;
+    let (status, body) = chat(&h, t2v("a calm lake [sim:keep-open]", json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    check_completion(&h, &body, 6.0).await;
+}

@@ -26,7 +26,12 @@ fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 }
 
 pub(super) async fn upload(State(sim): State<Sim>, headers: HeaderMap, mut multipart: Multipart) -> Response {
-    let account = match sim.rest_account(&headers) {
+    // The web app does not sign uploads; a client that does is not behaving like it (our strictness:
+    // grok.com's answer to a signed upload is not known).
+    if headers.contains_key("x-statsig-id") {
+        return json_error(StatusCode::BAD_REQUEST, 3, "unexpected x-statsig-id on an upload");
+    }
+    let account = match sim.account(&headers) {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -232,6 +237,7 @@ fn edit_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
 }
 
 fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
+    ctx.sim.stats.video_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ratio = ctx.ratio("2:3");
     let duration = ctx.input.get("duration").and_then(Value::as_u64).unwrap_or(6);
     let resolution = ctx.input.get("resolutionName").and_then(Value::as_str).unwrap_or("720p");
@@ -274,4 +280,8 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
     steps.push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
         "fileAttachments":[video_path],"streamErrors":[]}}}})));
     steps.push(ndjson(json!({"result":{"response":{"token":"I generated a video","isSoftStop":true}}})));
+    if ctx.faults.keep_open {
+        // The real stream sometimes stays open after the final URL.
+        steps.push(Step::Pause(Duration::from_secs(600)));
+    }
 }

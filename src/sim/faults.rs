@@ -9,6 +9,7 @@
 //! | `[sim:disconnect]` | socket dropped mid-stream | connection cut mid-stream |
 //! | `[sim:garbage]` | a run of non-JSON frames | a non-JSON line |
 //! | `[sim:moderated]` | `completed` with `moderated:true`, no final | final frame with `moderated:true` |
+//! | `[sim:keep-open]` | – | video: the stream stays open for 10 minutes after the final URL |
 //! | `[sim:cloudflare]` | `error` frame "anti-bot" (the prompt comes after the handshake) | HTTP 403 HTML challenge page |
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub struct Faults {
     pub garbage: bool,
     pub moderated: bool,
     pub cloudflare: bool,
+    pub keep_open: bool,
 }
 
 impl Faults {
@@ -41,6 +43,7 @@ impl Faults {
                     "garbage" => f.garbage = true,
                     "moderated" => f.moderated = true,
                     "cloudflare" => f.cloudflare = true,
+                    "keep-open" => f.keep_open = true,
                     _ => {}
                 },
             }

@@ -136,6 +136,8 @@ pub struct SimStats {
     pub solver_requests: Mutex<Vec<serde_json::Value>>,
     /// (path, JA4 of the connection, User-Agent) of every request that passed the gate in TLS mode.
     pub seen: Mutex<Vec<(String, String, String)>>,
+    /// Video generations started (each one is billed by the real service).
+    pub video_starts: AtomicU64,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -274,6 +276,10 @@ impl SimHandle {
     /// (path, JA4, User-Agent) of every request the TLS gate let through.
     pub fn seen(&self) -> Vec<(String, String, String)> {
         self.sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn video_starts(&self) -> u64 {
+        self.sim.stats.video_starts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn solver_requests(&self) -> Vec<serde_json::Value> {

@@ -46,13 +46,20 @@ struct Found {
     stream_errors: Vec<String>,
 }
 
+/// Whether the caller has what it came for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    More,
+    Done,
+}
+
 /// Opens a conversation and feeds every frame to `on_frame` until the stream ends. Transport, framing,
 /// idle-timeout and in-band error handling live here once for every kind of conversation.
 async fn converse(
     client: &GrokWebClient,
     account: &Account,
     body: serde_json::Value,
-    mut on_frame: impl FnMut(ConversationEvent),
+    mut on_frame: impl FnMut(ConversationEvent) -> Flow,
 ) -> Result<(), UpstreamError> {
     let mut headers = client.api_headers(account);
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -83,7 +90,12 @@ async fn converse(
                 ConversationEvent::Error { code, message } => {
                     return Err(classify::classify_in_band(code.as_deref(), &message));
                 }
-                event => on_frame(event),
+                event => {
+                    if on_frame(event) == Flow::Done {
+                        // The result is in hand; the upstream may keep the stream open or cut it later.
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -120,12 +132,14 @@ pub(super) async fn edit(
             if (index as usize) < want {
                 progress.set(first_slot + index as usize, pct.min(99.0));
             }
+            Flow::More
         }
         ConversationEvent::ModelResponse { image_urls, stream_errors, .. } => {
             found.fallback_urls.extend(image_urls);
             found.stream_errors.extend(stream_errors);
+            Flow::More
         }
-        _ => {}
+        _ => Flow::More,
     })
     .await?;
 
@@ -172,8 +186,12 @@ pub(super) async fn video(
     let mut attachments: Vec<String> = Vec::new();
     let mut moderated = false;
     let mut stream_errors = Vec::new();
-    converse(client, &account, body, |event| match event {
+    let mut started: Option<String> = None;
+    let streamed = converse(client, &account, body, |event| match event {
         ConversationEvent::Video(v) => {
+            if started.is_none() {
+                started = v.video_id.clone().or_else(|| v.asset_id.clone());
+            }
             if let Some(p) = v.progress {
                 // 100 is the runner's to say, once the file is stored.
                 sink.progress((p.clamp(0.0, 100.0) as u8).min(99));
@@ -181,20 +199,36 @@ pub(super) async fn video(
             if v.moderated == Some(true) {
                 moderated = true;
             }
-            if v.video_url.is_some() {
-                video_url = v.video_url;
-            }
             if v.thumbnail_image_url.is_some() {
                 thumbnail_url = v.thumbnail_image_url;
             }
+            if v.video_url.is_some() {
+                video_url = v.video_url;
+                // The final URL is the result: take it now rather than wait for a stream that may
+                // stay open, or die, after it.
+                return Flow::Done;
+            }
+            Flow::More
         }
         ConversationEvent::ModelResponse { file_attachments, stream_errors: errs, .. } => {
             attachments.extend(file_attachments);
             stream_errors.extend(errs);
+            Flow::More
         }
-        _ => {}
+        _ => Flow::More,
     })
-    .await?;
+    .await;
+    if let Err(e) = streamed {
+        return Err(match (&started, video_url.is_some()) {
+            // The upstream already has (and bills) this video: another token must not make it again.
+            (Some(id), false) if e.retry_on_other_token() || matches!(e, UpstreamError::Timeout(_)) => {
+                UpstreamError::Failed(format!(
+                    "the stream of upstream video {id} broke ({e}); not re-run on another token"
+                ))
+            }
+            _ => e,
+        });
+    }
 
     let video_url =
         video_url.or_else(|| attachments.into_iter().find(|a| a.ends_with(".mp4") || a.contains("/content")));
