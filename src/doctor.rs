@@ -264,19 +264,30 @@ pub async fn run(cfg: GrokWebConfig, generate: bool) -> Report {
 
     // One REST call answers three questions: anti-bot header, sso cookie, remaining quota.
     let started = Instant::now();
-    match client.rate_limits(&account).await {
-        Ok(q) => {
+    match client.quota_info(&account).await {
+        Ok(products) => {
             run.record("anti-bot", started, Ok("x-statsig-id accepted".into()));
             run.record("sso", started, Ok("the sso cookie is valid".into()));
-            let left = q.remaining();
-            let window = q.window_size_seconds.map_or_else(String::new, |w| format!(" (window {w}s)"));
-            let ok = if left > 0 {
-                Ok(format!("{left} generations left{window}"))
+            let mut parts = Vec::new();
+            let mut any_left = false;
+            for (key, q) in &products {
+                match q {
+                    None => parts.push(format!("{key} -")),
+                    Some(q) => {
+                        let left = q.remaining.map_or_else(|| "?".to_owned(), |n| n.to_string());
+                        any_left |= q.available && q.remaining != Some(0);
+                        let next = q
+                            .next_available_at
+                            .map_or_else(String::new, |t| format!(" (back {})", humantime::format_rfc3339_seconds(t)));
+                        parts.push(format!("{key} {left}{next}"));
+                    }
+                }
+            }
+            let detail = format!("media generations left: {}", parts.join(", "));
+            let ok = if any_left {
+                Ok(detail)
             } else {
-                fail(
-                    format!("0 generations left{window}"),
-                    advice_for(&UpstreamError::RateLimited { retry_after: None, message: String::new() }),
-                )
+                fail(detail, advice_for(&UpstreamError::RateLimited { retry_after: None, message: String::new() }))
             };
             run.record("quota", started, ok);
         }

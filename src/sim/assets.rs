@@ -50,12 +50,17 @@ pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Re
         Err(r) => return r.into_response(),
     };
     let remaining = sim.remaining(&account.token);
-    let window =
-        |available: bool| json!({"available": available, "remainingQueries": remaining, "windowSizeSeconds": 86400});
-    axum::Json(
-        json!({"image": window(remaining > 0), "imagePro": window(remaining > 0), "imageEdit": window(remaining > 0),
-                      "video": window(remaining > 0), "video720p": null}),
-    )
+    let back = humantime::format_rfc3339_nanos(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let product = |key: &str| {
+        if remaining == 0 || sim.product_exhausted(&account.token, key) {
+            json!({"available": false, "remainingQueries": 0, "windowSizeSeconds": 86400, "nextAvailableAt": back.to_string()})
+        } else {
+            json!({"available": true, "remainingQueries": remaining, "windowSizeSeconds": 86400})
+        }
+    };
+    // All five keys, always; imagePro (not used by the gateway) as null, as observed for some accounts.
+    axum::Json(json!({"image": product("image"), "imagePro": null, "imageEdit": product("imageEdit"),
+                      "video": product("video"), "video720p": product("video720p")}))
     .into_response()
 }
 

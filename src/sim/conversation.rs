@@ -141,9 +141,6 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
             _ => return json_error(StatusCode::BAD_REQUEST, 5, &format!("input asset {id} not found")),
         }
     }
-    if !sim.take_quota(&account.token) {
-        return super::rate_limited();
-    }
 
     let mut steps = vec![
         ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
@@ -156,6 +153,21 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     if faults.garbage {
         steps.push(Step::Line("<html>upstream hiccup</html>\n".into()));
         return stream_response(steps);
+    }
+    // Each product is metered on its own; an exhausted one answers in-band, as an error object.
+    let product = match kind {
+        "imageToImage" => "imageEdit",
+        _ if input.get("resolutionName").and_then(Value::as_str) == Some("720p") => "video720p",
+        _ => "video",
+    };
+    if sim.product_exhausted(&account.token, product) {
+        let what = if product == "imageEdit" { "image editing" } else { "video generation" };
+        steps.push(ndjson(json!({"result":{"response":{"modelResponse":{"responseId":uuid::Uuid::new_v4().to_string(),
+            "message":"","streamErrors":[{"code":"RESOURCE_EXHAUSTED","message":format!("You have reached your usage limit for {what}.")}]}}}})));
+        return stream_response(steps);
+    }
+    if !sim.take_quota(&account.token) {
+        return super::rate_limited();
     }
     let ctx = Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults };
     if kind == "imageToImage" {

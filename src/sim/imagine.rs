@@ -66,6 +66,13 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
     let faults = Faults::parse(&prompt);
     let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
 
+    if sim.product_exhausted(token, "image") {
+        return send(
+            socket,
+            json!({"type":"error","err_code":"RESOURCE_EXHAUSTED","err_msg":"You have reached your usage limit for image generation."}),
+        )
+        .await;
+    }
     if faults.rate_limit || !sim.take_quota(token) {
         return send(socket, json!({"type":"error","err_code":"rate_limit_exceeded","err_msg":"Too many requests"}))
             .await;

@@ -41,6 +41,8 @@ pub struct SimConfig {
     /// Remaining generations per token; tokens not listed get `default_quota`.
     pub quotas: HashMap<String, u32>,
     pub default_quota: u32,
+    /// Products (`image`, `imageEdit`, `video`, `video720p`) a token has used up, whatever its quota.
+    pub exhausted_products: HashMap<String, Vec<String>>,
     /// Pause between streamed frames.
     pub frame_delay: Duration,
     /// Longer side of generated images, in pixels.
@@ -62,6 +64,7 @@ impl Default for SimConfig {
             tokens: Vec::new(),
             quotas: HashMap::new(),
             default_quota: 1_000_000,
+            exhausted_products: HashMap::new(),
             frame_delay: Duration::from_millis(40),
             image_long_side: 512,
             flavor: crate::config::UpstreamKind::GrokWeb,
@@ -196,6 +199,10 @@ impl SimState {
             .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
             .is_some_and(|b| b.len() == 70);
         if ok { Ok(account) } else { Err(Reject::AntiBot) }
+    }
+
+    pub fn product_exhausted(&self, token: &str, product: &str) -> bool {
+        self.cfg.exhausted_products.get(token).is_some_and(|p| p.iter().any(|x| x == product))
     }
 
     pub fn remaining(&self, token: &str) -> u32 {

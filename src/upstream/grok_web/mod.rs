@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use token_pool::{PoolSettings, TokenPool};
+pub use token_pool::{PoolSettings, Product, TokenPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
@@ -105,39 +105,63 @@ impl GrokWebClient {
         Duration::from_secs(self.cfg.first_byte_timeout_secs.max(1))
     }
 
-    /// Asks the upstream for every token's remaining quota and updates the pool: an exhausted token
-    /// cools down for the window, a refilled one comes back. Returns how many tokens answered.
+    /// Asks the upstream for every token's media quota, per product: an exhausted product rests until
+    /// grok.com says it is back (`nextAvailableAt`), a refilled one comes back. Returns how many tokens
+    /// answered.
     pub async fn refresh_quotas(&self) -> usize {
         let mut answered = 0;
         for (index, token, proxy) in self.pool.refreshable() {
             let account = self.account(&token, proxy.as_deref());
-            match self.rate_limits(&account).await {
-                Ok(q) => {
+            match self.quota_info(&account).await {
+                Ok(products) => {
                     answered += 1;
-                    let window = q.window_size_seconds.map(Duration::from_secs);
-                    self.pool.set_quota(index, q.remaining(), window);
+                    for (key, quota) in products {
+                        let Some(product) = Product::ALL.into_iter().find(|p| p.key() == key) else { continue };
+                        let (remaining, until) = match quota {
+                            None => (None, None),
+                            Some(q) => (q.remaining, self.unavailable_until(&q)),
+                        };
+                        self.pool.set_product_quota(index, product, remaining, until);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
-                    self.pool.report_index(index, Err(&e));
+                    self.pool.report_index(index, Product::Image, Err(&e));
                 }
             }
         }
         answered
     }
 
-    /// `POST /rest/rate-limits` for one account.
-    pub(crate) async fn rate_limits(&self, account: &Account) -> Result<wire::RateLimits, UpstreamError> {
+    /// When an exhausted product comes back: grok.com's `nextAvailableAt`, else its window, else ours.
+    fn unavailable_until(&self, q: &wire::ProductQuota) -> Option<std::time::Instant> {
+        if q.available && q.remaining != Some(0) {
+            return None;
+        }
+        let wait = q
+            .next_available_at
+            .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            .or(q.window_secs.map(Duration::from_secs))
+            .unwrap_or_else(|| self.pool.default_cooldown());
+        Some(std::time::Instant::now() + wait)
+    }
+
+    /// `POST /rest/media/imagine/quota_info` for one account.
+    pub(crate) async fn quota_info(
+        &self,
+        account: &Account,
+    ) -> Result<Vec<(&'static str, Option<wire::ProductQuota>)>, UpstreamError> {
         let mut headers = self.api_headers(account);
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let req = self
             .transport
-            .request(&account.egress, Method::POST, &self.url(wire::RATE_LIMITS_PATH), headers)?
-            .body(wire::rate_limits_request().to_string());
-        let resp = self.send(account, req, "rate-limits").await?;
+            .request(&account.egress, Method::POST, &self.url(wire::QUOTA_INFO_PATH), headers)?
+            .body("{}");
+        let resp = self.send(account, req, "quota_info").await?;
         let body = self.read_body(account, resp, 64 * 1024).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::Protocol(format!("unparseable rate-limits answer: {e}")))
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Protocol(format!("unparseable quota_info answer: {e}")))?;
+        wire::parse_quota_info(&v).map_err(UpstreamError::Protocol)
     }
 
     /// sso cookies, then the Cloudflare cookies this token earned, then the operator's extras.
@@ -220,7 +244,7 @@ impl GrokWebClient {
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
     /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
-    async fn with_token<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, UpstreamError>
+    async fn with_token<T, F, Fut>(&self, what: &'static str, product: Product, mut op: F) -> Result<T, UpstreamError>
     where
         F: FnMut(Account) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -229,7 +253,7 @@ impl GrokWebClient {
         let mut last: Option<UpstreamError> = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
         for _ in 0..self.cfg.max_attempts.max(1) {
-            let lease = match self.pool.acquire_wait(&tried, deadline).await {
+            let lease = match self.pool.acquire_wait(product, &tried, deadline).await {
                 Ok(l) => l,
                 // After a rate limit the pool knows best when a token frees up; otherwise the
                 // last real failure says more than "no token left".
@@ -289,7 +313,7 @@ impl GrokWebClient {
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        self.with_token("image", |account| imagine::generate(self, account, job, &slots)).await
+        self.with_token("image", Product::Image, |account| imagine::generate(self, account, job, &slots)).await
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
@@ -299,7 +323,7 @@ impl GrokWebClient {
             let want = IMAGES_PER_EDIT_CALL.min(job.n - call * IMAGES_PER_EDIT_CALL);
             let slots = &slots;
             async move {
-                self.with_token("edit", |account| {
+                self.with_token("edit", Product::Edit, |account| {
                     conversation::edit(self, account, job, want, call * IMAGES_PER_EDIT_CALL, slots)
                 })
                 .await
@@ -310,7 +334,8 @@ impl GrokWebClient {
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
-        self.with_token("video", |account| conversation::video(self, account, job, sink)).await
+        let product = if job.resolution == "720p" { Product::Video720p } else { Product::Video };
+        self.with_token("video", product, |account| conversation::video(self, account, job, sink)).await
     }
 
     /// Whether `url` is grok.com's own: only those get the sso cookie, never a public image host.

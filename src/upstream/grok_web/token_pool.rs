@@ -30,6 +30,54 @@ impl TokenStatus {
     }
 }
 
+/// grok.com meters media per product (`/rest/media/imagine/quota_info`): a token out of video may
+/// still make images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Product {
+    Image,
+    Edit,
+    Video,
+    Video720p,
+}
+
+impl Product {
+    pub const ALL: [Product; 4] = [Product::Image, Product::Edit, Product::Video, Product::Video720p];
+
+    fn idx(self) -> usize {
+        self as usize
+    }
+
+    /// The product's key in quota_info.
+    pub fn key(self) -> &'static str {
+        match self {
+            Product::Image => "image",
+            Product::Edit => "imageEdit",
+            Product::Video => "video",
+            Product::Video720p => "video720p",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ProductState {
+    /// `None` = unknown (treated as plenty).
+    remaining: Option<u32>,
+    cooling_until: Option<Instant>,
+}
+
+impl ProductState {
+    fn cooling(&self, now: Instant) -> Option<Duration> {
+        self.cooling_until.filter(|u| *u > now).map(|u| u - now)
+    }
+}
+
+/// One product's quota as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProductInfo {
+    pub remaining: Option<u32>,
+    pub cooldown_secs: Option<u64>,
+}
+
 /// What the admin API and metrics show of one token (never the token itself).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenInfo {
@@ -42,6 +90,8 @@ pub struct TokenInfo {
     pub cooldown_secs: Option<u64>,
     /// The token's own proxy, password hidden.
     pub proxy: Option<String>,
+    /// Per product (`image`, `imageEdit`, `video`, `video720p`).
+    pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
 }
 
 /// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
@@ -59,8 +109,46 @@ struct TokenState {
     status: TokenStatus,
     in_flight: u32,
     fail_count: u32,
-    /// Remaining upstream quota as last estimated; `None` = unknown (treated as plenty).
-    remaining: Option<u32>,
+    products: [ProductState; 4],
+}
+
+impl TokenState {
+    fn new(token: String, proxy: Option<String>) -> Self {
+        Self {
+            token,
+            proxy,
+            proxy_error: None,
+            status: TokenStatus::Active,
+            in_flight: 0,
+            fail_count: 0,
+            products: [ProductState::default(); 4],
+        }
+    }
+
+    /// The most any product has left (what "remaining" meant before products were told apart).
+    fn remaining(&self) -> Option<u32> {
+        if self.products.iter().any(|p| p.remaining.is_none()) {
+            return None;
+        }
+        self.products.iter().filter_map(|p| p.remaining).max()
+    }
+
+    /// A token whose every product cools is, as a whole, cooling: until the first comes back.
+    fn label_and_cooldown(&self, now: Instant) -> (&'static str, Option<Duration>) {
+        match self.status {
+            TokenStatus::Cooling { until } if until > now => ("cooling", Some(until - now)),
+            TokenStatus::Expired => ("expired", None),
+            TokenStatus::Removed => ("removed", None),
+            _ => {
+                let cooling: Vec<Duration> = self.products.iter().filter_map(|p| p.cooling(now)).collect();
+                if cooling.len() == self.products.len() {
+                    ("cooling", cooling.into_iter().min())
+                } else {
+                    ("active", None)
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +207,7 @@ pub struct TokenLease {
     pub index: usize,
     pub token: String,
     pub proxy: Option<String>,
+    pub product: Product,
     shared: Arc<Shared>,
 }
 
@@ -162,27 +251,24 @@ impl TokenPool {
             .iter()
             .map(|t| parse_entry(t))
             .filter(|(t, _)| !t.is_empty() && seen.insert(t.clone()))
-            .map(|(token, proxy)| TokenState {
-                token,
-                proxy,
-                proxy_error: None,
-                status: TokenStatus::Active,
-                in_flight: 0,
-                fail_count: 0,
-                remaining: None,
-            })
+            .map(|(token, proxy)| TokenState::new(token, proxy))
             .collect();
         Self { settings, shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }) }
     }
 
     /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
     /// `deadline`) for a slot instead of failing: a burst queues briefly rather than bouncing.
-    pub async fn acquire_wait(&self, exclude: &[usize], deadline: tokio::time::Instant) -> Result<TokenLease, NoToken> {
+    pub async fn acquire_wait(
+        &self,
+        product: Product,
+        exclude: &[usize],
+        deadline: tokio::time::Instant,
+    ) -> Result<TokenLease, NoToken> {
         loop {
             let released = self.shared.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.acquire(exclude) {
+            match self.acquire(product, exclude) {
                 Err(NoToken::Busy) => {
                     if tokio::time::timeout_at(deadline, released).await.is_err() {
                         return Err(NoToken::Busy);
@@ -193,8 +279,8 @@ impl TokenPool {
         }
     }
 
-    /// Checks out the best token not in `exclude`.
-    pub fn acquire(&self, exclude: &[usize]) -> Result<TokenLease, NoToken> {
+    /// Checks out the best token for `product` not in `exclude`.
+    pub fn acquire(&self, product: Product, exclude: &[usize]) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
         let mut tokens = lock(&self.shared.tokens);
         let mut best: Option<(usize, (u32, std::cmp::Reverse<u32>))> = None;
@@ -210,14 +296,24 @@ impl TokenPool {
                 }
                 t.status = TokenStatus::Active;
             }
-            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) || exclude.contains(&i) {
+            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) {
+                continue;
+            }
+            let p = t.products[product.idx()];
+            if let Some(wait) = p.cooling(now) {
+                if cooling.as_ref().is_none_or(|(w, _)| wait < *w) {
+                    cooling = Some((wait, None));
+                }
+                continue;
+            }
+            if exclude.contains(&i) {
                 continue;
             }
             if t.in_flight >= self.settings.max_concurrency {
                 busy = true;
                 continue;
             }
-            let rank = (t.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
+            let rank = (p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((i, rank));
             }
@@ -229,6 +325,7 @@ impl TokenPool {
                     index: i,
                     token: tokens[i].token.clone(),
                     proxy: tokens[i].proxy.clone(),
+                    product,
                     shared: self.shared.clone(),
                 })
             }
@@ -239,24 +336,27 @@ impl TokenPool {
 
     /// Records how a request with `lease` ended, so the next pick knows.
     pub fn report(&self, lease: &TokenLease, outcome: Result<(), &UpstreamError>) {
-        self.report_index(lease.index, outcome);
+        self.report_index(lease.index, lease.product, outcome);
     }
 
-    pub fn report_index(&self, index: usize, outcome: Result<(), &UpstreamError>) {
+    pub fn report_index(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) {
         let mut tokens = lock(&self.shared.tokens);
         let Some(t) = tokens.get_mut(index) else { return };
         match outcome {
             Ok(()) => {
                 t.fail_count = 0;
                 t.proxy_error = None;
-                t.remaining = t.remaining.map(|r| r.saturating_sub(1));
+                let p = &mut t.products[product.idx()];
+                p.remaining = p.remaining.map(|r| r.saturating_sub(1));
             }
             Err(UpstreamError::RateLimited { retry_after, .. }) => {
+                // grok.com meters each product on its own: this one rests, the others keep serving.
                 t.proxy_error = None;
                 let cool = retry_after.unwrap_or(self.settings.default_cooldown);
-                t.status = TokenStatus::Cooling { until: Instant::now() + cool };
-                t.remaining = Some(0);
-                tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token rate limited");
+                let p = &mut t.products[product.idx()];
+                p.cooling_until = Some(Instant::now() + cool);
+                p.remaining = Some(0);
+                tracing::warn!(token = %mask(&t.token), product = product.key(), cooldown_secs = cool.as_secs(), "upstream token rate limited for a product");
             }
             Err(UpstreamError::ProxyFailed(why)) => {
                 // Only this token leaves through that proxy; the others keep serving.
@@ -280,7 +380,7 @@ impl TokenPool {
     pub fn capacity(&self) -> (usize, usize) {
         let now = Instant::now();
         let tokens = lock(&self.shared.tokens);
-        let usable = tokens.iter().filter(|t| t.status.label(now) == "active").count();
+        let usable = tokens.iter().filter(|t| t.label_and_cooldown(now).0 == "active").count();
         (usable, tokens.iter().filter(|t| t.status != TokenStatus::Removed).count())
     }
 
@@ -289,18 +389,31 @@ impl TokenPool {
         lock(&self.shared.tokens)
             .iter()
             .filter(|t| t.status != TokenStatus::Removed)
-            .map(|t| TokenInfo {
-                id: token_id(&t.token),
-                token: mask(&t.token),
-                status: t.status.label(now),
-                in_flight: t.in_flight,
-                fail_count: t.fail_count,
-                remaining: t.remaining,
-                cooldown_secs: match t.status {
-                    TokenStatus::Cooling { until } if until > now => Some((until - now).as_secs().max(1)),
-                    _ => None,
-                },
-                proxy: t.proxy.as_deref().map(super::browser::redact_proxy),
+            .map(|t| {
+                let (status, cooldown) = t.label_and_cooldown(now);
+                TokenInfo {
+                    id: token_id(&t.token),
+                    token: mask(&t.token),
+                    status,
+                    in_flight: t.in_flight,
+                    fail_count: t.fail_count,
+                    remaining: t.remaining(),
+                    cooldown_secs: cooldown.map(|d| d.as_secs().max(1)),
+                    proxy: t.proxy.as_deref().map(super::browser::redact_proxy),
+                    products: Product::ALL
+                        .iter()
+                        .map(|p| {
+                            let st = t.products[p.idx()];
+                            (
+                                p.key(),
+                                ProductInfo {
+                                    remaining: st.remaining,
+                                    cooldown_secs: st.cooling(now).map(|d| d.as_secs().max(1)),
+                                },
+                            )
+                        })
+                        .collect(),
+                }
             })
             .collect()
     }
@@ -321,15 +434,7 @@ impl TokenPool {
                     added += 1;
                 }
                 None => {
-                    tokens.push(TokenState {
-                        token,
-                        proxy,
-                        proxy_error: None,
-                        status: TokenStatus::Active,
-                        in_flight: 0,
-                        fail_count: 0,
-                        remaining: None,
-                    });
+                    tokens.push(TokenState::new(token, proxy));
                     added += 1;
                 }
             }
@@ -361,21 +466,21 @@ impl TokenPool {
             .collect()
     }
 
-    /// Applies the upstream's quota answer: remaining > 0 ends a cooldown; 0 starts one for `window`.
-    pub fn set_quota(&self, index: usize, remaining: u32, window: Option<Duration>) {
+    /// Applies the upstream's answer for one product: `remaining` (`None` = not said), and until when it
+    /// is unavailable (`None` = available now).
+    pub fn set_product_quota(&self, index: usize, product: Product, remaining: Option<u32>, until: Option<Instant>) {
         let mut tokens = lock(&self.shared.tokens);
         let Some(t) = tokens.get_mut(index) else { return };
-        t.remaining = Some(remaining);
-        match t.status {
-            TokenStatus::Cooling { .. } if remaining > 0 => t.status = TokenStatus::Active,
-            TokenStatus::Active if remaining == 0 => {
-                let cool = window.unwrap_or(self.settings.default_cooldown);
-                t.status = TokenStatus::Cooling { until: Instant::now() + cool };
-            }
-            _ => {}
-        }
+        let p = &mut t.products[product.idx()];
+        p.remaining = remaining;
+        p.cooling_until = until;
         drop(tokens);
         self.shared.released.notify_waiters();
+    }
+
+    /// Default rest for an exhausted product whose next availability the upstream did not say.
+    pub fn default_cooldown(&self) -> Duration {
+        self.settings.default_cooldown
     }
 
     /// Counts by health label, for metrics.
@@ -384,7 +489,7 @@ impl TokenPool {
         let tokens = lock(&self.shared.tokens);
         ["active", "cooling", "expired"]
             .into_iter()
-            .map(|l| (l, tokens.iter().filter(|t| t.status.label(now) == l).count()))
+            .map(|l| (l, tokens.iter().filter(|t| t.label_and_cooldown(now).0 == l).count()))
             .collect()
     }
 
@@ -431,24 +536,26 @@ mod tests {
     #[test]
     fn spreads_by_in_flight_and_caps_concurrency() {
         let p = pool(&["a", "b"], 1);
-        let l1 = p.acquire(&[]).unwrap();
-        let l2 = p.acquire(&[]).unwrap();
+        let l1 = p.acquire(Product::Image, &[]).unwrap();
+        let l2 = p.acquire(Product::Image, &[]).unwrap();
         assert_ne!(l1.index, l2.index);
-        assert_eq!(p.acquire(&[]).err(), Some(NoToken::Busy));
+        assert_eq!(p.acquire(Product::Image, &[]).err(), Some(NoToken::Busy));
         drop(l1);
-        assert!(p.acquire(&[]).is_ok());
+        assert!(p.acquire(Product::Image, &[]).is_ok());
     }
 
     #[tokio::test]
     async fn waiting_acquire_gets_the_next_free_slot() {
         let p = std::sync::Arc::new(pool(&["a"], 1));
-        let held = p.acquire(&[]).unwrap();
+        let held = p.acquire(Product::Image, &[]).unwrap();
         let soon = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert_eq!(p.acquire_wait(&[], soon).await.err(), Some(NoToken::Busy));
+        assert_eq!(p.acquire_wait(Product::Image, &[], soon).await.err(), Some(NoToken::Busy));
         let waiter = {
             let p = p.clone();
             tokio::spawn(async move {
-                p.acquire_wait(&[], tokio::time::Instant::now() + Duration::from_secs(5)).await.map(|l| l.index)
+                p.acquire_wait(Product::Image, &[], tokio::time::Instant::now() + Duration::from_secs(5))
+                    .await
+                    .map(|l| l.index)
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -457,23 +564,26 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_cools_and_auth_failures_expire() {
+    fn rate_limit_cools_that_product_only_and_auth_failures_expire() {
         let p = pool(&["a", "b"], 4);
-        let l = p.acquire(&[]).unwrap();
+        let l = p.acquire(Product::Image, &[]).unwrap();
         let limited = UpstreamError::RateLimited { retry_after: Some(Duration::from_secs(30)), message: String::new() };
         p.report(&l, Err(&limited));
-        assert!(matches!(p.status(l.index), TokenStatus::Cooling { .. }));
-        let other = p.acquire(&[]).unwrap();
+        // The token rests for images; it still makes videos.
+        assert_eq!(p.status(l.index), TokenStatus::Active);
+        assert_eq!(p.acquire(Product::Video, &[1]).map(|v| v.index).ok(), Some(l.index));
+        let other = p.acquire(Product::Image, &[]).unwrap();
         assert_ne!(other.index, l.index);
         let auth = UpstreamError::Auth(String::new());
         p.report(&other, Err(&auth));
         p.report(&other, Err(&auth));
         assert_eq!(p.status(other.index), TokenStatus::Expired);
-        match p.acquire(&[]) {
+        match p.acquire(Product::Image, &[]) {
             Err(NoToken::Cooling(d, None)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
             other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
         }
-        assert_eq!(p.capacity(), (0, 2));
+        // `a` still serves videos, so it counts as usable.
+        assert_eq!(p.capacity(), (1, 2));
     }
 
     #[test]
@@ -486,18 +596,26 @@ mod tests {
         assert!(p.snapshot().iter().all(|t| t.id != id && !t.token.contains("token-bbbb-2222")));
         assert_eq!(p.add(&["sso=token-aaaa-1111; Path=/".into(), "token-cccc-3333".into()]), 2);
         assert_eq!(p.capacity(), (3, 3));
-        p.set_quota(2, 0, Some(Duration::from_secs(60)));
-        assert_eq!(p.snapshot()[2].status, "cooling");
-        p.set_quota(2, 5, None);
-        assert_eq!((p.snapshot()[2].status, p.snapshot()[2].remaining), ("active", Some(5)));
+        let later = Some(Instant::now() + Duration::from_secs(60));
+        for product in Product::ALL {
+            p.set_product_quota(2, product, Some(0), later);
+        }
+        assert_eq!(p.snapshot()[2].status, "cooling", "every product used up: the token as a whole rests");
+        p.set_product_quota(2, Product::Video, Some(5), None);
+        let snap = &p.snapshot()[2];
+        assert_eq!((snap.status, snap.remaining), ("active", Some(5)));
+        assert_eq!(snap.products["video"].remaining, Some(5));
+        assert!(snap.products["image"].cooldown_secs.is_some());
+        assert_eq!(p.acquire(Product::Image, &[0, 1]).err().map(|e| matches!(e, NoToken::Cooling(..))), Some(true));
+        assert_eq!(p.acquire(Product::Video, &[0, 1]).map(|l| l.index).ok(), Some(2));
     }
 
     #[test]
     fn excluded_tokens_are_skipped() {
         let p = pool(&["a", "b"], 4);
-        let first = p.acquire(&[]).unwrap();
-        let second = p.acquire(&[first.index]).unwrap();
+        let first = p.acquire(Product::Image, &[]).unwrap();
+        let second = p.acquire(Product::Image, &[first.index]).unwrap();
         assert_ne!(first.index, second.index);
-        assert_eq!(p.acquire(&[0, 1]).err(), Some(NoToken::NoneUsable));
+        assert_eq!(p.acquire(Product::Image, &[0, 1]).err(), Some(NoToken::NoneUsable));
     }
 }

@@ -8,7 +8,7 @@ use crate::jobs::{VideoJob, VideoPreset};
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
 pub const CONVERSATION_PATH: &str = "/rest/app-chat/conversations/new";
-pub const RATE_LIMITS_PATH: &str = "/rest/rate-limits";
+pub const QUOTA_INFO_PATH: &str = "/rest/media/imagine/quota_info";
 pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
 pub const VIDEO_MODEL: &str = "imagine-video-gen";
@@ -152,25 +152,45 @@ pub fn edit_request(prompt: &str, asset_ids: &[String], aspect_ratio: Option<&st
     })
 }
 
-pub fn rate_limits_request() -> Value {
-    json!({"requestKind": "DEFAULT", "modelName": "grok-3"})
+/// One product of `POST /rest/media/imagine/quota_info`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductQuota {
+    pub available: bool,
+    /// `None` when the answer does not say: unknown, not zero.
+    pub remaining: Option<u32>,
+    pub window_secs: Option<u64>,
+    pub next_available_at: Option<std::time::SystemTime>,
 }
 
-/// `POST /rest/rate-limits` answer.
-#[derive(Debug, Deserialize)]
-pub struct RateLimits {
-    #[serde(default, rename = "remainingQueries")]
-    pub remaining_queries: Option<u32>,
-    #[serde(default, rename = "remainingTokens")]
-    pub remaining_tokens: Option<u32>,
-    #[serde(default, rename = "windowSizeSeconds")]
-    pub window_size_seconds: Option<u64>,
-}
-
-impl RateLimits {
-    pub fn remaining(&self) -> u32 {
-        self.remaining_queries.or(self.remaining_tokens).unwrap_or(0)
+/// quota_info's answer for the products we use, by their keys (`image`, `imageEdit`, `video`,
+/// `video720p`); a `null` (or missing) product is `None`.
+pub fn parse_quota_info(v: &Value) -> Result<Vec<(&'static str, Option<ProductQuota>)>, String> {
+    if !v.is_object() {
+        return Err(format!(
+            "quota_info answer is not an object: {}",
+            v.to_string().chars().take(120).collect::<String>()
+        ));
     }
+    Ok(["image", "imageEdit", "video", "video720p"]
+        .into_iter()
+        .map(|key| {
+            let q = v.get(key).filter(|q| q.is_object()).map(|q| {
+                let available = q.get("available").and_then(Value::as_bool).unwrap_or(true);
+                let remaining =
+                    q.get("remainingQueries").and_then(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32);
+                ProductQuota {
+                    available,
+                    remaining: remaining.or((!available).then_some(0)),
+                    window_secs: q.get("windowSizeSeconds").and_then(Value::as_u64),
+                    next_available_at: q
+                        .get("nextAvailableAt")
+                        .and_then(Value::as_str)
+                        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
+                }
+            });
+            (key, q)
+        })
+        .collect())
 }
 
 /// The `--mode=` suffix grok.com reads from the message for a video preset.
@@ -406,6 +426,21 @@ mod tests {
             crate::upstream::UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
+    }
+
+    #[test]
+    fn captured_quota_info_parses_per_product() {
+        let v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/grok-web/quota-info.json")).unwrap();
+        let q = parse_quota_info(&v).unwrap();
+        let get = |k: &str| q.iter().find(|(key, _)| *key == k).unwrap().1.clone();
+        assert_eq!(get("image"), None);
+        let v720 = get("video720p").unwrap();
+        assert_eq!((v720.available, v720.remaining), (true, Some(0)));
+        assert!(v720.next_available_at.is_some(), "nanosecond RFC 3339 must parse");
+        // No count and not available: zero. No count but available: unknown, not zero.
+        let q = parse_quota_info(&json!({"video": {"available": false}, "image": {"available": true}})).unwrap();
+        assert_eq!(q.iter().find(|(k, _)| *k == "video").unwrap().1.as_ref().unwrap().remaining, Some(0));
+        assert_eq!(q.iter().find(|(k, _)| *k == "image").unwrap().1.as_ref().unwrap().remaining, None);
     }
 
     #[test]
