@@ -434,8 +434,10 @@ pub struct GrokWebConfig {
     pub flaresolverr_timeout_secs: u64,
     /// Extra cookies appended verbatim (e.g. `cf_clearance=...`).
     pub extra_cookies: Option<String>,
-    /// Fixed `x-statsig-id`; empty = a generated one per request.
+    /// Fixed `x-statsig-id` (the older form of `statsig = "fixed:..."`); wins over `statsig` when set.
     pub statsig_id: Option<String>,
+    /// How to sign REST calls: "local" (mint from grok.com's page), "signer:<url>", "fixed:<value>", "off".
+    pub statsig: String,
     pub connect_timeout_secs: u64,
     /// Longest wait for the first byte of an answer (response headers, first WebSocket frame).
     pub first_byte_timeout_secs: u64,
@@ -478,6 +480,7 @@ impl Default for GrokWebConfig {
             flaresolverr_timeout_secs: 60,
             extra_cookies: None,
             statsig_id: None,
+            statsig: "local".into(),
             connect_timeout_secs: 10,
             first_byte_timeout_secs: 30,
             idle_timeout_secs: 60,

@@ -144,8 +144,11 @@ impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::RateLimited { retry_after, message } => {
-                ApiError::rate_limited(retry_after.map_or(30, |d| d.as_secs().max(1)), message)
+                // Whole seconds, rounded up: a `1.5` s wait is not over after 1 s.
+                let secs = retry_after.map_or(30, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                ApiError::rate_limited(secs, message)
             }
+            UpstreamError::CreditsExhausted(m) => ApiError::upstream("upstream_credits_exhausted", m),
             UpstreamError::Moderated(m) => ApiError::bad_request("content_policy_violation", m),
             UpstreamError::Auth(m) => ApiError::upstream("upstream_auth_failed", m),
             UpstreamError::Challenge(m) => ApiError::upstream("upstream_challenge", m),

@@ -270,3 +270,51 @@ async fn without_a_solver_or_when_it_fails_the_challenge_is_reported_with_advice
     assert!(body["error"]["message"].as_str().unwrap().contains("FlareSolverr"), "{body}");
     assert!(!h.sim.solver_requests().is_empty());
 }
+
+fn edit_call(h: &Harness) -> impl std::future::Future<Output = (u16, reqwest::header::HeaderMap, Value)> + '_ {
+    h.edit(edit_form())
+}
+
+#[tokio::test]
+async fn statsig_is_minted_from_the_pages_seed_and_refreshed_once_when_refused() {
+    if tls_only("statsig_is_minted_from_the_pages_seed_and_refreshed_once_when_refused") {
+        return;
+    }
+    let h = start().await;
+    let (status, _, body) = edit_call(&h).await;
+    assert_eq!(status, 200, "{body}");
+    // A new frontend build: the cached seed is stale, grok.com answers code 7, the client re-reads the
+    // page and signs again, once.
+    h.sim.rotate_statsig_seed();
+    let (status, _, body) = edit_call(&h).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn statsig_modes_off_fixed_and_signer() {
+    if tls_only("statsig_modes_off_fixed_and_signer") {
+        return;
+    }
+    // Off, or a value of the right length but not signed (what the client used to send): refused.
+    use base64::Engine;
+    let random = base64::engine::general_purpose::STANDARD.encode([7u8; 70]);
+    for mode in ["off".to_owned(), format!("fixed:{random}")] {
+        let h = builder().config(move |c| c.grok.statsig = mode).start().await;
+        let (status, _, body) = edit_call(&h).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(error_code(&body), "upstream_challenge");
+        assert!(body["error"]["message"].as_str().unwrap().contains("anti-bot"), "{body}");
+    }
+    // An external signer.
+    let h = builder()
+        .config_with_sim(|c, sim| c.grok.statsig = format!("signer:{}/sim-signer/sign", sim.base_url()))
+        .start()
+        .await;
+    let (status, _, body) = edit_call(&h).await;
+    assert_eq!(status, 200, "{body}");
+    // The image WebSocket is never signed (its upgrade carries Chrome's headers only), so it works in
+    // every mode.
+    let h = builder().config(|c| c.grok.statsig = "off".into()).start().await;
+    let (status, _, body) = h.generate(image("a kite")).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -34,7 +34,7 @@ pub(super) async fn public_image(State(sim): State<Sim>, Path(file): Path<String
 }
 
 pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> Response {
-    let account = match sim.rest_account(&headers) {
+    let account = match sim.rest_account(&headers, "POST", "/rest/rate-limits") {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -45,7 +45,7 @@ pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> R
 }
 
 pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Response {
-    let account = match sim.rest_account(&headers) {
+    let account = match sim.rest_account(&headers, "POST", "/rest/media/imagine/quota_info") {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -70,4 +70,34 @@ pub(crate) async fn example_image(Path(path): Path<String>) -> Response {
     let mut r = png.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     r
+}
+
+/// grok.com's page: what matters to a client is the meta tag carrying the anti-bot seed.
+pub(super) async fn index_page(State(sim): State<Sim>) -> Response {
+    use base64::Engine;
+    let seed = base64::engine::general_purpose::STANDARD.encode(sim.seed());
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charSet=\"utf-8\"/><title>Grok</title>\
+         <meta name=\"grok-site-verification\" content=\"{seed}\"/></head><body><div id=\"root\"></div></body></html>"
+    );
+    let mut r = html.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r
+}
+
+/// A stand-in for the external signing services some peers use (`grok.statsig = "signer:<url>"`).
+pub(super) async fn signer(State(sim): State<Sim>, axum::Json(body): axum::Json<serde_json::Value>) -> Response {
+    use base64::Engine;
+    use sha2::Digest;
+    let method = body.get("method").and_then(serde_json::Value::as_str).unwrap_or("POST").to_ascii_uppercase();
+    let Some(path) = body.get("path").and_then(serde_json::Value::as_str) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "path is required").into_response();
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let t = now.saturating_sub(1_682_924_400) as u32;
+    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring").as_bytes());
+    let key = rand::random::<u8>();
+    let mut raw = vec![key];
+    raw.extend(sim.seed().iter().chain(&t.to_le_bytes()).chain(&digest[..16]).chain(&[3u8]).map(|b| b ^ key));
+    axum::Json(json!({"x-statsig-id": base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw)})).into_response()
 }

@@ -95,7 +95,7 @@ fn stream_response(steps: Vec<Step>) -> Response {
 }
 
 pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    let account = match sim.rest_account(&headers) {
+    let account = match sim.rest_account(&headers, "POST", "/rest/app-chat/conversations/new") {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };

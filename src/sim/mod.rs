@@ -127,6 +127,8 @@ pub(crate) struct SimState {
     pub stats: SimStats,
     /// Keys the `cf_clearance` values this simulator hands out.
     pub clearance_secret: String,
+    /// The `grok-site-verification` seed its page carries; every `x-statsig-id` must embed it.
+    pub statsig_seed: Mutex<[u8; 48]>,
 }
 
 /// What the simulated Cloudflare saw, for tests.
@@ -189,16 +191,17 @@ impl SimState {
         Ok(Account { token: (*sso).to_owned(), user_id: format!("u-{}", hex::encode(&digest[..6])) })
     }
 
-    /// A REST call from the web app: a valid cookie plus `x-statsig-id`, which for real decodes to 70 bytes.
-    pub fn rest_account(&self, headers: &HeaderMap) -> Result<Account, Reject> {
+    /// A REST call from the web app: a valid cookie plus an `x-statsig-id` signed for this method and
+    /// path with this simulator's page seed, minted within the last ten minutes. Anything else gets the
+    /// real service's 403 code 7.
+    pub fn rest_account(&self, headers: &HeaderMap, method: &str, path: &str) -> Result<Account, Reject> {
         let account = self.account(headers)?;
-        use base64::Engine;
-        let ok = headers
-            .get("x-statsig-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            .is_some_and(|b| b.len() == 70);
-        if ok { Ok(account) } else { Err(Reject::AntiBot) }
+        let sig = headers.get("x-statsig-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if statsig_valid(sig, &self.seed(), method, path) { Ok(account) } else { Err(Reject::AntiBot) }
+    }
+
+    pub fn seed(&self) -> [u8; 48] {
+        *self.statsig_seed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn product_exhausted(&self, token: &str, product: &str) -> bool {
@@ -224,6 +227,24 @@ impl SimState {
     }
 }
 
+/// Checks an `x-statsig-id` the way the web app builds it (written here from the public description,
+/// not with the client's code): 70 bytes behind a key byte, the seed, a recent timestamp, the hash of
+/// `METHOD!path!t` + salt (this simulator's page has no animation, so its fingerprint is empty), 0x03.
+fn statsig_valid(sig: &str, seed: &[u8; 48], method: &str, path: &str) -> bool {
+    use base64::Engine;
+    use sha2::Digest;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sig.trim_end_matches('=')).unwrap_or_default();
+    if raw.len() != 70 {
+        return false;
+    }
+    let plain: Vec<u8> = raw[1..].iter().map(|b| b ^ raw[0]).collect();
+    let t = u32::from_le_bytes([plain[48], plain[49], plain[50], plain[51]]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let minted = 1_682_924_400 + u64::from(t);
+    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring").as_bytes());
+    plain[..48] == seed[..] && minted.abs_diff(now) <= 600 && plain[52..68] == digest[..16] && plain[68] == 3
+}
+
 pub(crate) fn json_error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
 }
@@ -236,6 +257,7 @@ pub(crate) fn rate_limited() -> Response {
 
 fn router(sim: Sim) -> Router {
     Router::new()
+        .route("/", get(assets::index_page))
         .route("/ws/imagine/listen", any(imagine::upgrade))
         .route("/http/upload-file-v2/direct", post(conversation::upload))
         .route("/rest/app-chat/conversations/new", post(conversation::new_conversation))
@@ -247,6 +269,7 @@ fn router(sim: Sim) -> Router {
         // Stand-ins for other hosts (example.com images, FlareSolverr), not behind grok.com's Cloudflare.
         .route("/example-assets/{*path}", get(assets::example_image))
         .route("/flaresolverr/v1", post(cloudflare::flaresolverr))
+        .route("/sim-signer/sign", post(assets::signer))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(sim)
 }
@@ -285,6 +308,12 @@ impl SimHandle {
         self.sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// A new frontend build: the page's seed changes, signatures minted with the old one are refused.
+    pub fn rotate_statsig_seed(&self) {
+        *self.sim.statsig_seed.lock().unwrap_or_else(|p| p.into_inner()) =
+            std::array::from_fn(|_| rand::random::<u8>());
+    }
+
     pub fn video_starts(&self) -> u64 {
         self.sim.stats.video_starts.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -314,6 +343,7 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
         xai_videos: DashMap::new(),
         stats: SimStats::default(),
         clearance_secret: uuid::Uuid::new_v4().to_string(),
+        statsig_seed: Mutex::new(std::array::from_fn(|_| rand::random::<u8>())),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -11,12 +11,23 @@
 //! | `[sim:garbage]` | a non-JSON 200 | polls answer non-JSON |
 //! | `[sim:moderated]` | `url` empty | `done` with `respect_moderation: false` |
 //! | `[sim:cloudflare]` | HTTP 403 HTML | the create answers 403 HTML |
+//! | `[sim:credits]` | HTTP 429 "used all available credits" | the create answers the same |
+//! | `[sim:moderation-flag]` | a `url` with `respect_moderation: false` | – |
+//! | `[sim:empty-data]` | `{"data": []}` | – |
+//! | `[sim:key-urlencoded]` | with a wrong key, the 400 message URL-encoded | the same |
+//! | `[sim:poll-502=N]` | – | the first N polls (3 without `=N`) answer 502 |
+//! | `[sim:poll-empty-202]` | – | pending polls answer 202 with no body at all |
+//!
+//! Pending polls answer 202 with a `pending` body, as xAI does. The tokens above the `credits` row
+//! are shared with the grok.com simulator (`faults.rs`); the rest are xAI-only ([`XaiFaults`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,12 +45,73 @@ pub(crate) struct VideoJob {
     started: Instant,
     step: Duration,
     faults: Faults,
+    xai_faults: XaiFaults,
+    /// Polls answered so far.
+    polls: AtomicU32,
     ratio: String,
     duration: u64,
     key: String,
 }
 
+/// Fault tokens only the xAI flavor knows (the shared ones are `Faults`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct XaiFaults {
+    credits: bool,
+    moderation_flag: bool,
+    empty_data: bool,
+    key_urlencoded: bool,
+    poll_502: u32,
+    poll_empty_202: bool,
+}
+
+impl XaiFaults {
+    fn parse(prompt: &str) -> Self {
+        let mut f = Self::default();
+        let mut rest = prompt;
+        while let Some(start) = rest.find("[sim:") {
+            let after = &rest[start + 5..];
+            let Some(end) = after.find(']') else { break };
+            match after[..end].trim() {
+                "credits" => f.credits = true,
+                "moderation-flag" => f.moderation_flag = true,
+                "empty-data" => f.empty_data = true,
+                "key-urlencoded" => f.key_urlencoded = true,
+                "poll-502" => f.poll_502 = 3,
+                "poll-empty-202" => f.poll_empty_202 = true,
+                token => {
+                    if let Some(n) = token.strip_prefix("poll-502=") {
+                        f.poll_502 = n.trim().parse().unwrap_or(3);
+                    }
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        f
+    }
+}
+
+/// What this flavor counts, for `GET /sim/stats`.
+#[derive(Default)]
+struct Counters {
+    image_requests: AtomicU64,
+    video_polls: AtomicU64,
+}
+
+/// The router's state: the shared simulator plus this flavor's counters.
+#[derive(Clone)]
+struct XaiSim {
+    sim: Sim,
+    counters: Arc<Counters>,
+}
+
+impl FromRef<XaiSim> for Sim {
+    fn from_ref(s: &XaiSim) -> Sim {
+        s.sim.clone()
+    }
+}
+
 pub(super) fn router(sim: Sim) -> Router {
+    let state = XaiSim { sim, counters: Arc::default() };
     Router::new()
         .route("/v1/images/generations", post(images_generate))
         .route("/v1/images/edits", post(images_edit))
@@ -49,7 +121,17 @@ pub(super) fn router(sim: Sim) -> Router {
         .route("/sim/stats", get(stats))
         .route("/example-assets/{*path}", get(super::assets::example_image))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
-        .with_state(sim)
+        .with_state(state)
+}
+
+/// `s` percent-encoded except for unreserved characters, as some xAI answers carry their messages.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -70,11 +152,12 @@ fn admit(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<(String, Value)
         })?;
     if !(sim.cfg.tokens.is_empty() || sim.cfg.tokens.iter().any(|t| t == key)) {
         let shown: String = key.chars().take(2).collect();
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "Client specified an invalid argument",
-            &format!("Incorrect API key provided: {shown}***. You can obtain an API key from https://console.x.ai."),
-        )));
+        let mut message =
+            format!("Incorrect API key provided: {shown}***. You can obtain an API key from https://console.x.ai.");
+        if String::from_utf8_lossy(body).contains("[sim:key-urlencoded]") {
+            message = url_encode(&message);
+        }
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", &message)));
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -100,6 +183,19 @@ fn cloudflare() -> Response {
     r
 }
 
+/// xAI's billing stop, as it words it (a 429, without `Retry-After`: waiting does not help).
+fn out_of_credits(key: &str) -> Response {
+    let team: String = key.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Some resource has been exhausted",
+        &format!(
+            "Your team {team} has either used all available credits or reached its monthly spending limit. \
+             To continue making API requests, please purchase more credits or raise your spending limit."
+        ),
+    )
+}
+
 fn rate_limited() -> Response {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "rate limit exceeded for this team");
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -122,9 +218,12 @@ fn garbage() -> Response {
 }
 
 /// Faults that end a create before any work; `None` = go ahead.
-fn early_fault(sim: &Sim, key: &str, faults: &Faults) -> Option<Response> {
+fn early_fault(sim: &Sim, key: &str, faults: &Faults, xai_faults: &XaiFaults) -> Option<Response> {
     if faults.cloudflare {
         return Some(cloudflare());
+    }
+    if xai_faults.credits {
+        return Some(out_of_credits(key));
     }
     if faults.rate_limit || !sim.take_quota(key) {
         return Some(rate_limited());
@@ -145,7 +244,8 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
         return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "Argument not supported: size");
     }
     let faults = Faults::parse(&prompt);
-    if let Some(r) = early_fault(&sim, &key, &faults) {
+    let xai_faults = XaiFaults::parse(&prompt);
+    if let Some(r) = early_fault(&sim, &key, &faults, &xai_faults) {
         return r;
     }
     tokio::time::sleep(sim.cfg.frame_delay + faults.slow.unwrap_or_default()).await;
@@ -157,6 +257,9 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
     }
     if faults.disconnect {
         return cut();
+    }
+    if xai_faults.empty_data {
+        return axum::Json(json!({"data": [], "usage": {"cost_in_usd_ticks": 0}})).into_response();
     }
     let n = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10);
     let ratio = req.get("aspect_ratio").and_then(Value::as_str).filter(|r| *r != "auto").unwrap_or("1:1");
@@ -173,14 +276,14 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
         parts.extend(inputs.iter().map(|b| b.as_ref()));
         let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
         if b64 {
-            data.push(json!({"url": null, "b64_json": base64::engine::general_purpose::STANDARD.encode(&png), "mime_type": "image/png"}));
+            data.push(json!({"url": null, "b64_json": base64::engine::general_purpose::STANDARD.encode(&png),
+                             "mime_type": "image/png", "respect_moderation": !xai_faults.moderation_flag}));
         } else {
             let file = format!("xai-tmp-imgen-{}.png", uuid::Uuid::new_v4().simple());
             sim.public_images
                 .put(file.clone(), StoredAsset { owner: String::new(), content_type: "image/png", bytes: png });
-            data.push(
-                json!({"url": temp_url(&sim, &file), "b64_json": null, "mime_type": "image/png", "revised_prompt": ""}),
-            );
+            data.push(json!({"url": temp_url(&sim, &file), "b64_json": null, "mime_type": "image/png",
+                             "revised_prompt": "", "respect_moderation": !xai_faults.moderation_flag}));
         }
     }
     axum::Json(json!({"data": data, "usage": {"cost_in_usd_ticks": 200_000_000u64 * n}})).into_response()
@@ -200,14 +303,18 @@ fn decode_input(v: &Value) -> Option<Bytes> {
     ok.then(|| Bytes::from(bytes))
 }
 
-async fn images_generate(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn images_generate(State(state): State<XaiSim>, headers: HeaderMap, body: Bytes) -> Response {
+    state.counters.image_requests.fetch_add(1, Ordering::Relaxed);
+    let sim = state.sim;
     match admit(&sim, &headers, &body) {
         Ok((key, req)) => images(sim, key, req, Vec::new()).await,
         Err(r) => *r,
     }
 }
 
-async fn images_edit(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn images_edit(State(state): State<XaiSim>, headers: HeaderMap, body: Bytes) -> Response {
+    state.counters.image_requests.fetch_add(1, Ordering::Relaxed);
+    let sim = state.sim;
     let (key, req) = match admit(&sim, &headers, &body) {
         Ok(pair) => pair,
         Err(r) => return *r,
@@ -259,17 +366,22 @@ async fn video_create(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -
         );
     }
     let faults = Faults::parse(&prompt);
-    if let Some(r) = early_fault(&sim, &key, &faults) {
+    let xai_faults = XaiFaults::parse(&prompt);
+    if let Some(r) = early_fault(&sim, &key, &faults, &xai_faults) {
         return r;
     }
     let id = uuid::Uuid::new_v4().to_string();
     let ratio = req.get("aspect_ratio").and_then(Value::as_str).unwrap_or("16:9").to_owned();
     let step = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
-    sim.xai_videos.insert(id.clone(), VideoJob { started: Instant::now(), step, faults, ratio, duration, key });
+    let job =
+        VideoJob { started: Instant::now(), step, faults, xai_faults, polls: AtomicU32::new(0), ratio, duration, key };
+    sim.xai_videos.insert(id.clone(), job);
     axum::Json(json!({"request_id": id})).into_response()
 }
 
-async fn video_poll(State(sim): State<Sim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    state.counters.video_polls.fetch_add(1, Ordering::Relaxed);
+    let sim = state.sim;
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -280,6 +392,10 @@ async fn video_poll(State(sim): State<Sim>, headers: HeaderMap, Path(id): Path<S
     };
     if job.key != key {
         return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
+    }
+    // A passing failure in front of the API: the video itself carries on regardless.
+    if job.polls.fetch_add(1, Ordering::Relaxed) < job.xai_faults.poll_502 {
+        return (StatusCode::BAD_GATEWAY, "upstream connect error or disconnect/reset before headers").into_response();
     }
     if job.faults.disconnect {
         return cut();
@@ -296,8 +412,11 @@ async fn video_poll(State(sim): State<Sim>, headers: HeaderMap, Path(id): Path<S
         .into_response();
     }
     if elapsed < total {
-        return axum::Json(json!({"status": "pending", "progress": progress, "model": "grok-imagine-video"}))
-            .into_response();
+        if job.xai_faults.poll_empty_202 {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        let body = json!({"status": "pending", "progress": progress, "model": "grok-imagine-video"});
+        return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     }
     if job.faults.moderated {
         return axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",
@@ -315,9 +434,15 @@ async fn video_poll(State(sim): State<Sim>, headers: HeaderMap, Path(id): Path<S
     .into_response()
 }
 
-/// Test hook: how many video creates the simulator accepted (a resumed task must not add one).
-async fn stats(State(sim): State<Sim>) -> Response {
-    axum::Json(json!({"video_creates": sim.xai_videos.len()})).into_response()
+/// Test hook: how many video creates the simulator accepted (a resumed task must not add one), and
+/// how many image requests (accepted or not) and video polls it answered.
+async fn stats(State(state): State<XaiSim>) -> Response {
+    axum::Json(json!({
+        "video_creates": state.sim.xai_videos.len(),
+        "image_requests": state.counters.image_requests.load(Ordering::Relaxed),
+        "video_polls": state.counters.video_polls.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 async fn temp_file(State(sim): State<Sim>, Path(file): Path<String>) -> Response {
@@ -328,5 +453,19 @@ async fn temp_file(State(sim): State<Sim>, Path(file): Path<String>) -> Response
             r
         }
         None => error(StatusCode::NOT_FOUND, "Not found", "expired or unknown file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_xai_fault_tokens() {
+        let f = XaiFaults::parse("a [sim:credits] b [sim:poll-502=5] [sim:poll-empty-202] [sim:fail]");
+        assert_eq!(f, XaiFaults { credits: true, poll_502: 5, poll_empty_202: true, ..XaiFaults::default() });
+        assert_eq!(XaiFaults::parse("[sim:poll-502]").poll_502, 3);
+        assert_eq!(XaiFaults::parse("plain [sim:"), XaiFaults::default());
+        assert_eq!(url_encode("Incorrect API key: xa***."), "Incorrect%20API%20key%3A%20xa%2A%2A%2A.");
     }
 }

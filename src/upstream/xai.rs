@@ -4,7 +4,9 @@
 //!
 //! A video create is never sent twice: once the POST may have reached xAI, failures end the job
 //! rather than retry, and the `request_id` is reported (`JobEvent::Submitted`) before polling starts
-//! so a restarted gateway resumes polling instead of paying again.
+//! so a restarted gateway resumes polling instead of paying again. Polling, by contrast, is free and
+//! safe to repeat: a pending answer is a 202 (with or without a body), and passing 5xx / 408 / 409 /
+//! 429 answers are retried with backoff until the video timeout, since xAI already bills that video.
 
 use std::time::Duration;
 
@@ -28,8 +30,9 @@ pub struct XaiClient {
 
 #[derive(Debug, Deserialize)]
 struct ImagesResponse {
+    /// Missing = not an images answer; present but empty = xAI withheld every image (moderation).
     #[serde(default)]
-    data: Vec<ImageItem>,
+    data: Option<Vec<ImageItem>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +41,9 @@ struct ImageItem {
     url: Option<String>,
     #[serde(default)]
     b64_json: Option<String>,
+    /// `false` when xAI's moderation flagged this image (its URL, if any, must not be served).
+    #[serde(default)]
+    respect_moderation: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,12 +75,72 @@ fn data_url(image: &InputImage) -> String {
     format!("data:{};base64,{}", image.content_type, base64::engine::general_purpose::STANDARD.encode(&image.bytes))
 }
 
+/// Decodes `%XX` escapes and `+` for matching and logging; malformed escapes stay as they are.
+/// xAI's messages sometimes arrive URL-encoded (gRPC's `grpc-message` encoding).
+fn percent_decode_lossy(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| b == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (b, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (other, None) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// xAI's billing stop: "Your team ... has either used all available credits or reached its monthly
+/// spending limit" (seen as 429, and as 403 on some endpoints).
+fn is_out_of_credits(lower: &str) -> bool {
+    lower.contains("used all available credits") || lower.contains("monthly spending limit")
+}
+
+/// Answers that say nothing about the video itself, only that this poll did not get through: a
+/// passing 5xx, a request timeout (408) or a conflict (409). Polling again is free and safe.
+fn poll_retryable(status: u16) -> bool {
+    matches!(status, 408 | 409 | 500..=599)
+}
+
+/// The wait before poll number `failures + 1` after consecutive failures: doubling from the poll
+/// interval, at most 30 s (never below the interval).
+fn poll_backoff(interval: Duration, failures: u32) -> Duration {
+    interval.saturating_mul(1 << failures.min(10)).min(Duration::from_secs(30)).max(interval)
+}
+
 /// xAI's error answers, by what the gateway should do. A wrong key is a 400 there; it is our
-/// configuration problem, never the client's 401.
+/// configuration problem, never the client's 401. Messages are matched URL-decoded, in the body or
+/// in a `grpc-message` header.
 fn classify(status: u16, headers: &HeaderMap, body: &str) -> UpstreamError {
-    let lower = body.to_ascii_lowercase();
-    let snippet: String = body.chars().take(200).collect();
+    let grpc = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let text = percent_decode_lossy(&format!("{body} {grpc}"));
+    let lower = text.to_ascii_lowercase();
+    let snippet: String = text.trim().chars().take(200).collect();
     let looks_html = lower.trim_start().starts_with('<');
+    if matches!(status, 402 | 403 | 429) && is_out_of_credits(&lower) {
+        tracing::error!(
+            "xAI stopped the configured key for billing (no credits, or the monthly spending limit reached); \
+             top up or raise the limit in the xAI console: {snippet}"
+        );
+        return UpstreamError::CreditsExhausted(
+            "the gateway's xAI account has used its credits or reached its spending limit".into(),
+        );
+    }
     match status {
         400 if lower.contains("api key") => {
             tracing::error!("xAI rejected the configured API key (xai.api_key): {snippet}");
@@ -130,13 +196,27 @@ impl XaiClient {
         self.metrics.upstream(op, super::outcome_label(r));
     }
 
-    /// One JSON call; answers the parsed body of a 2xx, else the classified error.
+    /// One JSON call; answers the status and body of a 2xx, else the classified error.
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Bytes), UpstreamError> {
+        let (status, headers, bytes) = self.send(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
+        }
+        Ok((status, bytes))
+    }
+
+    /// One JSON call, whatever its status; only a failure to get an answer is an error.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, HeaderMap, Bytes), UpstreamError> {
         let mut req =
             self.http.request(method, self.url(path)).bearer_auth(self.cfg.api_key.as_deref().unwrap_or_default());
         if let Some(b) = body {
@@ -160,10 +240,7 @@ impl XaiClient {
             .await
             .map_err(|_| UpstreamError::Timeout("xAI stalled mid-answer".into()))?
             .map_err(|e| UpstreamError::Transport(format!("xAI answer broke: {e}")))?;
-        if !(200..300).contains(&status) {
-            return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
-        }
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 
     fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, UpstreamError> {
@@ -205,7 +282,7 @@ impl XaiClient {
         Ok(Asset { bytes, content_type })
     }
 
-    /// Images are cheap: one retry on a rate limit or a connection failure.
+    /// Images are cheap: one retry on a rate limit or a connection failure (never on a billing stop).
     async fn images(
         &self,
         op: &'static str,
@@ -231,9 +308,19 @@ impl XaiClient {
         };
         sink.progress(60);
         let parsed: ImagesResponse = Self::parse(&bytes)?;
-        let mut out = Vec::with_capacity(parsed.data.len());
+        let Some(data) = parsed.data else {
+            return Err(UpstreamError::Protocol("xAI answered without a `data` list".into()));
+        };
+        if data.is_empty() {
+            return Err(UpstreamError::Moderated("xAI withheld every image (moderation); rephrase the prompt".into()));
+        }
+        let mut out = Vec::with_capacity(data.len());
         let mut moderated = 0;
-        for item in parsed.data {
+        for item in data {
+            if item.respect_moderation == Some(false) {
+                moderated += 1;
+                continue;
+            }
             let b64 = item.b64_json.filter(|s| !s.is_empty());
             let url = item.url.filter(|s| !s.is_empty());
             let asset = match (b64, url) {
@@ -303,73 +390,120 @@ impl XaiClient {
         self.poll_video(&created.request_id, sink).await
     }
 
-    /// Polls a video request until it ends (also used after a restart).
+    /// Polls a video request until it ends (also used after a restart). xAI bills the video once
+    /// it is accepted, so a poll that does not get through is retried until the video timeout:
+    /// 5xx / 408 / 409 and rate limits with backoff, broken connections a few times in a row.
     pub async fn poll_video(&self, request_id: &str, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         let interval = Duration::from_millis(self.cfg.poll_interval_ms.max(10));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.video_timeout_secs.max(1));
-        let mut transient = 0;
+        let path = format!("/v1/videos/{request_id}");
+        // Consecutive polls that did not get through (for the backoff), and of those, broken connections.
+        let mut failures: u32 = 0;
+        let mut broken: u32 = 0;
+        let mut last_failure: Option<String> = None;
         loop {
-            if tokio::time::Instant::now() > deadline {
-                return Err(UpstreamError::Timeout(format!(
-                    "xAI video {request_id} not done within {}s",
+            if tokio::time::Instant::now() >= deadline {
+                let why = last_failure.map(|w| format!(" (last poll: {w})")).unwrap_or_default();
+                let e = UpstreamError::Timeout(format!(
+                    "xAI video {request_id} not done within {}s{why}",
                     self.cfg.video_timeout_secs
-                )));
+                ));
+                self.record("video_poll", &Err::<(), _>(e.clone()));
+                return Err(e);
             }
-            let r = self.call(reqwest::Method::GET, &format!("/v1/videos/{request_id}"), None).await;
-            let (status, bytes) = match r {
-                Ok(ok) => {
-                    transient = 0;
-                    ok
+            let wait = match self.send(reqwest::Method::GET, &path, None).await {
+                // Still pending: xAI answers 202, with a status body or with none at all (or one we
+                // cannot read, which says no more than an empty one).
+                Ok((202, _, bytes)) => {
+                    (failures, broken) = (0, 0);
+                    if let Ok(st) = serde_json::from_slice::<VideoStatus>(&bytes)
+                        && let Some(end) = self.video_status(request_id, st, sink).await
+                    {
+                        return end;
+                    }
+                    interval
                 }
-                // Polling is safe to repeat; a few hiccups in a row are tolerated.
-                Err(UpstreamError::Transport(_) | UpstreamError::Timeout(_) | UpstreamError::RateLimited { .. })
-                    if transient < 3 =>
-                {
-                    transient += 1;
-                    tokio::time::sleep(interval * 2).await;
-                    continue;
+                Ok((200..=299, _, bytes)) => {
+                    (failures, broken) = (0, 0);
+                    let st: VideoStatus = Self::parse(&bytes)?;
+                    if let Some(end) = self.video_status(request_id, st, sink).await {
+                        return end;
+                    }
+                    interval
+                }
+                Ok((status, headers, bytes)) => {
+                    let e = classify(status, &headers, &String::from_utf8_lossy(&bytes));
+                    let hint = match &e {
+                        UpstreamError::RateLimited { retry_after, .. } => Some(*retry_after),
+                        _ if poll_retryable(status) => Some(None),
+                        _ => None,
+                    };
+                    self.record("video_poll", &Err::<(), _>(e.clone()));
+                    let Some(retry_after) = hint else {
+                        return Err(e);
+                    };
+                    tracing::warn!(request = request_id, "xAI video poll answered HTTP {status}; polling on: {e}");
+                    failures += 1;
+                    last_failure = Some(format!("HTTP {status}"));
+                    retry_after.unwrap_or_else(|| poll_backoff(interval, failures)).max(interval)
+                }
+                Err(e @ (UpstreamError::Transport(_) | UpstreamError::Timeout(_))) if broken < 3 => {
+                    tracing::warn!(request = request_id, "xAI video poll failed; polling on: {e}");
+                    self.record("video_poll", &Err::<(), _>(e.clone()));
+                    broken += 1;
+                    failures += 1;
+                    last_failure = Some(e.to_string());
+                    poll_backoff(interval, failures)
                 }
                 Err(e) => {
                     self.record("video_poll", &Err::<(), _>(e.clone()));
                     return Err(e);
                 }
             };
-            if status == 202 && bytes.is_empty() {
-                tokio::time::sleep(interval).await;
-                continue;
+            tokio::time::sleep(wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+        }
+    }
+
+    /// Acts on a 2xx status body: `Some` ends the polling with a result or an error.
+    async fn video_status(
+        &self,
+        request_id: &str,
+        st: VideoStatus,
+        sink: &ProgressSink,
+    ) -> Option<Result<VideoAssets, UpstreamError>> {
+        match st.status.as_deref() {
+            Some("pending") | None => {
+                if let Some(p) = st.progress {
+                    sink.progress((p.clamp(0.0, 100.0) as u8).min(99));
+                }
+                None
             }
-            let st: VideoStatus = Self::parse(&bytes)?;
-            match st.status.as_deref() {
-                Some("pending") | None => {
-                    if let Some(p) = st.progress {
-                        sink.progress((p.clamp(0.0, 100.0) as u8).min(99));
+            Some("done") => {
+                self.metrics.upstream("video_poll", "ok");
+                let video = st.video.unwrap_or(VideoOut { url: None, respect_moderation: None });
+                let url = video.url.filter(|u| !u.is_empty());
+                let Some(url) = url.filter(|_| video.respect_moderation != Some(false)) else {
+                    return Some(Err(UpstreamError::Moderated("xAI moderated the video; rephrase the prompt".into())));
+                };
+                Some(self.download(&url).await.and_then(|asset| {
+                    if asset.content_type.starts_with("video/") {
+                        Ok(VideoAssets { video: asset, thumbnail: None })
+                    } else {
+                        Err(UpstreamError::Protocol("xAI video is not a video".into()))
                     }
-                }
-                Some("done") => {
-                    self.metrics.upstream("video_poll", "ok");
-                    let video = st.video.unwrap_or(VideoOut { url: None, respect_moderation: None });
-                    let url = video.url.filter(|u| !u.is_empty());
-                    let Some(url) = url.filter(|_| video.respect_moderation != Some(false)) else {
-                        return Err(UpstreamError::Moderated("xAI moderated the video; rephrase the prompt".into()));
-                    };
-                    let asset = self.download(&url).await?;
-                    if !asset.content_type.starts_with("video/") {
-                        return Err(UpstreamError::Protocol("xAI video is not a video".into()));
-                    }
-                    return Ok(VideoAssets { video: asset, thumbnail: None });
-                }
-                Some("failed") => {
-                    let e = st.error.map_or_else(|| "generation failed".to_string(), |e| e.to_string());
-                    return Err(UpstreamError::Failed(format!("xAI video failed: {e}")));
-                }
-                Some("expired") => {
-                    return Err(UpstreamError::Failed(
-                        "upstream_expired: the xAI result expired before download".into(),
-                    ));
-                }
-                Some(other) => tracing::warn!(request = request_id, "unknown xAI video status `{other}`; polling on"),
+                }))
             }
-            tokio::time::sleep(interval).await;
+            Some("failed") => {
+                let e = st.error.map_or_else(|| "generation failed".to_string(), |e| e.to_string());
+                Some(Err(UpstreamError::Failed(format!("xAI video failed: {e}"))))
+            }
+            Some("expired") => {
+                Some(Err(UpstreamError::Failed("upstream_expired: the xAI result expired before download".into())))
+            }
+            Some(other) => {
+                tracing::warn!(request = request_id, "unknown xAI video status `{other}`; polling on");
+                None
+            }
         }
     }
 }
@@ -392,5 +526,45 @@ mod tests {
         assert!(matches!(classify(403, &h, "<html>cf</html>"), UpstreamError::Challenge(_)));
         assert!(matches!(classify(429, &h, ""), UpstreamError::RateLimited { .. }));
         assert!(matches!(classify(503, &h, "x"), UpstreamError::Failed(_)));
+    }
+
+    #[test]
+    fn wrong_key_is_recognised_url_encoded_too() {
+        let h = HeaderMap::new();
+        let encoded = r#"{"error":"Incorrect%20API%20key%20provided%3A%20xa%2A%2A%2A"}"#;
+        assert!(matches!(classify(400, &h, encoded), UpstreamError::Auth(_)));
+        assert!(matches!(classify(400, &h, "Incorrect+API+key+provided"), UpstreamError::Auth(_)));
+        let mut grpc = HeaderMap::new();
+        grpc.insert("grpc-message", "Incorrect%20API%20key%20provided".parse().unwrap());
+        assert!(matches!(classify(400, &grpc, ""), UpstreamError::Auth(_)));
+        assert_eq!(percent_decode_lossy("100%25 %zz %4"), "100% %zz %4");
+        assert_eq!(percent_decode_lossy("caf%C3%A9"), "café");
+    }
+
+    #[test]
+    fn out_of_credits_is_a_billing_stop_not_a_rate_limit() {
+        let h = HeaderMap::new();
+        let body = r#"{"code":"Some resource has been exhausted","error":"Your team 16f2 has either used all available credits or reached its monthly spending limit. To continue making API requests, please purchase more credits or raise your spending limit."}"#;
+        assert!(matches!(classify(429, &h, body), UpstreamError::CreditsExhausted(_)));
+        assert!(matches!(classify(403, &h, body), UpstreamError::CreditsExhausted(_)));
+        let encoded = "used%20all%20available%20credits";
+        assert!(matches!(classify(429, &h, encoded), UpstreamError::CreditsExhausted(_)));
+        assert!(!classify(429, &h, body).retry_on_other_token());
+        assert!(matches!(classify(429, &h, "rate limit exceeded"), UpstreamError::RateLimited { .. }));
+    }
+
+    #[test]
+    fn polls_retry_passing_failures_with_a_bounded_backoff() {
+        for s in [408, 409, 500, 502, 503, 504] {
+            assert!(poll_retryable(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 410, 422, 429] {
+            assert!(!poll_retryable(s), "{s}");
+        }
+        let i = Duration::from_millis(100);
+        assert_eq!(poll_backoff(i, 1), Duration::from_millis(200));
+        assert_eq!(poll_backoff(i, 3), Duration::from_millis(800));
+        assert_eq!(poll_backoff(i, 40), Duration::from_secs(30));
+        assert_eq!(poll_backoff(Duration::from_secs(60), 2), Duration::from_secs(60));
     }
 }

@@ -22,7 +22,6 @@ async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -
     // The web app signs REST calls, not uploads.
     let mut headers = client.api_headers(account);
     headers.remove("x-xai-request-id");
-    headers.remove("x-statsig-id");
     let req = client
         .transport
         .request(&account.egress, Method::POST, &client.url(wire::UPLOAD_PATH), headers)?
@@ -61,13 +60,7 @@ async fn converse(
     body: serde_json::Value,
     mut on_frame: impl FnMut(ConversationEvent) -> Flow,
 ) -> Result<(), UpstreamError> {
-    let mut headers = client.api_headers(account);
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    let req = client
-        .transport
-        .request(&account.egress, Method::POST, &client.url(wire::CONVERSATION_PATH), headers)?
-        .body(body.to_string());
-    let resp = client.send(account, req, "conversation").await?;
+    let resp = client.signed_post(account, wire::CONVERSATION_PATH, body.to_string(), "conversation").await?;
     let mut decoder = FrameDecoder::default();
     let mut stream = resp.bytes_stream();
     let idle = client.idle_timeout();

@@ -7,6 +7,7 @@ mod classify;
 mod conversation;
 mod imagine;
 pub mod ndjson;
+pub mod statsig;
 pub mod token_pool;
 mod wire;
 
@@ -30,6 +31,7 @@ use crate::metrics::Metrics;
 
 pub struct GrokWebClient {
     transport: BrowserTransport,
+    statsig: statsig::Statsig,
     solver: Option<FlareSolverr>,
     cfg: GrokWebConfig,
     pool: TokenPool,
@@ -67,6 +69,8 @@ impl GrokWebClient {
             )?),
             None => None,
         };
+        let statsig =
+            statsig::Statsig::new(statsig::Mode::parse(&cfg.statsig, cfg.statsig_id.as_deref())?, ca_pem.as_deref())?;
         let transport = BrowserTransport::new(TransportSettings {
             profile,
             proxy: cfg.proxy.clone().filter(|p| !p.trim().is_empty()),
@@ -82,7 +86,7 @@ impl GrokWebClient {
             },
         );
         tracing::info!(profile = %transport.profile().name, user_agent = %transport.profile().user_agent, "grok.com browser profile");
-        Ok(Self { transport, solver, cfg, pool, metrics })
+        Ok(Self { transport, statsig, solver, cfg, pool, metrics })
     }
 
     pub fn pool(&self) -> &TokenPool {
@@ -151,13 +155,7 @@ impl GrokWebClient {
         &self,
         account: &Account,
     ) -> Result<Vec<(&'static str, Option<wire::ProductQuota>)>, UpstreamError> {
-        let mut headers = self.api_headers(account);
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let req = self
-            .transport
-            .request(&account.egress, Method::POST, &self.url(wire::QUOTA_INFO_PATH), headers)?
-            .body("{}");
-        let resp = self.send(account, req, "quota_info").await?;
+        let resp = self.signed_post(account, wire::QUOTA_INFO_PATH, "{}".into(), "quota_info").await?;
         let body = self.read_body(account, resp, 64 * 1024).await?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| UpstreamError::Protocol(format!("unparseable quota_info answer: {e}")))?;
@@ -179,13 +177,81 @@ impl GrokWebClient {
         c
     }
 
-    /// Real values are 70 opaque bytes; without a configured one we send bytes of the same shape.
-    fn statsig_id(&self) -> String {
-        match self.cfg.statsig_id.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => s.to_owned(),
-            None => {
-                let bytes: [u8; 70] = std::array::from_fn(|_| rand::random::<u8>());
-                base64::engine::general_purpose::STANDARD.encode(bytes)
+    /// The `x-statsig-id` for `method path` (`None` with `grok.statsig = "off"`).
+    async fn statsig_header(
+        &self,
+        account: &Account,
+        method: &str,
+        path: &str,
+    ) -> Result<Option<String>, UpstreamError> {
+        match &self.statsig.mode {
+            statsig::Mode::Off => Ok(None),
+            statsig::Mode::Fixed(v) => Ok(Some(v.clone())),
+            statsig::Mode::Local => {
+                let seed = match self.statsig.cached_seed() {
+                    Some(s) => s,
+                    None => {
+                        let s = self.fetch_seed(account).await?;
+                        self.statsig.store_seed(s.clone());
+                        s
+                    }
+                };
+                Ok(Some(statsig::Statsig::mint_now(&seed, method, path)))
+            }
+            statsig::Mode::Signer(url) => {
+                let meta = self.statsig.cached_seed().map(|s| base64::engine::general_purpose::STANDARD.encode(s));
+                self.statsig.from_signer(url, method, path, meta.as_deref()).await.map(Some)
+            }
+        }
+    }
+
+    /// grok.com's page, fetched as the browser would navigate to it, for the meta tag's seed.
+    async fn fetch_seed(&self, account: &Account) -> Result<Vec<u8>, UpstreamError> {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&self.cookie(&account.token)) {
+            headers.insert(http::header::COOKIE, v);
+        }
+        let url = format!("{}/", self.cfg.base_url.trim_end_matches('/'));
+        let req = self.transport.request(&account.egress, Method::GET, &url, headers)?;
+        let resp = self.send(account, req, "grok.com page").await?;
+        let body = self.read_body(account, resp, 4 * 1024 * 1024).await?;
+        statsig::seed_from_page(&String::from_utf8_lossy(&body)).ok_or_else(|| {
+            UpstreamError::Protocol(
+                "grok.com's page has no grok-site-verification seed; set grok.statsig to signer:<url> or fixed:<value>"
+                    .into(),
+            )
+        })
+    }
+
+    /// A signed JSON POST to grok.com. A code-7 answer (anti-bot, "page is out of date") means the
+    /// signing inputs went stale: they are fetched again and the call retried once.
+    async fn signed_post(
+        &self,
+        account: &Account,
+        path: &str,
+        body: String,
+        what: &str,
+    ) -> Result<wreq::Response, UpstreamError> {
+        let mut retried = false;
+        loop {
+            let mut headers = self.api_headers(account);
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(sig) = self.statsig_header(account, "POST", path).await?
+                && let Ok(v) = HeaderValue::from_str(&sig)
+            {
+                headers.insert(HeaderName::from_static("x-statsig-id"), v);
+            }
+            let req =
+                self.transport.request(&account.egress, Method::POST, &self.url(path), headers)?.body(body.clone());
+            match self.send(account, req, what).await {
+                Err(UpstreamError::Challenge(m))
+                    if !retried && !m.contains("cf-mitigated") && self.statsig.refreshable() =>
+                {
+                    tracing::info!("x-statsig-id refused ({m}); refreshing the signing inputs once");
+                    self.statsig.invalidate();
+                    retried = true;
+                }
+                other => return other,
             }
         }
     }
@@ -210,7 +276,6 @@ impl GrokWebClient {
         put("priority", "u=1, i".into());
         put("cache-control", "no-cache".into());
         put("pragma", "no-cache".into());
-        put("x-statsig-id", self.statsig_id());
         put("x-xai-request-id", uuid::Uuid::new_v4().to_string());
         put("cookie", self.cookie(&account.token));
         h

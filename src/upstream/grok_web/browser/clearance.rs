@@ -161,14 +161,8 @@ pub struct FlareSolverr {
 impl FlareSolverr {
     /// `ca_pem`: extra roots (`grok.ca_file`), for a solver behind the same TLS-inspecting proxy.
     pub fn new(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self, String> {
-        crate::install_crypto_provider();
-        let mut builder = reqwest::Client::builder().timeout(timeout + Duration::from_secs(10));
-        if let Some(pem) = ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("grok.ca_file: {e}"))? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| format!("FlareSolverr client: {e}"))?;
+        let http = super::side_client(timeout + Duration::from_secs(10), ca_pem)
+            .map_err(|e| format!("FlareSolverr client: {e}"))?;
         Ok(Self { url: format!("{}/v1", url.trim_end_matches('/').trim_end_matches("/v1")), http, timeout })
     }
 

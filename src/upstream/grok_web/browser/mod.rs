@@ -77,6 +77,19 @@ pub struct TransportSettings {
     pub connect_timeout: Duration,
 }
 
+/// A plain client for the services beside grok.com (FlareSolverr, a statsig signer): not grok.com, so
+/// no browser fingerprint, but trusting `grok.ca_file` too, for when they sit behind the same proxy.
+pub fn side_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    crate::install_crypto_provider();
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(pem) = ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("grok.ca_file: {e}"))? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// Checks a proxy URL's shape at startup, so a typo is an error there and not a 502 later.
 pub fn check_proxy_url(raw: &str) -> Result<(), String> {
     let url = url::Url::parse(raw.trim()).map_err(|e| format!("proxy `{}`: {e}", redact_proxy(raw)))?;
