@@ -196,7 +196,11 @@ pub async fn run(cfg: GrokWebConfig, generate: bool) -> Report {
 
     // Proxy: a tunnel to grok.com through it, with its credentials.
     match &proxy_url {
-        None => run.skip("proxy", "no proxy configured"),
+        None => {
+            // The probe connection has served its purpose; the TLS step opens its own.
+            drop(tcp);
+            run.skip("proxy", "no proxy configured");
+        }
         Some(p) => {
             let started = Instant::now();
             let result = tunnel(tcp, p, &host, port).await;
