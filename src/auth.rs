@@ -101,7 +101,7 @@ pub async fn require_key(State(guard): State<Arc<Guard>>, mut req: Request, next
 pub async fn require_key_task(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     match guard.admit(&mut req) {
         Ok(()) => next.run(req).await,
-        Err(e) => crate::api::tasks::TaskError(e).into_response(),
+        Err(e) => crate::error::TaskError(e).into_response(),
     }
 }
 

@@ -160,3 +160,20 @@ impl From<UpstreamError> for ApiError {
         }
     }
 }
+
+/// An `ApiError` rendered as the task envelope `{code, message, data}` (task endpoints, their auth).
+#[derive(Debug)]
+pub struct TaskError(pub ApiError);
+
+impl From<ApiError> for TaskError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl axum::response::IntoResponse for TaskError {
+    fn into_response(self) -> axum::response::Response {
+        let e = self.0;
+        e.respond(serde_json::json!({"code": e.status.as_u16(), "message": e.message, "data": null}))
+    }
+}

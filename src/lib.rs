@@ -12,6 +12,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod runner;
 pub mod sim;
 pub mod tasks;
 pub mod upstream;

@@ -99,22 +99,7 @@ pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiE
 
 /// OpenAI `size` (or a bare ratio) → the upstream aspect ratio.
 pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, ApiError> {
-    Ok(match size.trim() {
-        "1024x1024" | "1:1" => "1:1",
-        "1280x720" | "16:9" => "16:9",
-        "720x1280" | "9:16" => "9:16",
-        "1792x1024" | "1536x1024" | "3:2" => "3:2",
-        "1024x1792" | "1024x1536" | "2:3" => "2:3",
-        other => {
-            return Err(ApiError::invalid_param(
-                "size",
-                format!(
-                    "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
-                     1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3"
-                ),
-            ));
-        }
-    })
+    crate::jobs::aspect_ratio_for_size(size).map_err(|m| ApiError::invalid_param("size", m))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,22 +23,7 @@ use crate::net::{self, FetchError};
 use crate::tasks::idempotency::{Claim, body_hash};
 use crate::tasks::{Task, TaskKind, TaskStatus};
 
-/// An `ApiError` rendered as the task envelope.
-#[derive(Debug)]
-pub struct TaskError(pub ApiError);
-
-impl From<ApiError> for TaskError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for TaskError {
-    fn into_response(self) -> Response {
-        let e = self.0;
-        e.respond(json!({"code": e.status.as_u16(), "message": e.message, "data": null}))
-    }
-}
+pub use crate::error::TaskError;
 
 /// A JSON object body, with the same rejections as `JsonBody` but in the envelope.
 pub struct TaskJson(pub serde_json::Map<String, Value>);

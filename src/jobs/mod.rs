@@ -3,14 +3,11 @@
 
 mod progress;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 pub use progress::{JobEvent, ProgressSink, ProgressSlots};
 
-use crate::media::{MediaKind, MediaStore, StoredMedia};
-use crate::upstream::{Asset, Upstream, UpstreamError};
+use crate::media::StoredMedia;
 
 /// Text-to-image.
 #[derive(Debug, Clone)]
@@ -72,62 +69,19 @@ pub enum JobOutput {
     Video { video: StoredMedia, thumbnail: Option<StoredMedia>, duration: u32 },
 }
 
-pub struct JobRunner {
-    upstream: Upstream,
-    media: Arc<MediaStore>,
-}
-
-impl JobRunner {
-    pub fn new(upstream: Upstream, media: Arc<MediaStore>) -> Self {
-        Self { upstream, media }
-    }
-
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
-    }
-
-    pub async fn run(&self, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
-        let output = match job {
-            Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?).await?,
-            Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?).await?,
-            Job::Video(j) => {
-                let result = self.upstream.generate_video(j, sink).await?;
-                let video = self.store(MediaKind::Video, result.video).await?;
-                let thumbnail = match result.thumbnail {
-                    Some(t) => Some(self.store(MediaKind::Image, t).await?),
-                    None => None,
-                };
-                JobOutput::Video { video, thumbnail, duration: j.duration }
-            }
-        };
-        sink.progress(100);
-        Ok(output)
-    }
-
-    /// Finishes a video the upstream accepted before a restart (`Job::Video` only).
-    pub async fn resume(&self, job: &Job, upstream_id: &str, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
-        let Job::Video(j) = job else {
-            return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
-        };
-        let result = self.upstream.resume_video(upstream_id, sink).await?;
-        let video = self.store(MediaKind::Video, result.video).await?;
-        let thumbnail = match result.thumbnail {
-            Some(t) => Some(self.store(MediaKind::Image, t).await?),
-            None => None,
-        };
-        sink.progress(100);
-        Ok(JobOutput::Video { video, thumbnail, duration: j.duration })
-    }
-
-    async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {
-        self.media.put(kind, asset.bytes, asset.content_type).await.map_err(|e| UpstreamError::Storage(e.to_string()))
-    }
-
-    async fn store_images(&self, assets: Vec<Asset>) -> Result<JobOutput, UpstreamError> {
-        let mut media = Vec::with_capacity(assets.len());
-        for asset in assets {
-            media.push(self.store(MediaKind::Image, asset).await?);
+/// OpenAI `size` (or a bare ratio) → the upstream aspect ratio; the error names what is accepted.
+pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, String> {
+    Ok(match size.trim() {
+        "1024x1024" | "1:1" => "1:1",
+        "1280x720" | "16:9" => "16:9",
+        "720x1280" | "9:16" => "9:16",
+        "1792x1024" | "1536x1024" | "3:2" => "3:2",
+        "1024x1792" | "1024x1536" | "2:3" => "2:3",
+        other => {
+            return Err(format!(
+                "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
+                 1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3"
+            ));
         }
-        Ok(JobOutput::Images(media))
-    }
+    })
 }

@@ -109,7 +109,7 @@ impl JobRecord {
     }
 
     pub fn to_job(&self) -> Result<Job, String> {
-        let ratio = |r: &str| crate::api::aspect_ratio_for_size(r).map_err(|e| e.message);
+        let ratio = crate::jobs::aspect_ratio_for_size;
         Ok(match self {
             Self::Image { prompt, n, aspect_ratio } => {
                 Job::Image(ImageJob { prompt: prompt.clone(), n: *n, aspect_ratio: ratio(aspect_ratio)? })

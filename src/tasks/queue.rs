@@ -21,7 +21,8 @@ use super::journal::{JobRecord, PendingJob, TaskRecord};
 use super::store::{TaskStore, Transition};
 use super::{Outcome, Task, TaskStatus};
 use crate::error::ApiError;
-use crate::jobs::{Job, JobEvent, JobOutput, JobRunner, ProgressSink};
+use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
+use crate::runner::JobRunner;
 
 pub struct QueuedTask {
     pub id: Arc<str>,

@@ -1,0 +1,69 @@
+//! The one job path: every endpoint (sync, stream, task) hands a `Job` to the `JobRunner`, which asks
+//! the upstream for media and keeps it in the media store. It sits above both `jobs` (what a job is)
+//! and `upstream` (who makes it), so neither has to know the other's caller.
+
+use std::sync::Arc;
+
+use crate::jobs::{Job, JobOutput, ProgressSink};
+use crate::media::{MediaKind, MediaStore, StoredMedia};
+use crate::upstream::{Asset, Upstream, UpstreamError};
+
+pub struct JobRunner {
+    upstream: Upstream,
+    media: Arc<MediaStore>,
+}
+
+impl JobRunner {
+    pub fn new(upstream: Upstream, media: Arc<MediaStore>) -> Self {
+        Self { upstream, media }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub async fn run(&self, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+        let output = match job {
+            Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?).await?,
+            Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?).await?,
+            Job::Video(j) => {
+                let result = self.upstream.generate_video(j, sink).await?;
+                let video = self.store(MediaKind::Video, result.video).await?;
+                let thumbnail = match result.thumbnail {
+                    Some(t) => Some(self.store(MediaKind::Image, t).await?),
+                    None => None,
+                };
+                JobOutput::Video { video, thumbnail, duration: j.duration }
+            }
+        };
+        sink.progress(100);
+        Ok(output)
+    }
+
+    /// Finishes a video the upstream accepted before a restart (`Job::Video` only).
+    pub async fn resume(&self, job: &Job, upstream_id: &str, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+        let Job::Video(j) = job else {
+            return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
+        };
+        let result = self.upstream.resume_video(upstream_id, sink).await?;
+        let video = self.store(MediaKind::Video, result.video).await?;
+        let thumbnail = match result.thumbnail {
+            Some(t) => Some(self.store(MediaKind::Image, t).await?),
+            None => None,
+        };
+        sink.progress(100);
+        Ok(JobOutput::Video { video, thumbnail, duration: j.duration })
+    }
+
+    async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {
+        self.media.put(kind, asset.bytes, asset.content_type).await.map_err(|e| UpstreamError::Storage(e.to_string()))
+    }
+
+    async fn store_images(&self, assets: Vec<Asset>) -> Result<JobOutput, UpstreamError> {
+        let mut media = Vec::with_capacity(assets.len());
+        for asset in assets {
+            media.push(self.store(MediaKind::Image, asset).await?);
+        }
+        Ok(JobOutput::Images(media))
+    }
+}
