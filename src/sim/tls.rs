@@ -3,21 +3,21 @@
 //! gate (`cloudflare.rs`) can compare its JA4 with the browser the User-Agent claims. The plaintext
 //! request head of each connection is kept too, for the WebSocket upgrade's header order and case.
 
-use std::io;
+use std::io::{self, Cursor};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, Chain, Join};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -89,7 +89,10 @@ impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
     }
 }
 
-pub type TlsIo = Recording<TlsStream<Prefixed>>;
+/// The TCP stream with the ClientHello we already read put back in front of it.
+type Replayed = Join<Chain<Cursor<Bytes>, OwnedReadHalf>, OwnedWriteHalf>;
+/// The TLS stream, copying the first plaintext bytes it reads into `ConnInfo::head`.
+pub type TlsIo = InspectReader<TlsStream<Replayed>, Box<dyn FnMut(&[u8]) + Send>>;
 
 /// Hands out connections whose TLS handshake is done; handshakes run in their own tasks so a slow
 /// client cannot hold up the others.
@@ -173,71 +176,15 @@ async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream, remote: SocketAddr
     // browser, not whether it has been here before.
     hello.extensions.retain(|&e| e != PRE_SHARED_KEY && e != EARLY_DATA);
     let ja4: Arc<str> = Arc::from(hello.ja4());
-    let stream = acceptor.accept(Prefixed { prefix: Bytes::from(buf), inner: tcp }).await?;
+    let (read, write) = tcp.into_split();
+    let replayed = tokio::io::join(Cursor::new(Bytes::from(buf)).chain(read), write);
+    let stream = acceptor.accept(replayed).await?;
     let head = Arc::new(Mutex::new(Vec::new()));
-    Ok((Recording { inner: stream, head: head.clone() }, ConnInfo { remote, ja4, head }))
-}
-
-/// A TCP stream whose first bytes (the ClientHello we already read) are served again.
-pub struct Prefixed {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Keeps a copy of the first plaintext bytes read from the connection.
-pub struct Recording<S> {
-    inner: S,
-    head: Arc<Mutex<Vec<u8>>>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if res.is_ready() {
-            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-            if head.len() < HEAD_CAPTURE {
-                let new = &buf.filled()[before..];
-                let take = new.len().min(HEAD_CAPTURE - head.len());
-                head.extend_from_slice(&new[..take]);
-            }
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    let record = head.clone();
+    let tap: Box<dyn FnMut(&[u8]) + Send> = Box::new(move |bytes: &[u8]| {
+        let mut head = record.lock().unwrap_or_else(|p| p.into_inner());
+        let take = bytes.len().min(HEAD_CAPTURE.saturating_sub(head.len()));
+        head.extend_from_slice(&bytes[..take]);
+    });
+    Ok((InspectReader::new(stream, tap), ConnInfo { remote, ja4, head }))
 }
