@@ -92,7 +92,8 @@ impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
 /// The TCP stream with the ClientHello we already read put back in front of it.
 type Replayed = Join<Chain<Cursor<Bytes>, OwnedReadHalf>, OwnedWriteHalf>;
 /// The TLS stream, copying the first plaintext bytes it reads into `ConnInfo::head`.
-pub type TlsIo = InspectReader<TlsStream<Replayed>, Box<dyn FnMut(&[u8]) + Send>>;
+pub type TlsIo = InspectReader<TlsStream<Replayed>, Tap>;
+type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Hands out connections whose TLS handshake is done; handshakes run in their own tasks so a slow
 /// client cannot hold up the others.
@@ -181,7 +182,7 @@ async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream, remote: SocketAddr
     let stream = acceptor.accept(replayed).await?;
     let head = Arc::new(Mutex::new(Vec::new()));
     let record = head.clone();
-    let tap: Box<dyn FnMut(&[u8]) + Send> = Box::new(move |bytes: &[u8]| {
+    let tap: Tap = Box::new(move |bytes: &[u8]| {
         let mut head = record.lock().unwrap_or_else(|p| p.into_inner());
         let take = bytes.len().min(HEAD_CAPTURE.saturating_sub(head.len()));
         head.extend_from_slice(&bytes[..take]);
