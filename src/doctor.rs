@@ -274,7 +274,8 @@ pub async fn run(cfg: GrokWebConfig, generate: bool) -> Report {
             run.record("sso", started, Ok("the sso cookie is valid".into()));
             let mut parts = Vec::new();
             let mut any_left = false;
-            for (key, q) in &products {
+            for (product, q) in &products {
+                let key = product.key();
                 match q {
                     None => parts.push(format!("{key} -")),
                     Some(q) => {
@@ -372,22 +373,22 @@ fn finish(run: Run, base_url: &str, profile: &str, user_agent: &str, proxy: Opti
 
 /// Opens a tunnel to `host:port` through the proxy on `tcp` (HTTP CONNECT or SOCKS5, with auth).
 async fn tunnel(tcp: TcpStream, proxy: &url::Url, host: &str, port: u16) -> Result<(), String> {
-    let user = percent(proxy.username());
-    let pass = percent(proxy.password().unwrap_or(""));
+    let credentials = crate::upstream::grok_web::browser::proxy_credentials(proxy);
     match proxy.scheme() {
         "socks5" | "socks5h" => {
             let target = (host, port);
-            let result = if user.is_empty() {
-                tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await
-            } else {
-                tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(tcp, target, &user, &pass).await
+            let result = match &credentials {
+                None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await,
+                Some((user, pass)) => {
+                    tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(tcp, target, user, pass).await
+                }
             };
             result.map(|_| ()).map_err(|e| format!("SOCKS5: {e}"))
         }
         "http" => {
             let mut tcp = tcp;
             let mut req = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
-            if !user.is_empty() {
+            if let Some((user, pass)) = &credentials {
                 use base64::Engine;
                 let cred = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 req.push_str(&format!("Proxy-Authorization: Basic {cred}\r\n"));
@@ -410,12 +411,6 @@ async fn tunnel(tcp: TcpStream, proxy: &url::Url, host: &str, port: u16) -> Resu
         // A TLS connection to the proxy itself: the TLS step goes through it.
         _ => Ok(()),
     }
-}
-
-fn percent(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
 }
 
 /// The report for a terminal, one line per step.

@@ -119,8 +119,7 @@ impl GrokWebClient {
             match self.quota_info(&account).await {
                 Ok(products) => {
                     answered += 1;
-                    for (key, quota) in products {
-                        let Some(product) = Product::ALL.into_iter().find(|p| p.key() == key) else { continue };
+                    for (product, quota) in products {
                         let (remaining, until) = match quota {
                             None => (None, None),
                             Some(q) => (q.remaining, self.unavailable_until(&q)),
@@ -154,7 +153,7 @@ impl GrokWebClient {
     pub(crate) async fn quota_info(
         &self,
         account: &Account,
-    ) -> Result<Vec<(&'static str, Option<wire::ProductQuota>)>, UpstreamError> {
+    ) -> Result<Vec<(Product, Option<wire::ProductQuota>)>, UpstreamError> {
         let resp = self.signed_post(account, wire::QUOTA_INFO_PATH, "{}".into(), "quota_info").await?;
         let body = self.read_body(account, resp, 64 * 1024).await?;
         let v: serde_json::Value = serde_json::from_slice(&body)

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::token_pool::Product;
 use crate::jobs::{VideoJob, VideoPreset};
 
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
@@ -162,19 +163,19 @@ pub struct ProductQuota {
     pub next_available_at: Option<std::time::SystemTime>,
 }
 
-/// quota_info's answer for the products we use, by their keys (`image`, `imageEdit`, `video`,
-/// `video720p`); a `null` (or missing) product is `None`.
-pub fn parse_quota_info(v: &Value) -> Result<Vec<(&'static str, Option<ProductQuota>)>, String> {
+/// quota_info's answer for the products we use (read under `Product::key`); a `null` (or missing)
+/// product is `None`.
+pub fn parse_quota_info(v: &Value) -> Result<Vec<(Product, Option<ProductQuota>)>, String> {
     if !v.is_object() {
         return Err(format!(
             "quota_info answer is not an object: {}",
             v.to_string().chars().take(120).collect::<String>()
         ));
     }
-    Ok(["image", "imageEdit", "video", "video720p"]
+    Ok(Product::ALL
         .into_iter()
-        .map(|key| {
-            let q = v.get(key).filter(|q| q.is_object()).map(|q| {
+        .map(|product| {
+            let q = v.get(product.key()).filter(|q| q.is_object()).map(|q| {
                 let available = q.get("available").and_then(Value::as_bool).unwrap_or(true);
                 let remaining =
                     q.get("remainingQueries").and_then(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32);
@@ -188,7 +189,7 @@ pub fn parse_quota_info(v: &Value) -> Result<Vec<(&'static str, Option<ProductQu
                         .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
                 }
             });
-            (key, q)
+            (product, q)
         })
         .collect())
 }
@@ -432,15 +433,15 @@ mod tests {
     fn captured_quota_info_parses_per_product() {
         let v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/grok-web/quota-info.json")).unwrap();
         let q = parse_quota_info(&v).unwrap();
-        let get = |k: &str| q.iter().find(|(key, _)| *key == k).unwrap().1.clone();
+        let get = |k: &str| q.iter().find(|(p, _)| p.key() == k).unwrap().1.clone();
         assert_eq!(get("image"), None);
         let v720 = get("video720p").unwrap();
         assert_eq!((v720.available, v720.remaining), (true, Some(0)));
         assert!(v720.next_available_at.is_some(), "nanosecond RFC 3339 must parse");
         // No count and not available: zero. No count but available: unknown, not zero.
         let q = parse_quota_info(&json!({"video": {"available": false}, "image": {"available": true}})).unwrap();
-        assert_eq!(q.iter().find(|(k, _)| *k == "video").unwrap().1.as_ref().unwrap().remaining, Some(0));
-        assert_eq!(q.iter().find(|(k, _)| *k == "image").unwrap().1.as_ref().unwrap().remaining, None);
+        assert_eq!(q.iter().find(|(p, _)| *p == Product::Video).unwrap().1.as_ref().unwrap().remaining, Some(0));
+        assert_eq!(q.iter().find(|(p, _)| *p == Product::Image).unwrap().1.as_ref().unwrap().remaining, None);
     }
 
     #[test]

@@ -175,9 +175,9 @@ impl FlareSolverr {
             let _ = bare.set_username("");
             let _ = bare.set_password(None);
             let mut proxy = json!({"url": bare.as_str().trim_end_matches('/')});
-            if !p.username().is_empty() {
-                proxy["username"] = json!(percent_decode(p.username()));
-                proxy["password"] = json!(percent_decode(p.password().unwrap_or("")));
+            if let Some((user, pass)) = super::proxy_credentials(&p) {
+                proxy["username"] = json!(user);
+                proxy["password"] = json!(pass);
             }
             body["proxy"] = proxy;
         }
@@ -204,12 +204,6 @@ impl FlareSolverr {
         }
         Ok(Solution { cookies, user_agent: solution.user_agent })
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
 }
 
 #[cfg(test)]

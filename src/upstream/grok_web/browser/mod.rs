@@ -106,6 +106,13 @@ pub fn check_proxy_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `user:pass@` of a proxy URL, percent-decoded (`None` without a user name). Userinfo is
+/// percent-encoded, not form-encoded: a `+` stays a `+`.
+pub fn proxy_credentials(proxy: &url::Url) -> Option<(String, String)> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (!proxy.username().is_empty()).then(|| (decode(proxy.username()), decode(proxy.password().unwrap_or(""))))
+}
+
 /// A proxy URL without its password, for logs and the admin API.
 pub fn redact_proxy(raw: &str) -> String {
     match url::Url::parse(raw.trim()) {
@@ -280,5 +287,8 @@ mod tests {
         }
         assert_eq!(redact_proxy("socks5://user:secret@10.0.0.1:1080"), "socks5://user:***@10.0.0.1:1080");
         assert!(!check_proxy_url("ftp://u:secret@p").unwrap_err().contains("secret"));
+        let creds = |u: &str| proxy_credentials(&url::Url::parse(u).unwrap());
+        assert_eq!(creds("socks5://acct:p%40ss+1@h:1080"), Some(("acct".into(), "p@ss+1".into())));
+        assert_eq!(creds("http://h:8080"), None);
     }
 }
