@@ -199,28 +199,29 @@ pub(crate) fn challenge_page(reason: &str) -> Response {
 pub(crate) async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    if let Some(ConnectInfo(conn)) = req.extensions().get::<ConnectInfo<ConnInfo>>() {
-        let verdict = check_hello(&conn.ja4, &ua).and_then(|()| {
+    // Only `sim --tls` knows the connection's hello and raw head; plain HTTP is judged on cookies alone.
+    let conn = req.extensions().get::<ConnectInfo<ConnInfo>>().map(|ConnectInfo(c)| c.clone());
+    let fingerprint = match &conn {
+        Some(conn) => check_hello(&conn.ja4, &ua).and_then(|()| {
             let upgrade = headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             if upgrade && matches!(claim(&ua), Some(Claim::Chromium(_))) {
                 check_ws_headers(&conn.header_names())
             } else {
                 Ok(())
             }
-        });
-        if let Err(reason) = verdict {
-            sim.stats.challenged.fetch_add(1, Ordering::Relaxed);
-            return challenge_page(&reason);
-        }
+        }),
+        None => Ok(()),
+    };
+    let verdict = fingerprint.and_then(|()| {
+        let cleared = !sim.cfg.require_clearance
+            || cookie(headers, "cf_clearance") == Some(clearance_for(&sim.clearance_secret, &ua).as_str());
+        if cleared { Ok(()) } else { Err("no cf_clearance for this User-Agent".to_owned()) }
+    });
+    if let Err(reason) = verdict {
+        sim.stats.challenged.fetch_add(1, Ordering::Relaxed);
+        return challenge_page(&reason);
     }
-    if sim.cfg.require_clearance {
-        let want = clearance_for(&sim.clearance_secret, &ua);
-        if cookie(req.headers(), "cf_clearance") != Some(want.as_str()) {
-            sim.stats.challenged.fetch_add(1, Ordering::Relaxed);
-            return challenge_page("no cf_clearance for this User-Agent");
-        }
-    }
-    if let Some(ConnectInfo(conn)) = req.extensions().get::<ConnectInfo<ConnInfo>>() {
+    if let Some(conn) = &conn {
         let mut seen = sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() < 10_000 {
             seen.push((req.uri().path().to_owned(), conn.ja4.to_string(), ua.clone()));

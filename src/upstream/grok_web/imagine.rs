@@ -10,12 +10,12 @@ use wreq::ws::message::Message;
 
 use super::browser::WsOpen;
 use super::wire::{self, ImagineFrame};
-
-/// Unusable frames in a row after which the stream is given up as not speaking the protocol.
-const MAX_UNUSABLE_FRAMES: usize = 32;
 use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
 use crate::upstream::{Asset, UpstreamError, sniff_media_type};
+
+/// Unusable frames in a row after which the stream is given up as not speaking the protocol.
+const MAX_UNUSABLE_FRAMES: usize = 32;
 
 #[derive(Default)]
 struct Slot {
