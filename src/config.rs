@@ -445,6 +445,9 @@ pub struct GrokWebConfig {
     pub idle_timeout_secs: u64,
     /// Upper bound for one upstream attempt, start to finish.
     pub total_timeout_secs: u64,
+    /// How long to keep asking grok.com for a video whose stream broke after it started (its media
+    /// post), before giving up. The video is billed either way; it is never re-run on another token.
+    pub video_recover_secs: u64,
     /// How often to ask the upstream for every token's remaining quota (0 = never).
     pub quota_refresh_secs: u64,
     /// Tokens tried for one request before giving up (rate-limit / auth failures move to the next).
@@ -485,6 +488,7 @@ impl Default for GrokWebConfig {
             first_byte_timeout_secs: 30,
             idle_timeout_secs: 60,
             total_timeout_secs: 600,
+            video_recover_secs: 300,
             quota_refresh_secs: 600,
             max_attempts: 3,
             token_max_concurrency: 4,

@@ -52,6 +52,15 @@ fn content_type_for(name: &str) -> &'static str {
     }
 }
 
+/// Where a stored image came from upstream: which account made it and the upstream's id for it, so
+/// a later request that feeds it back (image-to-video, edits) can name it instead of uploading it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOrigin {
+    /// A fingerprint of the account (never the credential itself).
+    pub account: String,
+    pub asset_id: String,
+}
+
 /// A file the store holds; `bytes` is the content as written (handy for `b64_json`).
 #[derive(Debug, Clone)]
 pub struct StoredMedia {
@@ -79,6 +88,8 @@ pub struct MediaFile {
 struct Entry {
     size: u64,
     tick: u64,
+    /// Kept in memory only: after a restart an input is uploaded again, which is slower, not wrong.
+    origin: Option<UpstreamOrigin>,
 }
 
 #[derive(Default)]
@@ -101,11 +112,11 @@ impl Index {
         Some(entry.size)
     }
 
-    fn insert(&mut self, key: (MediaKind, String), size: u64) {
+    fn insert(&mut self, key: (MediaKind, String), size: u64, origin: Option<UpstreamOrigin>) {
         self.clock += 1;
         self.lru.insert(self.clock, key.clone());
         self.total += size;
-        self.entries.insert(key, Entry { size, tick: self.clock });
+        self.entries.insert(key, Entry { size, tick: self.clock, origin });
     }
 
     /// Pop least recently used entries until `total <= cap`, never the one named `keep`.
@@ -150,7 +161,7 @@ impl MediaStore {
             }
             found.sort();
             for (_, name, size) in found {
-                index.insert((kind, name), size);
+                index.insert((kind, name), size, None);
             }
         }
         let store = Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) };
@@ -167,7 +178,13 @@ impl MediaStore {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn put(&self, kind: MediaKind, bytes: Bytes, content_type: &'static str) -> io::Result<StoredMedia> {
+    pub async fn put(
+        &self,
+        kind: MediaKind,
+        bytes: Bytes,
+        content_type: &'static str,
+        origin: Option<UpstreamOrigin>,
+    ) -> io::Result<StoredMedia> {
         let name = format!("{}.{}", uuid::Uuid::new_v4().simple(), extension_for(content_type));
         let path = self.file_path(kind, &name);
         let tmp = path.with_file_name(format!("{name}.part"));
@@ -176,7 +193,7 @@ impl MediaStore {
         let key = (kind, name.clone());
         let evicted = {
             let mut index = self.lock();
-            index.insert(key.clone(), bytes.len() as u64);
+            index.insert(key.clone(), bytes.len() as u64, origin);
             index.evict(self.max_bytes, &key)
         };
         for (k, n) in evicted {
@@ -200,6 +217,14 @@ impl MediaStore {
             // Names are random and content never changes under a name, so the name is a strong validator.
             etag: format!("\"{}\"", name.split('.').next().unwrap_or(name)),
         })
+    }
+
+    /// An image this store serves, read back as an input for another job, with its upstream origin.
+    pub async fn read_image(&self, name: &str) -> Option<(Bytes, &'static str, Option<UpstreamOrigin>)> {
+        let file = self.get(MediaKind::Image, name)?;
+        let origin = self.lock().entries.get(&(MediaKind::Image, name.to_owned())).and_then(|e| e.origin.clone());
+        let bytes = tokio::fs::read(&file.path).await.ok()?;
+        Some((Bytes::from(bytes), file.content_type, origin))
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -286,10 +311,10 @@ mod tests {
     async fn evicts_least_recently_used() {
         let dir = tempfile::tempdir().unwrap();
         let store = MediaStore::open(dir.path(), 25).unwrap();
-        let a = store.put(MediaKind::Image, Bytes::from(vec![1; 10]), "image/png").await.unwrap();
-        let b = store.put(MediaKind::Image, Bytes::from(vec![2; 10]), "image/png").await.unwrap();
+        let a = store.put(MediaKind::Image, Bytes::from(vec![1; 10]), "image/png", None).await.unwrap();
+        let b = store.put(MediaKind::Image, Bytes::from(vec![2; 10]), "image/png", None).await.unwrap();
         assert!(store.get(MediaKind::Image, &a.name).is_some()); // a is now more recent than b
-        let c = store.put(MediaKind::Image, Bytes::from(vec![3; 10]), "image/png").await.unwrap();
+        let c = store.put(MediaKind::Image, Bytes::from(vec![3; 10]), "image/png", None).await.unwrap();
         assert!(store.get(MediaKind::Image, &b.name).is_none());
         assert!(!dir.path().join("image").join(&b.name).exists());
         assert!(store.get(MediaKind::Image, &a.name).is_some());

@@ -56,7 +56,10 @@ impl JobRunner {
     }
 
     async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {
-        self.media.put(kind, asset.bytes, asset.content_type).await.map_err(|e| UpstreamError::Storage(e.to_string()))
+        self.media
+            .put(kind, asset.bytes, asset.content_type, asset.origin)
+            .await
+            .map_err(|e| UpstreamError::Storage(e.to_string()))
     }
 
     async fn store_images(&self, assets: Vec<Asset>) -> Result<JobOutput, UpstreamError> {

@@ -168,7 +168,7 @@ async fn upstream_faults_fail_the_task_with_a_reason() {
         ("[sim:garbage]", "upstream_bad_response"),
         ("[sim:moderated]", "content_policy_violation"),
         ("[sim:cloudflare]", "upstream_challenge"),
-        ("[sim:disconnect]", ""),
+        ("[sim:disconnect] [sim:vanish]", ""),
     ] {
         for (path, kind, body) in [
             ("/v1/images/tasks", "images", image_body(&format!("x {token}"))),
@@ -355,7 +355,7 @@ async fn create_errors_use_the_envelope() {
         ),
         (
             h.post("/v1/video/tasks")
-                .json(&json!({"model": "grok-imagine-1.0-video", "video_config": {"video_length": 7}, "prompt": "x"})),
+                .json(&json!({"model": "grok-imagine-1.0-video", "video_config": {"video_length": 16}, "prompt": "x"})),
             400,
         ),
         (h.post("/v1/video/tasks").json(&json!({"model": "grok-imagine-1.0-video"})), 422),

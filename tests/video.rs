@@ -187,7 +187,7 @@ async fn every_invalid_video_config_value_names_its_param() {
     for (config, param) in [
         (json!({"aspect_ratio": "4:3"}), "video_config.aspect_ratio"),
         (json!({"aspect_ratio": 1}), "video_config.aspect_ratio"),
-        (json!({"video_length": 8}), "video_config.video_length"),
+        (json!({"video_length": 16}), "video_config.video_length"),
         (json!({"video_length": "6"}), "video_config.video_length"),
         (json!({"video_length": -6}), "video_config.video_length"),
         (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
@@ -292,12 +292,26 @@ async fn stream_client_disconnect_frees_the_token_slot() {
 }
 
 #[tokio::test]
-async fn a_video_the_upstream_started_is_never_run_again_on_another_token() {
-    if grok_web_only("a_video_the_upstream_started_is_never_run_again_on_another_token") {
+async fn a_video_whose_stream_died_after_it_started_is_collected_from_its_post() {
+    if grok_web_only("a_video_whose_stream_died_after_it_started_is_collected_from_its_post") {
         return;
     }
     let h = start().await;
     let (status, body) = chat(&h, t2v("a stormy sea [sim:disconnect]", json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    check_completion(&h, &body, 6.0).await;
+    assert_eq!(h.sim.video_starts(), 1, "collected from its post, not made again");
+}
+
+#[tokio::test]
+async fn a_video_the_upstream_started_is_never_run_again_on_another_token() {
+    if grok_web_only("a_video_the_upstream_started_is_never_run_again_on_another_token") {
+        return;
+    }
+    // The stream dies after the videoId and the post is lost too: the video fails, and no other
+    // token is asked to make (and pay for) it again.
+    let h = start().await;
+    let (status, body) = chat(&h, t2v("a stormy sea [sim:disconnect] [sim:vanish]", json!({}))).await;
     assert_eq!(status, 502, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("not re-run"), "{body}");
     assert_eq!(h.sim.video_starts(), 1, "the stream died after its videoId: one upstream video, not one per token");
@@ -313,4 +327,94 @@ async fn the_result_is_taken_when_the_final_url_arrives_even_if_the_stream_stays
     let (status, body) = chat(&h, t2v("a calm lake [sim:keep-open]", json!({}))).await;
     assert_eq!(status, 200, "{body}");
     check_completion(&h, &body, 6.0).await;
+}
+
+#[tokio::test]
+async fn any_whole_length_from_1_to_15_seconds() {
+    let h = start().await;
+    for secs in [1, 7, 15] {
+        let (status, body) = chat(&h, t2v("a kite", json!({ "video_length": secs }))).await;
+        assert_eq!(status, 200, "{secs} s: {body}");
+        assert_eq!(body["choices"][0]["message"]["video"]["duration"], secs);
+    }
+    // A fraction is taken to the nearest second; beyond the range is the caller's mistake.
+    let (status, body) = chat(&h, t2v("a kite", json!({ "video_length": 6.6 }))).await;
+    assert_eq!((status, &body["choices"][0]["message"]["video"]["duration"]), (200, &json!(7)), "{body}");
+    for bad in [json!(0), json!(16), json!("6")] {
+        let (status, body) = chat(&h, t2v("a kite", json!({ "video_length": bad }))).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some("video_config.video_length")), "{body}");
+    }
+}
+
+fn data_url(png: &[u8]) -> String {
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+fn with_images(text: Option<&str>, urls: &[String], config: Value) -> Value {
+    let mut parts: Vec<Value> = text.map(|t| json!({"type": "text", "text": t})).into_iter().collect();
+    parts.extend(urls.iter().map(|u| json!({"type": "image_url", "image_url": {"url": u}})));
+    json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": parts}], "video_config": config})
+}
+
+#[tokio::test]
+async fn an_image_without_a_prompt_is_animated_in_the_presets_style() {
+    // The simulators check the web app's form: no `prompt`, message `--mode=<preset>` (grok.com); no
+    // prompt with a first frame (xAI).
+    let h = start().await;
+    let image = data_url(&sample_png());
+    for preset in ["normal", "fun", "spicy"] {
+        let (status, body) =
+            chat(&h, with_images(None, std::slice::from_ref(&image), json!({ "preset": preset }))).await;
+        assert_eq!(status, 200, "{preset}: {body}");
+        check_completion(&h, &body, 6.0).await;
+    }
+    // `custom` is the prompt's own direction, and text-to-video needs a prompt.
+    let (status, body) = chat(&h, with_images(None, &[image], json!({"preset": "custom"}))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("video_config.preset")), "{body}");
+    let (status, body) = chat(&h, with_images(None, &[], json!({}))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")), "{body}");
+}
+
+#[tokio::test]
+async fn several_images_make_a_video_from_references() {
+    let h = start().await;
+    let images: Vec<String> = (0..3).map(|_| data_url(&sample_png())).collect();
+    let (status, body) = chat(&h, with_images(Some("the two of them dancing"), &images, json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    check_completion(&h, &body, 6.0).await;
+    // Reference-to-video: a prompt, at most 7 images, at most 10 seconds.
+    let (status, body) = chat(&h, with_images(None, &images, json!({}))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")), "{body}");
+    let eight: Vec<String> = (0..8).map(|_| images[0].clone()).collect();
+    let (status, body) = chat(&h, with_images(Some("a crowd"), &eight, json!({}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_image")), "{body}");
+    let (status, body) = chat(&h, with_images(Some("a crowd"), &images, json!({"video_length": 12}))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("video_config.video_length")), "{body}");
+}
+
+#[tokio::test]
+async fn an_image_this_gateway_generated_feeds_a_video_without_a_second_upload() {
+    if grok_web_only("an_image_this_gateway_generated_feeds_a_video_without_a_second_upload") {
+        return;
+    }
+    // The first token cannot make images, so the second one makes it; the video must then run on that
+    // same account, the only one that can name the image by its id.
+    let h = builder()
+        .sim(|s| {
+            s.exhausted_products.insert("tok-alpha-0001".into(), vec!["image".into()]);
+        })
+        .start()
+        .await;
+    let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a red fox", "n": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["data"][0]["url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/v1/files/image/"), "{url}");
+    let (status, body) = chat(&h, with_images(Some("the fox runs"), &[url], json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    check_completion(&h, &body, 6.0).await;
+    assert_eq!(h.sim.uploads(), 0, "the generated image is named by its upstream id, not uploaded again");
+    // An image from anywhere else is uploaded.
+    let (status, body) = chat(&h, with_images(Some("it runs"), &[data_url(&sample_png())], json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.sim.uploads(), 1);
 }

@@ -17,7 +17,10 @@ use super::stream::sse_job;
 use super::{Capability, JsonBody, public_base, resolve_model, unix_now, validate_prompt};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::jobs::{InputImage, Job, JobEvent, JobOutput, ProgressSink, VideoJob, VideoPreset};
+use crate::jobs::{
+    InputImage, Job, JobEvent, JobOutput, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, ProgressSink, VIDEO_SECONDS,
+    VideoJob, VideoPreset,
+};
 use crate::net::{self, FetchError, FetchPolicy};
 use crate::upstream::sniff_media_type;
 
@@ -119,55 +122,83 @@ impl VideoConfig {
         let preset = pick(cfg, "preset", VideoPreset::Normal, &presets)?;
         let video_length = match cfg.get("video_length") {
             None | Some(Value::Null) => 6,
-            Some(v) => match v.as_u64() {
-                Some(n @ (6 | 10)) => n as u32,
-                _ => {
-                    return Err(ApiError::invalid_param(
-                        "video_config.video_length",
-                        format!("must be 6 or 10 (seconds), got {v}"),
-                    ));
-                }
-            },
+            Some(v) => video_seconds(v).ok_or_else(|| {
+                ApiError::invalid_param(
+                    "video_config.video_length",
+                    format!(
+                        "must be a number of seconds from {} to {}, got {v}",
+                        VIDEO_SECONDS.start(),
+                        VIDEO_SECONDS.end()
+                    ),
+                )
+            })?,
         };
         Ok(Self { aspect_ratio, video_length, resolution, preset })
     }
 }
 
-/// What the last user message asks for: its text, and the last image reference in it.
-pub fn last_user_prompt(messages: &[ChatMessage]) -> Result<(String, Option<String>), ApiError> {
+/// grok.com and xAI take whole seconds from 1 to 15; a fraction is taken to the nearest second.
+fn video_seconds(v: &Value) -> Option<u32> {
+    let secs = v.as_f64()?.round();
+    (secs >= f64::from(*VIDEO_SECONDS.start()) && secs <= f64::from(*VIDEO_SECONDS.end())).then_some(secs as u32)
+}
+
+/// What the last user message asks for: its text (empty when it has none) and its image references,
+/// in order.
+pub fn last_user_message(messages: &[ChatMessage]) -> Result<(String, Vec<String>), ApiError> {
     let msg = messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
         .ok_or_else(|| ApiError::invalid_param("messages", "messages must contain a user message"))?;
-    let (text, image) = match &msg.content {
-        None => (String::new(), None),
-        Some(MessageContent::Text(t)) => (t.clone(), None),
+    let (text, images) = match &msg.content {
+        None => (String::new(), Vec::new()),
+        Some(MessageContent::Text(t)) => (t.clone(), Vec::new()),
         Some(MessageContent::Parts(parts)) => {
             let mut texts = Vec::new();
-            let mut image = None;
+            let mut images = Vec::new();
             for p in parts {
                 match p {
                     ContentPart::Text { text } => texts.push(text.as_str()),
-                    ContentPart::ImageUrl { image_url } => image = Some(image_url.url().to_owned()),
+                    ContentPart::ImageUrl { image_url } => images.push(image_url.url().to_owned()),
                     ContentPart::Other => {}
                 }
             }
-            (texts.join("\n"), image)
+            (texts.join("\n"), images)
         }
     };
     if text.trim().is_empty() {
-        return Err(ApiError::invalid_param("messages", "the last user message has no text prompt"));
+        return Ok((String::new(), images));
     }
-    Ok((validate_prompt(&text).map_err(|e| ApiError { param: Some("messages".into()), ..e })?, image))
+    Ok((validate_prompt(&text).map_err(|e| ApiError { param: Some("messages".into()), ..e })?, images))
 }
 
 fn bad_image(message: impl Into<String>) -> ApiError {
     ApiError { code: "invalid_image", ..ApiError::invalid_param("messages", message) }
 }
 
-/// Turns an `image_url` (data URL, or http(s) fetched under the SSRF policy) into a checked input image.
-pub async fn load_image(url: &str, policy: &FetchPolicy) -> Result<InputImage, ApiError> {
+/// The media-store name in a link to one of this gateway's own images (`.../v1/files/image/<name>`,
+/// absolute or relative): such an input is read from the store, with its upstream origin, instead of
+/// being fetched over the network.
+fn own_image_name(url: &str) -> Option<&str> {
+    let path = match url.split_once("://") {
+        Some((scheme, rest)) if scheme == "http" || scheme == "https" => &rest[rest.find('/')?..],
+        Some(_) => return None,
+        None => url,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.strip_prefix("/v1/files/image/").filter(|name| !name.contains('/'))
+}
+
+/// Turns an `image_url` into a checked input image: one of this gateway's own files, a data URL, or
+/// an http(s) URL fetched under the SSRF policy.
+pub async fn load_image(url: &str, state: &AppState) -> Result<InputImage, ApiError> {
+    if let Some(name) = own_image_name(url)
+        && let Some((bytes, content_type, origin)) = state.media.read_image(name).await
+    {
+        return Ok(InputImage { bytes, content_type, file_name: name.to_owned(), origin });
+    }
+    let policy = &state.fetch_policy;
     let bytes = if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest.split_once(',').ok_or_else(|| bad_image("malformed data URL"))?;
         if !meta.ends_with(";base64") {
@@ -195,25 +226,50 @@ pub async fn load_image(url: &str, policy: &FetchPolicy) -> Result<InputImage, A
         .filter(|t| t.starts_with("image/"))
         .ok_or_else(|| bad_image("image_url is not a PNG, JPEG or WebP image"))?;
     let ext = content_type.trim_start_matches("image/").replace("jpeg", "jpg");
-    Ok(InputImage { bytes, content_type, file_name: format!("input.{ext}") })
+    Ok(InputImage { bytes, content_type, file_name: format!("input.{ext}"), origin: None })
 }
 
-/// Builds the video job for a chat request (shared with the async task endpoint later).
-pub async fn video_job(req: &ChatRequest, policy: &FetchPolicy) -> Result<VideoJob, ApiError> {
+/// Builds the video job for a chat request or a video task. No images: text-to-video (a prompt is
+/// required). One image: its first frame. Several: reference images. With images the prompt may be
+/// left out; the preset then says how to animate them.
+pub async fn video_job(req: &ChatRequest, state: &AppState) -> Result<VideoJob, ApiError> {
     resolve_model(&req.model, Capability::Video)?;
     let cfg = VideoConfig::parse(req.video_config.as_ref())?;
-    let (prompt, image_url) = last_user_prompt(&req.messages)?;
-    let image = match image_url {
-        Some(u) => Some(load_image(&u, policy).await?),
-        None => None,
-    };
+    let (prompt, urls) = last_user_message(&req.messages)?;
+    if urls.len() > MAX_VIDEO_IMAGES {
+        return Err(bad_image(format!("at most {MAX_VIDEO_IMAGES} images per video, got {}", urls.len())));
+    }
+    if prompt.is_empty() && urls.is_empty() {
+        return Err(ApiError::invalid_param("messages", "the last user message has no text prompt"));
+    }
+    // Reference-to-video, as both upstreams define it: a prompt saying what to do with the
+    // references, and at most 10 seconds.
+    if urls.len() > 1 && prompt.is_empty() {
+        return Err(ApiError::invalid_param("messages", "several reference images need a text prompt"));
+    }
+    if urls.len() > 1 && cfg.video_length > MAX_REFERENCE_VIDEO_SECONDS {
+        return Err(ApiError::invalid_param(
+            "video_config.video_length",
+            format!("a video from reference images is at most {MAX_REFERENCE_VIDEO_SECONDS} seconds"),
+        ));
+    }
+    if prompt.is_empty() && cfg.preset == VideoPreset::Custom {
+        return Err(ApiError::invalid_param(
+            "video_config.preset",
+            "preset `custom` animates by a prompt: add one, or pick normal, fun or spicy",
+        ));
+    }
+    let mut images = Vec::with_capacity(urls.len());
+    for url in &urls {
+        images.push(load_image(url, state).await?);
+    }
     Ok(VideoJob {
         prompt,
         aspect_ratio: cfg.aspect_ratio,
         duration: cfg.video_length,
         resolution: cfg.resolution,
         preset: cfg.preset,
-        image,
+        images,
     })
 }
 
@@ -249,7 +305,7 @@ pub async fn completions(
     headers: HeaderMap,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let job = video_job(&req, &state.fetch_policy).await?;
+    let job = video_job(&req, &state).await?;
     let model = resolve_model(&req.model, Capability::Video)?;
     let base = public_base(state.cfg.server.public_base_url.as_deref(), &headers);
     let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
@@ -329,12 +385,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((ok.aspect_ratio, ok.video_length, ok.preset), ("9:16", 10, VideoPreset::Spicy));
+        // grok.com takes any whole second from 1 to 15; a fraction goes to the nearest second.
+        for (len, secs) in [(json!(1), 1), (json!(7), 7), (json!(15), 15), (json!(6.4), 6), (json!(14.6), 15)] {
+            assert_eq!(VideoConfig::parse(Some(&json!({ "video_length": len }))).unwrap().video_length, secs);
+        }
         for (bad, param) in [
             (json!({"aspect_ratio": "4:3"}), "video_config.aspect_ratio"),
             (json!({"aspect_ratio": 169}), "video_config.aspect_ratio"),
-            (json!({"video_length": 7}), "video_config.video_length"),
+            (json!({"video_length": 0}), "video_config.video_length"),
+            (json!({"video_length": 16}), "video_config.video_length"),
+            (json!({"video_length": 15.5}), "video_config.video_length"),
+            (json!({"video_length": -3}), "video_config.video_length"),
             (json!({"video_length": "6"}), "video_config.video_length"),
-            (json!({"video_length": 6.5}), "video_config.video_length"),
             (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
             (json!({"preset": "wild"}), "video_config.preset"),
             (json!("6s"), "video_config"),
@@ -356,10 +418,30 @@ mod tests {
             ]}
         ]))
         .unwrap();
-        let (prompt, image) = last_user_prompt(&msgs).unwrap();
+        let (prompt, images) = last_user_message(&msgs).unwrap();
         assert_eq!(prompt, "让这张图动起来");
-        assert_eq!(image.as_deref(), Some("data:image/png;base64,AAAA"));
+        assert_eq!(images, ["https://a.example/1.png", "data:image/png;base64,AAAA"]);
         let none: Vec<ChatMessage> = serde_json::from_value(json!([{"role": "system", "content": "x"}])).unwrap();
-        assert_eq!(last_user_prompt(&none).unwrap_err().param.as_deref(), Some("messages"));
+        assert_eq!(last_user_message(&none).unwrap_err().param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn links_to_our_own_images_are_recognised() {
+        let name = "0123456789abcdef0123456789abcdef.png";
+        for url in [
+            format!("http://localhost:8000/v1/files/image/{name}"),
+            format!("https://gw.example/v1/files/image/{name}?download=1"),
+            format!("/v1/files/image/{name}"),
+        ] {
+            assert_eq!(own_image_name(&url), Some(name), "{url}");
+        }
+        for url in [
+            "https://a.example/1.png",
+            "data:image/png;base64,AAAA",
+            "/v1/files/video/x.mp4",
+            "ftp://h/v1/files/image/x",
+        ] {
+            assert_eq!(own_image_name(url), None, "{url}");
+        }
     }
 }

@@ -53,7 +53,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
             let content_type = sniff_media_type(&bytes).filter(|t| t.starts_with("image/")).ok_or_else(|| {
                 ApiError::invalid_param("image", format!("`{file_name}` is not a PNG, JPEG or WebP image"))
             })?;
-            form.images.push(InputImage { bytes, content_type, file_name });
+            form.images.push(InputImage { bytes, content_type, file_name, origin: None });
             continue;
         }
         let slot = match name.as_str() {

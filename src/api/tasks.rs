@@ -73,15 +73,22 @@ pub fn render(task: &Task, media: &MediaStore) -> Value {
     })
 }
 
-/// A bare `prompt` (+ top-level `aspect_ratio`, `video_length`, `resolution_name`, `preset`,
-/// `image_url`) becomes the chat shape.
+/// A bare `prompt` (+ top-level `aspect_ratio`, `video_length`, `resolution_name`, `preset`, and
+/// `image_url` or an `image_urls` list) becomes the chat shape. With images the prompt may be absent.
 fn normalize_video_body(body: &mut serde_json::Map<String, Value>) {
     if body.contains_key("messages") {
         return;
     }
-    let Some(prompt) = body.get("prompt").cloned() else { return };
-    let mut content = vec![json!({"type": "text", "text": prompt})];
-    if let Some(url) = body.get("image_url").cloned().filter(|u| !u.is_null()) {
+    let mut urls: Vec<Value> = body.get("image_url").cloned().filter(|u| !u.is_null()).into_iter().collect();
+    if let Some(Value::Array(more)) = body.get("image_urls") {
+        urls.extend(more.iter().cloned());
+    }
+    let prompt = body.get("prompt").cloned().filter(|p| !p.is_null());
+    if prompt.is_none() && urls.is_empty() {
+        return;
+    }
+    let mut content: Vec<Value> = prompt.map(|p| json!({"type": "text", "text": p})).into_iter().collect();
+    for url in urls {
         let url = if url.is_string() { json!({"url": url}) } else { url };
         content.push(json!({"type": "image_url", "image_url": url}));
     }
@@ -208,7 +215,7 @@ pub async fn create_video(
     normalize_video_body(&mut body);
     let req: ChatRequest = parse(&body)?;
     create(&state, owner, &headers, TaskKind::Video, &body, async || {
-        Ok((Job::Video(video_job(&req, &state.fetch_policy).await?), false))
+        Ok((Job::Video(video_job(&req, &state).await?), false))
     })
     .await
 }
@@ -342,5 +349,17 @@ mod tests {
         assert_eq!(body["video_config"]["video_length"], 10);
         let req: ChatRequest = serde_json::from_value(Value::Object(body)).unwrap();
         assert_eq!(req.messages.len(), 1);
+
+        // Images without a prompt: the upstream animates them in the preset's style.
+        let mut body = json!({"model": "grok-imagine-video", "image_urls": ["https://example.com/a.png",
+                              "https://example.com/b.png"], "preset": "fun"})
+        .as_object()
+        .cloned()
+        .unwrap();
+        normalize_video_body(&mut body);
+        let content = body["messages"][0]["content"].as_array().unwrap();
+        assert_eq!(content.len(), 2);
+        assert_eq!(content[1]["image_url"]["url"], "https://example.com/b.png");
+        assert_eq!(body["video_config"]["preset"], "fun");
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 pub use progress::{JobEvent, ProgressSink, ProgressSlots};
 
-use crate::media::StoredMedia;
+use crate::media::{StoredMedia, UpstreamOrigin};
 
 /// Text-to-image.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct InputImage {
     pub bytes: Bytes,
     pub content_type: &'static str,
     pub file_name: String,
+    /// Set when the image is one this gateway generated (read back from its media store).
+    pub origin: Option<UpstreamOrigin>,
 }
 
 /// Image-to-image.
@@ -44,16 +46,48 @@ pub enum VideoPreset {
     Custom,
 }
 
-/// Text-to-video, or image-to-video when `image` is set.
+/// Reference images a video may take (grok.com's and xAI's reference-to-video limit).
+pub const MAX_VIDEO_IMAGES: usize = 7;
+/// The longest video made from reference images (xAI's limit, applied to both upstreams).
+pub const MAX_REFERENCE_VIDEO_SECONDS: u32 = 10;
+/// Video lengths grok.com and xAI accept, in seconds.
+pub const VIDEO_SECONDS: std::ops::RangeInclusive<u32> = 1..=15;
+
+/// Text-to-video; image-to-video with one image (its first frame); reference-to-video with several.
 #[derive(Debug, Clone)]
 pub struct VideoJob {
+    /// Empty only when images are given: the upstream then animates them in `preset`'s style.
     pub prompt: String,
     pub aspect_ratio: &'static str,
-    /// Seconds.
+    /// Seconds, within `VIDEO_SECONDS`.
     pub duration: u32,
     pub resolution: &'static str,
     pub preset: VideoPreset,
-    pub image: Option<InputImage>,
+    pub images: Vec<InputImage>,
+}
+
+/// How the upstream is asked for a video: which input shape, and in which mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoInput {
+    Text,
+    FirstFrame,
+    References,
+}
+
+impl VideoJob {
+    pub fn input(&self) -> VideoInput {
+        match self.images.len() {
+            0 => VideoInput::Text,
+            1 => VideoInput::FirstFrame,
+            _ => VideoInput::References,
+        }
+    }
+
+    /// The style the upstream is asked for: a prompt is the user's own direction ("custom"), as the
+    /// web app sends it; without one the preset decides.
+    pub fn effective_preset(&self) -> VideoPreset {
+        if self.prompt.trim().is_empty() { self.preset } else { VideoPreset::Custom }
+    }
 }
 
 #[derive(Debug, Clone)]

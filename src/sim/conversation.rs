@@ -50,6 +50,7 @@ pub(super) async fn upload(State(sim): State<Sim>, headers: HeaderMap, mut multi
             "terminalError": {"code": "UNSUPPORTED_FILE_TYPE", "message": "only images can be uploaded"}}))
         .into_response();
     };
+    sim.stats.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = uuid::Uuid::new_v4().to_string();
     let path = format!("users/{}/{id}/content", account.user_id);
     sim.assets.put(path.clone(), StoredAsset { owner: account.user_id.clone(), content_type, bytes });
@@ -103,7 +104,7 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         return json_error(StatusCode::BAD_REQUEST, 3, "request body is not JSON");
     };
     let media = req.get("mediaGenInput");
-    let (kind, input) = match ["imageToImage", "textToVideo", "imageToVideo"]
+    let (kind, input) = match ["imageToImage", "textToVideo", "imageToVideo", "referenceToVideo"]
         .into_iter()
         .find_map(|k| media.and_then(|m| m.get(k)).map(|v| (k, v)))
     {
@@ -116,6 +117,11 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         return json_error(StatusCode::BAD_REQUEST, 3, "mediaGenInput video requests must not carry legacy fields");
     }
     let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if kind != "imageToImage"
+        && let Err(why) = check_video_request(kind, &req, input)
+    {
+        return json_error(StatusCode::BAD_REQUEST, 3, &why);
+    }
     let faults = Faults::parse(&prompt);
     if faults.cloudflare {
         let page = "<!DOCTYPE html><html><head><title>Just a moment...</title></head>\
@@ -178,6 +184,48 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     stream_response(steps)
 }
 
+/// What the web app sends for a video, enforced (public clients, 2026-08/09: chenyme/grok2api
+/// `video.go` `videoCreatePayload`, SentDz/grok2api `video.go` `videoV15CreatePayload` and
+/// `videoExtensionPayload`): whole seconds 1–15; with a prompt the message is `<prompt> --mode=custom`,
+/// without one `prompt` is left out and the message is just `--mode=<preset>`; one input asset for
+/// image-to-video (which also names its `mode`), 2–7 for reference-to-video, which needs a prompt.
+fn check_video_request(kind: &str, req: &Value, input: &Value) -> Result<(), String> {
+    const PRESET_MODES: [&str; 3] = ["normal", "extremely-crazy", "extremely-spicy-or-crazy"];
+    match input.get("duration").and_then(Value::as_u64) {
+        Some(1..=15) => {}
+        _ => return Err(format!("duration must be a whole number of seconds from 1 to 15, got {}", input["duration"])),
+    }
+    if !matches!(input.get("resolutionName").and_then(Value::as_str), Some("480p" | "720p")) {
+        return Err("resolutionName must be 480p or 720p".into());
+    }
+    let assets = input.get("inputAssets").and_then(Value::as_array).map_or(0, Vec::len);
+    let message = req.get("message").and_then(Value::as_str).unwrap_or_default();
+    let prompt = match input.get("prompt") {
+        None => None,
+        Some(Value::String(p)) if !p.trim().is_empty() => Some(p.as_str()),
+        Some(_) => return Err("prompt must be left out rather than sent empty".into()),
+    };
+    let mode = match prompt {
+        Some(p) if message == format!("{p} --mode=custom") => "custom",
+        Some(_) => return Err("with a prompt the message is `<prompt> --mode=custom`".into()),
+        None => match message.strip_prefix("--mode=") {
+            Some(m) if PRESET_MODES.contains(&m) => m,
+            _ => return Err(format!("without a prompt the message is `--mode=<{}>`", PRESET_MODES.join("|"))),
+        },
+    };
+    match kind {
+        "textToVideo" if prompt.is_none() => Err("textToVideo needs a prompt".into()),
+        "textToVideo" if assets > 0 => Err("textToVideo takes no inputAssets".into()),
+        "imageToVideo" if assets != 1 => Err("imageToVideo takes exactly one input asset".into()),
+        "imageToVideo" if input.get("mode").and_then(Value::as_str) != Some(mode) => {
+            Err(format!("imageToVideo mode must match the message's ({mode})"))
+        }
+        "referenceToVideo" if !(2..=7).contains(&assets) => Err("referenceToVideo takes 2 to 7 input assets".into()),
+        "referenceToVideo" if prompt.is_none() => Err("referenceToVideo needs a prompt".into()),
+        _ => Ok(()),
+    }
+}
+
 struct Ctx<'a> {
     sim: &'a Sim,
     user: &'a str,
@@ -238,6 +286,7 @@ fn edit_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
         let path = format!("users/{user}/generated/{id}/image.png");
         ctx.sim.assets.put(path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: png });
+        ctx.sim.uploads.insert(id.clone(), path.clone());
         steps.push(ndjson(json!({"result":{"response":{"streamingImageGenerationResponse":{
             "imageIndex":index,"progress":100,"imageUrl":path,"assetId":id,"moderated":false}}}})));
         finals.push(path);
@@ -255,6 +304,35 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
     let resolution = ctx.input.get("resolutionName").and_then(Value::as_str).unwrap_or("720p");
     let (video_id, post_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
     let user = ctx.user;
+    let video_path = format!("users/{user}/generated/{video_id}/generated_video.mp4");
+    let thumb_path = format!("users/{user}/generated/{video_id}/preview_image.png");
+    // The video is made upstream whatever becomes of this stream: it is ready when the stream would
+    // have delivered it, and its post says so.
+    let post = super::posts::SimPost {
+        owner: user.to_owned(),
+        video_id: video_id.clone(),
+        ready_at: std::time::Instant::now() + ctx.delay() * 8,
+        video_path: video_path.clone(),
+        thumbnail_path: thumb_path.clone(),
+        resolution: resolution.to_owned(),
+        moderated: ctx.faults.moderated,
+        vanished: ctx.faults.vanish,
+    };
+    ctx.sim.posts.insert(post_id.clone(), post.clone());
+    ctx.sim.posts.insert(video_id.clone(), post);
+    if !ctx.faults.moderated && !ctx.faults.fail {
+        let bytes = Bytes::from_static(super::video::fixture(&ratio, duration));
+        ctx.sim
+            .assets
+            .put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });
+        let (w, h) = dims_for_ratio(&ratio, ctx.sim.cfg.image_long_side);
+        let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), video_id.as_bytes()];
+        parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
+        let poster = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+        ctx.sim
+            .assets
+            .put(thumb_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: poster });
+    }
     for (i, pct) in [1, 12, 27, 45, 64, 83, 95].into_iter().enumerate() {
         steps.push(Step::Pause(ctx.delay()));
         let mut frame = json!({"videoId":video_id,"videoPostId":post_id,"progress":pct});
@@ -275,17 +353,6 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
             "fileAttachments":[],"streamErrors":["video moderated"]}}}})));
         return;
     }
-    let video_path = format!("users/{user}/generated/{video_id}/generated_video.mp4");
-    let thumb_path = format!("users/{user}/generated/{video_id}/preview_image.png");
-    let bytes = Bytes::from_static(super::video::fixture(&ratio, duration));
-    ctx.sim.assets.put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });
-    let (w, h) = dims_for_ratio(&ratio, ctx.sim.cfg.image_long_side);
-    let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), video_id.as_bytes()];
-    parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
-    let poster = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
-    ctx.sim
-        .assets
-        .put(thumb_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: poster });
     steps.push(ndjson(json!({"result":{"response":{"streamingVideoGenerationResponse":{
         "videoId":video_id,"videoPostId":post_id,"progress":100,"assetId":video_id,"moderated":false,
         "videoUrl":video_path,"thumbnailImageUrl":thumb_path}}}})));

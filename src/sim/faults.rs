@@ -10,6 +10,7 @@
 //! | `[sim:garbage]` | a run of non-JSON frames | a non-JSON line |
 //! | `[sim:moderated]` | `completed` with `moderated:true`, no final | final frame with `moderated:true` |
 //! | `[sim:keep-open]` | – | video: the stream stays open for 10 minutes after the final URL |
+//! | `[sim:vanish]` | – | video: its media post is lost (`post/get` answers 404), so a broken stream cannot be recovered |
 //! | `[sim:cloudflare]` | `error` frame "anti-bot" (the prompt comes after the handshake) | HTTP 403 HTML challenge page |
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct Faults {
     pub moderated: bool,
     pub cloudflare: bool,
     pub keep_open: bool,
+    pub vanish: bool,
 }
 
 impl Faults {
@@ -44,6 +46,7 @@ impl Faults {
                     "moderated" => f.moderated = true,
                     "cloudflare" => f.cloudflare = true,
                     "keep-open" => f.keep_open = true,
+                    "vanish" => f.vanish = true,
                     _ => {}
                 },
             }

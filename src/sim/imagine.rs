@@ -156,6 +156,11 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             format!("{id}.png"),
             StoredAsset { owner: String::new(), content_type: "image/png", bytes: png.clone() },
         );
+        // The image is also the account's own asset: its id can be fed back (e.g. image-to-video).
+        let user = super::user_id(token);
+        let path = format!("users/{user}/generated/{id}/image.png");
+        sim.assets.put(path.clone(), StoredAsset { owner: user, content_type: "image/png", bytes: png.clone() });
+        sim.uploads.insert(id.clone(), path);
         let final_frame = image_frame(id, order, b64(&png), json!(100.0));
         let frames = if order % 2 == 1 { [completed, final_frame] } else { [final_frame, completed] };
         for f in frames {

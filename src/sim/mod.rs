@@ -10,6 +10,7 @@ mod conversation;
 mod faults;
 mod imagine;
 pub mod ja4;
+mod posts;
 pub mod render;
 pub mod tls;
 mod video;
@@ -120,8 +121,10 @@ pub(crate) struct SimState {
     pub assets: AssetStore,
     /// Keyed by file name under `/imagine-public/images/`.
     pub public_images: AssetStore,
-    /// Upload id → path in `assets`.
+    /// Asset id (an upload's, or a generated image's) → path in `assets`.
     pub uploads: DashMap<String, String>,
+    /// Video posts by post id and by video id.
+    pub posts: DashMap<String, posts::SimPost>,
     /// xAI flavor: video requests by `request_id`.
     pub xai_videos: DashMap<String, xai::VideoJob>,
     pub stats: SimStats,
@@ -143,6 +146,8 @@ pub struct SimStats {
     pub seen: Mutex<Vec<(String, String, String)>>,
     /// Video generations started (each one is billed by the real service).
     pub video_starts: AtomicU64,
+    /// Files uploaded (`/http/upload-file-v2/direct`).
+    pub uploads: AtomicU64,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -187,8 +192,7 @@ impl SimState {
         if sso.is_empty() || sso != rw || !(self.cfg.tokens.is_empty() || self.cfg.tokens.iter().any(|t| t == sso)) {
             return Err(Reject::BadToken);
         }
-        let digest = render::seed_of(&[sso.as_bytes()]);
-        Ok(Account { token: (*sso).to_owned(), user_id: format!("u-{}", hex::encode(&digest[..6])) })
+        Ok(Account { token: (*sso).to_owned(), user_id: user_id(sso) })
     }
 
     /// A REST call from the web app: a valid cookie plus an `x-statsig-id` signed for this method and
@@ -227,6 +231,11 @@ impl SimState {
     }
 }
 
+/// The simulated user behind a token.
+pub(crate) fn user_id(token: &str) -> String {
+    format!("u-{}", hex::encode(&render::seed_of(&[token.as_bytes()])[..6]))
+}
+
 /// Checks an `x-statsig-id` the way the web app builds it (written here from the public description,
 /// not with the client's code): 70 bytes behind a key byte, the seed, a recent timestamp, the hash of
 /// `METHOD!path!t` + salt (this simulator's page has no animation, so its fingerprint is empty), 0x03.
@@ -263,6 +272,7 @@ fn router(sim: Sim) -> Router {
         .route("/rest/app-chat/conversations/new", post(conversation::new_conversation))
         .route("/rest/rate-limits", post(assets::rate_limits))
         .route("/rest/media/imagine/quota_info", post(assets::quota_info))
+        .route("/rest/media/post/get", post(posts::get))
         .route("/users/{*path}", get(assets::user_asset))
         .route("/imagine-public/images/{file}", get(assets::public_image))
         .layer(axum::middleware::from_fn_with_state(sim.clone(), cloudflare::gate))
@@ -270,8 +280,20 @@ fn router(sim: Sim) -> Router {
         .route("/example-assets/{*path}", get(assets::example_image))
         .route("/flaresolverr/v1", post(cloudflare::flaresolverr))
         .route("/sim-signer/sign", post(assets::signer))
+        .route("/sim/stats", get(stats))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(sim)
+}
+
+/// What the simulated grok.com counted, for tests that run it as a separate process.
+async fn stats(axum::extract::State(sim): axum::extract::State<Sim>) -> Response {
+    let count = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "video_starts": count(&sim.stats.video_starts),
+        "uploads": count(&sim.stats.uploads),
+        "challenged": count(&sim.stats.challenged),
+    }))
+    .into_response()
 }
 
 /// A running simulator.
@@ -318,6 +340,10 @@ impl SimHandle {
         self.sim.stats.video_starts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    pub fn uploads(&self) -> u64 {
+        self.sim.stats.uploads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn solver_requests(&self) -> Vec<serde_json::Value> {
         self.sim.stats.solver_requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -340,6 +366,7 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
         assets: AssetStore::new(4096),
         public_images: AssetStore::new(4096),
         uploads: DashMap::new(),
+        posts: DashMap::new(),
         xai_videos: DashMap::new(),
         stats: SimStats::default(),
         clearance_secret: uuid::Uuid::new_v4().to_string(),

@@ -356,14 +356,29 @@ async fn video_create(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -
     if !(1..=15).contains(&duration) {
         return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "duration must be 1-15");
     }
+    let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", m);
     if let Some(image) = req.get("image")
         && decode_input(image).is_none()
     {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Client specified an invalid argument",
-            "image must be a JPEG, PNG or WebP data URL",
-        );
+        return invalid("image must be a JPEG, PNG or WebP data URL");
+    }
+    // As xAI's reference says: up to 7 references, at most 10 s, not with `image`, and a prompt is
+    // required except for image-to-video.
+    let references = req.get("reference_images").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    if references.len() > 7 {
+        return invalid("at most 7 reference_images");
+    }
+    if !references.is_empty() && req.get("image").is_some() {
+        return invalid("reference_images cannot be combined with image");
+    }
+    if !references.is_empty() && duration > 10 {
+        return invalid("reference-to-video is at most 10 seconds");
+    }
+    if references.iter().any(|r| decode_input(r).is_none()) {
+        return invalid("reference_images must be JPEG, PNG or WebP data URLs");
+    }
+    if prompt.trim().is_empty() && req.get("image").is_none() {
+        return invalid("prompt is required");
     }
     let faults = Faults::parse(&prompt);
     let xai_faults = XaiFaults::parse(&prompt);

@@ -36,8 +36,12 @@ pub enum JobRecord {
         duration: u32,
         resolution: String,
         preset: String,
-        /// Input image for image-to-video, base64.
+        /// The single input image of records written before several were accepted, base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         image: Option<String>,
+        /// Input images (first frame, or references), base64.
+        #[serde(default)]
+        images: Vec<String>,
     },
 }
 
@@ -102,7 +106,8 @@ impl JobRecord {
                 duration: j.duration,
                 resolution: j.resolution.into(),
                 preset: preset_name(j.preset).into(),
-                image: j.image.as_ref().map(|i| base64::engine::general_purpose::STANDARD.encode(&i.bytes)),
+                image: None,
+                images: j.images.iter().map(|i| base64::engine::general_purpose::STANDARD.encode(&i.bytes)).collect(),
             },
             Job::Edit(_) => return None,
         })
@@ -114,18 +119,19 @@ impl JobRecord {
             Self::Image { prompt, n, aspect_ratio } => {
                 Job::Image(ImageJob { prompt: prompt.clone(), n: *n, aspect_ratio: ratio(aspect_ratio)? })
             }
-            Self::Video { prompt, aspect_ratio, duration, resolution, preset, image } => {
-                let image = match image {
-                    None => None,
-                    Some(b64) => {
+            Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {
+                let images = image
+                    .iter()
+                    .chain(images)
+                    .map(|b64| {
                         let bytes = Bytes::from(
                             base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| e.to_string())?,
                         );
                         let content_type =
                             crate::upstream::sniff_media_type(&bytes).ok_or("journaled image is not an image")?;
-                        Some(InputImage { bytes, content_type, file_name: "input".into() })
-                    }
-                };
+                        Ok(InputImage { bytes, content_type, file_name: "input".into(), origin: None })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
                 Job::Video(VideoJob {
                     prompt: prompt.clone(),
                     aspect_ratio: ratio(aspect_ratio)?,
@@ -137,7 +143,7 @@ impl JobRecord {
                         "custom" => VideoPreset::Custom,
                         _ => VideoPreset::Normal,
                     },
-                    image,
+                    images,
                 })
             }
         })
@@ -356,11 +362,12 @@ mod tests {
             duration: 10,
             resolution: "720p",
             preset: VideoPreset::Spicy,
-            image: Some(InputImage {
+            images: vec![InputImage {
                 bytes: Bytes::from_static(b"\x89PNG\r\n\x1a\nrest"),
                 content_type: "image/png",
                 file_name: "a.png".into(),
-            }),
+                origin: None,
+            }],
         });
         let store = super::super::store::TaskStore::new();
         let id = store.create(KeyId(Arc::from("k")), TaskKind::Video, Some("https://h.example/x".into()));
@@ -388,6 +395,16 @@ mod tests {
         assert_eq!(restored.callback.unwrap().url, "https://h.example/x");
         let Job::Video(v) = pending.unwrap().job.to_job().unwrap() else { panic!("not video") };
         assert_eq!((v.aspect_ratio, v.duration, v.resolution, v.preset), ("9:16", 10, "720p", VideoPreset::Spicy));
-        assert_eq!(v.image.unwrap().content_type, "image/png");
+        assert_eq!(v.images.len(), 1);
+        assert_eq!(v.images[0].content_type, "image/png");
+    }
+
+    #[test]
+    fn video_records_of_the_single_image_layout_still_load() {
+        let old = serde_json::json!({"type": "video", "prompt": "", "aspect_ratio": "1:1", "duration": 6,
+            "resolution": "480p", "preset": "fun", "image": base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nx")});
+        let record: JobRecord = serde_json::from_value(old).unwrap();
+        let Job::Video(v) = record.to_job().unwrap() else { panic!("not video") };
+        assert_eq!((v.images.len(), v.preset), (1, VideoPreset::Fun));
     }
 }

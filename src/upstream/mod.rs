@@ -64,6 +64,8 @@ impl UpstreamError {
 pub struct Asset {
     pub bytes: Bytes,
     pub content_type: &'static str,
+    /// The upstream's own id for it, when the upstream lets it be fed back as an input.
+    pub origin: Option<crate::media::UpstreamOrigin>,
 }
 
 /// A finished video and its poster image, downloaded.
@@ -144,12 +146,12 @@ impl Upstream {
         }
     }
 
-    /// Picks up a video the upstream already accepted (after a restart). Only asynchronous upstreams
-    /// can; for the others the job is lost with the process that held the stream.
+    /// Picks up a video the upstream already accepted (after a restart): xAI's is polled, grok.com's
+    /// collected from its media post.
     pub async fn resume_video(&self, upstream_id: &str, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         match self {
             Self::Xai(c) => c.poll_video(upstream_id, sink).await,
-            Self::GrokWeb(_) => Err(UpstreamError::Failed("grok.com video streams cannot be resumed".into())),
+            Self::GrokWeb(c) => c.resume_video(upstream_id, sink).await,
         }
     }
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Asset, UpstreamError, VideoAssets, retry_after, sniff_media_type};
 use crate::config::XaiConfig;
-use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoJob, VideoPreset};
+use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoPreset};
 use crate::metrics::Metrics;
 
 pub struct XaiClient {
@@ -279,7 +279,7 @@ impl XaiClient {
         let bytes = Bytes::from(buf);
         let content_type = sniff_media_type(&bytes)
             .ok_or_else(|| UpstreamError::Protocol("xAI asset is not an image or video".into()))?;
-        Ok(Asset { bytes, content_type })
+        Ok(Asset { bytes, content_type, origin: None })
     }
 
     /// Images are cheap: one retry on a rate limit or a connection failure (never on a billing stop).
@@ -333,7 +333,7 @@ impl XaiClient {
                     );
                     let content_type = sniff_media_type(&bytes)
                         .ok_or_else(|| UpstreamError::Protocol("xAI image is not an image".into()))?;
-                    Asset { bytes, content_type }
+                    Asset { bytes, content_type, origin: None }
                 }
                 (None, Some(url)) => self.download(&url).await?,
                 (None, None) => {
@@ -376,10 +376,19 @@ impl XaiClient {
         if job.preset != VideoPreset::Normal {
             tracing::warn!("xAI has no video preset; `{:?}` is ignored", job.preset);
         }
-        let mut body = json!({"model": self.cfg.video_model, "prompt": job.prompt, "duration": job.duration,
+        let mut body = json!({"model": self.cfg.video_model, "duration": job.duration,
                               "aspect_ratio": job.aspect_ratio, "resolution": job.resolution});
-        if let Some(image) = &job.image {
-            body["image"] = json!({"url": data_url(image)});
+        // xAI's prompt is optional only for image-to-video; the API layer asks for one otherwise.
+        if !job.prompt.is_empty() {
+            body["prompt"] = json!(job.prompt);
+        }
+        match job.input() {
+            VideoInput::Text => {}
+            VideoInput::FirstFrame => body["image"] = json!({"url": data_url(&job.images[0])}),
+            VideoInput::References => {
+                body["reference_images"] =
+                    job.images.iter().map(|i| json!({"url": data_url(i)})).collect::<Vec<_>>().into();
+            }
         }
         // The create is sent once: whatever happens after the bytes may have left, it is not repeated.
         let created = self.call(reqwest::Method::POST, "/v1/videos/generations", Some(&body)).await;

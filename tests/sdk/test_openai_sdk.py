@@ -151,7 +151,7 @@ class ChatVideo(unittest.TestCase):
             client().chat.completions.create(
                 model="grok-imagine-1.0-video",
                 messages=[{"role": "user", "content": "x"}],
-                extra_body={"video_config": {"video_length": 7}},
+                extra_body={"video_config": {"video_length": 16}},
             )
         self.assertEqual(ctx.exception.param, "video_config.video_length")
 

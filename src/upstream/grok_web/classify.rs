@@ -24,6 +24,23 @@ fn snippet(body: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// How `classify_http` words a plain failure status, so `is_transient` can read the status back.
+const HTTP_FAILURE: &str = "upstream HTTP ";
+
+/// Whether asking again later may get a different answer: a 5xx, a rate limit, a broken or silent
+/// connection, an unreadable answer. A 4xx (the request itself is refused) is not.
+pub fn is_transient(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Failed(m) => m.strip_prefix(HTTP_FAILURE).is_some_and(|rest| rest.starts_with('5')),
+        UpstreamError::Transport(_)
+        | UpstreamError::Timeout(_)
+        | UpstreamError::Protocol(_)
+        | UpstreamError::RateLimited { .. }
+        | UpstreamError::ProxyFailed(_) => true,
+        _ => false,
+    }
+}
+
 /// A non-success HTTP answer (REST call or WebSocket handshake).
 pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamError {
     let lower = body.to_ascii_lowercase();
@@ -59,8 +76,7 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamEr
             retry_after: retry_after(headers),
             message: "upstream rate limit reached".into(),
         },
-        s if s >= 500 => UpstreamError::Failed(format!("upstream HTTP {s}: {}", snippet(body))),
-        s => UpstreamError::Failed(format!("upstream HTTP {s}: {}", snippet(body))),
+        s => UpstreamError::Failed(format!("{HTTP_FAILURE}{s}: {}", snippet(body))),
     }
 }
 

@@ -3,13 +3,16 @@
 //! final media URLs, then download them with the same account's cookie.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use super::ndjson::{Frame, FrameDecoder};
 use super::wire::{self, ConversationEvent};
 use super::{Account, GrokWebClient, classify};
+
 use crate::jobs::{EditJob, InputImage, ProgressSink, ProgressSlots, VideoJob};
+use crate::media::UpstreamOrigin;
 use crate::upstream::{Asset, UpstreamError, VideoAssets};
 use http::Method;
 
@@ -39,7 +42,8 @@ async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -
 
 #[derive(Default)]
 struct Found {
-    finals: BTreeMap<u32, String>,
+    /// Final image URL (and asset id) by position.
+    finals: BTreeMap<u32, (String, Option<String>)>,
     fallback_urls: Vec<String>,
     moderated: usize,
     stream_errors: Vec<String>,
@@ -98,19 +102,39 @@ async fn converse(
     }
 }
 
-/// One edit conversation producing up to `want` images, reported as progress slots from `first_slot`.
+/// The upstream ids of a job's input images. An image this account generated (read back from the
+/// media store) is named by its id instead of being uploaded again; any other is uploaded. Also says
+/// whether any id was reused.
+async fn input_assets(
+    client: &GrokWebClient,
+    account: &Account,
+    images: &[InputImage],
+    reuse: bool,
+) -> Result<(Vec<String>, bool), UpstreamError> {
+    let mut ids = Vec::with_capacity(images.len());
+    let mut reused = false;
+    for image in images {
+        match image.origin.as_ref().filter(|o| reuse && o.account == account.id) {
+            Some(origin) => {
+                ids.push(origin.asset_id.clone());
+                reused = true;
+            }
+            None => ids.push(upload(client, account, image).await?),
+        }
+    }
+    Ok((ids, reused))
+}
+
+/// One edit conversation, for one image: the web app asks for one edit at a time (its side-by-side
+/// pair is two takes of the same request; the first is the one it shows), so n images are n calls.
 pub(super) async fn edit(
     client: &GrokWebClient,
     account: Account,
     job: &EditJob,
-    want: usize,
-    first_slot: usize,
+    slot: usize,
     progress: &ProgressSlots,
-) -> Result<Vec<Asset>, UpstreamError> {
-    let mut asset_ids = Vec::with_capacity(job.images.len());
-    for image in &job.images {
-        asset_ids.push(upload(client, &account, image).await?);
-    }
+) -> Result<Asset, UpstreamError> {
+    let (asset_ids, _) = input_assets(client, &account, &job.images, false).await?;
     let mut found = Found::default();
     converse(client, &account, wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio), |event| match event {
         ConversationEvent::Image(img) => {
@@ -119,11 +143,11 @@ pub(super) async fn edit(
             let is_final = img.is_final == Some(true) || pct >= 100.0;
             if img.moderated == Some(true) {
                 found.moderated += 1;
-            } else if is_final && let Some(url) = img.image_url {
-                found.finals.insert(index, url);
+            } else if is_final && let Some(url) = img.image_url.clone() {
+                found.finals.insert(index, (url, img.asset_id()));
             }
-            if (index as usize) < want {
-                progress.set(first_slot + index as usize, pct.min(99.0));
+            if index == 0 {
+                progress.set(slot, pct.min(99.0));
             }
             Flow::More
         }
@@ -136,111 +160,221 @@ pub(super) async fn edit(
     })
     .await?;
 
-    let mut urls: Vec<String> = found.finals.into_values().collect();
-    for url in found.fallback_urls {
-        if !urls.contains(&url) && !url.contains("-part-") {
-            urls.push(url);
-        }
-    }
-    if urls.len() < want {
+    let fallback = found.fallback_urls.into_iter().find(|u| !u.contains("-part-")).map(|u| (u, None));
+    let Some((url, asset_id)) = found.finals.into_values().next().or(fallback) else {
         return Err(if found.moderated > 0 {
             UpstreamError::Moderated("the upstream moderated the edited image; rephrase the prompt".into())
         } else if !found.stream_errors.is_empty() {
             classify::classify_stream_errors(&found.stream_errors)
         } else {
-            UpstreamError::Protocol(format!("conversation ended with {} of {want} images", urls.len()))
+            UpstreamError::Protocol("the edit conversation ended without an image".into())
         });
+    };
+    let mut asset = client.download(&account, &url).await?;
+    if !asset.content_type.starts_with("image/") {
+        return Err(UpstreamError::Protocol("edited asset is not an image".into()));
     }
-    let mut assets = Vec::with_capacity(want);
-    for url in urls.into_iter().take(want) {
-        let asset = client.download(&account, &url).await?;
-        if !asset.content_type.starts_with("image/") {
-            return Err(UpstreamError::Protocol("edited asset is not an image".into()));
-        }
-        assets.push(asset);
-    }
-    Ok(assets)
+    asset.origin = asset_id.map(|asset_id| UpstreamOrigin { account: account.id.clone(), asset_id });
+    Ok(asset)
 }
 
-/// Text-to-video, or image-to-video after uploading the input image.
-pub(super) async fn video(
+/// What a video stream told us before it ended.
+#[derive(Default)]
+struct VideoStream {
+    /// The media post (or, failing that, the video id): once known, the upstream is making the video.
+    post: Option<String>,
+    video_url: Option<String>,
+    thumbnail_url: Option<String>,
+    attachments: Vec<String>,
+    moderated: bool,
+    stream_errors: Vec<String>,
+}
+
+async fn stream_video(
     client: &GrokWebClient,
-    account: Account,
-    job: &VideoJob,
+    account: &Account,
+    body: serde_json::Value,
     sink: &ProgressSink,
-) -> Result<VideoAssets, UpstreamError> {
-    let input = match &job.image {
-        Some(image) => Some(upload(client, &account, image).await?),
-        None => None,
-    };
-    let body = wire::video_request(job, input.as_deref());
-    let mut video_url: Option<String> = None;
-    let mut thumbnail_url: Option<String> = None;
-    let mut attachments: Vec<String> = Vec::new();
-    let mut moderated = false;
-    let mut stream_errors = Vec::new();
-    let mut started: Option<String> = None;
-    let streamed = converse(client, &account, body, |event| match event {
+) -> (VideoStream, Result<(), UpstreamError>) {
+    let mut seen = VideoStream::default();
+    let streamed = converse(client, account, body, |event| match event {
         ConversationEvent::Video(v) => {
-            if started.is_none() {
-                started = v.video_id.clone().or_else(|| v.asset_id.clone());
+            if seen.post.is_none()
+                && let Some(post) =
+                    v.video_post_id.clone().or_else(|| v.video_id.clone()).or_else(|| v.asset_id.clone())
+            {
+                // Journaled with the task: after a restart the video is collected, not made again.
+                sink.submitted(&format!("{RESUME_PREFIX}{}:{post}", account.id));
+                seen.post = Some(post);
             }
             if let Some(p) = v.progress {
                 // 100 is the runner's to say, once the file is stored.
                 sink.progress((p.clamp(0.0, 100.0) as u8).min(99));
             }
             if v.moderated == Some(true) {
-                moderated = true;
+                seen.moderated = true;
             }
             if v.thumbnail_image_url.is_some() {
-                thumbnail_url = v.thumbnail_image_url;
+                seen.thumbnail_url = v.thumbnail_image_url;
             }
             if v.video_url.is_some() {
-                video_url = v.video_url;
+                seen.video_url = v.video_url;
                 // The final URL is the result: take it now rather than wait for a stream that may
                 // stay open, or die, after it.
                 return Flow::Done;
             }
             Flow::More
         }
-        ConversationEvent::ModelResponse { file_attachments, stream_errors: errs, .. } => {
-            attachments.extend(file_attachments);
-            stream_errors.extend(errs);
+        ConversationEvent::ModelResponse { file_attachments, stream_errors, .. } => {
+            seen.attachments.extend(file_attachments);
+            seen.stream_errors.extend(stream_errors);
             Flow::More
         }
         _ => Flow::More,
     })
     .await;
-    if let Err(e) = streamed {
-        return Err(match (&started, video_url.is_some()) {
-            // The upstream already has (and bills) this video: another token must not make it again.
-            (Some(id), false) if e.retry_on_other_token() || matches!(e, UpstreamError::Timeout(_)) => {
-                UpstreamError::Failed(format!(
-                    "the stream of upstream video {id} broke ({e}); not re-run on another token"
-                ))
-            }
-            _ => e,
-        });
-    }
+    (seen, streamed)
+}
 
-    let video_url =
-        video_url.or_else(|| attachments.into_iter().find(|a| a.ends_with(".mp4") || a.contains("/content")));
-    let Some(video_url) = video_url else {
-        return Err(if moderated {
-            UpstreamError::Moderated("the upstream moderated the video; rephrase the prompt".into())
-        } else if !stream_errors.is_empty() {
-            classify::classify_stream_errors(&stream_errors)
-        } else {
-            UpstreamError::Protocol("video stream ended without a video URL".into())
-        });
+/// Prefix of the upstream reference a grok.com video is journaled under: `grok-web:<token id>:<post>`.
+pub(super) const RESUME_PREFIX: &str = "grok-web:";
+
+/// Text-to-video, image-to-video (one image) or reference-to-video (several).
+pub(super) async fn video(
+    client: &GrokWebClient,
+    account: Account,
+    job: &VideoJob,
+    sink: &ProgressSink,
+) -> Result<VideoAssets, UpstreamError> {
+    let (assets, reused) = input_assets(client, &account, &job.images, true).await?;
+    let (mut seen, mut streamed) = stream_video(client, &account, wire::video_request(job, &assets), sink).await;
+    if reused && seen.post.is_none() && matches!(streamed, Err(UpstreamError::Failed(_))) {
+        // Refused before it started: the account may not take a generated image's id as an input
+        // (reusing it is our reading of the web app, not a documented contract). Upload instead.
+        tracing::info!("grok.com refused reused input ids ({:?}); uploading the images instead", streamed.err());
+        let (assets, _) = input_assets(client, &account, &job.images, false).await?;
+        (seen, streamed) = stream_video(client, &account, wire::video_request(job, &assets), sink).await;
+    }
+    let video_url = seen
+        .video_url
+        .clone()
+        .or_else(|| seen.attachments.iter().find(|a| a.ends_with(".mp4") || a.contains("/content")).cloned());
+    let (video_url, thumbnail_url) = match (video_url, &seen.post, streamed) {
+        (Some(url), _, _) => (url, seen.thumbnail_url),
+        (None, None, Err(e)) => return Err(e),
+        // Started, then the stream died or ended without the result: the video is still being made
+        // (and billed) upstream. Collect it with this token; never make it again on another.
+        (None, Some(post), result) => {
+            let recoverable = match &result {
+                Ok(()) => !seen.moderated && seen.stream_errors.is_empty(),
+                Err(e) => {
+                    matches!(e, UpstreamError::Transport(_) | UpstreamError::Timeout(_) | UpstreamError::Protocol(_))
+                }
+            };
+            if recoverable {
+                if let Err(e) = &result {
+                    tracing::warn!(post = %post, "video stream broke after the video started ({e}); collecting it from its post");
+                }
+                recover_video(client, &account, post, sink).await.map_err(|e| not_on_another_token(post, e))?
+            } else {
+                return Err(not_on_another_token(post, video_failure(&seen, result.err())));
+            }
+        }
+        (None, None, Ok(())) => return Err(video_failure(&seen, None)),
     };
-    let video = client.download(&account, &video_url).await?;
+    download_video(client, &account, &video_url, thumbnail_url.as_deref()).await
+}
+
+/// Why a video stream gave no video.
+fn video_failure(seen: &VideoStream, error: Option<UpstreamError>) -> UpstreamError {
+    if seen.moderated {
+        UpstreamError::Moderated("the upstream moderated the video; rephrase the prompt".into())
+    } else if let Some(e) = error {
+        e
+    } else if !seen.stream_errors.is_empty() {
+        classify::classify_stream_errors(&seen.stream_errors)
+    } else {
+        UpstreamError::Protocol("video stream ended without a video URL".into())
+    }
+}
+
+/// A failure after the upstream started a video must not send the job to another token, which would
+/// make (and bill) it a second time.
+fn not_on_another_token(post: &str, e: UpstreamError) -> UpstreamError {
+    const NOT_AGAIN: &str = "not re-run on another token";
+    match e {
+        e if e.retry_on_other_token() => {
+            UpstreamError::Failed(format!("upstream video {post} failed after it started ({e}); {NOT_AGAIN}"))
+        }
+        UpstreamError::Failed(m) => UpstreamError::Failed(format!("{m}; {NOT_AGAIN}")),
+        UpstreamError::Timeout(m) => UpstreamError::Timeout(format!("{m}; {NOT_AGAIN}")),
+        e => e,
+    }
+}
+
+/// Polls the video's media post (`POST /rest/media/post/get`) until it has the video, for up to
+/// `grok.video_recover_secs`. Answers that did not get through are retried; a post the account cannot
+/// see (4xx) is lost.
+pub(super) async fn recover_video(
+    client: &GrokWebClient,
+    account: &Account,
+    post: &str,
+    sink: &ProgressSink,
+) -> Result<(String, Option<String>), UpstreamError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(client.cfg.video_recover_secs);
+    let mut wait = Duration::from_millis(250);
+    loop {
+        let body = serde_json::json!({ "id": post }).to_string();
+        let last = match fetch_post(client, account, body).await {
+            Ok(p) if p.moderated => {
+                return Err(UpstreamError::Moderated("the upstream moderated the video; rephrase the prompt".into()));
+            }
+            Ok(wire::VideoPost { video_url: Some(url), thumbnail_url, .. }) => {
+                sink.progress(99);
+                return Ok((url, thumbnail_url));
+            }
+            Ok(_) => "not ready yet".to_owned(),
+            Err(e) if classify::is_transient(&e) => e.to_string(),
+            Err(e) => return Err(UpstreamError::Failed(format!("video {post} cannot be collected: {e}"))),
+        };
+        if tokio::time::Instant::now() + wait > deadline {
+            return Err(UpstreamError::Timeout(format!(
+                "video {post} not collected within {}s (last answer: {last})",
+                client.cfg.video_recover_secs
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn fetch_post(client: &GrokWebClient, account: &Account, body: String) -> Result<wire::VideoPost, UpstreamError> {
+    let resp = client.signed_post(account, wire::MEDIA_POST_PATH, body, "media post").await?;
+    let bytes = client.read_body(account, resp, 1024 * 1024).await?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok().as_ref().and_then(wire::parse_video_post).ok_or_else(
+        || {
+            UpstreamError::Protocol(format!(
+                "unreadable media post: {}",
+                String::from_utf8_lossy(&bytes).chars().take(120).collect::<String>()
+            ))
+        },
+    )
+}
+
+/// Downloads a finished video and, as a nicety, its poster.
+pub(super) async fn download_video(
+    client: &GrokWebClient,
+    account: &Account,
+    video_url: &str,
+    thumbnail_url: Option<&str>,
+) -> Result<VideoAssets, UpstreamError> {
+    let video = client.download(account, video_url).await?;
     if !video.content_type.starts_with("video/") {
         return Err(UpstreamError::Protocol("video asset is not a video".into()));
     }
-    // The poster is a nicety: a missing or broken one must not fail a finished video.
+    // A missing or broken poster must not fail a finished video.
     let thumbnail = match thumbnail_url {
-        Some(url) => match client.download(&account, &url).await {
+        Some(url) => match client.download(account, url).await {
             Ok(t) if t.content_type.starts_with("image/") => Some(t),
             Ok(_) => None,
             Err(e) => {

@@ -12,6 +12,7 @@ use super::browser::WsOpen;
 use super::wire::{self, ImagineFrame};
 use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
+use crate::media::UpstreamOrigin;
 use crate::upstream::{Asset, UpstreamError, sniff_media_type};
 
 /// Unusable frames in a row after which the stream is given up as not speaking the protocol.
@@ -146,14 +147,14 @@ pub(super) async fn generate(
     }
     let _ = ws.close(wreq::ws::message::CloseCode::from(1000), "").await;
 
-    let mut done: Vec<(Option<u32>, usize, Slot)> = order_of_arrival
+    let mut done: Vec<(Option<u32>, usize, String, Slot)> = order_of_arrival
         .iter()
         .enumerate()
-        .filter_map(|(i, id)| slots.remove(id).map(|s| (s.order, i, s)))
-        .filter(|(_, _, s)| s.resolved())
+        .filter_map(|(i, id)| slots.remove(id).map(|s| (s.order, i, id.clone(), s)))
+        .filter(|(_, _, _, s)| s.resolved())
         .collect();
-    let moderated = done.iter().filter(|(_, _, s)| s.completed == Some(true)).count();
-    done.retain(|(_, _, s)| s.completed == Some(false));
+    let moderated = done.iter().filter(|(_, _, _, s)| s.completed == Some(true)).count();
+    done.retain(|(_, _, _, s)| s.completed == Some(false));
     if done.len() < job.n {
         return Err(if moderated > 0 {
             UpstreamError::Moderated(format!(
@@ -165,19 +166,22 @@ pub(super) async fn generate(
         });
     }
     // Rounds arrive one after another; within a round the upstream's order decides.
-    done.sort_by_key(|(order, arrival, _)| (arrival / wire::IMAGES_PER_ROUND, order.unwrap_or(u32::MAX), *arrival));
+    done.sort_by_key(|(order, arrival, _, _)| (arrival / wire::IMAGES_PER_ROUND, order.unwrap_or(u32::MAX), *arrival));
     let mut assets = Vec::with_capacity(job.n);
-    for (_, _, slot) in done.into_iter().take(job.n) {
-        let asset = match (slot.final_blob, slot.final_url) {
+    for (_, _, id, slot) in done.into_iter().take(job.n) {
+        let mut asset = match (slot.final_blob, slot.final_url) {
             (Some(bytes), _) => {
                 let content_type = sniff_media_type(&bytes)
                     .filter(|t| t.starts_with("image/"))
                     .ok_or_else(|| UpstreamError::Protocol("final Imagine blob is not an image".into()))?;
-                Asset { bytes, content_type }
+                Asset { bytes, content_type, origin: None }
             }
             (None, Some(url)) => client.download(&account, &url).await?,
             (None, None) => return Err(UpstreamError::Protocol("final Imagine frame without image".into())),
         };
+        // The image id doubles as the account's asset id (our reading: public clients do not feed
+        // Imagine images back; the video path falls back to uploading if grok.com refuses it).
+        asset.origin = Some(UpstreamOrigin { account: account.id.clone(), asset_id: id });
         assets.push(asset);
     }
     Ok(assets)

@@ -41,11 +41,10 @@ pub struct GrokWebClient {
 /// One token checked out for a call, and where its traffic leaves from.
 pub(crate) struct Account {
     pub token: String,
+    /// `token_id`: names the account in media origins and journaled video references.
+    pub id: String,
     pub egress: Egress,
 }
-
-/// Images one edit conversation yields (side-by-side pair).
-const IMAGES_PER_EDIT_CALL: usize = 2;
 
 impl GrokWebClient {
     pub fn new(cfg: GrokWebConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
@@ -98,7 +97,11 @@ impl GrokWebClient {
     }
 
     pub(crate) fn account(&self, token: &str, proxy: Option<&str>) -> Account {
-        Account { token: token.to_owned(), egress: self.transport.egress(token, proxy) }
+        Account {
+            token: token.to_owned(),
+            id: token_pool::token_id(token),
+            egress: self.transport.egress(token, proxy),
+        }
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -308,7 +311,14 @@ impl GrokWebClient {
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
     /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
-    async fn with_token<T, F, Fut>(&self, what: &'static str, product: Product, mut op: F) -> Result<T, UpstreamError>
+    /// `prefer` names the account that holds the job's inputs already (see `TokenPool::acquire_wait`).
+    async fn with_token<T, F, Fut>(
+        &self,
+        what: &'static str,
+        product: Product,
+        prefer: Option<&str>,
+        mut op: F,
+    ) -> Result<T, UpstreamError>
     where
         F: FnMut(Account) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -317,7 +327,7 @@ impl GrokWebClient {
         let mut last: Option<UpstreamError> = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
         for _ in 0..self.cfg.max_attempts.max(1) {
-            let lease = match self.pool.acquire_wait(product, &tried, deadline).await {
+            let lease = match self.pool.acquire_wait(product, &tried, prefer, deadline).await {
                 Ok(l) => l,
                 // After a rate limit the pool knows best when a token frees up; otherwise the
                 // last real failure says more than "no token left".
@@ -377,29 +387,47 @@ impl GrokWebClient {
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        self.with_token("image", Product::Image, |account| imagine::generate(self, account, job, &slots)).await
+        self.with_token("image", Product::Image, None, |account| imagine::generate(self, account, job, &slots)).await
     }
 
+    /// n edits are n conversations, run side by side (each on the best token at the time).
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        let calls = job.n.div_ceil(IMAGES_PER_EDIT_CALL);
-        let runs = (0..calls).map(|call| {
-            let want = IMAGES_PER_EDIT_CALL.min(job.n - call * IMAGES_PER_EDIT_CALL);
+        let runs = (0..job.n).map(|slot| {
             let slots = &slots;
             async move {
-                self.with_token("edit", Product::Edit, |account| {
-                    conversation::edit(self, account, job, want, call * IMAGES_PER_EDIT_CALL, slots)
+                self.with_token("edit", Product::Edit, None, |account| {
+                    conversation::edit(self, account, job, slot, slots)
                 })
                 .await
             }
         });
-        let results = futures_util::future::try_join_all(runs).await?;
-        Ok(results.into_iter().flatten().collect())
+        futures_util::future::try_join_all(runs).await
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         let product = if job.resolution == "720p" { Product::Video720p } else { Product::Video };
-        self.with_token("video", product, |account| conversation::video(self, account, job, sink)).await
+        // The account that generated an input image can name it instead of uploading it again.
+        let owner = job.images.iter().find_map(|i| i.origin.as_ref()).map(|o| o.account.clone());
+        self.with_token("video", product, owner.as_deref(), |account| conversation::video(self, account, job, sink))
+            .await
+    }
+
+    /// Collects a video grok.com started before a restart, from its media post, with the token that
+    /// started it (`upstream_id` as journaled: `grok-web:<token id>:<post id>`).
+    pub async fn resume_video(&self, upstream_id: &str, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        let parsed = upstream_id.strip_prefix(conversation::RESUME_PREFIX).and_then(|r| r.split_once(':'));
+        let Some((token_id, post)) = parsed else {
+            return Err(UpstreamError::Failed(format!("`{upstream_id}` is not a grok.com video reference")));
+        };
+        let Some((token, proxy)) = self.pool.find(token_id) else {
+            return Err(UpstreamError::Failed(format!(
+                "the token that started video {post} is no longer configured; it cannot be collected"
+            )));
+        };
+        let account = self.account(&token, proxy.as_deref());
+        let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
+        conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await
     }
 
     /// Whether `url` is grok.com's own: only those get the sso cookie, never a public image host.
@@ -438,7 +466,7 @@ impl GrokWebClient {
         let bytes = self.read_body(account, resp, self.cfg.max_download_bytes).await?;
         let content_type = sniff_media_type(&bytes)
             .ok_or_else(|| UpstreamError::Protocol(format!("asset {} is not an image or video", short(&url))))?;
-        Ok(Asset { bytes, content_type })
+        Ok(Asset { bytes, content_type, origin: None })
     }
 
     /// Reads a body with the idle timeout between chunks and a size cap.

@@ -258,17 +258,20 @@ impl TokenPool {
 
     /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
     /// `deadline`) for a slot instead of failing: a burst queues briefly rather than bouncing.
+    /// `prefer` (a `token_id`) names the account that already holds the job's inputs: it is taken
+    /// whenever it is usable, whatever the others' standing.
     pub async fn acquire_wait(
         &self,
         product: Product,
         exclude: &[usize],
+        prefer: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Result<TokenLease, NoToken> {
         loop {
             let released = self.shared.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.acquire(product, exclude) {
+            match self.pick(product, exclude, prefer) {
                 Err(NoToken::Busy) => {
                     if tokio::time::timeout_at(deadline, released).await.is_err() {
                         return Err(NoToken::Busy);
@@ -281,9 +284,13 @@ impl TokenPool {
 
     /// Checks out the best token for `product` not in `exclude`.
     pub fn acquire(&self, product: Product, exclude: &[usize]) -> Result<TokenLease, NoToken> {
+        self.pick(product, exclude, None)
+    }
+
+    fn pick(&self, product: Product, exclude: &[usize], prefer: Option<&str>) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
         let mut tokens = lock(&self.shared.tokens);
-        let mut best: Option<(usize, (u32, std::cmp::Reverse<u32>))> = None;
+        let mut best: Option<(usize, (bool, u32, std::cmp::Reverse<u32>))> = None;
         let mut cooling: Option<(Duration, Option<String>)> = None;
         let mut busy = false;
         for (i, t) in tokens.iter_mut().enumerate() {
@@ -313,7 +320,8 @@ impl TokenPool {
                 busy = true;
                 continue;
             }
-            let rank = (p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
+            let preferred = prefer.is_some_and(|id| token_id(&t.token) == id);
+            let rank = (preferred, p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((i, rank));
             }
@@ -457,6 +465,14 @@ impl TokenPool {
     }
 
     /// (index, token, proxy) of every token worth asking the upstream about.
+    /// The token (and its proxy) a `token_id` names, unless it was removed.
+    pub fn find(&self, id: &str) -> Option<(String, Option<String>)> {
+        lock(&self.shared.tokens)
+            .iter()
+            .find(|t| t.status != TokenStatus::Removed && token_id(&t.token) == id)
+            .map(|t| (t.token.clone(), t.proxy.clone()))
+    }
+
     pub fn refreshable(&self) -> Vec<(usize, String, Option<String>)> {
         lock(&self.shared.tokens)
             .iter()
@@ -549,11 +565,11 @@ mod tests {
         let p = std::sync::Arc::new(pool(&["a"], 1));
         let held = p.acquire(Product::Image, &[]).unwrap();
         let soon = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert_eq!(p.acquire_wait(Product::Image, &[], soon).await.err(), Some(NoToken::Busy));
+        assert_eq!(p.acquire_wait(Product::Image, &[], None, soon).await.err(), Some(NoToken::Busy));
         let waiter = {
             let p = p.clone();
             tokio::spawn(async move {
-                p.acquire_wait(Product::Image, &[], tokio::time::Instant::now() + Duration::from_secs(5))
+                p.acquire_wait(Product::Image, &[], None, tokio::time::Instant::now() + Duration::from_secs(5))
                     .await
                     .map(|l| l.index)
             })

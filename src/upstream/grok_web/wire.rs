@@ -4,12 +4,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::token_pool::Product;
-use crate::jobs::{VideoJob, VideoPreset};
+use crate::jobs::{VideoInput, VideoJob, VideoPreset};
 
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
 pub const CONVERSATION_PATH: &str = "/rest/app-chat/conversations/new";
 pub const QUOTA_INFO_PATH: &str = "/rest/media/imagine/quota_info";
+pub const MEDIA_POST_PATH: &str = "/rest/media/post/get";
 pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
 pub const VIDEO_MODEL: &str = "imagine-video-gen";
@@ -204,29 +205,62 @@ pub fn video_mode(preset: VideoPreset) -> &'static str {
     }
 }
 
-/// Text-to-video (`mediaGenInput.textToVideo`) or, with an uploaded asset, image-to-video
-/// (`mediaGenInput.imageToVideo`). Must not carry `temporary`, `parentPostId` or `videoGenModelConfig`.
-pub fn video_request(job: &VideoJob, input_asset: Option<&str>) -> Value {
-    let mode = video_mode(job.preset);
-    let mut input = json!({"prompt": job.prompt, "aspectRatio": job.aspect_ratio, "duration": job.duration,
-                           "resolutionName": job.resolution});
-    let media = match input_asset {
-        Some(id) => {
-            input["inputAssets"] = json!([id]);
+/// The video request body (`mediaGenInput` form): `textToVideo`, `imageToVideo` (one asset, its first
+/// frame) or `referenceToVideo` (several). With a prompt the message is `<prompt> --mode=custom`; without
+/// one `prompt` is left out and the message is `--mode=<preset>`, as the web app sends them. Must not
+/// carry `temporary`, `parentPostId` or `videoGenModelConfig` (the legacy form).
+pub fn video_request(job: &VideoJob, input_assets: &[String]) -> Value {
+    let mode = video_mode(job.effective_preset());
+    let mut input =
+        json!({"aspectRatio": job.aspect_ratio, "duration": job.duration, "resolutionName": job.resolution});
+    let message = if job.prompt.is_empty() {
+        format!("--mode={mode}")
+    } else {
+        input["prompt"] = json!(job.prompt);
+        format!("{} --mode={mode}", job.prompt)
+    };
+    let media = match job.input() {
+        VideoInput::Text => json!({"textToVideo": input}),
+        VideoInput::FirstFrame => {
+            input["inputAssets"] = json!(input_assets);
             input["mode"] = json!(mode);
             json!({"imageToVideo": input})
         }
-        None => json!({"textToVideo": input}),
+        VideoInput::References => {
+            input["inputAssets"] = json!(input_assets);
+            json!({"referenceToVideo": input})
+        }
     };
     json!({
         "modelName": VIDEO_MODEL,
-        "message": format!("{} --mode={mode}", job.prompt),
+        "message": message,
         "enableImageStreaming": true,
         "enableSideBySide": true,
         "sendFinalMetadata": true,
         "responseMetadata": {"experiments": [], "modelConfigOverride": {"modelMap": {}}},
         "mediaGenInput": media,
         "kind": "CONVERSATION_KIND_IMAGINE"
+    })
+}
+
+/// `POST /rest/media/post/get`'s answer for a video post, as far as recovering the video goes.
+#[derive(Debug, Default, PartialEq)]
+pub struct VideoPost {
+    /// Empty until the video is ready.
+    pub video_url: Option<String>,
+    pub thumbnail_url: Option<String>,
+    pub moderated: bool,
+}
+
+/// Reads a media post; the HD rendition first, as the web app plays it (SentDz/grok2api `video.go`,
+/// `fetchMediaPostVideo`: `hdMediaUrl`, then `mediaUrl`, then `hd1080MediaUrl`).
+pub fn parse_video_post(v: &Value) -> Option<VideoPost> {
+    let post = v.get("post")?;
+    let url = |key: &str| post.get(key).and_then(Value::as_str).map(str::trim).filter(|u| !u.is_empty());
+    Some(VideoPost {
+        video_url: ["hdMediaUrl", "mediaUrl", "hd1080MediaUrl"].into_iter().find_map(url).map(str::to_owned),
+        thumbnail_url: url("thumbnailImageUrl").map(str::to_owned),
+        moderated: post.get("moderated").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
@@ -274,6 +308,20 @@ pub struct StreamingImage {
     pub moderated: Option<bool>,
     #[serde(default, rename = "isFinal")]
     pub is_final: Option<bool>,
+    #[serde(default, rename = "assetId")]
+    pub asset_id: Option<String>,
+}
+
+impl StreamingImage {
+    /// The account's id for the image: `assetId`, else the `<id>` of `users/<uid>/generated/<id>/...`
+    /// (chenyme/grok2api `image.go` fixtures carry only the URL).
+    pub fn asset_id(&self) -> Option<String> {
+        self.asset_id.clone().filter(|a| !a.is_empty()).or_else(|| {
+            let url = self.image_url.as_deref()?;
+            let rest = &url[url.find("/generated/")? + "/generated/".len()..];
+            rest.split('/').next().filter(|id| !id.is_empty() && !id.contains("-part-")).map(str::to_owned)
+        })
+    }
 }
 
 /// Progress arrives as an integer, float or numeric string depending on the upstream's mood.
@@ -293,6 +341,9 @@ pub struct StreamingVideo {
     /// Present from the first frame: once seen, the upstream has started (and will bill) this video.
     #[serde(default, rename = "videoId")]
     pub video_id: Option<String>,
+    /// The media post the video belongs to: where it can be collected if the stream breaks.
+    #[serde(default, rename = "videoPostId")]
+    pub video_post_id: Option<String>,
     #[serde(default, rename = "assetId")]
     pub asset_id: Option<String>,
     #[serde(default, rename = "videoUrl")]
