@@ -96,7 +96,7 @@ async fn main() {
         duration: 6,
         resolution: "480p",
         preset: VideoPreset::Normal,
-        image: None,
+        images: Vec::new(),
     };
     let chat = format!("{}/v1/chat/completions", server.base_url());
     let chat_body = serde_json::json!({"model": "grok-imagine-1.0-video", "stream": true,

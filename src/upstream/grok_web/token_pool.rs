@@ -94,6 +94,9 @@ pub struct TokenInfo {
     pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
 }
 
+/// How a token ranks for a pick; higher is better.
+type Rank = (bool, u32, std::cmp::Reverse<u32>);
+
 /// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
 pub fn token_id(token: &str) -> String {
     use sha2::Digest;
@@ -287,10 +290,11 @@ impl TokenPool {
         self.pick(product, exclude, None)
     }
 
+    /// The preferred token first, then the most remaining quota, then the fewest requests in flight.
     fn pick(&self, product: Product, exclude: &[usize], prefer: Option<&str>) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
         let mut tokens = lock(&self.shared.tokens);
-        let mut best: Option<(usize, (bool, u32, std::cmp::Reverse<u32>))> = None;
+        let mut best: Option<(usize, Rank)> = None;
         let mut cooling: Option<(Duration, Option<String>)> = None;
         let mut busy = false;
         for (i, t) in tokens.iter_mut().enumerate() {
