@@ -248,3 +248,47 @@ async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
     assert!(sigterm_and_wait(gw.proc).success());
     assert!(sigterm_and_wait(sim).success());
 }
+
+/// grok.com: a video that started before the gateway was killed is journaled with its media post
+/// (`grok-web:<token id>:<post id>`); after the restart it is collected from that post with the same
+/// token — grok.com starts it exactly once.
+#[tokio::test]
+async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let (sim, sim_url) =
+        spawn(&["sim", "--listen", "127.0.0.1:0", "--tokens", "tok-dur-0001", "--frame-delay-ms", "5"], &[], &media);
+    let ws_url = sim_url.replacen("http", "ws", 1);
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"dur-key\"]\n[grok]\ntokens = [\"tok-dur-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws_url}\"\nassets_url = \"{sim_url}\"\n[state]\ndir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let start_gw = || {
+        let (proc, url) = spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], &media);
+        Gateway { proc, url, http: reqwest::Client::new() }
+    };
+    grok2api::install_crypto_provider();
+    let gw = start_gw();
+    let id = gw.create("video", video("waves [sim:slow=400]")).await;
+    // Progress above 0 means the stream named its video: the post is journaled.
+    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 0)).await;
+    let mut gw = gw;
+    let mut child = gw.proc.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let gw = start_gw();
+    let data = gw.wait_for("video", &id, |d| d["status"] == "success" || d["status"] == "failed").await;
+    assert_eq!(data["status"], "success", "the started video must be collected: {data}");
+    let link = data["result"]["downloadUrl"].as_str().or(data["result"]["url"].as_str()).unwrap_or_default();
+    assert!(link.contains("/v1/files/video/"), "{data}");
+    let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["video_starts"], 1, "the video must not be started twice");
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(sigterm_and_wait(sim).success());
+}

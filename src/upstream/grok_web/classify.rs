@@ -129,6 +129,17 @@ mod tests {
     use http::header::RETRY_AFTER;
 
     use super::*;
+
+    #[test]
+    fn only_answers_that_may_change_are_transient() {
+        let h = HeaderMap::new();
+        assert!(is_transient(&classify_http(502, &h, "bad gateway")));
+        assert!(is_transient(&classify_http(429, &h, "")));
+        assert!(!is_transient(&classify_http(404, &h, r#"{"error":{"code":5,"message":"post not found"}}"#)));
+        assert!(!is_transient(&classify_http(400, &h, "")));
+        assert!(is_transient(&UpstreamError::Transport("reset".into())));
+        assert!(!is_transient(&UpstreamError::Moderated("no".into())));
+    }
     use http::header::HeaderValue;
 
     #[test]

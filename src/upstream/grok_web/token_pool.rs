@@ -547,6 +547,20 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn the_account_holding_the_inputs_is_preferred_while_usable() {
+        let p = pool(&["tok-a", "tok-b"], 1);
+        let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
+        let b = token_id("tok-b");
+        let lease = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        assert_eq!(lease.token, "tok-b");
+        // At its cap, another account serves rather than the request waiting for it.
+        let other = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        assert_eq!(other.token, "tok-a");
+        assert_eq!(p.find(&b), Some(("tok-b".to_string(), None)));
+        assert_eq!(p.find("000000000000"), None);
+    }
+
     #[test]
     fn normalizes_pasted_tokens() {
         assert_eq!(normalize_token(" sso=abc.def; Path=/ "), "abc.def");

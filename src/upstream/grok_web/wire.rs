@@ -509,6 +509,70 @@ mod tests {
         );
     }
 
+    fn video_job(prompt: &str, images: usize, preset: VideoPreset) -> VideoJob {
+        let image = crate::jobs::InputImage {
+            bytes: bytes::Bytes::from_static(b"x"),
+            content_type: "image/png",
+            file_name: "a.png".into(),
+            origin: None,
+        };
+        VideoJob {
+            prompt: prompt.into(),
+            aspect_ratio: "2:3",
+            duration: 7,
+            resolution: "480p",
+            preset,
+            images: vec![image; images],
+        }
+    }
+
+    #[test]
+    fn video_requests_have_the_web_apps_shape() {
+        let ids = |n: usize| (0..n).map(|i| format!("asset-{i}")).collect::<Vec<_>>();
+        // A prompt is the user's direction: custom mode, whatever the preset.
+        let t2v = video_request(&video_job("a kite", 0, VideoPreset::Spicy), &[]);
+        assert_eq!(t2v["message"], "a kite --mode=custom");
+        assert_eq!(t2v["mediaGenInput"]["textToVideo"], json!({"prompt": "a kite", "aspectRatio": "2:3",
+            "duration": 7, "resolutionName": "480p"}));
+        for legacy in ["temporary", "parentPostId", "videoGenModelConfig"] {
+            assert!(t2v.get(legacy).is_none(), "{legacy}");
+        }
+        let i2v = video_request(&video_job("wind", 1, VideoPreset::Normal), &ids(1));
+        assert_eq!(i2v["mediaGenInput"]["imageToVideo"]["inputAssets"], json!(["asset-0"]));
+        assert_eq!(i2v["mediaGenInput"]["imageToVideo"]["mode"], "custom");
+        // No prompt: `prompt` left out, the preset's mode in the message and the input.
+        let bare = video_request(&video_job("", 1, VideoPreset::Fun), &ids(1));
+        assert_eq!(bare["message"], "--mode=extremely-crazy");
+        assert!(bare["mediaGenInput"]["imageToVideo"].get("prompt").is_none());
+        assert_eq!(bare["mediaGenInput"]["imageToVideo"]["mode"], "extremely-crazy");
+        let refs = video_request(&video_job("they dance", 3, VideoPreset::Normal), &ids(3));
+        assert_eq!(refs["mediaGenInput"]["referenceToVideo"]["inputAssets"], json!(["asset-0", "asset-1", "asset-2"]));
+        assert!(refs["mediaGenInput"].get("imageToVideo").is_none());
+    }
+
+    #[test]
+    fn media_posts_give_the_hd_rendition_once_ready() {
+        let pending = json!({"post": {"id": "p", "mediaUrl": "", "hdMediaUrl": "", "moderated": false}});
+        assert_eq!(parse_video_post(&pending), Some(VideoPost::default()));
+        let ready = json!({"post": {"mediaUrl": "https://assets.grok.com/users/u/generated/v/generated_video.mp4",
+            "hdMediaUrl": "https://assets.grok.com/users/u/generated/v/generated_video_hd.mp4",
+            "thumbnailImageUrl": "https://assets.grok.com/users/u/generated/v/preview_image.jpg", "mimeType": "video/mp4"}});
+        let post = parse_video_post(&ready).unwrap();
+        assert!(post.video_url.unwrap().ends_with("_hd.mp4"));
+        assert!(post.thumbnail_url.is_some());
+        assert!(parse_video_post(&json!({"post": {"moderated": true}})).unwrap().moderated);
+        assert_eq!(parse_video_post(&json!({"error": {"code": 5}})), None);
+    }
+
+    #[test]
+    fn an_edited_images_asset_id_comes_from_the_frame_or_its_url() {
+        let frame = |v: Value| StreamingImage::deserialize(&v).unwrap().asset_id();
+        assert_eq!(frame(json!({"assetId": "a1", "imageUrl": "users/u/generated/zz/image.jpg"})).as_deref(), Some("a1"));
+        assert_eq!(frame(json!({"imageUrl": "users/u/generated/b2/image.jpg"})).as_deref(), Some("b2"));
+        assert_eq!(frame(json!({"imageUrl": "users/u/generated/b2-part-0/image.jpg"})), None);
+        assert_eq!(frame(json!({"imageUrl": "https://imagine-public.x.ai/images/x.png"})), None);
+    }
+
     #[test]
     fn upload_id_fallbacks() {
         let r: UploadResponse = serde_json::from_str(r#"{"uploadId":"up","fileMetadata":{"fileId":"f1"}}"#).unwrap();
