@@ -132,7 +132,11 @@ impl GrokWebClient {
                 }
                 Err(e) => {
                     tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
-                    self.pool.report_index(index, Product::Image, Err(&e));
+                    // Only what speaks of the account itself counts (dead credentials, a broken
+                    // proxy); a limited or failed refresh leaves every product as last known.
+                    if matches!(e, UpstreamError::Auth(_) | UpstreamError::ProxyFailed(_)) {
+                        self.pool.report_index(index, Product::Image, Err(&e));
+                    }
                 }
             }
         }
