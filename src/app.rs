@@ -199,6 +199,19 @@ impl AppState {
                 post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
             )
             .route_layer(require.clone());
+        // OpenAI's Videos API and xAI's video API, on the task store (OpenAI error shape; a key always).
+        let unsupported = || post(api::videos::unsupported);
+        let videos = Router::new()
+            .route("/v1/videos", post(api::videos::create).get(api::videos::list))
+            .route("/v1/videos/generations", post(api::xai_videos::create))
+            .route("/v1/videos/{id}", get(api::videos::retrieve).delete(api::videos::delete))
+            .route("/v1/videos/{id}/content", get(api::videos::content))
+            .route("/v1/videos/{id}/remix", unsupported())
+            .route("/v1/videos/edits", unsupported())
+            .route("/v1/videos/extensions", unsupported())
+            .route("/v1/videos/characters", unsupported())
+            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
+            .route_layer(require.clone());
         let require_task = from_fn_with_state(self.guard.clone(), require_key_task);
         let tasks_write = Router::new()
             .route("/v1/video/generations/async", post(api::tasks::create_video))
@@ -232,6 +245,7 @@ impl AppState {
         }
         Router::new()
             .merge(v1)
+            .merge(videos)
             .merge(tasks_write)
             .merge(tasks_read)
             .merge(files)

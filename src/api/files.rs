@@ -19,9 +19,14 @@ pub async fn get_file(
     Path((kind, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let kind = MediaKind::parse(&kind).ok_or_else(|| ApiError::not_found(format!("no file `{name}`")))?;
+    serve(&state, kind, &name, &headers).await
+}
+
+/// Streams one stored file: conditional requests, one byte range, the stored content type.
+pub async fn serve(state: &AppState, kind: MediaKind, name: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no file `{name}`"));
-    let kind = MediaKind::parse(&kind).ok_or_else(not_found)?;
-    let file = state.media.get(kind, &name).ok_or_else(not_found)?;
+    let file = state.media.get(kind, name).ok_or_else(not_found)?;
 
     let mut h = HeaderMap::new();
     let put = |h: &mut HeaderMap, k: header::HeaderName, v: &str| {

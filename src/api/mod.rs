@@ -10,6 +10,8 @@ pub mod images;
 pub mod models;
 pub mod stream;
 pub mod tasks;
+pub mod videos;
+pub mod xai_videos;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};

@@ -21,7 +21,8 @@ use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
 use crate::tasks::idempotency::{Claim, body_hash};
-use crate::tasks::{Task, TaskKind, TaskStatus};
+use crate::tasks::store::Listing;
+use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 
 pub use crate::error::TaskError;
 
@@ -148,27 +149,37 @@ fn accepted(kind: TaskKind, id: &str) -> Response {
     resp
 }
 
-/// The shared create path: idempotency, queue slot, task, 202.
-async fn create(
+/// A task to create, whatever API asked for it.
+pub struct NewTask<'a> {
+    pub kind: TaskKind,
+    pub api: TaskApi,
+    pub request: Option<Arc<VideoRequest>>,
+    /// The request as received: hashed for `Idempotency-Key`, read for `callback_url`.
+    pub body: &'a serde_json::Map<String, Value>,
+}
+
+/// The create path every task API shares: idempotency, the per-key limit, callback URL, queue slot.
+/// Returns the task's id (the first task's, for a repeated `Idempotency-Key`).
+pub async fn submit(
     state: &AppState,
     owner: KeyId,
     headers: &HeaderMap,
-    kind: TaskKind,
-    body: &serde_json::Map<String, Value>,
-    build: impl AsyncFnOnce() -> Result<(Job, bool), TaskError>,
-) -> Result<Response, TaskError> {
+    new: NewTask<'_>,
+    build: impl AsyncFnOnce() -> Result<(Job, bool), ApiError>,
+) -> Result<Arc<str>, ApiError> {
+    let NewTask { kind, api, request, body } = new;
     let idem = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                TaskError(ApiError::bad_request(
+                ApiError::bad_request(
                     "invalid_idempotency_key",
                     "Idempotency-Key must be 1-255 visible ASCII characters",
-                ))
+                )
             })?;
-            let hash = body_hash(&json!({"kind": kind.segment(), "body": body}));
+            let hash = body_hash(&json!({"kind": kind.segment(), "api": api.as_str(), "body": body}));
             match state.idempotency.check(&owner, key, &hash) {
-                Claim::Existing(id) => return Ok(accepted(kind, &id)),
+                Claim::Existing(id) => return Ok(Arc::from(id)),
                 Claim::Conflict => return Err(idempotency_conflict()),
                 Claim::New => Some((key.to_owned(), hash)),
             }
@@ -176,21 +187,22 @@ async fn create(
     };
     let max = state.cfg.limits.max_concurrent_tasks;
     if max > 0 && state.tasks.active(&owner) >= max {
-        return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")).into());
+        return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")));
     }
-    let callback = callback_url(state, body).await?;
+    let callback = callback_url(state, body).await.map_err(|e| e.0)?;
     let (job, b64) = build().await?;
     let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));
     let store = state.tasks.clone();
     let task_owner = owner.clone();
-    let id = state.queue.submit(move || store.create(task_owner, kind, callback), job, base, b64).await?;
+    let id =
+        state.queue.submit(move || store.create_for(task_owner, kind, callback, api, request), job, base, b64).await?;
     if let Some((key, hash)) = idem {
         match state.idempotency.bind(&owner, &key, hash, id.clone()) {
             Claim::New => {}
             // A concurrent twin won the race: keep its task, drop ours so only one runs.
             Claim::Existing(first) => {
                 state.queue.discard(&id);
-                return Ok(accepted(kind, &first));
+                return Ok(Arc::from(first));
             }
             Claim::Conflict => {
                 state.queue.discard(&id);
@@ -198,12 +210,25 @@ async fn create(
             }
         }
     }
+    Ok(id)
+}
+
+/// The task endpoints' create: `submit`, answered 202 in the envelope.
+async fn create(
+    state: &AppState,
+    owner: KeyId,
+    headers: &HeaderMap,
+    kind: TaskKind,
+    body: &serde_json::Map<String, Value>,
+    build: impl AsyncFnOnce() -> Result<(Job, bool), ApiError>,
+) -> Result<Response, TaskError> {
+    let new = NewTask { kind, api: TaskApi::Native, request: None, body };
+    let id = submit(state, owner, headers, new, build).await?;
     Ok(accepted(kind, &id))
 }
 
-fn idempotency_conflict() -> TaskError {
+fn idempotency_conflict() -> ApiError {
     ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
-        .into()
 }
 
 pub async fn create_video(
@@ -238,7 +263,7 @@ fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> R
     let kind = kind_of(segment)?;
     // With public task reads the id alone is the capability; otherwise the caller must own the task.
     let owner = if state.cfg.auth.public_task_reads { None } else { owner };
-    state.tasks.get(id, kind, owner).ok_or_else(not_found)
+    state.tasks.get(id, kind, owner).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)
 }
 
 pub async fn status(
@@ -305,7 +330,7 @@ fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result
             _ => return Err(ApiError::invalid_param("limit", format!("limit must be 1-100, got `{s}`")).into()),
         },
     };
-    let page = state.tasks.list(owner, kind, status, limit, q.after.as_deref());
+    let page = state.tasks.list(owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) });
     let next = if page.has_more { page.tasks.last().map(|t| json!(&*t.id)) } else { None };
     let tasks: Vec<Value> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
     Ok(envelope(StatusCode::OK, "ok", json!({"tasks": tasks, "hasMore": page.has_more, "nextAfter": next})))
@@ -317,7 +342,7 @@ pub async fn delete(
     Extension(owner): Extension<KeyId>,
 ) -> Result<Response, TaskError> {
     let kind = kind_of(&segment)?;
-    let task = state.tasks.get(&id, kind, Some(&owner)).ok_or_else(not_found)?;
+    let task = state.tasks.get(&id, kind, Some(&owner)).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)?;
     if task.status.is_terminal() {
         state.tasks.remove(&id);
         return Ok(envelope(StatusCode::OK, "task deleted", json!({"taskId": id, "deleted": true})));

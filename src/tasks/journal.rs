@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{CallbackState, Outcome, Task, TaskKind, TaskStatus};
+use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 use crate::auth::KeyId;
 use crate::jobs::{ImageJob, InputImage, Job, VideoJob, VideoPreset};
 
@@ -73,8 +73,22 @@ struct CallbackRecord {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+struct RequestRecord {
+    model: String,
+    prompt: String,
+    seconds: u32,
+    size: String,
+    resolution: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     id: String,
+    /// Absent in records written before other APIs could create tasks: native.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<RequestRecord>,
     owner: String,
     kind: String,
     status: String,
@@ -158,6 +172,14 @@ impl TaskRecord {
     pub fn from_task(task: &Task, pending: Option<PendingJob>) -> Self {
         Self {
             id: task.id.to_string(),
+            api: (task.api != TaskApi::Native).then(|| task.api.as_str().to_owned()),
+            request: task.request.as_deref().map(|r| RequestRecord {
+                model: r.model.clone(),
+                prompt: r.prompt.clone(),
+                seconds: r.seconds,
+                size: r.size.clone(),
+                resolution: r.resolution.clone(),
+            }),
             owner: task.owner.0.to_string(),
             kind: task.kind.segment().into(),
             status: task.status.as_str().into(),
@@ -193,8 +215,22 @@ impl TaskRecord {
     pub fn into_task(self) -> Result<(Task, Option<PendingJob>), String> {
         let kind = TaskKind::from_segment(&self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
         let status = TaskStatus::parse(&self.status).ok_or_else(|| format!("unknown status {}", self.status))?;
+        let api = match self.api.as_deref() {
+            None => TaskApi::Native,
+            Some(a) => TaskApi::parse(a).ok_or_else(|| format!("unknown api {a}"))?,
+        };
         let task = Task {
             id: Arc::from(self.id),
+            api,
+            request: self.request.map(|r| {
+                Arc::new(VideoRequest {
+                    model: r.model,
+                    prompt: r.prompt,
+                    seconds: r.seconds,
+                    size: r.size,
+                    resolution: r.resolution,
+                })
+            }),
             owner: KeyId(Arc::from(self.owner)),
             kind,
             status,

@@ -101,9 +101,76 @@ pub struct CallbackState {
     pub done: bool,
 }
 
+/// Which API created a task. It decides the form of the id and the shape of every read and callback,
+/// so a client only ever sees the API it spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskApi {
+    /// `/v1/{video,images}/tasks` (the user's document): `{code, message, data}`.
+    #[default]
+    Native,
+    /// `/v1/videos` (OpenAI Videos): ids `video_<hex>`.
+    OpenAi,
+    /// `/v1/videos/generations` (xAI): ids are UUIDs.
+    Xai,
+}
+
+impl TaskApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::OpenAi => "openai",
+            Self::Xai => "xai",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "native" => Some(Self::Native),
+            "openai" => Some(Self::OpenAi),
+            "xai" => Some(Self::Xai),
+            _ => None,
+        }
+    }
+
+    /// A fresh id in this API's form.
+    pub fn new_id(self) -> String {
+        let u = uuid::Uuid::new_v4();
+        match self {
+            Self::Native => u.simple().to_string(),
+            Self::OpenAi => format!("video_{}", u.simple()),
+            Self::Xai => u.hyphenated().to_string(),
+        }
+    }
+
+    /// The API an id was made by (ids of the three forms never collide).
+    pub fn of_id(id: &str) -> Self {
+        if id.starts_with("video_") {
+            Self::OpenAi
+        } else if id.len() == 36 && id.bytes().filter(|b| *b == b'-').count() == 4 {
+            Self::Xai
+        } else {
+            Self::Native
+        }
+    }
+}
+
+/// What a video task was asked for, as the OpenAI and xAI objects echo it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoRequest {
+    pub model: String,
+    pub prompt: String,
+    pub seconds: u32,
+    /// OpenAI `size` (`1280x720`), or for xAI the aspect ratio.
+    pub size: String,
+    pub resolution: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Task {
     pub id: Arc<str>,
+    pub api: TaskApi,
+    /// Set for tasks created through the OpenAI or xAI shapes.
+    pub request: Option<Arc<VideoRequest>>,
     pub owner: KeyId,
     pub kind: TaskKind,
     pub status: TaskStatus,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 use super::journal::{Journal, TaskRecord};
-use super::{CallbackState, Outcome, Task, TaskKind, TaskStatus, now_ms};
+use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest, now_ms};
 use crate::auth::KeyId;
 
 #[derive(Debug)]
@@ -37,6 +37,24 @@ pub struct TaskStore {
     active: DashMap<KeyId, usize>,
     /// Write-behind persistence of every change but progress (`--state-dir`).
     journal: Option<Arc<Journal>>,
+}
+
+/// What a listing asks for.
+pub struct Listing<'a> {
+    pub kind: TaskKind,
+    /// Only tasks created through this API.
+    pub api: TaskApi,
+    pub status: Option<TaskStatus>,
+    pub limit: usize,
+    pub after: Option<&'a str>,
+    pub oldest_first: bool,
+}
+
+impl Listing<'_> {
+    /// Newest first, of the task endpoints.
+    pub fn native(kind: TaskKind, limit: usize) -> Self {
+        Listing { kind, api: TaskApi::Native, status: None, limit, after: None, oldest_first: false }
+    }
 }
 
 /// One page of a listing.
@@ -77,13 +95,27 @@ impl TaskStore {
         self.tasks.insert(task.id.clone(), task);
     }
 
-    /// Creates a pending task and returns its id (128-bit random, 122 bits of which are random).
+    /// Creates a pending task of the task endpoints and returns its id (122 random bits).
     pub fn create(&self, owner: KeyId, kind: TaskKind, callback_url: Option<String>) -> Arc<str> {
-        let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        self.create_for(owner, kind, callback_url, TaskApi::Native, None)
+    }
+
+    /// Creates a pending task for `api`, its id in that API's form.
+    pub fn create_for(
+        &self,
+        owner: KeyId,
+        kind: TaskKind,
+        callback_url: Option<String>,
+        api: TaskApi,
+        request: Option<Arc<VideoRequest>>,
+    ) -> Arc<str> {
+        let id: Arc<str> = Arc::from(api.new_id());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let task = Task {
             id: id.clone(),
+            api,
+            request,
             owner: owner.clone(),
             kind,
             status: TaskStatus::Pending,
@@ -200,28 +232,25 @@ impl TaskStore {
     }
 
     /// The owner's tasks of `kind`, newest first, optionally only `status`, starting after task `after`.
-    pub fn list(
-        &self,
-        owner: &KeyId,
-        kind: TaskKind,
-        status: Option<TaskStatus>,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Page {
+    /// One page of `owner`'s tasks matching `q`, newest first unless `q.oldest_first`; `q.after` is
+    /// the last id of the previous page.
+    pub fn list(&self, owner: &KeyId, q: &Listing<'_>) -> Page {
         let Some(index) = self.by_owner.get(owner) else { return Page { tasks: Vec::new(), has_more: false } };
-        let upper = after.and_then(|a| self.tasks.get(a).filter(|t| t.owner == *owner).map(|t| t.seq));
-        let range = match upper {
-            Some(seq) => index.range(..seq),
-            None => index.range(..),
+        let cursor = q.after.and_then(|a| self.tasks.get(a).filter(|t| t.owner == *owner).map(|t| t.seq));
+        let ids: Box<dyn Iterator<Item = (&u64, &Arc<str>)>> = match (cursor, q.oldest_first) {
+            (Some(seq), false) => Box::new(index.range(..seq).rev()),
+            (None, false) => Box::new(index.range(..).rev()),
+            (Some(seq), true) => Box::new(index.range(seq + 1..)),
+            (None, true) => Box::new(index.range(..)),
         };
-        let mut tasks = Vec::with_capacity(limit.min(100));
+        let mut tasks = Vec::with_capacity(q.limit.min(100));
         let mut has_more = false;
-        for (_, id) in range.rev() {
+        for (_, id) in ids {
             let Some(t) = self.tasks.get(id) else { continue };
-            if t.kind != kind || status.is_some_and(|s| s != t.status) {
+            if t.kind != q.kind || t.api != q.api || q.status.is_some_and(|s| s != t.status) {
                 continue;
             }
-            if tasks.len() == limit {
+            if tasks.len() == q.limit {
                 has_more = true;
                 break;
             }
@@ -300,17 +329,36 @@ mod tests {
         assert!(s.get(&ids[0], TaskKind::Image, Some(&owner("a"))).is_none());
         assert!(s.get(&ids[0], TaskKind::Video, None).is_some());
 
-        let page = s.list(&owner("a"), TaskKind::Video, None, 2, None);
+        let page = s.list(&owner("a"), &Listing::native(TaskKind::Video, 2));
         assert_eq!(page.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
         assert!(page.has_more);
-        let page = s.list(&owner("a"), TaskKind::Video, None, 10, Some(&ids[3]));
+        let page = s.list(&owner("a"), &Listing { after: Some(&ids[3]), ..Listing::native(TaskKind::Video, 10) });
         assert_eq!(page.tasks.len(), 3);
         assert!(!page.has_more);
         s.apply(&ids[1], Transition::Fail { code: "x".into(), message: "y".into() }).unwrap();
-        let failed = s.list(&owner("a"), TaskKind::Video, Some(TaskStatus::Failed), 10, None);
+        let failed =
+            s.list(&owner("a"), &Listing { status: Some(TaskStatus::Failed), ..Listing::native(TaskKind::Video, 10) });
         assert_eq!(failed.tasks.len(), 1);
+        let oldest = s.list(&owner("a"), &Listing { oldest_first: true, ..Listing::native(TaskKind::Video, 2) });
+        assert_eq!(oldest.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone(), ids[1].clone()]);
+        let next = s.list(
+            &owner("a"),
+            &Listing { oldest_first: true, after: Some(&ids[1]), ..Listing::native(TaskKind::Video, 10) },
+        );
+        assert_eq!(next.tasks.first().map(|t| t.id.clone()), Some(ids[2].clone()));
+        // Each API lists only its own tasks.
+        let openai = s.create_for(owner("a"), TaskKind::Video, None, TaskApi::OpenAi, None);
+        assert!(openai.starts_with("video_"));
+        assert_eq!(TaskApi::of_id(&openai), TaskApi::OpenAi);
+        assert_eq!(TaskApi::of_id(&ids[0]), TaskApi::Native);
+        let xai = s.create_for(owner("a"), TaskKind::Video, None, TaskApi::Xai, None);
+        assert_eq!(TaskApi::of_id(&xai), TaskApi::Xai);
+        let mine = s.list(&owner("a"), &Listing { api: TaskApi::OpenAi, ..Listing::native(TaskKind::Video, 10) });
+        assert_eq!(mine.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![openai]);
+        assert_eq!(s.list(&owner("a"), &Listing::native(TaskKind::Video, 10)).tasks.len(), 5);
         assert!(
-            s.list(&owner("a"), TaskKind::Video, None, 10, Some(&other)).tasks.len() == 5,
+            s.list(&owner("a"), &Listing { after: Some(&other), ..Listing::native(TaskKind::Video, 10) }).tasks.len()
+                == 5,
             "foreign cursor ignored"
         );
 

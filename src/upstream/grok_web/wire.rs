@@ -532,8 +532,11 @@ mod tests {
         // A prompt is the user's direction: custom mode, whatever the preset.
         let t2v = video_request(&video_job("a kite", 0, VideoPreset::Spicy), &[]);
         assert_eq!(t2v["message"], "a kite --mode=custom");
-        assert_eq!(t2v["mediaGenInput"]["textToVideo"], json!({"prompt": "a kite", "aspectRatio": "2:3",
-            "duration": 7, "resolutionName": "480p"}));
+        assert_eq!(
+            t2v["mediaGenInput"]["textToVideo"],
+            json!({"prompt": "a kite", "aspectRatio": "2:3",
+            "duration": 7, "resolutionName": "480p"})
+        );
         for legacy in ["temporary", "parentPostId", "videoGenModelConfig"] {
             assert!(t2v.get(legacy).is_none(), "{legacy}");
         }
@@ -567,7 +570,10 @@ mod tests {
     #[test]
     fn an_edited_images_asset_id_comes_from_the_frame_or_its_url() {
         let frame = |v: Value| StreamingImage::deserialize(&v).unwrap().asset_id();
-        assert_eq!(frame(json!({"assetId": "a1", "imageUrl": "users/u/generated/zz/image.jpg"})).as_deref(), Some("a1"));
+        assert_eq!(
+            frame(json!({"assetId": "a1", "imageUrl": "users/u/generated/zz/image.jpg"})).as_deref(),
+            Some("a1")
+        );
         assert_eq!(frame(json!({"imageUrl": "users/u/generated/b2/image.jpg"})).as_deref(), Some("b2"));
         assert_eq!(frame(json!({"imageUrl": "users/u/generated/b2-part-0/image.jpg"})), None);
         assert_eq!(frame(json!({"imageUrl": "https://imagine-public.x.ai/images/x.png"})), None);

@@ -1,0 +1,429 @@
+//! OpenAI's Videos API on our task store: `POST /v1/videos` (JSON or multipart), `GET /v1/videos/{id}`,
+//! `GET /v1/videos`, `DELETE /v1/videos/{id}`, `GET /v1/videos/{id}/content`. Tasks made here have
+//! `video_` ids and are only ever shown as OpenAI Video objects; errors are in OpenAI's shape.
+//! The xAI shape (`/v1/videos/generations`) lives in `xai_videos.rs` and shares `GET /v1/videos/{id}`,
+//! which answers in the shape of the API that made the task.
+
+use std::sync::Arc;
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::chat::load_image;
+use super::tasks::{NewTask, submit};
+use super::{Capability, MODELS, resolve_model, validate_prompt};
+use crate::app::AppState;
+use crate::auth::KeyId;
+use crate::error::ApiError;
+use crate::jobs::{InputImage, Job, VIDEO_SECONDS, VideoJob, VideoPreset};
+use crate::media::MediaKind;
+use crate::tasks::store::Listing;
+use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
+use crate::upstream::sniff_media_type;
+
+/// How often OpenAI's SDK should poll (`openai-poll-after-ms`, read by `videos.poll`).
+const POLL_AFTER_MS: &str = "1000";
+
+/// `size` → (aspect ratio, resolution, the size actually made). OpenAI's four sizes first: the two
+/// large ones are made at 720p, the most grok.com makes, and the Video object says so.
+pub const SIZES: &[(&str, &str, &str, &str)] = &[
+    ("720x1280", "9:16", "720p", "720x1280"),
+    ("1280x720", "16:9", "720p", "1280x720"),
+    ("1024x1792", "9:16", "720p", "720x1280"),
+    ("1792x1024", "16:9", "720p", "1280x720"),
+    ("1080x720", "3:2", "720p", "1080x720"),
+    ("720x1080", "2:3", "720p", "720x1080"),
+    ("720x720", "1:1", "720p", "720x720"),
+    ("854x480", "16:9", "480p", "854x480"),
+    ("480x854", "9:16", "480p", "480x854"),
+    ("720x480", "3:2", "480p", "720x480"),
+    ("480x720", "2:3", "480p", "480x720"),
+    ("480x480", "1:1", "480p", "480x480"),
+];
+
+/// OpenAI's default size and length.
+const DEFAULT_SIZE: &str = "720x1280";
+const DEFAULT_SECONDS: u32 = 4;
+
+/// A validated create request, whichever encoding it came in.
+#[derive(Debug, PartialEq)]
+pub struct Spec {
+    pub model: &'static str,
+    pub prompt: String,
+    pub seconds: u32,
+    pub aspect_ratio: &'static str,
+    pub resolution: &'static str,
+    /// The size the video is made at (reported back in `size`).
+    pub size: &'static str,
+}
+
+/// The video model for `model` (default: ours); a Sora model gets the list of what we serve.
+pub fn video_model(model: Option<&str>) -> Result<&'static str, ApiError> {
+    let Some(model) = model.map(str::trim).filter(|m| !m.is_empty()) else {
+        return resolve_model("grok-imagine-1.0-video", Capability::Video);
+    };
+    resolve_model(model, Capability::Video).map_err(|mut e| {
+        let ours: Vec<&str> = MODELS
+            .iter()
+            .filter(|(_, _, c)| *c == Capability::Video)
+            .flat_map(|(id, alias, _)| [*id, *alias])
+            .collect();
+        e.message = format!("model `{model}` is not served here; video models: {}", ours.join(", "));
+        e
+    })
+}
+
+/// `seconds` as OpenAI sends it (a string) or as a number; whole seconds the upstreams make.
+pub fn seconds(v: Option<&Value>) -> Result<u32, ApiError> {
+    let bad = |got: &str| {
+        ApiError::invalid_param(
+            "seconds",
+            format!(
+                "seconds must be a whole number from {} to {}, got {got}",
+                VIDEO_SECONDS.start(),
+                VIDEO_SECONDS.end()
+            ),
+        )
+    };
+    let n = match v {
+        None | Some(Value::Null) => return Ok(DEFAULT_SECONDS),
+        Some(Value::String(s)) => s.trim().parse::<u32>().map_err(|_| bad(&format!("`{s}`")))?,
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad(&n.to_string()))?,
+        Some(other) => return Err(bad(&other.to_string())),
+    };
+    if VIDEO_SECONDS.contains(&n) { Ok(n) } else { Err(bad(&n.to_string())) }
+}
+
+pub fn size(v: Option<&str>) -> Result<(&'static str, &'static str, &'static str), ApiError> {
+    let asked = v.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SIZE);
+    SIZES.iter().find(|(s, ..)| *s == asked).map(|(_, ratio, res, made)| (*ratio, *res, *made)).ok_or_else(|| {
+        let allowed: Vec<&str> = SIZES.iter().map(|(s, ..)| *s).collect();
+        ApiError::invalid_param("size", format!("`{asked}` is not one of {}", allowed.join(", ")))
+    })
+}
+
+impl Spec {
+    pub fn parse(fields: &serde_json::Map<String, Value>) -> Result<Self, ApiError> {
+        let text = |k: &str| fields.get(k).and_then(Value::as_str);
+        let prompt = validate_prompt(text("prompt").ok_or_else(|| ApiError::missing_field("prompt"))?)?;
+        let (aspect_ratio, resolution, made) = size(text("size"))?;
+        Ok(Self {
+            model: video_model(text("model"))?,
+            prompt,
+            seconds: seconds(fields.get("seconds"))?,
+            aspect_ratio,
+            resolution,
+            size: made,
+        })
+    }
+}
+
+/// The create body: JSON, or multipart as OpenAI's SDK sends it (text fields plus an
+/// `input_reference` file, or `input_reference[image_url]`).
+pub struct CreateBody {
+    fields: serde_json::Map<String, Value>,
+    reference_file: Option<InputImage>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for CreateBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        if !is_multipart {
+            return match super::JsonBody::<Value>::from_request(req, state).await? {
+                super::JsonBody(Value::Object(fields)) => Ok(Self { fields, reference_file: None }),
+                _ => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object")),
+            };
+        }
+        let mut multipart = Multipart::from_request(req, state).await.map_err(|e: MultipartRejection| {
+            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
+        })?;
+        let mut body = Self { fields: serde_json::Map::new(), reference_file: None };
+        let bad = |e: axum::extract::multipart::MultipartError| {
+            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
+        };
+        while let Some(field) = multipart.next_field().await.map_err(bad)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "input_reference" && field.file_name().is_some() {
+                let file_name = field.file_name().unwrap_or("reference").to_owned();
+                let bytes = field.bytes().await.map_err(bad)?;
+                if bytes.len() > super::chat::MAX_INPUT_IMAGE_BYTES {
+                    return Err(ApiError::invalid_param("input_reference", "the image is larger than 20 MiB"));
+                }
+                let content_type = sniff_media_type(&bytes).filter(|t| t.starts_with("image/")).ok_or_else(|| {
+                    ApiError::invalid_param("input_reference", "input_reference must be a PNG, JPEG or WebP image")
+                })?;
+                body.reference_file = Some(InputImage { bytes, content_type, file_name, origin: None });
+                continue;
+            }
+            let text = field.text().await.map_err(bad)?;
+            match name.as_str() {
+                "input_reference[image_url]" | "input_reference.image_url" => {
+                    body.fields.insert("input_reference".into(), json!({ "image_url": text }));
+                }
+                _ => {
+                    body.fields.insert(name, Value::String(text));
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// `input_reference`: the uploaded file, `{image_url}` (an https or data URL, or one of our own
+/// links), or a bare URL string. `{file_id}` names OpenAI's file store, which we do not have.
+async fn reference(state: &AppState, body: &CreateBody) -> Result<Option<InputImage>, ApiError> {
+    if let Some(file) = &body.reference_file {
+        return Ok(Some(file.clone()));
+    }
+    let url = match body.fields.get("input_reference") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(u)) => u.clone(),
+        Some(Value::Object(o)) => match (o.get("image_url").and_then(Value::as_str), o.get("file_id")) {
+            (Some(u), _) => u.to_owned(),
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "unsupported",
+                    "input_reference.file_id names OpenAI's file store; send the image itself or image_url",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::invalid_param("input_reference", "input_reference needs image_url"));
+            }
+        },
+        Some(_) => return Err(ApiError::invalid_param("input_reference", "input_reference must be an object")),
+    };
+    load_image(&url, state).await.map(Some).map_err(|e| ApiError { param: Some("input_reference".into()), ..e })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    headers: HeaderMap,
+    body: CreateBody,
+) -> Result<Response, ApiError> {
+    let spec = Spec::parse(&body.fields)?;
+    let request = Arc::new(VideoRequest {
+        model: spec.model.to_owned(),
+        prompt: spec.prompt.clone(),
+        seconds: spec.seconds,
+        size: spec.size.to_owned(),
+        resolution: spec.resolution.to_owned(),
+    });
+    let new = NewTask { kind: TaskKind::Video, api: TaskApi::OpenAi, request: Some(request), body: &body.fields };
+    let id = submit(&state, owner.clone(), &headers, new, async || {
+        let images = reference(&state, &body).await?.into_iter().collect();
+        let job = VideoJob {
+            prompt: spec.prompt.clone(),
+            aspect_ratio: spec.aspect_ratio,
+            duration: spec.seconds,
+            resolution: spec.resolution,
+            preset: VideoPreset::Custom,
+            images,
+        };
+        Ok((Job::Video(job), false))
+    })
+    .await?;
+    let task = state.tasks.get(&id, TaskKind::Video, Some(&owner)).ok_or_else(|| not_found(&id))?;
+    Ok(Json(video_object(&task)).into_response())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no video `{id}`"))
+}
+
+/// An OpenAI-made task of the caller (or anyone's, with `auth.public_task_reads`).
+fn lookup(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Task, ApiError> {
+    let owner = if state.cfg.auth.public_task_reads { None } else { owner };
+    state.tasks.get(id, TaskKind::Video, owner).filter(|t| t.api == TaskApi::OpenAi).ok_or_else(|| not_found(id))
+}
+
+/// The Video object.
+pub fn video_object(task: &Task) -> Value {
+    let secs = |ms: u64| ms / 1000;
+    let request = task.request.as_deref();
+    let status = match task.status {
+        TaskStatus::Pending => "queued",
+        TaskStatus::Processing => "in_progress",
+        TaskStatus::Success => "completed",
+        TaskStatus::Failed => "failed",
+    };
+    let error = match task.outcome.as_deref() {
+        Some(Outcome::Failed { code, message }) => json!({"code": code, "message": message}),
+        _ => Value::Null,
+    };
+    let seconds = match task.outcome.as_deref() {
+        Some(Outcome::Video { duration, .. }) => *duration,
+        _ => request.map_or(0, |r| r.seconds),
+    };
+    json!({
+        "id": &*task.id,
+        "object": "video",
+        "model": request.map(|r| r.model.as_str()),
+        "status": status,
+        "progress": task.progress,
+        "created_at": secs(task.created_ms),
+        "completed_at": task.status.is_terminal().then(|| secs(task.updated_ms)),
+        // Results live as long as the task (tasks.ttl) and the media store keep them.
+        "expires_at": Value::Null,
+        "prompt": request.map(|r| r.prompt.as_str()),
+        "seconds": seconds.to_string(),
+        "size": request.map(|r| r.size.as_str()),
+        "remixed_from_video_id": Value::Null,
+        "error": error,
+    })
+}
+
+/// `GET /v1/videos/{id}`: the OpenAI object for `video_` ids, xAI's answer for the others.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    owner: Option<Extension<KeyId>>,
+) -> Result<Response, ApiError> {
+    let owner = owner.as_ref().map(|e| &e.0);
+    if TaskApi::of_id(&id) == TaskApi::Xai {
+        return super::xai_videos::retrieve(&state, &id, owner);
+    }
+    let task = lookup(&state, &id, owner)?;
+    let mut resp = Json(video_object(&task)).into_response();
+    if !task.status.is_terminal() {
+        resp.headers_mut().insert("openai-poll-after-ms", HeaderValue::from_static(POLL_AFTER_MS));
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 20,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n @ 1..=100) => n,
+            _ => return Err(ApiError::invalid_param("limit", format!("limit must be 1-100, got `{s}`"))),
+        },
+    };
+    let oldest_first = match q.order.as_deref() {
+        None | Some("") | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => return Err(ApiError::invalid_param("order", format!("`{other}` is not one of asc, desc"))),
+    };
+    let listing = Listing {
+        api: TaskApi::OpenAi,
+        after: q.after.as_deref().filter(|a| !a.is_empty()),
+        oldest_first,
+        ..Listing::native(TaskKind::Video, limit)
+    };
+    let page = state.tasks.list(&owner, &listing);
+    let data: Vec<Value> = page.tasks.iter().map(video_object).collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": page.tasks.first().map(|t| &*t.id),
+        "last_id": page.tasks.last().map(|t| &*t.id),
+        "has_more": page.has_more,
+    })))
+}
+
+/// `DELETE /v1/videos/{id}`: a finished video is forgotten; an unfinished one is cancelled first.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Extension(owner): Extension<KeyId>,
+) -> Result<Json<Value>, ApiError> {
+    let task = state
+        .tasks
+        .get(&id, TaskKind::Video, Some(&owner))
+        .filter(|t| t.api == TaskApi::OpenAi)
+        .ok_or_else(|| not_found(&id))?;
+    if !task.status.is_terminal() {
+        state.queue.cancel(&id);
+    }
+    state.tasks.remove(&id);
+    Ok(Json(json!({"id": id, "object": "video.deleted", "deleted": true})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentQuery {
+    variant: Option<String>,
+}
+
+/// `GET /v1/videos/{id}/content?variant=video|thumbnail`: the bytes themselves (with ranges), so a
+/// relay needs no second hop to `/v1/files`.
+pub async fn content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ContentQuery>,
+    owner: Option<Extension<KeyId>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let task = lookup(&state, &id, owner.as_ref().map(|e| &e.0))?;
+    let (video, thumbnail) = match task.outcome.as_deref() {
+        Some(Outcome::Video { video, thumbnail, .. }) => (video.clone(), thumbnail.clone()),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "video `{id}` is {}; its content is there once it is completed",
+                video_object(&task)["status"].as_str().unwrap_or("not ready")
+            )));
+        }
+    };
+    match q.variant.as_deref().unwrap_or("video") {
+        "video" => super::files::serve(&state, MediaKind::Video, &video, &headers).await,
+        "thumbnail" => match thumbnail {
+            Some(t) => super::files::serve(&state, MediaKind::Image, &t, &headers).await,
+            None => Err(ApiError::not_found(format!("video `{id}` has no thumbnail (the upstream sent none)"))),
+        },
+        "spritesheet" => Err(ApiError::bad_request("unsupported", "spritesheets are not made by this gateway")),
+        other => Err(ApiError::invalid_param("variant", format!("`{other}` is not one of video, thumbnail"))),
+    }
+}
+
+/// Remix, edit, extend and characters: OpenAI operations neither upstream offers through us.
+pub async fn unsupported() -> ApiError {
+    ApiError::bad_request(
+        "unsupported",
+        "remix, edits, extensions and characters are not supported by this gateway; create a new video",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_sizes_and_lengths_map_or_are_refused_by_name() {
+        assert_eq!(size(None).unwrap(), ("9:16", "720p", "720x1280"));
+        assert_eq!(size(Some("1792x1024")).unwrap(), ("16:9", "720p", "1280x720"));
+        assert_eq!(size(Some("480x480")).unwrap(), ("1:1", "480p", "480x480"));
+        let e = size(Some("1920x1080")).unwrap_err();
+        assert!(e.message.contains("1280x720") && e.param.as_deref() == Some("size"), "{}", e.message);
+        assert_eq!(seconds(None).unwrap(), 4);
+        assert_eq!(seconds(Some(&json!("8"))).unwrap(), 8);
+        assert_eq!(seconds(Some(&json!(12))).unwrap(), 12);
+        for bad in [json!("0"), json!(16), json!("4.5"), json!(true)] {
+            assert_eq!(seconds(Some(&bad)).unwrap_err().param.as_deref(), Some("seconds"), "{bad}");
+        }
+        let e = video_model(Some("sora-2")).unwrap_err();
+        assert!(e.message.contains("grok-imagine-1.0-video"), "{}", e.message);
+        assert_eq!(video_model(None).unwrap(), "grok-imagine-1.0-video");
+        assert_eq!(video_model(Some("grok-imagine-video")).unwrap(), "grok-imagine-1.0-video");
+    }
+}

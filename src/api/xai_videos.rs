@@ -1,0 +1,261 @@
+//! xAI's video API on our task store, so clients written for xAI work against us unchanged:
+//! `POST /v1/videos/generations` → `{request_id}`, and `GET /v1/videos/{request_id}` (shared with the
+//! OpenAI shape, which owns `video_` ids) → 202 `{status: "pending"}` while it runs, then 200 with
+//! `done` (and `video {url, duration, respect_moderation}`), `failed` (and `error {code, message}`) or
+//! `expired` (the file is gone from the media store). Shapes as xAI publishes them
+//! (../shared/docs/upstream-xai-and-webhooks.md §1.3–1.5), mirrored by `upstream::xai`'s reader.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+
+use super::chat::load_image;
+use super::tasks::{NewTask, submit};
+use super::videos::video_model;
+use super::{JsonBody, validate_prompt};
+use crate::app::AppState;
+use crate::auth::KeyId;
+use crate::error::ApiError;
+use crate::jobs::{Job, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, VIDEO_SECONDS, VideoJob, VideoPreset};
+use crate::media::MediaKind;
+use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
+
+/// The ratios xAI lists that the upstreams behind us make (`4:3`/`3:4` they do not).
+const RATIOS: &[&str] = &["16:9", "9:16", "3:2", "2:3", "1:1"];
+const DEFAULT_SECONDS: u32 = 8;
+
+/// A validated `POST /v1/videos/generations` body.
+#[derive(Debug, PartialEq)]
+pub struct Spec {
+    pub model: &'static str,
+    pub prompt: String,
+    pub seconds: u32,
+    pub aspect_ratio: &'static str,
+    pub resolution: &'static str,
+    /// `image.url` (first frame) or the `reference_images[].url`s.
+    pub image_urls: Vec<String>,
+    pub references: bool,
+}
+
+fn urls_of(v: &Value, param: &str) -> Result<String, ApiError> {
+    match v {
+        Value::String(u) => Ok(u.clone()),
+        Value::Object(o) => match (o.get("url").and_then(Value::as_str), o.get("file_id")) {
+            (Some(u), _) => Ok(u.to_owned()),
+            (None, Some(_)) => Err(ApiError::bad_request(
+                "unsupported",
+                format!("{param}.file_id names xAI's file store; send the image as a url (https or data URL)"),
+            )),
+            (None, None) => Err(ApiError::invalid_param(param, format!("{param} needs a url"))),
+        },
+        _ => Err(ApiError::invalid_param(param, format!("{param} must be an object with a url"))),
+    }
+}
+
+impl Spec {
+    pub fn parse(body: &serde_json::Map<String, Value>) -> Result<Self, ApiError> {
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+        let seconds = match body.get("duration").or_else(|| body.get("seconds")) {
+            None | Some(Value::Null) => DEFAULT_SECONDS,
+            Some(v) => {
+                let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+                match n.and_then(|n| u32::try_from(n).ok()).filter(|n| VIDEO_SECONDS.contains(n)) {
+                    Some(n) => n,
+                    None => {
+                        return Err(ApiError::invalid_param(
+                            "duration",
+                            format!("duration must be a whole number from 1 to 15, got {v}"),
+                        ));
+                    }
+                }
+            }
+        };
+        let aspect_ratio = match text("aspect_ratio") {
+            None => "16:9",
+            Some(r) => RATIOS.iter().find(|x| **x == r).copied().ok_or_else(|| {
+                ApiError::invalid_param("aspect_ratio", format!("`{r}` is not one of {}", RATIOS.join(", ")))
+            })?,
+        };
+        let resolution = match text("resolution") {
+            None | Some("480p") => "480p",
+            Some("720p") => "720p",
+            Some(r) => return Err(ApiError::invalid_param("resolution", format!("`{r}` is not one of 480p, 720p"))),
+        };
+        let image = body.get("image").or_else(|| body.get("input_reference")).filter(|v| !v.is_null());
+        let references = body.get("reference_images").filter(|v| !v.is_null());
+        let (image_urls, is_references) = match (image, references) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_param(
+                    "reference_images",
+                    "reference_images cannot be combined with image",
+                ));
+            }
+            (Some(i), None) => (vec![urls_of(i, "image")?], false),
+            (None, Some(Value::Array(list))) => {
+                if list.is_empty() || list.len() > MAX_VIDEO_IMAGES {
+                    return Err(ApiError::invalid_param(
+                        "reference_images",
+                        format!("reference_images takes 1 to {MAX_VIDEO_IMAGES} images"),
+                    ));
+                }
+                (list.iter().map(|r| urls_of(r, "reference_images")).collect::<Result<_, _>>()?, true)
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::invalid_param("reference_images", "reference_images must be a list"));
+            }
+            (None, None) => (Vec::new(), false),
+        };
+        if is_references && seconds > MAX_REFERENCE_VIDEO_SECONDS {
+            return Err(ApiError::invalid_param(
+                "duration",
+                format!("a video from reference images is at most {MAX_REFERENCE_VIDEO_SECONDS} seconds"),
+            ));
+        }
+        // As xAI: the prompt is optional only for image-to-video.
+        let prompt = match text("prompt") {
+            Some(p) => validate_prompt(p)?,
+            None if image.is_some() => String::new(),
+            None => return Err(ApiError::missing_field("prompt")),
+        };
+        Ok(Self {
+            model: video_model(text("model"))?,
+            prompt,
+            seconds,
+            aspect_ratio,
+            resolution,
+            image_urls,
+            references: is_references,
+        })
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object"));
+    };
+    let spec = Spec::parse(&body)?;
+    let request = Arc::new(VideoRequest {
+        model: spec.model.to_owned(),
+        prompt: spec.prompt.clone(),
+        seconds: spec.seconds,
+        size: spec.aspect_ratio.to_owned(),
+        resolution: spec.resolution.to_owned(),
+    });
+    let new = NewTask { kind: TaskKind::Video, api: TaskApi::Xai, request: Some(request), body: &body };
+    let id = submit(&state, owner, &headers, new, async || {
+        let mut images = Vec::with_capacity(spec.image_urls.len());
+        for url in &spec.image_urls {
+            let param = if spec.references { "reference_images" } else { "image" };
+            images.push(load_image(url, &state).await.map_err(|e| ApiError { param: Some(param.into()), ..e })?);
+        }
+        let job = VideoJob {
+            prompt: spec.prompt.clone(),
+            aspect_ratio: spec.aspect_ratio,
+            duration: spec.seconds,
+            resolution: spec.resolution,
+            preset: VideoPreset::Normal,
+            images,
+        };
+        Ok((Job::Video(job), false))
+    })
+    .await?;
+    Ok(Json(json!({ "request_id": &*id })).into_response())
+}
+
+/// xAI's four error codes, from ours.
+fn xai_error_code(code: &str) -> &'static str {
+    match code {
+        "upstream_auth_failed" | "upstream_challenge" => "permission_denied",
+        "rate_limit_exceeded" | "upstream_credits_exhausted" | "cancelled" => "failed_precondition",
+        c if c.starts_with("invalid") => "invalid_argument",
+        _ => "internal_error",
+    }
+}
+
+/// The poll answer for an xAI-made task.
+pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode, Value) {
+    let model = task.request.as_deref().map(|r| r.model.clone());
+    match (task.status, task.outcome.as_deref()) {
+        (TaskStatus::Pending | TaskStatus::Processing, _) => {
+            (StatusCode::ACCEPTED, json!({"status": "pending", "progress": task.progress, "model": model}))
+        }
+        (_, Some(Outcome::Video { base, video, duration, .. })) if media_has(video) => (
+            StatusCode::OK,
+            json!({"status": "done", "progress": 100, "model": model, "video": {
+                "url": format!("{base}/v1/files/video/{video}"), "duration": duration, "respect_moderation": true}}),
+        ),
+        (_, Some(Outcome::Video { .. })) => (StatusCode::OK, json!({"status": "expired", "model": model})),
+        // xAI reports a moderated video as done without a URL.
+        (_, Some(Outcome::Failed { code, .. })) if code == "content_policy_violation" => (
+            StatusCode::OK,
+            json!({"status": "done", "progress": 100, "model": model,
+                   "video": {"url": "", "respect_moderation": false}}),
+        ),
+        (_, Some(Outcome::Failed { code, message })) => (
+            StatusCode::OK,
+            json!({"status": "failed", "progress": task.progress, "model": model,
+                   "error": {"code": xai_error_code(code), "message": format!("{code}: {message}")}}),
+        ),
+        (_, _) => (
+            StatusCode::OK,
+            json!({"status": "failed", "model": model,
+                                          "error": {"code": "internal_error", "message": "no result"}}),
+        ),
+    }
+}
+
+/// `GET /v1/videos/{request_id}` for xAI-made tasks (dispatched from `videos::retrieve`).
+pub fn retrieve(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Response, ApiError> {
+    let owner = if state.cfg.auth.public_task_reads { None } else { owner };
+    let task = state
+        .tasks
+        .get(id, TaskKind::Video, owner)
+        .filter(|t| t.api == TaskApi::Xai)
+        .ok_or_else(|| ApiError::not_found(format!("no video request `{id}`")))?;
+    let (status, body) = status_body(&task, |name| state.media.get(MediaKind::Video, name).is_some());
+    Ok((status, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<Spec, ApiError> {
+        Spec::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn xai_requests_map_or_are_refused_by_name() {
+        let s = parse(json!({"prompt": "waves", "model": "grok-imagine-video"})).unwrap();
+        assert_eq!((s.seconds, s.aspect_ratio, s.resolution), (8, "16:9", "480p"));
+        let s = parse(json!({"prompt": "w", "duration": "12", "aspect_ratio": "9:16", "resolution": "720p"})).unwrap();
+        assert_eq!((s.seconds, s.aspect_ratio, s.resolution), (12, "9:16", "720p"));
+        assert_eq!(parse(json!({"prompt": "w", "seconds": 3})).unwrap().seconds, 3);
+        let s = parse(json!({"image": {"url": "data:image/png;base64,AA"}})).unwrap();
+        assert_eq!((s.prompt.as_str(), s.image_urls.len(), s.references), ("", 1, false));
+        let s =
+            parse(json!({"prompt": "p", "reference_images": [{"url": "https://a/1.png"}, {"url": "https://a/2.png"}]}))
+                .unwrap();
+        assert!(s.references);
+        for (bad, param) in [
+            (json!({"prompt": "w", "duration": 16}), "duration"),
+            (json!({"prompt": "w", "aspect_ratio": "4:3"}), "aspect_ratio"),
+            (json!({"prompt": "w", "resolution": "1080p"}), "resolution"),
+            (json!({"duration": 6}), "prompt"),
+            (json!({"prompt": "p", "reference_images": [{"url": "u"}], "duration": 12}), "duration"),
+            (json!({"prompt": "p", "image": {"url": "u"}, "reference_images": [{"url": "u"}]}), "reference_images"),
+            (json!({"prompt": "p", "model": "sora-2"}), "model"),
+        ] {
+            assert_eq!(parse(bad.clone()).unwrap_err().param.as_deref(), Some(param), "{bad}");
+        }
+    }
+}
