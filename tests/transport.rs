@@ -276,18 +276,27 @@ fn edit_call(h: &Harness) -> impl std::future::Future<Output = (u16, reqwest::he
 }
 
 #[tokio::test]
-async fn statsig_is_minted_from_the_pages_seed_and_refreshed_once_when_refused() {
-    if tls_only("statsig_is_minted_from_the_pages_seed_and_refreshed_once_when_refused") {
+async fn statsig_is_minted_from_the_pages_build_and_refreshed_once_when_refused() {
+    if tls_only("statsig_is_minted_from_the_pages_build_and_refreshed_once_when_refused") {
         return;
     }
-    let h = start().await;
+    // No quota refresh at start: the only signed calls are the edits'.
+    let h = builder().config(|c| c.grok.quota_refresh_secs = 0).start().await;
+    // The simulator takes only signatures that hash its build's animation fingerprint. To mint one the
+    // client reads the page (seed, curves), its three scripts, and the generator chunk the third loads.
     let (status, _, body) = edit_call(&h).await;
     assert_eq!(status, 200, "{body}");
-    // A new frontend build: the cached seed is stale, grok.com answers code 7, the client re-reads the
-    // page and signs again, once.
+    assert_eq!(h.sim.statsig_traffic(), (1, 4, 0), "(page loads, chunk loads, refusals)");
+    // The inputs are cached: the next call signs without reading the frontend again.
+    let (status, _, body) = edit_call(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.sim.statsig_traffic(), (1, 4, 0));
+    // A new frontend build (seed, curves, seed positions, chunk names): grok.com answers code 7 once,
+    // the client reads the page and the new chunks again and signs again, once.
     h.sim.rotate_statsig_seed();
     let (status, _, body) = edit_call(&h).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(h.sim.statsig_traffic(), (2, 8, 1));
 }
 
 #[tokio::test]

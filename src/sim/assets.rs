@@ -72,32 +72,35 @@ pub(crate) async fn example_image(Path(path): Path<String>) -> Response {
     r
 }
 
-/// grok.com's page: what matters to a client is the meta tag carrying the anti-bot seed.
+/// grok.com's page: what matters to a client is the meta tag with the anti-bot seed, the build's
+/// curves table and the scripts that lead to the generator (`frontend.rs`).
 pub(super) async fn index_page(State(sim): State<Sim>) -> Response {
-    use base64::Engine;
-    let seed = base64::engine::general_purpose::STANDARD.encode(sim.seed());
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charSet=\"utf-8\"/><title>Grok</title>\
-         <meta name=\"grok-site-verification\" content=\"{seed}\"/></head><body><div id=\"root\"></div></body></html>"
-    );
-    let mut r = html.into_response();
+    sim.stats.page_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut r = sim.build().page().into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r
 }
 
-/// A stand-in for the external signing services some peers use (`grok.statsig = "signer:<url>"`).
+/// A stand-in for the external signing services some peers use (`grok.statsig = "signer:<url>"`): it
+/// signs with the current build's seed and fingerprint, as a service running grok's own script would.
 pub(super) async fn signer(State(sim): State<Sim>, axum::Json(body): axum::Json<serde_json::Value>) -> Response {
-    use base64::Engine;
-    use sha2::Digest;
     let method = body.get("method").and_then(serde_json::Value::as_str).unwrap_or("POST").to_ascii_uppercase();
     let Some(path) = body.get("path").and_then(serde_json::Value::as_str) else {
         return (axum::http::StatusCode::BAD_REQUEST, "path is required").into_response();
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let t = now.saturating_sub(1_682_924_400) as u32;
-    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring").as_bytes());
+    axum::Json(json!({"x-statsig-id": sign(&sim.build(), &method, path, now)})).into_response()
+}
+
+/// An `x-statsig-id` for `build` at `unix_now`, assembled the way the web app does (the simulator's
+/// own code, as `statsig_valid` checks it).
+pub(crate) fn sign(build: &super::frontend::Build, method: &str, path: &str, unix_now: u64) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let t = unix_now.saturating_sub(1_682_924_400) as u32;
+    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring{}", build.fingerprint).as_bytes());
     let key = rand::random::<u8>();
     let mut raw = vec![key];
-    raw.extend(sim.seed().iter().chain(&t.to_le_bytes()).chain(&digest[..16]).chain(&[3u8]).map(|b| b ^ key));
-    axum::Json(json!({"x-statsig-id": base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw)})).into_response()
+    raw.extend(build.seed.iter().chain(&t.to_le_bytes()).chain(&digest[..16]).chain(&[3u8]).map(|b| b ^ key));
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw)
 }

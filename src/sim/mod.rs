@@ -8,6 +8,7 @@ mod assets;
 pub mod cloudflare;
 mod conversation;
 mod faults;
+pub(crate) mod frontend;
 mod imagine;
 pub mod ja4;
 mod posts;
@@ -130,8 +131,9 @@ pub(crate) struct SimState {
     pub stats: SimStats,
     /// Keys the `cf_clearance` values this simulator hands out.
     pub clearance_secret: String,
-    /// The `grok-site-verification` seed its page carries; every `x-statsig-id` must embed it.
-    pub statsig_seed: Mutex<[u8; 48]>,
+    /// The frontend build its page and scripts carry: every `x-statsig-id` must embed its seed and
+    /// hash its animation fingerprint.
+    pub frontend: Mutex<Arc<frontend::Build>>,
 }
 
 /// What the simulated Cloudflare saw, for tests.
@@ -148,6 +150,11 @@ pub struct SimStats {
     pub video_starts: AtomicU64,
     /// Files uploaded (`/http/upload-file-v2/direct`).
     pub uploads: AtomicU64,
+    /// Loads of the page and of its script chunks (what a client reads its signing inputs from).
+    pub page_loads: AtomicU64,
+    pub chunk_loads: AtomicU64,
+    /// REST calls refused for their `x-statsig-id` (403 code 7).
+    pub statsig_refused: AtomicU64,
 }
 
 pub(crate) type Sim = Arc<SimState>;
@@ -196,16 +203,22 @@ impl SimState {
     }
 
     /// A REST call from the web app: a valid cookie plus an `x-statsig-id` signed for this method and
-    /// path with this simulator's page seed, minted within the last ten minutes. Anything else gets the
-    /// real service's 403 code 7.
+    /// path with the current build's seed and animation fingerprint, minted within the last ten
+    /// minutes. Anything else gets the real service's 403 code 7.
     pub fn rest_account(&self, headers: &HeaderMap, method: &str, path: &str) -> Result<Account, Reject> {
         let account = self.account(headers)?;
         let sig = headers.get("x-statsig-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if statsig_valid(sig, &self.seed(), method, path) { Ok(account) } else { Err(Reject::AntiBot) }
+        let build = self.build();
+        if statsig_valid(sig, &build.seed, &build.fingerprint, method, path) {
+            Ok(account)
+        } else {
+            self.stats.statsig_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Reject::AntiBot)
+        }
     }
 
-    pub fn seed(&self) -> [u8; 48] {
-        *self.statsig_seed.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn build(&self) -> Arc<frontend::Build> {
+        self.frontend.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn product_exhausted(&self, token: &str, product: &str) -> bool {
@@ -238,8 +251,8 @@ pub(crate) fn user_id(token: &str) -> String {
 
 /// Checks an `x-statsig-id` the way the web app builds it (written here from the public description,
 /// not with the client's code): 70 bytes behind a key byte, the seed, a recent timestamp, the hash of
-/// `METHOD!path!t` + salt (this simulator's page has no animation, so its fingerprint is empty), 0x03.
-fn statsig_valid(sig: &str, seed: &[u8; 48], method: &str, path: &str) -> bool {
+/// `METHOD!path!t` + salt + the build's animation fingerprint (`frontend.rs`), 0x03.
+fn statsig_valid(sig: &str, seed: &[u8; 48], fingerprint: &str, method: &str, path: &str) -> bool {
     use base64::Engine;
     use sha2::Digest;
     let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sig.trim_end_matches('=')).unwrap_or_default();
@@ -250,7 +263,7 @@ fn statsig_valid(sig: &str, seed: &[u8; 48], method: &str, path: &str) -> bool {
     let t = u32::from_le_bytes([plain[48], plain[49], plain[50], plain[51]]);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let minted = 1_682_924_400 + u64::from(t);
-    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring").as_bytes());
+    let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring{fingerprint}").as_bytes());
     plain[..48] == seed[..] && minted.abs_diff(now) <= 600 && plain[52..68] == digest[..16] && plain[68] == 3
 }
 
@@ -267,6 +280,7 @@ pub(crate) fn rate_limited() -> Response {
 fn router(sim: Sim) -> Router {
     Router::new()
         .route("/", get(assets::index_page))
+        .route("/_next/static/chunks/{file}", get(frontend::chunk))
         .route("/ws/imagine/listen", any(imagine::upgrade))
         .route("/http/upload-file-v2/direct", post(conversation::upload))
         .route("/rest/app-chat/conversations/new", post(conversation::new_conversation))
@@ -330,10 +344,19 @@ impl SimHandle {
         self.sim.stats.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A new frontend build: the page's seed changes, signatures minted with the old one are refused.
+    /// A new frontend build: the page's seed and curves, the generator's seed positions and the
+    /// chunks' names change; signatures minted for the old build are refused.
     pub fn rotate_statsig_seed(&self) {
-        *self.sim.statsig_seed.lock().unwrap_or_else(|p| p.into_inner()) =
-            std::array::from_fn(|_| rand::random::<u8>());
+        let build = Arc::new(frontend::Build::generate());
+        tracing::debug!(positions = ?build.positions, "simulator: new frontend build");
+        *self.sim.frontend.lock().unwrap_or_else(|p| p.into_inner()) = build;
+    }
+
+    /// (page loads, script chunk loads, REST calls refused for their `x-statsig-id`).
+    pub fn statsig_traffic(&self) -> (u64, u64, u64) {
+        let s = &self.sim.stats;
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&s.page_loads), get(&s.chunk_loads), get(&s.statsig_refused))
     }
 
     pub fn video_starts(&self) -> u64 {
@@ -370,7 +393,7 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
         xai_videos: DashMap::new(),
         stats: SimStats::default(),
         clearance_secret: uuid::Uuid::new_v4().to_string(),
-        statsig_seed: Mutex::new(std::array::from_fn(|_| rand::random::<u8>())),
+        frontend: Mutex::new(Arc::new(frontend::Build::generate())),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -399,4 +422,30 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
         }),
     };
     Ok(SimHandle { addr, ca_pem, sim, shutdown, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    #[test]
+    fn a_signature_must_hash_the_builds_animation_fingerprint() {
+        use crate::upstream::grok_web::statsig::mint;
+        let build = frontend::Build::generate();
+        let path = "/rest/media/imagine/quota_info";
+        let valid = |sig: &str| statsig_valid(sig, &build.seed, &build.fingerprint, "POST", path);
+        // The client's minting with the right fingerprint, and the simulated signer's.
+        assert!(valid(&mint(&build.seed, "POST", path, now(), 7, &build.fingerprint)));
+        assert!(valid(&assets::sign(&build, "POST", path, now())));
+        // Without the fingerprint (what `local` used to send), with another build's, or stale: refused.
+        assert!(!valid(&mint(&build.seed, "POST", path, now(), 7, "")));
+        let other = frontend::Build::generate();
+        assert!(!valid(&mint(&build.seed, "POST", path, now(), 7, &other.fingerprint)));
+        assert!(!valid(&mint(&build.seed, "POST", path, now() - 3600, 7, &build.fingerprint)));
+        assert!(!valid(&mint(&build.seed, "POST", "/rest/rate-limits", now(), 7, &build.fingerprint)));
+    }
 }
