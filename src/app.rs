@@ -143,7 +143,7 @@ impl AppState {
             },
             tasks.clone(),
             runner.clone(),
-            Arc::new(move |t| api::tasks::render(t, &render_media)),
+            Arc::new(move |t| api::tasks::callback_event(t, &render_media)),
             &tracker,
             Signals { shutdown: shutdown.clone(), abort: abort.clone() },
         );

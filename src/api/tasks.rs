@@ -74,6 +74,25 @@ pub fn render(task: &Task, media: &MediaStore) -> Value {
     })
 }
 
+/// A finished task's callback body, in the shape of the API that made it: OpenAI's webhook event
+/// (`video.completed` / `video.failed`, `data: {id}`) for `/v1/videos` tasks, ours for the others.
+/// Both are signed the same way (Standard Webhooks).
+pub fn callback_event(task: &Task, media: &MediaStore) -> Value {
+    match task.api {
+        TaskApi::OpenAi => {
+            let kind = if task.status == TaskStatus::Success { "video.completed" } else { "video.failed" };
+            json!({
+                "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
+                "object": "event",
+                "created_at": task.updated_ms / 1000,
+                "type": kind,
+                "data": {"id": &*task.id},
+            })
+        }
+        TaskApi::Native | TaskApi::Xai => crate::tasks::callbacks::event(task, render(task, media)),
+    }
+}
+
 /// A bare `prompt` (+ top-level `aspect_ratio`, `video_length`, `resolution_name`, `preset`, and
 /// `image_url` or an `image_urls` list) becomes the chat shape. With images the prompt may be absent.
 fn normalize_video_body(body: &mut serde_json::Map<String, Value>) {
@@ -179,7 +198,7 @@ pub async fn submit(
             })?;
             let hash = body_hash(&json!({"kind": kind.segment(), "api": api.as_str(), "body": body}));
             match state.idempotency.check(&owner, key, &hash) {
-                Claim::Existing(id) => return Ok(Arc::from(id)),
+                Claim::Existing(id) => return Ok(id),
                 Claim::Conflict => return Err(idempotency_conflict()),
                 Claim::New => Some((key.to_owned(), hash)),
             }
@@ -202,7 +221,7 @@ pub async fn submit(
             // A concurrent twin won the race: keep its task, drop ours so only one runs.
             Claim::Existing(first) => {
                 state.queue.discard(&id);
-                return Ok(Arc::from(first));
+                return Ok(first);
             }
             Claim::Conflict => {
                 state.queue.discard(&id);

@@ -48,7 +48,8 @@ pub struct Settings {
     pub callbacks: Option<CallbackSettings>,
 }
 
-/// What a finished task needs to render itself for a callback (b64 images are read from media).
+/// A finished task's callback body, in the shape of the API that made it (b64 images are read from
+/// media).
 pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
 
 /// Cancellation signals the queue obeys.
@@ -277,7 +278,7 @@ impl WorkerCtx {
         if cb.done {
             return;
         }
-        let body = callbacks::event(task, (self.render)(task)).to_string().into_bytes();
+        let body = (self.render)(task).to_string().into_bytes();
         callbacks::dispatch(
             &self.tracker,
             self.signals.shutdown.clone(),

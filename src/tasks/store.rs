@@ -365,6 +365,6 @@ mod tests {
         assert_eq!(s.reap(now_ms() + 1), 1);
         assert!(s.get(&ids[1], TaskKind::Video, None).is_none());
         assert!(s.get(&image, TaskKind::Image, None).is_some(), "unfinished tasks are never reaped");
-        assert_eq!(s.counts()[0], (TaskStatus::Pending, 6));
+        assert_eq!(s.counts()[0], (TaskStatus::Pending, 8));
     }
 }
