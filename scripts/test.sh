@@ -9,8 +9,19 @@ venv=.venv-test
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import openai.resources.videos" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+fi
+
+# The official OpenAI Node SDK, pinned by tests/sdk/node/package-lock.json.
+if [ ! -d tests/sdk/node/node_modules/openai ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 export GROK2API_TEST_PYTHON="$PWD/$venv/bin/python"
@@ -19,4 +30,4 @@ cargo test --locked --bench '*' "$@"
 cargo test --locked --lib --bins --tests "$@"
 # The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
 GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
-  --test faults --test tasks "$@"
+  --test faults --test tasks --test videos "$@"

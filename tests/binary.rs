@@ -14,28 +14,37 @@ fn python() -> String {
 #[test]
 fn openai_python_sdk_against_demo_binary() {
     let py = python();
-    let probe = Command::new(&py).args(["-c", "import openai; print(openai.__version__)"]).output();
+    let probe =
+        Command::new(&py).args(["-c", "import openai.resources.videos, openai; print(openai.__version__)"]).output();
     let Some(probe) = probe.ok().filter(|o| o.status.success()) else {
         panic!(
-            "{py} cannot import openai. Run the suite with scripts/test.sh (it installs tests/sdk/requirements.txt \
-             into .venv-test), or set GROK2API_TEST_PYTHON to a python that has `openai`."
+            "{py} cannot import openai with client.videos. Run the suite with scripts/test.sh (it installs \
+             tests/sdk/requirements.txt into .venv-test), or set GROK2API_TEST_PYTHON to a python that has it."
         );
     };
     eprintln!("openai SDK {}", String::from_utf8_lossy(&probe.stdout).trim());
-    let media = tempfile::tempdir().unwrap();
-    let (child, url) = spawn(&["--demo", "--listen", "127.0.0.1:0"], &[("GROK2API_API_KEY", "sdk-key")], media.path());
-    let out = Command::new(&py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_openai_sdk.py"))
-        .env("GROK2API_BASE_URL", &url)
-        .env("GROK2API_API_KEY", "sdk-key")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{report}");
-    let exit = sigterm_and_wait(child);
-    assert!(out.status.success(), "OpenAI SDK tests failed:\n{report}");
-    assert!(report.contains("OK"), "{report}");
-    assert!(exit.success(), "gateway exited with {exit} after SIGTERM");
+    // The same SDK calls on both upstreams (the demo simulates either).
+    for upstream in ["grok-web", "xai"] {
+        let media = tempfile::tempdir().unwrap();
+        let (child, url) = spawn(
+            &["--demo", "--listen", "127.0.0.1:0", "--upstream", upstream],
+            &[("GROK2API_API_KEY", "sdk-key")],
+            media.path(),
+        );
+        let out = Command::new(&py)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_openai_sdk.py"))
+            .env("GROK2API_BASE_URL", &url)
+            .env("GROK2API_API_KEY", "sdk-key")
+            .env("GROK2API_UPSTREAM", upstream)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{upstream}:\n{report}");
+        let exit = sigterm_and_wait(child);
+        assert!(out.status.success(), "OpenAI SDK tests failed against {upstream}:\n{report}");
+        assert!(report.contains("OK"), "{report}");
+        assert!(exit.success(), "gateway exited with {exit} after SIGTERM");
+    }
 }
 
 #[test]
@@ -172,5 +181,28 @@ fn seed_node_examples_succeed_against_demo() {
     let (out, _) = run("poll-and-wait.js");
     let link = out.trim().strip_prefix("downloadUrl ").unwrap_or_else(|| panic!("{out}"));
     assert!(link.contains("/v1/files/video/") && link.ends_with(".mp4"));
+    assert!(sigterm_and_wait(child).success());
+}
+
+/// The official OpenAI Node SDK (npm `openai`, installed into tests/sdk/node by scripts/test.sh):
+/// `videos.create`, polling, `downloadContent`, `list`, `delete`, against `--demo`.
+#[test]
+fn openai_node_sdk_videos_against_demo() {
+    let node = std::env::var("GROK2API_TEST_NODE").unwrap_or_else(|_| "node".into());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/node");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/openai").exists(),
+        "the OpenAI Node SDK is not installed: run the suite with scripts/test.sh (npm ci in {dir})"
+    );
+    let media = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(&["--demo", "--listen", "127.0.0.1:0"], &[("GROK2API_API_KEY", "node-key")], media.path());
+    let out = Command::new(&node)
+        .arg(format!("{dir}/videos.mjs"))
+        .env("GROK2API_BASE_URL", &url)
+        .env("GROK2API_API_KEY", "node-key")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("node SDK videos: OK"), "{stdout}\n{stderr}");
     assert!(sigterm_and_wait(child).success());
 }
