@@ -26,7 +26,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Auth, Guard, require_admin, require_key, require_key_task};
+use crate::auth::{Auth, Guard, KeyId, require_admin, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
@@ -57,6 +57,8 @@ pub struct Inner {
     pub tasks: Arc<TaskStore>,
     pub queue: TaskQueue,
     pub idempotency: Arc<IdempotencyKeys>,
+    /// Open task event streams per key (bounded by `limits.max_event_streams`).
+    pub event_streams: Arc<dashmap::DashMap<KeyId, usize>>,
     /// Signing and delivery settings; `None` when no secret is configured (callback_url refused).
     pub callbacks: Option<CallbackSettings>,
     /// Cancelled when the server begins shutting down; background loops watch it.
@@ -168,6 +170,7 @@ impl AppState {
             tasks,
             queue,
             idempotency,
+            event_streams: Arc::default(),
             callbacks,
             shutdown,
             abort,
@@ -206,6 +209,7 @@ impl AppState {
             .route("/v1/videos/generations", post(api::xai_videos::create))
             .route("/v1/videos/{id}", get(api::videos::retrieve).delete(api::videos::delete))
             .route("/v1/videos/{id}/content", get(api::videos::content))
+            .route("/v1/videos/{id}/events", get(api::events::video_events))
             .route("/v1/videos/{id}/remix", unsupported())
             .route("/v1/videos/edits", unsupported())
             .route("/v1/videos/extensions", unsupported())
@@ -223,7 +227,8 @@ impl AppState {
             .route_layer(require_task.clone());
         let mut tasks_read = Router::new()
             .route("/v1/{kind}/tasks/{id}", get(api::tasks::status))
-            .route("/v1/{kind}/tasks/{id}/result", get(api::tasks::result));
+            .route("/v1/{kind}/tasks/{id}/result", get(api::tasks::result))
+            .route("/v1/{kind}/tasks/{id}/events", get(api::events::task_events));
         if !self.cfg.auth.public_task_reads {
             tasks_read = tasks_read.route_layer(require_task);
         }

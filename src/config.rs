@@ -255,7 +255,7 @@ pub struct AuthConfig {
 }
 
 /// Per-API-key limits; 0 turns a limit off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub requests_per_second: f64,
@@ -263,6 +263,14 @@ pub struct LimitsConfig {
     pub burst: u32,
     /// Pending + processing tasks one key may have.
     pub max_concurrent_tasks: usize,
+    /// Task event streams (`.../events`) open at once on one key's tasks.
+    pub max_event_streams: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { requests_per_second: 0.0, burst: 0, max_concurrent_tasks: 0, max_event_streams: 16 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

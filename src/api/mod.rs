@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod chat;
 pub mod edits;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod images;

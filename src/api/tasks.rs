@@ -278,7 +278,7 @@ pub async fn create_image(
     .await
 }
 
-fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
+pub(super) fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
     let kind = kind_of(segment)?;
     // With public task reads the id alone is the capability; otherwise the caller must own the task.
     let owner = if state.cfg.auth.public_task_reads { None } else { owner };

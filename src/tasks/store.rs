@@ -37,6 +37,9 @@ pub struct TaskStore {
     active: DashMap<KeyId, usize>,
     /// Write-behind persistence of every change but progress (`--state-dir`).
     journal: Option<Arc<Journal>>,
+    /// Change signals for tasks someone follows (the events endpoints); an entry lives while it has
+    /// a follower.
+    watchers: DashMap<Arc<str>, tokio::sync::watch::Sender<()>>,
 }
 
 /// What a listing asks for.
@@ -199,7 +202,26 @@ impl TaskStore {
         if durable {
             self.persist(&task);
         }
+        self.notify(id);
         Ok(task)
+    }
+
+    /// A signal that fires after every change of task `id` (and its removal). Read the task after
+    /// subscribing, so no change falls between the read and the wait.
+    pub fn watch(&self, id: &str) -> Option<tokio::sync::watch::Receiver<()>> {
+        let key = self.tasks.get(id)?.id.clone();
+        Some(self.watchers.entry(key).or_insert_with(|| tokio::sync::watch::channel(()).0).subscribe())
+    }
+
+    /// Drops the signal of `id` once nobody follows it.
+    pub fn unwatch(&self, id: &str) {
+        self.watchers.remove_if(id, |_, tx| tx.receiver_count() == 0);
+    }
+
+    fn notify(&self, id: &str) {
+        if let Some(tx) = self.watchers.get(id) {
+            tx.send_replace(());
+        }
     }
 
     /// Records a callback delivery attempt; `done` when no further attempt will be made.
@@ -228,6 +250,7 @@ impl TaskStore {
             idx.remove(&task.seq);
         }
         self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
+        self.notify(id);
         Some(task)
     }
 

@@ -1,0 +1,182 @@
+//! Live task events as server-sent events, so a UI follows a task without polling:
+//! `GET /v1/{video,images}/tasks/{id}/events` (task endpoints' `data` objects) and
+//! `GET /v1/videos/{id}/events` (OpenAI Video objects, or xAI poll answers, by the id's API).
+//!
+//! One event per change of status or progress, named for the status, then the terminal event, then
+//! the stream ends. Event ids rise with the task's state (status rank × 1000 + progress), so a client
+//! reconnecting with `Last-Event-ID` gets the current state at once if it moved on, or waits for the
+//! next change if not; changes it missed are folded into that one event. Streams per key are bounded
+//! (`limits.max_event_streams`); a disconnect frees the slot and the task's watcher.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde_json::Value;
+
+use super::{tasks, videos, xai_videos};
+use crate::app::AppState;
+use crate::auth::KeyId;
+use crate::error::{ApiError, TaskError};
+use crate::media::MediaKind;
+use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus};
+
+/// The rising id of a task's current state.
+fn event_id(task: &Task) -> u64 {
+    let rank = match task.status {
+        TaskStatus::Pending => 0,
+        TaskStatus::Processing => 1,
+        TaskStatus::Success | TaskStatus::Failed => 2,
+    };
+    rank * 1000 + u64::from(task.progress)
+}
+
+/// (event name, data) of a task in the shape of the API that made it.
+fn render(state: &AppState, task: &Task) -> (String, Value) {
+    match task.api {
+        TaskApi::Native => (task.status.as_str().to_owned(), tasks::render(task, &state.media)),
+        TaskApi::OpenAi => {
+            let v = videos::video_object(task);
+            (format!("video.{}", v["status"].as_str().unwrap_or("unknown")), v)
+        }
+        TaskApi::Xai => {
+            let (_, v) = xai_videos::status_body(task, |n| state.media.get(MediaKind::Video, n).is_some());
+            (v["status"].as_str().unwrap_or("unknown").to_owned(), v)
+        }
+    }
+}
+
+/// Holds one of the owner's stream slots and the task's watcher; both are given back on drop, which
+/// is when the client goes away.
+struct Slot {
+    state: AppState,
+    owner: KeyId,
+    task: std::sync::Arc<str>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.state.event_streams.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+        }
+        self.state.event_streams.remove_if(&self.owner, |_, n| *n == 0);
+        self.state.tasks.unwatch(&self.task);
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The stream for `task`, or 429 when its owner has too many open.
+fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Response, ApiError> {
+    let max = state.cfg.limits.max_event_streams;
+    {
+        let mut open = state.event_streams.entry(task.owner.clone()).or_insert(0);
+        if max > 0 && *open >= max {
+            return Err(ApiError::rate_limited(
+                5,
+                format!("{max} task event streams are already open for this key; close one first"),
+            ));
+        }
+        *open += 1;
+    }
+    let slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone() };
+    let Some(changes) = state.tasks.watch(&task.id) else {
+        return Err(ApiError::not_found("task not found"));
+    };
+    let events = follow(state, slot, changes, task.id.clone(), task.kind, last_seen);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+fn follow(
+    state: AppState,
+    slot: Slot,
+    changes: tokio::sync::watch::Receiver<()>,
+    id: std::sync::Arc<str>,
+    kind: TaskKind,
+    last_seen: Option<u64>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((slot, changes, last_seen, false), move |(slot, mut changes, mut last, done)| {
+        let (state, id) = (state.clone(), id.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                changes.borrow_and_update();
+                // Gone (deleted, or expired): nothing more will come.
+                let task = state.tasks.get(&id, kind, None)?;
+                let eid = event_id(&task);
+                if last.is_none_or(|l| eid > l) {
+                    last = Some(eid);
+                    let (name, data) = render(&state, &task);
+                    let event = Event::default().event(name).id(eid.to_string()).data(data.to_string());
+                    let terminal = task.status.is_terminal();
+                    return Some((Ok(event), (slot, changes, last, terminal)));
+                }
+                if task.status.is_terminal() {
+                    return None;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return None },
+                    // Shutdown ends every stream, so draining never waits on an idle follower.
+                    _ = state.shutdown.cancelled() => return None,
+                }
+            }
+        }
+    })
+}
+
+/// `GET /v1/{kind}/tasks/{id}/events`.
+pub async fn task_events(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    owner: Option<Extension<KeyId>>,
+    headers: HeaderMap,
+) -> Result<Response, TaskError> {
+    let task = tasks::lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    Ok(stream(state, task, last_event_id(&headers))?)
+}
+
+/// `GET /v1/videos/{id}/events`.
+pub async fn video_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Extension(owner): Extension<KeyId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let api = TaskApi::of_id(&id);
+    let owner = if state.cfg.auth.public_task_reads { None } else { Some(&owner) };
+    let task = state
+        .tasks
+        .get(&id, TaskKind::Video, owner)
+        .filter(|t| t.api == api && api != TaskApi::Native)
+        .ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
+    stream(state, task, last_event_id(&headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_rise_with_status_and_progress() {
+        let store = crate::tasks::store::TaskStore::new();
+        let id = store.create(KeyId(std::sync::Arc::from("k")), TaskKind::Video, None);
+        let get = || store.get(&id, TaskKind::Video, None).unwrap();
+        let pending = event_id(&get());
+        store.apply(&id, crate::tasks::store::Transition::Start).unwrap();
+        let started = event_id(&get());
+        store.apply(&id, crate::tasks::store::Transition::Progress(99)).unwrap();
+        let late = event_id(&get());
+        store.apply(&id, crate::tasks::store::Transition::Fail { code: "x".into(), message: "y".into() }).unwrap();
+        let failed = event_id(&get());
+        assert!(pending < started && started < late && late < failed, "{pending} {started} {late} {failed}");
+    }
+}
