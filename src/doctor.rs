@@ -342,7 +342,12 @@ pub async fn run(cfg: GrokWebConfig, generate: bool) -> Report {
         run.skip("generate", "an earlier step failed");
     } else {
         let started = Instant::now();
-        let job = ImageJob { prompt: "a small red lighthouse on a rock, watercolor".into(), n: 1, aspect_ratio: "1:1" };
+        let job = ImageJob {
+            prompt: "a small red lighthouse on a rock, watercolor".into(),
+            n: 1,
+            aspect_ratio: "1:1",
+            output: Default::default(),
+        };
         let ok = match client.generate_images(&job, &ProgressSink::none()).await {
             Ok(images) if !images.is_empty() => {
                 Ok(format!("1 image, {} bytes, {}", images[0].bytes.len(), images[0].content_type))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::jobs::{Job, JobOutput, ProgressSink};
+use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};
 use crate::media::{MediaKind, MediaStore, StoredMedia};
 use crate::upstream::{Asset, Upstream, UpstreamError};
 
@@ -24,8 +24,8 @@ impl JobRunner {
 
     pub async fn run(&self, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
         let output = match job {
-            Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?).await?,
-            Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?).await?,
+            Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?, j.output).await?,
+            Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?, j.output).await?,
             Job::Video(j) => {
                 let result = self.upstream.generate_video(j, sink).await?;
                 let video = self.store(MediaKind::Video, result.video).await?;
@@ -62,9 +62,18 @@ impl JobRunner {
             .map_err(|e| UpstreamError::Storage(e.to_string()))
     }
 
-    async fn store_images(&self, assets: Vec<Asset>) -> Result<JobOutput, UpstreamError> {
+    async fn store_images(&self, assets: Vec<Asset>, output: ImageOutput) -> Result<JobOutput, UpstreamError> {
         let mut media = Vec::with_capacity(assets.len());
-        for asset in assets {
+        for mut asset in assets {
+            if output != ImageOutput::default() {
+                // Re-encoding is CPU work: off the async workers.
+                let (bytes, content_type) = (asset.bytes.clone(), asset.content_type);
+                let converted = tokio::task::spawn_blocking(move || output.apply(bytes, content_type))
+                    .await
+                    .map_err(|e| UpstreamError::Storage(format!("image conversion stopped: {e}")))?
+                    .map_err(UpstreamError::Protocol)?;
+                (asset.bytes, asset.content_type) = converted;
+            }
             media.push(self.store(MediaKind::Image, asset).await?);
         }
         Ok(JobOutput::Images(media))

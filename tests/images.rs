@@ -125,6 +125,61 @@ async fn stream_sends_partials_then_completed_images() {
 }
 
 #[tokio::test]
+async fn newer_openai_image_parameters_are_honoured_or_accepted() {
+    let h = start().await;
+    // output_format (+ compression) is honoured: the stored file, its link and b64_json are JPEG.
+    let (status, _, body) = h
+        .generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox", "output_format": "jpeg",
+                         "output_compression": 60, "quality": "high", "background": "auto", "moderation": "low",
+                         "user": "user-42", "style": "vivid"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = h.http.get(body["data"][0]["url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert!(r.bytes().await.unwrap().starts_with(&[0xFF, 0xD8, 0xFF]));
+    let (status, _, body) = h
+        .generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox", "output_format": "webp",
+                         "response_format": "b64_json"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(body["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!((&bytes[..4], &bytes[8..12]), (&b"RIFF"[..], &b"WEBP"[..]));
+    for (bad, param) in [
+        (json!({"output_format": "gif"}), "output_format"),
+        (json!({"output_compression": 101}), "output_compression"),
+        (json!({"partial_images": 4}), "partial_images"),
+    ] {
+        let mut req = json!({"model": "grok-imagine-1.0", "prompt": "a fox"});
+        req.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let (status, _, body) = h.generate(req).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some(param)), "{body}");
+    }
+    // partial_images caps the previews per image in a stream (0: none).
+    for cap in [0u64, 1] {
+        let r = h
+            .post("/v1/images/generations")
+            .json(
+                &json!({"model": "grok-imagine-1.0", "prompt": "a fox", "n": 2, "stream": true, "partial_images": cap}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let events = sse_events(&r.text().await.unwrap());
+        for index in 0..2 {
+            let partials =
+                events.iter().filter(|(e, d)| e == "image_generation.partial_image" && d["index"] == index).count()
+                    as u64;
+            assert!(partials <= cap, "partial_images={cap}, image {index}: {partials}");
+            if !is_xai() && cap == 1 {
+                assert_eq!(partials, 1, "grok.com has previews to send");
+            }
+        }
+        assert_eq!(events.iter().filter(|(e, _)| e == "image_generation.completed").count(), 2);
+    }
+}
+
+#[tokio::test]
 async fn stream_reports_upstream_failure_as_error_event() {
     let h = start().await;
     let r = h

@@ -6,7 +6,7 @@ use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::images::{ImageRequest, respond};
+use super::images::{ImageOptions, ImageRequest, respond};
 use super::{
     Capability, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n, validate_prompt,
 };
@@ -34,6 +34,9 @@ struct Form {
     size: Option<String>,
     response_format: Option<String>,
     stream: Option<String>,
+    output_format: Option<String>,
+    output_compression: Option<String>,
+    partial_images: Option<String>,
     images: Vec<InputImage>,
 }
 
@@ -63,6 +66,9 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
             "size" => &mut form.size,
             "response_format" => &mut form.response_format,
             "stream" => &mut form.stream,
+            "output_format" => &mut form.output_format,
+            "output_compression" => &mut form.output_compression,
+            "partial_images" => &mut form.partial_images,
             _ => continue, // unknown fields are ignored, as for JSON
         };
         let text = field.text().await.map_err(|e| match e.status() {
@@ -105,8 +111,25 @@ pub async fn edits(
             return Err(ApiError::invalid_param("stream", format!("stream must be true or false, got `{other}`")));
         }
     };
+    let int = |name: &str, v: Option<&str>| -> Result<Option<i64>, ApiError> {
+        match v.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::invalid_param(name, format!("{name} must be an integer, got `{s}`"))),
+        }
+    };
+    let options = ImageOptions {
+        output_format: form.output_format,
+        output_compression: int("output_compression", form.output_compression.as_deref())?,
+        partial_images: int("partial_images", form.partial_images.as_deref())?,
+        ..ImageOptions::default()
+    };
+    let output = options.output()?;
     let req = ImageRequest {
-        job: Job::Edit(EditJob { prompt, n, aspect_ratio, images: form.images }),
+        partial_images: options.partial_images()?,
+        job: Job::Edit(EditJob { prompt, n, aspect_ratio, images: form.images, output }),
         format,
         stream,
         size: form.size.unwrap_or_else(|| "auto".into()),

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::jobs::{ImageJob, Job, JobEvent, JobOutput, ProgressSink};
+use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput, ProgressSink};
 use crate::media::StoredMedia;
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +33,73 @@ pub struct ImageGenerationRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// OpenAI's newer image parameters: honoured where they map (see `ImageOptions`).
+    #[serde(flatten)]
+    pub options: ImageOptions,
+}
+
+/// Parameters OpenAI's SDKs send for gpt-image models. `output_format` / `output_compression` and
+/// `partial_images` are honoured; `quality`, `background`, `moderation`, `style` and `user` have no
+/// upstream counterpart and are accepted and ignored (one debug line), never refused.
+#[derive(Debug, Default, Deserialize)]
+pub struct ImageOptions {
+    #[serde(default)]
+    pub output_format: Option<String>,
+    #[serde(default)]
+    pub output_compression: Option<i64>,
+    #[serde(default)]
+    pub partial_images: Option<i64>,
+    #[serde(default)]
+    pub quality: Option<Value>,
+    #[serde(default)]
+    pub background: Option<Value>,
+    #[serde(default)]
+    pub moderation: Option<Value>,
+    #[serde(default)]
+    pub style: Option<Value>,
+    #[serde(default)]
+    pub user: Option<Value>,
+}
+
+impl ImageOptions {
+    /// The output the caller asked for; a format we cannot write is a 400 naming the ones we can.
+    pub fn output(&self) -> Result<ImageOutput, ApiError> {
+        let format = match self.output_format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            None => None,
+            Some(f) => Some(ImageFormat::parse(f).ok_or_else(|| {
+                ApiError::invalid_param("output_format", format!("`{f}` is not one of png, jpeg, webp"))
+            })?),
+        };
+        let compression = match self.output_compression {
+            None => None,
+            Some(c @ 0..=100) => Some(c as u8),
+            Some(c) => return Err(ApiError::invalid_param("output_compression", format!("must be 0-100, got {c}"))),
+        };
+        let ignored: Vec<&str> = [
+            ("quality", &self.quality),
+            ("background", &self.background),
+            ("moderation", &self.moderation),
+            ("style", &self.style),
+            ("user", &self.user),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
+        .map(|(k, _)| k)
+        .collect();
+        if !ignored.is_empty() {
+            tracing::debug!(params = ?ignored, "image parameters with no upstream counterpart, ignored");
+        }
+        Ok(ImageOutput { format, compression })
+    }
+
+    /// How many partial images per image a stream may send (OpenAI allows 0–3); unset = every preview.
+    pub fn partial_images(&self) -> Result<Option<u32>, ApiError> {
+        match self.partial_images {
+            None => Ok(None),
+            Some(n @ 0..=3) => Ok(Some(n as u32)),
+            Some(n) => Err(ApiError::invalid_param("partial_images", format!("must be 0-3, got {n}"))),
+        }
+    }
 }
 
 /// A validated image request: the job plus how to answer.
@@ -41,6 +108,8 @@ pub struct ImageRequest {
     pub format: ResponseFormat,
     pub stream: bool,
     pub size: String,
+    /// Partial images per image in a stream; `None` = every preview.
+    pub partial_images: Option<u32>,
 }
 
 impl ImageGenerationRequest {
@@ -51,11 +120,13 @@ impl ImageGenerationRequest {
         let size = self.size.unwrap_or_else(|| "1024x1024".into());
         let aspect_ratio = aspect_ratio_for_size(&size)?;
         let format = ResponseFormat::parse(self.response_format.as_deref())?;
+        let output = self.options.output()?;
         Ok(ImageRequest {
-            job: Job::Image(ImageJob { prompt, n, aspect_ratio }),
+            job: Job::Image(ImageJob { prompt, n, aspect_ratio, output }),
             format,
             stream: self.stream.unwrap_or(false),
             size,
+            partial_images: self.options.partial_images()?,
         })
     }
 }
@@ -111,7 +182,7 @@ fn event(kind: &str, data: Value) -> Event {
 /// SSE: `image_generation.partial_image` per preview, `image_generation.completed` per image, or one
 /// `error` event.
 fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) -> Response {
-    let ImageRequest { job, format, size, .. } = req;
+    let ImageRequest { job, format, size, partial_images, .. } = req;
     let created = unix_now();
     let mut partials: Vec<u32> = Vec::new();
     let preview_size = size.clone();
@@ -119,6 +190,9 @@ fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) 
         let JobEvent::Preview { index, bytes } = ev else { return None };
         if partials.len() <= index {
             partials.resize(index + 1, 0);
+        }
+        if partial_images.is_some_and(|max| partials[index] >= max) {
+            return None;
         }
         let data = json!({"type": "image_generation.partial_image", "b64_json": b64(&bytes),
             "partial_image_index": partials[index], "index": index, "created_at": created,

@@ -1,10 +1,12 @@
 //! Jobs: what a request asks the upstream for, independent of how it arrived (sync, stream, or task).
 //! `JobRunner::run` is the one path every endpoint takes to the upstream and the media store.
 
+pub mod image_output;
 mod progress;
 
 use bytes::Bytes;
 
+pub use image_output::{ImageFormat, ImageOutput};
 pub use progress::{JobEvent, ProgressSink, ProgressSlots};
 
 use crate::media::{StoredMedia, UpstreamOrigin};
@@ -16,6 +18,7 @@ pub struct ImageJob {
     pub n: usize,
     /// Upstream aspect ratio, e.g. `16:9`.
     pub aspect_ratio: &'static str,
+    pub output: ImageOutput,
 }
 
 /// An input image handed to the upstream, already validated.
@@ -35,6 +38,7 @@ pub struct EditJob {
     pub n: usize,
     pub aspect_ratio: Option<&'static str>,
     pub images: Vec<InputImage>,
+    pub output: ImageOutput,
 }
 
 /// Style presets of Grok Imagine video.

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 use crate::auth::KeyId;
-use crate::jobs::{ImageJob, InputImage, Job, VideoJob, VideoPreset};
+use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const BATCH: usize = 4096;
@@ -29,6 +29,10 @@ pub enum JobRecord {
         prompt: String,
         n: usize,
         aspect_ratio: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_format: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_compression: Option<u8>,
     },
     Video {
         prompt: String,
@@ -113,7 +117,13 @@ impl JobRecord {
     /// Only async-capable jobs are journaled (text-to-image and video).
     pub fn from_job(job: &Job) -> Option<Self> {
         Some(match job {
-            Job::Image(j) => Self::Image { prompt: j.prompt.clone(), n: j.n, aspect_ratio: j.aspect_ratio.into() },
+            Job::Image(j) => Self::Image {
+                prompt: j.prompt.clone(),
+                n: j.n,
+                aspect_ratio: j.aspect_ratio.into(),
+                output_format: j.output.format.map(|f| f.content_type().trim_start_matches("image/").to_owned()),
+                output_compression: j.output.compression,
+            },
             Job::Video(j) => Self::Video {
                 prompt: j.prompt.clone(),
                 aspect_ratio: j.aspect_ratio.into(),
@@ -130,9 +140,15 @@ impl JobRecord {
     pub fn to_job(&self) -> Result<Job, String> {
         let ratio = crate::jobs::aspect_ratio_for_size;
         Ok(match self {
-            Self::Image { prompt, n, aspect_ratio } => {
-                Job::Image(ImageJob { prompt: prompt.clone(), n: *n, aspect_ratio: ratio(aspect_ratio)? })
-            }
+            Self::Image { prompt, n, aspect_ratio, output_format, output_compression } => Job::Image(ImageJob {
+                prompt: prompt.clone(),
+                n: *n,
+                aspect_ratio: ratio(aspect_ratio)?,
+                output: ImageOutput {
+                    format: output_format.as_deref().and_then(ImageFormat::parse),
+                    compression: *output_compression,
+                },
+            }),
             Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {
                 let images = image
                     .iter()

@@ -56,6 +56,16 @@ class ImagesGenerate(unittest.TestCase):
         self.assertEqual(kinds[-1], "image_generation.completed")
         self.assertTrue(base64.b64decode(events[-1].b64_json).startswith(PNG_MAGIC))
 
+    def test_newer_parameters(self):
+        # gpt-image parameters: the output format is honoured, the others accepted.
+        resp = client().images.generate(
+            model="grok-imagine-1.0", prompt="a fox", quality="high", background="auto", moderation="low",
+            output_format="jpeg", output_compression=70, user="user-42",
+        )
+        ctype, body = fetch(resp.data[0].url)
+        self.assertEqual(ctype, "image/jpeg")
+        self.assertTrue(body.startswith(b"\xff\xd8\xff"))
+
     def test_unknown_model_is_bad_request(self):
         with self.assertRaises(openai.BadRequestError) as ctx:
             client().images.generate(model="dall-e-3", prompt="a fox")
