@@ -8,6 +8,34 @@ use serde_json::json;
 
 use crate::upstream::UpstreamError;
 
+/// OpenAI's error body: every failure of the OpenAI-shaped endpoints.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`, `rate_limit_error`,
+    /// `upstream_error`, `server_error`, …
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// Machine-readable: `invalid_value`, `model_not_supported`, `upstream_timeout`, …
+    pub code: &'static str,
+}
+
+/// The task endpoints' envelope; `code` always equals the HTTP status, errors included.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Envelope<T> {
+    pub code: u16,
+    pub message: String,
+    /// `null` on errors.
+    pub data: Option<T>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -105,7 +133,15 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                param: self.param.clone(),
+                code: self.code,
+            },
+        };
+        serde_json::to_value(body).unwrap_or_else(|_| json!({"error": {"message": self.message}}))
     }
 }
 
@@ -174,6 +210,7 @@ impl From<ApiError> for TaskError {
 impl axum::response::IntoResponse for TaskError {
     fn into_response(self) -> axum::response::Response {
         let e = self.0;
-        e.respond(serde_json::json!({"code": e.status.as_u16(), "message": e.message, "data": null}))
+        let body = Envelope::<()> { code: e.status.as_u16(), message: e.message.clone(), data: None };
+        e.respond(serde_json::to_value(body).unwrap_or_default())
     }
 }

@@ -39,14 +39,14 @@ fn event_id(task: &Task) -> u64 {
 /// (event name, data) of a task in the shape of the API that made it.
 fn render(state: &AppState, task: &Task) -> (String, Value) {
     match task.api {
-        TaskApi::Native => (task.status.as_str().to_owned(), tasks::render(task, &state.media)),
+        TaskApi::Native => (task.status.as_str().to_owned(), serde_json::json!(tasks::render(task, &state.media))),
         TaskApi::OpenAi => {
             let v = videos::video_object(task);
-            (format!("video.{}", v["status"].as_str().unwrap_or("unknown")), v)
+            (format!("video.{}", v.status), serde_json::json!(v))
         }
         TaskApi::Xai => {
             let (_, v) = xai_videos::status_body(task, |n| state.media.get(MediaKind::Video, n).is_some());
-            (v["status"].as_str().unwrap_or("unknown").to_owned(), v)
+            (v.status.to_owned(), serde_json::json!(v))
         }
     }
 }

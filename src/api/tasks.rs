@@ -16,13 +16,13 @@ use super::images::ImageGenerationRequest;
 use super::{JsonBody, ResponseFormat, public_base};
 use crate::app::AppState;
 use crate::auth::KeyId;
-use crate::error::ApiError;
+use crate::error::{ApiError, Envelope};
 use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
 use crate::tasks::idempotency::{Claim, body_hash};
 use crate::tasks::store::Listing;
-use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
+use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, TaskView, VideoRequest};
 
 pub use crate::error::TaskError;
 
@@ -42,8 +42,34 @@ impl<S: Send + Sync> FromRequest<S> for TaskJson {
     }
 }
 
-fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
-    (status, Json(json!({"code": status.as_u16(), "message": message, "data": data}))).into_response()
+/// `data` of a create: the new task's id.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAccepted {
+    pub task_id: String,
+}
+
+/// `data` of a listing.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// Newest first.
+    pub tasks: Vec<TaskView>,
+    pub has_more: bool,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<String>,
+}
+
+/// `data` of deleting a finished task.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDeleted {
+    pub task_id: String,
+    pub deleted: bool,
+}
+
+fn envelope<T: serde::Serialize>(status: StatusCode, message: &str, data: T) -> Response {
+    (status, Json(Envelope { code: status.as_u16(), message: message.to_owned(), data: Some(data) })).into_response()
 }
 
 fn not_found() -> TaskError {
@@ -55,20 +81,17 @@ fn kind_of(segment: &str) -> Result<TaskKind, TaskError> {
 }
 
 /// Renders a task's `data`, reading `b64_json` images back from the media store.
-pub fn render(task: &Task, media: &MediaStore) -> Value {
+pub fn render(task: &Task, media: &MediaStore) -> TaskView {
     task.view(|names, base| {
         names
             .iter()
             .map(|name| match task.outcome.as_deref() {
-                Some(crate::tasks::Outcome::Images { b64: true, .. }) => match media.get(MediaKind::Image, name) {
-                    Some(f) => match std::fs::read(&f.path) {
-                        Ok(bytes) => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                        Err(_) => Value::Null,
-                    },
-                    // Evicted from the media store since: the image is gone.
-                    None => Value::Null,
-                },
-                _ => json!(format!("{base}/v1/files/image/{name}")),
+                Some(crate::tasks::Outcome::Images { b64: true, .. }) => {
+                    // Evicted from the media store since (or unreadable): the image is gone.
+                    let file = media.get(MediaKind::Image, name)?;
+                    std::fs::read(&file.path).ok().map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                }
+                _ => Some(format!("{base}/v1/files/image/{name}")),
             })
             .collect()
     })
@@ -89,7 +112,7 @@ pub fn callback_event(task: &Task, media: &MediaStore) -> Value {
                 "data": {"id": &*task.id},
             })
         }
-        TaskApi::Native | TaskApi::Xai => crate::tasks::callbacks::event(task, render(task, media)),
+        TaskApi::Native | TaskApi::Xai => crate::tasks::callbacks::event(task, json!(render(task, media))),
     }
 }
 
@@ -157,7 +180,7 @@ async fn callback_url(state: &AppState, body: &serde_json::Map<String, Value>) -
 
 fn accepted(kind: TaskKind, id: &str) -> Response {
     let location = format!("/v1/{}/tasks/{id}", kind.segment());
-    let mut resp = envelope(StatusCode::ACCEPTED, "task accepted", json!({"taskId": id}));
+    let mut resp = envelope(StatusCode::ACCEPTED, "task accepted", TaskAccepted { task_id: id.to_owned() });
     for (name, value) in
         [(header::LOCATION.as_str(), location.clone()), ("operation-location", format!("{location}/result"))]
     {
@@ -350,9 +373,9 @@ fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result
         },
     };
     let page = state.tasks.list(owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) });
-    let next = if page.has_more { page.tasks.last().map(|t| json!(&*t.id)) } else { None };
-    let tasks: Vec<Value> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
-    Ok(envelope(StatusCode::OK, "ok", json!({"tasks": tasks, "hasMore": page.has_more, "nextAfter": next})))
+    let next_after = if page.has_more { page.tasks.last().map(|t| t.id.to_string()) } else { None };
+    let tasks: Vec<TaskView> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
+    Ok(envelope(StatusCode::OK, "ok", TaskPage { tasks, has_more: page.has_more, next_after }))
 }
 
 pub async fn delete(
@@ -364,7 +387,7 @@ pub async fn delete(
     let task = state.tasks.get(&id, kind, Some(&owner)).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)?;
     if task.status.is_terminal() {
         state.tasks.remove(&id);
-        return Ok(envelope(StatusCode::OK, "task deleted", json!({"taskId": id, "deleted": true})));
+        return Ok(envelope(StatusCode::OK, "task deleted", TaskDeleted { task_id: id, deleted: true }));
     }
     match state.queue.cancel(&id) {
         Some(task) => Ok(envelope(StatusCode::OK, "task cancelled", render(&task, &state.media))),

@@ -11,8 +11,9 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::chat::load_image;
 use super::tasks::{NewTask, submit};
@@ -248,8 +249,58 @@ fn lookup(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Task, Api
     state.tasks.get(id, TaskKind::Video, owner).filter(|t| t.api == TaskApi::OpenAi).ok_or_else(|| not_found(id))
 }
 
-/// The Video object.
-pub fn video_object(task: &Task) -> Value {
+/// OpenAI's Video object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoObject {
+    /// `video_<32 hex>`.
+    pub id: String,
+    /// Always `video`.
+    pub object: &'static str,
+    pub model: Option<String>,
+    /// `queued`, `in_progress`, `completed` or `failed`.
+    pub status: &'static str,
+    pub progress: u8,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub completed_at: Option<u64>,
+    /// Always `null`: results live as long as the task and the media store keep them.
+    pub expires_at: Option<u64>,
+    pub prompt: Option<String>,
+    /// Whole seconds, as a string (OpenAI's form).
+    pub seconds: String,
+    pub size: Option<String>,
+    pub remixed_from_video_id: Option<String>,
+    pub error: Option<VideoError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoError {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v1/videos`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<VideoObject>,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub has_more: bool,
+}
+
+/// `DELETE /v1/videos/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoDeleted {
+    pub id: String,
+    /// Always `video.deleted`.
+    pub object: &'static str,
+    pub deleted: bool,
+}
+
+/// The Video object of a task.
+pub fn video_object(task: &Task) -> VideoObject {
     let secs = |ms: u64| ms / 1000;
     let request = task.request.as_deref();
     let status = match task.status {
@@ -259,29 +310,28 @@ pub fn video_object(task: &Task) -> Value {
         TaskStatus::Failed => "failed",
     };
     let error = match task.outcome.as_deref() {
-        Some(Outcome::Failed { code, message }) => json!({"code": code, "message": message}),
-        _ => Value::Null,
+        Some(Outcome::Failed { code, message }) => Some(VideoError { code: code.clone(), message: message.clone() }),
+        _ => None,
     };
     let seconds = match task.outcome.as_deref() {
         Some(Outcome::Video { duration, .. }) => *duration,
         _ => request.map_or(0, |r| r.seconds),
     };
-    json!({
-        "id": &*task.id,
-        "object": "video",
-        "model": request.map(|r| r.model.as_str()),
-        "status": status,
-        "progress": task.progress,
-        "created_at": secs(task.created_ms),
-        "completed_at": task.status.is_terminal().then(|| secs(task.updated_ms)),
-        // Results live as long as the task (tasks.ttl) and the media store keep them.
-        "expires_at": Value::Null,
-        "prompt": request.map(|r| r.prompt.as_str()),
-        "seconds": seconds.to_string(),
-        "size": request.map(|r| r.size.as_str()),
-        "remixed_from_video_id": Value::Null,
-        "error": error,
-    })
+    VideoObject {
+        id: task.id.to_string(),
+        object: "video",
+        model: request.map(|r| r.model.clone()),
+        status,
+        progress: task.progress,
+        created_at: secs(task.created_ms),
+        completed_at: task.status.is_terminal().then(|| secs(task.updated_ms)),
+        expires_at: None,
+        prompt: request.map(|r| r.prompt.clone()),
+        seconds: seconds.to_string(),
+        size: request.map(|r| r.size.clone()),
+        remixed_from_video_id: None,
+        error,
+    }
 }
 
 /// `GET /v1/videos/{id}`: the OpenAI object for `video_` ids, xAI's answer for the others.
@@ -313,7 +363,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VideoList>, ApiError> {
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => 20,
         Some(s) => match s.parse::<usize>() {
@@ -333,14 +383,13 @@ pub async fn list(
         ..Listing::native(TaskKind::Video, limit)
     };
     let page = state.tasks.list(&owner, &listing);
-    let data: Vec<Value> = page.tasks.iter().map(video_object).collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "first_id": page.tasks.first().map(|t| &*t.id),
-        "last_id": page.tasks.last().map(|t| &*t.id),
-        "has_more": page.has_more,
-    })))
+    Ok(Json(VideoList {
+        object: "list",
+        data: page.tasks.iter().map(video_object).collect(),
+        first_id: page.tasks.first().map(|t| t.id.to_string()),
+        last_id: page.tasks.last().map(|t| t.id.to_string()),
+        has_more: page.has_more,
+    }))
 }
 
 /// `DELETE /v1/videos/{id}`: a finished video is forgotten; an unfinished one is cancelled first.
@@ -348,7 +397,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Extension(owner): Extension<KeyId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VideoDeleted>, ApiError> {
     let task = state
         .tasks
         .get(&id, TaskKind::Video, Some(&owner))
@@ -358,7 +407,7 @@ pub async fn delete(
         state.queue.cancel(&id);
     }
     state.tasks.remove(&id);
-    Ok(Json(json!({"id": id, "object": "video.deleted", "deleted": true})))
+    Ok(Json(VideoDeleted { id, object: "video.deleted", deleted: true }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,7 +430,7 @@ pub async fn content(
         _ => {
             return Err(ApiError::not_found(format!(
                 "video `{id}` is {}; its content is there once it is completed",
-                video_object(&task)["status"].as_str().unwrap_or("not ready")
+                video_object(&task).status
             )));
         }
     };

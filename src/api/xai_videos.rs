@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::chat::load_image;
 use super::tasks::{NewTask, submit};
@@ -168,7 +170,7 @@ pub async fn create(
         Ok((Job::Video(job), false))
     })
     .await?;
-    Ok(Json(json!({ "request_id": &*id })).into_response())
+    Ok(Json(XaiCreated { request_id: id.to_string() }).into_response())
 }
 
 /// xAI's four error codes, from ours.
@@ -181,35 +183,74 @@ fn xai_error_code(code: &str) -> &'static str {
     }
 }
 
+/// `POST /v1/videos/generations`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct XaiCreated {
+    pub request_id: String,
+}
+
+/// xAI's poll answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct XaiVideoStatus {
+    /// `pending` (HTTP 202), `done`, `failed` or `expired` (HTTP 200).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<XaiVideo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<XaiError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct XaiVideo {
+    /// Empty when moderated.
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u32>,
+    /// `false`: the video was moderated and there is nothing to download.
+    pub respect_moderation: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct XaiError {
+    /// `invalid_argument`, `permission_denied`, `failed_precondition` or `internal_error`.
+    pub code: &'static str,
+    pub message: String,
+}
+
 /// The poll answer for an xAI-made task.
-pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode, Value) {
+pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode, XaiVideoStatus) {
     let model = task.request.as_deref().map(|r| r.model.clone());
+    let answer =
+        |status, progress, video, error| XaiVideoStatus { status, progress, model: model.clone(), video, error };
     match (task.status, task.outcome.as_deref()) {
         (TaskStatus::Pending | TaskStatus::Processing, _) => {
-            (StatusCode::ACCEPTED, json!({"status": "pending", "progress": task.progress, "model": model}))
+            (StatusCode::ACCEPTED, answer("pending", Some(task.progress), None, None))
         }
-        (_, Some(Outcome::Video { base, video, duration, .. })) if media_has(video) => (
-            StatusCode::OK,
-            json!({"status": "done", "progress": 100, "model": model, "video": {
-                "url": format!("{base}/v1/files/video/{video}"), "duration": duration, "respect_moderation": true}}),
-        ),
-        (_, Some(Outcome::Video { .. })) => (StatusCode::OK, json!({"status": "expired", "model": model})),
+        (_, Some(Outcome::Video { base, video, duration, .. })) if media_has(video) => {
+            let video = XaiVideo {
+                url: format!("{base}/v1/files/video/{video}"),
+                duration: Some(*duration),
+                respect_moderation: true,
+            };
+            (StatusCode::OK, answer("done", Some(100), Some(video), None))
+        }
+        (_, Some(Outcome::Video { .. })) => (StatusCode::OK, answer("expired", None, None, None)),
         // xAI reports a moderated video as done without a URL.
-        (_, Some(Outcome::Failed { code, .. })) if code == "content_policy_violation" => (
-            StatusCode::OK,
-            json!({"status": "done", "progress": 100, "model": model,
-                   "video": {"url": "", "respect_moderation": false}}),
-        ),
-        (_, Some(Outcome::Failed { code, message })) => (
-            StatusCode::OK,
-            json!({"status": "failed", "progress": task.progress, "model": model,
-                   "error": {"code": xai_error_code(code), "message": format!("{code}: {message}")}}),
-        ),
-        (_, _) => (
-            StatusCode::OK,
-            json!({"status": "failed", "model": model,
-                                          "error": {"code": "internal_error", "message": "no result"}}),
-        ),
+        (_, Some(Outcome::Failed { code, .. })) if code == "content_policy_violation" => {
+            let video = XaiVideo { url: String::new(), duration: None, respect_moderation: false };
+            (StatusCode::OK, answer("done", Some(100), Some(video), None))
+        }
+        (_, Some(Outcome::Failed { code, message })) => {
+            let error = XaiError { code: xai_error_code(code), message: format!("{code}: {message}") };
+            (StatusCode::OK, answer("failed", Some(task.progress), None, Some(error)))
+        }
+        (_, None | Some(Outcome::Images { .. })) => {
+            let error = XaiError { code: "internal_error", message: "no result".into() };
+            (StatusCode::OK, answer("failed", None, None, Some(error)))
+        }
     }
 }
 

@@ -13,8 +13,6 @@ pub mod store;
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
 use crate::auth::KeyId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,37 +190,98 @@ fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The `data` object of the task endpoints and their callbacks.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub task_id: String,
+    /// `pending` → `processing` → `success` | `failed`.
+    pub status: &'static str,
+    /// 0–100, never decreasing; 100 only on success.
+    pub progress: u8,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TaskResult {
+    Video(VideoResult),
+    Images(ImagesResult),
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoResult {
+    pub download_url: String,
+    pub thumbnail_url: Option<String>,
+    pub duration: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ImagesResult {
+    /// Links, or base64 PNG/JPEG when `format` is `b64_json`; `null` for an image the media store has
+    /// evicted since.
+    pub images: Vec<Option<String>>,
+    /// `url` or `b64_json`.
+    pub format: &'static str,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackView {
+    pub delivered: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
 impl Task {
-    /// The `data` object of the task endpoints and callbacks. `b64` images are read back from the media
-    /// store by the caller (see `api::tasks`), so this stays cheap for polling.
-    pub fn view(&self, images: impl FnOnce(&[String], &str) -> Vec<Value>) -> Value {
-        let mut v = json!({
-            "taskId": &*self.id,
-            "status": self.status.as_str(),
-            "progress": self.progress,
-            "createdAt": rfc3339(self.created_ms),
-            "updatedAt": rfc3339(self.updated_ms),
-        });
-        match self.outcome.as_deref() {
-            Some(Outcome::Images { base, names, b64 }) => {
-                v["result"] = json!({"images": images(names, base), "format": if *b64 { "b64_json" } else { "url" }});
-            }
-            Some(Outcome::Video { base, video, thumbnail, duration }) => {
-                v["result"] = json!({
-                    "downloadUrl": format!("{base}/v1/files/video/{video}"),
-                    "thumbnailUrl": thumbnail.as_ref().map(|t| format!("{base}/v1/files/image/{t}")),
-                    "duration": duration,
-                });
-            }
-            Some(Outcome::Failed { code, message }) => {
-                v["errorMsg"] = json!(message);
-                v["errorCode"] = json!(code);
-            }
-            None => {}
+    /// The task's `data` object. `b64` images are read back from the media store by the caller (see
+    /// `api::tasks`), so this stays cheap for polling.
+    pub fn view(&self, images: impl FnOnce(&[String], &str) -> Vec<Option<String>>) -> TaskView {
+        let (result, error_msg, error_code) = match self.outcome.as_deref() {
+            Some(Outcome::Images { base, names, b64 }) => (
+                Some(TaskResult::Images(ImagesResult {
+                    images: images(names, base),
+                    format: if *b64 { "b64_json" } else { "url" },
+                })),
+                None,
+                None,
+            ),
+            Some(Outcome::Video { base, video, thumbnail, duration }) => (
+                Some(TaskResult::Video(VideoResult {
+                    download_url: format!("{base}/v1/files/video/{video}"),
+                    thumbnail_url: thumbnail.as_ref().map(|t| format!("{base}/v1/files/image/{t}")),
+                    duration: *duration,
+                })),
+                None,
+                None,
+            ),
+            Some(Outcome::Failed { code, message }) => (None, Some(message.clone()), Some(code.clone())),
+            None => (None, None, None),
+        };
+        TaskView {
+            task_id: self.id.to_string(),
+            status: self.status.as_str(),
+            progress: self.progress,
+            created_at: rfc3339(self.created_ms),
+            updated_at: rfc3339(self.updated_ms),
+            result,
+            error_msg,
+            error_code,
+            callback: self.callback.as_deref().map(|cb| CallbackView {
+                delivered: cb.delivered,
+                attempts: cb.attempts,
+                last_error: cb.last_error.clone(),
+            }),
         }
-        if let Some(cb) = self.callback.as_deref() {
-            v["callback"] = json!({"delivered": cb.delivered, "attempts": cb.attempts, "lastError": cb.last_error});
-        }
-        v
     }
 }
