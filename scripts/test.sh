@@ -30,4 +30,4 @@ cargo test --locked --bench '*' "$@"
 cargo test --locked --lib --bins --tests "$@"
 # The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
 GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
-  --test faults --test tasks --test videos --test events "$@"
+  --test faults --test tasks --test videos --test events --test openapi "$@"

@@ -257,6 +257,7 @@ impl AppState {
             .merge(admin)
             .merge(ops)
             .route("/healthz", get(api::health::healthz))
+            .route("/openapi.json", get(api::openapi::openapi_json))
             .route("/readyz", get(api::health::readyz))
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -210,7 +210,7 @@ impl From<ApiError> for TaskError {
 impl axum::response::IntoResponse for TaskError {
     fn into_response(self) -> axum::response::Response {
         let e = self.0;
-        let body = Envelope::<()> { code: e.status.as_u16(), message: e.message.clone(), data: None };
+        let body = Envelope::<serde_json::Value> { code: e.status.as_u16(), message: e.message.clone(), data: None };
         e.respond(serde_json::to_value(body).unwrap_or_default())
     }
 }

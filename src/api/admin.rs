@@ -4,47 +4,64 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::JsonBody;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::upstream::grok_web::GrokWebClient;
+use crate::upstream::grok_web::token_pool::TokenInfo;
 
 fn client(state: &AppState) -> Result<&GrokWebClient, ApiError> {
     state.runner.upstream().grok_web().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))
 }
 
-fn pool_view(client: &GrokWebClient) -> Value {
-    let tokens = client.pool().snapshot();
-    json!({"object": "list", "data": tokens})
+/// The token pool, and what the call changed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<TokenInfo>,
+    /// Tokens the call added (`POST /admin/tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<usize>,
+    /// Tokens that answered the quota refresh (`POST /admin/tokens/refresh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<usize>,
 }
 
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+fn pool_view(client: &GrokWebClient) -> TokenList {
+    TokenList { object: "list", data: client.pool().snapshot(), added: None, refreshed: None }
+}
+
+#[utoipa::path(get, path = "/admin/tokens", tag = "admin", responses((status = 200, body = TokenList), (status = 401, body = crate::error::ErrorBody),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     Ok(Json(pool_view(client(&state)?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddTokens {
+    /// sso tokens, each optionally `TOKEN|PROXY_URL`.
     tokens: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/admin/tokens", tag = "admin", request_body = AddTokens, responses((status = 200, body = TokenList), (status = 400, body = crate::error::ErrorBody),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
 pub async fn add_tokens(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<AddTokens>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenList>, ApiError> {
     let client = client(&state)?;
     if body.tokens.iter().all(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid_param("tokens", "give at least one token"));
     }
     let added = client.pool().add(&body.tokens);
     tracing::info!(added, "tokens added through the admin API");
-    let mut view = pool_view(client);
-    view["added"] = json!(added);
-    Ok(Json(view))
+    Ok(Json(TokenList { added: Some(added), ..pool_view(client) }))
 }
 
-pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(delete, path = "/admin/tokens/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = TokenList), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenList>, ApiError> {
     let client = client(&state)?;
     if !client.pool().remove(&id) {
         return Err(ApiError::not_found(format!("no token with id `{id}`")));
@@ -53,10 +70,10 @@ pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>)
     Ok(Json(pool_view(client)))
 }
 
-pub async fn refresh_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/admin/tokens/refresh", tag = "admin", responses((status = 200, body = TokenList),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
+pub async fn refresh_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let client = client(&state)?;
     let answered = client.refresh_quotas().await;
-    let mut view = pool_view(client);
-    view["refreshed"] = json!(answered);
-    Ok(Json(view))
+    Ok(Json(TokenList { refreshed: Some(answered), ..pool_view(client) }))
 }

@@ -26,31 +26,34 @@ use crate::upstream::sniff_media_type;
 
 pub const MAX_INPUT_IMAGE_BYTES: usize = 20 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// Chat completions for the video model: the last user message is the prompt (and its images).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// `aspect_ratio`, `video_length` (1–15 s), `resolution_name`, `preset`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub video_config: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<MessageContent>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type")]
 pub enum ContentPart {
     #[serde(rename = "text")]
@@ -61,7 +64,7 @@ pub enum ContentPart {
     Other,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ImageUrl {
     Object { url: String },
@@ -296,10 +299,65 @@ impl VideoLinks {
     }
 
     fn json(&self) -> Value {
-        json!({"url": self.url, "thumbnail_url": self.thumbnail_url, "duration": self.duration})
+        json!(self.video())
+    }
+
+    fn video(&self) -> ChatVideo {
+        ChatVideo { url: self.url.clone(), thumbnail_url: self.thumbnail_url.clone(), duration: self.duration }
     }
 }
 
+/// A chat completion carrying a video: the link as markdown in `content`, and structured in `video`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'static str,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub finish_reason: &'static str,
+    pub message: ChatVideoMessage,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChatVideoMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// `[video](<url>)`.
+    pub content: String,
+    pub video: ChatVideo,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChatVideo {
+    pub url: String,
+    pub thumbnail_url: Option<String>,
+    /// Seconds.
+    pub duration: u32,
+}
+
+/// Always zero: generations are not metered in tokens.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "video", request_body = ChatRequest,
+    responses(
+        (status = 200, description = "the video (SSE `chat.completion.chunk`s with `progress` when `stream: true`)", content(
+            (ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+        (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]
 pub async fn completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -318,12 +376,18 @@ pub async fn completions(
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
     let video = links(output, &base)?;
-    Ok(axum::Json(json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": video.markdown(), "video": video.json()}}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    }))
+    Ok(axum::Json(ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: vec![ChatChoice {
+            index: 0,
+            finish_reason: "stop",
+            message: ChatVideoMessage { role: "assistant", content: video.markdown(), video: video.video() },
+        }],
+        usage: Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+    })
     .into_response())
 }
 

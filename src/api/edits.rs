@@ -80,6 +80,14 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
     Ok(form)
 }
 
+#[utoipa::path(post, path = "/v1/images/edits", tag = "images",
+    request_body(content = super::openapi::EditForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "the edited images (SSE with `stream=true`)", content(
+            (super::images::ImagesResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
 pub async fn edits(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -42,11 +42,11 @@ fn render(state: &AppState, task: &Task) -> (String, Value) {
         TaskApi::Native => (task.status.as_str().to_owned(), serde_json::json!(tasks::render(task, &state.media))),
         TaskApi::OpenAi => {
             let v = videos::video_object(task);
-            (format!("video.{}", v.status), serde_json::json!(v))
+            (format!("video.{}", v.status.as_str()), serde_json::json!(v))
         }
         TaskApi::Xai => {
             let (_, v) = xai_videos::status_body(task, |n| state.media.get(MediaKind::Video, n).is_some());
-            (v.status.to_owned(), serde_json::json!(v))
+            (v.status.as_str().to_owned(), serde_json::json!(v))
         }
     }
 }
@@ -134,6 +134,10 @@ fn follow(
 }
 
 /// `GET /v1/{kind}/tasks/{id}/events`.
+#[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/events", tag = "tasks",
+    params(("kind" = String, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
+    responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = String),
+              (status = 404, body = crate::error::Envelope<Value>), (status = 429, body = crate::error::Envelope<Value>)))]
 pub async fn task_events(
     State(state): State<AppState>,
     Path((segment, id)): Path<(String, String)>,
@@ -145,6 +149,10 @@ pub async fn task_events(
 }
 
 /// `GET /v1/videos/{id}/events`.
+#[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
+    params(("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
+    responses((status = 200, description = "server-sent events carrying Video objects (or xAI poll answers)", content_type = "text/event-stream", body = String),
+              (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn video_events(
     State(state): State<AppState>,
     Path(id): Path<String>,

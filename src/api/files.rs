@@ -14,6 +14,11 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::media::{MediaKind, RangeRequest, parse_range};
 
+#[utoipa::path(get, path = "/v1/files/{kind}/{name}", tag = "files",
+    params(("kind" = String, Path, description = "`image` or `video`"), ("name" = String, Path)),
+    responses((status = 200, description = "the file; ETag, `If-None-Match` (304) and one `Range` (206/416)", content(
+        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "video/mp4"))),
+              (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,

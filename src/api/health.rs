@@ -4,16 +4,41 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::metrics::Gauges;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// Readiness: whether an upstream token can take a request now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` (200) or `not_ready` (503).
+    pub status: &'static str,
+    /// `grok-web` or `xai`.
+    pub upstream: &'static str,
+    pub tokens: TokenCounts,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenCounts {
+    pub usable: usize,
+    pub total: usize,
+    /// grok.com tokens per state (`active`, `cooling`, `expired`).
+    pub by_state: std::collections::BTreeMap<String, usize>,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let gauges = Gauges {
         tasks: state.tasks.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
@@ -24,24 +49,23 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Ready = an upstream is configured and at least one token can take a request now.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let upstream = state.runner.upstream();
     let (usable, total) = upstream.capacity();
-    let health: serde_json::Map<String, Value> = upstream
+    let by_state = upstream
         .grok_web()
         .map(|c| c.pool().health())
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .map(|(k, v)| (k.to_owned(), v))
         .collect();
     let ready = usable > 0;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "upstream": upstream.name(),
-            "tokens": {"usable": usable, "total": total, "by_state": health}
-        })),
-    )
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        upstream: upstream.name(),
+        tokens: TokenCounts { usable, total, by_state },
+    };
+    (status, Json(body))
 }

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput, ProgressSink};
 use crate::media::StoredMedia;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ImageGenerationRequest {
     pub model: String,
     pub prompt: String,
@@ -41,7 +41,7 @@ pub struct ImageGenerationRequest {
 /// Parameters OpenAI's SDKs send for gpt-image models. `output_format` / `output_compression` and
 /// `partial_images` are honoured; `quality`, `background`, `moderation`, `style` and `user` have no
 /// upstream counterpart and are accepted and ignored (one debug line), never refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ImageOptions {
     #[serde(default)]
     pub output_format: Option<String>,
@@ -50,14 +50,19 @@ pub struct ImageOptions {
     #[serde(default)]
     pub partial_images: Option<i64>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub quality: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub background: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub moderation: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub style: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub user: Option<Value>,
 }
 
@@ -131,6 +136,13 @@ impl ImageGenerationRequest {
     }
 }
 
+#[utoipa::path(post, path = "/v1/images/generations", tag = "images", request_body = ImageGenerationRequest,
+    responses(
+        (status = 200, description = "the images; with `stream: true` an SSE stream of `image_generation.partial_image` and `image_generation.completed` events", content(
+            (ImagesResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+        (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]
 pub async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -152,13 +164,36 @@ fn images(output: JobOutput) -> Result<Vec<StoredMedia>, ApiError> {
     }
 }
 
+/// OpenAI's images response (generations and edits).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImagesResponse {
+    /// Unix seconds.
+    pub created: u64,
+    pub data: Vec<ImageData>,
+}
+
+/// One image: a link (`response_format: "url"`) or the file inline (`b64_json`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImageData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    /// Always empty: the upstream does not say.
+    pub revised_prompt: String,
+}
+
 /// The OpenAI `data` array for finished images.
-pub fn image_data(media: &[StoredMedia], format: ResponseFormat, base: &str) -> Vec<Value> {
+pub fn image_data(media: &[StoredMedia], format: ResponseFormat, base: &str) -> Vec<ImageData> {
     media
         .iter()
         .map(|m| match format {
-            ResponseFormat::Url => json!({"url": format!("{base}{}", m.path()), "revised_prompt": ""}),
-            ResponseFormat::B64Json => json!({"b64_json": b64(&m.bytes), "revised_prompt": ""}),
+            ResponseFormat::Url => {
+                ImageData { url: Some(format!("{base}{}", m.path())), b64_json: None, revised_prompt: String::new() }
+            }
+            ResponseFormat::B64Json => {
+                ImageData { url: None, b64_json: Some(b64(&m.bytes)), revised_prompt: String::new() }
+            }
         })
         .collect()
 }
@@ -172,7 +207,7 @@ pub async fn respond(state: &AppState, req: ImageRequest, base: String) -> Resul
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
     let media = images(output)?;
-    Ok(axum::Json(json!({"created": unix_now(), "data": image_data(&media, req.format, &base)})).into_response())
+    Ok(axum::Json(ImagesResponse { created: unix_now(), data: image_data(&media, req.format, &base) }).into_response())
 }
 
 fn event(kind: &str, data: Value) -> Event {
@@ -213,7 +248,7 @@ fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) 
                         "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
                                   "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}});
                     if format == ResponseFormat::Url {
-                        data["url"] = urls[index]["url"].clone();
+                        data["url"] = json!(urls[index].url);
                     }
                     event("image_generation.completed", data)
                 })

@@ -9,6 +9,7 @@ pub mod files;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod openapi;
 pub mod stream;
 pub mod tasks;
 pub mod videos;

@@ -273,6 +273,11 @@ fn idempotency_conflict() -> ApiError {
     ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
 }
 
+#[utoipa::path(post, path = "/v1/video/generations/async", tag = "tasks",
+    description = "Also at `POST /v1/video/tasks`. The chat-completions body (or the bare `prompt` form) plus `callback_url`.",
+    request_body = super::openapi::VideoTaskForm,
+    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = Envelope<Value>),
+              (status = 401, body = Envelope<Value>), (status = 422, body = Envelope<Value>), (status = 429, body = Envelope<Value>)))]
 pub async fn create_video(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -287,6 +292,11 @@ pub async fn create_video(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/images/generations/async", tag = "tasks",
+    description = "Also at `POST /v1/images/tasks`. The images body plus `callback_url`.",
+    request_body = super::openapi::ImageTaskForm,
+    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = Envelope<Value>),
+              (status = 401, body = Envelope<Value>), (status = 422, body = Envelope<Value>), (status = 429, body = Envelope<Value>)))]
 pub async fn create_image(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -308,6 +318,9 @@ pub(super) fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&K
     state.tasks.get(id, kind, owner).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)
 }
 
+#[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
+    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
+    responses((status = 200, body = Envelope<TaskView>), (status = 404, body = Envelope<Value>)))]
 pub async fn status(
     State(state): State<AppState>,
     Path((segment, id)): Path<(String, String)>,
@@ -317,6 +330,11 @@ pub async fn status(
     Ok(envelope(StatusCode::OK, "ok", render(&task, &state.media)))
 }
 
+#[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/result", tag = "tasks",
+    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
+    responses((status = 200, body = Envelope<TaskView>),
+              (status = 409, description = "not finished yet (`Retry-After`)", body = Envelope<TaskView>),
+              (status = 404, body = Envelope<Value>)))]
 pub async fn result(
     State(state): State<AppState>,
     Path((segment, id)): Path<(String, String)>,
@@ -339,6 +357,9 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/video/tasks", tag = "tasks",
+    params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = Envelope<Value>)))]
 pub async fn list_video(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -347,6 +368,9 @@ pub async fn list_video(
     list(&state, &owner, TaskKind::Video, q)
 }
 
+#[utoipa::path(get, path = "/v1/images/tasks", tag = "tasks",
+    params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = Envelope<Value>)))]
 pub async fn list_images(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -378,6 +402,10 @@ fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result
     Ok(envelope(StatusCode::OK, "ok", TaskPage { tasks, has_more: page.has_more, next_after }))
 }
 
+#[utoipa::path(delete, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
+    params(("kind" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "cancelled (the task) or forgotten", body = super::openapi::TaskDeleteAnswer),
+              (status = 404, body = Envelope<Value>)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path((segment, id)): Path<(String, String)>,

@@ -207,6 +207,11 @@ async fn reference(state: &AppState, body: &CreateBody) -> Result<Option<InputIm
     load_image(&url, state).await.map(Some).map_err(|e| ApiError { param: Some("input_reference".into()), ..e })
 }
 
+#[utoipa::path(post, path = "/v1/videos", tag = "videos",
+    request_body(content((super::openapi::CreateVideoForm = "application/json"), (super::openapi::CreateVideoForm = "multipart/form-data"))),
+    responses((status = 200, body = VideoObject), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -257,8 +262,7 @@ pub struct VideoObject {
     /// Always `video`.
     pub object: &'static str,
     pub model: Option<String>,
-    /// `queued`, `in_progress`, `completed` or `failed`.
-    pub status: &'static str,
+    pub status: VideoStatus,
     pub progress: u8,
     /// Unix seconds.
     pub created_at: u64,
@@ -271,6 +275,26 @@ pub struct VideoObject {
     pub size: Option<String>,
     pub remixed_from_video_id: Option<String>,
     pub error: Option<VideoError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl VideoStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -304,10 +328,10 @@ pub fn video_object(task: &Task) -> VideoObject {
     let secs = |ms: u64| ms / 1000;
     let request = task.request.as_deref();
     let status = match task.status {
-        TaskStatus::Pending => "queued",
-        TaskStatus::Processing => "in_progress",
-        TaskStatus::Success => "completed",
-        TaskStatus::Failed => "failed",
+        TaskStatus::Pending => VideoStatus::Queued,
+        TaskStatus::Processing => VideoStatus::InProgress,
+        TaskStatus::Success => VideoStatus::Completed,
+        TaskStatus::Failed => VideoStatus::Failed,
     };
     let error = match task.outcome.as_deref() {
         Some(Outcome::Failed { code, message }) => Some(VideoError { code: code.clone(), message: message.clone() }),
@@ -335,6 +359,12 @@ pub fn video_object(task: &Task) -> VideoObject {
 }
 
 /// `GET /v1/videos/{id}`: the OpenAI object for `video_` ids, xAI's answer for the others.
+#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos",
+    description = "A `video_…` id answers OpenAI's Video object; an xAI request id (UUID) answers xAI's poll: 202 while pending.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = super::openapi::VideoAnswer),
+              (status = 202, body = super::xai_videos::XaiVideoStatus),
+              (status = 404, body = crate::error::ErrorBody)))]
 pub async fn retrieve(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -359,6 +389,9 @@ pub struct ListQuery {
     order: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/videos", tag = "videos",
+    params(("after" = Option<String>, Query), ("limit" = Option<u32>, Query), ("order" = Option<String>, Query, description = "`desc` (default) or `asc`")),
+    responses((status = 200, body = VideoList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -393,6 +426,8 @@ pub async fn list(
 }
 
 /// `DELETE /v1/videos/{id}`: a finished video is forgotten; an unfinished one is cancelled first.
+#[utoipa::path(delete, path = "/v1/videos/{id}", tag = "videos", params(("id" = String, Path)),
+    responses((status = 200, body = VideoDeleted), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -417,6 +452,11 @@ pub struct ContentQuery {
 
 /// `GET /v1/videos/{id}/content?variant=video|thumbnail`: the bytes themselves (with ranges), so a
 /// relay needs no second hop to `/v1/files`.
+#[utoipa::path(get, path = "/v1/videos/{id}/content", tag = "videos",
+    params(("id" = String, Path), ("variant" = Option<String>, Query, description = "`video` (default) or `thumbnail`")),
+    responses((status = 200, description = "the MP4 (or poster image); `Range` honoured (206)", content(
+        (Vec<u8> = "video/mp4"), (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"))),
+              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -430,7 +470,7 @@ pub async fn content(
         _ => {
             return Err(ApiError::not_found(format!(
                 "video `{id}` is {}; its content is there once it is completed",
-                video_object(&task).status
+                video_object(&task).status.as_str()
             )));
         }
     };
@@ -446,6 +486,9 @@ pub async fn content(
 }
 
 /// Remix, edit, extend and characters: OpenAI operations neither upstream offers through us.
+#[utoipa::path(post, path = "/v1/videos/{id}/remix", tag = "videos",
+    description = "Also `POST /v1/videos/edits`, `/v1/videos/extensions`, `/v1/videos/characters`: not offered by this gateway.",
+    params(("id" = String, Path)), responses((status = 400, body = crate::error::ErrorBody)))]
 pub async fn unsupported() -> ApiError {
     ApiError::bad_request(
         "unsupported",

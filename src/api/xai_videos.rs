@@ -135,6 +135,11 @@ impl Spec {
     }
 }
 
+#[utoipa::path(post, path = "/v1/videos/generations", tag = "videos",
+    request_body = super::openapi::XaiCreateForm,
+    responses((status = 200, body = XaiCreated), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -189,11 +194,31 @@ pub struct XaiCreated {
     pub request_id: String,
 }
 
+/// `pending` (HTTP 202), `done`, `failed` or `expired` (HTTP 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum XaiStatus {
+    Pending,
+    Done,
+    Failed,
+    Expired,
+}
+
+impl XaiStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// xAI's poll answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct XaiVideoStatus {
-    /// `pending` (HTTP 202), `done`, `failed` or `expired` (HTTP 200).
-    pub status: &'static str,
+    pub status: XaiStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
     pub model: Option<String>,
@@ -227,7 +252,7 @@ pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode
         |status, progress, video, error| XaiVideoStatus { status, progress, model: model.clone(), video, error };
     match (task.status, task.outcome.as_deref()) {
         (TaskStatus::Pending | TaskStatus::Processing, _) => {
-            (StatusCode::ACCEPTED, answer("pending", Some(task.progress), None, None))
+            (StatusCode::ACCEPTED, answer(XaiStatus::Pending, Some(task.progress), None, None))
         }
         (_, Some(Outcome::Video { base, video, duration, .. })) if media_has(video) => {
             let video = XaiVideo {
@@ -235,21 +260,21 @@ pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode
                 duration: Some(*duration),
                 respect_moderation: true,
             };
-            (StatusCode::OK, answer("done", Some(100), Some(video), None))
+            (StatusCode::OK, answer(XaiStatus::Done, Some(100), Some(video), None))
         }
-        (_, Some(Outcome::Video { .. })) => (StatusCode::OK, answer("expired", None, None, None)),
+        (_, Some(Outcome::Video { .. })) => (StatusCode::OK, answer(XaiStatus::Expired, None, None, None)),
         // xAI reports a moderated video as done without a URL.
         (_, Some(Outcome::Failed { code, .. })) if code == "content_policy_violation" => {
             let video = XaiVideo { url: String::new(), duration: None, respect_moderation: false };
-            (StatusCode::OK, answer("done", Some(100), Some(video), None))
+            (StatusCode::OK, answer(XaiStatus::Done, Some(100), Some(video), None))
         }
         (_, Some(Outcome::Failed { code, message })) => {
             let error = XaiError { code: xai_error_code(code), message: format!("{code}: {message}") };
-            (StatusCode::OK, answer("failed", Some(task.progress), None, Some(error)))
+            (StatusCode::OK, answer(XaiStatus::Failed, Some(task.progress), None, Some(error)))
         }
         (_, None | Some(Outcome::Images { .. })) => {
             let error = XaiError { code: "internal_error", message: "no result".into() };
-            (StatusCode::OK, answer("failed", None, None, Some(error)))
+            (StatusCode::OK, answer(XaiStatus::Failed, None, None, Some(error)))
         }
     }
 }
@@ -268,6 +293,8 @@ pub fn retrieve(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Res
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn parse(v: Value) -> Result<Spec, ApiError> {

@@ -72,14 +72,14 @@ impl ProductState {
 }
 
 /// One product's quota as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ProductInfo {
     pub remaining: Option<u32>,
     pub cooldown_secs: Option<u64>,
 }
 
 /// What the admin API and metrics show of one token (never the token itself).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub token: String,

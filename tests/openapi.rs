@@ -1,0 +1,204 @@
+//! `GET /openapi.json` describes the whole HTTP surface, and our real responses match it: every
+//! JSON answer below is validated against the schema the document gives for its path, method and
+//! status (JSON Schema 2020-12, as OpenAPI 3.1 uses it).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "admin-key-openapi";
+
+struct Doc(Value);
+
+impl Doc {
+    /// Validates `body` against the documented `application/json` answer of `method template status`.
+    fn check(&self, method: &str, template: &str, status: u16, body: &Value) {
+        let op = &self.0["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let response = &op["responses"][status.to_string()];
+        assert!(response.is_object(), "{method} {template} does not document {status}: {body}");
+        let mut schema = response["content"]["application/json"]["schema"].clone();
+        assert!(schema.is_object(), "{method} {template} {status} has no JSON schema");
+        schema["components"] = self.0["components"].clone();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> =
+            validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "{method} {template} {status}: {errors:?}\n{body}");
+    }
+}
+
+async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let (status, _, body) = split(req.send().await.unwrap()).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_document_covers_the_surface_and_real_responses_match_it() {
+    let h = builder().config(|c| c.admin.api_key = Some(ADMIN_KEY.into())).start().await;
+    let (status, doc) = call(h.http.get(h.url("/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/models",
+        "/v1/models/{id}",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/chat/completions",
+        "/v1/video/generations/async",
+        "/v1/images/generations/async",
+        "/v1/video/tasks",
+        "/v1/images/tasks",
+        "/v1/{kind}/tasks/{id}",
+        "/v1/{kind}/tasks/{id}/result",
+        "/v1/{kind}/tasks/{id}/events",
+        "/v1/videos",
+        "/v1/videos/{id}",
+        "/v1/videos/{id}/content",
+        "/v1/videos/{id}/events",
+        "/v1/videos/generations",
+        "/v1/files/{kind}/{name}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/tokens",
+        "/admin/tokens/{id}",
+        "/admin/tokens/refresh",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not in /openapi.json");
+    }
+    let doc = Doc(doc);
+
+    // Models.
+    let (s, b) = call(h.get("/v1/models")).await;
+    doc.check("get", "/v1/models", s, &b);
+    let (s, b) = call(h.get("/v1/models/grok-imagine-video")).await;
+    doc.check("get", "/v1/models/{id}", s, &b);
+    let (s, b) = call(h.get("/v1/models/dall-e-3")).await;
+    doc.check("get", "/v1/models/{id}", s, &b);
+
+    // Images, edits, chat: success and error bodies.
+    for body in [
+        json!({"model": "grok-imagine-1.0", "prompt": "a fox"}),
+        json!({"model": "grok-imagine-1.0", "prompt": "a fox", "response_format": "b64_json", "output_format": "jpeg"}),
+        json!({"model": "grok-imagine-1.0", "prompt": "a fox", "n": 11}),
+        json!({"model": "grok-imagine-1.0"}),
+        json!({"model": "grok-imagine-1.0", "prompt": "a fox [sim:fail]"}),
+    ] {
+        let (s, b) = call(h.post("/v1/images/generations").json(&body)).await;
+        doc.check("post", "/v1/images/generations", s, &b);
+    }
+    let (s, b) = call(h.http.post(h.url("/v1/images/generations")).json(&json!({}))).await;
+    doc.check("post", "/v1/images/generations", s, &b);
+    let form = reqwest::multipart::Form::new()
+        .text("model", "grok-imagine-1.0-edit")
+        .text("prompt", "make it blue")
+        .part("image", reqwest::multipart::Part::bytes(sample_png()).file_name("a.png").mime_str("image/png").unwrap());
+    let (s, b) = call(h.post("/v1/images/edits").multipart(form)).await;
+    doc.check("post", "/v1/images/edits", s, &b);
+    let chat = json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": "waves"}]});
+    let (s, b) = call(h.post("/v1/chat/completions").json(&chat)).await;
+    doc.check("post", "/v1/chat/completions", s, &b);
+    let (s, b) = call(h.post("/v1/chat/completions").json(&json!({"model": "x", "messages": []}))).await;
+    doc.check("post", "/v1/chat/completions", s, &b);
+
+    // Task endpoints, through a whole lifecycle.
+    let (s, b) =
+        call(h.post("/v1/video/generations/async").json(&json!({"model": "grok-imagine-video", "prompt": "waves"})))
+            .await;
+    doc.check("post", "/v1/video/generations/async", s, &b);
+    let id = b["data"]["taskId"].as_str().unwrap().to_owned();
+    let (s, b) = call(
+        h.post("/v1/images/generations/async")
+            .json(&json!({"model": "grok-imagine-1.0", "prompt": "a fox", "response_format": "b64_json"})),
+    )
+    .await;
+    doc.check("post", "/v1/images/generations/async", s, &b);
+    let image_task = b["data"]["taskId"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.get(&format!("/v1/video/tasks/{id}/result"))).await;
+    doc.check("get", "/v1/{kind}/tasks/{id}/result", s, &b);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (kind, task) in [("video", &id), ("images", &image_task)] {
+        loop {
+            let (s, b) = call(h.get(&format!("/v1/{kind}/tasks/{task}"))).await;
+            doc.check("get", "/v1/{kind}/tasks/{id}", s, &b);
+            if b["data"]["status"] == "success" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{b}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let (s, b) = call(h.get(&format!("/v1/{kind}/tasks/{task}/result"))).await;
+        doc.check("get", "/v1/{kind}/tasks/{id}/result", s, &b);
+    }
+    let (s, b) = call(h.get("/v1/video/tasks?limit=5")).await;
+    doc.check("get", "/v1/video/tasks", s, &b);
+    let (s, b) = call(h.get("/v1/images/tasks?status=bogus")).await;
+    doc.check("get", "/v1/images/tasks", s, &b);
+    let (s, b) = call(h.http.delete(h.url(&format!("/v1/video/tasks/{id}"))).bearer_auth(KEY)).await;
+    doc.check("delete", "/v1/{kind}/tasks/{id}", s, &b);
+    let (_, b) =
+        call(h.post("/v1/video/tasks").json(&json!({"model": "grok-imagine-video", "prompt": "slow [sim:slow=300]"})))
+            .await;
+    let slow = b["data"]["taskId"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.http.delete(h.url(&format!("/v1/video/tasks/{slow}"))).bearer_auth(KEY)).await;
+    doc.check("delete", "/v1/{kind}/tasks/{id}", s, &b);
+    let (s, b) = call(h.get("/v1/video/tasks/nope")).await;
+    doc.check("get", "/v1/{kind}/tasks/{id}", s, &b);
+
+    // OpenAI Videos and xAI.
+    let (s, b) = call(h.post("/v1/videos").json(&json!({"prompt": "waves", "seconds": 4}))).await;
+    doc.check("post", "/v1/videos", s, &b);
+    let video = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.post("/v1/videos").json(&json!({"prompt": "x", "model": "sora-2"}))).await;
+    doc.check("post", "/v1/videos", s, &b);
+    let (s, b) =
+        call(h.post("/v1/videos/generations").json(&json!({"prompt": "waves [sim:slow=50]", "duration": 2}))).await;
+    doc.check("post", "/v1/videos/generations", s, &b);
+    let request = b["request_id"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.get(&format!("/v1/videos/{request}"))).await;
+    assert_eq!(s, 202);
+    doc.check("get", "/v1/videos/{id}", s, &b);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in [&video, &request] {
+        loop {
+            let (s, b) = call(h.get(&format!("/v1/videos/{id}"))).await;
+            doc.check("get", "/v1/videos/{id}", s, &b);
+            if b["status"] == "completed" || b["status"] == "done" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{b}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let (s, b) = call(h.get("/v1/videos?order=asc")).await;
+    doc.check("get", "/v1/videos", s, &b);
+    let (s, b) = call(h.get("/v1/videos/video_missing/content")).await;
+    doc.check("get", "/v1/videos/{id}/content", s, &b);
+    let (s, b) = call(h.post("/v1/videos/video_x/remix").json(&json!({"prompt": "x"}))).await;
+    doc.check("post", "/v1/videos/{id}/remix", s, &b);
+    let (s, b) = call(h.http.delete(h.url(&format!("/v1/videos/{video}"))).bearer_auth(KEY)).await;
+    doc.check("delete", "/v1/videos/{id}", s, &b);
+    let (s, b) = call(h.get(&format!("/v1/videos/{video}"))).await;
+    doc.check("get", "/v1/videos/{id}", s, &b);
+
+    // Files, operations, admin.
+    let (s, b) = call(h.get("/v1/files/image/0123456789abcdef0123456789abcdef.png")).await;
+    doc.check("get", "/v1/files/{kind}/{name}", s, &b);
+    let (s, b) = call(h.http.get(h.url("/healthz"))).await;
+    doc.check("get", "/healthz", s, &b);
+    let (s, b) = call(h.http.get(h.url("/readyz"))).await;
+    doc.check("get", "/readyz", s, &b);
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_KEY);
+    let (s, b) = call(admin(h.http.get(h.url("/admin/tokens")))).await;
+    doc.check("get", "/admin/tokens", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url("/admin/tokens"))).json(&json!({"tokens": ["tok-charlie-0003"]}))).await;
+    doc.check("post", "/admin/tokens", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url("/admin/tokens/refresh")))).await;
+    doc.check("post", "/admin/tokens/refresh", s, &b);
+    let (s, b) = call(admin(h.http.delete(h.url("/admin/tokens/000000000000")))).await;
+    doc.check("delete", "/admin/tokens/{id}", s, &b);
+}
