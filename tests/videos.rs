@@ -107,6 +107,17 @@ async fn openai_video_lifecycle_create_poll_download_list_delete() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_returns_the_first_video() {
+    let h = start().await;
+    let send = |body: Value| h.post("/v1/videos").header("idempotency-key", "once-42").json(&body).send();
+    let (_, _, first) = split(send(json!({"prompt": "waves"})).await.unwrap()).await;
+    let (status, _, again) = split(send(json!({"prompt": "waves"})).await.unwrap()).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    let (status, _, other) = split(send(json!({"prompt": "another"})).await.unwrap()).await;
+    assert_eq!((status, other["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{other}");
+}
+
+#[tokio::test]
 async fn openai_create_takes_multipart_with_a_reference_image() {
     let h = start().await;
     let form = reqwest::multipart::Form::new()

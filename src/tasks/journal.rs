@@ -452,6 +452,30 @@ mod tests {
     }
 
     #[test]
+    fn the_creating_api_and_its_request_survive_a_round_trip() {
+        let store = super::super::store::TaskStore::new();
+        let request = Arc::new(VideoRequest {
+            model: "grok-imagine-1.0-video".into(),
+            prompt: "waves".into(),
+            seconds: 8,
+            size: "1280x720".into(),
+            resolution: "720p".into(),
+        });
+        let id = store.create_for(KeyId(Arc::from("k")), TaskKind::Video, None, TaskApi::OpenAi, Some(request.clone()));
+        let task = store.get(&id, TaskKind::Video, None).unwrap();
+        let json = serde_json::to_vec(&TaskRecord::from_task(&task, None)).unwrap();
+        let (back, _) = serde_json::from_slice::<TaskRecord>(&json).unwrap().into_task().unwrap();
+        assert_eq!((back.api, back.request.as_deref()), (TaskApi::OpenAi, Some(&*request)));
+        // Records written before tasks knew their API are the task endpoints'.
+        let native = store.create(KeyId(Arc::from("k")), TaskKind::Video, None);
+        let record = TaskRecord::from_task(&store.get(&native, TaskKind::Video, None).unwrap(), None);
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json.get("api").is_none());
+        let (back, _) = serde_json::from_value::<TaskRecord>(json).unwrap().into_task().unwrap();
+        assert_eq!((back.api, back.request), (TaskApi::Native, None));
+    }
+
+    #[test]
     fn video_records_of_the_single_image_layout_still_load() {
         let old = serde_json::json!({"type": "video", "prompt": "", "aspect_ratio": "1:1", "duration": 6,
             "resolution": "480p", "preset": "fun", "image": base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nx")});
