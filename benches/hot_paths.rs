@@ -3,6 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use grok2api::auth::Auth;
+use grok2api::jobs::{ImageFormat, ImageOutput};
 use grok2api::media::parse_range;
 use grok2api::upstream::grok_web::ndjson::FrameDecoder;
 use std::hint::black_box;
@@ -41,5 +42,41 @@ fn range(c: &mut Criterion) {
     c.bench_function("parse_range", |b| b.iter(|| black_box(parse_range(black_box(Some("bytes=1000-2047")), 1 << 20))));
 }
 
-criterion_group!(benches, ndjson, auth, range);
+/// Re-encoding one simulated 512 px final (PNG) to the `output_format` a caller asked for.
+fn output_format(c: &mut Criterion) {
+    let png = bytes::Bytes::from(grok2api::sim::render::render_png(&[7; 32], 512, 512, 1.0));
+    for format in [ImageFormat::Jpeg, ImageFormat::Webp] {
+        let output = ImageOutput { format: Some(format), compression: Some(80) };
+        c.bench_function(
+            &format!("reencode_512px_png_to_{}", format.content_type().trim_start_matches("image/")),
+            |b| b.iter(|| black_box(output.apply(png.clone(), "image/png").unwrap().0.len())),
+        );
+    }
+}
+
+/// Rendering a task as the OpenAI Video object (every poll and every event).
+fn video_object(c: &mut Criterion) {
+    let store = grok2api::tasks::store::TaskStore::new();
+    let request = std::sync::Arc::new(grok2api::tasks::VideoRequest {
+        model: "grok-imagine-1.0-video".into(),
+        prompt: "a paper boat on a river".into(),
+        seconds: 8,
+        size: "1280x720".into(),
+        resolution: "720p".into(),
+    });
+    let owner = grok2api::auth::KeyId(std::sync::Arc::from("k"));
+    let id = store.create_for(
+        owner,
+        grok2api::tasks::TaskKind::Video,
+        None,
+        grok2api::tasks::TaskApi::OpenAi,
+        Some(request),
+    );
+    let task = store.get(&id, grok2api::tasks::TaskKind::Video, None).unwrap();
+    c.bench_function("openai_video_object_to_json", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&grok2api::api::videos::video_object(black_box(&task))).unwrap().len()))
+    });
+}
+
+criterion_group!(benches, ndjson, auth, range, output_format, video_object);
 criterion_main!(benches);

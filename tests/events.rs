@@ -139,6 +139,13 @@ async fn streams_per_key_are_bounded_and_a_disconnect_frees_the_slot() {
     // Someone else's task does not exist for this key.
     let other = h.http.get(h.url(&path)).bearer_auth(OTHER_KEY).send().await.unwrap();
     assert_eq!(other.status(), 404);
+    // With every stream gone, the store keeps no signal for the task.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.server.state.tasks.watched() > 0 {
+        assert!(Instant::now() < deadline, "a followed task's signal was never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(h.server.state.event_streams.is_empty(), "every key's stream count went back to 0");
 }
 
 #[tokio::test]

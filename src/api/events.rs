@@ -57,10 +57,14 @@ struct Slot {
     state: AppState,
     owner: KeyId,
     task: std::sync::Arc<str>,
+    /// The task's change signal; dropped before the watcher is released, so the store sees nobody
+    /// is left following it.
+    changes: Option<tokio::sync::watch::Receiver<()>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.changes.take();
         if let Some(mut n) = self.state.event_streams.get_mut(&self.owner) {
             *n = n.saturating_sub(1);
         }
@@ -86,29 +90,27 @@ fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Respons
         }
         *open += 1;
     }
-    let slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone() };
-    let Some(changes) = state.tasks.watch(&task.id) else {
-        return Err(ApiError::not_found("task not found"));
-    };
-    let events = follow(state, slot, changes, task.id.clone(), task.kind, last_seen);
+    let mut slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone(), changes: None };
+    slot.changes = Some(state.tasks.watch(&task.id).ok_or_else(|| ApiError::not_found("task not found"))?);
+    let events = follow(state, slot, task.id.clone(), task.kind, last_seen);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 fn follow(
     state: AppState,
     slot: Slot,
-    changes: tokio::sync::watch::Receiver<()>,
     id: std::sync::Arc<str>,
     kind: TaskKind,
     last_seen: Option<u64>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((slot, changes, last_seen, false), move |(slot, mut changes, mut last, done)| {
+    futures_util::stream::unfold((slot, last_seen, false), move |(mut slot, mut last, done)| {
         let (state, id) = (state.clone(), id.clone());
         async move {
             if done {
                 return None;
             }
             loop {
+                let changes = slot.changes.as_mut()?;
                 changes.borrow_and_update();
                 // Gone (deleted, or expired): nothing more will come.
                 let task = state.tasks.get(&id, kind, None)?;
@@ -118,7 +120,7 @@ fn follow(
                     let (name, data) = render(&state, &task);
                     let event = Event::default().event(name).id(eid.to_string()).data(data.to_string());
                     let terminal = task.status.is_terminal();
-                    return Some((Ok(event), (slot, changes, last, terminal)));
+                    return Some((Ok(event), (slot, last, terminal)));
                 }
                 if task.status.is_terminal() {
                     return None;

@@ -213,6 +213,11 @@ impl TaskStore {
         Some(self.watchers.entry(key).or_insert_with(|| tokio::sync::watch::channel(()).0).subscribe())
     }
 
+    /// Tasks with a signal (someone follows them, or did and has not been released yet).
+    pub fn watched(&self) -> usize {
+        self.watchers.len()
+    }
+
     /// Drops the signal of `id` once nobody follows it.
     pub fn unwatch(&self, id: &str) {
         self.watchers.remove_if(id, |_, tx| tx.receiver_count() == 0);
