@@ -275,8 +275,9 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
     grok2api::install_crypto_provider();
     let gw = start_gw();
     let id = gw.create("video", video("waves [sim:slow=400]")).await;
-    // Progress above 0 means the stream named its video: the post is journaled.
-    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 0)).await;
+    // The first frame names the video's post and carries progress 1; the post is journaled write-behind
+    // at that moment. The second frame (400 ms later) is well past that write.
+    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 1)).await;
     let mut gw = gw;
     let mut child = gw.proc.take_child();
     child.kill().unwrap();
