@@ -91,7 +91,12 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let upstream = match cfg.upstream.kind {
             UpstreamKind::GrokWeb => {
-                Upstream::GrokWeb(Box::new(GrokWebClient::new(cfg.grok.clone(), metrics.clone())?))
+                let client = GrokWebClient::new(cfg.grok.clone(), metrics.clone())?;
+                let client = match &cfg.state.dir {
+                    Some(dir) => client.with_saved_tokens(dir)?,
+                    None => client,
+                };
+                Upstream::GrokWeb(Box::new(client))
             }
             UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
         };

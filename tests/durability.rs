@@ -293,3 +293,60 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
     assert!(sigterm_and_wait(gw.proc).success());
     assert!(sigterm_and_wait(sim).success());
 }
+
+/// Tokens added through the admin API are kept in the state dir: back after a `kill -9`, marked as
+/// added at run time (the config's are marked `config`); a removed one stays removed.
+#[tokio::test]
+async fn tokens_added_at_run_time_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"dur-key\"]\n[admin]\napi_key = \"dur-admin\"\n[state]\ndir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let kept = grok2api::upstream::grok_web::token_pool::token_id("tok-kept-0001");
+    let tokens = |gw: &Gateway| {
+        let (http, url) = (gw.http.clone(), gw.url.clone());
+        async move {
+            let r = http.get(format!("{url}/admin/tokens")).bearer_auth("dur-admin").send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["data"].as_array().unwrap().clone()
+        }
+    };
+    let gw = start(&cfg, &media);
+    let r = gw
+        .http
+        .post(format!("{}/admin/tokens", gw.url))
+        .bearer_auth("dur-admin")
+        .json(&json!({"tokens": ["tok-kept-0001|http://user:secret@127.0.0.1:3128"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut gw = gw;
+    let mut child = gw.proc.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let gw = start(&cfg, &media);
+    let list = tokens(&gw).await;
+    let entry = list.iter().find(|t| t["id"] == kept.as_str()).unwrap_or_else(|| panic!("not kept: {list:?}"));
+    assert_eq!(entry["source"], "admin");
+    assert!(!entry["token"].as_str().unwrap().contains("tok-kept-0001"), "never shown in full: {entry}");
+    let proxy = entry["proxy"].as_str().unwrap();
+    assert!(proxy.contains("127.0.0.1:3128") && !proxy.contains("secret"), "{proxy}");
+    assert!(list.iter().filter(|t| t["id"] != kept.as_str()).all(|t| t["source"] == "config"), "{list:?}");
+    let r = gw.http.delete(format!("{}/admin/tokens/{kept}", gw.url)).bearer_auth("dur-admin").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm_and_wait(gw.proc).success());
+
+    let gw = start(&cfg, &media);
+    let list = tokens(&gw).await;
+    assert!(list.iter().all(|t| t["id"] != kept.as_str()), "a removed token stays removed: {list:?}");
+    assert!(sigterm_and_wait(gw.proc).success());
+}

@@ -55,7 +55,7 @@ pub async fn add_tokens(
     if body.tokens.iter().all(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid_param("tokens", "give at least one token"));
     }
-    let added = client.pool().add(&body.tokens);
+    let added = client.add_tokens(body.tokens).await.map_err(|e| ApiError::invalid_param("tokens", e))?;
     tracing::info!(added, "tokens added through the admin API");
     Ok(Json(TokenList { added: Some(added), ..pool_view(client) }))
 }
@@ -63,7 +63,7 @@ pub async fn add_tokens(
 #[utoipa::path(delete, path = "/admin/tokens/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = TokenList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenList>, ApiError> {
     let client = client(&state)?;
-    if !client.pool().remove(&id) {
+    if !client.remove_token(&id).await.map_err(ApiError::internal)? {
         return Err(ApiError::not_found(format!("no token with id `{id}`")));
     }
     tracing::info!(token = %id, "token removed through the admin API");

@@ -7,6 +7,7 @@ mod classify;
 mod conversation;
 mod imagine;
 pub mod ndjson;
+pub mod saved_tokens;
 pub mod statsig;
 pub mod token_pool;
 mod wire;
@@ -30,6 +31,8 @@ use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
 use crate::metrics::Metrics;
 
 pub struct GrokWebClient {
+    /// Where tokens added at run time are kept (`state.dir`); `None` = in memory only.
+    saved: Option<Arc<saved_tokens::SavedTokens>>,
     transport: BrowserTransport,
     statsig: statsig::Statsig,
     solver: Option<FlareSolverr>,
@@ -85,7 +88,54 @@ impl GrokWebClient {
             },
         );
         tracing::info!(profile = %transport.profile().name, user_agent = %transport.profile().user_agent, "grok.com browser profile");
-        Ok(Self { transport, statsig, solver, cfg, pool, metrics })
+        Ok(Self { saved: None, transport, statsig, solver, cfg, pool, metrics })
+    }
+
+    /// Keeps tokens added at run time in `dir`, and brings back the ones a previous run kept.
+    pub fn with_saved_tokens(mut self, dir: &std::path::Path) -> Result<Self, String> {
+        let (saved, entries) = saved_tokens::SavedTokens::open(dir)?;
+        for entry in &entries {
+            if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
+                browser::check_proxy_url(&proxy)?;
+            }
+        }
+        let back = self.pool.add(&entries);
+        if !entries.is_empty() {
+            tracing::info!(kept = entries.len(), back, "tokens added at run time before the restart are back");
+        }
+        self.saved = Some(Arc::new(saved));
+        Ok(self)
+    }
+
+    /// Adds tokens at run time (kept across restarts when there is a state dir); returns how many
+    /// became usable.
+    pub async fn add_tokens(&self, entries: Vec<String>) -> Result<usize, String> {
+        for entry in &entries {
+            if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
+                browser::check_proxy_url(&proxy)?;
+            }
+        }
+        if let Some(saved) = self.saved.clone() {
+            let keep = entries.clone();
+            tokio::task::spawn_blocking(move || saved.save(&keep))
+                .await
+                .map_err(|e| format!("saving tokens stopped: {e}"))??;
+        }
+        Ok(self.pool.add(&entries))
+    }
+
+    /// Takes a token out of rotation, and out of the state dir when it was kept there.
+    pub async fn remove_token(&self, id: &str) -> Result<bool, String> {
+        if !self.pool.remove(id) {
+            return Ok(false);
+        }
+        if let Some(saved) = self.saved.clone() {
+            let id = id.to_owned();
+            tokio::task::spawn_blocking(move || saved.forget(&id))
+                .await
+                .map_err(|e| format!("forgetting the token stopped: {e}"))??;
+        }
+        Ok(true)
     }
 
     pub fn pool(&self) -> &TokenPool {

@@ -90,6 +90,9 @@ pub struct TokenInfo {
     pub cooldown_secs: Option<u64>,
     /// The token's own proxy, password hidden.
     pub proxy: Option<String>,
+    /// `config` (given at start; comes back on restart) or `admin` (added at run time; kept in the
+    /// state dir when there is one).
+    pub source: &'static str,
     /// Per product (`image`, `imageEdit`, `video`, `video720p`).
     pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
 }
@@ -107,6 +110,8 @@ pub fn token_id(token: &str) -> String {
 struct TokenState {
     token: String,
     proxy: Option<String>,
+    /// `config` (config, environment, tokens file) or `admin` (added at run time, kept in the state dir).
+    source: &'static str,
     /// Why the current cooldown started, when it was the token's proxy.
     proxy_error: Option<String>,
     status: TokenStatus,
@@ -116,10 +121,11 @@ struct TokenState {
 }
 
 impl TokenState {
-    fn new(token: String, proxy: Option<String>) -> Self {
+    fn new(token: String, proxy: Option<String>, source: &'static str) -> Self {
         Self {
             token,
             proxy,
+            source,
             proxy_error: None,
             status: TokenStatus::Active,
             in_flight: 0,
@@ -254,7 +260,7 @@ impl TokenPool {
             .iter()
             .map(|t| parse_entry(t))
             .filter(|(t, _)| !t.is_empty() && seen.insert(t.clone()))
-            .map(|(token, proxy)| TokenState::new(token, proxy))
+            .map(|(token, proxy)| TokenState::new(token, proxy, "config"))
             .collect();
         Self { settings, shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }) }
     }
@@ -404,6 +410,7 @@ impl TokenPool {
             .map(|t| {
                 let (status, cooldown) = t.label_and_cooldown(now);
                 TokenInfo {
+                    source: t.source,
                     id: token_id(&t.token),
                     token: mask(&t.token),
                     status,
@@ -446,7 +453,7 @@ impl TokenPool {
                     added += 1;
                 }
                 None => {
-                    tokens.push(TokenState::new(token, proxy));
+                    tokens.push(TokenState::new(token, proxy, "admin"));
                     added += 1;
                 }
             }

@@ -1,0 +1,76 @@
+//! Tokens added through the admin API, kept in the state dir (`<state.dir>/tokens.redb`, the same
+//! embedded database engine as the task journal) so they survive a restart. Tokens from the config,
+//! the environment or `tokens_file` are not written here: they come back from where they were given.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// `token_id` → the entry as given (`TOKEN` or `TOKEN|PROXY_URL`).
+const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+
+pub struct SavedTokens {
+    db: Database,
+}
+
+impl SavedTokens {
+    /// Opens (or creates) the store and returns the entries it holds.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<String>), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+        let path = dir.join("tokens.redb");
+        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+        let read = db.begin_read().map_err(|e| e.to_string())?;
+        let table = read.open_table(TOKENS).map_err(|e| e.to_string())?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(|e| e.to_string())? {
+            let (_, entry) = row.map_err(|e| e.to_string())?;
+            entries.push(entry.value().to_owned());
+        }
+        Ok((Self { db }, entries))
+    }
+
+    /// Keeps `entries` (replacing an earlier entry of the same token, e.g. with another proxy).
+    pub fn save(&self, entries: &[String]) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+            for entry in entries {
+                let (token, _) = super::token_pool::parse_entry(entry);
+                if token.is_empty() {
+                    continue;
+                }
+                table.insert(super::token_pool::token_id(&token).as_str(), entry.trim()).map_err(|e| e.to_string())?;
+            }
+        }
+        txn.commit().map_err(|e| e.to_string())
+    }
+
+    /// Forgets the token `id` names (nothing happens for a token that was never saved).
+    pub fn forget(&self, id: &str) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(TOKENS).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_reopening_and_forgetting_works() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (saved, entries) = SavedTokens::open(dir.path()).unwrap();
+            assert!(entries.is_empty());
+            saved.save(&["tok-one".into(), "tok-two|socks5://127.0.0.1:1080".into()]).unwrap();
+            saved.save(&["tok-one|http://127.0.0.1:3128".into()]).unwrap();
+            saved.forget(&super::super::token_pool::token_id("tok-two")).unwrap();
+        }
+        let (_, entries) = SavedTokens::open(dir.path()).unwrap();
+        assert_eq!(entries, vec!["tok-one|http://127.0.0.1:3128".to_string()]);
+    }
+}
