@@ -217,11 +217,11 @@ pub fn indices_from_chunk(js: &str) -> Option<BuildIndices> {
     for (i, b) in bytes.iter().enumerate() {
         match b {
             b'(' if mod16.len() < 4 => {
-                if let Some(n) = Cursor::new(bytes, i + 1).mod16_argument() {
+                if let Some(n) = Cursor::new(bytes, i + 1).indexed_then(&[b",", b"16", b")"]) {
                     mod16.push(n);
                 }
             }
-            b'[' if group.is_none() => group = Cursor::new(bytes, i + 1).mod4_index(),
+            b'[' if group.is_none() => group = Cursor::new(bytes, i + 1).indexed_then(&[b"%", b"4", b"]"]),
             _ => {}
         }
         if mod16.len() == 4 && group.is_some() {
@@ -280,28 +280,15 @@ impl<'a> Cursor<'a> {
         Some(n)
     }
 
-    /// After a '(': `x[N], 16)`.
-    fn mod16_argument(mut self) -> Option<usize> {
+    /// `x[N]` then `tokens`, each after optional spaces: `x[N], 16)` after a '(', `x[N] % 4]` after a '['.
+    fn indexed_then(mut self, tokens: &[&[u8]]) -> Option<usize> {
         let n = self.indexed()?;
-        self.spaces();
-        self.eat(b',')?;
-        self.spaces();
-        self.eat(b'1')?;
-        self.eat(b'6')?;
-        self.spaces();
-        self.eat(b')')?;
-        Some(n)
-    }
-
-    /// After a '[': `x[N] % 4]`.
-    fn mod4_index(mut self) -> Option<usize> {
-        let n = self.indexed()?;
-        self.spaces();
-        self.eat(b'%')?;
-        self.spaces();
-        self.eat(b'4')?;
-        self.spaces();
-        self.eat(b']')?;
+        for token in tokens {
+            self.spaces();
+            for &c in *token {
+                self.eat(c)?;
+            }
+        }
         Some(n)
     }
 }
