@@ -58,11 +58,7 @@ impl GrokWebClient {
             (None, Some(pem)) => Some(pem.clone().into_bytes()),
             (None, None) => None,
         };
-        for raw in &cfg.tokens {
-            if let (_, Some(proxy)) = token_pool::parse_entry(raw) {
-                browser::check_proxy_url(&proxy)?;
-            }
-        }
+        check_entries(&cfg.tokens)?;
         let solver = match cfg.flaresolverr_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => Some(FlareSolverr::new(
                 url,
@@ -94,11 +90,7 @@ impl GrokWebClient {
     /// Keeps tokens added at run time in `dir`, and brings back the ones a previous run kept.
     pub fn with_saved_tokens(mut self, dir: &std::path::Path) -> Result<Self, String> {
         let (saved, entries) = saved_tokens::SavedTokens::open(dir)?;
-        for entry in &entries {
-            if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
-                browser::check_proxy_url(&proxy)?;
-            }
-        }
+        check_entries(&entries)?;
         let back = self.pool.add(&entries);
         if !entries.is_empty() {
             tracing::info!(kept = entries.len(), back, "tokens added at run time before the restart are back");
@@ -110,11 +102,7 @@ impl GrokWebClient {
     /// Adds tokens at run time (kept across restarts when there is a state dir); returns how many
     /// became usable.
     pub async fn add_tokens(&self, entries: Vec<String>) -> Result<usize, String> {
-        for entry in &entries {
-            if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
-                browser::check_proxy_url(&proxy)?;
-            }
-        }
+        check_entries(&entries)?;
         if let Some(saved) = self.saved.clone() {
             let keep = entries.clone();
             tokio::task::spawn_blocking(move || saved.save(&keep))
@@ -330,20 +318,9 @@ impl GrokWebClient {
 
     /// One script chunk, requested as the page's `<script>` would; `None` if it cannot be had.
     async fn fetch_chunk(&self, account: &Account, url: &str) -> Option<String> {
-        let origin = self.cfg.base_url.trim_end_matches('/');
-        let same_origin = url.starts_with(&format!("{origin}/"));
-        let mut headers = HeaderMap::new();
-        let mut put = |k: &'static str, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                headers.insert(HeaderName::from_static(k), v);
-            }
-        };
-        put("accept", "*/*");
-        put("referer", &format!("{origin}/"));
-        put("sec-fetch-site", if same_origin { "same-origin" } else { "same-site" });
-        put("sec-fetch-mode", "no-cors");
-        put("sec-fetch-dest", "script");
-        put("cookie", &self.cookie(&account.token));
+        let same_origin = url.starts_with(&format!("{}/", self.cfg.base_url.trim_end_matches('/')));
+        let site = if same_origin { "same-origin" } else { "same-site" };
+        let headers = self.subresource_headers(account, "*/*", site, "script", true);
         let fetched = async {
             let req = self.transport.request(&account.egress, Method::GET, url, headers)?;
             let resp = self.send(account, req, "grok.com script chunk").await?;
@@ -394,26 +371,39 @@ impl GrokWebClient {
     /// Headers of a browser's same-origin fetch from grok.com/imagine (identity headers come from the
     /// profile, in the transport).
     fn api_headers(&self, account: &Account) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        let mut put = |k: &'static str, v: String| {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert(HeaderName::from_static(k), v);
-            }
-        };
-        let origin = self.cfg.base_url.trim_end_matches('/').to_owned();
-        put("accept", "*/*".into());
-        put("accept-language", "en-US,en;q=0.9".into());
-        put("origin", origin.clone());
-        put("referer", format!("{origin}/imagine"));
-        put("sec-fetch-site", "same-origin".into());
-        put("sec-fetch-mode", "cors".into());
-        put("sec-fetch-dest", "empty".into());
-        put("priority", "u=1, i".into());
-        put("cache-control", "no-cache".into());
-        put("pragma", "no-cache".into());
-        put("x-xai-request-id", uuid::Uuid::new_v4().to_string());
-        put("cookie", self.cookie(&account.token));
-        h
+        let origin = self.cfg.base_url.trim_end_matches('/');
+        header_map(&[
+            ("accept", "*/*"),
+            ("accept-language", "en-US,en;q=0.9"),
+            ("origin", origin),
+            ("referer", &format!("{origin}/imagine")),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("priority", "u=1, i"),
+            ("cache-control", "no-cache"),
+            ("pragma", "no-cache"),
+            ("x-xai-request-id", &uuid::Uuid::new_v4().to_string()),
+            ("cookie", &self.cookie(&account.token)),
+        ])
+    }
+
+    /// Headers of a subresource the page loads (a script, an image): `no-cors`, referred by the page,
+    /// the sso cookie only where the caller says it belongs.
+    fn subresource_headers(&self, account: &Account, accept: &str, site: &str, dest: &str, cookie: bool) -> HeaderMap {
+        let referer = format!("{}/", self.cfg.base_url.trim_end_matches('/'));
+        let cookie = if cookie { self.cookie(&account.token) } else { String::new() };
+        let mut pairs = vec![
+            ("accept", accept),
+            ("referer", referer.as_str()),
+            ("sec-fetch-site", site),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", dest),
+        ];
+        if !cookie.is_empty() {
+            pairs.push(("cookie", cookie.as_str()));
+        }
+        header_map(&pairs)
     }
 
     fn url(&self, path: &str) -> String {
@@ -579,21 +569,8 @@ impl GrokWebClient {
         } else {
             format!("{}/{}", self.cfg.assets_url.trim_end_matches('/'), url_or_path.trim_start_matches('/'))
         };
-        let origin = self.cfg.base_url.trim_end_matches('/');
-        let mut headers = HeaderMap::new();
-        let mut put = |k: &'static str, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                headers.insert(HeaderName::from_static(k), v);
-            }
-        };
-        put("accept", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8");
-        put("referer", &format!("{origin}/"));
-        put("sec-fetch-site", "same-site");
-        put("sec-fetch-mode", "no-cors");
-        put("sec-fetch-dest", "image");
-        if self.is_grok_host(&url) {
-            put("cookie", &self.cookie(&account.token));
-        }
+        const ACCEPT_IMAGE: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+        let headers = self.subresource_headers(account, ACCEPT_IMAGE, "same-site", "image", self.is_grok_host(&url));
         let req = self.transport.request(&account.egress, Method::GET, &url, headers)?;
         let resp = self.send(account, req, "asset download").await?;
         let bytes = self.read_body(account, resp, self.cfg.max_download_bytes).await?;
@@ -623,6 +600,27 @@ impl GrokWebClient {
         }
         Ok(Bytes::from(buf))
     }
+}
+
+/// Refuses token entries (`TOKEN|PROXY_URL`) whose proxy the transport cannot use.
+fn check_entries(entries: &[String]) -> Result<(), String> {
+    for entry in entries {
+        if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
+            browser::check_proxy_url(&proxy)?;
+        }
+    }
+    Ok(())
+}
+
+/// Headers from (name, value) pairs, in order; a value that is not a valid header value is left out.
+fn header_map(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    h
 }
 
 /// A refused WebSocket handshake (status and headers only: the body stays with the transport).

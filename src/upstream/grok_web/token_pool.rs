@@ -109,6 +109,8 @@ pub fn token_id(token: &str) -> String {
 #[derive(Debug)]
 struct TokenState {
     token: String,
+    /// `token_id(token)`, worked out once: picks that prefer an account compare it under the lock.
+    id: String,
     proxy: Option<String>,
     /// `config` (config, environment, tokens file) or `admin` (added at run time, kept in the state dir).
     source: &'static str,
@@ -123,6 +125,7 @@ struct TokenState {
 impl TokenState {
     fn new(token: String, proxy: Option<String>, source: &'static str) -> Self {
         Self {
+            id: token_id(&token),
             token,
             proxy,
             source,
@@ -330,7 +333,7 @@ impl TokenPool {
                 busy = true;
                 continue;
             }
-            let preferred = prefer.is_some_and(|id| token_id(&t.token) == id);
+            let preferred = prefer.is_some_and(|id| t.id == id);
             let rank = (preferred, p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((i, rank));
@@ -411,7 +414,7 @@ impl TokenPool {
                 let (status, cooldown) = t.label_and_cooldown(now);
                 TokenInfo {
                     source: t.source,
-                    id: token_id(&t.token),
+                    id: t.id.clone(),
                     token: mask(&t.token),
                     status,
                     in_flight: t.in_flight,
@@ -466,7 +469,7 @@ impl TokenPool {
     /// Takes a token out of rotation by its id; in-flight requests finish.
     pub fn remove(&self, id: &str) -> bool {
         let mut tokens = lock(&self.shared.tokens);
-        match tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && token_id(&t.token) == id) {
+        match tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id) {
             Some(t) => {
                 t.status = TokenStatus::Removed;
                 true
@@ -480,7 +483,7 @@ impl TokenPool {
     pub fn find(&self, id: &str) -> Option<(String, Option<String>)> {
         lock(&self.shared.tokens)
             .iter()
-            .find(|t| t.status != TokenStatus::Removed && token_id(&t.token) == id)
+            .find(|t| t.status != TokenStatus::Removed && t.id == id)
             .map(|t| (t.token.clone(), t.proxy.clone()))
     }
 
