@@ -51,16 +51,68 @@ pub const SIZES: &[(&str, &str, &str, &str)] = &[
 const DEFAULT_SIZE: &str = "720x1280";
 const DEFAULT_SECONDS: u32 = 4;
 
-/// A validated create request, whichever encoding it came in.
+/// What a video create asks for, validated, whichever API's body it came in.
 #[derive(Debug, PartialEq)]
-pub struct Spec {
+pub struct VideoSpec {
     pub model: &'static str,
+    /// Empty only for image-to-video through the xAI shape.
     pub prompt: String,
     pub seconds: u32,
     pub aspect_ratio: &'static str,
     pub resolution: &'static str,
-    /// The size the video is made at (reported back in `size`).
+    /// What the task reports as its size: OpenAI's size as made, xAI's aspect ratio.
     pub size: &'static str,
+}
+
+impl VideoSpec {
+    /// OpenAI's body (JSON fields, or the multipart form's).
+    pub fn parse(fields: &serde_json::Map<String, Value>) -> Result<Self, ApiError> {
+        let text = |k: &str| fields.get(k).and_then(Value::as_str);
+        let prompt = validate_prompt(text("prompt").ok_or_else(|| ApiError::missing_field("prompt"))?)?;
+        let (aspect_ratio, resolution, made) = size(text("size"))?;
+        Ok(Self {
+            model: video_model(text("model"))?,
+            prompt,
+            seconds: seconds(fields.get("seconds"), "seconds", DEFAULT_SECONDS)?,
+            aspect_ratio,
+            resolution,
+            size: made,
+        })
+    }
+}
+
+/// Creates the video task both video APIs make: `spec` recorded with the task for `api`'s reads,
+/// `images` loaded only once the cheap checks (idempotency, limits, callback) have passed.
+pub async fn submit_video(
+    state: &AppState,
+    owner: KeyId,
+    headers: &HeaderMap,
+    api: TaskApi,
+    spec: &VideoSpec,
+    body: &serde_json::Map<String, Value>,
+    images: impl AsyncFnOnce() -> Result<Vec<InputImage>, ApiError>,
+) -> Result<std::sync::Arc<str>, ApiError> {
+    let request = Arc::new(VideoRequest {
+        model: spec.model.to_owned(),
+        prompt: spec.prompt.clone(),
+        seconds: spec.seconds,
+        size: spec.size.to_owned(),
+        resolution: spec.resolution.to_owned(),
+    });
+    let new = NewTask { kind: TaskKind::Video, api, request: Some(request), body };
+    submit(state, owner, headers, new, async || {
+        let job = VideoJob {
+            prompt: spec.prompt.clone(),
+            aspect_ratio: spec.aspect_ratio,
+            duration: spec.seconds,
+            resolution: spec.resolution,
+            // A prompt is its own direction (custom); only a prompt-less image-to-video uses the preset.
+            preset: VideoPreset::Normal,
+            images: images().await?,
+        };
+        Ok((Job::Video(job), false))
+    })
+    .await
 }
 
 /// The video model for `model` (default: ours); a Sora model gets the list of what we serve.
@@ -79,20 +131,21 @@ pub fn video_model(model: Option<&str>) -> Result<&'static str, ApiError> {
     })
 }
 
-/// `seconds` as OpenAI sends it (a string) or as a number; whole seconds the upstreams make.
-pub fn seconds(v: Option<&Value>) -> Result<u32, ApiError> {
+/// A video length as the APIs send it (a string, as OpenAI does, or a number): whole seconds the
+/// upstreams make. `param` names the field in the error; `default` is the API's own.
+pub fn seconds(v: Option<&Value>, param: &str, default: u32) -> Result<u32, ApiError> {
     let bad = |got: &str| {
         ApiError::invalid_param(
-            "seconds",
+            param,
             format!(
-                "seconds must be a whole number from {} to {}, got {got}",
+                "{param} must be a whole number from {} to {}, got {got}",
                 VIDEO_SECONDS.start(),
                 VIDEO_SECONDS.end()
             ),
         )
     };
     let n = match v {
-        None | Some(Value::Null) => return Ok(DEFAULT_SECONDS),
+        None | Some(Value::Null) => return Ok(default),
         Some(Value::String(s)) => s.trim().parse::<u32>().map_err(|_| bad(&format!("`{s}`")))?,
         Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad(&n.to_string()))?,
         Some(other) => return Err(bad(&other.to_string())),
@@ -106,22 +159,6 @@ pub fn size(v: Option<&str>) -> Result<(&'static str, &'static str, &'static str
         let allowed: Vec<&str> = SIZES.iter().map(|(s, ..)| *s).collect();
         ApiError::invalid_param("size", format!("`{asked}` is not one of {}", allowed.join(", ")))
     })
-}
-
-impl Spec {
-    pub fn parse(fields: &serde_json::Map<String, Value>) -> Result<Self, ApiError> {
-        let text = |k: &str| fields.get(k).and_then(Value::as_str);
-        let prompt = validate_prompt(text("prompt").ok_or_else(|| ApiError::missing_field("prompt"))?)?;
-        let (aspect_ratio, resolution, made) = size(text("size"))?;
-        Ok(Self {
-            model: video_model(text("model"))?,
-            prompt,
-            seconds: seconds(fields.get("seconds"))?,
-            aspect_ratio,
-            resolution,
-            size: made,
-        })
-    }
 }
 
 /// The create body: JSON, or multipart as OpenAI's SDK sends it (text fields plus an
@@ -218,28 +255,9 @@ pub async fn create(
     headers: HeaderMap,
     body: CreateBody,
 ) -> Result<Response, ApiError> {
-    let spec = Spec::parse(&body.fields)?;
-    let request = Arc::new(VideoRequest {
-        model: spec.model.to_owned(),
-        prompt: spec.prompt.clone(),
-        seconds: spec.seconds,
-        size: spec.size.to_owned(),
-        resolution: spec.resolution.to_owned(),
-    });
-    let new = NewTask { kind: TaskKind::Video, api: TaskApi::OpenAi, request: Some(request), body: &body.fields };
-    let id = submit(&state, owner.clone(), &headers, new, async || {
-        let images = reference(&state, &body).await?.into_iter().collect();
-        let job = VideoJob {
-            prompt: spec.prompt.clone(),
-            aspect_ratio: spec.aspect_ratio,
-            duration: spec.seconds,
-            resolution: spec.resolution,
-            preset: VideoPreset::Custom,
-            images,
-        };
-        Ok((Job::Video(job), false))
-    })
-    .await?;
+    let spec = VideoSpec::parse(&body.fields)?;
+    let images = async || Ok(reference(&state, &body).await?.into_iter().collect());
+    let id = submit_video(&state, owner.clone(), &headers, TaskApi::OpenAi, &spec, &body.fields, images).await?;
     let task = state.tasks.get(&id, TaskKind::Video, Some(&owner)).ok_or_else(|| not_found(&id))?;
     Ok(Json(video_object(&task)).into_response())
 }
@@ -507,11 +525,11 @@ mod tests {
         assert_eq!(size(Some("480x480")).unwrap(), ("1:1", "480p", "480x480"));
         let e = size(Some("1920x1080")).unwrap_err();
         assert!(e.message.contains("1280x720") && e.param.as_deref() == Some("size"), "{}", e.message);
-        assert_eq!(seconds(None).unwrap(), 4);
-        assert_eq!(seconds(Some(&json!("8"))).unwrap(), 8);
-        assert_eq!(seconds(Some(&json!(12))).unwrap(), 12);
+        assert_eq!(seconds(None, "seconds", 4).unwrap(), 4);
+        assert_eq!(seconds(Some(&json!("8")), "seconds", 4).unwrap(), 8);
+        assert_eq!(seconds(Some(&json!(12)), "seconds", 4).unwrap(), 12);
         for bad in [json!("0"), json!(16), json!("4.5"), json!(true)] {
-            assert_eq!(seconds(Some(&bad)).unwrap_err().param.as_deref(), Some("seconds"), "{bad}");
+            assert_eq!(seconds(Some(&bad), "seconds", 4).unwrap_err().param.as_deref(), Some("seconds"), "{bad}");
         }
         let e = video_model(Some("sora-2")).unwrap_err();
         assert!(e.message.contains("grok-imagine-1.0-video"), "{}", e.message);

@@ -5,8 +5,6 @@
 //! `expired` (the file is gone from the media store). Shapes as xAI publishes them
 //! (../shared/docs/upstream-xai-and-webhooks.md §1.3–1.5), mirrored by `upstream::xai`'s reader.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,15 +14,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::chat::load_image;
-use super::tasks::{NewTask, submit};
-use super::videos::video_model;
+use super::videos::{VideoSpec, seconds, submit_video, video_model};
 use super::{JsonBody, validate_prompt};
 use crate::app::AppState;
 use crate::auth::KeyId;
 use crate::error::ApiError;
-use crate::jobs::{Job, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, VIDEO_SECONDS, VideoJob, VideoPreset};
+use crate::jobs::{MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES};
 use crate::media::MediaKind;
-use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
+use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus};
 
 /// The ratios xAI lists that the upstreams behind us make (`4:3`/`3:4` they do not).
 const RATIOS: &[&str] = &["16:9", "9:16", "3:2", "2:3", "1:1"];
@@ -33,11 +30,8 @@ const DEFAULT_SECONDS: u32 = 8;
 /// A validated `POST /v1/videos/generations` body.
 #[derive(Debug, PartialEq)]
 pub struct Spec {
-    pub model: &'static str,
-    pub prompt: String,
-    pub seconds: u32,
-    pub aspect_ratio: &'static str,
-    pub resolution: &'static str,
+    /// The task's size is its aspect ratio.
+    pub video: VideoSpec,
     /// `image.url` (first frame) or the `reference_images[].url`s.
     pub image_urls: Vec<String>,
     pub references: bool,
@@ -61,21 +55,7 @@ fn urls_of(v: &Value, param: &str) -> Result<String, ApiError> {
 impl Spec {
     pub fn parse(body: &serde_json::Map<String, Value>) -> Result<Self, ApiError> {
         let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
-        let seconds = match body.get("duration").or_else(|| body.get("seconds")) {
-            None | Some(Value::Null) => DEFAULT_SECONDS,
-            Some(v) => {
-                let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-                match n.and_then(|n| u32::try_from(n).ok()).filter(|n| VIDEO_SECONDS.contains(n)) {
-                    Some(n) => n,
-                    None => {
-                        return Err(ApiError::invalid_param(
-                            "duration",
-                            format!("duration must be a whole number from 1 to 15, got {v}"),
-                        ));
-                    }
-                }
-            }
-        };
+        let seconds = seconds(body.get("duration").or_else(|| body.get("seconds")), "duration", DEFAULT_SECONDS)?;
         let aspect_ratio = match text("aspect_ratio") {
             None => "16:9",
             Some(r) => RATIOS.iter().find(|x| **x == r).copied().ok_or_else(|| {
@@ -123,15 +103,15 @@ impl Spec {
             None if image.is_some() => String::new(),
             None => return Err(ApiError::missing_field("prompt")),
         };
-        Ok(Self {
+        let video = VideoSpec {
             model: video_model(text("model"))?,
             prompt,
             seconds,
             aspect_ratio,
             resolution,
-            image_urls,
-            references: is_references,
-        })
+            size: aspect_ratio,
+        };
+        Ok(Self { video, image_urls, references: is_references })
     }
 }
 
@@ -150,31 +130,15 @@ pub async fn create(
         return Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object"));
     };
     let spec = Spec::parse(&body)?;
-    let request = Arc::new(VideoRequest {
-        model: spec.model.to_owned(),
-        prompt: spec.prompt.clone(),
-        seconds: spec.seconds,
-        size: spec.aspect_ratio.to_owned(),
-        resolution: spec.resolution.to_owned(),
-    });
-    let new = NewTask { kind: TaskKind::Video, api: TaskApi::Xai, request: Some(request), body: &body };
-    let id = submit(&state, owner, &headers, new, async || {
+    let images = async || {
+        let param = if spec.references { "reference_images" } else { "image" };
         let mut images = Vec::with_capacity(spec.image_urls.len());
         for url in &spec.image_urls {
-            let param = if spec.references { "reference_images" } else { "image" };
             images.push(load_image(url, &state).await.map_err(|e| ApiError { param: Some(param.into()), ..e })?);
         }
-        let job = VideoJob {
-            prompt: spec.prompt.clone(),
-            aspect_ratio: spec.aspect_ratio,
-            duration: spec.seconds,
-            resolution: spec.resolution,
-            preset: VideoPreset::Normal,
-            images,
-        };
-        Ok((Job::Video(job), false))
-    })
-    .await?;
+        Ok(images)
+    };
+    let id = submit_video(&state, owner, &headers, TaskApi::Xai, &spec.video, &body, images).await?;
     Ok(Json(XaiCreated { request_id: id.to_string() }).into_response())
 }
 
@@ -303,13 +267,13 @@ mod tests {
 
     #[test]
     fn xai_requests_map_or_are_refused_by_name() {
-        let s = parse(json!({"prompt": "waves", "model": "grok-imagine-video"})).unwrap();
-        assert_eq!((s.seconds, s.aspect_ratio, s.resolution), (8, "16:9", "480p"));
+        let s = parse(json!({"prompt": "waves", "model": "grok-imagine-video"})).unwrap().video;
+        assert_eq!((s.seconds, s.aspect_ratio, s.resolution, s.size), (8, "16:9", "480p", "16:9"));
         let s = parse(json!({"prompt": "w", "duration": "12", "aspect_ratio": "9:16", "resolution": "720p"})).unwrap();
-        assert_eq!((s.seconds, s.aspect_ratio, s.resolution), (12, "9:16", "720p"));
-        assert_eq!(parse(json!({"prompt": "w", "seconds": 3})).unwrap().seconds, 3);
+        assert_eq!((s.video.seconds, s.video.aspect_ratio, s.video.resolution), (12, "9:16", "720p"));
+        assert_eq!(parse(json!({"prompt": "w", "seconds": 3})).unwrap().video.seconds, 3);
         let s = parse(json!({"image": {"url": "data:image/png;base64,AA"}})).unwrap();
-        assert_eq!((s.prompt.as_str(), s.image_urls.len(), s.references), ("", 1, false));
+        assert_eq!((s.video.prompt.as_str(), s.image_urls.len(), s.references), ("", 1, false));
         let s =
             parse(json!({"prompt": "p", "reference_images": [{"url": "https://a/1.png"}, {"url": "https://a/2.png"}]}))
                 .unwrap();
