@@ -131,10 +131,7 @@ async fn kill_9_and_restart_loses_nothing() {
     }
 
     // SIGKILL: no shutdown code runs.
-    let mut gw = gw;
-    let mut child = gw.proc.take_child();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    gw.kill_9();
 
     healthy.store(true, Ordering::SeqCst);
     let gw = start(&cfg, &dir.path().join("media"));
@@ -200,53 +197,76 @@ async fn sigterm_keeps_every_accepted_task() {
     assert!(sigterm_and_wait(gw.proc).success());
 }
 
-/// xAI: the video `request_id` is journaled before polling, so a gateway killed mid-video resumes
-/// polling after the restart — the upstream sees exactly one create (no second charge).
-#[tokio::test]
-async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
+/// A gateway (no demo) on `cfg`: its upstream is a simulator process that outlives it.
+fn start_plain(cfg: &std::path::Path, media: &std::path::Path) -> Gateway {
+    let (proc, url) = spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], media);
+    grok2api::install_crypto_provider();
+    Gateway { proc, url, http: reqwest::Client::new() }
+}
+
+/// `sections` of a gateway config plus a state dir under `dir`, written to `dir/gw.toml`.
+fn state_config(dir: &std::path::Path, sections: &str) -> std::path::PathBuf {
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, format!("{sections}[state]\ndir = \"{}\"\n", dir.join("state").display())).unwrap();
+    path
+}
+
+impl Gateway {
+    /// SIGKILL: no shutdown code runs.
+    fn kill_9(mut self) {
+        let mut child = self.proc.take_child();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// A video the upstream (`sim`, a separate process) had started when the gateway was killed is
+/// finished after the restart, and the upstream counts one start (`starts` in `/sim/stats`).
+/// `journaled` says when the upstream's id is surely in the journal.
+async fn started_video_survives_kill_9(
+    sim: (Running, String),
+    upstream: &str,
+    journaled: impl Fn(&Value) -> bool,
+    starts: &str,
+) {
+    let (sim, sim_url) = sim;
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    // The upstream outlives the gateway: a separate simulator process.
-    let (sim, sim_url) = spawn(
-        &["sim", "--flavor", "xai", "--listen", "127.0.0.1:0", "--tokens", "xai-key-1", "--frame-delay-ms", "5"],
-        &[],
-        &media,
-    );
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[auth]\napi_keys = [\"dur-key\"]\n[upstream]\nkind = \"xai\"\n[xai]\napi_key = \"xai-key-1\"\nbase_url = \"{sim_url}\"\npoll_interval_ms = 20\n[state]\ndir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let start_gw = || {
-        let (proc, url) = spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], &media);
-        Gateway { proc, url, http: reqwest::Client::new() }
-    };
-    grok2api::install_crypto_provider();
-    let gw = start_gw();
+    let cfg = state_config(dir.path(), &format!("[auth]\napi_keys = [\"dur-key\"]\n{upstream}"));
+    let gw = start_plain(&cfg, &media);
     let id = gw
         .create(
             "video",
             json!({"model": "grok-imagine-1.0-video", "prompt": "waves [sim:slow=400]", "video_length": 6}),
         )
         .await;
-    // Progress above 0 means the create was answered and polling runs: the request_id is journaled.
-    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 0)).await;
-    let mut gw = gw;
-    let mut child = gw.proc.take_child();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    gw.wait_for("video", &id, journaled).await;
+    gw.kill_9();
 
-    let gw = start_gw();
+    let gw = start_plain(&cfg, &media);
     let data = gw.wait_for("video", &id, |d| d["status"] == "success" || d["status"] == "failed").await;
-    assert_eq!(data["status"], "success", "the resumed task must finish: {data}");
+    assert_eq!(data["status"], "success", "the started video must be finished after the restart: {data}");
+    assert!(data["result"]["downloadUrl"].as_str().is_some_and(|l| l.contains("/v1/files/video/")), "{data}");
     let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
-    assert_eq!(stats["video_creates"], 1, "the video must not be created twice");
+    assert_eq!(stats[starts], 1, "the video must not be started twice");
     assert!(sigterm_and_wait(gw.proc).success());
     assert!(sigterm_and_wait(sim).success());
+}
+
+/// xAI: the video `request_id` is journaled before polling, so a gateway killed mid-video resumes
+/// polling after the restart — the upstream sees exactly one create (no second charge).
+#[tokio::test]
+async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
+    let sim_media = tempfile::tempdir().unwrap();
+    let args = ["sim", "--flavor", "xai", "--listen", "127.0.0.1:0", "--tokens", "xai-key-1", "--frame-delay-ms", "5"];
+    let sim = spawn(&args, &[], sim_media.path());
+    let upstream = format!(
+        "[upstream]\nkind = \"xai\"\n[xai]\napi_key = \"xai-key-1\"\nbase_url = \"{}\"\npoll_interval_ms = 20\n",
+        sim.1
+    );
+    // Progress above 0 means the create was answered and polling runs: the request_id is journaled.
+    started_video_survives_kill_9(sim, &upstream, |d| d["progress"].as_u64().is_some_and(|p| p > 0), "video_creates")
+        .await;
 }
 
 /// grok.com: a video that started before the gateway was killed is journaled with its media post
@@ -254,44 +274,17 @@ async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
 /// token — grok.com starts it exactly once.
 #[tokio::test]
 async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("media");
-    let (sim, sim_url) =
-        spawn(&["sim", "--listen", "127.0.0.1:0", "--tokens", "tok-dur-0001", "--frame-delay-ms", "5"], &[], &media);
-    let ws_url = sim_url.replacen("http", "ws", 1);
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[auth]\napi_keys = [\"dur-key\"]\n[grok]\ntokens = [\"tok-dur-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws_url}\"\nassets_url = \"{sim_url}\"\n[state]\ndir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let start_gw = || {
-        let (proc, url) = spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()], &[], &media);
-        Gateway { proc, url, http: reqwest::Client::new() }
-    };
-    grok2api::install_crypto_provider();
-    let gw = start_gw();
-    let id = gw.create("video", video("waves [sim:slow=400]")).await;
+    let sim_media = tempfile::tempdir().unwrap();
+    let args = ["sim", "--listen", "127.0.0.1:0", "--tokens", "tok-dur-0001", "--frame-delay-ms", "5"];
+    let sim = spawn(&args, &[], sim_media.path());
+    let (url, ws_url) = (sim.1.clone(), sim.1.replacen("http", "ws", 1));
+    let upstream = format!(
+        "[grok]\ntokens = [\"tok-dur-0001\"]\nbase_url = \"{url}\"\nws_url = \"{ws_url}\"\nassets_url = \"{url}\"\n"
+    );
     // The first frame names the video's post and carries progress 1; the post is journaled write-behind
     // at that moment. The second frame (400 ms later) is well past that write.
-    gw.wait_for("video", &id, |d| d["progress"].as_u64().is_some_and(|p| p > 1)).await;
-    let mut gw = gw;
-    let mut child = gw.proc.take_child();
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    let gw = start_gw();
-    let data = gw.wait_for("video", &id, |d| d["status"] == "success" || d["status"] == "failed").await;
-    assert_eq!(data["status"], "success", "the started video must be collected: {data}");
-    let link = data["result"]["downloadUrl"].as_str().or(data["result"]["url"].as_str()).unwrap_or_default();
-    assert!(link.contains("/v1/files/video/"), "{data}");
-    let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
-    assert_eq!(stats["video_starts"], 1, "the video must not be started twice");
-    assert!(sigterm_and_wait(gw.proc).success());
-    assert!(sigterm_and_wait(sim).success());
+    started_video_survives_kill_9(sim, &upstream, |d| d["progress"].as_u64().is_some_and(|p| p > 1), "video_starts")
+        .await;
 }
 
 /// Tokens added through the admin API are kept in the state dir: back after a `kill -9`, marked as
@@ -300,15 +293,7 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
 async fn tokens_added_at_run_time_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[auth]\napi_keys = [\"dur-key\"]\n[admin]\napi_key = \"dur-admin\"\n[state]\ndir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let cfg = state_config(dir.path(), "[auth]\napi_keys = [\"dur-key\"]\n[admin]\napi_key = \"dur-admin\"\n");
     let kept = grok2api::upstream::grok_web::token_pool::token_id("tok-kept-0001");
     let tokens = |gw: &Gateway| {
         let (http, url) = (gw.http.clone(), gw.url.clone());
@@ -328,10 +313,7 @@ async fn tokens_added_at_run_time_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut gw = gw;
-    let mut child = gw.proc.take_child();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    gw.kill_9();
 
     let gw = start(&cfg, &media);
     let list = tokens(&gw).await;
