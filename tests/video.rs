@@ -418,3 +418,22 @@ async fn an_image_this_gateway_generated_feeds_a_video_without_a_second_upload()
     assert_eq!(status, 200, "{body}");
     assert_eq!(h.sim.uploads(), 1);
 }
+
+#[tokio::test]
+async fn a_refused_generated_id_is_uploaded_once_and_the_other_uploads_are_kept() {
+    if grok_web_only("a_refused_generated_id_is_uploaded_once_and_the_other_uploads_are_kept") {
+        return;
+    }
+    // One token, so the generated image is that account's; the simulator refuses generated ids here.
+    let h = builder().credentials(&["only-token-0001"], &["only-token-0001"]).start().await;
+    let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a red fox", "n": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    let generated = body["data"][0]["url"].as_str().unwrap().to_owned();
+    let images = [generated, data_url(&sample_png())];
+    let (status, body) = chat(&h, with_images(Some("the two meet [sim:uploads-only]"), &images, json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    check_completion(&h, &body, 6.0).await;
+    // The outside image once (first attempt, kept), the generated one once (the retry): not three.
+    assert_eq!(h.sim.uploads(), 2);
+    assert_eq!(h.sim.video_starts(), 1);
+}

@@ -141,8 +141,12 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     }
     let mut input_bytes = Vec::new();
     for id in &inputs {
-        let asset = sim.uploads.get(id).and_then(|p| sim.assets.get(p.value()));
-        match asset {
+        let path = sim.uploads.get(id).map(|p| p.value().clone());
+        // `[sim:uploads-only]`: this account takes only uploaded files as inputs, not generated ones.
+        if faults.uploads_only && path.as_deref().is_some_and(|p| p.contains("/generated/")) {
+            return json_error(StatusCode::BAD_REQUEST, 5, &format!("input asset {id} not found"));
+        }
+        match path.and_then(|p| sim.assets.get(&p)) {
             Some(a) if a.owner == account.user_id => input_bytes.push(a.bytes),
             _ => return json_error(StatusCode::BAD_REQUEST, 5, &format!("input asset {id} not found")),
         }

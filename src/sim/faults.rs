@@ -11,6 +11,7 @@
 //! | `[sim:moderated]` | `completed` with `moderated:true`, no final | final frame with `moderated:true` |
 //! | `[sim:keep-open]` | – | video: the stream stays open for 10 minutes after the final URL |
 //! | `[sim:vanish]` | – | video: its media post is lost (`post/get` answers 404), so a broken stream cannot be recovered |
+//! | `[sim:uploads-only]` | – | inputs: an id of a generated image is refused (400 "not found"); uploads pass |
 //! | `[sim:cloudflare]` | `error` frame "anti-bot" (the prompt comes after the handshake) | HTTP 403 HTML challenge page |
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub struct Faults {
     pub cloudflare: bool,
     pub keep_open: bool,
     pub vanish: bool,
+    pub uploads_only: bool,
 }
 
 impl Faults {
@@ -47,6 +49,7 @@ impl Faults {
                     "cloudflare" => f.cloudflare = true,
                     "keep-open" => f.keep_open = true,
                     "vanish" => f.vanish = true,
+                    "uploads-only" => f.uploads_only = true,
                     _ => {}
                 },
             }

@@ -102,27 +102,52 @@ async fn converse(
     }
 }
 
+/// One input image as the upstream knows it.
+struct InputAsset {
+    id: String,
+    /// Named by the id this account gave it when it generated the image, not uploaded.
+    reused: bool,
+}
+
 /// The upstream ids of a job's input images. An image this account generated (read back from the
-/// media store) is named by its id instead of being uploaded again; any other is uploaded. Also says
-/// whether any id was reused.
+/// media store) is named by its id instead of being uploaded again, when `reuse`; any other is
+/// uploaded.
 async fn input_assets(
     client: &GrokWebClient,
     account: &Account,
     images: &[InputImage],
     reuse: bool,
-) -> Result<(Vec<String>, bool), UpstreamError> {
-    let mut ids = Vec::with_capacity(images.len());
-    let mut reused = false;
+) -> Result<Vec<InputAsset>, UpstreamError> {
+    let mut assets = Vec::with_capacity(images.len());
     for image in images {
-        match image.origin.as_ref().filter(|o| reuse && o.account == account.id) {
-            Some(origin) => {
-                ids.push(origin.asset_id.clone());
-                reused = true;
-            }
-            None => ids.push(upload(client, account, image).await?),
-        }
+        let asset = match image.origin.as_ref().filter(|o| reuse && o.account == account.id) {
+            Some(origin) => InputAsset { id: origin.asset_id.clone(), reused: true },
+            None => InputAsset { id: upload(client, account, image).await?, reused: false },
+        };
+        assets.push(asset);
     }
-    Ok((ids, reused))
+    Ok(assets)
+}
+
+/// `assets` with every reused id replaced by an upload of its image; uploads already made stay.
+async fn upload_reused(
+    client: &GrokWebClient,
+    account: &Account,
+    images: &[InputImage],
+    assets: Vec<InputAsset>,
+) -> Result<Vec<InputAsset>, UpstreamError> {
+    let mut out = Vec::with_capacity(assets.len());
+    for (image, asset) in images.iter().zip(assets) {
+        out.push(match asset.reused {
+            true => InputAsset { id: upload(client, account, image).await?, reused: false },
+            false => asset,
+        });
+    }
+    Ok(out)
+}
+
+fn ids(assets: &[InputAsset]) -> Vec<String> {
+    assets.iter().map(|a| a.id.clone()).collect()
 }
 
 /// One edit conversation, for one image: the web app asks for one edit at a time (its side-by-side
@@ -134,7 +159,7 @@ pub(super) async fn edit(
     slot: usize,
     progress: &ProgressSlots,
 ) -> Result<Asset, UpstreamError> {
-    let (asset_ids, _) = input_assets(client, &account, &job.images, false).await?;
+    let asset_ids = ids(&input_assets(client, &account, &job.images, false).await?);
     let mut found = Found::default();
     converse(client, &account, wire::edit_request(&job.prompt, &asset_ids, job.aspect_ratio), |event| match event {
         ConversationEvent::Image(img) => {
@@ -246,14 +271,14 @@ pub(super) async fn video(
     job: &VideoJob,
     sink: &ProgressSink,
 ) -> Result<VideoAssets, UpstreamError> {
-    let (assets, reused) = input_assets(client, &account, &job.images, true).await?;
-    let (mut seen, mut streamed) = stream_video(client, &account, wire::video_request(job, &assets), sink).await;
-    if reused && seen.post.is_none() && matches!(streamed, Err(UpstreamError::Failed(_))) {
+    let assets = input_assets(client, &account, &job.images, true).await?;
+    let (mut seen, mut streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink).await;
+    if assets.iter().any(|a| a.reused) && seen.post.is_none() && matches!(streamed, Err(UpstreamError::Failed(_))) {
         // Refused before it started: the account may not take a generated image's id as an input
-        // (reusing it is our reading of the web app, not a documented contract). Upload instead.
-        tracing::info!("grok.com refused reused input ids ({:?}); uploading the images instead", streamed.err());
-        let (assets, _) = input_assets(client, &account, &job.images, false).await?;
-        (seen, streamed) = stream_video(client, &account, wire::video_request(job, &assets), sink).await;
+        // (reusing it is our reading of the web app, not a documented contract). Upload those instead.
+        tracing::info!("grok.com refused reused input ids ({:?}); uploading those images instead", streamed.err());
+        let assets = upload_reused(client, &account, &job.images, assets).await?;
+        (seen, streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink).await;
     }
     let video_url = seen
         .video_url
