@@ -221,10 +221,17 @@ impl MediaStore {
 
     /// An image this store serves, read back as an input for another job, with its upstream origin.
     pub async fn read_image(&self, name: &str) -> Option<(Bytes, &'static str, Option<UpstreamOrigin>)> {
-        let file = self.get(MediaKind::Image, name)?;
-        let origin = self.lock().entries.get(&(MediaKind::Image, name.to_owned())).and_then(|e| e.origin.clone());
-        let bytes = tokio::fs::read(&file.path).await.ok()?;
-        Some((Bytes::from(bytes), file.content_type, origin))
+        if !is_valid_name(name) {
+            return None;
+        }
+        let key = (MediaKind::Image, name.to_owned());
+        let origin = {
+            let mut index = self.lock();
+            index.touch(&key)?;
+            index.entries.get(&key)?.origin.clone()
+        };
+        let bytes = tokio::fs::read(self.file_path(MediaKind::Image, name)).await.ok()?;
+        Some((Bytes::from(bytes), content_type_for(name), origin))
     }
 
     pub fn total_bytes(&self) -> u64 {

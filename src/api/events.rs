@@ -162,11 +162,9 @@ pub async fn video_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let api = TaskApi::of_id(&id);
-    let owner = if state.cfg.auth.public_task_reads { None } else { Some(&owner) };
-    let task = state
-        .tasks
-        .get(&id, TaskKind::Video, owner)
-        .filter(|t| t.api == api && api != TaskApi::Native)
+    let task = Some(api)
+        .filter(|a| *a != TaskApi::Native)
+        .and_then(|api| tasks::readable(&state, &id, TaskKind::Video, api, Some(&owner)))
         .ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
     stream(state, task, last_event_id(&headers))
 }

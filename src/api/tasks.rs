@@ -311,11 +311,21 @@ pub async fn create_image(
     .await
 }
 
-pub(super) fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
-    let kind = kind_of(segment)?;
-    // With public task reads the id alone is the capability; otherwise the caller must own the task.
+/// A task of `kind` made through `api` that `owner` may read. With `auth.public_task_reads` the id
+/// alone is the capability; otherwise the caller must own the task.
+pub(super) fn readable(
+    state: &AppState,
+    id: &str,
+    kind: TaskKind,
+    api: TaskApi,
+    owner: Option<&KeyId>,
+) -> Option<Task> {
     let owner = if state.cfg.auth.public_task_reads { None } else { owner };
-    state.tasks.get(id, kind, owner).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)
+    state.tasks.get(id, kind, owner).filter(|t| t.api == api)
+}
+
+pub(super) fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
+    readable(state, id, kind_of(segment)?, TaskApi::Native, owner).ok_or_else(not_found)
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",

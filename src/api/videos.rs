@@ -268,8 +268,7 @@ fn not_found(id: &str) -> ApiError {
 
 /// An OpenAI-made task of the caller (or anyone's, with `auth.public_task_reads`).
 fn lookup(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Task, ApiError> {
-    let owner = if state.cfg.auth.public_task_reads { None } else { owner };
-    state.tasks.get(id, TaskKind::Video, owner).filter(|t| t.api == TaskApi::OpenAi).ok_or_else(|| not_found(id))
+    super::tasks::readable(state, id, TaskKind::Video, TaskApi::OpenAi, owner).ok_or_else(|| not_found(id))
 }
 
 /// OpenAI's Video object.
