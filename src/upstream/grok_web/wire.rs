@@ -431,6 +431,7 @@ mod tests {
     const FIXTURE_IMAGINE: &str = include_str!("../../../tests/fixtures/grok-web/imagine-frames.jsonl");
     const FIXTURE_VIDEO: &str = include_str!("../../../tests/fixtures/grok-web/conversation-video.jsonl");
     const FIXTURE_ERRORS: &str = include_str!("../../../tests/fixtures/grok-web/conversation-errors.jsonl");
+    const FIXTURE_POST: &str = include_str!("../../../tests/fixtures/grok-web/media-post.jsonl");
 
     #[test]
     fn every_captured_imagine_frame_parses() {
@@ -462,6 +463,7 @@ mod tests {
             FIXTURE_VIDEO.lines().map(|l| parse_conversation_frame(&serde_json::from_str(l).unwrap())).collect();
         let ConversationEvent::Video(first) = &events[0] else { panic!("{:?}", events[0]) };
         assert!(first.video_id.is_some(), "videoId comes with the first frame");
+        assert!(first.video_post_id.is_some(), "so does the post the video can be collected from");
         assert!(first.video_url.is_none());
         let ConversationEvent::Video(last) = &events[2] else { panic!() };
         assert!(last.video_url.as_deref().is_some_and(|u| u.ends_with(".mp4")));
@@ -555,15 +557,14 @@ mod tests {
 
     #[test]
     fn media_posts_give_the_hd_rendition_once_ready() {
-        let pending = json!({"post": {"id": "p", "mediaUrl": "", "hdMediaUrl": "", "moderated": false}});
-        assert_eq!(parse_video_post(&pending), Some(VideoPost::default()));
-        let ready = json!({"post": {"mediaUrl": "https://assets.grok.com/users/u/generated/v/generated_video.mp4",
-            "hdMediaUrl": "https://assets.grok.com/users/u/generated/v/generated_video_hd.mp4",
-            "thumbnailImageUrl": "https://assets.grok.com/users/u/generated/v/preview_image.jpg", "mimeType": "video/mp4"}});
-        let post = parse_video_post(&ready).unwrap();
-        assert!(post.video_url.unwrap().ends_with("_hd.mp4"));
-        assert!(post.thumbnail_url.is_some());
-        assert!(parse_video_post(&json!({"post": {"moderated": true}})).unwrap().moderated);
+        let posts: Vec<VideoPost> = FIXTURE_POST
+            .lines()
+            .map(|l| parse_video_post(&serde_json::from_str(l).unwrap()).unwrap_or_else(|| panic!("{l}")))
+            .collect();
+        assert_eq!(posts[0], VideoPost::default(), "empty URLs: not ready yet");
+        assert!(posts[1].video_url.as_deref().is_some_and(|u| u.ends_with("_hd.mp4")), "the HD rendition first");
+        assert!(posts[1].thumbnail_url.is_some());
+        assert!(posts[2].moderated);
         assert_eq!(parse_video_post(&json!({"error": {"code": 5}})), None);
     }
 
