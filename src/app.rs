@@ -26,14 +26,17 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Auth, Guard, KeyId, require_admin, require_key, require_key_task};
+use crate::auth::{Guard, KeyId, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
+use crate::console::session::{AdminGate, require_admin, require_console};
 use crate::error::ApiError;
+use crate::keys::KeyRing;
 use crate::limits::RateLimiter;
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::net::FetchPolicy;
 use crate::runner::JobRunner;
+use crate::state_db::StateDb;
 use crate::tasks::TaskStatus;
 use crate::tasks::callbacks::{CallbackSettings, decode_secret};
 use crate::tasks::idempotency::IdempotencyKeys;
@@ -44,6 +47,7 @@ use crate::tasks::store::Transition;
 use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
 use crate::upstream::xai::XaiClient;
+use crate::usage::UsageBook;
 use crate::{api, nodelay};
 
 pub struct Inner {
@@ -51,7 +55,9 @@ pub struct Inner {
     pub runner: Arc<JobRunner>,
     pub media: Arc<MediaStore>,
     pub guard: Arc<Guard>,
-    pub admin: Arc<Auth>,
+    /// The admin key and console sessions.
+    pub console: Arc<AdminGate>,
+    pub started: std::time::Instant,
     pub metrics: Arc<Metrics>,
     pub fetch_policy: FetchPolicy,
     pub tasks: Arc<TaskStore>,
@@ -89,6 +95,10 @@ impl AppState {
                 .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?,
         );
         let metrics = Arc::new(Metrics::default());
+        let state_db = cfg.state.dir.as_deref().map(StateDb::open).transpose()?.map(Arc::new);
+        let usage = Arc::new(UsageBook::open(state_db.clone())?);
+        let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
+        let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some())?);
         let upstream = match cfg.upstream.kind {
             UpstreamKind::GrokWeb => {
                 let client = GrokWebClient::new(cfg.grok.clone(), metrics.clone())?;
@@ -101,10 +111,13 @@ impl AppState {
             UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
         };
         let guard = Arc::new(Guard {
-            auth: Auth::new(&cfg.auth.api_keys),
+            keys,
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
+            usage: usage.clone(),
         });
-        let admin = Arc::new(Auth::new(cfg.admin.api_key.as_slice()));
+        let https = cfg.server.public_base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+        let console =
+            Arc::new(AdminGate::new(admin_key, Duration::from_secs(cfg.admin.session_ttl_secs.max(60)), https));
         let fetch_policy = FetchPolicy {
             allow_private: cfg.fetch.allow_private,
             timeout: std::time::Duration::from_secs(cfg.fetch.timeout_secs.max(1)),
@@ -130,7 +143,7 @@ impl AppState {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
-        let runner = Arc::new(JobRunner::new(upstream, media.clone()));
+        let runner = Arc::new(JobRunner::new(upstream, media.clone(), usage.clone()));
         let (journal, records) = match &cfg.state.dir {
             Some(dir) => {
                 let (j, records) = Journal::open(dir)?;
@@ -163,6 +176,7 @@ impl AppState {
                 Duration::from_secs(cfg.grok.quota_refresh_secs),
             );
         }
+        spawn_usage_flush(&tracker, shutdown.clone(), usage);
         let idempotency = Arc::new(IdempotencyKeys::default());
         spawn_reaper(
             &tracker,
@@ -183,7 +197,8 @@ impl AppState {
             runner,
             media,
             guard,
-            admin,
+            console,
+            started: std::time::Instant::now(),
             metrics,
             tracker,
             cfg,
@@ -241,11 +256,36 @@ impl AppState {
         if self.cfg.files.require_auth {
             files = files.route_layer(require.clone());
         }
+        use api::admin::{keys, overview, tasks, tokens, usage};
         let admin = Router::new()
-            .route("/admin/tokens", get(api::admin::list_tokens).post(api::admin::add_tokens))
-            .route("/admin/tokens/refresh", post(api::admin::refresh_tokens))
-            .route("/admin/tokens/{id}", delete(api::admin::remove_token))
-            .route_layer(from_fn_with_state(self.admin.clone(), require_admin));
+            .route("/admin/session", get(crate::console::session::session))
+            .route("/admin/logout", post(crate::console::session::logout))
+            .route("/admin/overview", get(overview::overview))
+            .route("/admin/tokens", get(tokens::list_tokens).post(tokens::add_tokens))
+            .route("/admin/tokens/refresh", post(tokens::refresh_tokens))
+            .route("/admin/tokens/import", post(tokens::import_tokens))
+            .route("/admin/tokens/export", post(tokens::export_tokens))
+            .route("/admin/tokens/bulk", post(tokens::bulk))
+            .route("/admin/tokens/{id}", delete(tokens::remove_token).patch(tokens::patch_token))
+            .route("/admin/tokens/{id}/refresh", post(tokens::refresh_token))
+            .route("/admin/keys", get(keys::list).post(keys::create))
+            .route("/admin/keys/{id}", delete(keys::revoke))
+            .route("/admin/keys/{id}/rotate", post(keys::rotate))
+            .route("/admin/usage", get(usage::list))
+            .route("/admin/usage.csv", get(usage::csv))
+            .route("/admin/tasks", get(tasks::list))
+            .route("/admin/tasks/{id}", get(tasks::detail))
+            .route("/admin/tasks/{id}/cancel", post(tasks::cancel))
+            .route("/admin/tasks/{id}/redeliver", post(tasks::redeliver))
+            // Token files can be large; everything else is small JSON.
+            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
+            .route_layer(from_fn_with_state(self.console.clone(), require_admin));
+        // The page, its files and the login are reachable without a session.
+        let console = Router::new()
+            .route("/admin", get(crate::console::page))
+            .route("/admin/assets/{name}", get(crate::console::file))
+            .route("/admin/login", post(crate::console::session::login))
+            .route_layer(from_fn_with_state(self.console.clone(), require_console));
         let mut ops = Router::new();
         if self.cfg.metrics.enabled {
             ops = ops.route("/metrics", get(api::health::metrics));
@@ -260,6 +300,7 @@ impl AppState {
             .merge(tasks_read)
             .merge(files)
             .merge(admin)
+            .merge(console)
             .merge(ops)
             .route("/healthz", get(api::health::healthz))
             .route("/openapi.json", get(api::openapi::openapi_json))
@@ -370,6 +411,24 @@ fn spawn_quota_refresh(tracker: &TaskTracker, shutdown: CancellationToken, runne
     });
 }
 
+/// Writes changed usage rows every few seconds; the last write happens at shutdown (`Server`).
+fn spawn_usage_flush(tracker: &TaskTracker, shutdown: CancellationToken, usage: Arc<UsageBook>) {
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let book = usage.clone();
+            match tokio::task::spawn_blocking(move || book.flush()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("usage not saved (kept in memory, retried): {e}"),
+                Err(e) => tracing::error!("usage flush stopped: {e}"),
+            }
+        }
+    });
+}
+
 /// Forgets finished tasks after `ttl`, checking a few times per TTL (at most once a minute).
 fn spawn_reaper(
     tracker: &TaskTracker,
@@ -424,6 +483,7 @@ impl Server {
         let grace = Duration::from_secs(state.cfg.server.shutdown_grace_secs);
         let abort = state.abort.clone();
         let journal = state.tasks.journal().cloned();
+        let usage_book = state.guard.usage.clone();
         let task = tokio::spawn(async move {
             let serve = axum::serve(nodelay(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
             let serve = serve.into_future();
@@ -449,6 +509,12 @@ impl Server {
                 tracing::warn!("grace period over: stopping running tasks (they end `interrupted`)");
                 abort.cancel();
                 tracker.wait().await;
+            }
+            let usage = usage_book;
+            match tokio::task::spawn_blocking(move || usage.flush()).await {
+                Ok(Err(e)) => tracing::error!("usage not saved at shutdown: {e}"),
+                Err(e) => tracing::error!("usage flush at shutdown stopped: {e}"),
+                Ok(Ok(_)) => {}
             }
             if let Some(j) = journal {
                 // Joining the writer thread blocks until its last batch is on disk.

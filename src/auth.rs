@@ -1,5 +1,6 @@
 //! Bearer-key auth for `/v1/*`. Keys are kept only as SHA-256 digests and compared in constant time
 //! (digest against every configured digest, no early exit), so neither timing nor memory leaks a key.
+//! The guard in front of `/v1` adds the console keys (`keys.rs`), each key's own limits, and usage.
 
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::keys::{Caller, KeyRing};
 use crate::limits::RateLimiter;
+use crate::usage::UsageBook;
 
 /// Who is calling: a stable, non-secret id derived from the API key (owner of tasks, rate-limit bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,26 +25,34 @@ pub struct Auth {
     keys: Vec<([u8; 32], KeyId)>,
 }
 
-fn anonymous() -> KeyId {
-    static ID: std::sync::OnceLock<KeyId> = std::sync::OnceLock::new();
-    ID.get_or_init(|| KeyId(Arc::from("anonymous"))).clone()
-}
-
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The key a request presents (`Authorization: Bearer <key>`).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+}
+
 impl Auth {
     pub fn new(keys: &[String]) -> Self {
-        let keys = keys
-            .iter()
-            .filter(|k| !k.is_empty())
-            .map(|k| {
-                let d = digest(k);
-                (d, KeyId(Arc::from(format!("key-{}", hex::encode(&d[..8])))))
-            })
-            .collect();
+        let keys = keys.iter().filter(|k| !k.is_empty()).map(|k| (digest(k), Self::key_id(k))).collect();
         Self { keys }
+    }
+
+    /// The owner id of a config key: a digest prefix, stable across restarts.
+    pub fn key_id(key: &str) -> KeyId {
+        KeyId(Arc::from(format!("key-{}", hex::encode(&digest(key)[..8]))))
+    }
+
+    pub fn anonymous() -> KeyId {
+        static ID: std::sync::OnceLock<KeyId> = std::sync::OnceLock::new();
+        ID.get_or_init(|| KeyId(Arc::from("anonymous"))).clone()
     }
 
     /// No key configured: every request is accepted (loopback demo mode).
@@ -51,15 +62,9 @@ impl Auth {
 
     pub fn check(&self, headers: &HeaderMap) -> Result<KeyId, ApiError> {
         if self.is_open() {
-            return Ok(anonymous());
+            return Ok(Self::anonymous());
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .ok_or_else(ApiError::unauthorized)?;
+        let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
         let d = digest(presented);
         // Every digest is compared, match or not, in constant time; only which configured key
         // matched (not secret: the caller holds it) decides the id returned.
@@ -73,47 +78,55 @@ impl Auth {
     }
 }
 
-/// What guards `/v1`: the key check, then the key's request rate.
+/// What guards `/v1`: the key check, then the key's request rate and model allowlist; afterwards the
+/// answer is counted in the key's usage.
 pub struct Guard {
-    pub auth: Auth,
+    pub keys: Arc<KeyRing>,
     pub limiter: RateLimiter,
+    pub usage: Arc<UsageBook>,
 }
 
 impl Guard {
-    fn admit(&self, req: &mut Request) -> Result<(), ApiError> {
-        let id = self.auth.check(req.headers())?;
+    /// Who is calling, or why not; a refusal after the key is known is still counted for that key.
+    fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
+        let Caller { owner, policy } = self.keys.check(req.headers()).map_err(|e| (None, e))?;
+        let refuse = |e| (Some(owner.clone()), e);
+        let rate = policy.as_ref().and_then(|p| p.requests_per_second);
         self.limiter
-            .check(&id)
-            .map_err(|wait| ApiError::rate_limited(wait, "request rate limit for this API key exceeded"))?;
-        req.extensions_mut().insert(id);
-        Ok(())
+            .check_with(&owner, rate)
+            .map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
+        if let Some(policy) = &policy
+            && let Some(model) = crate::api::model_of_route(req.method(), req.uri().path())
+            && !crate::keys::allows(policy, model)
+        {
+            return Err(refuse(ApiError::forbidden(
+                "model_not_allowed",
+                format!("this API key may not use `{model}`; allowed: {}", policy.models.join(", ")),
+            )));
+        }
+        req.extensions_mut().insert(owner.clone());
+        Ok(owner)
+    }
+
+    async fn run(&self, mut req: Request, next: Next, shape: fn(ApiError) -> Response) -> Response {
+        let (owner, resp) = match self.admit(&mut req) {
+            Ok(owner) => (Some(owner), next.run(req).await),
+            Err((owner, e)) => (owner, shape(e)),
+        };
+        if let Some(owner) = owner {
+            self.usage.response(&owner, resp.status().as_u16());
+        }
+        resp
     }
 }
 
-pub async fn require_key(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
-    match guard.admit(&mut req) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
+pub async fn require_key(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    guard.run(req, next, IntoResponse::into_response).await
 }
 
 /// `require_key` for the task endpoints: errors come in the `{code, message, data}` envelope.
-pub async fn require_key_task(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
-    match guard.admit(&mut req) {
-        Ok(()) => next.run(req).await,
-        Err(e) => crate::error::TaskError(e).into_response(),
-    }
-}
-
-/// The admin API's own key (`admin.api_key`); without one configured the admin API does not exist.
-pub async fn require_admin(State(admin): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if admin.is_open() {
-        return ApiError::not_found("no such route").into_response();
-    }
-    match admin.check(req.headers()) {
-        Ok(_) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
+pub async fn require_key_task(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    guard.run(req, next, |e| crate::error::TaskError(e).into_response()).await
 }
 
 #[cfg(test)]

@@ -287,11 +287,19 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Key for /admin/* (separate from client keys); unset = no admin API.
+    /// Key for /admin/* and the console (separate from client keys); unset = neither exists.
     pub api_key: Option<String>,
+    /// How long a console login lasts.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { api_key: None, session_ttl_secs: 12 * 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -668,8 +676,10 @@ impl Config {
     }
 
     /// The contract's no-key rules: without keys we only serve loopback, unless explicitly told otherwise.
+    /// With an admin key the gateway is never open (keys are made in the console), so it may listen anywhere.
     pub fn check_auth_safety(&self, listen: SocketAddr) -> Result<(), ConfigError> {
-        if self.auth.api_keys.is_empty() && !listen.ip().is_loopback() && !self.server.insecure_no_auth {
+        let closed = !self.auth.api_keys.is_empty() || self.admin.api_key.as_deref().is_some_and(|k| !k.is_empty());
+        if !closed && !listen.ip().is_loopback() && !self.server.insecure_no_auth {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {listen} without an API key: set GROK2API_API_KEY (or auth.api_keys), \
                  or pass --insecure-no-auth"

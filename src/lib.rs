@@ -5,17 +5,21 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod doctor;
 pub mod error;
 pub mod jobs;
+pub mod keys;
 pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod runner;
 pub mod sim;
+pub mod state_db;
 pub mod tasks;
 pub mod upstream;
+pub mod usage;
 
 /// rustls needs one process-wide crypto provider; call before any TLS client is built.
 pub fn install_crypto_provider() {

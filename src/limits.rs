@@ -22,19 +22,29 @@ impl RateLimiter {
 
     /// Takes one request from `key`'s bucket, or says how many seconds until one is available.
     pub fn check(&self, key: &KeyId) -> Result<(), u64> {
-        if self.rate <= 0.0 {
+        self.check_with(key, None)
+    }
+
+    /// `check` at the key's own rate (a console key's `requests_per_second`, burst = one second's
+    /// worth) instead of the configured one.
+    pub fn check_with(&self, key: &KeyId, own_rate: Option<f64>) -> Result<(), u64> {
+        let (rate, burst) = match own_rate {
+            Some(r) if r > 0.0 => (r, r.ceil().max(1.0)),
+            _ => (self.rate, self.burst),
+        };
+        if rate <= 0.0 {
             return Ok(());
         }
         let now = Instant::now();
-        let mut entry = self.buckets.entry(key.clone()).or_insert((self.burst, now));
+        let mut entry = self.buckets.entry(key.clone()).or_insert((burst, now));
         let (tokens, last) = *entry;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
         if tokens >= 1.0 {
             *entry = (tokens - 1.0, now);
             Ok(())
         } else {
             *entry = (tokens, now);
-            Err(((1.0 - tokens) / self.rate).ceil().max(1.0) as u64)
+            Err(((1.0 - tokens) / rate).ceil().max(1.0) as u64)
         }
     }
 }
@@ -54,5 +64,9 @@ mod tests {
         assert_eq!(l.check(&k), Err(1));
         assert!(l.check(&KeyId(Arc::from("other"))).is_ok(), "buckets are per key");
         assert!(RateLimiter::new(0.0, 0).check(&k).is_ok());
+        let own = KeyId(Arc::from("console"));
+        let open = RateLimiter::new(0.0, 0);
+        assert!(open.check_with(&own, Some(1.0)).is_ok());
+        assert_eq!(open.check_with(&own, Some(1.0)), Err(1), "a key's own rate applies without a global one");
     }
 }

@@ -61,6 +61,14 @@ pub struct Metrics {
     callbacks: DashMap<&'static str, AtomicU64>,
 }
 
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTotals {
+    pub requests: u64,
+    pub server_errors: u64,
+    pub client_errors: u64,
+    pub rate_limited: u64,
+}
+
 /// Point-in-time figures the app adds when rendering (tasks by state, queue depth, token pool).
 pub struct Gauges {
     pub tasks: Vec<(&'static str, usize)>,
@@ -84,6 +92,25 @@ impl Metrics {
     /// One callback delivery attempt: `delivered`, `retry`, `abandoned` (410/forbidden), `given_up`.
     pub fn callback(&self, outcome: &'static str) {
         self.callbacks.entry(outcome).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered so far, by class, summed over routes: (all, 5xx, 4xx but 429, 429). The
+    /// console's overview turns two samples into rates.
+    pub fn totals(&self) -> HttpTotals {
+        let mut t = HttpTotals::default();
+        for route in self.http.iter() {
+            for e in route.by_status.iter() {
+                let n = e.value().load(Ordering::Relaxed);
+                t.requests += n;
+                match *e.key() {
+                    429 => t.rate_limited += n,
+                    500.. => t.server_errors += n,
+                    400.. => t.client_errors += n,
+                    _ => {}
+                }
+            }
+        }
+        t
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
@@ -190,5 +217,10 @@ mod tests {
         assert!(text.contains("grok2api_upstream_calls_total{operation=\"image\",outcome=\"ok\"} 1"));
         assert!(text.contains("grok2api_upstream_tokens{state=\"active\"} 3"));
         assert!(text.contains("grok2api_callback_deliveries_total{outcome=\"delivered\"} 1"));
+        m.http("/v1/x", 429, Duration::from_millis(1));
+        m.http("/v1/x", 404, Duration::from_millis(1));
+        m.http("/v1/x", 502, Duration::from_millis(1));
+        let t = m.totals();
+        assert_eq!((t.requests, t.server_errors, t.client_errors, t.rate_limited), (5, 1, 1, 1));
     }
 }

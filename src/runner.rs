@@ -4,25 +4,30 @@
 
 use std::sync::Arc;
 
+use crate::auth::KeyId;
 use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};
 use crate::media::{MediaKind, MediaStore, StoredMedia};
 use crate::upstream::{Asset, Upstream, UpstreamError};
+use crate::usage::UsageBook;
 
 pub struct JobRunner {
     upstream: Upstream,
     media: Arc<MediaStore>,
+    /// What each key was delivered, counted here because every path passes through.
+    usage: Arc<UsageBook>,
 }
 
 impl JobRunner {
-    pub fn new(upstream: Upstream, media: Arc<MediaStore>) -> Self {
-        Self { upstream, media }
+    pub fn new(upstream: Upstream, media: Arc<MediaStore>, usage: Arc<UsageBook>) -> Self {
+        Self { upstream, media, usage }
     }
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }
 
-    pub async fn run(&self, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+    /// Runs `job` for `owner`, whose usage gains what it delivers.
+    pub async fn run(&self, owner: &KeyId, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
         let output = match job {
             Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?, j.output).await?,
             Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?, j.output).await?,
@@ -37,11 +42,30 @@ impl JobRunner {
             }
         };
         sink.progress(100);
+        self.count(owner, &output);
         Ok(output)
     }
 
+    /// A task that failed after its 202: an error in its owner's usage.
+    pub fn task_failed(&self, owner: &KeyId) {
+        self.usage.task_failed(owner);
+    }
+
+    fn count(&self, owner: &KeyId, output: &JobOutput) {
+        match output {
+            JobOutput::Images(media) => self.usage.delivered(owner, media.len() as u64, 0),
+            JobOutput::Video { duration, .. } => self.usage.delivered(owner, 0, u64::from(*duration)),
+        }
+    }
+
     /// Finishes a video the upstream accepted before a restart (`Job::Video` only).
-    pub async fn resume(&self, job: &Job, upstream_id: &str, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+    pub async fn resume(
+        &self,
+        owner: &KeyId,
+        job: &Job,
+        upstream_id: &str,
+        sink: &ProgressSink,
+    ) -> Result<JobOutput, UpstreamError> {
         let Job::Video(j) = job else {
             return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
         };
@@ -52,7 +76,9 @@ impl JobRunner {
             None => None,
         };
         sink.progress(100);
-        Ok(JobOutput::Video { video, thumbnail, duration: j.duration })
+        let output = JobOutput::Video { video, thumbnail, duration: j.duration };
+        self.count(owner, &output);
+        Ok(output)
     }
 
     async fn store(&self, kind: MediaKind, asset: Asset) -> Result<StoredMedia, UpstreamError> {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::auth::KeyId;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
@@ -360,6 +362,7 @@ pub struct Usage {
         (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]
 pub async fn completions(
     State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
@@ -370,9 +373,9 @@ pub async fn completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if req.stream.unwrap_or(false) {
-        return Ok(stream(&state, Job::Video(job), timeout, id, created, model, base));
+        return Ok(stream(&state, owner, Job::Video(job), timeout, id, created, model, base));
     }
-    let output = tokio::time::timeout(timeout, state.runner.run(&Job::Video(job), &ProgressSink::none()))
+    let output = tokio::time::timeout(timeout, state.runner.run(&owner, &Job::Video(job), &ProgressSink::none()))
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
     let video = links(output, &base)?;
@@ -391,8 +394,10 @@ pub async fn completions(
     .into_response())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream(
     state: &AppState,
+    owner: KeyId,
     job: Job,
     timeout: Duration,
     id: String,
@@ -433,7 +438,7 @@ fn stream(
             Err(e) => vec![Event::default().data(e.body().to_string()), done],
         }
     };
-    sse_job(state, job, timeout, on_event, on_done)
+    sse_job(state, owner, job, timeout, on_event, on_done)
 }
 
 #[cfg(test)]

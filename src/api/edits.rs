@@ -1,5 +1,7 @@
 //! `POST /v1/images/edits` (multipart): up to three PNG/JPEG/WebP inputs of at most 20 MiB each.
 
+use crate::auth::KeyId;
+use axum::Extension;
 use axum::extract::multipart::MultipartError;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
@@ -90,6 +92,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
         (status = 429, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
 pub async fn edits(
     State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -142,5 +145,5 @@ pub async fn edits(
         stream,
         size: form.size.unwrap_or_else(|| "auto".into()),
     };
-    respond(&state, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
+    respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
 }

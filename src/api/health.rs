@@ -40,12 +40,16 @@ pub async fn healthz() -> Json<Health> {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let gauges = Gauges {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges(&state)))
+}
+
+/// The point-in-time figures `/metrics` and the console's overview share.
+pub fn gauges(state: &AppState) -> Gauges {
+    Gauges {
         tasks: state.tasks.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
         queue_depth: state.queue.depth(),
         tokens: state.runner.upstream().grok_web().map(|c| c.pool().health()).unwrap_or_default(),
-    };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges))
+    }
 }
 
 /// Ready = an upstream is configured and at least one token can take a request now.

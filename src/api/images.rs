@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::auth::KeyId;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
@@ -145,11 +147,12 @@ impl ImageGenerationRequest {
         (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]
 pub async fn generations(
     State(state): State<AppState>,
+    Extension(owner): Extension<KeyId>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ImageGenerationRequest>,
 ) -> Result<Response, ApiError> {
     let req = req.validate()?;
-    respond(&state, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
+    respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -198,12 +201,12 @@ pub fn image_data(media: &[StoredMedia], format: ResponseFormat, base: &str) -> 
         .collect()
 }
 
-pub async fn respond(state: &AppState, req: ImageRequest, base: String) -> Result<Response, ApiError> {
+pub async fn respond(state: &AppState, owner: KeyId, req: ImageRequest, base: String) -> Result<Response, ApiError> {
     let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
     if req.stream {
-        return Ok(stream(state, req, base, timeout));
+        return Ok(stream(state, owner, req, base, timeout));
     }
-    let output = tokio::time::timeout(timeout, state.runner.run(&req.job, &ProgressSink::none()))
+    let output = tokio::time::timeout(timeout, state.runner.run(&owner, &req.job, &ProgressSink::none()))
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
     let media = images(output)?;
@@ -216,7 +219,7 @@ fn event(kind: &str, data: Value) -> Event {
 
 /// SSE: `image_generation.partial_image` per preview, `image_generation.completed` per image, or one
 /// `error` event.
-fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) -> Response {
+fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeout: Duration) -> Response {
     let ImageRequest { job, format, size, partial_images, .. } = req;
     let created = unix_now();
     let mut partials: Vec<u32> = Vec::new();
@@ -260,5 +263,5 @@ fn stream(state: &AppState, req: ImageRequest, base: String, timeout: Duration) 
             vec![event("error", body)]
         }
     };
-    sse_job(state, job, timeout, on_event, on_done)
+    sse_job(state, owner, job, timeout, on_event, on_done)
 }

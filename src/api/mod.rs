@@ -101,6 +101,30 @@ pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiE
         .ok_or_else(|| ApiError::model_not_supported(model, want.describe()))
 }
 
+/// The canonical id of a model id or alias, whatever its capability.
+pub fn canonical_model(model: &str) -> Option<&'static str> {
+    MODELS.iter().find(|(id, alias, _)| *id == model || *alias == model).map(|(id, _, _)| *id)
+}
+
+/// The model a generation route serves: each route makes one kind of media, and each kind has one
+/// model, so a key's model allowlist is decided before the body is read. `None` for everything else.
+pub fn model_of_route(method: &axum::http::Method, path: &str) -> Option<&'static str> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    let capability = match path {
+        "/v1/images/generations" | "/v1/images/generations/async" | "/v1/images/tasks" => Capability::Image,
+        "/v1/images/edits" => Capability::Edit,
+        "/v1/chat/completions"
+        | "/v1/video/generations/async"
+        | "/v1/video/tasks"
+        | "/v1/videos"
+        | "/v1/videos/generations" => Capability::Video,
+        _ => return None,
+    };
+    MODELS.iter().find(|(_, _, c)| *c == capability).map(|(id, _, _)| *id)
+}
+
 /// OpenAI `size` (or a bare ratio) → the upstream aspect ratio.
 pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, ApiError> {
     crate::jobs::aspect_ratio_for_size(size).map_err(|m| ApiError::invalid_param("size", m))
@@ -180,6 +204,21 @@ mod tests {
         let e = resolve_model("grok-imagine-1.0-video", Capability::Image).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (400, "model_not_supported"));
         assert!(resolve_model("dall-e-3", Capability::Image).is_err());
+    }
+
+    #[test]
+    fn every_generation_route_names_its_model() {
+        use axum::http::Method;
+        assert_eq!(model_of_route(&Method::POST, "/v1/images/tasks"), Some("grok-imagine-1.0"));
+        assert_eq!(model_of_route(&Method::POST, "/v1/images/edits"), Some("grok-imagine-1.0-edit"));
+        assert_eq!(model_of_route(&Method::POST, "/v1/videos"), Some("grok-imagine-1.0-video"));
+        assert_eq!(model_of_route(&Method::GET, "/v1/videos"), None);
+        assert_eq!(model_of_route(&Method::POST, "/v1/videos/abc/remix"), None);
+        assert_eq!(canonical_model("grok-imagine-video"), Some("grok-imagine-1.0-video"));
+        // One model per capability is what makes the route decide; a second would need the body.
+        for cap in [Capability::Image, Capability::Edit, Capability::Video] {
+            assert_eq!(MODELS.iter().filter(|(_, _, c)| *c == cap).count(), 1);
+        }
     }
 
     #[test]

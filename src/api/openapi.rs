@@ -147,7 +147,13 @@ impl Modify for BearerAuth {
         events::video_events, xai_videos::create,
         files::get_file,
         health::healthz, health::readyz, health::metrics,
-        admin::list_tokens, admin::add_tokens, admin::remove_token, admin::refresh_tokens,
+        admin::tokens::list_tokens, admin::tokens::add_tokens, admin::tokens::remove_token,
+        admin::tokens::refresh_tokens, admin::tokens::import_tokens, admin::tokens::export_tokens,
+        admin::tokens::patch_token, admin::tokens::refresh_token, admin::tokens::bulk,
+        admin::keys::list, admin::keys::create, admin::keys::revoke, admin::keys::rotate,
+        admin::usage::list, admin::usage::csv, admin::tasks::list, admin::tasks::detail, admin::tasks::cancel,
+        admin::tasks::redeliver, admin::overview::overview,
+        crate::console::session::login, crate::console::session::logout, crate::console::session::session,
         openapi_json,
     )
 )]

@@ -11,10 +11,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
+use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 
-pub fn sse_job<P, D>(state: &AppState, job: Job, timeout: Duration, mut on_event: P, on_done: D) -> Response
+pub fn sse_job<P, D>(
+    state: &AppState,
+    owner: KeyId,
+    job: Job,
+    timeout: Duration,
+    mut on_event: P,
+    on_done: D,
+) -> Response
 where
     P: FnMut(JobEvent) -> Option<Event> + Send + 'static,
     D: FnOnce(Result<JobOutput, ApiError>) -> Vec<Event> + Send + 'static,
@@ -23,7 +31,7 @@ where
     let (sink, mut events) = ProgressSink::channel(32);
     let runner = state.runner.clone();
     state.tracker.spawn(async move {
-        let run = runner.run(&job, &sink);
+        let run = runner.run(&owner, &job, &sink);
         tokio::pin!(run);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);

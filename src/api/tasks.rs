@@ -227,7 +227,8 @@ pub async fn submit(
             }
         }
     };
-    let max = state.cfg.limits.max_concurrent_tasks;
+    let own = state.guard.keys.policy(&owner).and_then(|p| p.max_concurrent_tasks);
+    let max = own.unwrap_or(state.cfg.limits.max_concurrent_tasks);
     if max > 0 && state.tasks.active(&owner) >= max {
         return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")));
     }

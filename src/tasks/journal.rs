@@ -74,6 +74,9 @@ struct CallbackRecord {
     attempts: u32,
     last_error: Option<String>,
     done: bool,
+    /// Absent in records written before the console showed attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<super::CallbackAttempt>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +225,7 @@ impl TaskRecord {
                 attempts: c.attempts,
                 last_error: c.last_error.clone(),
                 done: c.done,
+                history: c.history.clone(),
             }),
             pending,
         }
@@ -270,6 +274,7 @@ impl TaskRecord {
                     attempts: c.attempts,
                     last_error: c.last_error,
                     done: c.done,
+                    history: c.history,
                 })
             }),
         };

@@ -97,6 +97,18 @@ pub struct CallbackState {
     pub last_error: Option<String>,
     /// Delivery is over (delivered, refused for good, or retries exhausted); false = still owed.
     pub done: bool,
+    /// The latest attempts (at most `MAX_ATTEMPTS_KEPT`), oldest first, for the console.
+    pub history: Vec<CallbackAttempt>,
+}
+
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// One delivery attempt: when (unix ms), and the error when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallbackAttempt {
+    pub at_ms: u64,
+    pub ok: bool,
+    pub error: Option<String>,
 }
 
 /// Which API created a task. It decides the form of the id and the shape of every read and callback,

@@ -206,10 +206,14 @@ impl WorkerCtx {
         let QueuedTask { id, job, base, b64, resume } = queued;
         let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
         // A task cancelled while queued is already failed: nothing to run. A resumed one is already processing.
-        if resume.is_none() && self.store.apply(&id, Transition::Start).is_err() {
+        let started = match resume {
+            None => self.store.apply(&id, Transition::Start).ok(),
+            Some(_) => self.store.snapshot(&id),
+        };
+        let Some(owner) = started.map(|t| t.owner) else {
             self.running.remove(&id);
             return;
-        }
+        };
         let store = self.store.clone();
         let progress_id = id.clone();
         let pending =
@@ -231,8 +235,8 @@ impl WorkerCtx {
         }));
         let work = async {
             match &resume {
-                Some(upstream_id) => self.runner.resume(&job, upstream_id, &sink).await,
-                None => self.runner.run(&job, &sink).await,
+                Some(upstream_id) => self.runner.resume(&owner, &job, upstream_id, &sink).await,
+                None => self.runner.run(&owner, &job, &sink).await,
             }
         };
         let result = tokio::select! {
@@ -266,7 +270,12 @@ impl WorkerCtx {
             }),
         };
         match self.store.apply(&id, transition) {
-            Ok(task) => self.finished(&task),
+            Ok(task) => {
+                if task.status == TaskStatus::Failed {
+                    self.runner.task_failed(&owner);
+                }
+                self.finished(&task)
+            }
             Err(e) => tracing::debug!(task = %id, "task changed while running (cancelled?): {e:?}"),
         }
     }

@@ -61,6 +61,18 @@ impl Listing<'_> {
 }
 
 /// One page of a listing.
+/// The console's task filter (`TaskStore::scan`).
+#[derive(Debug, Default)]
+pub struct Scan<'a> {
+    pub owner: Option<&'a str>,
+    pub kind: Option<TaskKind>,
+    pub status: Option<TaskStatus>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub after: Option<&'a str>,
+    pub limit: usize,
+}
+
 pub struct Page {
     pub tasks: Vec<Task>,
     pub has_more: bool,
@@ -128,7 +140,14 @@ impl TaskStore {
             seq,
             outcome: None,
             callback: callback_url.map(|url| {
-                Box::new(CallbackState { url, delivered: false, attempts: 0, last_error: None, done: false })
+                Box::new(CallbackState {
+                    url,
+                    delivered: false,
+                    attempts: 0,
+                    last_error: None,
+                    done: false,
+                    history: Vec::new(),
+                })
             }),
         };
         self.tasks.insert(id.clone(), task);
@@ -236,11 +255,54 @@ impl TaskStore {
         cb.attempts += 1;
         cb.delivered = delivered;
         cb.done = done;
+        if cb.history.len() >= super::MAX_ATTEMPTS_KEPT {
+            cb.history.remove(0);
+        }
+        cb.history.push(super::CallbackAttempt { at_ms: super::now_ms(), ok: delivered, error: error.clone() });
         if error.is_some() {
             cb.last_error = error;
         }
         let t = t.clone();
         self.persist(&t);
+    }
+
+    /// Makes a finished task's callback owed again (the console's re-deliver); the caller dispatches it.
+    pub fn reopen_callback(&self, id: &str) -> Result<Task, &'static str> {
+        let mut t = self.tasks.get_mut(id).ok_or("no such task")?;
+        if !t.status.is_terminal() {
+            return Err("the task has not finished yet; its callback goes out when it does");
+        }
+        let cb = t.callback.as_deref_mut().ok_or("the task has no callback_url")?;
+        if !cb.done {
+            return Err("a delivery of this callback is still under way");
+        }
+        (cb.done, cb.delivered) = (false, false);
+        let t = t.clone();
+        self.persist(&t);
+        Ok(t)
+    }
+
+    /// Every owner's tasks matching `f`, newest first, for the console: a scan, which an operator's
+    /// occasional look can afford and the clients' per-owner listings never pay.
+    pub fn scan(&self, f: &Scan<'_>) -> Page {
+        let cursor = f.after.and_then(|a| self.tasks.get(a).map(|t| t.seq));
+        let mut hits: Vec<Task> = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                cursor.is_none_or(|c| t.seq < c)
+                    && f.owner.is_none_or(|o| &*t.owner.0 == o)
+                    && f.kind.is_none_or(|k| t.kind == k)
+                    && f.status.is_none_or(|s| t.status == s)
+                    && f.since_ms.is_none_or(|s| t.created_ms >= s)
+                    && f.until_ms.is_none_or(|u| t.created_ms < u)
+            })
+            .map(|t| t.clone())
+            .collect();
+        hits.sort_unstable_by_key(|t| std::cmp::Reverse(t.seq));
+        let has_more = hits.len() > f.limit;
+        hits.truncate(f.limit);
+        Page { tasks: hits, has_more }
     }
 
     pub fn remove(&self, id: &str) -> Option<Task> {

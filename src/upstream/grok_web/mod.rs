@@ -9,6 +9,7 @@ mod imagine;
 pub mod ndjson;
 pub mod saved_tokens;
 pub mod statsig;
+pub mod token_import;
 pub mod token_pool;
 mod wire;
 
@@ -22,7 +23,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use token_pool::{PoolSettings, Product, TokenPool};
+pub use token_pool::{PoolSettings, Product, TokenPatch, TokenPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
@@ -89,9 +90,15 @@ impl GrokWebClient {
 
     /// Keeps tokens added at run time in `dir`, and brings back the ones a previous run kept.
     pub fn with_saved_tokens(mut self, dir: &std::path::Path) -> Result<Self, String> {
-        let (saved, entries) = saved_tokens::SavedTokens::open(dir)?;
+        let (saved, kept) = saved_tokens::SavedTokens::open(dir)?;
+        let entries: Vec<String> = kept.iter().map(|(e, _)| e.clone()).collect();
         check_entries(&entries)?;
         let back = self.pool.add(&entries);
+        for (entry, meta) in &kept {
+            let id = token_pool::token_id(&token_pool::parse_entry(entry).0);
+            let patch = TokenPatch { enabled: Some(!meta.disabled), note: Some(meta.note.clone()), proxy: None };
+            let _ = self.pool.update(&id, &patch);
+        }
         if !entries.is_empty() {
             tracing::info!(kept = entries.len(), back, "tokens added at run time before the restart are back");
         }
@@ -126,6 +133,106 @@ impl GrokWebClient {
         Ok(true)
     }
 
+    /// Imports a token file (see `token_import`): each entry is added, a duplicate, or rejected with
+    /// its reason. Added tokens are kept in the state dir, with their note.
+    pub async fn import_tokens(&self, content: &str, filename: Option<&str>) -> Result<ImportReport, String> {
+        let (format, entries) = token_import::parse(content, filename);
+        let mut report = ImportReport { format, added: 0, duplicates: 0, rejected: 0, lines: Vec::new() };
+        let mut seen = std::collections::HashSet::new();
+        for entry in entries {
+            let (result, id, token, reason) = match entry.found {
+                Err(why) => ("rejected", None, None, Some(why)),
+                Ok(c) => {
+                    let id = token_pool::token_id(&c.token);
+                    let masked = Some(token_pool::mask(&c.token));
+                    if !seen.insert(id.clone()) {
+                        ("duplicate", Some(id), masked, Some("already earlier in this file".to_owned()))
+                    } else if self.pool.holds(&id) {
+                        ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
+                    } else {
+                        let entry = match &c.proxy {
+                            Some(p) => format!("{}|{p}", c.token),
+                            None => c.token.clone(),
+                        };
+                        self.keep(&[entry]).await?;
+                        if self.pool.add_one(c.token, c.proxy, c.note.clone()) {
+                            if c.note.is_some() {
+                                self.keep_meta(&id).await?;
+                            }
+                            ("added", Some(id), masked, None)
+                        } else {
+                            ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
+                        }
+                    }
+                }
+            };
+            match result {
+                "added" => report.added += 1,
+                "duplicate" => report.duplicates += 1,
+                _ => report.rejected += 1,
+            }
+            report.lines.push(ImportLine { line: entry.line, result, id, token, reason });
+        }
+        tracing::info!(
+            added = report.added,
+            duplicates = report.duplicates,
+            rejected = report.rejected,
+            "tokens imported"
+        );
+        Ok(report)
+    }
+
+    /// Changes a token added at run time (config tokens are read-only: change them where they are given).
+    pub async fn update_token(&self, id: &str, patch: TokenPatch) -> Result<(), TokenChangeError> {
+        match self.pool.source_of(id) {
+            None => return Err(TokenChangeError::NotFound),
+            Some("config") => return Err(TokenChangeError::ReadOnly),
+            Some(_) => {}
+        }
+        if let Some(Some(proxy)) = &patch.proxy {
+            browser::check_proxy_url(proxy).map_err(TokenChangeError::Invalid)?;
+        }
+        self.pool.update(id, &patch).map_err(|_| TokenChangeError::NotFound)?;
+        if patch.proxy.is_some()
+            && let Some((token, proxy)) = self.pool.find(id)
+        {
+            let entry = proxy.map_or_else(|| token.clone(), |p| format!("{token}|{p}"));
+            self.keep(&[entry]).await.map_err(TokenChangeError::Storage)?;
+        }
+        self.keep_meta(id).await.map_err(TokenChangeError::Storage)
+    }
+
+    /// Where a token came from (`config`, `admin`), unless there is no such token.
+    pub fn token_source(&self, id: &str) -> Option<&'static str> {
+        self.pool.source_of(id)
+    }
+
+    /// Asks the upstream for one token's quota now; false when there is no such token.
+    pub async fn refresh_token(&self, id: &str) -> bool {
+        let Some(index) = self.pool.index_of(id) else { return false };
+        let Some((token, proxy)) = self.pool.find(id) else { return false };
+        self.refresh_index(index, &token, proxy.as_deref()).await;
+        true
+    }
+
+    async fn keep(&self, entries: &[String]) -> Result<(), String> {
+        let Some(saved) = self.saved.clone() else { return Ok(()) };
+        let keep = entries.to_vec();
+        tokio::task::spawn_blocking(move || saved.save(&keep))
+            .await
+            .map_err(|e| format!("saving tokens stopped: {e}"))?
+    }
+
+    async fn keep_meta(&self, id: &str) -> Result<(), String> {
+        let Some(saved) = self.saved.clone() else { return Ok(()) };
+        let Some(info) = self.pool.snapshot().into_iter().find(|t| t.id == id) else { return Ok(()) };
+        let meta = saved_tokens::Meta { note: info.note, disabled: !info.enabled };
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || saved.save_meta(&id, &meta))
+            .await
+            .map_err(|e| format!("saving token settings stopped: {e}"))?
+    }
+
     pub fn pool(&self) -> &TokenPool {
         &self.pool
     }
@@ -156,29 +263,35 @@ impl GrokWebClient {
     pub async fn refresh_quotas(&self) -> usize {
         let mut answered = 0;
         for (index, token, proxy) in self.pool.refreshable() {
-            let account = self.account(&token, proxy.as_deref());
-            match self.quota_info(&account).await {
-                Ok(products) => {
-                    answered += 1;
-                    for (product, quota) in products {
-                        let (remaining, until) = match quota {
-                            None => (None, None),
-                            Some(q) => (q.remaining, self.unavailable_until(&q)),
-                        };
-                        self.pool.set_product_quota(index, product, remaining, until);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(token = %token_pool::mask(&token), "quota refresh failed: {e}");
-                    // Only what speaks of the account itself counts (dead credentials, a broken
-                    // proxy); a limited or failed refresh leaves every product as last known.
-                    if matches!(e, UpstreamError::Auth(_) | UpstreamError::ProxyFailed(_)) {
-                        self.pool.report_index(index, Product::Image, Err(&e));
-                    }
-                }
-            }
+            answered += usize::from(self.refresh_index(index, &token, proxy.as_deref()).await);
         }
         answered
+    }
+
+    /// One token's quota refresh; true when the upstream answered.
+    async fn refresh_index(&self, index: usize, token: &str, proxy: Option<&str>) -> bool {
+        let account = self.account(token, proxy);
+        match self.quota_info(&account).await {
+            Ok(products) => {
+                for (product, quota) in products {
+                    let (remaining, until) = match quota {
+                        None => (None, None),
+                        Some(q) => (q.remaining, self.unavailable_until(&q)),
+                    };
+                    self.pool.set_product_quota(index, product, remaining, until);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(token = %token_pool::mask(token), "quota refresh failed: {e}");
+                // Only what speaks of the account itself counts (dead credentials, a broken
+                // proxy); a limited or failed refresh leaves every product as last known.
+                if matches!(e, UpstreamError::Auth(_) | UpstreamError::ProxyFailed(_)) {
+                    self.pool.report_index(index, Product::Image, Err(&e));
+                }
+                false
+            }
+        }
     }
 
     /// When an exhausted product comes back: grok.com's `nextAvailableAt`, else its window, else ours.
@@ -603,6 +716,36 @@ impl GrokWebClient {
 }
 
 /// Refuses token entries (`TOKEN|PROXY_URL`) whose proxy the transport cannot use.
+/// What an import did, entry by entry.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    pub format: token_import::Format,
+    pub added: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub lines: Vec<ImportLine>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportLine {
+    /// The file's line (txt, jsonl) or the entry's position (json), from 1.
+    pub line: usize,
+    /// `added`, `duplicate` or `rejected`.
+    pub result: &'static str,
+    pub id: Option<String>,
+    /// Masked.
+    pub token: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum TokenChangeError {
+    NotFound,
+    ReadOnly,
+    Invalid(String),
+    Storage(String),
+}
+
 fn check_entries(entries: &[String]) -> Result<(), String> {
     for entry in entries {
         if let (_, Some(proxy)) = token_pool::parse_entry(entry) {

@@ -8,26 +8,41 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// `token_id` → the entry as given (`TOKEN` or `TOKEN|PROXY_URL`).
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+/// `token_id` → what the console set on it (`Meta` as JSON).
+const META: TableDefinition<&str, &str> = TableDefinition::new("token_meta");
+
+/// The console's settings of a kept token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub note: Option<String>,
+    pub disabled: bool,
+}
 
 pub struct SavedTokens {
     db: Database,
 }
 
 impl SavedTokens {
-    /// Opens (or creates) the store and returns the entries it holds.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<String>), String> {
+    /// Opens (or creates) the store and returns the entries it holds, each with its settings.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<(String, Meta)>), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
         let path = dir.join("tokens.redb");
         let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+        txn.open_table(META).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
         let read = db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(TOKENS).map_err(|e| e.to_string())?;
+        let meta = read.open_table(META).map_err(|e| e.to_string())?;
         let mut entries = Vec::new();
         for row in table.iter().map_err(|e| e.to_string())? {
-            let (_, entry) = row.map_err(|e| e.to_string())?;
-            entries.push(entry.value().to_owned());
+            let (id, entry) = row.map_err(|e| e.to_string())?;
+            let m = match meta.get(id.value()).map_err(|e| e.to_string())? {
+                Some(json) => serde_json::from_str(json.value()).unwrap_or_default(),
+                None => Meta::default(),
+            };
+            entries.push((entry.value().to_owned(), m));
         }
         Ok((Self { db }, entries))
     }
@@ -48,10 +63,19 @@ impl SavedTokens {
         txn.commit().map_err(|e| e.to_string())
     }
 
+    /// Keeps the console's settings of the token `id` names.
+    pub fn save_meta(&self, id: &str, meta: &Meta) -> Result<(), String> {
+        let json = serde_json::to_string(meta).map_err(|e| e.to_string())?;
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(META).map_err(|e| e.to_string())?.insert(id, json.as_str()).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())
+    }
+
     /// Forgets the token `id` names (nothing happens for a token that was never saved).
     pub fn forget(&self, id: &str) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(TOKENS).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
+        txn.open_table(META).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 }
@@ -68,9 +92,12 @@ mod tests {
             assert!(entries.is_empty());
             saved.save(&["tok-one".into(), "tok-two|socks5://127.0.0.1:1080".into()]).unwrap();
             saved.save(&["tok-one|http://127.0.0.1:3128".into()]).unwrap();
+            let meta = Meta { note: Some("main".into()), disabled: true };
+            saved.save_meta(&super::super::token_pool::token_id("tok-one"), &meta).unwrap();
             saved.forget(&super::super::token_pool::token_id("tok-two")).unwrap();
         }
         let (_, entries) = SavedTokens::open(dir.path()).unwrap();
-        assert_eq!(entries, vec!["tok-one|http://127.0.0.1:3128".to_string()]);
+        let meta = Meta { note: Some("main".into()), disabled: true };
+        assert_eq!(entries, vec![("tok-one|http://127.0.0.1:3128".to_string(), meta)]);
     }
 }

@@ -76,6 +76,12 @@ impl ProductState {
 pub struct ProductInfo {
     pub remaining: Option<u32>,
     pub cooldown_secs: Option<u64>,
+    /// Unix seconds when a resting product is back.
+    pub refills_at: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    crate::tasks::now_ms() / 1000
 }
 
 /// What the admin API and metrics show of one token (never the token itself).
@@ -83,11 +89,19 @@ pub struct ProductInfo {
 pub struct TokenInfo {
     pub id: String,
     pub token: String,
+    /// `active`, `cooling`, `expired` or `disabled`.
     pub status: &'static str,
+    pub enabled: bool,
+    pub note: Option<String>,
     pub in_flight: u32,
     pub fail_count: u32,
     pub remaining: Option<u32>,
     pub cooldown_secs: Option<u64>,
+    /// The last upstream error seen with this token, and when (unix seconds).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// When the upstream last answered a quota refresh for it (unix seconds).
+    pub checked_at: Option<u64>,
     /// The token's own proxy, password hidden.
     pub proxy: Option<String>,
     /// `config` (given at start; comes back on restart) or `admin` (added at run time; kept in the
@@ -95,6 +109,19 @@ pub struct TokenInfo {
     pub source: &'static str,
     /// Per product (`image`, `imageEdit`, `video`, `video720p`).
     pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
+}
+
+/// What the console may change of a token (`None` = leave as is; `Some(None)` = clear).
+#[derive(Debug, Clone, Default)]
+pub struct TokenPatch {
+    pub enabled: Option<bool>,
+    pub note: Option<Option<String>>,
+    pub proxy: Option<Option<String>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PatchError {
+    NotFound,
 }
 
 /// How a token ranks for a pick; higher is better.
@@ -117,6 +144,11 @@ struct TokenState {
     /// Why the current cooldown started, when it was the token's proxy.
     proxy_error: Option<String>,
     status: TokenStatus,
+    /// Switched off in the console: kept, never picked.
+    enabled: bool,
+    note: Option<String>,
+    last_error: Option<(String, u64)>,
+    checked_at: Option<u64>,
     in_flight: u32,
     fail_count: u32,
     products: [ProductState; 4],
@@ -131,6 +163,10 @@ impl TokenState {
             source,
             proxy_error: None,
             status: TokenStatus::Active,
+            enabled: true,
+            note: None,
+            last_error: None,
+            checked_at: None,
             in_flight: 0,
             fail_count: 0,
             products: [ProductState::default(); 4],
@@ -148,9 +184,10 @@ impl TokenState {
     /// A token whose every product cools is, as a whole, cooling: until the first comes back.
     fn label_and_cooldown(&self, now: Instant) -> (&'static str, Option<Duration>) {
         match self.status {
+            TokenStatus::Removed => ("removed", None),
+            _ if !self.enabled => ("disabled", None),
             TokenStatus::Cooling { until } if until > now => ("cooling", Some(until - now)),
             TokenStatus::Expired => ("expired", None),
-            TokenStatus::Removed => ("removed", None),
             _ => {
                 let cooling: Vec<Duration> = self.products.iter().filter_map(|p| p.cooling(now)).collect();
                 if cooling.len() == self.products.len() {
@@ -316,7 +353,7 @@ impl TokenPool {
                 }
                 t.status = TokenStatus::Active;
             }
-            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) {
+            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) || !t.enabled {
                 continue;
             }
             let p = t.products[product.idx()];
@@ -363,6 +400,9 @@ impl TokenPool {
     pub fn report_index(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) {
         let mut tokens = lock(&self.shared.tokens);
         let Some(t) = tokens.get_mut(index) else { return };
+        if let Err(e) = outcome {
+            t.last_error = Some((e.to_string(), unix_now()));
+        }
         match outcome {
             Ok(()) => {
                 t.fail_count = 0;
@@ -417,6 +457,11 @@ impl TokenPool {
                     id: t.id.clone(),
                     token: mask(&t.token),
                     status,
+                    enabled: t.enabled,
+                    note: t.note.clone(),
+                    last_error: t.last_error.as_ref().map(|(e, _)| e.clone()),
+                    last_error_at: t.last_error.as_ref().map(|(_, at)| *at),
+                    checked_at: t.checked_at,
                     in_flight: t.in_flight,
                     fail_count: t.fail_count,
                     remaining: t.remaining(),
@@ -426,11 +471,13 @@ impl TokenPool {
                         .iter()
                         .map(|p| {
                             let st = t.products[p.idx()];
+                            let cooling = st.cooling(now).map(|d| d.as_secs().max(1));
                             (
                                 p.key(),
                                 ProductInfo {
                                     remaining: st.remaining,
-                                    cooldown_secs: st.cooling(now).map(|d| d.as_secs().max(1)),
+                                    cooldown_secs: cooling,
+                                    refills_at: cooling.map(|c| unix_now() + c),
                                 },
                             )
                         })
@@ -464,6 +511,70 @@ impl TokenPool {
         drop(tokens);
         self.shared.released.notify_waiters();
         added
+    }
+
+    /// Adds one token as the console imports it: `false` when the pool already holds it (a removed or
+    /// expired one comes back, as with `add`).
+    pub fn add_one(&self, token: String, proxy: Option<String>, note: Option<String>) -> bool {
+        let id = token_id(&token);
+        if self.holds(&id) {
+            return false;
+        }
+        let entry = match &proxy {
+            Some(p) => format!("{token}|{p}"),
+            None => token,
+        };
+        self.add(&[entry]);
+        if note.is_some() {
+            let _ = self.update(&id, &TokenPatch { note: Some(note), ..TokenPatch::default() });
+        }
+        true
+    }
+
+    /// The pool serves (or may serve again by itself) the token `id` names: not removed, not expired.
+    pub fn holds(&self, id: &str) -> bool {
+        lock(&self.shared.tokens)
+            .iter()
+            .any(|t| t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
+    }
+
+    /// Changes what the console may change of a token added at run time.
+    pub fn update(&self, id: &str, patch: &TokenPatch) -> Result<(), PatchError> {
+        let mut tokens = lock(&self.shared.tokens);
+        let t =
+            tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id).ok_or(PatchError::NotFound)?;
+        if let Some(enabled) = patch.enabled {
+            t.enabled = enabled;
+        }
+        if let Some(note) = &patch.note {
+            t.note = note.clone().filter(|n| !n.trim().is_empty());
+        }
+        if let Some(proxy) = &patch.proxy {
+            t.proxy = proxy.clone();
+            t.proxy_error = None;
+        }
+        drop(tokens);
+        self.shared.released.notify_waiters();
+        Ok(())
+    }
+
+    /// Where a token came from (`config` or `admin`), unless it was removed.
+    pub fn source_of(&self, id: &str) -> Option<&'static str> {
+        lock(&self.shared.tokens).iter().find(|t| t.status != TokenStatus::Removed && t.id == id).map(|t| t.source)
+    }
+
+    /// The pool's index of the token `id` names, for a refresh of that one token.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        lock(&self.shared.tokens).iter().position(|t| t.status != TokenStatus::Removed && t.id == id)
+    }
+
+    /// Every token with its proxy, note and switch, for an export (the full values: the operator's backup).
+    pub fn export(&self) -> Vec<(String, Option<String>, Option<String>, bool)> {
+        lock(&self.shared.tokens)
+            .iter()
+            .filter(|t| t.status != TokenStatus::Removed)
+            .map(|t| (t.token.clone(), t.proxy.clone(), t.note.clone(), t.enabled))
+            .collect()
     }
 
     /// Takes a token out of rotation by its id; in-flight requests finish.
@@ -504,6 +615,7 @@ impl TokenPool {
         let p = &mut t.products[product.idx()];
         p.remaining = remaining;
         p.cooling_until = until;
+        t.checked_at = Some(unix_now());
         drop(tokens);
         self.shared.released.notify_waiters();
     }
@@ -517,7 +629,7 @@ impl TokenPool {
     pub fn health(&self) -> Vec<(&'static str, usize)> {
         let now = Instant::now();
         let tokens = lock(&self.shared.tokens);
-        ["active", "cooling", "expired"]
+        ["active", "cooling", "expired", "disabled"]
             .into_iter()
             .map(|l| (l, tokens.iter().filter(|t| t.label_and_cooldown(now).0 == l).count()))
             .collect()

@@ -1,0 +1,261 @@
+//! `/admin/tokens`: the upstream token pool, seen and changed at run time. Tokens are never shown:
+//! each has a stable id (a hash prefix) and a masked form; only an export (a POST, for the
+//! operator's backup) carries the values.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::api::JsonBody;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::upstream::grok_web::token_pool::TokenInfo;
+use crate::upstream::grok_web::{GrokWebClient, ImportReport, TokenChangeError, TokenPatch};
+
+fn client(state: &AppState) -> Result<&GrokWebClient, ApiError> {
+    state.runner.upstream().grok_web().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))
+}
+
+/// The token pool, and what the call changed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<TokenInfo>,
+    /// Tokens the call added (`POST /admin/tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<usize>,
+    /// Tokens that answered the quota refresh (`POST /admin/tokens/refresh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<usize>,
+}
+
+fn pool_view(client: &GrokWebClient) -> TokenList {
+    TokenList { object: "list", data: client.pool().snapshot(), added: None, refreshed: None }
+}
+
+#[utoipa::path(get, path = "/admin/tokens", tag = "admin", responses((status = 200, body = TokenList), (status = 401, body = crate::error::ErrorBody),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
+    Ok(Json(pool_view(client(&state)?)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AddTokens {
+    /// sso tokens, each optionally `TOKEN|PROXY_URL`.
+    tokens: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/admin/tokens", tag = "admin", request_body = AddTokens, responses((status = 200, body = TokenList), (status = 400, body = crate::error::ErrorBody),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
+pub async fn add_tokens(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<AddTokens>,
+) -> Result<Json<TokenList>, ApiError> {
+    let client = client(&state)?;
+    if body.tokens.iter().all(|t| t.trim().is_empty()) {
+        return Err(ApiError::invalid_param("tokens", "give at least one token"));
+    }
+    let added = client.add_tokens(body.tokens).await.map_err(|e| ApiError::invalid_param("tokens", e))?;
+    tracing::info!(added, "tokens added through the admin API");
+    Ok(Json(TokenList { added: Some(added), ..pool_view(client) }))
+}
+
+#[utoipa::path(delete, path = "/admin/tokens/{id}", tag = "admin", description = "A token from the config comes back on restart.", params(("id" = String, Path)), responses((status = 200, body = TokenList), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenList>, ApiError> {
+    let client = client(&state)?;
+    if !client.remove_token(&id).await.map_err(ApiError::internal)? {
+        return Err(ApiError::not_found(format!("no token with id `{id}`")));
+    }
+    tracing::info!(token = %id, "token removed through the admin API");
+    Ok(Json(pool_view(client)))
+}
+
+#[utoipa::path(post, path = "/admin/tokens/refresh", tag = "admin", responses((status = 200, body = TokenList),
+    (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
+pub async fn refresh_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
+    let client = client(&state)?;
+    let answered = client.refresh_quotas().await;
+    Ok(Json(TokenList { refreshed: Some(answered), ..pool_view(client) }))
+}
+
+fn one(client: &GrokWebClient, id: &str) -> Result<TokenInfo, ApiError> {
+    client.pool().snapshot().into_iter().find(|t| t.id == id).ok_or_else(|| no_token(id))
+}
+
+fn no_token(id: &str) -> ApiError {
+    ApiError::not_found(format!("no token with id `{id}`"))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ImportFile {
+    /// The file's text: txt, json or jsonl (detected).
+    content: String,
+    /// The file's name, a hint for the format.
+    filename: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/tokens/import", tag = "admin", request_body = ImportFile,
+    responses((status = 200, body = ImportReport), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn import_tokens(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ImportFile>,
+) -> Result<Json<ImportReport>, ApiError> {
+    let report =
+        client(&state)?.import_tokens(&body.content, body.filename.as_deref()).await.map_err(ApiError::internal)?;
+    Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExportQuery {
+    /// `txt` (default: `TOKEN` or `TOKEN|PROXY` per line) or `json`.
+    format: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/tokens/export", tag = "admin", params(ExportQuery),
+    description = "The full token values, as a file download. A POST, so that no link or image can start it.",
+    responses((status = 200, description = "the tokens", content_type = "text/plain", body = String), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn export_tokens(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Result<Response, ApiError> {
+    let tokens = client(&state)?.pool().export();
+    let (body, content_type, ext) = match q.format.as_deref().unwrap_or("txt") {
+        "txt" => {
+            let lines: Vec<String> = tokens
+                .iter()
+                .map(|(t, p, _, _)| p.as_ref().map_or_else(|| t.clone(), |p| format!("{t}|{p}")))
+                .collect();
+            (lines.join("\n") + "\n", "text/plain; charset=utf-8", "txt")
+        }
+        "json" => {
+            let rows: Vec<serde_json::Value> = tokens
+                .iter()
+                .map(|(t, p, n, e)| serde_json::json!({"token": t, "proxy": p, "note": n, "enabled": e}))
+                .collect();
+            (
+                serde_json::to_string_pretty(&rows).map_err(|e| ApiError::internal(e.to_string()))?,
+                "application/json",
+                "json",
+            )
+        }
+        other => return Err(ApiError::invalid_param("format", format!("`{other}` is not one of txt, json"))),
+    };
+    tracing::info!(tokens = tokens.len(), "tokens exported");
+    let disposition = format!("attachment; filename=\"grok2api-tokens.{ext}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `PATCH /admin/tokens/{id}`: fields left out stay as they are; `null` clears a note or proxy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenChange {
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    note: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    proxy: Option<Option<String>>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn change_error(id: &str, e: TokenChangeError) -> ApiError {
+    match e {
+        TokenChangeError::NotFound => no_token(id),
+        TokenChangeError::ReadOnly => {
+            ApiError::conflict("read_only", "this token comes from the config; change it there")
+        }
+        TokenChangeError::Invalid(why) => ApiError::invalid_param("proxy", why),
+        TokenChangeError::Storage(why) => ApiError::internal(why),
+    }
+}
+
+#[utoipa::path(patch, path = "/admin/tokens/{id}", tag = "admin", params(("id" = String, Path)), request_body = TokenChange,
+    responses((status = 200, body = TokenInfo), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "a config token", body = crate::error::ErrorBody)))]
+pub async fn patch_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TokenChange>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    let client = client(&state)?;
+    let note = body.note.map(|n| n.map(|n| n.chars().take(200).collect::<String>()));
+    let patch =
+        TokenPatch { enabled: body.enabled, note, proxy: body.proxy.map(|p| p.filter(|p| !p.trim().is_empty())) };
+    client.update_token(&id, patch).await.map_err(|e| change_error(&id, e))?;
+    tracing::info!(token = %id, "token changed in the console");
+    Ok(Json(one(client, &id)?))
+}
+
+#[utoipa::path(post, path = "/admin/tokens/{id}/refresh", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn refresh_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenInfo>, ApiError> {
+    let client = client(&state)?;
+    if !client.refresh_token(&id).await {
+        return Err(no_token(&id));
+    }
+    Ok(Json(one(client, &id)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bulk {
+    /// `enable`, `disable`, `delete` or `refresh`.
+    action: String,
+    ids: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkResult {
+    id: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkReport {
+    results: Vec<BulkResult>,
+    data: Vec<TokenInfo>,
+}
+
+#[utoipa::path(post, path = "/admin/tokens/bulk", tag = "admin", request_body = Bulk,
+    responses((status = 200, body = BulkReport), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>) -> Result<Json<BulkReport>, ApiError> {
+    let client = client(&state)?;
+    if !matches!(body.action.as_str(), "enable" | "disable" | "delete" | "refresh") {
+        return Err(ApiError::invalid_param("action", "action must be one of enable, disable, delete, refresh"));
+    }
+    let mut results = Vec::with_capacity(body.ids.len());
+    for id in body.ids {
+        let outcome = match body.action.as_str() {
+            "enable" | "disable" => {
+                let patch = TokenPatch { enabled: Some(body.action == "enable"), ..TokenPatch::default() };
+                client.update_token(&id, patch).await.map_err(|e| change_error(&id, e).message)
+            }
+            "delete" => match client.remove_token(&id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(no_token(&id).message),
+                Err(e) => Err(e),
+            },
+            _ => match client.refresh_token(&id).await {
+                true => Ok(()),
+                false => Err(no_token(&id).message),
+            },
+        };
+        results.push(BulkResult { ok: outcome.is_ok(), error: outcome.err(), id });
+    }
+    tracing::info!(action = %body.action, tokens = results.len(), "bulk token action");
+    Ok(Json(BulkReport { results, data: client.pool().snapshot() }))
+}
