@@ -12,15 +12,25 @@ fi
 if ! "$venv/bin/python" -c "import openai.resources.videos" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
+if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+fi
+
+# Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser test).
+packages=()
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${packages[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
 
 # The official OpenAI Node SDK, pinned by tests/sdk/node/package-lock.json.
 if [ ! -d tests/sdk/node/node_modules/openai ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-  fi
   (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -332,3 +332,93 @@ async fn tokens_added_at_run_time_survive_a_restart() {
     assert!(list.iter().all(|t| t["id"] != kept.as_str()), "a removed token stays removed: {list:?}");
     assert!(sigterm_and_wait(gw.proc).success());
 }
+
+/// The console's state (imported tokens with their settings, console-made keys, usage) survives a
+/// restart; its sessions do not. Nothing secret reaches the log, even at debug level.
+#[tokio::test]
+async fn console_state_survives_a_restart_its_sessions_do_not_and_secrets_stay_out_of_the_log() {
+    let sim_media = tempfile::tempdir().unwrap();
+    let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "5"], &[], sim_media.path());
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let ws = sim_url.replacen("http", "ws", 1);
+    let cfg = state_config(
+        dir.path(),
+        &format!(
+            "[admin]\napi_key = \"dur-console-admin-7f3a\"\n[grok]\ntokens = [\"tok-conf-secret-4b1d9e\"]\n\
+             base_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n"
+        ),
+    );
+    let log_path = dir.path().join("gateway.log");
+    let start_logged = || {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
+        let (proc, url) = common::spawn_logging(&args, &[("RUST_LOG", "debug")], &media, log.into());
+        grok2api::install_crypto_provider();
+        Gateway { proc, url, http: reqwest::Client::new() }
+    };
+    let admin = "dur-console-admin-7f3a";
+    let secrets = ["tok-import-secret-a81c2f", "tok-import-secret-c93e07"];
+
+    let gw = start_logged();
+    let login = gw.http.post(format!("{}/admin/login", gw.url)).json(&json!({"key": admin})).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let csrf = login.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let console = |r: reqwest::RequestBuilder| r.header("cookie", &cookie).header("x-csrf-token", &csrf);
+    let file = format!("{{\"token\": \"{}\", \"note\": \"main\"}}\n\"{}\"\n", secrets[0], secrets[1]);
+    let r = console(gw.http.post(format!("{}/admin/tokens/import", gw.url))).json(&json!({"content": file})).send();
+    assert_eq!(r.await.unwrap().json::<Value>().await.unwrap()["added"], 2);
+    let second = grok2api::upstream::grok_web::token_pool::token_id(secrets[1]);
+    let r = console(gw.http.patch(format!("{}/admin/tokens/{second}", gw.url))).json(&json!({"enabled": false}));
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    let made: Value = console(gw.http.post(format!("{}/admin/keys", gw.url)))
+        .json(&json!({"name": "nightly", "max_concurrent_tasks": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    let image = gw
+        .http
+        .post(format!("{}/v1/images/generations", gw.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "grok-imagine-1.0", "prompt": "a harbour"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    let export = console(gw.http.post(format!("{}/admin/tokens/export", gw.url))).send().await.unwrap();
+    assert!(export.text().await.unwrap().contains(secrets[0]), "the export is the operator's backup");
+    assert!(sigterm_and_wait(gw.proc).success());
+
+    let gw = start_logged();
+    let old = gw.http.get(format!("{}/admin/session", gw.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(old.status(), 401, "a session from before the restart is refused");
+    let get = |path: &str| {
+        let r = gw.http.get(format!("{}{path}", gw.url)).bearer_auth(admin).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let tokens = get("/admin/tokens").await;
+    let by_id = |id: &str| tokens["data"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned().unwrap();
+    let first = by_id(&grok2api::upstream::grok_web::token_pool::token_id(secrets[0]));
+    assert_eq!((first["note"].as_str(), first["enabled"].as_bool()), (Some("main"), Some(true)));
+    assert_eq!(by_id(&second)["status"], "disabled");
+    let keys = get("/admin/keys").await;
+    let nightly = keys["data"].as_array().unwrap().iter().find(|k| k["name"] == "nightly").cloned().unwrap();
+    assert_eq!((nightly["status"].as_str(), nightly["max_concurrent_tasks"].as_u64()), (Some("active"), Some(3)));
+    let usage = get(&format!("/admin/usage?key={}", nightly["id"].as_str().unwrap())).await;
+    assert_eq!((usage["data"][0]["requests"].as_u64(), usage["data"][0]["images"].as_u64()), (Some(1), Some(1)));
+    let r = gw.http.get(format!("{}/v1/models", gw.url)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the key still works after the restart");
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(sigterm_and_wait(sim).success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("console login") && log.contains("tokens imported"), "debug logging ran: {log}");
+    for secret in secrets.iter().chain([&"tok-conf-secret-4b1d9e", &admin, &key.as_str(), &csrf.as_str()]) {
+        assert!(!log.contains(secret), "`{secret}` appears in the log");
+    }
+    assert!(!log.contains(cookie.trim_start_matches("grok2api_session=")), "the session id appears in the log");
+}

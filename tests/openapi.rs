@@ -201,4 +201,48 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
     doc.check("post", "/admin/tokens/refresh", s, &b);
     let (s, b) = call(admin(h.http.delete(h.url("/admin/tokens/000000000000")))).await;
     doc.check("delete", "/admin/tokens/{id}", s, &b);
+
+    // The console's admin API.
+    let (s, b) = call(h.http.post(h.url("/admin/login")).json(&json!({"key": ADMIN_KEY}))).await;
+    doc.check("post", "/admin/login", s, &b);
+    let (s, b) = call(admin(h.http.get(h.url("/admin/session")))).await;
+    doc.check("get", "/admin/session", s, &b);
+    let (s, b) = call(admin(h.http.get(h.url("/admin/overview")))).await;
+    doc.check("get", "/admin/overview", s, &b);
+    let file = json!({"content": "tok-delta-0004\nbad token\n", "filename": "t.txt"});
+    let (s, b) = call(admin(h.http.post(h.url("/admin/tokens/import"))).json(&file)).await;
+    doc.check("post", "/admin/tokens/import", s, &b);
+    let delta = grok2api::upstream::grok_web::token_pool::token_id("tok-delta-0004");
+    let (s, b) = call(admin(h.http.patch(h.url(&format!("/admin/tokens/{delta}")))).json(&json!({"note": "n"}))).await;
+    doc.check("patch", "/admin/tokens/{id}", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/tokens/{delta}/refresh"))))).await;
+    doc.check("post", "/admin/tokens/{id}/refresh", s, &b);
+    let (s, b) =
+        call(admin(h.http.post(h.url("/admin/tokens/bulk"))).json(&json!({"action": "disable", "ids": [delta]}))).await;
+    doc.check("post", "/admin/tokens/bulk", s, &b);
+    let (s, b) =
+        call(admin(h.http.post(h.url("/admin/keys"))).json(&json!({"name": "doc", "models": ["grok-imagine-1.0"]})))
+            .await;
+    doc.check("post", "/admin/keys", s, &b);
+    let made = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = call(admin(h.http.get(h.url("/admin/keys")))).await;
+    doc.check("get", "/admin/keys", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/keys/{made}/rotate"))))).await;
+    doc.check("post", "/admin/keys/{id}/rotate", s, &b);
+    let (s, b) = call(admin(h.http.delete(h.url(&format!("/admin/keys/{made}"))))).await;
+    doc.check("delete", "/admin/keys/{id}", s, &b);
+    let (s, b) = call(admin(h.http.get(h.url("/admin/usage")))).await;
+    doc.check("get", "/admin/usage", s, &b);
+    let (_, task) =
+        call(h.post("/v1/video/tasks").json(&json!({"model": "grok-imagine-1.0-video", "prompt": "x [sim:slow=300]"})))
+            .await;
+    let task = task["data"]["taskId"].as_str().unwrap().to_owned();
+    let (s, b) = call(admin(h.http.get(h.url("/admin/tasks")))).await;
+    doc.check("get", "/admin/tasks", s, &b);
+    let (s, b) = call(admin(h.http.get(h.url(&format!("/admin/tasks/{task}"))))).await;
+    doc.check("get", "/admin/tasks/{id}", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/tasks/{task}/cancel"))))).await;
+    doc.check("post", "/admin/tasks/{id}/cancel", s, &b);
+    let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/tasks/{task}/redeliver"))))).await;
+    doc.check("post", "/admin/tasks/{id}/redeliver", s, &b);
 }

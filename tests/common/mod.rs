@@ -302,12 +302,17 @@ impl Drop for Running {
 
 /// Starts the binary on an ephemeral port and returns it with its base URL (read from stdout).
 pub fn spawn(args: &[&str], envs: &[(&str, &str)], media: &std::path::Path) -> (Running, String) {
+    spawn_logging(args, envs, media, Stdio::inherit())
+}
+
+/// `spawn`, with the process's log (stderr) going to `log`.
+pub fn spawn_logging(args: &[&str], envs: &[(&str, &str)], media: &std::path::Path, log: Stdio) -> (Running, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env_remove("GROK2API_API_KEY").env("GROK2API_MEDIA_DIR", media).env("RUST_LOG", "warn");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("binary starts");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
     // Owned from here on, so a failed start below still kills the process.
     let running = Running(Some(child));

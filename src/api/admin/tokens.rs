@@ -231,7 +231,7 @@ pub struct BulkReport {
 }
 
 #[utoipa::path(post, path = "/admin/tokens/bulk", tag = "admin", request_body = Bulk,
-    responses((status = 200, body = BulkReport), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = BulkReport), (status = 400, body = crate::error::ErrorBody), (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
 pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>) -> Result<Json<BulkReport>, ApiError> {
     let client = client(&state)?;
     if !matches!(body.action.as_str(), "enable" | "disable" | "delete" | "refresh") {

@@ -767,6 +767,29 @@ mod tests {
     }
 
     #[test]
+    fn disabled_tokens_are_kept_but_never_picked_and_imports_see_duplicates() {
+        let p = pool(&["token-aaaa-1111"], 4);
+        assert!(p.add_one("token-bbbb-2222".into(), None, Some("spare".into())));
+        assert!(!p.add_one("token-bbbb-2222".into(), None, None), "already held");
+        let b = token_id("token-bbbb-2222");
+        p.update(&token_id("token-aaaa-1111"), &TokenPatch { enabled: Some(false), ..TokenPatch::default() }).unwrap();
+        assert_eq!(p.acquire(Product::Image, &[]).map(|l| l.index).ok(), Some(1), "only the enabled one serves");
+        p.update(&b, &TokenPatch { enabled: Some(false), ..TokenPatch::default() }).unwrap();
+        assert_eq!(p.acquire(Product::Image, &[]).err(), Some(NoToken::NoneUsable));
+        let snap = p.snapshot();
+        assert_eq!((snap[1].status, snap[1].note.as_deref()), ("disabled", Some("spare")));
+        assert_eq!(p.health().iter().find(|(l, _)| *l == "disabled").map(|(_, n)| *n), Some(2));
+        p.update(
+            &b,
+            &TokenPatch { note: Some(None), proxy: Some(Some("http://127.0.0.1:1".into())), ..TokenPatch::default() },
+        )
+        .unwrap();
+        assert_eq!(p.snapshot()[1].note, None);
+        assert_eq!(p.find(&b).unwrap().1.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(p.update("000000000000", &TokenPatch::default()), Err(PatchError::NotFound));
+    }
+
+    #[test]
     fn excluded_tokens_are_skipped() {
         let p = pool(&["a", "b"], 4);
         let first = p.acquire(Product::Image, &[]).unwrap();
