@@ -389,6 +389,8 @@ class Console:
         try:
             self.go("tokens")
             self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, self.token_row(ids[0])), "token rows on a phone")
+            # Earlier clicks scrolled the table sideways; show it as an operator opening the tab sees it.
+            self.d.execute_script("document.querySelectorAll('.table-wrap').forEach(w => { w.scrollLeft = 0; })")
             self.assert_no_page_overflow("tokens")
             self.shot("tokens-phone.png")
             self.go("overview")

@@ -271,6 +271,7 @@ function currentView() {
 function route() {
   if (!state.session) return;
   const view = currentView();
+  for (const a of [...$("alerts").querySelectorAll(".alert-info")]) a.remove(); // errors stay until dismissed
   state.view = view;
   for (const v of VIEWS) {
     $(`view-${v}`).hidden = v !== view;
@@ -366,6 +367,13 @@ function quotaCell(p) {
   return td;
 }
 
+// Upstream errors can be paragraphs: two lines here, a click shows the rest.
+function lastError(t) {
+  if (!t.last_error) return "–";
+  const when = t.last_error_at ? ` (${fmtTime(t.last_error_at)})` : "";
+  return el("span", { class: "clamp", "data-action": "expand", title: `${t.last_error}${when}`, text: t.last_error });
+}
+
 function tokenRow(t) {
   const readOnly = t.source === "config";
   const cb = el("input", { type: "checkbox", "data-action": "select", "aria-label": `Select ${t.id}`,
@@ -390,8 +398,7 @@ function tokenRow(t) {
   tr.append(
     el("td", { "data-col": "in-flight", text: t.in_flight }),
     el("td", { "data-col": "fails", text: t.fail_count }),
-    el("td", { "data-col": "last-error", class: "wrap", text: dash(t.last_error),
-      title: t.last_error_at ? fmtTime(t.last_error_at) : null }),
+    el("td", { "data-col": "last-error", class: "wrap" }, lastError(t)),
     el("td", { "data-col": "cooldown", text: t.cooldown_secs ? fmtDuration(t.cooldown_secs) : "–" }),
     el("td", { "data-col": "checked", text: fmtTime(t.checked_at) }),
     actions);
@@ -437,6 +444,9 @@ async function onTokenRowClick(ev) {
       return act(ctl, async () => replaceToken(await api("POST", `${path}/refresh`)));
     case "edit":
       return openTokenEdit(t);
+    case "expand":
+      ctl.classList.toggle("clamp");
+      return;
     case "delete":
       if (!window.confirm(`Delete token ${id}? This cannot be undone.`)) return;
       return act(ctl, async () => setTokens((await api("DELETE", path)).data));
@@ -727,7 +737,7 @@ function taskRow(t) {
   return el("tr", { "data-testid": "task-row", "data-task-id": t.id, tabindex: "0",
     class: t.id === state.detailId ? "is-selected" : null },
     el("td", { "data-col": "created", text: fmtTime(t.created_at) }),
-    el("td", { "data-col": "id" }, el("code", { text: t.id })),
+    el("td", { "data-col": "id", title: t.id }, el("code", { text: `${t.id.slice(0, 12)}…` })),
     el("td", { "data-col": "kind", text: t.kind }),
     el("td", { "data-col": "api", text: t.api }),
     el("td", { "data-col": "key", class: "wrap", text: t.key_name || t.key }),
