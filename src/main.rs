@@ -115,9 +115,13 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         .ok_or_else(|| format!("listen address {} resolves to nothing", cfg.server.listen))?;
     cfg.check_auth_safety(listen).map_err(|e| e.to_string())?;
     if cfg.auth.api_keys.is_empty() {
-        tracing::warn!(
-            "NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server."
-        );
+        if cfg.admin.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+            tracing::info!("no API key in the config: /v1 answers keys made in the console (/admin) only");
+        } else {
+            tracing::warn!(
+                "NO API KEY CONFIGURED: every request is accepted. Set GROK2API_API_KEY before exposing this server."
+            );
+        }
     }
     if cfg.upstream.kind == UpstreamKind::GrokWeb && cfg.grok.tokens.is_empty() {
         tracing::warn!(

@@ -85,7 +85,8 @@ async fn login_gives_a_strict_cookie_csrf_guards_changes_and_logout_ends_the_ses
     let h = console().start().await;
     let wrong = h.http.post(h.url("/admin/login")).json(&json!({"key": KEY})).send().await.unwrap();
     assert_eq!(wrong.status(), 401, "a client key does not open the console");
-    assert!(wrong.headers().get(SET_COOKIE).is_none());
+    let wrong_body = wrong.text().await.unwrap();
+    assert!(wrong_body.contains("wrong admin key"), "{wrong_body}");
 
     let r = h.http.post(h.url("/admin/login")).json(&json!({"key": ADMIN})).send().await.unwrap();
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
@@ -308,6 +309,19 @@ async fn tokens_import_with_a_report_config_tokens_are_read_only_and_export_is_a
         .unwrap();
     let oks: Vec<bool> = bulk["results"].as_array().unwrap().iter().map(|r| r["ok"].as_bool().unwrap()).collect();
     assert_eq!(oks, [true, false, false]);
+    // A check through a proxy that nothing answers is a failed check, said per token.
+    let proxied = grok2api::upstream::grok_web::token_pool::token_id("tok-import-0002");
+    let bulk: Value = admin(h.http.post(h.url("/admin/tokens/bulk")))
+        .json(&json!({"action": "refresh", "ids": [imported, proxied]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bulk["results"][0]["ok"], true, "{bulk}");
+    assert_eq!(bulk["results"][1]["ok"], false, "{bulk}");
+    assert!(bulk["results"][1]["error"].as_str().unwrap().contains("proxy"), "{bulk}");
 
     // Export carries the values (the operator's backup), only through a POST.
     assert_eq!(admin(h.http.get(h.url("/admin/tokens/export"))).send().await.unwrap().status(), 405);
@@ -374,6 +388,7 @@ async fn admin_tasks_of_every_owner_filter_cancel_and_redeliver() {
         (Some("failed"), Some("cancelled"))
     );
     assert_eq!(cancelled["key_name"], "worker");
+    assert_eq!(cancelled["error"]["message"], "cancelled by an operator");
     assert_eq!(cancel().await.unwrap().status(), 409);
 
     // The image task's callback arrives; re-deliver sends it again, and the attempts are listed.

@@ -186,7 +186,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, JsonBody(b
     }
     if gate.auth.check(&presented).is_err() {
         tracing::warn!("console login refused: wrong admin key");
-        return ApiError::unauthorized().into_response();
+        return ApiError::key_refused("wrong admin key").into_response();
     }
     let now = now_ms();
     gate.sessions.retain(|_, s| s.expires_ms > now);

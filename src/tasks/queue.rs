@@ -171,11 +171,12 @@ impl TaskQueue {
     /// Cancels a pending or processing task: it fails with `cancelled`, its job (if running) stops, and
     /// its callback fires like for any other terminal state.
     pub fn cancel(&self, id: &str) -> Option<Task> {
-        let task = self
-            .ctx
-            .store
-            .apply(id, Transition::Fail { code: "cancelled".into(), message: "cancelled by the client".into() })
-            .ok()?;
+        self.cancel_because(id, "cancelled by the client")
+    }
+
+    /// `cancel`, saying who cancelled (an operator in the console, for one).
+    pub fn cancel_because(&self, id: &str, why: &str) -> Option<Task> {
+        let task = self.ctx.store.apply(id, Transition::Fail { code: "cancelled".into(), message: why.into() }).ok()?;
         if let Some((_, token)) = self.ctx.running.remove(id) {
             token.cancel();
         }

@@ -168,7 +168,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     }
     let task = state
         .queue
-        .cancel(&id)
+        .cancel_because(&id, "cancelled by an operator")
         .ok_or_else(|| ApiError::conflict("task_finished", "the task ended while it was being cancelled"))?;
     tracing::info!(task = %id, "task cancelled in the console");
     Ok(Json(view(&state, &task, true)))

@@ -202,9 +202,8 @@ pub async fn patch_token(
     responses((status = 200, body = TokenInfo), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn refresh_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenInfo>, ApiError> {
     let client = client(&state)?;
-    if !client.refresh_token(&id).await {
-        return Err(no_token(&id));
-    }
+    // A check the upstream did not answer is still a 200: the token's `last_error` says why.
+    client.refresh_token(&id).await.ok_or_else(|| no_token(&id))?;
     Ok(Json(one(client, &id)?))
 }
 
@@ -250,8 +249,15 @@ pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>)
                 Err(e) => Err(e),
             },
             _ => match client.refresh_token(&id).await {
-                true => Ok(()),
-                false => Err(no_token(&id).message),
+                Some(true) => Ok(()),
+                Some(false) => Err(client
+                    .pool()
+                    .snapshot()
+                    .into_iter()
+                    .find(|t| t.id == id)
+                    .and_then(|t| t.last_error)
+                    .unwrap_or_else(|| "the upstream did not answer the quota check".into())),
+                None => Err(no_token(&id).message),
             },
         };
         results.push(BulkResult { ok: outcome.is_ok(), error: outcome.err(), id });

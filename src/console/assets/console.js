@@ -246,7 +246,13 @@ async function onLogin(ev) {
   ev.preventDefault();
   await act($("login-submit"), async () => {
     const key = $("login-key").value;
-    const r = await api("POST", "/admin/login", { key }, { anon: true });
+    let r;
+    try {
+      r = await api("POST", "/admin/login", { key }, { anon: true });
+    } catch (e) {
+      if (e.status === 401 || e.status === 429) e.message = `Sign-in failed: ${e.message}`;
+      throw e;
+    }
     $("login-key").value = "";
     state.csrf = r.csrf_token;
     clearAlerts();
@@ -496,7 +502,8 @@ async function onBulk(action, btn) {
     if (failed.length) {
       showAlert(`${failed.length} of ${ids.length} failed: ` + failed.map((f) => `${f.id}: ${f.error}`).join("; "));
     } else {
-      showAlert(`${action}: ${ids.length} token(s) done.`, "info");
+      const done = { enable: "Enabled", disable: "Disabled", refresh: "Checked", delete: "Deleted" }[action];
+      showAlert(`${done} ${ids.length} token(s).`, "info");
     }
   });
 }

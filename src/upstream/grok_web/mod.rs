@@ -207,12 +207,12 @@ impl GrokWebClient {
         self.pool.source_of(id)
     }
 
-    /// Asks the upstream for one token's quota now; false when there is no such token.
-    pub async fn refresh_token(&self, id: &str) -> bool {
-        let Some(index) = self.pool.index_of(id) else { return false };
-        let Some((token, proxy)) = self.pool.find(id) else { return false };
-        self.refresh_index(index, &token, proxy.as_deref()).await;
-        true
+    /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
+    /// the upstream answered (when not, the token's `last_error` says why).
+    pub async fn refresh_token(&self, id: &str) -> Option<bool> {
+        let index = self.pool.index_of(id)?;
+        let (token, proxy) = self.pool.find(id)?;
+        Some(self.refresh_index(index, &token, proxy.as_deref()).await)
     }
 
     async fn keep(&self, entries: &[String]) -> Result<(), String> {
@@ -284,6 +284,7 @@ impl GrokWebClient {
             }
             Err(e) => {
                 tracing::debug!(token = %token_pool::mask(token), "quota refresh failed: {e}");
+                self.pool.note_error(index, &e);
                 // Only what speaks of the account itself counts (dead credentials, a broken
                 // proxy); a limited or failed refresh leaves every product as last known.
                 if matches!(e, UpstreamError::Auth(_) | UpstreamError::ProxyFailed(_)) {

@@ -531,6 +531,13 @@ impl TokenPool {
         true
     }
 
+    /// Remembers an error seen with a token outside a generation (a failed quota check), for the console.
+    pub fn note_error(&self, index: usize, e: &UpstreamError) {
+        if let Some(t) = lock(&self.shared.tokens).get_mut(index) {
+            t.last_error = Some((e.to_string(), unix_now()));
+        }
+    }
+
     /// The pool serves (or may serve again by itself) the token `id` names: not removed, not expired.
     pub fn holds(&self, id: &str) -> bool {
         lock(&self.shared.tokens)
