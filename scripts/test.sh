@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit + integration tests, including the official OpenAI Python SDK
-# driving the real binary. Installs the SDK into .venv-test on first use.
+# driving the real binary. Installs the SDKs, Selenium and moto (S3) into .venv-test on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -14,6 +14,9 @@ if ! "$venv/bin/python" -c "import openai.resources.videos" 2>/dev/null; then
 fi
 if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+fi
+if [ ! -x "$venv/bin/moto_server" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
 
 # Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser test).

@@ -90,10 +90,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl AppState {
     pub fn new(cfg: Config) -> Result<Self, String> {
         let media_dir = cfg.media.dir.clone().unwrap_or_else(|| std::env::temp_dir().join("grok2api-media"));
-        let media = Arc::new(
-            MediaStore::open(&media_dir, cfg.media.max_bytes)
-                .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?,
-        );
+        let media = MediaStore::open(&media_dir, cfg.media.max_bytes)
+            .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?;
+        let media = Arc::new(match &cfg.media.s3 {
+            Some(s3) => media.with_remote(crate::media_s3::RemoteMedia::open(s3)?),
+            None => media,
+        });
         let metrics = Arc::new(Metrics::default());
         let state_db = cfg.state.dir.as_deref().map(StateDb::open).transpose()?.map(Arc::new);
         let usage = Arc::new(UsageBook::open(state_db.clone())?);

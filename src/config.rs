@@ -524,11 +524,40 @@ pub struct MediaConfig {
     pub dir: Option<PathBuf>,
     /// Total size cap; least recently used files are evicted beyond it.
     pub max_bytes: u64,
+    /// S3-compatible object storage shared by every replica; unset = local disk only.
+    pub s3: Option<S3Config>,
+}
+
+/// `[media.s3]`: where every replica puts and finds media (AWS S3, MinIO, R2, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Unset = AWS for `region`; else e.g. `http://127.0.0.1:9000` for MinIO.
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Unset: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and the rest of the AWS environment).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// `bucket` in the path (`endpoint/bucket/key`, MinIO and most self-hosted stores) instead of the host.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// > 0: file links redirect (302) to a presigned URL valid this long instead of being proxied.
+    #[serde(default)]
+    pub presign_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { dir: None, max_bytes: 1024 * 1024 * 1024 }
+        Self { dir: None, max_bytes: 1024 * 1024 * 1024, s3: None }
     }
 }
 

@@ -141,6 +141,11 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", message)
     }
 
+    /// A dependency of ours (the journal, the media store) is failing: retry later.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", code, message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
     }
@@ -205,7 +210,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Protocol(m) => ApiError::upstream("upstream_bad_response", m),
             UpstreamError::Failed(m) | UpstreamError::Transport(m) => ApiError::upstream("upstream_error", m),
             UpstreamError::Timeout(m) => ApiError::timeout(m),
-            UpstreamError::Storage(m) => ApiError::internal(m),
+            UpstreamError::Storage(m) => ApiError::unavailable("media_store_unavailable", m),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The media store: upstream results are kept on local disk under random names and served from
 //! `/v1/files/{image|video}/{name}`, so links never point at an upstream host that needs cookies.
-//! A byte cap with least-recently-used eviction bounds the disk it takes.
+//! A byte cap with least-recently-used eviction bounds the disk it takes. With `[media.s3]` every file
+//! is also put into shared object storage, and a file this replica does not hold is fetched from there
+//! into the local dir (which then acts as a cache) before it is served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -139,6 +141,7 @@ pub struct MediaStore {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    remote: Option<crate::media_s3::RemoteMedia>,
 }
 
 impl MediaStore {
@@ -164,8 +167,18 @@ impl MediaStore {
                 index.insert((kind, name), size, None);
             }
         }
-        let store = Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index) };
+        let store = Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index), remote: None };
         Ok(store)
+    }
+
+    /// Shares every file through object storage (`[media.s3]`).
+    pub fn with_remote(mut self, remote: crate::media_s3::RemoteMedia) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    pub fn remote(&self) -> Option<&crate::media_s3::RemoteMedia> {
+        self.remote.as_ref()
     }
 
     fn file_path(&self, kind: MediaKind, name: &str) -> PathBuf {
@@ -186,22 +199,56 @@ impl MediaStore {
         origin: Option<UpstreamOrigin>,
     ) -> io::Result<StoredMedia> {
         let name = format!("{}.{}", uuid::Uuid::new_v4().simple(), extension_for(content_type));
-        let path = self.file_path(kind, &name);
-        let tmp = path.with_file_name(format!("{name}.part"));
-        tokio::fs::write(&tmp, &bytes).await?;
+        // Shared first: a link handed out must work on every replica.
+        if let Some(remote) = &self.remote {
+            remote.put(kind, &name, bytes.clone(), content_type).await.map_err(io::Error::other)?;
+        }
+        self.keep_local(kind, &name, &bytes, origin).await?;
+        Ok(StoredMedia { kind, name, content_type, bytes })
+    }
+
+    /// Writes a file into the local dir and the index, evicting what the byte cap says.
+    async fn keep_local(
+        &self,
+        kind: MediaKind,
+        name: &str,
+        bytes: &Bytes,
+        origin: Option<UpstreamOrigin>,
+    ) -> io::Result<()> {
+        let path = self.file_path(kind, name);
+        let tmp = path.with_file_name(format!("{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&tmp, bytes).await?;
         tokio::fs::rename(&tmp, &path).await?;
-        let key = (kind, name.clone());
+        let key = (kind, name.to_owned());
         let evicted = {
             let mut index = self.lock();
-            index.insert(key.clone(), bytes.len() as u64, origin);
-            index.evict(self.max_bytes, &key)
+            if index.entries.contains_key(&key) {
+                // Two requests fetched the same file at once: one entry, one size.
+                index.touch(&key);
+                Vec::new()
+            } else {
+                index.insert(key.clone(), bytes.len() as u64, origin);
+                index.evict(self.max_bytes, &key)
+            }
         };
         for (k, n) in evicted {
             if let Err(e) = tokio::fs::remove_file(self.file_path(k, &n)).await {
                 tracing::warn!(file = %n, "cannot remove evicted media: {e}");
             }
         }
-        Ok(StoredMedia { kind, name, content_type, bytes })
+        Ok(())
+    }
+
+    /// `get`, or with object storage, the shared copy brought into the local dir first (another
+    /// replica made it, or this one evicted it). `Err` only when the object store failed.
+    pub async fn fetch(&self, kind: MediaKind, name: &str) -> Result<Option<MediaFile>, String> {
+        if let Some(file) = self.get(kind, name) {
+            return Ok(Some(file));
+        }
+        let Some(remote) = self.remote.as_ref().filter(|_| is_valid_name(name)) else { return Ok(None) };
+        let Some(bytes) = remote.get(kind, name).await? else { return Ok(None) };
+        self.keep_local(kind, name, &bytes, None).await.map_err(|e| format!("cannot keep {name} locally: {e}"))?;
+        Ok(self.get(kind, name))
     }
 
     /// Looks a file up and marks it recently used.
@@ -225,11 +272,10 @@ impl MediaStore {
             return None;
         }
         let key = (MediaKind::Image, name.to_owned());
-        let origin = {
-            let mut index = self.lock();
-            index.touch(&key)?;
-            index.entries.get(&key)?.origin.clone()
-        };
+        if self.lock().touch(&key).is_none() {
+            self.fetch(MediaKind::Image, name).await.ok()??;
+        }
+        let origin = self.lock().entries.get(&key)?.origin.clone();
         let bytes = tokio::fs::read(self.file_path(MediaKind::Image, name)).await.ok()?;
         Some((Bytes::from(bytes), content_type_for(name), origin))
     }

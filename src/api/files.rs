@@ -31,7 +31,14 @@ pub async fn get_file(
 /// Streams one stored file: conditional requests, one byte range, the stored content type.
 pub async fn serve(state: &AppState, kind: MediaKind, name: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no file `{name}`"));
-    let file = state.media.get(kind, name).ok_or_else(not_found)?;
+    if let Some(remote) = state.media.remote()
+        && let Some(url) = remote.presigned(kind, name).await
+    {
+        let url = url.map_err(ApiError::internal)?;
+        return Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response());
+    }
+    let file = state.media.fetch(kind, name).await.map_err(|e| ApiError::unavailable("media_store_unavailable", e))?;
+    let file = file.ok_or_else(not_found)?;
 
     let mut h = HeaderMap::new();
     let put = |h: &mut HeaderMap, k: header::HeaderName, v: &str| {

@@ -129,10 +129,7 @@ impl TaskQueue {
             if let Err(e) = journal.put_durable(&TaskRecord::from_task(&task, pending)).await {
                 self.ctx.store.remove(&id);
                 tracing::error!("cannot journal a new task: {e}");
-                return Err(ApiError {
-                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    ..ApiError::internal("cannot persist the task right now; retry later")
-                });
+                return Err(ApiError::unavailable("internal_error", "cannot persist the task right now; retry later"));
             }
         }
         self.ctx.running.insert(id.clone(), CancellationToken::new());
