@@ -63,6 +63,8 @@ pub struct Inner {
     pub tasks: Arc<TaskStore>,
     pub queue: TaskQueue,
     pub idempotency: Arc<IdempotencyKeys>,
+    /// The Redis store several replicas share (`store.url`); `None` = this process alone.
+    pub shared: Option<Arc<crate::shared::Shared>>,
     /// Open task event streams per key (bounded by `limits.max_event_streams`).
     pub event_streams: Arc<dashmap::DashMap<KeyId, usize>>,
     /// Signing and delivery settings; `None` when no secret is configured (callback_url refused).
@@ -97,6 +99,14 @@ impl AppState {
             None => media,
         });
         let metrics = Arc::new(Metrics::default());
+        let shared = match &cfg.store.url {
+            Some(url) => Some(crate::shared::Shared::open(
+                url,
+                Duration::from_secs(cfg.store.lease_secs.max(1)),
+                Duration::from_secs(cfg.tasks.ttl_secs),
+            )?),
+            None => None,
+        };
         let state_db = cfg.state.dir.as_deref().map(StateDb::open).transpose()?.map(Arc::new);
         let usage = Arc::new(UsageBook::open(state_db.clone())?);
         let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
@@ -116,6 +126,7 @@ impl AppState {
             keys,
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
             usage: usage.clone(),
+            shared: shared.clone(),
         });
         let https = cfg.server.public_base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let console =
@@ -146,12 +157,18 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let runner = Arc::new(JobRunner::new(upstream, media.clone(), usage.clone()));
-        let (journal, records) = match &cfg.state.dir {
-            Some(dir) => {
+        // With a shared store, it is the journal: a replica starts with nothing of its own and takes
+        // over what silent replicas (its own earlier run included) left unfinished.
+        let (journal, records) = match (&shared, &cfg.state.dir) {
+            (Some(shared), _) => {
+                let shared = shared.clone();
+                (Some(Arc::new(Journal::spawn(move |rx| crate::shared::writer::run(shared, rx))?)), Vec::new())
+            }
+            (None, Some(dir)) => {
                 let (j, records) = Journal::open(dir)?;
                 (Some(Arc::new(j)), records)
             }
-            None => (None, Vec::new()),
+            (None, None) => (None, Vec::new()),
         };
         let tasks = Arc::new(TaskStore::with_journal(journal, cfg.tasks.expected_tasks));
         let render_media = media.clone();
@@ -170,6 +187,9 @@ impl AppState {
             Signals { shutdown: shutdown.clone(), abort: abort.clone() },
         );
         recover(records, &tasks, &queue);
+        if let Some(shared) = &shared {
+            spawn_replica_duties(&tracker, shutdown.clone(), shared.clone(), tasks.clone(), queue.clone());
+        }
         if cfg.grok.quota_refresh_secs > 0 {
             spawn_quota_refresh(
                 &tracker,
@@ -191,6 +211,7 @@ impl AppState {
             tasks,
             queue,
             idempotency,
+            shared,
             event_streams: Arc::default(),
             callbacks,
             shutdown,
@@ -393,6 +414,70 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
     }
     tracing::info!(pending = pending.len(), interrupted, finished, "tasks recovered from the journal");
     queue.requeue(pending);
+}
+
+/// With a shared store: heart-beat, take over the tasks of replicas that stopped (they resume or fail
+/// as after a restart), and cancel tasks this replica runs when another replica is asked to.
+fn spawn_replica_duties(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    shared: Arc<crate::shared::Shared>,
+    tasks: Arc<TaskStore>,
+    queue: TaskQueue,
+) {
+    let every = (shared.lease / 3).max(Duration::from_millis(200));
+    let (beat, stop) = (shared.clone(), shutdown.clone());
+    let cancel_queue = queue.clone();
+    tracker.spawn(async move {
+        loop {
+            match beat.heartbeat().await {
+                Ok(()) => match beat.claim_orphans().await {
+                    Ok(records) if !records.is_empty() => recover(records, &tasks, &queue),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot take over stopped replicas' tasks: {e}"),
+                },
+                Err(e) => tracing::warn!("shared store heartbeat failed: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+    tracker.spawn(async move {
+        use futures_util::StreamExt;
+        loop {
+            match shared.client().get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if let Err(e) = pubsub.subscribe(crate::shared::CANCEL_CHANNEL).await {
+                        tracing::warn!("cannot subscribe to cancellations: {e}");
+                    } else {
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                msg = messages.next() => match msg {
+                                    Some(m) => {
+                                        if let Ok(id) = m.get_payload::<String>()
+                                            && cancel_queue.cancel(&id).is_some()
+                                        {
+                                            tracing::info!(task = %id, "task cancelled through another replica");
+                                        }
+                                    }
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot listen for cancellations: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
 }
 
 /// Refreshes every token's quota from the upstream now and then (and once at start).

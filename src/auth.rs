@@ -84,17 +84,25 @@ pub struct Guard {
     pub keys: Arc<KeyRing>,
     pub limiter: RateLimiter,
     pub usage: Arc<UsageBook>,
+    /// With several replicas, the request rate is counted in the shared store (one bucket per key for
+    /// all of them).
+    pub shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl Guard {
     /// Who is calling, or why not; a refusal after the key is known is still counted for that key.
-    fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
+    async fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
         let Caller { owner, policy } = self.keys.check(req.headers()).map_err(|e| (None, e))?;
         let refuse = |e| (Some(owner.clone()), e);
         let rate = policy.as_ref().and_then(|p| p.requests_per_second);
-        self.limiter
-            .check_with(&owner, rate)
-            .map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
+        let limited = match (&self.shared, self.limiter.rate_for(rate)) {
+            (Some(shared), Some((rate, burst))) => shared.rate(&owner, rate, burst).await.map_err(|e| {
+                tracing::error!("shared store unreachable for the rate limit: {e}");
+                refuse(crate::shared::unavailable())
+            })?,
+            _ => self.limiter.check_with(&owner, rate),
+        };
+        limited.map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
         if let Some(policy) = &policy
             && let Some(model) = crate::api::model_of_route(req.method(), req.uri().path())
             && !crate::keys::allows(policy, model)
@@ -109,7 +117,7 @@ impl Guard {
     }
 
     async fn run(&self, mut req: Request, next: Next, shape: fn(ApiError) -> Response) -> Response {
-        let (owner, resp) = match self.admit(&mut req) {
+        let (owner, resp) = match self.admit(&mut req).await {
             Ok(owner) => (Some(owner), next.run(req).await),
             Err((owner, e)) => (owner, shape(e)),
         };

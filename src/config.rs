@@ -188,6 +188,9 @@ pub struct ServeArgs {
     /// Keep accepted tasks and owed callbacks in a durable journal here (overrides state.dir).
     #[arg(long, env = "GROK2API_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Shared store for several replicas (`redis://…`, `rediss://…`); default: the embedded journal.
+    #[arg(long = "store", env = "GROK2API_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Log format: text or json (overrides log.format).
     #[arg(long, env = "GROK2API_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -210,6 +213,7 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub callbacks: CallbacksConfig,
     pub state: StateConfig,
+    pub store: StoreConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub admin: AdminConfig,
@@ -307,6 +311,22 @@ impl Default for AdminConfig {
 pub struct StateConfig {
     /// Directory for the durable task journal; unset = tasks live in memory only.
     pub dir: Option<PathBuf>,
+}
+
+/// `[store]`: where tasks live when several replicas share them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://` (TLS); unset = the embedded journal.
+    pub url: Option<String>,
+    /// A replica silent this long is taken for dead: its unfinished tasks move to the others.
+    pub lease_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: None, lease_secs: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -685,6 +705,9 @@ impl Config {
         }
         if let Some(k) = args.xai_api_key.as_ref().filter(|k| !k.trim().is_empty()) {
             self.xai.api_key = Some(k.trim().to_owned());
+        }
+        if args.store.is_some() {
+            self.store.url = args.store.clone();
         }
         if args.state_dir.is_some() {
             self.state.dir = args.state_dir.clone();

@@ -25,16 +25,18 @@ impl RateLimiter {
         self.check_with(key, None)
     }
 
+    /// The (rate, burst) that applies to a key with `own_rate`; `None` = no limit.
+    pub fn rate_for(&self, own_rate: Option<f64>) -> Option<(f64, f64)> {
+        match own_rate {
+            Some(r) if r > 0.0 => Some((r, r.ceil().max(1.0))),
+            _ => (self.rate > 0.0).then_some((self.rate, self.burst)),
+        }
+    }
+
     /// `check` at the key's own rate (a console key's `requests_per_second`, burst = one second's
     /// worth) instead of the configured one.
     pub fn check_with(&self, key: &KeyId, own_rate: Option<f64>) -> Result<(), u64> {
-        let (rate, burst) = match own_rate {
-            Some(r) if r > 0.0 => (r, r.ceil().max(1.0)),
-            _ => (self.rate, self.burst),
-        };
-        if rate <= 0.0 {
-            return Ok(());
-        }
+        let Some((rate, burst)) = self.rate_for(own_rate) else { return Ok(()) };
         let now = Instant::now();
         let mut entry = self.buckets.entry(key.clone()).or_insert((burst, now));
         let (tokens, last) = *entry;

@@ -4,57 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{KEY, Running, builder};
-use grok2api::config::S3Config;
+use common::builder;
+use common::services::{BUCKET, moto, s3};
 use serde_json::{Value, json};
-
-const BUCKET: &str = "grok2api-media-test";
-
-/// moto's S3 on a free loopback port, with the test bucket made.
-async fn moto() -> (Running, String) {
-    grok2api::install_crypto_provider();
-    let py = std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let bin = std::path::Path::new(&py).with_file_name("moto_server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the suite with scripts/test.sh (it installs tests/s3/requirements.txt into .venv-test)",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running(Some(child));
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(&endpoint).send().await.is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let made = http.put(format!("{endpoint}/{BUCKET}")).send().await.unwrap();
-    assert!(made.status().is_success(), "bucket: {}", made.status());
-    (running, endpoint)
-}
-
-fn s3(endpoint: &str, presign_secs: u64) -> S3Config {
-    S3Config {
-        bucket: BUCKET.into(),
-        endpoint: Some(endpoint.into()),
-        region: "us-east-1".into(),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        path_style: true,
-        prefix: "media".into(),
-        presign_secs,
-    }
-}
 
 #[tokio::test]
 async fn any_replica_serves_any_link_through_the_bucket() {
@@ -114,5 +66,4 @@ async fn any_replica_serves_any_link_through_the_bucket() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "media_store_unavailable");
     assert!(body["error"]["message"].as_str().unwrap().contains(BUCKET), "{body}");
-    let _ = KEY;
 }

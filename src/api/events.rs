@@ -91,7 +91,10 @@ fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Respons
         *open += 1;
     }
     let mut slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone(), changes: None };
-    slot.changes = Some(state.tasks.watch(&task.id).ok_or_else(|| ApiError::not_found("task not found"))?);
+    slot.changes = Some(state.tasks.watch(&task.id).ok_or_else(|| {
+        // With several replicas, only the one running the task sees its changes as they happen.
+        ApiError::not_found("task not found on this replica; follow it with GET on the task")
+    })?);
     let events = follow(state, slot, task.id.clone(), task.kind, last_seen);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
@@ -146,7 +149,7 @@ pub async fn task_events(
     owner: Option<Extension<KeyId>>,
     headers: HeaderMap,
 ) -> Result<Response, TaskError> {
-    let task = tasks::lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    let task = tasks::lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
     Ok(stream(state, task, last_event_id(&headers))?)
 }
 
@@ -162,10 +165,11 @@ pub async fn video_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let api = TaskApi::of_id(&id);
-    let task = Some(api)
-        .filter(|a| *a != TaskApi::Native)
-        .and_then(|api| tasks::readable(&state, &id, TaskKind::Video, api, Some(&owner)))
-        .ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
+    let task = match api {
+        TaskApi::Native => None,
+        api => tasks::readable(&state, &id, TaskKind::Video, api, Some(&owner)).await?,
+    };
+    let task = task.ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
     stream(state, task, last_event_id(&headers))
 }
 

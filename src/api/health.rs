@@ -22,6 +22,9 @@ pub struct Readiness {
     /// `grok-web` or `xai`.
     pub upstream: &'static str,
     pub tokens: TokenCounts,
+    /// Where tasks live: `memory`, `journal` (the state dir), `redis` (shared, reachable) or
+    /// `redis_unreachable` (not ready).
+    pub store: &'static str,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -64,12 +67,24 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    let ready = usable > 0;
+    let store = match &state.shared {
+        Some(shared) => match shared.ping().await {
+            Ok(()) => "redis",
+            Err(e) => {
+                tracing::warn!("readiness: {e}");
+                "redis_unreachable"
+            }
+        },
+        None if state.tasks.journal().is_some() => "journal",
+        None => "memory",
+    };
+    let ready = usable > 0 && store != "redis_unreachable";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         upstream: upstream.name(),
         tokens: TokenCounts { usable, total, by_state },
+        store,
     };
     (status, Json(body))
 }

@@ -21,7 +21,7 @@ use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
 use crate::tasks::idempotency::{Claim, body_hash};
-use crate::tasks::store::Listing;
+use crate::tasks::store::{Listing, Page};
 use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, TaskView, VideoRequest};
 
 pub use crate::error::TaskError;
@@ -220,7 +220,11 @@ pub async fn submit(
                 )
             })?;
             let hash = body_hash(&json!({"kind": kind.segment(), "api": api.as_str(), "body": body}));
-            match state.idempotency.check(&owner, key, &hash) {
+            let claim = match &state.shared {
+                Some(shared) => shared.idem_check(&owner, key, &hash).await.map_err(store_down)?,
+                None => state.idempotency.check(&owner, key, &hash),
+            };
+            match claim {
                 Claim::Existing(id) => return Ok(id),
                 Claim::Conflict => return Err(idempotency_conflict()),
                 Claim::New => Some((key.to_owned(), hash)),
@@ -229,7 +233,11 @@ pub async fn submit(
     };
     let own = state.guard.keys.policy(&owner).and_then(|p| p.max_concurrent_tasks);
     let max = own.unwrap_or(state.cfg.limits.max_concurrent_tasks);
-    if max > 0 && state.tasks.active(&owner) >= max {
+    let active = match &state.shared {
+        Some(shared) if max > 0 => shared.active(&owner).await.map_err(store_down)?,
+        _ => state.tasks.active(&owner),
+    };
+    if max > 0 && active >= max {
         return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")));
     }
     let callback = callback_url(state, body).await.map_err(|e| e.0)?;
@@ -240,7 +248,11 @@ pub async fn submit(
     let id =
         state.queue.submit(move || store.create_for(task_owner, kind, callback, api, request), job, base, b64).await?;
     if let Some((key, hash)) = idem {
-        match state.idempotency.bind(&owner, &key, hash, id.clone()) {
+        let claim = match &state.shared {
+            Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(store_down)?,
+            None => state.idempotency.bind(&owner, &key, hash, id.clone()),
+        };
+        match claim {
             Claim::New => {}
             // A concurrent twin won the race: keep its task, drop ours so only one runs.
             Claim::Existing(first) => {
@@ -268,6 +280,11 @@ async fn create(
     let new = NewTask { kind, api: TaskApi::Native, request: None, body };
     let id = submit(state, owner, headers, new, build).await?;
     Ok(accepted(kind, &id))
+}
+
+fn store_down(e: String) -> ApiError {
+    tracing::error!("shared store unreachable: {e}");
+    crate::shared::unavailable()
 }
 
 fn idempotency_conflict() -> ApiError {
@@ -314,19 +331,31 @@ pub async fn create_image(
 
 /// A task of `kind` made through `api` that `owner` may read. With `auth.public_task_reads` the id
 /// alone is the capability; otherwise the caller must own the task.
-pub(super) fn readable(
+pub(super) async fn readable(
     state: &AppState,
     id: &str,
     kind: TaskKind,
     api: TaskApi,
     owner: Option<&KeyId>,
-) -> Option<Task> {
+) -> Result<Option<Task>, ApiError> {
     let owner = if state.cfg.auth.public_task_reads { None } else { owner };
-    state.tasks.get(id, kind, owner).filter(|t| t.api == api)
+    if let Some(t) = state.tasks.get(id, kind, owner) {
+        return Ok(Some(t).filter(|t| t.api == api));
+    }
+    // Made (or run) by another replica: its record in the shared store.
+    let Some(shared) = &state.shared else { return Ok(None) };
+    let Some(record) = shared.load(id).await.map_err(store_down)? else { return Ok(None) };
+    let (task, _) = record.into_task().map_err(ApiError::internal)?;
+    Ok(Some(task).filter(|t| t.kind == kind && t.api == api && owner.is_none_or(|o| t.owner == *o)))
 }
 
-pub(super) fn lookup(state: &AppState, segment: &str, id: &str, owner: Option<&KeyId>) -> Result<Task, TaskError> {
-    readable(state, id, kind_of(segment)?, TaskApi::Native, owner).ok_or_else(not_found)
+pub(super) async fn lookup(
+    state: &AppState,
+    segment: &str,
+    id: &str,
+    owner: Option<&KeyId>,
+) -> Result<Task, TaskError> {
+    readable(state, id, kind_of(segment)?, TaskApi::Native, owner).await?.ok_or_else(not_found)
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
@@ -337,7 +366,7 @@ pub async fn status(
     Path((segment, id)): Path<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
-    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
     Ok(envelope(StatusCode::OK, "ok", render(&task, &state.media)))
 }
 
@@ -351,7 +380,7 @@ pub async fn result(
     Path((segment, id)): Path<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
-    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0))?;
+    let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
     if task.status.is_terminal() {
         return Ok(envelope(StatusCode::OK, "ok", render(&task, &state.media)));
     }
@@ -376,7 +405,7 @@ pub async fn list_video(
     Extension(owner): Extension<KeyId>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, TaskError> {
-    list(&state, &owner, TaskKind::Video, q)
+    list(&state, &owner, TaskKind::Video, q).await
 }
 
 #[utoipa::path(get, path = "/v1/images/tasks", tag = "tasks",
@@ -387,10 +416,10 @@ pub async fn list_images(
     Extension(owner): Extension<KeyId>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, TaskError> {
-    list(&state, &owner, TaskKind::Image, q)
+    list(&state, &owner, TaskKind::Image, q).await
 }
 
-fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result<Response, TaskError> {
+async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result<Response, TaskError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
@@ -407,7 +436,8 @@ fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> Result
             _ => return Err(ApiError::invalid_param("limit", format!("limit must be 1-100, got `{s}`")).into()),
         },
     };
-    let page = state.tasks.list(owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) });
+    let page =
+        page(state, owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) }).await?;
     let next_after = if page.has_more { page.tasks.last().map(|t| t.id.to_string()) } else { None };
     let tasks: Vec<TaskView> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
     Ok(envelope(StatusCode::OK, "ok", TaskPage { tasks, has_more: page.has_more, next_after }))
@@ -423,19 +453,74 @@ pub async fn delete(
     Extension(owner): Extension<KeyId>,
 ) -> Result<Response, TaskError> {
     let kind = kind_of(&segment)?;
-    let task = state.tasks.get(&id, kind, Some(&owner)).filter(|t| t.api == TaskApi::Native).ok_or_else(not_found)?;
+    let task = readable(&state, &id, kind, TaskApi::Native, Some(&owner)).await?.ok_or_else(not_found)?;
     if task.status.is_terminal() {
-        state.tasks.remove(&id);
+        forget(&state, &task).await?;
         return Ok(envelope(StatusCode::OK, "task deleted", TaskDeleted { task_id: id, deleted: true }));
     }
-    match state.queue.cancel(&id) {
+    match cancel_anywhere(&state, &id).await? {
         Some(task) => Ok(envelope(StatusCode::OK, "task cancelled", render(&task, &state.media))),
         // It finished between the lookup and the cancel: report what it is now.
         None => {
-            let task = state.tasks.get(&id, kind, Some(&owner)).ok_or_else(not_found)?;
+            let task = readable(&state, &id, kind, TaskApi::Native, Some(&owner)).await?.ok_or_else(not_found)?;
             Ok(envelope(StatusCode::OK, "task already finished", render(&task, &state.media)))
         }
     }
+}
+
+/// Forgets a finished task here, or in the shared store when another replica made it.
+pub(super) async fn forget(state: &AppState, task: &Task) -> Result<(), ApiError> {
+    if state.tasks.remove(&task.id).is_none()
+        && let Some(shared) = &state.shared
+    {
+        shared.delete(&task.id, &task.owner).await.map_err(store_down)?;
+    }
+    Ok(())
+}
+
+/// Cancels an unfinished task wherever it runs and returns it as it is then; `None` when it had
+/// already finished (or its replica did not answer within 3 s).
+pub(super) async fn cancel_anywhere(state: &AppState, id: &str) -> Result<Option<Task>, ApiError> {
+    if let Some(task) = state.queue.cancel(id) {
+        return Ok(Some(task));
+    }
+    let Some(shared) = &state.shared else { return Ok(None) };
+    if state.tasks.snapshot(id).is_some() {
+        return Ok(None); // ours, and already finished
+    }
+    shared.publish_cancel(id).await.map_err(store_down)?;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(record) = shared.load(id).await.map_err(store_down)? {
+            let (task, _) = record.into_task().map_err(ApiError::internal)?;
+            if task.status.is_terminal() {
+                return Ok(Some(task));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One page of `owner`'s tasks: from this replica's store, or with several replicas from the shared one.
+pub(super) async fn page(state: &AppState, owner: &KeyId, q: &Listing<'_>) -> Result<Page, ApiError> {
+    let Some(shared) = &state.shared else { return Ok(state.tasks.list(owner, q)) };
+    let (mut tasks, mut has_more) = (Vec::with_capacity(q.limit.min(100)), false);
+    shared
+        .list(owner, q.oldest_first, q.after, |record| {
+            let Ok((t, _)) = record.into_task() else { return true };
+            if t.kind != q.kind || t.api != q.api || q.status.is_some_and(|s| s != t.status) {
+                return true;
+            }
+            if tasks.len() == q.limit {
+                has_more = true;
+                return false;
+            }
+            tasks.push(t);
+            true
+        })
+        .await
+        .map_err(store_down)?;
+    Ok(Page { tasks, has_more })
 }
 
 #[cfg(test)]

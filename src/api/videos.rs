@@ -267,8 +267,8 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// An OpenAI-made task of the caller (or anyone's, with `auth.public_task_reads`).
-fn lookup(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Task, ApiError> {
-    super::tasks::readable(state, id, TaskKind::Video, TaskApi::OpenAi, owner).ok_or_else(|| not_found(id))
+async fn lookup(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Task, ApiError> {
+    super::tasks::readable(state, id, TaskKind::Video, TaskApi::OpenAi, owner).await?.ok_or_else(|| not_found(id))
 }
 
 /// OpenAI's Video object.
@@ -389,9 +389,9 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     let owner = owner.as_ref().map(|e| &e.0);
     if TaskApi::of_id(&id) == TaskApi::Xai {
-        return super::xai_videos::retrieve(&state, &id, owner);
+        return super::xai_videos::retrieve(&state, &id, owner).await;
     }
-    let task = lookup(&state, &id, owner)?;
+    let task = lookup(&state, &id, owner).await?;
     let mut resp = Json(video_object(&task)).into_response();
     if !task.status.is_terminal() {
         resp.headers_mut().insert("openai-poll-after-ms", HeaderValue::from_static(POLL_AFTER_MS));
@@ -432,7 +432,7 @@ pub async fn list(
         oldest_first,
         ..Listing::native(TaskKind::Video, limit)
     };
-    let page = state.tasks.list(&owner, &listing);
+    let page = super::tasks::page(&state, &owner, &listing).await?;
     Ok(Json(VideoList {
         object: "list",
         data: page.tasks.iter().map(video_object).collect(),
@@ -450,15 +450,12 @@ pub async fn delete(
     Path(id): Path<String>,
     Extension(owner): Extension<KeyId>,
 ) -> Result<Json<VideoDeleted>, ApiError> {
-    let task = state
-        .tasks
-        .get(&id, TaskKind::Video, Some(&owner))
-        .filter(|t| t.api == TaskApi::OpenAi)
-        .ok_or_else(|| not_found(&id))?;
-    if !task.status.is_terminal() {
-        state.queue.cancel(&id);
-    }
-    state.tasks.remove(&id);
+    let task = lookup(&state, &id, Some(&owner)).await?;
+    let task = match task.status.is_terminal() {
+        true => task,
+        false => super::tasks::cancel_anywhere(&state, &id).await?.unwrap_or(task),
+    };
+    super::tasks::forget(&state, &task).await?;
     Ok(Json(VideoDeleted { id, object: "video.deleted", deleted: true }))
 }
 
@@ -481,7 +478,7 @@ pub async fn content(
     owner: Option<Extension<KeyId>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let task = lookup(&state, &id, owner.as_ref().map(|e| &e.0))?;
+    let task = lookup(&state, &id, owner.as_ref().map(|e| &e.0)).await?;
     let (video, thumbnail) = match task.outcome.as_deref() {
         Some(Outcome::Video { video, thumbnail, .. }) => (video.clone(), thumbnail.clone()),
         _ => {

@@ -244,8 +244,9 @@ pub fn status_body(task: &Task, media_has: impl Fn(&str) -> bool) -> (StatusCode
 }
 
 /// `GET /v1/videos/{request_id}` for xAI-made tasks (dispatched from `videos::retrieve`).
-pub fn retrieve(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Response, ApiError> {
+pub async fn retrieve(state: &AppState, id: &str, owner: Option<&KeyId>) -> Result<Response, ApiError> {
     let task = super::tasks::readable(state, id, TaskKind::Video, TaskApi::Xai, owner)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no video request `{id}`")))?;
     let (status, body) = status_body(&task, |name| state.media.get(MediaKind::Video, name).is_some());
     Ok((status, Json(body)).into_response())

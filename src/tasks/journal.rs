@@ -184,6 +184,15 @@ impl JobRecord {
 }
 
 impl TaskRecord {
+    pub fn meta(&self) -> PutMeta {
+        let terminal = matches!(self.status.as_str(), "success" | "failed");
+        PutMeta { owner: self.owner.clone(), created_ms: self.created_ms, terminal }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     pub fn created_ms(&self) -> u64 {
         self.created_ms
     }
@@ -282,9 +291,18 @@ impl TaskRecord {
     }
 }
 
-enum Op {
-    Put(String, Vec<u8>, Option<oneshot::Sender<Result<(), String>>>),
+/// One write for the writer thread. `Put` carries what a shared store indexes besides the record.
+pub enum Op {
+    Put(String, Vec<u8>, PutMeta, Option<oneshot::Sender<Result<(), String>>>),
     Remove(String),
+}
+
+/// A record's owner, creation time and whether the task has finished.
+#[derive(Debug, Clone)]
+pub struct PutMeta {
+    pub owner: String,
+    pub created_ms: u64,
+    pub terminal: bool,
 }
 
 pub struct Journal {
@@ -313,12 +331,18 @@ impl Journal {
                 }
             }
         }
+        Ok((Self::spawn(move |rx| writer(db, rx))?, records))
+    }
+
+    /// A journal whose writer thread runs `write` over the queued operations (the redb writer here,
+    /// the Redis one in `shared`).
+    pub fn spawn(write: impl FnOnce(mpsc::Receiver<Op>) + Send + 'static) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel::<Op>();
         let thread = std::thread::Builder::new()
             .name("grok2api-journal".into())
-            .spawn(move || writer(db, rx))
+            .spawn(move || write(rx))
             .map_err(|e| format!("cannot start journal writer: {e}"))?;
-        Ok((Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }, records))
+        Ok(Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
     }
 
     fn send(&self, op: Op) -> bool {
@@ -330,7 +354,7 @@ impl Journal {
     pub fn put(&self, record: &TaskRecord) {
         match serde_json::to_vec(record) {
             Ok(bytes) => {
-                if !self.send(Op::Put(record.id.clone(), bytes, None)) {
+                if !self.send(Op::Put(record.id.clone(), bytes, record.meta(), None)) {
                     tracing::error!(task = %record.id, "journal closed; task state not persisted");
                 }
             }
@@ -342,7 +366,7 @@ impl Journal {
     pub async fn put_durable(&self, record: &TaskRecord) -> Result<(), String> {
         let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
         let (ack, done) = oneshot::channel();
-        if !self.send(Op::Put(record.id.clone(), bytes, Some(ack))) {
+        if !self.send(Op::Put(record.id.clone(), bytes, record.meta(), Some(ack))) {
             return Err("journal is closed".into());
         }
         done.await.map_err(|_| "journal writer stopped".to_string())?
@@ -384,7 +408,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>) {
                 let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
                 for op in &ops {
                     match op {
-                        Op::Put(id, bytes, _) => {
+                        Op::Put(id, bytes, _, _) => {
                             table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
                         }
                         Op::Remove(id) => {
@@ -399,7 +423,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>) {
             tracing::error!("journal write failed: {e}");
         }
         for op in ops {
-            if let Op::Put(_, _, Some(ack)) = op {
+            if let Op::Put(_, _, _, Some(ack)) = op {
                 let _ = ack.send(result.clone());
             }
         }

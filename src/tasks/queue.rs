@@ -34,6 +34,7 @@ pub struct QueuedTask {
     pub resume: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct TaskQueue {
     tx: mpsc::Sender<QueuedTask>,
     ctx: Arc<WorkerCtx>,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod services;
 pub mod webhooks;
 
 use std::time::{Duration, Instant};

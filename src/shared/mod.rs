@@ -1,0 +1,291 @@
+//! State several replicas share through Redis (`store.url = "redis://…"`, Redis 7+ or Valkey): task
+//! records and each owner's index (any replica reads any task), idempotency keys, request rates and
+//! unfinished-task counts per key, and which replica runs which task. A replica that stops
+//! heart-beating loses its unfinished tasks to the others, which resume or fail them exactly as a
+//! restart does (`app::recover`). The embedded journal stays the default for one machine.
+//!
+//! Keys (`g2a:` prefix): `t:<id>` record · `o:<owner>` zset of ids by creation · `a:<owner>` set of
+//! unfinished ids · `r:<replica>` set of the ids it runs · `alive:<replica>` heartbeat · `replicas` ·
+//! `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket · channel `cancel`.
+
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use crate::auth::KeyId;
+use crate::tasks::idempotency::{Claim, WINDOW};
+use crate::tasks::journal::TaskRecord;
+
+pub const PREFIX: &str = "g2a:";
+
+pub fn task_key(id: &str) -> String {
+    format!("{PREFIX}t:{id}")
+}
+pub fn owner_key(owner: &str) -> String {
+    format!("{PREFIX}o:{owner}")
+}
+pub fn active_key(owner: &str) -> String {
+    format!("{PREFIX}a:{owner}")
+}
+pub fn running_key(replica: &str) -> String {
+    format!("{PREFIX}r:{replica}")
+}
+fn alive_key(replica: &str) -> String {
+    format!("{PREFIX}alive:{replica}")
+}
+const REPLICAS: &str = "g2a:replicas";
+pub const CANCEL_CHANNEL: &str = "g2a:cancel";
+
+/// A token bucket in one round trip, timed by the Redis clock so replicas' clocks do not matter.
+const RATE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 't'))
+local last = tonumber(redis.call('HGET', KEYS[1], 'l'))
+if tokens == nil or last == nil then tokens = burst; last = now end
+tokens = math.min(burst, tokens + math.max(0, now - last) / 1000 * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) / rate)) end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'l', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"#;
+
+/// Moves a silent replica's unfinished tasks to the caller, once: the replica's heartbeat is gone.
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local ids = redis.call('SMEMBERS', KEYS[2])
+for _, id in ipairs(ids) do redis.call('SADD', KEYS[4], id) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return ids
+"#;
+
+/// What a request that needs the shared store gets while it is unreachable.
+pub fn unavailable() -> crate::error::ApiError {
+    crate::error::ApiError::unavailable(
+        "store_unavailable",
+        "the shared task store (redis) is unreachable; retry later",
+    )
+}
+
+pub struct Shared {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    /// This process: a fresh id per start, so a restarted replica's old tasks are claimed like any
+    /// dead replica's.
+    pub replica: String,
+    /// How long a replica may stay silent before its tasks are claimed.
+    pub lease: Duration,
+    /// How long a finished task's record lives (`tasks.ttl_secs`).
+    pub task_ttl: Duration,
+}
+
+fn err(e: redis::RedisError) -> String {
+    format!("redis: {e}")
+}
+
+impl Shared {
+    /// Parses the URL (`redis://`, `rediss://` for TLS; auth in the URL); connects on first use.
+    pub fn open(url: &str, lease: Duration, task_ttl: Duration) -> Result<Arc<Self>, String> {
+        crate::install_crypto_provider();
+        let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
+        let replica = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Ok(Arc::new(Self { client, conn: OnceCell::new(), replica, lease, task_ttl }))
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The shared connection (it reconnects by itself after a failure).
+    async fn conn(&self) -> Result<ConnectionManager, String> {
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        self.conn
+            .get_or_try_init(|| async {
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await.map_err(err)
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(err)
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Option<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let raw: Option<Vec<u8>> = c.get(task_key(id)).await.map_err(err)?;
+        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// `owner`'s records, newest first (oldest first when asked), starting after `after`, for as long as
+    /// `keep` wants more. Index entries whose record is gone (expired, deleted) are dropped on the way.
+    pub async fn list(
+        &self,
+        owner: &KeyId,
+        oldest_first: bool,
+        after: Option<&str>,
+        mut keep: impl FnMut(TaskRecord) -> bool,
+    ) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        let index = owner_key(&owner.0);
+        let ids: Vec<String> = if oldest_first {
+            c.zrange(&index, 0, -1).await.map_err(err)?
+        } else {
+            c.zrevrange(&index, 0, -1).await.map_err(err)?
+        };
+        let start = match after {
+            Some(a) => ids.iter().position(|i| i == a).map_or(ids.len(), |p| p + 1),
+            None => 0,
+        };
+        for chunk in ids[start..].chunks(100) {
+            let keys: Vec<String> = chunk.iter().map(|i| task_key(i)).collect();
+            let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(err)?;
+            for (id, raw) in chunk.iter().zip(raws) {
+                match raw.and_then(|b| serde_json::from_slice::<TaskRecord>(&b).ok()) {
+                    Some(r) => {
+                        if !keep(r) {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        let _: Result<(), _> = c.zrem(&index, id).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a finished task everywhere.
+    pub async fn delete(&self, id: &str, owner: &KeyId) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .del(task_key(id))
+            .ignore()
+            .zrem(owner_key(&owner.0), id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// One request from `key`'s bucket: `Ok(Ok(()))`, or `Ok(Err(seconds to wait))`.
+    pub async fn rate(&self, key: &KeyId, rate: f64, burst: f64) -> Result<Result<(), u64>, String> {
+        let mut c = self.conn().await?;
+        let wait: u64 = redis::Script::new(RATE_SCRIPT)
+            .key(format!("{PREFIX}rl:{}", key.0))
+            .arg(rate)
+            .arg(burst)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        Ok(if wait == 0 { Ok(()) } else { Err(wait) })
+    }
+
+    /// Unfinished tasks of `owner`, on every replica.
+    pub async fn active(&self, owner: &KeyId) -> Result<usize, String> {
+        let mut c = self.conn().await?;
+        c.scard(active_key(&owner.0)).await.map_err(err)
+    }
+
+    fn idem_key(owner: &KeyId, key: &str) -> String {
+        use sha2::Digest;
+        format!("{PREFIX}i:{}:{}", owner.0, hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    }
+
+    fn read_claim(raw: Option<String>, body: &[u8; 32]) -> Claim {
+        match raw.as_deref().and_then(|v| v.split_once(' ')) {
+            Some((hash, task)) if hash == hex::encode(body) => Claim::Existing(Arc::from(task)),
+            Some(_) => Claim::Conflict,
+            None => Claim::New,
+        }
+    }
+
+    pub async fn idem_check(&self, owner: &KeyId, key: &str, body: &[u8; 32]) -> Result<Claim, String> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get(Self::idem_key(owner, key)).await.map_err(err)?;
+        Ok(Self::read_claim(raw, body))
+    }
+
+    /// Binds the key to `task` unless another request (on any replica) did first.
+    pub async fn idem_bind(&self, owner: &KeyId, key: &str, body: [u8; 32], task: &str) -> Result<Claim, String> {
+        let mut c = self.conn().await?;
+        let k = Self::idem_key(owner, key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(format!("{} {task}", hex::encode(body)))
+            .arg("NX")
+            .arg("PX")
+            .arg(WINDOW.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
+        if set.is_some() {
+            return Ok(Claim::New);
+        }
+        let raw: Option<String> = c.get(&k).await.map_err(err)?;
+        Ok(Self::read_claim(raw, &body))
+    }
+
+    /// Says this replica is alive (for `lease`).
+    pub async fn heartbeat(&self) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .cmd("SET")
+            .arg(alive_key(&self.replica))
+            .arg(1)
+            .arg("PX")
+            .arg(self.lease.as_millis() as u64)
+            .ignore()
+            .sadd(REPLICAS, &self.replica)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// Takes over the unfinished tasks of every replica whose heartbeat stopped; returns their records.
+    pub async fn claim_orphans(&self) -> Result<Vec<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let replicas: Vec<String> = c.smembers(REPLICAS).await.map_err(err)?;
+        let mut records = Vec::new();
+        for dead in replicas.into_iter().filter(|r| *r != self.replica) {
+            let ids: Vec<String> = redis::Script::new(CLAIM_SCRIPT)
+                .key(alive_key(&dead))
+                .key(running_key(&dead))
+                .key(REPLICAS)
+                .key(running_key(&self.replica))
+                .arg(&dead)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            if !ids.is_empty() {
+                tracing::warn!(replica = %dead, tasks = ids.len(), "a replica stopped; its unfinished tasks are taken over");
+            }
+            for id in ids {
+                if let Some(r) = self.load(&id).await? {
+                    records.push(r);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Asks whichever replica runs `id` to cancel it.
+    pub async fn publish_cancel(&self, id: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        c.publish::<_, _, ()>(CANCEL_CHANNEL, id).await.map_err(err)
+    }
+}

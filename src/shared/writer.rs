@@ -1,0 +1,84 @@
+//! The task journal's Redis writer: the same operations as the embedded journal's (a create awaited,
+//! later changes written behind, in batches), applied as one pipeline per batch, plus the indexes the
+//! other replicas read: the owner's list, the owner's unfinished set, and this replica's running set.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use super::{Shared, active_key, owner_key, running_key, task_key};
+use crate::tasks::journal::Op;
+
+const BATCH: usize = 1024;
+
+/// Runs on the journal's own thread (see `Journal::spawn`) with a small runtime of its own.
+pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the redis journal writer: {e}");
+            return;
+        }
+    };
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = rt.block_on(async {
+            if conn.is_none() {
+                let c = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    shared.client().get_multiplexed_async_connection(),
+                )
+                .await
+                .map_err(|_| "redis: connect timed out".to_string())?
+                .map_err(|e| format!("redis: {e}"))?;
+                conn = Some(c);
+            }
+            let Some(c) = conn.as_mut() else { return Err("redis: no connection".to_string()) };
+            let mut pipe = redis::pipe();
+            let running = running_key(&shared.replica);
+            let ttl = shared.task_ttl.as_millis().max(1000) as u64;
+            for op in &ops {
+                match op {
+                    Op::Put(id, bytes, meta, _) => {
+                        let t = task_key(id);
+                        if meta.terminal {
+                            pipe.cmd("SET").arg(&t).arg(bytes.as_slice()).arg("PX").arg(ttl).ignore();
+                            pipe.srem(&running, id).ignore();
+                            pipe.srem(active_key(&meta.owner), id).ignore();
+                        } else {
+                            pipe.set(&t, bytes.as_slice()).ignore();
+                            pipe.sadd(&running, id).ignore();
+                            pipe.sadd(active_key(&meta.owner), id).ignore();
+                        }
+                        pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
+                    }
+                    Op::Remove(id) => {
+                        pipe.del(task_key(id)).ignore();
+                        pipe.srem(&running, id).ignore();
+                    }
+                }
+            }
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), pipe.query_async::<()>(c)).await;
+            match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("redis: {e}")),
+                Err(_) => Err("redis: write timed out".to_string()),
+            }
+        });
+        if let Err(e) = &result {
+            tracing::error!("task store write failed: {e}");
+            conn = None;
+        }
+        for op in ops {
+            if let Op::Put(_, _, _, Some(ack)) = op {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}

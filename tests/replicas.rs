@@ -1,0 +1,228 @@
+//! Several replicas on one Redis (`store.url`) and one S3-compatible bucket: a task made on one is
+//! read, listed, cancelled and downloaded on the others; idempotency keys, request rates and
+//! unfinished-task limits hold across them; a replica killed with `kill -9` loses its tasks to another,
+//! which finishes them without a second upstream start; Redis going away is a clear 503, and coming
+//! back needs no restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::services::{moto, redis, s3};
+use common::{Harness, KEY, builder, sigterm_and_wait, spawn};
+use serde_json::{Value, json};
+
+async fn replica(
+    store: &str,
+    s3_endpoint: Option<&str>,
+    f: impl FnOnce(&mut grok2api::config::Config) + 'static,
+) -> Harness {
+    let (store, bucket) = (store.to_owned(), s3_endpoint.map(|e| s3(e, 0)));
+    builder()
+        .config(move |c| {
+            c.store.url = Some(store);
+            c.media.s3 = bucket;
+            f(c)
+        })
+        .start()
+        .await
+}
+
+async fn body(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_done(h: &Harness, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = body(h.get(path)).await;
+        if matches!(v["data"]["status"].as_str(), Some("success" | "failed")) {
+            return v["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "{path} never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_made_on_one_replica_is_read_listed_cancelled_and_downloaded_on_the_others() {
+    let (_redis, store) = redis(None).await;
+    let (_moto, bucket) = moto().await;
+    let limits = |c: &mut grok2api::config::Config| c.limits.max_concurrent_tasks = 2;
+    let a = replica(&store, Some(&bucket), limits).await;
+    let b = replica(&store, Some(&bucket), limits).await;
+    let c = replica(&store, Some(&bucket), limits).await;
+
+    // Create on A (with an Idempotency-Key), poll on B, download on C.
+    let image = json!({"model": "grok-imagine-1.0", "prompt": "a lantern"});
+    let (s, made) = body(a.post("/v1/images/tasks").header("idempotency-key", "k-1").json(&image)).await;
+    assert_eq!(s, 202, "{made}");
+    let id = made["data"]["taskId"].as_str().unwrap().to_owned();
+    let done = wait_done(&b, &format!("/v1/images/tasks/{id}")).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let link = done["result"]["images"][0].as_str().unwrap();
+    let path = link.split_once("/v1/files/").map(|(_, p)| format!("/v1/files/{p}")).unwrap();
+    let file = c.http.get(c.url(&path)).send().await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert!(file.bytes().await.unwrap().starts_with(b"\x89PNG"));
+
+    // The same key and body on B is the same task; another body on C is a conflict.
+    let (s, again) = body(b.post("/v1/images/tasks").header("idempotency-key", "k-1").json(&image)).await;
+    assert_eq!((s, again["data"]["taskId"].as_str()), (202, Some(id.as_str())));
+    let other = json!({"model": "grok-imagine-1.0", "prompt": "another"});
+    let (s, _) = body(c.post("/v1/images/tasks").header("idempotency-key", "k-1").json(&other)).await;
+    assert_eq!(s, 422);
+
+    // Listing on C sees it; another key does not.
+    let (_, list) = body(c.get("/v1/images/tasks")).await;
+    let ids: Vec<&str> =
+        list["data"]["tasks"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    let (_, theirs) = body(c.http.get(c.url("/v1/images/tasks")).bearer_auth(common::OTHER_KEY)).await;
+    assert!(theirs["data"]["tasks"].as_array().unwrap().is_empty());
+
+    // Two slow videos on A fill the key's limit of two unfinished tasks, on every replica.
+    let slow = json!({"model": "grok-imagine-1.0-video", "prompt": "tide [sim:slow=400]"});
+    let (_, v1) = body(a.post("/v1/video/tasks").json(&slow)).await;
+    let (_, v2) = body(a.post("/v1/video/tasks").json(&slow)).await;
+    let (s, full) = body(b.post("/v1/video/tasks").json(&slow)).await;
+    assert_eq!(s, 429, "the limit counts A's tasks on B: {full}");
+    // B cancels A's task: the message reaches A, which runs it.
+    let v1 = v1["data"]["taskId"].as_str().unwrap();
+    let (s, cancelled) = body(b.http.delete(b.url(&format!("/v1/video/tasks/{v1}"))).bearer_auth(KEY)).await;
+    assert_eq!((s, cancelled["message"].as_str()), (200, Some("task cancelled")), "{cancelled}");
+    assert_eq!(cancelled["data"]["errorCode"], "cancelled");
+    let local = a.server.state.tasks.snapshot(v1).unwrap();
+    assert_eq!(local.status.as_str(), "failed", "A, which ran it, stopped it");
+    let v2 = v2["data"]["taskId"].as_str().unwrap();
+    assert_eq!(wait_done(&c, &format!("/v1/video/tasks/{v2}")).await["status"], "success");
+}
+
+#[tokio::test]
+async fn request_rates_are_counted_once_for_all_replicas_and_a_lost_redis_is_a_503() {
+    let (mut server, store) = redis(None).await;
+    let rate = |c: &mut grok2api::config::Config| {
+        c.limits.requests_per_second = 0.5;
+        c.limits.burst = 2;
+    };
+    let a = replica(&store, None, rate).await;
+    let b = replica(&store, None, rate).await;
+    assert_eq!(a.get("/v1/models").send().await.unwrap().status(), 200);
+    assert_eq!(b.get("/v1/models").send().await.unwrap().status(), 200);
+    let third = b.get("/v1/models").send().await.unwrap();
+    assert_eq!(third.status(), 429, "two replicas, one bucket of two");
+    assert!(third.headers().contains_key("retry-after"));
+
+    let (_, ready) = body(a.http.get(a.url("/readyz"))).await;
+    assert_eq!(ready["store"], "redis");
+    // Redis stops: requests that need it say so, as 503s; readiness fails.
+    let port = store.trim_end_matches('/').rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut child = server.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = a.get("/v1/models").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("store_unavailable"));
+    let (s, ready) = body(a.http.get(a.url("/readyz"))).await;
+    assert_eq!((s, ready["store"].as_str()), (503, Some("redis_unreachable")));
+    // It comes back on the same address: no restart of the gateway needed.
+    let (_server, _) = redis(Some(port)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = a.get("/v1/models").send().await.unwrap().status();
+        if s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {s} after redis came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `kill -9` of the replica running tasks: another takes them over after the lease, collects the
+/// started video from its upstream post (one start in the simulator's count), runs the queued image,
+/// and its callback arrives once.
+#[tokio::test]
+async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_start() {
+    if common::grok_web_only("replica takeover") {
+        return;
+    }
+    grok2api::install_crypto_provider();
+    let (_redis, store) = redis(None).await;
+    let (rx, hook) = common::webhooks::receiver(vec![]).await;
+    let sim_media = tempfile::tempdir().unwrap();
+    let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "5"], &[], sim_media.path());
+    let dir = tempfile::tempdir().unwrap();
+    let ws = sim_url.replacen("http", "ws", 1);
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 1\n[tasks]\nworkers = 1\n\
+             [callbacks]\nsecret = \"{}\"\nallow_private = true\n\
+             [grok]\ntokens = [\"tok-rep-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n",
+            common::webhooks::SECRET
+        ),
+    )
+    .unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
+    // Each replica its own media dir: the video is collected from the upstream post, not a shared file.
+    let (media_a, media_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (mut a, url_a) = spawn(&args, &[], &media_a);
+    let (b, url_b) = spawn(&args, &[], &media_b);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{url_a}{path}")).bearer_auth("rep-key").json(&body).send();
+    let video = post(
+        "/v1/video/tasks",
+        json!({"model": "grok-imagine-1.0-video", "prompt": "surf [sim:slow=300]", "video_length": 6}),
+    )
+    .await
+    .unwrap();
+    let video = video.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned();
+    let image =
+        post("/v1/images/tasks", json!({"model": "grok-imagine-1.0", "prompt": "a gull", "callback_url": hook}))
+            .await
+            .unwrap();
+    let image = image.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned();
+    let get = |id: &str, kind: &str| {
+        let r = http.get(format!("{url_b}/v1/{kind}/tasks/{id}")).bearer_auth("rep-key").send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap()["data"].clone() }
+    };
+    // Wait until the simulator has started A's video, then one frame more: its post id is in the store
+    // (written behind, within milliseconds of the first frame).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
+        if stats["video_starts"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the video never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (v_now, i_now) = (get(&video, "video").await, get(&image, "images").await);
+    assert_eq!(v_now["status"], "processing", "{v_now}");
+    assert_eq!(i_now["status"], "pending", "queued behind the video on A's one worker: {i_now}");
+    let mut child = a.take_child();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (v, i) = loop {
+        let (v, i) = (get(&video, "video").await, get(&image, "images").await);
+        if [&v, &i].iter().all(|t| matches!(t["status"].as_str(), Some("success" | "failed"))) {
+            break (v, i);
+        }
+        assert!(Instant::now() < deadline, "not taken over: {v} {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["status"], "success", "the started video is collected by B: {v}");
+    assert_eq!(i["status"], "success", "the queued image runs on B: {i}");
+    let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["video_starts"], 1, "the video is never started twice");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), 1, "the image's callback arrives once");
+    assert!(sigterm_and_wait(b).success());
+    assert!(sigterm_and_wait(sim).success());
+}
