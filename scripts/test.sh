@@ -19,11 +19,13 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
 
-# Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser test).
+# Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser
+# test), redis-server (the shared store of several replicas).
 packages=()
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing test dependencies: ${packages[*]}" >&2
   sudo=""
@@ -44,3 +46,6 @@ cargo test --locked --lib --bins --tests "$@"
 # The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
 GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
   --test faults --test tasks --test videos --test events --test openapi "$@"
+# And on the shared Redis store (each gateway its own redis-server), as several replicas run.
+GROK2API_TEST_STORE=redis cargo test --locked --test images --test video --test errors --test faults \
+  --test tasks --test videos --test events --test openapi --test operations --test console "$@"

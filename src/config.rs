@@ -760,6 +760,14 @@ mod tests {
     }
 
     #[test]
+    fn the_replica_config_of_the_compose_file_parses() {
+        let text = include_str!("../deploy/replica.toml");
+        let cfg = Config::from_toml_str(text, Path::new("deploy/replica.toml")).unwrap();
+        assert_eq!(cfg.media.s3.map(|s| (s.bucket, s.path_style)), Some(("grok2api-media".into(), true)));
+        assert_eq!(cfg.store.lease_secs, 10);
+    }
+
+    #[test]
     fn example_config_parses() {
         let text = include_str!("../config.example.toml");
         let cfg = Config::from_toml_str(text, Path::new("config.example.toml")).unwrap();

@@ -141,8 +141,8 @@ async fn request_rates_are_counted_once_for_all_replicas_and_a_lost_redis_is_a_5
 }
 
 /// `kill -9` of the replica running tasks: another takes them over after the lease, collects the
-/// started video from its upstream post (one start in the simulator's count), runs the queued image,
-/// and its callback arrives once.
+/// started video from its upstream post (one start in the simulator's count), runs the queued image
+/// (its callback arrives once), and delivers the callback the dead replica still owed.
 #[tokio::test]
 async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_start() {
     if common::grok_web_only("replica takeover") {
@@ -151,6 +151,8 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     grok2api::install_crypto_provider();
     let (_redis, store) = redis(None).await;
     let (rx, hook) = common::webhooks::receiver(vec![]).await;
+    // This one refuses the first delivery; A would retry in an hour, so only a takeover delivers it.
+    let (owed_rx, owed_hook) = common::webhooks::receiver(vec![500]).await;
     let sim_media = tempfile::tempdir().unwrap();
     let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "5"], &[], sim_media.path());
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +162,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
         &cfg,
         format!(
             "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 1\n[tasks]\nworkers = 1\n\
-             [callbacks]\nsecret = \"{}\"\nallow_private = true\n\
+             [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n\
              [grok]\ntokens = [\"tok-rep-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n",
             common::webhooks::SECRET
         ),
@@ -173,6 +175,11 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     let (b, url_b) = spawn(&args, &[], &media_b);
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| http.post(format!("{url_a}{path}")).bearer_auth("rep-key").json(&body).send();
+    let first =
+        post("/v1/images/tasks", json!({"model": "grok-imagine-1.0", "prompt": "a heron", "callback_url": owed_hook}))
+            .await
+            .unwrap();
+    let first = first.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned();
     let video = post(
         "/v1/video/tasks",
         json!({"model": "grok-imagine-1.0-video", "prompt": "surf [sim:slow=300]", "video_length": 6}),
@@ -204,6 +211,8 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     let (v_now, i_now) = (get(&video, "video").await, get(&image, "images").await);
     assert_eq!(v_now["status"], "processing", "{v_now}");
     assert_eq!(i_now["status"], "pending", "queued behind the video on A's one worker: {i_now}");
+    assert_eq!(get(&first, "images").await["status"], "success");
+    assert_eq!(owed_rx.got.lock().unwrap().len(), 1, "A tried once and was refused");
     let mut child = a.take_child();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -223,6 +232,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     assert_eq!(stats["video_starts"], 1, "the video is never started twice");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.got.lock().unwrap().len(), 1, "the image's callback arrives once");
+    assert_eq!(owed_rx.got.lock().unwrap().len(), 2, "the callback A still owed is delivered by B");
     assert!(sigterm_and_wait(b).success());
     assert!(sigterm_and_wait(sim).success());
 }

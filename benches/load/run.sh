@@ -2,7 +2,8 @@
 # Load benchmark for the async task API (docs/benchmarks.md explains every number).
 #   benches/load/run.sh            # ~2 minutes; needs oha (installed with cargo if missing)
 # Env: DURATION (default 10s), CREATE_RATE (default 20000), CONNS (default 64), TASKS_LIVE (10000),
-#      TASKS_FINISHED (100000).
+#      TASKS_FINISHED (100000), REDIS (1 = also the shared-store runs: 1 and 3 replicas on one
+#      redis-server, create and poll, next to the in-memory store; needs redis-server).
 # Everything listens on 127.0.0.1; the simulator stands in for grok.com.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,6 +59,35 @@ TOML
 stop_gateway() { kill -KILL "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# A replica on the shared store: $1 listen address, $2 redis URL.
+start_replica() {
+  cat > "$work/replica-$1.toml" <<TOML
+[server]
+listen = "$1"
+[auth]
+api_keys = ["$KEY"]
+[store]
+url = "$2"
+[grok]
+base_url = "http://$SIM"
+ws_url = "ws://$SIM"
+assets_url = "http://$SIM"
+tokens = ["bench-token"]
+[media]
+dir = "$work/media-$1"
+[tasks]
+workers = 4
+queue_capacity = 5000000
+expected_tasks = 1048576
+[log]
+level = "error"
+TOML
+  "$BIN" --config "$work/replica-$1.toml" >/dev/null &
+  pids+=($!)
+  replica_pids+=($!)
+  wait_http "http://$1/healthz"
+}
 
 "$BIN" sim --listen "$SIM" --frame-delay-ms 0 --tokens bench-token >/dev/null &
 pids+=($!)
@@ -118,6 +148,43 @@ for _ in $(seq 1 100); do
 done
 sleep 1
 rss_after=$(rss_kib "$gw_pid")
+stop_gateway
+
+if [ "${REDIS:-0}" = 1 ]; then
+  REDIS_PORT=18810
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  pids+=($!)
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT) 2>/dev/null && break; sleep 0.1; done
+  for replicas in 1 3; do
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    replica_pids=()
+    addrs=()
+    for i in $(seq 1 "$replicas"); do addrs+=("127.0.0.1:$((18820 + i))"); start_replica "${addrs[-1]}" "redis://127.0.0.1:$REDIS_PORT/"; done
+    echo "== redis, $replicas replica(s): create unthrottled, then poll $TASKS_LIVE live tasks across them"
+    : > "$work/create-urls.txt"
+    for a in "${addrs[@]}"; do echo "http://$a/v1/images/generations/async" >> "$work/create-urls.txt"; done
+    oha_json -z "$DURATION" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING" \
+      --urls-from-file "$work/create-urls.txt" > "$work/redis-create-$replicas.json"
+    # Poll tasks made on the first replica, through every replica (the others read the shared store).
+    python3 - "${addrs[0]}" "$KEY" "$work/redis-poll-urls.txt" "$TASKS_LIVE" "${addrs[@]}" <<'PY'
+import json, sys, urllib.request
+gw, key, out, n, addrs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+ids, after = [], ""
+while len(ids) < n:
+    req = urllib.request.Request(f"http://{gw}/v1/images/tasks?limit=100&after={after}", headers={"authorization": f"Bearer {key}"})
+    data = json.load(urllib.request.urlopen(req))["data"]
+    ids += [t["taskId"] for t in data["tasks"]]
+    if not data["hasMore"]:
+        break
+    after = data["nextAfter"]
+with open(out, "w") as f:
+    f.writelines(f"http://{addrs[i % len(addrs)]}/v1/images/tasks/{t}\n" for i, t in enumerate(ids[:n]))
+PY
+    oha_json -z "$DURATION" -c "$CONNS" "${AUTH[@]}" --urls-from-file "$work/redis-poll-urls.txt" > "$work/redis-poll-$replicas.json"
+    for p in "${replica_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    wait "${replica_pids[@]}" 2>/dev/null || true
+  done
+fi
 
 python3 - "$work" "$CREATE_RATE" "$rss_before" "$rss_after" "$TASKS_FINISHED" <<'PY'
 import json, os, sys
@@ -143,4 +210,10 @@ print(f"\npolling / ceiling = {poll / hello:.0%} (target >= 50%)")
 print(f"create: {create:,.0f}/s offered {rate:,}/s, p99 {p99:.2f} ms, {errs} errors; unthrottled {create_max:,.0f}/s "
       "(target >= 20,000/s, p99 < 10 ms, 0 errors)")
 print(f"RSS {before} KiB -> {after} KiB with {n} finished tasks: {per_task:.0f} bytes/task (target <= 2048)")
+if os.path.exists(os.path.join(work, "redis-create-1.json")):
+    print("\n| shared store (redis) | requests/s | p50 | p99 | errors | statuses |\n| --- | --- | --- | --- | --- | --- |")
+    for n_rep in (1, 3):
+        c, _, _ = row(f"POST async, unthrottled, {n_rep} replica(s)", load(f"redis-create-{n_rep}.json"))
+        g, _, _ = row(f"GET task, {n_rep} replica(s)", load(f"redis-poll-{n_rep}.json"))
+        print(f"| ({n_rep} replica(s): create {c / create_max:.0%}, poll {g / poll:.0%} of the in-memory store) | | | | | |")
 PY

@@ -49,12 +49,17 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                         let t = task_key(id);
                         if meta.terminal {
                             pipe.cmd("SET").arg(&t).arg(bytes.as_slice()).arg("PX").arg(ttl).ignore();
-                            pipe.srem(&running, id).ignore();
                             pipe.srem(active_key(&meta.owner), id).ignore();
                         } else {
                             pipe.set(&t, bytes.as_slice()).ignore();
-                            pipe.sadd(&running, id).ignore();
                             pipe.sadd(active_key(&meta.owner), id).ignore();
+                        }
+                        // Kept in this replica's set while work or a callback is owed, so a replica
+                        // that takes over also delivers the callbacks this one still owed.
+                        if meta.terminal && !meta.owed {
+                            pipe.srem(&running, id).ignore();
+                        } else {
+                            pipe.sadd(&running, id).ignore();
                         }
                         pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
                     }

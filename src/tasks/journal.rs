@@ -186,7 +186,8 @@ impl JobRecord {
 impl TaskRecord {
     pub fn meta(&self) -> PutMeta {
         let terminal = matches!(self.status.as_str(), "success" | "failed");
-        PutMeta { owner: self.owner.clone(), created_ms: self.created_ms, terminal }
+        let owed = self.callback.as_ref().is_some_and(|c| !c.done);
+        PutMeta { owner: self.owner.clone(), created_ms: self.created_ms, terminal, owed }
     }
 
     pub fn id(&self) -> &str {
@@ -303,6 +304,8 @@ pub struct PutMeta {
     pub owner: String,
     pub created_ms: u64,
     pub terminal: bool,
+    /// A callback is still owed (finished or not): whoever takes the task over must deliver it.
+    pub owed: bool,
 }
 
 pub struct Journal {

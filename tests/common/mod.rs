@@ -23,6 +23,14 @@ pub struct Harness {
     pub base: String,
     _media: tempfile::TempDir,
     _ca: tempfile::TempDir,
+    /// The harness's own redis-server in the Redis store mode.
+    _store: Option<Running>,
+}
+
+/// The task store the suite runs on: `GROK2API_TEST_STORE=redis` gives each gateway its own
+/// redis-server (the shared store several replicas use); the in-process store otherwise.
+pub fn redis_store() -> bool {
+    std::env::var("GROK2API_TEST_STORE").as_deref() == Ok("redis")
 }
 
 pub struct Builder {
@@ -147,9 +155,17 @@ impl Builder {
         for f in self.after_sim {
             f(&mut cfg, &sim);
         }
+        let store = match redis_store() && cfg.store.url.is_none() {
+            true => {
+                let (running, url) = services::redis(None).await;
+                cfg.store.url = Some(url);
+                Some(running)
+            }
+            false => None,
+        };
         let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
         let base = server.base_url();
-        Harness { sim, server, http: reqwest::Client::new(), base, _media: media, _ca: ca }
+        Harness { sim, server, http: reqwest::Client::new(), base, _media: media, _ca: ca, _store: store }
     }
 }
 
