@@ -188,7 +188,14 @@ impl AppState {
         );
         recover(records, &tasks, &queue);
         if let Some(shared) = &shared {
-            spawn_replica_duties(&tracker, shutdown.clone(), shared.clone(), tasks.clone(), queue.clone());
+            spawn_replica_duties(
+                &tracker,
+                shutdown.clone(),
+                shared.clone(),
+                tasks.clone(),
+                queue.clone(),
+                runner.clone(),
+            );
         }
         if cfg.grok.quota_refresh_secs > 0 {
             spawn_quota_refresh(
@@ -424,8 +431,35 @@ fn spawn_replica_duties(
     shared: Arc<crate::shared::Shared>,
     tasks: Arc<TaskStore>,
     queue: TaskQueue,
+    runner: Arc<JobRunner>,
 ) {
     let every = (shared.lease / 3).max(Duration::from_millis(200));
+    // Token changes this replica sees go out, in order, through one publisher.
+    if let Some(client) = runner.upstream().grok_web() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client.pool().observe(Arc::new(move |event| {
+            let _ = tx.send(event);
+        }));
+        let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
+        tracker.spawn(async move {
+            if let (Ok(states), Some(client)) = (publisher.token_states().await, pool_runner.upstream().grok_web()) {
+                states.iter().for_each(|e| client.pool().apply(e));
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = rx.recv() => match event {
+                        Some(event) => {
+                            if let Err(e) = publisher.publish_token(event).await {
+                                tracing::warn!("cannot share a token change: {e}");
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
     let (beat, stop) = (shared.clone(), shutdown.clone());
     let cancel_queue = queue.clone();
     tracker.spawn(async move {
@@ -449,21 +483,16 @@ fn spawn_replica_duties(
         loop {
             match shared.client().get_async_pubsub().await {
                 Ok(mut pubsub) => {
-                    if let Err(e) = pubsub.subscribe(crate::shared::CANCEL_CHANNEL).await {
-                        tracing::warn!("cannot subscribe to cancellations: {e}");
+                    let channels = [crate::shared::CANCEL_CHANNEL, crate::shared::TOKENS_CHANNEL];
+                    if let Err(e) = pubsub.subscribe(&channels).await {
+                        tracing::warn!("cannot subscribe to other replicas' news: {e}");
                     } else {
                         let mut messages = pubsub.on_message();
                         loop {
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 msg = messages.next() => match msg {
-                                    Some(m) => {
-                                        if let Ok(id) = m.get_payload::<String>()
-                                            && cancel_queue.cancel(&id).is_some()
-                                        {
-                                            tracing::info!(task = %id, "task cancelled through another replica");
-                                        }
-                                    }
+                                    Some(m) => news(&m, &shared, &cancel_queue, &runner),
                                     None => break,
                                 },
                             }
@@ -478,6 +507,26 @@ fn spawn_replica_duties(
             }
         }
     });
+}
+
+/// One message from another replica: cancel a task this replica runs, or apply a token change.
+fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runner: &JobRunner) {
+    let Ok(payload) = m.get_payload::<String>() else { return };
+    if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {
+        if queue.cancel(&payload).is_some() {
+            tracing::info!(task = %payload, "task cancelled through another replica");
+        }
+        return;
+    }
+    match serde_json::from_str::<crate::shared::TokenNews>(&payload) {
+        Ok(n) if n.replica != shared.replica => {
+            if let Some(client) = runner.upstream().grok_web() {
+                client.pool().apply(&n.event);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("unreadable token news: {e}"),
+    }
 }
 
 /// Refreshes every token's quota from the upstream now and then (and once at start).

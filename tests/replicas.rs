@@ -236,3 +236,42 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     assert!(sigterm_and_wait(b).success());
     assert!(sigterm_and_wait(sim).success());
 }
+
+/// A token rate limited on one replica rests on the others too (within moments), and a replica that
+/// starts later learns the rest from the store.
+#[tokio::test]
+async fn a_token_rate_limited_on_one_replica_rests_on_all() {
+    if common::grok_web_only("shared token state") {
+        return;
+    }
+    let (_redis, store) = redis(None).await;
+    let one_token = |c: &mut grok2api::config::Config| {
+        c.grok.max_attempts = 1;
+        c.grok.quota_refresh_secs = 0;
+    };
+    let a = replica(&store, None, one_token).await;
+    let b = replica(&store, None, one_token).await;
+    let pool = |h: &Harness| h.server.state.runner.upstream().grok_web().unwrap().pool().snapshot();
+    let cooling = |h: &Harness| {
+        pool(h).iter().filter(|t| t.products["image"].cooldown_secs.is_some()).map(|t| t.id.clone()).collect::<Vec<_>>()
+    };
+    assert!(cooling(&b).is_empty());
+    let (status, _, _) = a.generate(json!({"model": "grok-imagine-1.0", "prompt": "x [sim:rate-limit]"})).await;
+    assert_eq!(status, 429);
+    let rested = cooling(&a);
+    assert_eq!(rested.len(), 1, "one token rests on A: {:?}", pool(&a));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cooling(&b) != rested {
+        assert!(Instant::now() < deadline, "B never heard: {:?}", pool(&b));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The video product of that token still serves on B.
+    let token = pool(&b).into_iter().find(|t| t.id == rested[0]).unwrap();
+    assert!(token.products["video"].cooldown_secs.is_none());
+    let c = replica(&store, None, one_token).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cooling(&c) != rested {
+        assert!(Instant::now() < deadline, "a later replica never learned the rest: {:?}", pool(&c));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -40,6 +40,17 @@ fn alive_key(replica: &str) -> String {
 }
 const REPLICAS: &str = "g2a:replicas";
 pub const CANCEL_CHANNEL: &str = "g2a:cancel";
+/// Token changes (`TokenEvent`s) one replica saw, for the others.
+pub const TOKENS_CHANNEL: &str = "g2a:tokens";
+/// The latest rest of each token and product, for replicas that start later.
+const TOKEN_STATE: &str = "g2a:tokstate";
+
+/// A token change on the wire: who saw it, and what.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct TokenNews {
+    pub replica: String,
+    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
+}
 
 /// A token bucket in one round trip, timed by the Redis clock so replicas' clocks do not matter.
 const RATE_SCRIPT: &str = r#"
@@ -281,6 +292,33 @@ impl Shared {
             }
         }
         Ok(records)
+    }
+
+    /// Tells the other replicas what an upstream answer did to a token, and keeps rests for late joiners.
+    pub async fn publish_token(&self, event: crate::upstream::grok_web::token_pool::TokenEvent) -> Result<(), String> {
+        use crate::upstream::grok_web::token_pool::TokenEvent;
+        let field = match &event {
+            TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
+            TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
+            // Not kept: a token brought back by an operator must not stay dead for new replicas.
+            TokenEvent::Expired { .. } => None,
+        };
+        let news =
+            serde_json::to_string(&TokenNews { replica: self.replica.clone(), event }).map_err(|e| e.to_string())?;
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.publish(TOKENS_CHANNEL, &news).ignore();
+        if let Some(field) = field {
+            pipe.hset(TOKEN_STATE, field, &news).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
+    /// Every token rest other replicas recorded.
+    pub async fn token_states(&self) -> Result<Vec<crate::upstream::grok_web::token_pool::TokenEvent>, String> {
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_STATE).await.map_err(err)?;
+        Ok(all.values().filter_map(|v| serde_json::from_str::<TokenNews>(v).ok()).map(|n| n.event).collect())
     }
 
     /// Asks whichever replica runs `id` to cancel it.

@@ -210,6 +210,38 @@ pub struct PoolSettings {
 pub struct TokenPool {
     settings: PoolSettings,
     shared: Arc<Shared>,
+    /// Told of every change an upstream answer makes to a token, so other replicas can apply it.
+    observer: std::sync::OnceLock<Observer>,
+}
+
+pub type Observer = Arc<dyn Fn(TokenEvent) + Send + Sync>;
+
+/// A change an upstream answer made to one token (times as unix ms, so another process can apply it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenEvent {
+    /// One product's quota: what is left and until when it rests (`None` = available).
+    Product { token: String, product: String, remaining: Option<u32>, until_ms: Option<u64> },
+    /// The whole token rests (its proxy failed).
+    Cooling { token: String, until_ms: u64, why: Option<String> },
+    /// Dead credentials.
+    Expired { token: String },
+}
+
+impl TokenEvent {
+    pub fn token(&self) -> &str {
+        match self {
+            Self::Product { token, .. } | Self::Cooling { token, .. } | Self::Expired { token } => token,
+        }
+    }
+}
+
+fn until_ms(at: Instant) -> u64 {
+    crate::tasks::now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64
+}
+
+fn instant_at(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.saturating_sub(crate::tasks::now_ms()))
 }
 
 struct Shared {
@@ -302,7 +334,11 @@ impl TokenPool {
             .filter(|(t, _)| !t.is_empty() && seen.insert(t.clone()))
             .map(|(token, proxy)| TokenState::new(token, proxy, "config"))
             .collect();
-        Self { settings, shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }) }
+        Self {
+            settings,
+            shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }),
+            observer: std::sync::OnceLock::new(),
+        }
     }
 
     /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
@@ -397,9 +433,48 @@ impl TokenPool {
         self.report_index(lease.index, lease.product, outcome);
     }
 
-    pub fn report_index(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) {
+    /// Tells `observer` of every token change upstream answers make from now on (once).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn emit(&self, event: Option<TokenEvent>) {
+        if let (Some(event), Some(observer)) = (event, self.observer.get()) {
+            observer(event);
+        }
+    }
+
+    /// Applies a change another replica saw (nothing is emitted again).
+    pub fn apply(&self, event: &TokenEvent) {
         let mut tokens = lock(&self.shared.tokens);
-        let Some(t) = tokens.get_mut(index) else { return };
+        let Some(t) = tokens.iter_mut().find(|t| t.id == event.token() && t.status != TokenStatus::Removed) else {
+            return;
+        };
+        match event {
+            TokenEvent::Product { product, remaining, until_ms, .. } => {
+                let Some(p) = Product::ALL.iter().find(|p| p.key() == product) else { return };
+                let st = &mut t.products[p.idx()];
+                st.remaining = *remaining;
+                st.cooling_until = until_ms.map(instant_at);
+            }
+            TokenEvent::Cooling { until_ms, why, .. } => {
+                t.status = TokenStatus::Cooling { until: instant_at(*until_ms) };
+                t.proxy_error = why.clone();
+            }
+            TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
+        }
+        drop(tokens);
+        self.shared.released.notify_waiters();
+    }
+
+    pub fn report_index(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) {
+        let event = self.record(index, product, outcome);
+        self.emit(event);
+    }
+
+    fn record(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) -> Option<TokenEvent> {
+        let mut tokens = lock(&self.shared.tokens);
+        let t = tokens.get_mut(index)?;
         if let Err(e) = outcome {
             t.last_error = Some((e.to_string(), unix_now()));
         }
@@ -418,6 +493,12 @@ impl TokenPool {
                 p.cooling_until = Some(Instant::now() + cool);
                 p.remaining = Some(0);
                 tracing::warn!(token = %mask(&t.token), product = product.key(), cooldown_secs = cool.as_secs(), "upstream token rate limited for a product");
+                return Some(TokenEvent::Product {
+                    token: t.id.clone(),
+                    product: product.key().into(),
+                    remaining: Some(0),
+                    until_ms: p.cooling_until.map(until_ms),
+                });
             }
             Err(UpstreamError::ProxyFailed(why)) => {
                 // Only this token leaves through that proxy; the others keep serving.
@@ -425,16 +506,23 @@ impl TokenPool {
                 t.status = TokenStatus::Cooling { until: Instant::now() + cool };
                 t.proxy_error = Some(why.clone());
                 tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token's proxy failed");
+                return Some(TokenEvent::Cooling {
+                    token: t.id.clone(),
+                    until_ms: until_ms(Instant::now() + cool),
+                    why: Some(why.clone()),
+                });
             }
             Err(UpstreamError::Auth(_)) => {
                 t.fail_count += 1;
                 if t.fail_count >= self.settings.fail_threshold {
                     t.status = TokenStatus::Expired;
                     tracing::error!(token = %mask(&t.token), "upstream token marked expired after repeated auth failures");
+                    return Some(TokenEvent::Expired { token: t.id.clone() });
                 }
             }
             Err(_) => {}
         }
+        None
     }
 
     /// (usable now, configured).
@@ -623,8 +711,15 @@ impl TokenPool {
         p.remaining = remaining;
         p.cooling_until = until;
         t.checked_at = Some(unix_now());
+        let event = TokenEvent::Product {
+            token: t.id.clone(),
+            product: product.key().into(),
+            remaining,
+            until_ms: until.map(until_ms),
+        };
         drop(tokens);
         self.shared.released.notify_waiters();
+        self.emit(Some(event));
     }
 
     /// Default rest for an exhausted product whose next availability the upstream did not say.
