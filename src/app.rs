@@ -108,7 +108,7 @@ impl AppState {
             None => None,
         };
         let state_db = cfg.state.dir.as_deref().map(StateDb::open).transpose()?.map(Arc::new);
-        let usage = Arc::new(UsageBook::open(state_db.clone())?);
+        let usage = Arc::new(UsageBook::open(state_db.clone(), shared.clone())?);
         let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
         let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some())?);
         let upstream = match cfg.upstream.kind {
@@ -555,11 +555,8 @@ fn spawn_usage_flush(tracker: &TaskTracker, shutdown: CancellationToken, usage: 
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            let book = usage.clone();
-            match tokio::task::spawn_blocking(move || book.flush()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!("usage not saved (kept in memory, retried): {e}"),
-                Err(e) => tracing::error!("usage flush stopped: {e}"),
+            if let Err(e) = usage.flush_now().await {
+                tracing::error!("usage not saved (kept in memory, retried): {e}");
             }
         }
     });
@@ -646,11 +643,8 @@ impl Server {
                 abort.cancel();
                 tracker.wait().await;
             }
-            let usage = usage_book;
-            match tokio::task::spawn_blocking(move || usage.flush()).await {
-                Ok(Err(e)) => tracing::error!("usage not saved at shutdown: {e}"),
-                Err(e) => tracing::error!("usage flush at shutdown stopped: {e}"),
-                Ok(Ok(_)) => {}
+            if let Err(e) = usage_book.flush_now().await {
+                tracing::error!("usage not saved at shutdown: {e}");
             }
             if let Some(j) = journal {
                 // Joining the writer thread blocks until its last batch is on disk.

@@ -52,12 +52,16 @@ impl Counters {
 pub struct UsageBook {
     rows: DashMap<(u32, KeyId), Arc<Counters>>,
     db: Option<Arc<StateDb>>,
+    /// With several replicas the totals live in Redis; `rows` then holds what is not flushed yet.
+    shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl UsageBook {
-    /// Loads the history kept in `db` (none: counts live in memory only).
-    pub fn open(db: Option<Arc<StateDb>>) -> Result<Self, String> {
+    /// Loads the history kept in `db` (none: counts live in memory only). With `shared`, the history
+    /// is the shared store's, and `db` is not used.
+    pub fn open(db: Option<Arc<StateDb>>, shared: Option<Arc<crate::shared::Shared>>) -> Result<Self, String> {
         let rows = DashMap::new();
+        let db = if shared.is_some() { None } else { db };
         if let Some(db) = &db {
             for (k, v) in db.all(USAGE)? {
                 let Some((day, key)) = k.split_once('|').and_then(|(d, key)| Some((parse_day(d)?, key))) else {
@@ -76,7 +80,7 @@ impl UsageBook {
                 rows.insert((day, KeyId(Arc::from(key))), Arc::new(c));
             }
         }
-        Ok(Self { rows, db })
+        Ok(Self { rows, db, shared })
     }
 
     fn today(&self, key: &KeyId) -> Arc<Counters> {
@@ -129,6 +133,74 @@ impl UsageBook {
             .collect();
         out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.0.cmp(&b.1.0)));
         out
+    }
+
+    /// Writes what changed since the last flush: into the shared store (as increments, so every
+    /// replica's counts add up), or into the state dir (off the async workers).
+    pub async fn flush_now(self: &Arc<Self>) -> Result<usize, String> {
+        let Some(shared) = &self.shared else {
+            let book = self.clone();
+            return tokio::task::spawn_blocking(move || book.flush()).await.map_err(|e| e.to_string())?;
+        };
+        let mut sent = Vec::new();
+        for e in self.rows.iter() {
+            if e.value().dirty.swap(false, Ordering::Relaxed) {
+                let (day, key) = e.key();
+                sent.push(((*day, key.clone()), e.value().clone(), e.value().totals()));
+            }
+        }
+        let rows: Vec<(String, Totals)> =
+            sent.iter().map(|((day, key), _, t)| (format!("{}|{}", format_day(*day), key.0), t.clone())).collect();
+        match shared.usage_add(&rows).await {
+            Ok(()) => {
+                // Counts that arrived meanwhile stay for the next flush.
+                for (_, c, t) in &sent {
+                    c.requests.fetch_sub(t.requests, Ordering::Relaxed);
+                    c.images.fetch_sub(t.images, Ordering::Relaxed);
+                    c.video_seconds.fetch_sub(t.video_seconds, Ordering::Relaxed);
+                    c.errors.fetch_sub(t.errors, Ordering::Relaxed);
+                    c.rate_limited.fetch_sub(t.rate_limited, Ordering::Relaxed);
+                }
+                Ok(sent.len())
+            }
+            Err(e) => {
+                sent.iter().for_each(|(_, c, _)| c.dirty.store(true, Ordering::Relaxed));
+                Err(e)
+            }
+        }
+    }
+
+    /// `rows`, with several replicas from the shared store (plus what this one has not flushed yet).
+    pub async fn rows_now(
+        &self,
+        key: Option<&str>,
+        from: Option<u32>,
+        to: Option<u32>,
+    ) -> Result<Vec<(u32, KeyId, Totals)>, String> {
+        let Some(shared) = &self.shared else { return Ok(self.rows(key, from, to)) };
+        let mut merged: std::collections::BTreeMap<(u32, String), Totals> = std::collections::BTreeMap::new();
+        for (row, t) in shared.usage_rows().await? {
+            if let Some((day, k)) = row.split_once('|').and_then(|(d, k)| Some((parse_day(d)?, k))) {
+                merged.insert((day, k.to_owned()), t);
+            }
+        }
+        for (day, k, t) in self.rows(None, None, None) {
+            let m = merged.entry((day, k.0.to_string())).or_default();
+            m.requests += t.requests;
+            m.images += t.images;
+            m.video_seconds += t.video_seconds;
+            m.errors += t.errors;
+            m.rate_limited += t.rate_limited;
+        }
+        let mut out: Vec<_> = merged
+            .into_iter()
+            .filter(|((day, k), _)| {
+                key.is_none_or(|want| k == want) && from.is_none_or(|f| *day >= f) && to.is_none_or(|t| *day <= t)
+            })
+            .map(|((day, k), t)| (day, KeyId(Arc::from(k.as_str())), t))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.0.cmp(&b.1.0)));
+        Ok(out)
     }
 
     /// Writes the rows that changed since the last flush (blocking: call off the async workers).
@@ -222,7 +294,7 @@ mod tests {
         let k = KeyId(Arc::from("k_1"));
         {
             let db = Arc::new(StateDb::open(dir.path()).unwrap());
-            let book = UsageBook::open(Some(db)).unwrap();
+            let book = UsageBook::open(Some(db), None).unwrap();
             book.response(&k, 200);
             book.response(&k, 429);
             book.response(&k, 502);
@@ -232,7 +304,7 @@ mod tests {
             assert_eq!(book.flush().unwrap(), 0, "nothing changed since");
         }
         let db = Arc::new(StateDb::open(dir.path()).unwrap());
-        let book = UsageBook::open(Some(db)).unwrap();
+        let book = UsageBook::open(Some(db), None).unwrap();
         let rows = book.rows(Some("k_1"), None, None);
         let want = Totals { requests: 3, images: 2, video_seconds: 6, errors: 2, rate_limited: 1 };
         assert_eq!(rows, vec![(today(), k, want)]);

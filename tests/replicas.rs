@@ -275,3 +275,31 @@ async fn a_token_rate_limited_on_one_replica_rests_on_all() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Usage per key is counted by every replica into one total, read through any of them.
+#[tokio::test]
+async fn usage_from_every_replica_adds_up() {
+    let (_redis, store) = redis(None).await;
+    let admin = |c: &mut grok2api::config::Config| c.admin.api_key = Some("rep-admin".into());
+    let (a, b, c) =
+        (replica(&store, None, admin).await, replica(&store, None, admin).await, replica(&store, None, admin).await);
+    for _ in 0..2 {
+        assert_eq!(a.get("/v1/models").send().await.unwrap().status(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(b.get("/v1/models").send().await.unwrap().status(), 200);
+    }
+    assert_eq!(b.get("/v1/models/dall-e-3").send().await.unwrap().status(), 404);
+    let key = grok2api::auth::Auth::key_id(KEY);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, usage) = body(c.http.get(c.url(&format!("/admin/usage?key={}", key.0))).bearer_auth("rep-admin")).await;
+        let row = &usage["data"][0];
+        if row["requests"] == 6 {
+            assert_eq!(row["errors"], 1, "{usage}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replicas' counts never added up: {usage}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

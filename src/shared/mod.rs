@@ -42,6 +42,8 @@ const REPLICAS: &str = "g2a:replicas";
 pub const CANCEL_CHANNEL: &str = "g2a:cancel";
 /// Token changes (`TokenEvent`s) one replica saw, for the others.
 pub const TOKENS_CHANNEL: &str = "g2a:tokens";
+/// Every usage row (`<day>|<key>`) that has counts in `u:<day>|<key>`.
+const USAGE_INDEX: &str = "g2a:usage";
 /// The latest rest of each token and product, for replicas that start later.
 const TOKEN_STATE: &str = "g2a:tokstate";
 
@@ -319,6 +321,57 @@ impl Shared {
         let mut c = self.conn().await?;
         let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_STATE).await.map_err(err)?;
         Ok(all.values().filter_map(|v| serde_json::from_str::<TokenNews>(v).ok()).map(|n| n.event).collect())
+    }
+
+    /// Adds usage counts (`"<YYYY-MM-DD>|<key id>"` → what to add) to the shared totals.
+    pub async fn usage_add(&self, rows: &[(String, crate::usage::Totals)]) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for (row, t) in rows {
+            let k = format!("{PREFIX}u:{row}");
+            for (field, n) in [
+                ("requests", t.requests),
+                ("images", t.images),
+                ("video_seconds", t.video_seconds),
+                ("errors", t.errors),
+                ("rate_limited", t.rate_limited),
+            ] {
+                if n > 0 {
+                    pipe.hincr(&k, field, n).ignore();
+                }
+            }
+            pipe.sadd(USAGE_INDEX, row).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
+    /// Every usage row of every replica (`"<YYYY-MM-DD>|<key id>"`, totals).
+    pub async fn usage_rows(&self) -> Result<Vec<(String, crate::usage::Totals)>, String> {
+        let mut c = self.conn().await?;
+        let rows: Vec<String> = c.smembers(USAGE_INDEX).await.map_err(err)?;
+        let mut pipe = redis::pipe();
+        for row in &rows {
+            pipe.hgetall(format!("{PREFIX}u:{row}"));
+        }
+        let all: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut c).await.map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .zip(all)
+            .map(|(row, h)| {
+                let get = |f: &str| h.get(f).copied().unwrap_or(0);
+                let t = crate::usage::Totals {
+                    requests: get("requests"),
+                    images: get("images"),
+                    video_seconds: get("video_seconds"),
+                    errors: get("errors"),
+                    rate_limited: get("rate_limited"),
+                };
+                (row, t)
+            })
+            .collect())
     }
 
     /// Asks whichever replica runs `id` to cancel it.

@@ -41,13 +41,14 @@ fn day(param: &str, v: Option<&str>) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
-fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiError> {
+async fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiError> {
     let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
     let key = q.key.as_deref().filter(|k| !k.is_empty());
-    Ok(state
-        .guard
-        .usage
-        .rows(key, from, to)
+    let rows = state.guard.usage.rows_now(key, from, to).await.map_err(|e| {
+        tracing::error!("usage unreadable: {e}");
+        crate::shared::unavailable()
+    })?;
+    Ok(rows
         .into_iter()
         .map(|(d, k, totals)| UsageRow {
             day: format_day(d),
@@ -60,14 +61,14 @@ fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiError> {
 
 #[utoipa::path(get, path = "/admin/usage", tag = "admin", params(UsageQuery), responses((status = 200, body = UsageList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Json<UsageList>, ApiError> {
-    Ok(Json(UsageList { object: "list", data: rows(&state, &q)? }))
+    Ok(Json(UsageList { object: "list", data: rows(&state, &q).await? }))
 }
 
 #[utoipa::path(get, path = "/admin/usage.csv", tag = "admin", params(UsageQuery),
     responses((status = 200, description = "`day,key,name,requests,images,video_seconds,errors,rate_limited`", content_type = "text/csv", body = String)))]
 pub async fn csv(State(state): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Response, ApiError> {
     let mut out = String::from("day,key,name,requests,images,video_seconds,errors,rate_limited\n");
-    for r in rows(&state, &q)? {
+    for r in rows(&state, &q).await? {
         let t = &r.totals;
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",
