@@ -110,7 +110,7 @@ impl AppState {
         let state_db = cfg.state.dir.as_deref().map(StateDb::open).transpose()?.map(Arc::new);
         let usage = Arc::new(UsageBook::open(state_db.clone(), shared.clone())?);
         let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
-        let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some())?);
+        let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some(), shared.clone())?);
         let upstream = match cfg.upstream.kind {
             UpstreamKind::GrokWeb => {
                 let client = GrokWebClient::new(cfg.grok.clone(), metrics.clone())?;
@@ -179,6 +179,7 @@ impl AppState {
                 workers: cfg.tasks.workers,
                 job_timeout: Duration::from_secs(cfg.tasks.job_timeout_secs.max(1)),
                 callbacks: callbacks.clone(),
+                shared: shared.clone(),
             },
             tasks.clone(),
             runner.clone(),
@@ -188,14 +189,8 @@ impl AppState {
         );
         recover(records, &tasks, &queue);
         if let Some(shared) = &shared {
-            spawn_replica_duties(
-                &tracker,
-                shutdown.clone(),
-                shared.clone(),
-                tasks.clone(),
-                queue.clone(),
-                runner.clone(),
-            );
+            let duties = (tasks.clone(), queue.clone(), runner.clone(), guard.keys.clone());
+            spawn_replica_duties(&tracker, shutdown.clone(), shared.clone(), duties);
         }
         if cfg.grok.quota_refresh_secs > 0 {
             spawn_quota_refresh(
@@ -429,9 +424,7 @@ fn spawn_replica_duties(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
     shared: Arc<crate::shared::Shared>,
-    tasks: Arc<TaskStore>,
-    queue: TaskQueue,
-    runner: Arc<JobRunner>,
+    (tasks, queue, runner, keys): (Arc<TaskStore>, TaskQueue, Arc<JobRunner>, Arc<KeyRing>),
 ) {
     let every = (shared.lease / 3).max(Duration::from_millis(200));
     // Token changes this replica sees go out, in order, through one publisher.
@@ -483,7 +476,8 @@ fn spawn_replica_duties(
         loop {
             match shared.client().get_async_pubsub().await {
                 Ok(mut pubsub) => {
-                    let channels = [crate::shared::CANCEL_CHANNEL, crate::shared::TOKENS_CHANNEL];
+                    let channels =
+                        [crate::shared::CANCEL_CHANNEL, crate::shared::TOKENS_CHANNEL, crate::shared::KEYS_CHANNEL];
                     if let Err(e) = pubsub.subscribe(&channels).await {
                         tracing::warn!("cannot subscribe to other replicas' news: {e}");
                     } else {
@@ -492,7 +486,7 @@ fn spawn_replica_duties(
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 msg = messages.next() => match msg {
-                                    Some(m) => news(&m, &shared, &cancel_queue, &runner),
+                                    Some(m) => news(&m, &shared, &cancel_queue, &runner, &keys),
                                     None => break,
                                 },
                             }
@@ -510,8 +504,12 @@ fn spawn_replica_duties(
 }
 
 /// One message from another replica: cancel a task this replica runs, or apply a token change.
-fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runner: &JobRunner) {
+fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
     let Ok(payload) = m.get_payload::<String>() else { return };
+    if m.get_channel_name() == crate::shared::KEYS_CHANNEL {
+        keys.forget_cached(&payload);
+        return;
+    }
     if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {
         if queue.cancel(&payload).is_some() {
             tracing::info!(task = %payload, "task cancelled through another replica");

@@ -92,7 +92,7 @@ pub struct Guard {
 impl Guard {
     /// Who is calling, or why not; a refusal after the key is known is still counted for that key.
     async fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
-        let Caller { owner, policy } = self.keys.check(req.headers()).map_err(|e| (None, e))?;
+        let Caller { owner, policy } = self.keys.check(req.headers()).await.map_err(|e| (None, e))?;
         let refuse = |e| (Some(owner.clone()), e);
         let rate = policy.as_ref().and_then(|p| p.requests_per_second);
         let limited = match (&self.shared, self.limiter.rate_for(rate)) {

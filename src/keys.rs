@@ -119,6 +119,8 @@ pub struct KeyRing {
     admin: bool,
     /// `stored` is not empty (asked on every request; a DashMap's `is_empty` locks every shard).
     any_stored: std::sync::atomic::AtomicBool,
+    /// With several replicas, console keys live in Redis (`stored` caches them) instead of `db`.
+    shared: Option<Arc<crate::shared::Shared>>,
 }
 
 fn now() -> u64 {
@@ -134,7 +136,13 @@ fn mask(key: &str) -> String {
 }
 
 impl KeyRing {
-    pub fn open(config_keys: &[String], db: Option<Arc<StateDb>>, admin: bool) -> Result<Self, String> {
+    pub fn open(
+        config_keys: &[String],
+        db: Option<Arc<StateDb>>,
+        admin: bool,
+        shared: Option<Arc<crate::shared::Shared>>,
+    ) -> Result<Self, String> {
+        let db = if shared.is_some() { None } else { db };
         let config = Auth::new(config_keys);
         let config_keys = config_keys.iter().filter(|k| !k.is_empty()).map(|k| (Auth::key_id(k), mask(k))).collect();
         let stored = DashMap::new();
@@ -146,7 +154,7 @@ impl KeyRing {
             }
         }
         let any_stored = (!stored.is_empty()).into();
-        Ok(Self { config, config_keys, stored, last_used: DashMap::new(), db, admin, any_stored })
+        Ok(Self { config, config_keys, stored, last_used: DashMap::new(), db, admin, any_stored, shared })
     }
 
     /// No key of any kind and no console to make one: every request is accepted (loopback demo).
@@ -154,13 +162,18 @@ impl KeyRing {
         self.config.is_open() && !self.admin && !self.any_stored.load(Ordering::Relaxed)
     }
 
-    pub fn check(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.is_open() {
             return Ok(Caller { owner: Auth::anonymous(), policy: None });
         }
         let presented = crate::auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
         let caller = match console_id(presented) {
-            Some(id) => self.check_stored(&id, presented)?,
+            Some(id) => {
+                if !self.stored.contains_key(&id) {
+                    self.fetch(&id).await?;
+                }
+                self.check_stored(&id, presented)?
+            }
             None => Caller { owner: self.config.check(headers)?, policy: None },
         };
         self.touch(&caller.owner);
@@ -181,6 +194,45 @@ impl KeyRing {
             return Err(ApiError::key_refused("this API key has expired"));
         }
         Ok(Caller { owner: entry.owner.clone(), policy: Some(entry.policy.clone()) })
+    }
+
+    /// With several replicas: brings a key made on another replica into this one's cache.
+    async fn fetch(&self, id: &str) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let json = shared.key_record(id).await.map_err(|e| {
+            tracing::error!("cannot read API keys: {e}");
+            crate::shared::unavailable()
+        })?;
+        if let Some(json) = json {
+            self.cache(&json);
+        }
+        Ok(())
+    }
+
+    fn cache(&self, json: &str) {
+        match serde_json::from_str::<KeyRecord>(json).map_err(|e| e.to_string()).and_then(Entry::new) {
+            Ok(entry) => {
+                self.stored.insert(entry.record.id.clone(), Arc::new(entry));
+                self.any_stored.store(true, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("unreadable API key record skipped: {e}"),
+        }
+    }
+
+    /// With several replicas: every console key, fresh from the store (the console's list, and names).
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let all = shared.key_records().await.map_err(|e| {
+            tracing::error!("cannot read API keys: {e}");
+            crate::shared::unavailable()
+        })?;
+        all.iter().for_each(|json| self.cache(json));
+        Ok(())
+    }
+
+    /// Another replica changed key `id` (rotated, revoked): the next use reads it again.
+    pub fn forget_cached(&self, id: &str) {
+        self.stored.remove(id);
     }
 
     fn touch(&self, owner: &KeyId) {
@@ -341,6 +393,13 @@ impl KeyRing {
     /// Stores the record (durably, when there is a state dir), then makes it the one requests see.
     async fn save(&self, record: KeyRecord) -> Result<KeyInfo, ApiError> {
         let entry = Entry::new(record.clone()).map_err(ApiError::internal)?;
+        if let Some(shared) = &self.shared {
+            let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
+            shared.put_key_record(&record.id, &json).await.map_err(|e| {
+                tracing::error!("cannot save the key: {e}");
+                crate::shared::unavailable()
+            })?;
+        }
         if let Some(db) = self.db.clone() {
             let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
             let row = vec![(record.id.clone(), json)];
@@ -420,41 +479,41 @@ mod tests {
     async fn console_keys_are_stored_hashed_rotate_revoke_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(StateDb::open(dir.path()).unwrap());
-        let ring = KeyRing::open(&["config-key-123456".into()], Some(db.clone()), true).unwrap();
+        let ring = KeyRing::open(&["config-key-123456".into()], Some(db.clone()), true, None).unwrap();
         let issued = ring.create(new_key("mobile")).await.unwrap();
         assert!(issued.key.starts_with("g2a_") && issued.info.prefix.ends_with(&issued.key[issued.key.len() - 4..]));
-        let caller = ring.check(&bearer(&issued.key)).unwrap();
+        let caller = ring.check(&bearer(&issued.key)).await.unwrap();
         assert_eq!(&*caller.owner.0, issued.info.id);
         assert_eq!(caller.policy.unwrap().models, vec!["grok-imagine-1.0".to_string()]);
-        assert!(ring.check(&bearer("config-key-123456")).unwrap().policy.is_none());
+        assert!(ring.check(&bearer("config-key-123456")).await.unwrap().policy.is_none());
         // A wrong secret under a real id, and a made-up id, are both plain 401s.
         let forged = format!("{}x", &issued.key[..issued.key.len() - 1]);
-        assert_eq!(ring.check(&bearer(&forged)).unwrap_err().message, ApiError::unauthorized().message);
-        assert!(ring.check(&bearer("g2a_000000000000_abc")).is_err());
+        assert_eq!(ring.check(&bearer(&forged)).await.unwrap_err().message, ApiError::unauthorized().message);
+        assert!(ring.check(&bearer("g2a_000000000000_abc")).await.is_err());
         // The database holds no key, only its digest.
         let stored = db.all(KEYS).unwrap();
         assert!(!stored[0].1.contains(&issued.key[17..]), "{stored:?}");
 
         let rotated = ring.rotate(&issued.info.id).await.unwrap();
-        assert!(ring.check(&bearer(&issued.key)).is_err(), "the old secret stops working");
-        assert!(ring.check(&bearer(&rotated.key)).is_ok());
+        assert!(ring.check(&bearer(&issued.key)).await.is_err(), "the old secret stops working");
+        assert!(ring.check(&bearer(&rotated.key)).await.is_ok());
         ring.revoke(&issued.info.id).await.unwrap();
-        let e = ring.check(&bearer(&rotated.key)).unwrap_err();
+        let e = ring.check(&bearer(&rotated.key)).await.unwrap_err();
         assert_eq!((e.status.as_u16(), e.message.as_str()), (401, "this API key was revoked"));
         assert_eq!(ring.revoke(&ring.list()[0].id).await.unwrap_err().code, "read_only");
         drop(ring);
 
-        let ring = KeyRing::open(&[], Some(db), true).unwrap();
+        let ring = KeyRing::open(&[], Some(db), true, None).unwrap();
         let listed = ring.list();
         assert_eq!((listed.len(), listed[0].status, listed[0].name.as_str()), (1, "revoked", "mobile"));
-        assert!(ring.check(&bearer(&rotated.key)).is_err());
+        assert!(ring.check(&bearer(&rotated.key)).await.is_err());
     }
 
     #[tokio::test]
     async fn bad_new_keys_are_refused_by_field_and_expiry_is_enforced() {
-        let ring = KeyRing::open(&[], None, true).unwrap();
+        let ring = KeyRing::open(&[], None, true, None).unwrap();
         assert!(!ring.is_open(), "an admin key closes the gateway even before any client key exists");
-        assert!(KeyRing::open(&[], None, false).unwrap().is_open());
+        assert!(KeyRing::open(&[], None, false, None).unwrap().is_open());
         for (k, param) in [
             (new_key(" "), "name"),
             (NewKey { models: vec!["dall-e-3".into()], ..new_key("a") }, "models"),
@@ -465,9 +524,9 @@ mod tests {
             assert_eq!(ring.create(k).await.unwrap_err().param.as_deref(), Some(param));
         }
         let issued = ring.create(NewKey { expires_at: Some(now() + 1), ..new_key("short") }).await.unwrap();
-        assert!(ring.check(&bearer(&issued.key)).is_ok());
+        assert!(ring.check(&bearer(&issued.key)).await.is_ok());
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-        assert_eq!(ring.check(&bearer(&issued.key)).unwrap_err().message, "this API key has expired");
+        assert_eq!(ring.check(&bearer(&issued.key)).await.unwrap_err().message, "this API key has expired");
         assert_eq!(ring.list()[0].status, "expired");
     }
 }

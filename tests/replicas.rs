@@ -34,6 +34,14 @@ async fn body(r: reqwest::RequestBuilder) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn wait_for(ok: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_done(h: &Harness, path: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -76,7 +84,7 @@ async fn a_task_made_on_one_replica_is_read_listed_cancelled_and_downloaded_on_t
     assert_eq!(s, 422);
 
     // Listing on C sees it; another key does not.
-    let (_, list) = body(c.get("/v1/images/tasks")).await;
+    let (_, list) = body(c.get("/v1/images/tasks?after=")).await;
     let ids: Vec<&str> =
         list["data"]["tasks"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
     assert_eq!(ids, [id.as_str()]);
@@ -161,7 +169,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 1\n[tasks]\nworkers = 1\n\
+            "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
              [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n\
              [grok]\ntokens = [\"tok-rep-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n",
             common::webhooks::SECRET
@@ -196,23 +204,26 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
         let r = http.get(format!("{url_b}/v1/{kind}/tasks/{id}")).bearer_auth("rep-key").send();
         async move { r.await.unwrap().json::<Value>().await.unwrap()["data"].clone() }
     };
-    // Wait until the simulator has started A's video, then one frame more: its post id is in the store
-    // (written behind, within milliseconds of the first frame).
+    // Wait until A has written the video's upstream post into the store (written behind, moments after
+    // the first frame names it): from then on a takeover collects the video instead of failing it.
+    let redis_client = redis::Client::open(store.as_str()).unwrap();
+    let mut conn = redis_client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
-        if stats["video_starts"] == 1 {
+        let record: Option<String> =
+            redis::cmd("GET").arg(format!("g2a:t:{video}")).query_async(&mut conn).await.unwrap();
+        let record: Value = record.map(|r| serde_json::from_str(&r).unwrap()).unwrap_or(Value::Null);
+        if record["pending"]["upstream_ref"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "the video never started");
+        assert!(Instant::now() < deadline, "the video's upstream post never reached the store: {record}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let (v_now, i_now) = (get(&video, "video").await, get(&image, "images").await);
     assert_eq!(v_now["status"], "processing", "{v_now}");
     assert_eq!(i_now["status"], "pending", "queued behind the video on A's one worker: {i_now}");
     assert_eq!(get(&first, "images").await["status"], "success");
-    assert_eq!(owed_rx.got.lock().unwrap().len(), 1, "A tried once and was refused");
+    wait_for(|| owed_rx.got.lock().unwrap().len() == 1, "A's first (refused) delivery").await;
     let mut child = a.take_child();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -230,9 +241,12 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     assert_eq!(i["status"], "success", "the queued image runs on B: {i}");
     let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
     assert_eq!(stats["video_starts"], 1, "the video is never started twice");
+    wait_for(|| rx.got.lock().unwrap().len() == 1, "the image's callback").await;
+    wait_for(|| owed_rx.got.lock().unwrap().len() == 2, "the callback A still owed, delivered by B").await;
+    // Once, not more: nothing else arrives in the next half second.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.got.lock().unwrap().len(), 1, "the image's callback arrives once");
-    assert_eq!(owed_rx.got.lock().unwrap().len(), 2, "the callback A still owed is delivered by B");
+    assert_eq!(owed_rx.got.lock().unwrap().len(), 2, "the owed callback is delivered once");
     assert!(sigterm_and_wait(b).success());
     assert!(sigterm_and_wait(sim).success());
 }
@@ -301,5 +315,28 @@ async fn usage_from_every_replica_adds_up() {
         }
         assert!(Instant::now() < deadline, "the replicas' counts never added up: {usage}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A key made in the console of one replica works on the others, and a revocation reaches them all.
+#[tokio::test]
+async fn console_keys_are_shared_and_their_revocation_reaches_every_replica() {
+    let (_redis, store) = redis(None).await;
+    let admin = |c: &mut grok2api::config::Config| c.admin.api_key = Some("rep-admin".into());
+    let (a, b, c) =
+        (replica(&store, None, admin).await, replica(&store, None, admin).await, replica(&store, None, admin).await);
+    let (s, made) =
+        body(a.http.post(a.url("/admin/keys")).bearer_auth("rep-admin").json(&json!({"name": "shared"}))).await;
+    assert_eq!(s, 201, "{made}");
+    let (key, id) = (made["key"].as_str().unwrap(), made["id"].as_str().unwrap());
+    assert_eq!(b.http.get(b.url("/v1/models")).bearer_auth(key).send().await.unwrap().status(), 200);
+    let (_, listed) = body(c.http.get(c.url("/admin/keys")).bearer_auth("rep-admin")).await;
+    assert!(listed["data"].as_array().unwrap().iter().any(|k| k["id"] == id), "{listed}");
+    let (s, _) = body(c.http.delete(c.url(&format!("/admin/keys/{id}"))).bearer_auth("rep-admin")).await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.http.get(b.url("/v1/models")).bearer_auth(key).send().await.unwrap().status() != 401 {
+        assert!(Instant::now() < deadline, "B still accepts a key revoked on C");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -42,6 +42,10 @@ const REPLICAS: &str = "g2a:replicas";
 pub const CANCEL_CHANNEL: &str = "g2a:cancel";
 /// Token changes (`TokenEvent`s) one replica saw, for the others.
 pub const TOKENS_CHANNEL: &str = "g2a:tokens";
+/// Console-made API keys: id → record.
+const KEYS: &str = "g2a:keys";
+/// A key was changed (rotated, revoked): replicas drop their cached copy.
+pub const KEYS_CHANNEL: &str = "g2a:keys";
 /// Every usage row (`<day>|<key>`) that has counts in `u:<day>|<key>`.
 const USAGE_INDEX: &str = "g2a:usage";
 /// The latest rest of each token and product, for replicas that start later.
@@ -158,10 +162,8 @@ impl Shared {
         } else {
             c.zrevrange(&index, 0, -1).await.map_err(err)?
         };
-        let start = match after {
-            Some(a) => ids.iter().position(|i| i == a).map_or(ids.len(), |p| p + 1),
-            None => 0,
-        };
+        // An unknown or empty cursor starts from the top, as the in-process store does.
+        let start = after.and_then(|a| ids.iter().position(|i| i == a)).map_or(0, |p| p + 1);
         for chunk in ids[start..].chunks(100) {
             let keys: Vec<String> = chunk.iter().map(|i| task_key(i)).collect();
             let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(err)?;
@@ -372,6 +374,38 @@ impl Shared {
                 (row, t)
             })
             .collect())
+    }
+
+    /// A console key's record (its digest, never the key).
+    pub async fn key_record(&self, id: &str) -> Result<Option<String>, String> {
+        let mut c = self.conn().await?;
+        c.hget(KEYS, id).await.map_err(err)
+    }
+
+    pub async fn key_records(&self) -> Result<Vec<String>, String> {
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(KEYS).await.map_err(err)?;
+        Ok(all.into_values().collect())
+    }
+
+    /// Stores a key's record and tells the other replicas to read it again.
+    pub async fn put_key_record(&self, id: &str, json: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .hset(KEYS, id, json)
+            .ignore()
+            .publish(KEYS_CHANNEL, id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// Whether task `id` is still this replica's to run (not taken over). When the store cannot say,
+    /// yes: the task was accepted here and nobody else can have it without the store.
+    pub async fn still_ours(&self, id: &str) -> bool {
+        let Ok(mut c) = self.conn().await else { return true };
+        c.sismember(running_key(&self.replica), id).await.unwrap_or(true)
     }
 
     /// Asks whichever replica runs `id` to cancel it.

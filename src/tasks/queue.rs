@@ -47,6 +47,9 @@ pub struct Settings {
     pub workers: usize,
     pub job_timeout: Duration,
     pub callbacks: Option<CallbackSettings>,
+    /// With several replicas: a task is started only while it is still this replica's (a replica
+    /// that fell silent too long may have lost it to another).
+    pub shared: Option<Arc<crate::shared::Shared>>,
 }
 
 /// A finished task's callback body, in the shape of the API that made it (b64 images are read from
@@ -82,6 +85,7 @@ impl TaskQueue {
             callbacks: settings.callbacks,
             tracker: tracker.clone(),
             signals: signals.clone(),
+            shared: settings.shared,
         });
         for _ in 0..settings.workers.max(1) {
             let (rx, ctx, shutdown) = (rx.clone(), ctx.clone(), signals.shutdown.clone());
@@ -198,12 +202,21 @@ struct WorkerCtx {
     callbacks: Option<CallbackSettings>,
     tracker: TaskTracker,
     signals: Signals,
+    shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl WorkerCtx {
     async fn run(&self, queued: QueuedTask) {
         let QueuedTask { id, job, base, b64, resume } = queued;
         let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
+        if let Some(shared) = &self.shared
+            && !shared.still_ours(&id).await
+        {
+            tracing::warn!(task = %id, "task taken over by another replica while it waited; not started here");
+            self.running.remove(&id);
+            self.store.forget_local(&id);
+            return;
+        }
         // A task cancelled while queued is already failed: nothing to run. A resumed one is already processing.
         let started = match resume {
             None => self.store.apply(&id, Transition::Start).ok(),

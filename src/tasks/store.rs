@@ -266,6 +266,20 @@ impl TaskStore {
         self.persist(&t);
     }
 
+    /// Drops a task from this process only (another replica took it over): nothing is written.
+    pub fn forget_local(&self, id: &str) {
+        if let Some((_, task)) = self.tasks.remove(id) {
+            if !task.status.is_terminal() {
+                self.deactivate(&task.owner);
+            }
+            if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
+                idx.remove(&task.seq);
+            }
+            self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
+            self.notify(id);
+        }
+    }
+
     /// Makes a finished task's callback owed again (the console's re-deliver); the caller dispatches it.
     pub fn reopen_callback(&self, id: &str) -> Result<Task, &'static str> {
         let mut t = self.tasks.get_mut(id).ok_or("no such task")?;

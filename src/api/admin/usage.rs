@@ -44,6 +44,7 @@ fn day(param: &str, v: Option<&str>) -> Result<Option<u32>, ApiError> {
 async fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiError> {
     let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
     let key = q.key.as_deref().filter(|k| !k.is_empty());
+    state.guard.keys.refresh().await?;
     let rows = state.guard.usage.rows_now(key, from, to).await.map_err(|e| {
         tracing::error!("usage unreadable: {e}");
         crate::shared::unavailable()
