@@ -105,6 +105,14 @@ async fn a_task_made_on_one_replica_is_read_listed_cancelled_and_downloaded_on_t
     let local = a.server.state.tasks.snapshot(v1).unwrap();
     assert_eq!(local.status.as_str(), "failed", "A, which ran it, stopped it");
     let v2 = v2["data"]["taskId"].as_str().unwrap();
+    // C follows A's task live: the events come from the shared record, and the stream ends with it.
+    let events = c.get(&format!("/v1/video/tasks/{v2}/events")).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(30), events.text()).await.unwrap().unwrap();
+    let data = common::sse_data(&text);
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["status"], "success", "{text}");
+    assert!(data.len() >= 2, "at least one change before the end: {text}");
     assert_eq!(wait_done(&c, &format!("/v1/video/tasks/{v2}")).await["status"], "success");
 }
 

@@ -91,12 +91,51 @@ fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Respons
         *open += 1;
     }
     let mut slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone(), changes: None };
-    slot.changes = Some(state.tasks.watch(&task.id).ok_or_else(|| {
-        // With several replicas, only the one running the task sees its changes as they happen.
-        ApiError::not_found("task not found on this replica; follow it with GET on the task")
-    })?);
+    slot.changes = state.tasks.watch(&task.id);
+    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
+    if slot.changes.is_none() {
+        // Another replica runs it: its record in the shared store is read a few times a second.
+        let Some(shared) = state.shared.clone() else { return Err(ApiError::not_found("task not found")) };
+        let events = follow_shared(state, shared, slot, task.id.clone(), last_seen);
+        return Ok(Sse::new(events).keep_alive(keep_alive).into_response());
+    }
     let events = follow(state, slot, task.id.clone(), task.kind, last_seen);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    Ok(Sse::new(events).keep_alive(keep_alive).into_response())
+}
+
+/// `follow` for a task another replica runs: the same events, from its record in the shared store.
+fn follow_shared(
+    state: AppState,
+    shared: std::sync::Arc<crate::shared::Shared>,
+    slot: Slot,
+    id: std::sync::Arc<str>,
+    last_seen: Option<u64>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((slot, last_seen, false), move |(slot, mut last, done)| {
+        let (state, shared, id) = (state.clone(), shared.clone(), id.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                // Gone (deleted, expired) or unreadable: the stream ends; the client polls or reconnects.
+                let record = shared.load(&id).await.ok()??;
+                let (task, _) = record.into_task().ok()?;
+                let eid = event_id(&task);
+                if last.is_none_or(|l| eid > l) {
+                    last = Some(eid);
+                    let (name, data) = render(&state, &task);
+                    let event = Event::default().event(name).id(eid.to_string()).data(data.to_string());
+                    let terminal = task.status.is_terminal();
+                    return Some((Ok(event), (slot, last, terminal)));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = state.shutdown.cancelled() => return None,
+                }
+            }
+        }
+    })
 }
 
 fn follow(
