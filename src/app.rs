@@ -511,8 +511,9 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
         return;
     }
     if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {
-        if queue.cancel(&payload).is_some() {
-            tracing::info!(task = %payload, "task cancelled through another replica");
+        let (id, why) = payload.split_once('\n').unwrap_or((payload.as_str(), "cancelled by the client"));
+        if queue.cancel_because(id, why).is_some() {
+            tracing::info!(task = %id, "task cancelled through another replica");
         }
         return;
     }

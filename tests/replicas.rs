@@ -348,3 +348,42 @@ async fn console_keys_are_shared_and_their_revocation_reaches_every_replica() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The console of any replica lists every replica's tasks, shows them, cancels them where they run,
+/// and re-delivers their callbacks.
+#[tokio::test]
+async fn the_console_of_any_replica_sees_and_acts_on_every_task() {
+    let (_redis, store) = redis(None).await;
+    let (rx, hook) = common::webhooks::receiver(vec![]).await;
+    let setup = |c: &mut grok2api::config::Config| {
+        c.admin.api_key = Some("rep-admin".into());
+        c.callbacks.secret = Some(common::webhooks::SECRET.into());
+        c.callbacks.allow_private = true;
+    };
+    let (a, c) = (replica(&store, None, setup).await, replica(&store, None, setup).await);
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth("rep-admin");
+    let (_, slow) = body(
+        a.post("/v1/video/tasks").json(&json!({"model": "grok-imagine-1.0-video", "prompt": "dunes [sim:slow=400]"})),
+    )
+    .await;
+    let slow = slow["data"]["taskId"].as_str().unwrap().to_owned();
+    let image = json!({"model": "grok-imagine-1.0", "prompt": "a bell", "callback_url": hook});
+    let (_, quick) = body(a.post("/v1/images/tasks").json(&image)).await;
+    let quick = quick["data"]["taskId"].as_str().unwrap().to_owned();
+    wait_done(&a, &format!("/v1/images/tasks/{quick}")).await;
+    wait_for(|| rx.got.lock().unwrap().len() == 1, "the first delivery").await;
+
+    let (_, list) = body(admin(c.http.get(c.url("/admin/tasks")))).await;
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [quick.as_str(), slow.as_str()], "A's tasks, newest first, in C's console");
+    let (s, detail) = body(admin(c.http.get(c.url(&format!("/admin/tasks/{slow}"))))).await;
+    assert_eq!((s, detail["kind"].as_str()), (200, Some("video")));
+    let (s, cancelled) = body(admin(c.http.post(c.url(&format!("/admin/tasks/{slow}/cancel"))))).await;
+    assert_eq!(s, 200, "{cancelled}");
+    assert_eq!(cancelled["error"]["message"], "cancelled by an operator");
+    assert_eq!(a.server.state.tasks.snapshot(&slow).unwrap().status.as_str(), "failed", "stopped on A, which ran it");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, again) = body(admin(c.http.post(c.url(&format!("/admin/tasks/{quick}/redeliver"))))).await;
+    assert_eq!(s, 200, "{again}");
+    wait_for(|| rx.got.lock().unwrap().len() == 2, "the re-delivery from C").await;
+}

@@ -282,7 +282,7 @@ async fn create(
     Ok(accepted(kind, &id))
 }
 
-fn store_down(e: String) -> ApiError {
+pub(super) fn store_down(e: String) -> ApiError {
     tracing::error!("shared store unreachable: {e}");
     crate::shared::unavailable()
 }
@@ -458,7 +458,7 @@ pub async fn delete(
         forget(&state, &task).await?;
         return Ok(envelope(StatusCode::OK, "task deleted", TaskDeleted { task_id: id, deleted: true }));
     }
-    match cancel_anywhere(&state, &id).await? {
+    match cancel_anywhere(&state, &id, "cancelled by the client").await? {
         Some(task) => Ok(envelope(StatusCode::OK, "task cancelled", render(&task, &state.media))),
         // It finished between the lookup and the cancel: report what it is now.
         None => {
@@ -480,15 +480,15 @@ pub(super) async fn forget(state: &AppState, task: &Task) -> Result<(), ApiError
 
 /// Cancels an unfinished task wherever it runs and returns it as it is then; `None` when it had
 /// already finished (or its replica did not answer within 3 s).
-pub(super) async fn cancel_anywhere(state: &AppState, id: &str) -> Result<Option<Task>, ApiError> {
-    if let Some(task) = state.queue.cancel(id) {
+pub(super) async fn cancel_anywhere(state: &AppState, id: &str, why: &str) -> Result<Option<Task>, ApiError> {
+    if let Some(task) = state.queue.cancel_because(id, why) {
         return Ok(Some(task));
     }
     let Some(shared) = &state.shared else { return Ok(None) };
     if state.tasks.snapshot(id).is_some() {
         return Ok(None); // ours, and already finished
     }
-    shared.publish_cancel(id).await.map_err(store_down)?;
+    shared.publish_cancel(id, why).await.map_err(store_down)?;
     for _ in 0..30 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         if let Some(record) = shared.load(id).await.map_err(store_down)? {

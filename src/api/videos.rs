@@ -453,7 +453,7 @@ pub async fn delete(
     let task = lookup(&state, &id, Some(&owner)).await?;
     let task = match task.status.is_terminal() {
         true => task,
-        false => super::tasks::cancel_anywhere(&state, &id).await?.unwrap_or(task),
+        false => super::tasks::cancel_anywhere(&state, &id, "cancelled by the client").await?.unwrap_or(task),
     };
     super::tasks::forget(&state, &task).await?;
     Ok(Json(VideoDeleted { id, object: "video.deleted", deleted: true }))

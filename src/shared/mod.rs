@@ -29,6 +29,8 @@ pub fn task_key(id: &str) -> String {
 pub fn owner_key(owner: &str) -> String {
     format!("{PREFIX}o:{owner}")
 }
+/// Every task, by creation (the console's list across replicas).
+pub const ALL_TASKS: &str = "g2a:all";
 pub fn active_key(owner: &str) -> String {
     format!("{PREFIX}a:{owner}")
 }
@@ -153,10 +155,25 @@ impl Shared {
         owner: &KeyId,
         oldest_first: bool,
         after: Option<&str>,
+        keep: impl FnMut(TaskRecord) -> bool,
+    ) -> Result<(), String> {
+        self.walk(&owner_key(&owner.0), oldest_first, after, keep).await
+    }
+
+    /// `list` over every owner's tasks, newest first (the console).
+    pub async fn list_all(&self, after: Option<&str>, keep: impl FnMut(TaskRecord) -> bool) -> Result<(), String> {
+        self.walk(ALL_TASKS, false, after, keep).await
+    }
+
+    async fn walk(
+        &self,
+        index: &str,
+        oldest_first: bool,
+        after: Option<&str>,
         mut keep: impl FnMut(TaskRecord) -> bool,
     ) -> Result<(), String> {
         let mut c = self.conn().await?;
-        let index = owner_key(&owner.0);
+        let index = index.to_owned();
         let ids: Vec<String> = if oldest_first {
             c.zrange(&index, 0, -1).await.map_err(err)?
         } else {
@@ -190,6 +207,8 @@ impl Shared {
             .del(task_key(id))
             .ignore()
             .zrem(owner_key(&owner.0), id)
+            .ignore()
+            .zrem(ALL_TASKS, id)
             .ignore()
             .query_async::<()>(&mut c)
             .await
@@ -408,9 +427,9 @@ impl Shared {
         c.sismember(running_key(&self.replica), id).await.unwrap_or(true)
     }
 
-    /// Asks whichever replica runs `id` to cancel it.
-    pub async fn publish_cancel(&self, id: &str) -> Result<(), String> {
+    /// Asks whichever replica runs `id` to cancel it, saying why (`"<id>\n<why>"` on the channel).
+    pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
         let mut c = self.conn().await?;
-        c.publish::<_, _, ()>(CANCEL_CHANNEL, id).await.map_err(err)
+        c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
     }
 }

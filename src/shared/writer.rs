@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use super::{Shared, active_key, owner_key, running_key, task_key};
+use super::{ALL_TASKS, Shared, active_key, owner_key, running_key, task_key};
 use crate::tasks::journal::Op;
 
 const BATCH: usize = 1024;
@@ -62,9 +62,11 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                             pipe.sadd(&running, id).ignore();
                         }
                         pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
+                        pipe.zadd(ALL_TASKS, id, meta.created_ms).ignore();
                     }
                     Op::Remove(id) => {
                         pipe.del(task_key(id)).ignore();
+                        pipe.zrem(ALL_TASKS, id).ignore();
                         pipe.srem(&running, id).ignore();
                     }
                 }

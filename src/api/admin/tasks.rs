@@ -137,7 +137,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<TaskQuery>) -> 
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid_param("limit", "limit must be between 1 and 200"));
     }
-    let page = state.tasks.scan(&Scan {
+    let scan = Scan {
         owner: q.key.as_deref().filter(|k| !k.is_empty()),
         kind,
         status,
@@ -145,30 +145,67 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<TaskQuery>) -> 
         until_ms: q.until.map(|s| s.saturating_mul(1000)),
         after: q.after.as_deref().filter(|a| !a.is_empty()),
         limit,
-    });
+    };
+    state.guard.keys.refresh().await?;
+    let page = match &state.shared {
+        None => state.tasks.scan(&scan),
+        Some(shared) => shared_scan(shared, &scan).await?,
+    };
     let data = page.tasks.iter().map(|t| view(&state, t, false)).collect();
     Ok(Json(AdminTaskList { object: "list", data, has_more: page.has_more }))
 }
 
-fn find(state: &AppState, id: &str) -> Result<Task, ApiError> {
-    state.tasks.snapshot(id).ok_or_else(|| ApiError::not_found(format!("no task with id `{id}`")))
+/// `TaskStore::scan` over every replica's tasks, from the shared store.
+async fn shared_scan(shared: &crate::shared::Shared, f: &Scan<'_>) -> Result<crate::tasks::store::Page, ApiError> {
+    let (mut tasks, mut has_more) = (Vec::with_capacity(f.limit), false);
+    shared
+        .list_all(f.after, |record| {
+            let Ok((t, _)) = record.into_task() else { return true };
+            let wanted = f.owner.is_none_or(|o| &*t.owner.0 == o)
+                && f.kind.is_none_or(|k| t.kind == k)
+                && f.status.is_none_or(|s| t.status == s)
+                && f.since_ms.is_none_or(|s| t.created_ms >= s)
+                && f.until_ms.is_none_or(|u| t.created_ms < u);
+            if !wanted {
+                return true;
+            }
+            if tasks.len() == f.limit {
+                has_more = true;
+                return false;
+            }
+            tasks.push(t);
+            true
+        })
+        .await
+        .map_err(crate::api::tasks::store_down)?;
+    Ok(crate::tasks::store::Page { tasks, has_more })
+}
+
+/// The task here, or (several replicas) wherever it is.
+async fn find(state: &AppState, id: &str) -> Result<Task, ApiError> {
+    if let Some(t) = state.tasks.snapshot(id) {
+        return Ok(t);
+    }
+    let missing = || ApiError::not_found(format!("no task with id `{id}`"));
+    let Some(shared) = &state.shared else { return Err(missing()) };
+    let record = shared.load(id).await.map_err(crate::api::tasks::store_down)?.ok_or_else(missing)?;
+    Ok(record.into_task().map_err(ApiError::internal)?.0)
 }
 
 #[utoipa::path(get, path = "/admin/tasks/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = AdminTask), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<AdminTask>, ApiError> {
-    Ok(Json(view(&state, &find(&state, &id)?, true)))
+    Ok(Json(view(&state, &find(&state, &id).await?, true)))
 }
 
 #[utoipa::path(post, path = "/admin/tasks/{id}/cancel", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = AdminTask), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "already finished", body = crate::error::ErrorBody)))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<AdminTask>, ApiError> {
-    let task = find(&state, &id)?;
+    let task = find(&state, &id).await?;
     if task.status.is_terminal() {
         return Err(ApiError::conflict("task_finished", format!("the task already ended: {}", task.status.as_str())));
     }
-    let task = state
-        .queue
-        .cancel_because(&id, "cancelled by an operator")
+    let task = crate::api::tasks::cancel_anywhere(&state, &id, "cancelled by an operator")
+        .await?
         .ok_or_else(|| ApiError::conflict("task_finished", "the task ended while it was being cancelled"))?;
     tracing::info!(task = %id, "task cancelled in the console");
     Ok(Json(view(&state, &task, true)))
@@ -177,7 +214,14 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
 #[utoipa::path(post, path = "/admin/tasks/{id}/redeliver", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = AdminTask), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn redeliver(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<AdminTask>, ApiError> {
-    find(&state, &id)?;
+    if state.tasks.snapshot(&id).is_none() {
+        // Another replica ran it: this one takes the finished task in and delivers from here.
+        let task = find(&state, &id).await?;
+        if !task.status.is_terminal() {
+            return Err(ApiError::conflict("not_redeliverable", "the task has not finished yet"));
+        }
+        state.tasks.restore(task);
+    }
     if state.callbacks.is_none() {
         return Err(ApiError::conflict("callbacks_disabled", "callbacks are off: no callbacks.secret is configured"));
     }
