@@ -476,8 +476,12 @@ fn spawn_replica_duties(
         loop {
             match shared.client().get_async_pubsub().await {
                 Ok(mut pubsub) => {
-                    let channels =
-                        [crate::shared::CANCEL_CHANNEL, crate::shared::TOKENS_CHANNEL, crate::shared::KEYS_CHANNEL];
+                    let channels = [
+                        crate::shared::CANCEL_CHANNEL,
+                        crate::shared::TOKENS_CHANNEL,
+                        crate::shared::KEYS_CHANNEL,
+                        crate::shared::CLAIMED_CHANNEL,
+                    ];
                     if let Err(e) = pubsub.subscribe(&channels).await {
                         tracing::warn!("cannot subscribe to other replicas' news: {e}");
                     } else {
@@ -508,6 +512,14 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
     let Ok(payload) = m.get_payload::<String>() else { return };
     if m.get_channel_name() == crate::shared::KEYS_CHANNEL {
         keys.forget_cached(&payload);
+        return;
+    }
+    if m.get_channel_name() == crate::shared::CLAIMED_CHANNEL {
+        if let Some((replica, id)) = payload.split_once(' ')
+            && replica != shared.replica
+        {
+            queue.claimed_elsewhere(id);
+        }
         return;
     }
     if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {

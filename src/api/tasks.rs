@@ -488,6 +488,16 @@ pub(super) async fn cancel_anywhere(state: &AppState, id: &str, why: &str) -> Re
     if state.tasks.snapshot(id).is_some() {
         return Ok(None); // ours, and already finished
     }
+    // Still waiting in the shared queue: claim it here and cancel it before anyone starts it.
+    if shared.claim(id).await.map_err(store_down)?
+        && let Some(record) = shared.load(id).await.map_err(store_down)?
+    {
+        let (task, _) = record.into_task().map_err(ApiError::internal)?;
+        state.tasks.restore(task);
+        if let Some(task) = state.queue.cancel_because(id, why) {
+            return Ok(Some(task));
+        }
+    }
     shared.publish_cancel(id, why).await.map_err(store_down)?;
     for _ in 0..30 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

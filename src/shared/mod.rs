@@ -31,6 +31,10 @@ pub fn owner_key(owner: &str) -> String {
 }
 /// Every task, by creation (the console's list across replicas).
 pub const ALL_TASKS: &str = "g2a:all";
+/// Tasks not started yet, oldest first: the queue every replica takes work from.
+pub const UNCLAIMED: &str = "g2a:queue";
+/// A replica claimed a task (`"<replica> <id>"`): the one that accepted it drops its queued copy.
+pub const CLAIMED_CHANNEL: &str = "g2a:claimed";
 pub fn active_key(owner: &str) -> String {
     format!("{PREFIX}a:{owner}")
 }
@@ -74,6 +78,25 @@ if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - t
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'l', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return wait
+"#;
+
+/// Claims a queued task for this replica, once: it leaves the queue for this replica's running set.
+/// A task already in that set (taken over from a dead replica) is this replica's too.
+const CLAIM_TASK_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return 1
+end
+return redis.call('SISMEMBER', KEYS[2], ARGV[1])
+"#;
+
+/// Claims the oldest queued task for this replica, if there is one.
+const STEAL_SCRIPT: &str = r#"
+local ids = redis.call('ZRANGE', KEYS[1], 0, 0)
+if #ids == 0 then return false end
+redis.call('ZREM', KEYS[1], ids[1])
+redis.call('SADD', KEYS[2], ids[1])
+return ids[1]
 "#;
 
 /// Moves a silent replica's unfinished tasks to the caller, once: the replica's heartbeat is gone.
@@ -373,6 +396,9 @@ impl Shared {
     pub async fn usage_rows(&self) -> Result<Vec<(String, crate::usage::Totals)>, String> {
         let mut c = self.conn().await?;
         let rows: Vec<String> = c.smembers(USAGE_INDEX).await.map_err(err)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for row in &rows {
             pipe.hgetall(format!("{PREFIX}u:{row}"));
@@ -420,11 +446,34 @@ impl Shared {
             .map_err(err)
     }
 
-    /// Whether task `id` is still this replica's to run (not taken over). When the store cannot say,
-    /// yes: the task was accepted here and nobody else can have it without the store.
-    pub async fn still_ours(&self, id: &str) -> bool {
-        let Ok(mut c) = self.conn().await else { return true };
-        c.sismember(running_key(&self.replica), id).await.unwrap_or(true)
+    /// Claims task `id` to run it here: true once, for one replica (the others then skip it).
+    pub async fn claim(&self, id: &str) -> Result<bool, String> {
+        let mut c = self.conn().await?;
+        let won: bool = redis::Script::new(CLAIM_TASK_SCRIPT)
+            .key(UNCLAIMED)
+            .key(running_key(&self.replica))
+            .arg(id)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        if won {
+            let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
+        }
+        Ok(won)
+    }
+
+    /// Claims the oldest task waiting in the shared queue, for a worker with nothing to do.
+    pub async fn steal(&self) -> Result<Option<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let id: Option<String> = redis::Script::new(STEAL_SCRIPT)
+            .key(UNCLAIMED)
+            .key(running_key(&self.replica))
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        let Some(id) = id else { return Ok(None) };
+        let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
+        self.load(&id).await
     }
 
     /// Asks whichever replica runs `id` to cancel it, saying why (`"<id>\n<why>"` on the channel).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use super::{ALL_TASKS, Shared, active_key, owner_key, running_key, task_key};
+use super::{ALL_TASKS, Shared, UNCLAIMED, active_key, owner_key, running_key, task_key};
 use crate::tasks::journal::Op;
 
 const BATCH: usize = 1024;
@@ -54,12 +54,18 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                             pipe.set(&t, bytes.as_slice()).ignore();
                             pipe.sadd(active_key(&meta.owner), id).ignore();
                         }
-                        // Kept in this replica's set while work or a callback is owed, so a replica
-                        // that takes over also delivers the callbacks this one still owed.
-                        if meta.terminal && !meta.owed {
-                            pipe.srem(&running, id).ignore();
+                        // A task not started yet waits in the shared queue for whichever replica claims
+                        // it (`Shared::claim`). One started, or finished with a callback owed, is in its
+                        // runner's set, so a replica that takes over also delivers what it still owed.
+                        if meta.pending {
+                            pipe.zadd(UNCLAIMED, id, meta.created_ms).ignore();
                         } else {
-                            pipe.sadd(&running, id).ignore();
+                            pipe.zrem(UNCLAIMED, id).ignore();
+                            if meta.terminal && !meta.owed {
+                                pipe.srem(&running, id).ignore();
+                            } else {
+                                pipe.sadd(&running, id).ignore();
+                            }
                         }
                         pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
                         pipe.zadd(ALL_TASKS, id, meta.created_ms).ignore();
@@ -67,6 +73,7 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                     Op::Remove(id) => {
                         pipe.del(task_key(id)).ignore();
                         pipe.zrem(ALL_TASKS, id).ignore();
+                        pipe.zrem(UNCLAIMED, id).ignore();
                         pipe.srem(&running, id).ignore();
                     }
                 }

@@ -187,7 +187,8 @@ impl TaskRecord {
     pub fn meta(&self) -> PutMeta {
         let terminal = matches!(self.status.as_str(), "success" | "failed");
         let owed = self.callback.as_ref().is_some_and(|c| !c.done);
-        PutMeta { owner: self.owner.clone(), created_ms: self.created_ms, terminal, owed }
+        let pending = self.status == "pending";
+        PutMeta { owner: self.owner.clone(), created_ms: self.created_ms, terminal, owed, pending }
     }
 
     pub fn id(&self) -> &str {
@@ -306,6 +307,8 @@ pub struct PutMeta {
     pub terminal: bool,
     /// A callback is still owed (finished or not): whoever takes the task over must deliver it.
     pub owed: bool,
+    /// Not started yet: with several replicas, any of them may take it.
+    pub pending: bool,
 }
 
 pub struct Journal {

@@ -95,6 +95,13 @@ impl TaskQueue {
                         biased;
                         _ = shutdown.cancelled() => return,
                         next = async { rx.lock().await.recv().await } => next,
+                        // With several replicas an idle worker takes queued work from the shared queue.
+                        stolen = ctx.steal(), if ctx.shared.is_some() => {
+                            if let Some(task) = stolen {
+                                ctx.run(task).await;
+                            }
+                            continue;
+                        }
                     };
                     match next {
                         Some(task) => ctx.run(task).await,
@@ -190,6 +197,14 @@ impl TaskQueue {
     pub fn announce(&self, task: &Task) {
         self.ctx.finished(task);
     }
+
+    /// Another replica claimed a task this one accepted: its queued copy here is dropped.
+    pub fn claimed_elsewhere(&self, id: &str) {
+        if self.ctx.store.snapshot(id).is_some_and(|t| t.status == super::TaskStatus::Pending) {
+            self.ctx.running.remove(id);
+            self.ctx.store.forget_local(id);
+        }
+    }
 }
 
 struct WorkerCtx {
@@ -206,16 +221,59 @@ struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// After a short idle wait, the oldest task of the shared queue, claimed for this replica and
+    /// brought into its store; `None` when there is nothing to take.
+    async fn steal(&self) -> Option<QueuedTask> {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let shared = self.shared.as_ref()?;
+        let record = match shared.steal().await {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::debug!("cannot take work from the shared queue: {e}");
+                return None;
+            }
+        };
+        let (task, pending) = match record.into_task() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("unusable task record in the shared queue: {e}");
+                return None;
+            }
+        };
+        let pending = pending.filter(|_| task.status == super::TaskStatus::Pending)?;
+        let job = match pending.job.to_job() {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(task = %task.id, "unusable job in the shared queue: {e}");
+                return None;
+            }
+        };
+        let id = task.id.clone();
+        if self.store.snapshot(&id).is_some() {
+            // One this replica accepted: it waits in the local queue, which runs it (claimed now).
+            return None;
+        }
+        self.store.restore(task);
+        self.running.insert(id.clone(), CancellationToken::new());
+        tracing::debug!(task = %id, "task taken from the shared queue");
+        Some(QueuedTask { id, job, base: Arc::from(pending.base), b64: pending.b64, resume: pending.upstream_ref })
+    }
+
     async fn run(&self, queued: QueuedTask) {
         let QueuedTask { id, job, base, b64, resume } = queued;
         let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
-        if let Some(shared) = &self.shared
-            && !shared.still_ours(&id).await
-        {
-            tracing::warn!(task = %id, "task taken over by another replica while it waited; not started here");
-            self.running.remove(&id);
-            self.store.forget_local(&id);
-            return;
+        if let Some(shared) = &self.shared {
+            match shared.claim(&id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another replica took it from the shared queue first.
+                    self.running.remove(&id);
+                    self.store.forget_local(&id);
+                    return;
+                }
+                // The store is away: the task was accepted here, so run it rather than strand it.
+                Err(e) => tracing::warn!(task = %id, "cannot claim the task, running it anyway: {e}"),
+            }
         }
         // A task cancelled while queued is already failed: nothing to run. A resumed one is already processing.
         let started = match resume {
