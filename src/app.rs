@@ -418,6 +418,10 @@ fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQue
     queue.requeue(pending);
 }
 
+/// How often a replica tells the others its requests in flight per token, and how long a word lasts.
+const IN_FLIGHT_EVERY: Duration = Duration::from_millis(500);
+const IN_FLIGHT_LASTS: Duration = Duration::from_secs(2);
+
 /// With a shared store: heart-beat, take over the tasks of replicas that stopped (they resume or fail
 /// as after a restart), and cancel tasks this replica runs when another replica is asked to.
 fn spawn_replica_duties(
@@ -433,6 +437,27 @@ fn spawn_replica_duties(
         client.pool().observe(Arc::new(move |event| {
             let _ = tx.send(event);
         }));
+        // Requests in flight per token, while there are any (and once more when they drop to none).
+        let (teller, stop_telling, counting) = (shared.clone(), shutdown.clone(), runner.clone());
+        tracker.spawn(async move {
+            let mut said_some = false;
+            loop {
+                tokio::select! {
+                    _ = stop_telling.cancelled() => return,
+                    _ = tokio::time::sleep(IN_FLIGHT_EVERY) => {}
+                }
+                let Some(client) = counting.upstream().grok_web() else { return };
+                client.pool().remote_in_flight(None, IN_FLIGHT_LASTS);
+                let counts = client.pool().in_flight_counts();
+                if counts.is_empty() && !said_some {
+                    continue;
+                }
+                said_some = !counts.is_empty();
+                if let Err(e) = teller.publish_in_flight(counts).await {
+                    tracing::debug!("cannot share requests in flight: {e}");
+                }
+            }
+        });
         let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
         tracker.spawn(async move {
             if let (Ok(states), Some(client)) = (publisher.token_states().await, pool_runner.upstream().grok_web()) {
@@ -481,6 +506,7 @@ fn spawn_replica_duties(
                         crate::shared::TOKENS_CHANNEL,
                         crate::shared::KEYS_CHANNEL,
                         crate::shared::CLAIMED_CHANNEL,
+                        crate::shared::INFLIGHT_CHANNEL,
                     ];
                     if let Err(e) = pubsub.subscribe(&channels).await {
                         tracing::warn!("cannot subscribe to other replicas' news: {e}");
@@ -512,6 +538,15 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
     let Ok(payload) = m.get_payload::<String>() else { return };
     if m.get_channel_name() == crate::shared::KEYS_CHANNEL {
         keys.forget_cached(&payload);
+        return;
+    }
+    if m.get_channel_name() == crate::shared::INFLIGHT_CHANNEL {
+        if let Ok(n) = serde_json::from_str::<crate::shared::InFlight>(&payload)
+            && n.replica != shared.replica
+            && let Some(client) = runner.upstream().grok_web()
+        {
+            client.pool().remote_in_flight(Some((&n.replica, n.counts)), IN_FLIGHT_LASTS);
+        }
         return;
     }
     if m.get_channel_name() == crate::shared::CLAIMED_CHANNEL {

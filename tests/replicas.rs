@@ -422,3 +422,42 @@ async fn an_idle_replica_runs_what_a_busy_one_accepted() {
     assert_eq!(v["data"]["status"], "processing", "the images did not wait for A's video: {v}");
     assert_eq!(wait_done(&b, &format!("/v1/video/tasks/{video}")).await["status"], "success");
 }
+
+/// The per-token concurrency cap counts every replica's requests: with both tokens busy on A, B waits
+/// and then answers "busy" instead of sending a third request to an account; when A's requests end
+/// (or A dies, after a moment) the tokens serve B again.
+#[tokio::test]
+async fn the_per_token_concurrency_cap_counts_every_replica() {
+    if common::grok_web_only("shared in-flight counts") {
+        return;
+    }
+    let (_redis, store) = redis(None).await;
+    let cap = |c: &mut grok2api::config::Config| {
+        c.grok.token_max_concurrency = 1;
+        c.grok.token_wait_secs = 1;
+        c.tasks.workers = 2;
+    };
+    let (a, b) = (replica(&store, None, cap).await, replica(&store, None, cap).await);
+    let mut videos = Vec::new();
+    for i in 0..2 {
+        let prompt = format!("swell {i} [sim:slow=300]");
+        let (_, v) =
+            body(a.post("/v1/video/tasks").json(&json!({"model": "grok-imagine-1.0-video", "prompt": prompt}))).await;
+        videos.push(v["data"]["taskId"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.server.state.runner.upstream().grok_web().unwrap().pool().in_flight_counts().len() < 2 {
+        assert!(Instant::now() < deadline, "A never had both tokens busy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // A has told B
+    let (status, _, busy) = b.generate(json!({"model": "grok-imagine-1.0", "prompt": "a buoy"})).await;
+    assert_eq!(status, 429, "{busy}");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("busy"), "{busy}");
+    for v in &videos {
+        assert_eq!(wait_done(&a, &format!("/v1/video/tasks/{v}")).await["status"], "success");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _, _) = b.generate(json!({"model": "grok-imagine-1.0", "prompt": "a buoy"})).await;
+    assert_eq!(status, 200);
+}

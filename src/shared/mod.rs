@@ -54,6 +54,15 @@ const KEYS: &str = "g2a:keys";
 pub const KEYS_CHANNEL: &str = "g2a:keys";
 /// Every usage row (`<day>|<key>`) that has counts in `u:<day>|<key>`.
 const USAGE_INDEX: &str = "g2a:usage";
+/// Each replica's requests in flight per token (`InFlight`), every half second while it has some.
+pub const INFLIGHT_CHANNEL: &str = "g2a:inflight";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct InFlight {
+    pub replica: String,
+    pub counts: std::collections::HashMap<String, u32>,
+}
+
 /// The latest rest of each token and product, for replicas that start later.
 const TOKEN_STATE: &str = "g2a:tokstate";
 
@@ -474,6 +483,13 @@ impl Shared {
         let Some(id) = id else { return Ok(None) };
         let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
         self.load(&id).await
+    }
+
+    pub async fn publish_in_flight(&self, counts: std::collections::HashMap<String, u32>) -> Result<(), String> {
+        let msg =
+            serde_json::to_string(&InFlight { replica: self.replica.clone(), counts }).map_err(|e| e.to_string())?;
+        let mut c = self.conn().await?;
+        c.publish::<_, _, ()>(INFLIGHT_CHANNEL, msg).await.map_err(err)
     }
 
     /// Asks whichever replica runs `id` to cancel it, saying why (`"<id>\n<why>"` on the channel).

@@ -150,6 +150,8 @@ struct TokenState {
     last_error: Option<(String, u64)>,
     checked_at: Option<u64>,
     in_flight: u32,
+    /// Requests other replicas have in flight with this token (their latest word, while it lasts).
+    remote_in_flight: u32,
     fail_count: u32,
     products: [ProductState; 4],
 }
@@ -168,6 +170,7 @@ impl TokenState {
             last_error: None,
             checked_at: None,
             in_flight: 0,
+            remote_in_flight: 0,
             fail_count: 0,
             products: [ProductState::default(); 4],
         }
@@ -210,6 +213,9 @@ pub struct PoolSettings {
 pub struct TokenPool {
     settings: PoolSettings,
     shared: Arc<Shared>,
+    /// Other replicas' in-flight counts per token: replica → (when said, token id → count). An entry
+    /// lapses when its replica stops saying it (it died), so its requests stop counting.
+    remote: Mutex<std::collections::HashMap<String, (Instant, std::collections::HashMap<String, u32>)>>,
     /// Told of every change an upstream answer makes to a token, so other replicas can apply it.
     observer: std::sync::OnceLock<Observer>,
 }
@@ -338,6 +344,7 @@ impl TokenPool {
             settings,
             shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }),
             observer: std::sync::OnceLock::new(),
+            remote: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -402,12 +409,13 @@ impl TokenPool {
             if exclude.contains(&i) {
                 continue;
             }
-            if t.in_flight >= self.settings.max_concurrency {
+            if t.in_flight + t.remote_in_flight >= self.settings.max_concurrency {
                 busy = true;
                 continue;
             }
             let preferred = prefer.is_some_and(|id| t.id == id);
-            let rank = (preferred, p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight));
+            let rank =
+                (preferred, p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight + t.remote_in_flight));
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((i, rank));
             }
@@ -431,6 +439,39 @@ impl TokenPool {
     /// Records how a request with `lease` ended, so the next pick knows.
     pub fn report(&self, lease: &TokenLease, outcome: Result<(), &UpstreamError>) {
         self.report_index(lease.index, lease.product, outcome);
+    }
+
+    /// This replica's requests in flight per token (only tokens with some), for the other replicas.
+    pub fn in_flight_counts(&self) -> std::collections::HashMap<String, u32> {
+        lock(&self.shared.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
+    }
+
+    /// Another replica's latest in-flight counts (`None` just re-checks which entries lapsed): they count
+    /// against each token's concurrency cap here for `lasts`, unless renewed.
+    pub fn remote_in_flight(&self, replica: Option<(&str, std::collections::HashMap<String, u32>)>, lasts: Duration) {
+        let now = Instant::now();
+        let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((replica, counts)) = replica {
+            remote.insert(replica.to_owned(), (now + lasts, counts));
+        }
+        remote.retain(|_, (until, _)| *until > now);
+        let mut sums: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for (_, counts) in remote.values() {
+            for (id, n) in counts {
+                *sums.entry(id.as_str()).or_default() += n;
+            }
+        }
+        let mut tokens = lock(&self.shared.tokens);
+        let mut freed = false;
+        for t in tokens.iter_mut() {
+            let n = sums.get(t.id.as_str()).copied().unwrap_or(0);
+            freed |= n < t.remote_in_flight;
+            t.remote_in_flight = n;
+        }
+        drop(tokens);
+        if freed {
+            self.shared.released.notify_waiters();
+        }
     }
 
     /// Tells `observer` of every token change upstream answers make from now on (once).
@@ -889,6 +930,17 @@ mod tests {
         assert_eq!(p.snapshot()[1].note, None);
         assert_eq!(p.find(&b).unwrap().1.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(p.update("000000000000", &TokenPatch::default()), Err(PatchError::NotFound));
+    }
+
+    #[test]
+    fn other_replicas_requests_count_against_the_cap_until_their_word_lapses() {
+        let p = pool(&["token-aaaa-1111"], 1);
+        let id = token_id("token-aaaa-1111");
+        p.remote_in_flight(Some(("r1", [(id.clone(), 1)].into())), Duration::from_millis(50));
+        assert_eq!(p.acquire(Product::Image, &[]).err(), Some(NoToken::Busy));
+        std::thread::sleep(Duration::from_millis(60));
+        p.remote_in_flight(None, Duration::from_millis(50));
+        assert!(p.acquire(Product::Image, &[]).is_ok(), "a replica that stopped saying it no longer counts");
     }
 
     #[test]
