@@ -215,12 +215,15 @@ pub struct TokenPool {
     shared: Arc<Shared>,
     /// Other replicas' in-flight counts per token: replica → (when said, token id → count). An entry
     /// lapses when its replica stops saying it (it died), so its requests stop counting.
-    remote: Mutex<std::collections::HashMap<String, (Instant, std::collections::HashMap<String, u32>)>>,
+    remote: Mutex<std::collections::HashMap<String, (Instant, InFlightCounts)>>,
     /// Told of every change an upstream answer makes to a token, so other replicas can apply it.
     observer: std::sync::OnceLock<Observer>,
 }
 
 pub type Observer = Arc<dyn Fn(TokenEvent) + Send + Sync>;
+
+/// Requests in flight per token id.
+pub type InFlightCounts = std::collections::HashMap<String, u32>;
 
 /// A change an upstream answer made to one token (times as unix ms, so another process can apply it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -442,13 +445,13 @@ impl TokenPool {
     }
 
     /// This replica's requests in flight per token (only tokens with some), for the other replicas.
-    pub fn in_flight_counts(&self) -> std::collections::HashMap<String, u32> {
+    pub fn in_flight_counts(&self) -> InFlightCounts {
         lock(&self.shared.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
     }
 
     /// Another replica's latest in-flight counts (`None` just re-checks which entries lapsed): they count
     /// against each token's concurrency cap here for `lasts`, unless renewed.
-    pub fn remote_in_flight(&self, replica: Option<(&str, std::collections::HashMap<String, u32>)>, lasts: Duration) {
+    pub fn remote_in_flight(&self, replica: Option<(&str, InFlightCounts)>, lasts: Duration) {
         let now = Instant::now();
         let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((replica, counts)) = replica {
