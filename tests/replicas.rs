@@ -461,3 +461,21 @@ async fn the_per_token_concurrency_cap_counts_every_replica() {
     let (status, _, _) = b.generate(json!({"model": "grok-imagine-1.0", "prompt": "a buoy"})).await;
     assert_eq!(status, 200);
 }
+
+/// The unfinished-task limit is reserved atomically: six creates racing on two replicas for a key
+/// allowed one unfinished task get one 202 and five 429s.
+#[tokio::test]
+async fn racing_creates_on_two_replicas_get_exactly_the_allowed_tasks() {
+    let (_redis, store) = redis(None).await;
+    let one = |c: &mut grok2api::config::Config| c.limits.max_concurrent_tasks = 1;
+    let (a, b) = (replica(&store, None, one).await, replica(&store, None, one).await);
+    let slow = json!({"model": "grok-imagine-1.0-video", "prompt": "tide [sim:slow=300]"});
+    let calls = (0..6).map(|i| {
+        let h = if i % 2 == 0 { &a } else { &b };
+        h.post("/v1/video/tasks").json(&slow).send()
+    });
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+}

@@ -233,39 +233,51 @@ pub async fn submit(
     };
     let own = state.guard.keys.policy(&owner).and_then(|p| p.max_concurrent_tasks);
     let max = own.unwrap_or(state.cfg.limits.max_concurrent_tasks);
-    let active = match &state.shared {
-        Some(shared) if max > 0 => shared.active(&owner).await.map_err(store_down)?,
-        _ => state.tasks.active(&owner),
+    let full = || ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks"));
+    // With several replicas the slot is reserved atomically across them, and given back once the
+    // task itself counts (or the create failed).
+    let hold = match &state.shared {
+        Some(shared) if max > 0 => Some(shared.reserve_slot(&owner, max).await.map_err(store_down)?.ok_or_else(full)?),
+        _ if max > 0 && state.tasks.active(&owner) >= max => return Err(full()),
+        _ => None,
     };
-    if max > 0 && active >= max {
-        return Err(ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks")));
-    }
-    let callback = callback_url(state, body).await.map_err(|e| e.0)?;
-    let (job, b64) = build().await?;
-    let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));
-    let store = state.tasks.clone();
-    let task_owner = owner.clone();
-    let id =
-        state.queue.submit(move || store.create_for(task_owner, kind, callback, api, request), job, base, b64).await?;
-    if let Some((key, hash)) = idem {
-        let claim = match &state.shared {
-            Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(store_down)?,
-            None => state.idempotency.bind(&owner, &key, hash, id.clone()),
-        };
-        match claim {
-            Claim::New => {}
-            // A concurrent twin won the race: keep its task, drop ours so only one runs.
-            Claim::Existing(first) => {
-                state.queue.discard(&id);
-                return Ok(first);
-            }
-            Claim::Conflict => {
-                state.queue.discard(&id);
-                return Err(idempotency_conflict());
+    let made: Result<Arc<str>, ApiError> = async {
+        let callback = callback_url(state, body).await.map_err(|e| e.0)?;
+        let (job, b64) = build().await?;
+        let base: Arc<str> = Arc::from(public_base(state.cfg.server.public_base_url.as_deref(), headers));
+        let store = state.tasks.clone();
+        let task_owner = owner.clone();
+        let id = state
+            .queue
+            .submit(move || store.create_for(task_owner, kind, callback, api, request), job, base, b64)
+            .await?;
+        if let Some((key, hash)) = idem {
+            let claim = match &state.shared {
+                Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(store_down)?,
+                None => state.idempotency.bind(&owner, &key, hash, id.clone()),
+            };
+            match claim {
+                Claim::New => {}
+                // A concurrent twin won the race: keep its task, drop ours so only one runs.
+                Claim::Existing(first) => {
+                    state.queue.discard(&id);
+                    return Ok(first);
+                }
+                Claim::Conflict => {
+                    state.queue.discard(&id);
+                    return Err(idempotency_conflict());
+                }
             }
         }
+        Ok(id)
     }
-    Ok(id)
+    .await;
+    if let (Some(shared), Some(hold)) = (&state.shared, hold)
+        && let Err(e) = shared.release_slot(&owner, &hold).await
+    {
+        tracing::warn!("a task slot reservation stays until it lapses: {e}");
+    }
+    made
 }
 
 /// The task endpoints' create: `submit`, answered 202 in the envelope.

@@ -89,6 +89,17 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return wait
 "#;
 
+/// One unfinished-task slot of a key, if it has one free: tasks count forever (`+inf`) until they
+/// finish, reservations until they lapse.
+const RESERVE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + 30000, ARGV[2])
+return 1
+"#;
+
 /// Claims a queued task for this replica, once: it leaves the queue for this replica's running set.
 /// A task already in that set (taken over from a dead replica) is this replica's too.
 const CLAIM_TASK_SCRIPT: &str = r#"
@@ -260,10 +271,25 @@ impl Shared {
         Ok(if wait == 0 { Ok(()) } else { Err(wait) })
     }
 
-    /// Unfinished tasks of `owner`, on every replica.
-    pub async fn active(&self, owner: &KeyId) -> Result<usize, String> {
+    /// Reserves one of `owner`'s `max` unfinished-task slots, atomically across replicas: the
+    /// reservation's name, or `None` when all are taken. It lapses by itself after 30 s.
+    pub async fn reserve_slot(&self, owner: &KeyId, max: usize) -> Result<Option<String>, String> {
         let mut c = self.conn().await?;
-        c.scard(active_key(&owner.0)).await.map_err(err)
+        let hold = format!("hold:{}", uuid::Uuid::new_v4().simple());
+        let won: bool = redis::Script::new(RESERVE_SCRIPT)
+            .key(active_key(&owner.0))
+            .arg(max)
+            .arg(&hold)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        Ok(won.then_some(hold))
+    }
+
+    /// Gives a reservation back (the task it was for now counts by itself).
+    pub async fn release_slot(&self, owner: &KeyId, hold: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        c.zrem(active_key(&owner.0), hold).await.map_err(err)
     }
 
     fn idem_key(owner: &KeyId, key: &str) -> String {

@@ -49,10 +49,10 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                         let t = task_key(id);
                         if meta.terminal {
                             pipe.cmd("SET").arg(&t).arg(bytes.as_slice()).arg("PX").arg(ttl).ignore();
-                            pipe.srem(active_key(&meta.owner), id).ignore();
+                            pipe.zrem(active_key(&meta.owner), id).ignore();
                         } else {
                             pipe.set(&t, bytes.as_slice()).ignore();
-                            pipe.sadd(active_key(&meta.owner), id).ignore();
+                            pipe.zadd(active_key(&meta.owner), id, "+inf").ignore();
                         }
                         // A task not started yet waits in the shared queue for whichever replica claims
                         // it (`Shared::claim`). One started, or finished with a callback owed, is in its
