@@ -480,11 +480,11 @@ pub async fn delete(
     }
 }
 
-/// Forgets a finished task here, or in the shared store when another replica made it.
+/// Forgets a finished task here and, with several replicas, in the shared store at once (the
+/// journal's own delete is written behind, and a read right after must not find the task).
 pub(super) async fn forget(state: &AppState, task: &Task) -> Result<(), ApiError> {
-    if state.tasks.remove(&task.id).is_none()
-        && let Some(shared) = &state.shared
-    {
+    state.tasks.remove(&task.id);
+    if let Some(shared) = &state.shared {
         shared.delete(&task.id, &task.owner).await.map_err(store_down)?;
     }
     Ok(())
