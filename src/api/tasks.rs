@@ -529,7 +529,14 @@ pub(super) async fn page(state: &AppState, owner: &KeyId, q: &Listing<'_>) -> Re
     let (mut tasks, mut has_more) = (Vec::with_capacity(q.limit.min(100)), false);
     shared
         .list(owner, q.oldest_first, q.after, |record| {
-            let Ok((t, _)) = record.into_task() else { return true };
+            // A task this replica holds is fresher here than its record (written behind).
+            let t = match state.tasks.snapshot(record.id()) {
+                Some(t) => t,
+                None => match record.into_task() {
+                    Ok((t, _)) => t,
+                    Err(_) => return true,
+                },
+            };
             if t.kind != q.kind || t.api != q.api || q.status.is_some_and(|s| s != t.status) {
                 return true;
             }

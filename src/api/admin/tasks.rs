@@ -149,18 +149,29 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<TaskQuery>) -> 
     state.guard.keys.refresh().await?;
     let page = match &state.shared {
         None => state.tasks.scan(&scan),
-        Some(shared) => shared_scan(shared, &scan).await?,
+        Some(shared) => shared_scan(&state, shared, &scan).await?,
     };
     let data = page.tasks.iter().map(|t| view(&state, t, false)).collect();
     Ok(Json(AdminTaskList { object: "list", data, has_more: page.has_more }))
 }
 
 /// `TaskStore::scan` over every replica's tasks, from the shared store.
-async fn shared_scan(shared: &crate::shared::Shared, f: &Scan<'_>) -> Result<crate::tasks::store::Page, ApiError> {
+async fn shared_scan(
+    state: &AppState,
+    shared: &crate::shared::Shared,
+    f: &Scan<'_>,
+) -> Result<crate::tasks::store::Page, ApiError> {
     let (mut tasks, mut has_more) = (Vec::with_capacity(f.limit), false);
     shared
         .list_all(f.after, |record| {
-            let Ok((t, _)) = record.into_task() else { return true };
+            // A task this replica holds is fresher here than its record (written behind).
+            let t = match state.tasks.snapshot(record.id()) {
+                Some(t) => t,
+                None => match record.into_task() {
+                    Ok((t, _)) => t,
+                    Err(_) => return true,
+                },
+            };
             let wanted = f.owner.is_none_or(|o| &*t.owner.0 == o)
                 && f.kind.is_none_or(|k| t.kind == k)
                 && f.status.is_none_or(|s| t.status == s)
