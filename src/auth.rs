@@ -96,10 +96,9 @@ impl Guard {
         let refuse = |e| (Some(owner.clone()), e);
         let rate = policy.as_ref().and_then(|p| p.requests_per_second);
         let limited = match (&self.shared, self.limiter.rate_for(rate)) {
-            (Some(shared), Some((rate, burst))) => shared.rate(&owner, rate, burst).await.map_err(|e| {
-                tracing::error!("shared store unreachable for the rate limit: {e}");
-                refuse(crate::shared::unavailable())
-            })?,
+            (Some(shared), Some((rate, burst))) => {
+                shared.rate(&owner, rate, burst).await.map_err(|e| refuse(crate::shared::down(e)))?
+            }
             _ => self.limiter.check_with(&owner, rate),
         };
         limited.map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;

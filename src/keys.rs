@@ -199,10 +199,7 @@ impl KeyRing {
     /// With several replicas: brings a key made on another replica into this one's cache.
     async fn fetch(&self, id: &str) -> Result<(), ApiError> {
         let Some(shared) = &self.shared else { return Ok(()) };
-        let json = shared.key_record(id).await.map_err(|e| {
-            tracing::error!("cannot read API keys: {e}");
-            crate::shared::unavailable()
-        })?;
+        let json = shared.key_record(id).await.map_err(crate::shared::down)?;
         if let Some(json) = json {
             self.cache(&json);
         }
@@ -222,10 +219,7 @@ impl KeyRing {
     /// With several replicas: every console key, fresh from the store (the console's list, and names).
     pub async fn refresh(&self) -> Result<(), ApiError> {
         let Some(shared) = &self.shared else { return Ok(()) };
-        let all = shared.key_records().await.map_err(|e| {
-            tracing::error!("cannot read API keys: {e}");
-            crate::shared::unavailable()
-        })?;
+        let all = shared.key_records().await.map_err(crate::shared::down)?;
         all.iter().for_each(|json| self.cache(json));
         Ok(())
     }
@@ -395,10 +389,7 @@ impl KeyRing {
         let entry = Entry::new(record.clone()).map_err(ApiError::internal)?;
         if let Some(shared) = &self.shared {
             let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
-            shared.put_key_record(&record.id, &json).await.map_err(|e| {
-                tracing::error!("cannot save the key: {e}");
-                crate::shared::unavailable()
-            })?;
+            shared.put_key_record(&record.id, &json).await.map_err(crate::shared::down)?;
         }
         if let Some(db) = self.db.clone() {
             let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -51,6 +51,17 @@ fn render(state: &AppState, task: &Task) -> (String, Value) {
     }
 }
 
+/// The event for `task` if it moved past `last` (which then advances), else `None`.
+fn moved_on(state: &AppState, task: &Task, last: &mut Option<u64>) -> Option<Event> {
+    let eid = event_id(task);
+    if last.is_some_and(|l| eid <= l) {
+        return None;
+    }
+    *last = Some(eid);
+    let (name, data) = render(state, task);
+    Some(Event::default().event(name).id(eid.to_string()).data(data.to_string()))
+}
+
 /// Holds one of the owner's stream slots and the task's watcher; both are given back on drop, which
 /// is when the client goes away.
 struct Slot {
@@ -119,15 +130,12 @@ fn follow_shared(
             }
             loop {
                 // Gone (deleted, expired) or unreadable: the stream ends; the client polls or reconnects.
-                let record = shared.load(&id).await.ok()??;
-                let (task, _) = record.into_task().ok()?;
-                let eid = event_id(&task);
-                if last.is_none_or(|l| eid > l) {
-                    last = Some(eid);
-                    let (name, data) = render(&state, &task);
-                    let event = Event::default().event(name).id(eid.to_string()).data(data.to_string());
-                    let terminal = task.status.is_terminal();
-                    return Some((Ok(event), (slot, last, terminal)));
+                let task = shared.task(&id).await.ok()??;
+                if let Some(event) = moved_on(&state, &task, &mut last) {
+                    return Some((Ok(event), (slot, last, task.status.is_terminal())));
+                }
+                if task.status.is_terminal() {
+                    return None; // resumed after the end: nothing more will come, as in `follow`
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -156,13 +164,8 @@ fn follow(
                 changes.borrow_and_update();
                 // Gone (deleted, or expired): nothing more will come.
                 let task = state.tasks.get(&id, kind, None)?;
-                let eid = event_id(&task);
-                if last.is_none_or(|l| eid > l) {
-                    last = Some(eid);
-                    let (name, data) = render(&state, &task);
-                    let event = Event::default().event(name).id(eid.to_string()).data(data.to_string());
-                    let terminal = task.status.is_terminal();
-                    return Some((Ok(event), (slot, last, terminal)));
+                if let Some(event) = moved_on(&state, &task, &mut last) {
+                    return Some((Ok(event), (slot, last, task.status.is_terminal())));
                 }
                 if task.status.is_terminal() {
                     return None;

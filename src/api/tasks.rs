@@ -21,6 +21,7 @@ use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
 use crate::tasks::idempotency::{Claim, body_hash};
+use crate::tasks::journal::TaskRecord;
 use crate::tasks::store::{Listing, Page};
 use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, TaskView, VideoRequest};
 
@@ -221,7 +222,7 @@ pub async fn submit(
             })?;
             let hash = body_hash(&json!({"kind": kind.segment(), "api": api.as_str(), "body": body}));
             let claim = match &state.shared {
-                Some(shared) => shared.idem_check(&owner, key, &hash).await.map_err(store_down)?,
+                Some(shared) => shared.idem_check(&owner, key, &hash).await.map_err(crate::shared::down)?,
                 None => state.idempotency.check(&owner, key, &hash),
             };
             match claim {
@@ -237,7 +238,9 @@ pub async fn submit(
     // With several replicas the slot is reserved atomically across them, and given back once the
     // task itself counts (or the create failed).
     let hold = match &state.shared {
-        Some(shared) if max > 0 => Some(shared.reserve_slot(&owner, max).await.map_err(store_down)?.ok_or_else(full)?),
+        Some(shared) if max > 0 => {
+            Some(shared.reserve_slot(&owner, max).await.map_err(crate::shared::down)?.ok_or_else(full)?)
+        }
         _ if max > 0 && state.tasks.active(&owner) >= max => return Err(full()),
         _ => None,
     };
@@ -253,7 +256,7 @@ pub async fn submit(
             .await?;
         if let Some((key, hash)) = idem {
             let claim = match &state.shared {
-                Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(store_down)?,
+                Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(crate::shared::down)?,
                 None => state.idempotency.bind(&owner, &key, hash, id.clone()),
             };
             match claim {
@@ -292,11 +295,6 @@ async fn create(
     let new = NewTask { kind, api: TaskApi::Native, request: None, body };
     let id = submit(state, owner, headers, new, build).await?;
     Ok(accepted(kind, &id))
-}
-
-pub(super) fn store_down(e: String) -> ApiError {
-    tracing::error!("shared store unreachable: {e}");
-    crate::shared::unavailable()
 }
 
 fn idempotency_conflict() -> ApiError {
@@ -356,9 +354,8 @@ pub(super) async fn readable(
     }
     // Made (or run) by another replica: its record in the shared store.
     let Some(shared) = &state.shared else { return Ok(None) };
-    let Some(record) = shared.load(id).await.map_err(store_down)? else { return Ok(None) };
-    let (task, _) = record.into_task().map_err(ApiError::internal)?;
-    Ok(Some(task).filter(|t| t.kind == kind && t.api == api && owner.is_none_or(|o| t.owner == *o)))
+    let task = shared.task(id).await.map_err(crate::shared::down)?;
+    Ok(task.filter(|t| t.kind == kind && t.api == api && owner.is_none_or(|o| t.owner == *o)))
 }
 
 pub(super) async fn lookup(
@@ -485,7 +482,7 @@ pub async fn delete(
 pub(super) async fn forget(state: &AppState, task: &Task) -> Result<(), ApiError> {
     state.tasks.remove(&task.id);
     if let Some(shared) = &state.shared {
-        shared.delete(&task.id, &task.owner).await.map_err(store_down)?;
+        shared.delete(&task.id, &task.owner).await.map_err(crate::shared::down)?;
     }
     Ok(())
 }
@@ -501,23 +498,21 @@ pub(super) async fn cancel_anywhere(state: &AppState, id: &str, why: &str) -> Re
         return Ok(None); // ours, and already finished
     }
     // Still waiting in the shared queue: claim it here and cancel it before anyone starts it.
-    if shared.claim(id).await.map_err(store_down)?
-        && let Some(record) = shared.load(id).await.map_err(store_down)?
+    if shared.claim(id).await.map_err(crate::shared::down)?
+        && let Some(task) = shared.task(id).await.map_err(crate::shared::down)?
     {
-        let (task, _) = record.into_task().map_err(ApiError::internal)?;
         state.tasks.restore(task);
         if let Some(task) = state.queue.cancel_because(id, why) {
             return Ok(Some(task));
         }
     }
-    shared.publish_cancel(id, why).await.map_err(store_down)?;
+    shared.publish_cancel(id, why).await.map_err(crate::shared::down)?;
     for _ in 0..30 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if let Some(record) = shared.load(id).await.map_err(store_down)? {
-            let (task, _) = record.into_task().map_err(ApiError::internal)?;
-            if task.status.is_terminal() {
-                return Ok(Some(task));
-            }
+        if let Some(task) = shared.task(id).await.map_err(crate::shared::down)?
+            && task.status.is_terminal()
+        {
+            return Ok(Some(task));
         }
     }
     Ok(None)
@@ -526,30 +521,48 @@ pub(super) async fn cancel_anywhere(state: &AppState, id: &str, why: &str) -> Re
 /// One page of `owner`'s tasks: from this replica's store, or with several replicas from the shared one.
 pub(super) async fn page(state: &AppState, owner: &KeyId, q: &Listing<'_>) -> Result<Page, ApiError> {
     let Some(shared) = &state.shared else { return Ok(state.tasks.list(owner, q)) };
-    let (mut tasks, mut has_more) = (Vec::with_capacity(q.limit.min(100)), false);
-    shared
-        .list(owner, q.oldest_first, q.after, |record| {
-            // A task this replica holds is fresher here than its record (written behind).
-            let t = match state.tasks.snapshot(record.id()) {
-                Some(t) => t,
-                None => match record.into_task() {
-                    Ok((t, _)) => t,
-                    Err(_) => return true,
-                },
-            };
-            if t.kind != q.kind || t.api != q.api || q.status.is_some_and(|s| s != t.status) {
-                return true;
-            }
-            if tasks.len() == q.limit {
-                has_more = true;
-                return false;
-            }
-            tasks.push(t);
-            true
-        })
-        .await
-        .map_err(store_down)?;
-    Ok(Page { tasks, has_more })
+    let mut pager = Pager::new(state, q.limit);
+    let wanted = |t: &Task| t.kind == q.kind && t.api == q.api && q.status.is_none_or(|s| s == t.status);
+    shared.list(owner, q.oldest_first, q.after, |r| pager.offer(r, wanted)).await.map_err(crate::shared::down)?;
+    Ok(pager.page())
+}
+
+/// Fills one page from records the shared store walks through (`Shared::list`, `list_all`).
+pub(super) struct Pager<'a> {
+    state: &'a AppState,
+    limit: usize,
+    page: Page,
+}
+
+impl<'a> Pager<'a> {
+    pub(super) fn new(state: &'a AppState, limit: usize) -> Self {
+        Self { state, limit, page: Page { tasks: Vec::with_capacity(limit.min(100)), has_more: false } }
+    }
+
+    /// Takes `record` if `wanted`; false once the page is full (the walk stops). A task this replica
+    /// holds is taken from its store: fresher than its written-behind record.
+    pub(super) fn offer(&mut self, record: TaskRecord, wanted: impl Fn(&Task) -> bool) -> bool {
+        let task = match self.state.tasks.snapshot(record.id()) {
+            Some(t) => t,
+            None => match record.into_task() {
+                Ok((t, _)) => t,
+                Err(_) => return true,
+            },
+        };
+        if !wanted(&task) {
+            return true;
+        }
+        if self.page.tasks.len() == self.limit {
+            self.page.has_more = true;
+            return false;
+        }
+        self.page.tasks.push(task);
+        true
+    }
+
+    pub(super) fn page(self) -> Page {
+        self.page
+    }
 }
 
 #[cfg(test)]

@@ -129,8 +129,10 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return ids
 "#;
 
-/// What a request that needs the shared store gets while it is unreachable.
-pub fn unavailable() -> crate::error::ApiError {
+/// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
+/// here. Shaped for `map_err`.
+pub fn down(why: String) -> crate::error::ApiError {
+    tracing::error!("shared store unreachable: {why}");
     crate::error::ApiError::unavailable(
         "store_unavailable",
         "the shared task store (redis) is unreachable; retry later",
@@ -189,6 +191,14 @@ impl Shared {
         let mut c = self.conn().await?;
         let raw: Option<Vec<u8>> = c.get(task_key(id)).await.map_err(err)?;
         Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The task a record holds (its job left out), or `None` when there is no record.
+    pub async fn task(&self, id: &str) -> Result<Option<crate::tasks::Task>, String> {
+        match self.load(id).await? {
+            Some(record) => record.into_task().map(|(t, _)| Some(t)).map_err(|e| format!("task {id}: {e}")),
+            None => Ok(None),
+        }
     }
 
     /// `owner`'s records, newest first (oldest first when asked), starting after `after`, for as long as

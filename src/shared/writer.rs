@@ -20,14 +20,7 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
         }
     };
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+    crate::tasks::journal::write_batches(rx, BATCH, |ops| {
         let result = rt.block_on(async {
             if conn.is_none() {
                 let c = tokio::time::timeout(
@@ -43,7 +36,7 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
             let mut pipe = redis::pipe();
             let running = running_key(&shared.replica);
             let ttl = shared.task_ttl.as_millis().max(1000) as u64;
-            for op in &ops {
+            for op in ops {
                 match op {
                     Op::Put(id, bytes, meta, _) => {
                         let t = task_key(id);
@@ -85,14 +78,9 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                 Err(_) => Err("redis: write timed out".to_string()),
             }
         });
-        if let Err(e) = &result {
-            tracing::error!("task store write failed: {e}");
-            conn = None;
+        if result.is_err() {
+            conn = None; // connect again for the next batch
         }
-        for op in ops {
-            if let Op::Put(_, _, _, Some(ack)) = op {
-                let _ = ack.send(result.clone());
-            }
-        }
-    }
+        result
+    });
 }

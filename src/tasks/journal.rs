@@ -399,34 +399,20 @@ impl Drop for Journal {
     }
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Op>) {
+/// The loop every journal writer runs: take what is queued (up to `max` operations), `write` it as
+/// one batch, and tell each awaited create how its batch went. Ends when the journal closes.
+pub fn write_batches(rx: mpsc::Receiver<Op>, max: usize, mut write: impl FnMut(&[Op]) -> Result<(), String>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
-        while ops.len() < BATCH {
+        while ops.len() < max {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        let result = (|| -> Result<(), String> {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
-                for op in &ops {
-                    match op {
-                        Op::Put(id, bytes, _, _) => {
-                            table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
-                        }
-                        Op::Remove(id) => {
-                            table.remove(id.as_str()).map_err(|e| e.to_string())?;
-                        }
-                    }
-                }
-            }
-            txn.commit().map_err(|e| e.to_string())
-        })();
+        let result = write(&ops);
         if let Err(e) = &result {
-            tracing::error!("journal write failed: {e}");
+            tracing::error!("task journal write failed: {e}");
         }
         for op in ops {
             if let Op::Put(_, _, _, Some(ack)) = op {
@@ -434,6 +420,26 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>) {
             }
         }
     }
+}
+
+fn writer(db: Database, rx: mpsc::Receiver<Op>) {
+    write_batches(rx, BATCH, |ops| {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+            for op in ops {
+                match op {
+                    Op::Put(id, bytes, _, _) => {
+                        table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                    Op::Remove(id) => {
+                        table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| e.to_string())
+    });
 }
 
 #[cfg(test)]

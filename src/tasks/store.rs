@@ -267,17 +267,17 @@ impl TaskStore {
     }
 
     /// Drops a task from this process only (another replica took it over): nothing is written.
-    pub fn forget_local(&self, id: &str) {
-        if let Some((_, task)) = self.tasks.remove(id) {
-            if !task.status.is_terminal() {
-                self.deactivate(&task.owner);
-            }
-            if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
-                idx.remove(&task.seq);
-            }
-            self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
-            self.notify(id);
+    pub fn forget_local(&self, id: &str) -> Option<Task> {
+        let (_, task) = self.tasks.remove(id)?;
+        if !task.status.is_terminal() {
+            self.deactivate(&task.owner);
         }
+        if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
+            idx.remove(&task.seq);
+        }
+        self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
+        self.notify(id);
+        Some(task)
     }
 
     /// Makes a finished task's callback owed again (the console's re-deliver); the caller dispatches it.
@@ -320,18 +320,10 @@ impl TaskStore {
     }
 
     pub fn remove(&self, id: &str) -> Option<Task> {
-        let (_, task) = self.tasks.remove(id)?;
-        if !task.status.is_terminal() {
-            self.deactivate(&task.owner);
-        }
+        let task = self.forget_local(id)?;
         if let Some(j) = &self.journal {
             j.remove(id);
         }
-        if let Some(mut idx) = self.by_owner.get_mut(&task.owner) {
-            idx.remove(&task.seq);
-        }
-        self.by_owner.remove_if(&task.owner, |_, idx| idx.is_empty());
-        self.notify(id);
         Some(task)
     }
 

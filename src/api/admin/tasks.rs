@@ -161,35 +161,16 @@ async fn shared_scan(
     shared: &crate::shared::Shared,
     f: &Scan<'_>,
 ) -> Result<crate::tasks::store::Page, ApiError> {
-    let (mut tasks, mut has_more) = (Vec::with_capacity(f.limit), false);
-    shared
-        .list_all(f.after, |record| {
-            // A task this replica holds is fresher here than its record (written behind).
-            let t = match state.tasks.snapshot(record.id()) {
-                Some(t) => t,
-                None => match record.into_task() {
-                    Ok((t, _)) => t,
-                    Err(_) => return true,
-                },
-            };
-            let wanted = f.owner.is_none_or(|o| &*t.owner.0 == o)
-                && f.kind.is_none_or(|k| t.kind == k)
-                && f.status.is_none_or(|s| t.status == s)
-                && f.since_ms.is_none_or(|s| t.created_ms >= s)
-                && f.until_ms.is_none_or(|u| t.created_ms < u);
-            if !wanted {
-                return true;
-            }
-            if tasks.len() == f.limit {
-                has_more = true;
-                return false;
-            }
-            tasks.push(t);
-            true
-        })
-        .await
-        .map_err(crate::api::tasks::store_down)?;
-    Ok(crate::tasks::store::Page { tasks, has_more })
+    let mut pager = crate::api::tasks::Pager::new(state, f.limit);
+    let wanted = |t: &Task| {
+        f.owner.is_none_or(|o| &*t.owner.0 == o)
+            && f.kind.is_none_or(|k| t.kind == k)
+            && f.status.is_none_or(|s| t.status == s)
+            && f.since_ms.is_none_or(|s| t.created_ms >= s)
+            && f.until_ms.is_none_or(|u| t.created_ms < u)
+    };
+    shared.list_all(f.after, |r| pager.offer(r, wanted)).await.map_err(crate::shared::down)?;
+    Ok(pager.page())
 }
 
 /// The task here, or (several replicas) wherever it is.
@@ -199,8 +180,7 @@ async fn find(state: &AppState, id: &str) -> Result<Task, ApiError> {
     }
     let missing = || ApiError::not_found(format!("no task with id `{id}`"));
     let Some(shared) = &state.shared else { return Err(missing()) };
-    let record = shared.load(id).await.map_err(crate::api::tasks::store_down)?.ok_or_else(missing)?;
-    Ok(record.into_task().map_err(ApiError::internal)?.0)
+    shared.task(id).await.map_err(crate::shared::down)?.ok_or_else(missing)
 }
 
 #[utoipa::path(get, path = "/admin/tasks/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = AdminTask), (status = 404, body = crate::error::ErrorBody)))]

@@ -45,10 +45,7 @@ async fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiErro
     let (from, to) = (day("from", q.from.as_deref())?, day("to", q.to.as_deref())?);
     let key = q.key.as_deref().filter(|k| !k.is_empty());
     state.guard.keys.refresh().await?;
-    let rows = state.guard.usage.rows_now(key, from, to).await.map_err(|e| {
-        tracing::error!("usage unreadable: {e}");
-        crate::shared::unavailable()
-    })?;
+    let rows = state.guard.usage.rows_now(key, from, to).await.map_err(crate::shared::down)?;
     Ok(rows
         .into_iter()
         .map(|(d, k, totals)| UsageRow {
