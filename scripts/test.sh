@@ -26,13 +26,7 @@ command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
-if [ ${#packages[@]} -gt 0 ]; then
-  echo "installing test dependencies: ${packages[*]}" >&2
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-fi
+./scripts/apt-install.sh "${packages[@]}"
 
 # The official OpenAI Node SDK, pinned by tests/sdk/node/package-lock.json.
 if [ ! -d tests/sdk/node/node_modules/openai ]; then

@@ -41,20 +41,16 @@ fn console_in_headless_chromium_and_across_a_restart() {
         "{py} cannot import selenium. Run the suite with scripts/test.sh (it installs chromium, chromium-driver \
          and tests/browser/requirements.txt), or set GROK2API_TEST_PYTHON to a python that has selenium."
     );
-    let sim_media = tempfile::tempdir().unwrap();
-    let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "20"], &[], sim_media.path());
+    let sim = common::sim_process(20, None);
     let dir = tempfile::tempdir().unwrap();
-    let ws = sim_url.replacen("http", "ws", 1);
     let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[admin]\napi_key = \"{ADMIN}\"\n[grok]\ntokens = [\"tok-config-0001\"]\nbase_url = \"{sim_url}\"\n\
-             ws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n[state]\ndir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let state = dir.path().join("state");
+    let text = format!(
+        "[admin]\napi_key = \"{ADMIN}\"\n{}[state]\ndir = \"{}\"\n",
+        sim.grok("tok-config-0001"),
+        state.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
     let shots = std::env::var_os("GROK2API_SCREENSHOTS_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-shots"));
@@ -70,5 +66,5 @@ fn console_in_headless_chromium_and_across_a_restart() {
     let (gw, url) = spawn(&args, &[], &media);
     run_phase(&py, &url, "after-restart", &shots, &state);
     assert!(sigterm_and_wait(gw).success());
-    assert!(sigterm_and_wait(sim).success());
+    assert!(sigterm_and_wait(sim.running).success());
 }

@@ -277,10 +277,7 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
     let sim_media = tempfile::tempdir().unwrap();
     let args = ["sim", "--listen", "127.0.0.1:0", "--tokens", "tok-dur-0001", "--frame-delay-ms", "5"];
     let sim = spawn(&args, &[], sim_media.path());
-    let (url, ws_url) = (sim.1.clone(), sim.1.replacen("http", "ws", 1));
-    let upstream = format!(
-        "[grok]\ntokens = [\"tok-dur-0001\"]\nbase_url = \"{url}\"\nws_url = \"{ws_url}\"\nassets_url = \"{url}\"\n"
-    );
+    let upstream = common::grok_section(&sim.1, "tok-dur-0001");
     // The first frame names the video's post and carries progress 1; the post is journaled write-behind
     // at that moment. The second frame (400 ms later) is well past that write.
     started_video_survives_kill_9(sim, &upstream, |d| d["progress"].as_u64().is_some_and(|p| p > 1), "video_starts")
@@ -337,17 +334,12 @@ async fn tokens_added_at_run_time_survive_a_restart() {
 /// restart; its sessions do not. Nothing secret reaches the log, even at debug level.
 #[tokio::test]
 async fn console_state_survives_a_restart_its_sessions_do_not_and_secrets_stay_out_of_the_log() {
-    let sim_media = tempfile::tempdir().unwrap();
-    let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "5"], &[], sim_media.path());
+    let sim = common::sim_process(5, None);
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    let ws = sim_url.replacen("http", "ws", 1);
     let cfg = state_config(
         dir.path(),
-        &format!(
-            "[admin]\napi_key = \"dur-console-admin-7f3a\"\n[grok]\ntokens = [\"tok-conf-secret-4b1d9e\"]\n\
-             base_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n"
-        ),
+        &format!("[admin]\napi_key = \"dur-console-admin-7f3a\"\n{}", sim.grok("tok-conf-secret-4b1d9e")),
     );
     let log_path = dir.path().join("gateway.log");
     let start_logged = || {
@@ -413,7 +405,7 @@ async fn console_state_survives_a_restart_its_sessions_do_not_and_secrets_stay_o
     let r = gw.http.get(format!("{}/v1/models", gw.url)).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), 200, "the key still works after the restart");
     assert!(sigterm_and_wait(gw.proc).success());
-    assert!(sigterm_and_wait(sim).success());
+    assert!(sigterm_and_wait(sim.running).success());
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("console login") && log.contains("tokens imported"), "debug logging ran: {log}");

@@ -170,18 +170,17 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     let (rx, hook) = common::webhooks::receiver(vec![]).await;
     // This one refuses the first delivery; A would retry in an hour, so only a takeover delivers it.
     let (owed_rx, owed_hook) = common::webhooks::receiver(vec![500]).await;
-    let sim_media = tempfile::tempdir().unwrap();
-    let (sim, sim_url) = spawn(&["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", "5"], &[], sim_media.path());
+    let sim = common::sim_process(5, None);
+    let sim_url = sim.url.clone();
     let dir = tempfile::tempdir().unwrap();
-    let ws = sim_url.replacen("http", "ws", 1);
     let cfg = dir.path().join("gw.toml");
     std::fs::write(
         &cfg,
         format!(
             "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
-             [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n\
-             [grok]\ntokens = [\"tok-rep-0001\"]\nbase_url = \"{sim_url}\"\nws_url = \"{ws}\"\nassets_url = \"{sim_url}\"\n",
-            common::webhooks::SECRET
+             [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n{}",
+            common::webhooks::SECRET,
+            sim.grok("tok-rep-0001")
         ),
     )
     .unwrap();
@@ -259,7 +258,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     assert_eq!(rx.got.lock().unwrap().len(), 1, "the image's callback arrives once");
     assert_eq!(owed_rx.got.lock().unwrap().len(), 2, "the owed callback is delivered once");
     assert!(sigterm_and_wait(b).success());
-    assert!(sigterm_and_wait(sim).success());
+    assert!(sigterm_and_wait(sim.running).success());
 }
 
 /// A token rate limited on one replica rests on the others too (within moments), and a replica that

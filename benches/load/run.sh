@@ -28,27 +28,33 @@ trap cleanup EXIT
 
 wait_http() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
-# $1: tasks.expected_tasks, the number of tasks the gateway is sized to hold.
-start_gateway() {
-  cat > "$work/gw.toml" <<TOML
-[server]
-listen = "$GW"
-[auth]
-api_keys = ["$KEY"]
+# A gateway config: $1 file, $2 listen address, $3 media dir, $4 tasks.expected_tasks, $5 (optional)
+# the shared store's URL.
+write_config() {
+  {
+    printf '[server]\nlisten = "%s"\n[auth]\napi_keys = ["%s"]\n' "$2" "$KEY"
+    [ -n "${5:-}" ] && printf '[store]\nurl = "%s"\n' "$5"
+    cat <<TOML
 [grok]
 base_url = "http://$SIM"
 ws_url = "ws://$SIM"
 assets_url = "http://$SIM"
 tokens = ["bench-token"]
 [media]
-dir = "$work/media"
+dir = "$3"
 [tasks]
 workers = 4
 queue_capacity = 5000000
-expected_tasks = $1
+expected_tasks = $4
 [log]
 level = "error"
 TOML
+  } > "$1"
+}
+
+# $1: tasks.expected_tasks, the number of tasks the gateway is sized to hold.
+start_gateway() {
+  write_config "$work/gw.toml" "$GW" "$work/media" "$1"
   "$BIN" --config "$work/gw.toml" >/dev/null &
   gw_pid=$!
   pids+=("$gw_pid")
@@ -62,27 +68,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # A replica on the shared store: $1 listen address, $2 redis URL.
 start_replica() {
-  cat > "$work/replica-$1.toml" <<TOML
-[server]
-listen = "$1"
-[auth]
-api_keys = ["$KEY"]
-[store]
-url = "$2"
-[grok]
-base_url = "http://$SIM"
-ws_url = "ws://$SIM"
-assets_url = "http://$SIM"
-tokens = ["bench-token"]
-[media]
-dir = "$work/media-$1"
-[tasks]
-workers = 4
-queue_capacity = 5000000
-expected_tasks = 1048576
-[log]
-level = "error"
-TOML
+  write_config "$work/replica-$1.toml" "$1" "$work/media-$1" 1048576 "$2"
   "$BIN" --config "$work/replica-$1.toml" >/dev/null &
   pids+=($!)
   replica_pids+=($!)

@@ -340,6 +340,37 @@ pub fn spawn_logging(args: &[&str], envs: &[(&str, &str)], media: &std::path::Pa
     (running, url.to_owned())
 }
 
+/// The simulator as a process of its own (it outlives the gateways a test restarts or kills).
+pub struct SimProcess {
+    pub running: Running,
+    pub url: String,
+    _media: tempfile::TempDir,
+}
+
+/// Starts `grok2api sim` with `frame_delay_ms` between frames, accepting only `accept` when given
+/// (any token otherwise).
+pub fn sim_process(frame_delay_ms: u32, accept: Option<&str>) -> SimProcess {
+    let media = tempfile::tempdir().unwrap();
+    let delay = frame_delay_ms.to_string();
+    let mut args = vec!["sim", "--listen", "127.0.0.1:0", "--frame-delay-ms", delay.as_str()];
+    args.extend(accept.iter().flat_map(|t| ["--tokens", *t]));
+    let (running, url) = spawn(&args, &[], media.path());
+    SimProcess { running, url, _media: media }
+}
+
+impl SimProcess {
+    /// The `[grok]` section of a gateway config that uses `token` against this simulator.
+    pub fn grok(&self, token: &str) -> String {
+        grok_section(&self.url, token)
+    }
+}
+
+/// The `[grok]` section of a gateway config that uses `token` against the simulator at `url`.
+pub fn grok_section(url: &str, token: &str) -> String {
+    let ws = url.replacen("http", "ws", 1);
+    format!("[grok]\ntokens = [\"{token}\"]\nbase_url = \"{url}\"\nws_url = \"{ws}\"\nassets_url = \"{url}\"\n")
+}
+
 pub fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
     let mut child = running.0.take().unwrap();
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
