@@ -63,7 +63,7 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                         pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
                         pipe.zadd(ALL_TASKS, id, meta.created_ms).ignore();
                     }
-                    Op::Remove(id) => {
+                    Op::Remove(id, _) => {
                         pipe.del(task_key(id)).ignore();
                         pipe.zrem(ALL_TASKS, id).ignore();
                         pipe.zrem(UNCLAIMED, id).ignore();

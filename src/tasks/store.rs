@@ -322,7 +322,7 @@ impl TaskStore {
     pub fn remove(&self, id: &str) -> Option<Task> {
         let task = self.forget_local(id)?;
         if let Some(j) = &self.journal {
-            j.remove(id);
+            j.remove(id, task.created_ms);
         }
         Some(task)
     }
