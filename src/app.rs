@@ -333,7 +333,7 @@ impl AppState {
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
             .with_state(self.clone())
-            .layer(from_fn_with_state(self.metrics.clone(), crate::metrics::track))
+            .layer(crate::metrics::TrackLayer(self.metrics.clone()))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::HotMap;
 use axum::http::HeaderMap;
 use base64::Engine;
-use dashmap::DashMap;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -111,9 +111,9 @@ pub struct KeyRing {
     config: Auth,
     /// Config keys' ids and masked forms, in config order.
     config_keys: Vec<(KeyId, String)>,
-    stored: DashMap<String, Arc<Entry>>,
+    stored: HotMap<String, Arc<Entry>>,
     /// Unix seconds of each key's last accepted request.
-    last_used: DashMap<KeyId, AtomicU64>,
+    last_used: HotMap<KeyId, AtomicU64>,
     db: Option<Arc<StateDb>>,
     /// With an admin key the gateway is never open: keys may be made at any time.
     admin: bool,
@@ -145,7 +145,7 @@ impl KeyRing {
         let db = if shared.is_some() { None } else { db };
         let config = Auth::new(config_keys);
         let config_keys = config_keys.iter().filter(|k| !k.is_empty()).map(|k| (Auth::key_id(k), mask(k))).collect();
-        let stored = DashMap::new();
+        let stored = HotMap::default();
         if let Some(db) = &db {
             for (id, json) in db.all(KEYS)? {
                 let record: KeyRecord = serde_json::from_str(&json).map_err(|e| format!("api key {id}: {e}"))?;
@@ -154,7 +154,7 @@ impl KeyRing {
             }
         }
         let any_stored = (!stored.is_empty()).into();
-        Ok(Self { config, config_keys, stored, last_used: DashMap::new(), db, admin, any_stored, shared })
+        Ok(Self { config, config_keys, stored, last_used: HotMap::default(), db, admin, any_stored, shared })
     }
 
     /// No key of any kind and no console to make one: every request is accepted (loopback demo).

@@ -23,6 +23,11 @@ pub mod tasks;
 pub mod upstream;
 pub mod usage;
 
+/// A concurrent map read on every request (tasks, key state, usage rows, metrics): dashmap with
+/// foldhash instead of SipHash. Keys are the gateway's own random ids, key ids and route templates,
+/// and foldhash is seeded per map, so the cheaper hash costs no resistance that matters here.
+pub type HotMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+
 /// rustls needs one process-wide crypto provider; call before any TLS client is built.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,21 +3,21 @@
 
 use std::time::Instant;
 
-use dashmap::DashMap;
+use crate::HotMap;
 
 use crate::auth::KeyId;
 
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: DashMap<KeyId, (f64, Instant)>,
+    buckets: HotMap<KeyId, (f64, Instant)>,
 }
 
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once; a rate of 0 disables the limit.
     pub fn new(rate: f64, burst: u32) -> Self {
         let burst = if burst == 0 { rate.ceil().max(1.0) } else { burst as f64 };
-        Self { rate, burst, buckets: DashMap::new() }
+        Self { rate, burst, buckets: HotMap::default() }
     }
 
     /// Takes one request from `key`'s bucket, or says how many seconds until one is available.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use dashmap::DashMap;
+use crate::HotMap;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::KeyId;
@@ -50,7 +50,7 @@ impl Counters {
 }
 
 pub struct UsageBook {
-    rows: DashMap<(u32, KeyId), Arc<Counters>>,
+    rows: HotMap<(u32, KeyId), Arc<Counters>>,
     db: Option<Arc<StateDb>>,
     /// With several replicas the totals live in Redis; `rows` then holds what is not flushed yet.
     shared: Option<Arc<crate::shared::Shared>>,
@@ -60,7 +60,7 @@ impl UsageBook {
     /// Loads the history kept in `db` (none: counts live in memory only). With `shared`, the history
     /// is the shared store's, and `db` is not used.
     pub fn open(db: Option<Arc<StateDb>>, shared: Option<Arc<crate::shared::Shared>>) -> Result<Self, String> {
-        let rows = DashMap::new();
+        let rows = HotMap::default();
         let db = if shared.is_some() { None } else { db };
         if let Some(db) = &db {
             for (k, v) in db.all(USAGE)? {

@@ -10,7 +10,7 @@
 #      with perf during the unthrottled runs and write flamegraphs to FLAMEGRAPHS, default
 #      docs/img/flamegraphs; needs perf and inferno, and the binary's symbols: run it as
 #      `CARGO_PROFILE_RELEASE_STRIP=false PERF=1 benches/load/run.sh`; its figures are lower, perf
-#      shares the cores).
+#      shares the cores), BIN (the gateway binary to measure; default the one built here).
 # Everything listens on 127.0.0.1; the simulator stands in for grok.com.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +26,8 @@ KEY=bench-key
 
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --bin grok2api --example hello
-BIN=target/release/grok2api
+# BIN=path measures another build of the gateway (an older commit's, for a before/after table).
+BIN=${BIN:-target/release/grok2api}
 work=$(mktemp -d)
 mkdir -p "${STATE_PARENT:-target}"
 state=$(mktemp -d -p "${STATE_PARENT:-target}" load-state.XXXXXX)
@@ -108,7 +109,7 @@ profiled() {
   kill -INT "$perf_pid"; wait "$perf_pid" || true
   mkdir -p "$FLAMEGRAPHS"
   perf script -i "$work/$name.perf" 2>/dev/null | inferno-collapse-perf > "$work/$name.folded"
-  inferno-flamegraph --title "$name" --width 1600 < "$work/$name.folded" > "$FLAMEGRAPHS/$name.svg"
+  inferno-flamegraph --title "$name" --width 1600 --minwidth 0.5 < "$work/$name.folded" > "$FLAMEGRAPHS/$name.svg"
   # FOLDED=DIR keeps the folded stacks too, for reading the profile as text.
   if [ -n "${FOLDED:-}" ]; then mkdir -p "$FOLDED"; cp "$work/$name.folded" "$FOLDED/"; fi
   echo "   flamegraph: $FLAMEGRAPHS/$name.svg" >&2

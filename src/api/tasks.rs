@@ -149,7 +149,7 @@ fn normalize_video_body(body: &mut serde_json::Map<String, Value>) {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>) -> Result<T, TaskError> {
-    serde_json::from_value(Value::Object(body.clone())).map_err(|e| {
+    T::deserialize(body).map_err(|e| {
         let mut err =
             ApiError::unprocessable("invalid_request_structure", format!("request body has the wrong structure: {e}"));
         err.param = super::missing_field_name(&e.to_string());

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::HotMap;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,7 +80,10 @@ impl TaskQueue {
             store,
             runner,
             render,
-            running: DashMap::with_capacity(settings.expected_tasks.min(settings.capacity.saturating_add(1))),
+            running: HotMap::with_capacity_and_hasher(
+                settings.expected_tasks.min(settings.capacity.saturating_add(1)),
+                Default::default(),
+            ),
             job_timeout: settings.job_timeout,
             callbacks: settings.callbacks,
             tracker: tracker.clone(),
@@ -212,7 +215,7 @@ struct WorkerCtx {
     runner: Arc<JobRunner>,
     render: Render,
     /// Cancellation handles of pending and running tasks.
-    running: DashMap<Arc<str>, CancellationToken>,
+    running: HotMap<Arc<str>, CancellationToken>,
     job_timeout: Duration,
     callbacks: Option<CallbackSettings>,
     tracker: TaskTracker,
