@@ -11,12 +11,6 @@ use grok2api::sim::{self, SimConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: the hot paths allocate many small short-lived buffers on two
-/// threads at once, and the journal's page buffers made glibc consolidate free chunks (about a
-/// fifth of a profiled create with `--state-dir`; docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Tokens the in-process demo simulator accepts, and the gateway uses.
 const DEMO_TOKENS: [&str; 2] = ["demo-sso-token-1", "demo-sso-token-2"];
 
