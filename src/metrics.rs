@@ -205,7 +205,7 @@ fn esc(s: &str) -> String {
 
 /// Counts every request by its route template (not the raw path, which would explode the label set).
 /// A tower layer rather than `from_fn`: it wraps every route, and `from_fn` boxes a future and clones
-/// the inner service on each request (about a microsecond of a 20 µs poll, docs/benchmarks.md).
+/// the inner service on each request (seen in the profiles, docs/benchmarks.md).
 #[derive(Clone)]
 pub struct TrackLayer(pub Arc<Metrics>);
 

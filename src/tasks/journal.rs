@@ -20,8 +20,8 @@ use crate::auth::KeyId;
 use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
 
 /// Records keyed by (creation time, id): new tasks land at the right edge of the B-tree, so a batch
-/// of creates rewrites a few pages instead of one random page per task (measured: unthrottled
-/// creates with the journal went from 15 % to N % of the machine's ceiling, docs/benchmarks.md).
+/// of creates rewrites a few pages instead of one random page per task (unthrottled creates with
+/// the journal went from 15 % to 22 % of the machine's ceiling, docs/benchmarks.md).
 const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks_by_created");
 /// The layout before: keyed by id alone. Moved into `TASKS` when such a journal is opened.
 const LEGACY: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
