@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::HotMap;
 use axum::http::HeaderMap;
 use base64::Engine;
 use rand::RngCore;
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::HotMap;
 use crate::auth::{Auth, KeyId};
 use crate::error::ApiError;
 use crate::state_db::{KEYS, StateDb};
@@ -387,12 +387,11 @@ impl KeyRing {
     /// Stores the record (durably, when there is a state dir), then makes it the one requests see.
     async fn save(&self, record: KeyRecord) -> Result<KeyInfo, ApiError> {
         let entry = Entry::new(record.clone()).map_err(ApiError::internal)?;
+        let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
         if let Some(shared) = &self.shared {
-            let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
             shared.put_key_record(&record.id, &json).await.map_err(crate::shared::down)?;
         }
         if let Some(db) = self.db.clone() {
-            let json = serde_json::to_string(&record).map_err(|e| ApiError::internal(e.to_string()))?;
             let row = vec![(record.id.clone(), json)];
             tokio::task::spawn_blocking(move || db.put(KEYS, &row))
                 .await

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use crate::HotMap;
-
 use crate::auth::KeyId;
 
 pub struct RateLimiter {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::HotMap;
 use serde::{Deserialize, Serialize};
 
+use crate::HotMap;
 use crate::auth::KeyId;
 use crate::state_db::{StateDb, USAGE};
 

@@ -118,6 +118,9 @@ AUTH=(-H "authorization: Bearer $KEY")
 # Tasks that stay pending: the 4 workers sit in a 10-minute simulated stream, so creation is measured
 # without the simulator competing for the CPU.
 PENDING='{"model":"grok-imagine-1.0","prompt":"load [sim:slow=600000]"}'
+# oha's arguments for creating one such task; the gateway's URL comes after them.
+CREATE=(-m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING")
+CREATE_URL="http://$GW/v1/images/generations/async"
 
 echo "== (c) ceiling: bare axum hello-world, unthrottled, $DURATION"
 oha_json -z "$DURATION" -c "$CONNS" "http://$HELLO/" > "$work/hello.json"
@@ -129,8 +132,7 @@ echo "   $ceiling requests/s: create at $CREATE_RATE/s in memory (35 %), $JOURNA
 # Sized for what phases (b) and (a) create: up to about 10k + 200k + 450k tasks.
 start_gateway 1048576
 echo "== (b) polling with $TASKS_LIVE live tasks"
-oha_json -n "$TASKS_LIVE" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING" \
-  "http://$GW/v1/images/generations/async" > "$work/seed.json"
+oha_json -n "$TASKS_LIVE" -c "$CONNS" "${CREATE[@]}" "$CREATE_URL" > "$work/seed.json"
 python3 - "$GW" "$KEY" "$work/urls.txt" <<'PY'
 import json, sys, urllib.request
 gw, key, out = sys.argv[1:4]
@@ -149,21 +151,17 @@ PY
 profiled poll -z "$DURATION" -c "$CONNS" "${AUTH[@]}" --urls-from-file "$work/urls.txt" > "$work/poll.json"
 
 echo "== (a) create at a fixed $CREATE_RATE requests/s for $DURATION"
-oha_json -z "$DURATION" -q "$CREATE_RATE" --latency-correction -c "$CONNS" -m POST "${AUTH[@]}" \
-  -H 'content-type: application/json' -d "$PENDING" "http://$GW/v1/images/generations/async" > "$work/create.json"
+oha_json -z "$DURATION" -q "$CREATE_RATE" --latency-correction -c "$CONNS" "${CREATE[@]}" "$CREATE_URL" > "$work/create.json"
 echo "== (a') create, unthrottled"
-profiled create -z "$DURATION" -c "$CONNS" -m POST "${AUTH[@]}" \
-  -H 'content-type: application/json' -d "$PENDING" "http://$GW/v1/images/generations/async" > "$work/create_max.json"
+profiled create -z "$DURATION" -c "$CONNS" "${CREATE[@]}" "$CREATE_URL" > "$work/create_max.json"
 stop_gateway
 
 # The Docker image's default: every create waits for its record (and job) to be fsynced.
 start_gateway 1048576 --state-dir "$state"
 echo "== (d) create with the journal in $state, at a fixed $JOURNAL_RATE requests/s for $DURATION"
-oha_json -z "$DURATION" -q "$JOURNAL_RATE" --latency-correction -c "$CONNS" -m POST "${AUTH[@]}" \
-  -H 'content-type: application/json' -d "$PENDING" "http://$GW/v1/images/generations/async" > "$work/journal.json"
+oha_json -z "$DURATION" -q "$JOURNAL_RATE" --latency-correction -c "$CONNS" "${CREATE[@]}" "$CREATE_URL" > "$work/journal.json"
 echo "== (d') create with the journal, unthrottled"
-profiled create-journal -z "$DURATION" -c "$CONNS" -m POST "${AUTH[@]}" \
-  -H 'content-type: application/json' -d "$PENDING" "http://$GW/v1/images/generations/async" > "$work/journal_max.json"
+profiled create-journal -z "$DURATION" -c "$CONNS" "${CREATE[@]}" "$CREATE_URL" > "$work/journal_max.json"
 stop_gateway
 
 echo "== RSS with $TASKS_FINISHED finished tasks"
@@ -195,8 +193,8 @@ if [ "${REDIS:-0}" = 1 ]; then
     echo "== redis, $replicas replica(s): create unthrottled, then poll $TASKS_LIVE live tasks across them"
     : > "$work/create-urls.txt"
     for a in "${addrs[@]}"; do echo "http://$a/v1/images/generations/async" >> "$work/create-urls.txt"; done
-    oha_json -z "$DURATION" -c "$CONNS" -m POST "${AUTH[@]}" -H 'content-type: application/json' -d "$PENDING" \
-      --urls-from-file "$work/create-urls.txt" > "$work/redis-create-$replicas.json"
+    oha_json -z "$DURATION" -c "$CONNS" "${CREATE[@]}" --urls-from-file "$work/create-urls.txt" \
+      > "$work/redis-create-$replicas.json"
     # Poll tasks made on the first replica, through every replica (the others read the shared store).
     python3 - "${addrs[0]}" "$KEY" "$work/redis-poll-urls.txt" "$TASKS_LIVE" "${addrs[@]}" <<'PY'
 import json, sys, urllib.request
@@ -218,10 +216,10 @@ PY
   done
 fi
 
-python3 - "$work" "$CREATE_RATE" "$JOURNAL_RATE" "$rss_before" "$rss_after" "$TASKS_FINISHED" <<'PY'
+python3 - "$work" "$CREATE_RATE" "$JOURNAL_RATE" "$rss_before" "$rss_after" "$TASKS_FINISHED" "$TASKS_LIVE" <<'PY'
 import json, os, sys
 work = sys.argv[1]
-rate, jrate, before, after, n = (int(a) for a in sys.argv[2:7])
+rate, jrate, before, after, n, live = (int(a) for a in sys.argv[2:8])
 def load(name):
     with open(os.path.join(work, name)) as f:
         return json.load(f)
@@ -237,7 +235,7 @@ def row(label, d):
     return rps, p["p99"] * 1000, errors
 print("\n| run | requests/s | share of the ceiling | p50 | p99 | errors | statuses |\n| --- | --- | --- | --- | --- | --- | --- |")
 row("(c) hello-world ceiling", load("hello.json"))
-poll, _, _ = row("(b) GET task, 10k live", load("poll.json"))
+poll, _, _ = row(f"(b) GET task, {live:,} live", load("poll.json"))
 create_max, _, _ = row("(a') POST async, unthrottled", load("create_max.json"))
 create, p99, errs = row(f"(a) POST async at a fixed {rate:,}/s", load("create.json"))
 journal_max, _, _ = row("(d') POST async with `--state-dir`, unthrottled", load("journal_max.json"))

@@ -502,9 +502,15 @@ impl Shared {
             .await
             .map_err(err)?;
         if won {
-            let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
+            self.announce_claim(&mut c, id).await;
         }
         Ok(won)
+    }
+
+    /// Tells the other replicas this one claimed `id`, so the one that accepted it drops its queued
+    /// copy. Best effort: that copy's own claim fails anyway.
+    async fn announce_claim(&self, c: &mut ConnectionManager, id: &str) {
+        let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
     }
 
     /// Claims the oldest task waiting in the shared queue, for a worker with nothing to do.
@@ -517,7 +523,7 @@ impl Shared {
             .await
             .map_err(err)?;
         let Some(id) = id else { return Ok(None) };
-        let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
+        self.announce_claim(&mut c, &id).await;
         self.load(&id).await
     }
 

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::HotMap;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +19,7 @@ use super::callbacks::{self, CallbackSettings};
 use super::journal::{JobRecord, PendingJob, TaskRecord};
 use super::store::{TaskStore, Transition};
 use super::{Outcome, Task, TaskStatus};
+use crate::HotMap;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 use crate::runner::JobRunner;
@@ -204,8 +204,7 @@ impl TaskQueue {
     /// Another replica claimed a task this one accepted: its queued copy here is dropped.
     pub fn claimed_elsewhere(&self, id: &str) {
         if self.ctx.store.snapshot(id).is_some_and(|t| t.status == super::TaskStatus::Pending) {
-            self.ctx.running.remove(id);
-            self.ctx.store.forget_local(id);
+            self.ctx.forget_queued(id);
         }
     }
 }
@@ -224,6 +223,13 @@ struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// Drops this replica's copy of a queued task another replica runs: nothing is written, no
+    /// callback fires here.
+    fn forget_queued(&self, id: &str) {
+        self.running.remove(id);
+        self.store.forget_local(id);
+    }
+
     /// After a short idle wait, the oldest task of the shared queue, claimed for this replica and
     /// brought into its store; `None` when there is nothing to take.
     async fn steal(&self) -> Option<QueuedTask> {
@@ -270,8 +276,7 @@ impl WorkerCtx {
                 Ok(true) => {}
                 Ok(false) => {
                     // Another replica took it from the shared queue first.
-                    self.running.remove(&id);
-                    self.store.forget_local(&id);
+                    self.forget_queued(&id);
                     return;
                 }
                 // The store is away: the task was accepted here, so run it rather than strand it.

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::HotMap;
-
 use super::journal::{Journal, TaskRecord};
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest, now_ms};
+use crate::HotMap;
 use crate::auth::KeyId;
 
 #[derive(Debug)]
