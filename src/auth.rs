@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::keys::{Caller, KeyRing};
-use crate::limits::RateLimiter;
+use crate::limits::{GuessLimiter, RateLimiter};
+use crate::net::ClientAddr;
 use crate::usage::UsageBook;
 
 /// Who is calling: a stable, non-secret id derived from the API key (owner of tasks, rate-limit bucket).
@@ -87,12 +88,37 @@ pub struct Guard {
     /// With several replicas, the request rate is counted in the shared store (one bucket per key for
     /// all of them).
     pub shared: Option<Arc<crate::shared::Shared>>,
+    /// Wrong keys per client address and in all.
+    pub guesses: GuessLimiter,
+}
+
+/// The answer to a client out of failed key checks.
+pub fn too_many_guesses(wait: u64) -> ApiError {
+    ApiError::rate_limited(wait, "too many wrong API keys from this address; wait before trying again")
 }
 
 impl Guard {
     /// Who is calling, or why not; a refusal after the key is known is still counted for that key.
     async fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
-        let Caller { owner, policy } = self.keys.check(req.headers()).await.map_err(|e| (None, e))?;
+        let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
+        let presented = bearer(req.headers()).is_some();
+        if presented {
+            self.guesses.admit(client).map_err(|wait| (None, too_many_guesses(wait)))?;
+        }
+        let Caller { owner, policy } = match self.keys.check(req.headers()).await {
+            Ok(caller) => {
+                if presented {
+                    self.guesses.succeeded(client);
+                }
+                caller
+            }
+            Err(e) => {
+                if presented && e.status == axum::http::StatusCode::UNAUTHORIZED {
+                    self.guesses.failed(client);
+                }
+                return Err((None, e));
+            }
+        };
         let refuse = |e| (Some(owner.clone()), e);
         let rate = policy.as_ref().and_then(|p| p.requests_per_second);
         let limited = match (&self.shared, self.limiter.rate_for(rate)) {

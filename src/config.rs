@@ -234,6 +234,37 @@ pub struct ServerConfig {
     pub insecure_no_auth: bool,
     /// On SIGTERM: how long in-flight requests and running tasks get to finish.
     pub shutdown_grace_secs: u64,
+    /// Open connections at once; at the cap the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// A request's head (line and headers) must arrive within this; on HTTP/1 it is also how long an
+    /// idle keep-alive connection waits for its next request, and a new connection for its first.
+    pub header_read_timeout_secs: f64,
+    /// A connection with nothing in flight is closed after this (HTTP/2 between streams).
+    pub idle_timeout_secs: f64,
+    /// Longest gap between two pieces of a request body.
+    pub body_read_timeout_secs: f64,
+    /// After the first `body_read_timeout_secs`, a body must keep arriving at this average rate.
+    pub body_min_bytes_per_sec: u64,
+    /// A client that reads none of its answer for this long is disconnected.
+    pub send_timeout_secs: f64,
+    /// Largest request head (HTTP/1 line + headers; HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Most headers in one HTTP/1 request.
+    pub max_headers: usize,
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 pings to a quiet peer, and how long it has to answer before the connection is closed.
+    pub http2_keepalive_interval_secs: f64,
+    pub http2_keepalive_timeout_secs: f64,
+    /// Request-body bytes the whole server holds at once; a body that would go past it is a 503.
+    pub max_body_bytes_in_flight: usize,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For` names the
+    /// client for per-client limits; empty = the peer address is the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Seconds from the config as a duration (at least 1 ms; a week at most).
+pub fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.001, 7.0 * 86_400.0) } else { 1.0 })
 }
 
 impl Default for ServerConfig {
@@ -246,6 +277,19 @@ impl Default for ServerConfig {
             max_upload_bytes: 64 * 1024 * 1024,
             insecure_no_auth: false,
             shutdown_grace_secs: 30,
+            max_connections: 10_000,
+            header_read_timeout_secs: 15.0,
+            idle_timeout_secs: 60.0,
+            body_read_timeout_secs: 30.0,
+            body_min_bytes_per_sec: 2048,
+            send_timeout_secs: 60.0,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            http2_max_concurrent_streams: 64,
+            http2_keepalive_interval_secs: 30.0,
+            http2_keepalive_timeout_secs: 20.0,
+            max_body_bytes_in_flight: 192 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod media_s3;
 pub mod metrics;
 pub mod net;
 pub mod runner;
+pub mod server;
 pub mod shared;
 pub mod sim;
 pub mod state_db;

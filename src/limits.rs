@@ -1,7 +1,9 @@
 //! Per-key request rate limits: a token bucket per API key (`limits.requests_per_second`, `limits.burst`).
 //! The concurrent-task limit lives with the task store, which knows what is active.
 
-use std::time::Instant;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::HotMap;
 use crate::auth::KeyId;
@@ -50,10 +52,134 @@ impl RateLimiter {
     }
 }
 
+/// A token bucket: `burst` at once, refilled at `rate` per second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Self { tokens: burst, last: now }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+    }
+
+    /// Seconds until one token is there.
+    fn wait(&self, rate: f64) -> u64 {
+        ((1.0 - self.tokens) / rate).ceil().max(1.0) as u64
+    }
+}
+
+/// How many wrong keys a client address (and everyone together) may present: guessing a key stays
+/// slow whatever the key's strength. Only failures spend; a client out of failures is refused before
+/// its key is even checked, so a right guess cannot be told from a wrong one while it waits. When
+/// everyone together is out (a guess spread over many addresses), only addresses that presented a
+/// right key recently are still checked.
+pub struct GuessLimiter {
+    client: (f64, f64),
+    global: (f64, f64),
+    clients: HotMap<IpAddr, Bucket>,
+    everyone: Mutex<Bucket>,
+    /// Addresses that presented a right key, and when.
+    known: HotMap<IpAddr, Instant>,
+}
+
+/// How long a right key vouches for its address while everyone together is out of failures.
+const KNOWN_FOR: Duration = Duration::from_secs(600);
+/// Past this many addresses, the maps drop what no longer matters (full buckets, old vouchers).
+const MAX_TRACKED: usize = 50_000;
+
+impl GuessLimiter {
+    /// `client_burst` failures at once per address, refilled at `client_rate` per second; the same
+    /// for all addresses together.
+    pub fn new(client_burst: f64, client_rate: f64, global_burst: f64, global_rate: f64) -> Self {
+        Self {
+            client: (client_rate, client_burst),
+            global: (global_rate, global_burst),
+            clients: HotMap::default(),
+            everyone: Mutex::new(Bucket::full(global_burst, Instant::now())),
+            known: HotMap::default(),
+        }
+    }
+
+    /// Whether `client` may have a key checked now; else the seconds to wait.
+    pub fn admit(&self, client: IpAddr) -> Result<(), u64> {
+        let now = Instant::now();
+        let (rate, burst) = self.client;
+        if let Some(mut b) = self.clients.get_mut(&client) {
+            b.refill(rate, burst, now);
+            if b.tokens < 1.0 {
+                return Err(b.wait(rate));
+            }
+        }
+        let (grate, gburst) = self.global;
+        let mut everyone = self.everyone.lock().unwrap_or_else(|p| p.into_inner());
+        everyone.refill(grate, gburst, now);
+        if everyone.tokens < 1.0 && !self.known.get(&client).is_some_and(|t| now.duration_since(*t) < KNOWN_FOR) {
+            return Err(everyone.wait(grate));
+        }
+        Ok(())
+    }
+
+    /// `client` presented a wrong key.
+    pub fn failed(&self, client: IpAddr) {
+        let now = Instant::now();
+        let (rate, burst) = self.client;
+        if self.clients.len() >= MAX_TRACKED {
+            self.clients.retain(|_, b| {
+                b.refill(rate, burst, now);
+                b.tokens < burst
+            });
+        }
+        let mut b = self.clients.entry(client).or_insert_with(|| Bucket::full(burst, now));
+        b.refill(rate, burst, now);
+        b.tokens = (b.tokens - 1.0).max(0.0);
+        drop(b);
+        let (grate, gburst) = self.global;
+        let mut everyone = self.everyone.lock().unwrap_or_else(|p| p.into_inner());
+        everyone.refill(grate, gburst, now);
+        everyone.tokens = (everyone.tokens - 1.0).max(0.0);
+    }
+
+    /// `client` presented a right key.
+    pub fn succeeded(&self, client: IpAddr) {
+        let now = Instant::now();
+        if self.known.len() >= MAX_TRACKED {
+            self.known.retain(|_, t| now.duration_since(*t) < KNOWN_FOR);
+        }
+        // Written at most once a minute per address: this runs on every authenticated request.
+        if self.known.get(&client).is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            self.known.insert(client, now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn guesses_are_limited_per_address_and_in_all() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let g = GuessLimiter::new(3.0, 0.001, 5.0, 0.001);
+        for _ in 0..3 {
+            assert!(g.admit(ip("192.0.2.1")).is_ok());
+            g.failed(ip("192.0.2.1"));
+        }
+        assert!(g.admit(ip("192.0.2.1")).is_err(), "out of failures: refused before the check");
+        assert!(g.admit(ip("192.0.2.2")).is_ok(), "another address is not punished");
+        g.succeeded(ip("192.0.2.3"));
+        g.failed(ip("192.0.2.2"));
+        g.failed(ip("192.0.2.4"));
+        assert!(g.admit(ip("192.0.2.5")).is_err(), "everyone together is out of failures");
+        assert!(g.admit(ip("192.0.2.3")).is_ok(), "an address with a right key recently still gets in");
+    }
 
     #[test]
     fn bucket_allows_burst_then_refuses_with_wait() {

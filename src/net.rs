@@ -38,6 +38,102 @@ impl Default for FetchPolicy {
     }
 }
 
+/// The address a request came from (the peer, or with trusted proxies the client they name), set on
+/// every request by the server for limits keyed by client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    pub fn of(extensions: &http::Extensions) -> IpAddr {
+        extensions.get::<Self>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0)
+    }
+
+    /// The bucket a limit keyed by client uses: the address, or for IPv6 its /64 (one host usually
+    /// holds a whole /64, and could otherwise pick a fresh address per request).
+    pub fn bucket(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            v4 => v4,
+        }
+    }
+}
+
+/// `server.trusted_proxies`: networks whose `X-Forwarded-For` is believed. The client is the
+/// right-most address in that header that is not itself a trusted proxy.
+#[derive(Debug, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for raw in list {
+            let bad = || format!("server.trusted_proxies: `{raw}` is not an address or a network (a.b.c.d/n)");
+            let (addr, len) = match raw.trim().split_once('/') {
+                Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| bad())?)),
+                None => (raw.trim(), None),
+            };
+            let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len = len.unwrap_or(max);
+            if len > max {
+                return Err(bad());
+            }
+            nets.push((ip, len));
+        }
+        Ok(Self(nets))
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|&(net, len)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// Who a request from `peer` is from.
+    pub fn client(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        if self.0.is_empty() || !self.trusts(peer) {
+            return peer;
+        }
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                // A hop we cannot read: the last address we could is as far as the chain is known.
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FetchError {
     /// The URL itself is unacceptable (scheme, userinfo, forbidden address): the caller's mistake.
@@ -80,6 +176,15 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return forbidden_v4(v4);
     }
     let s = ip.segments();
+    // Ranges that carry an IPv4 address inside, which a relay or translator may deliver to: any
+    // IPv4 address could hide there, so none is allowed (RFC 6052, 8215, 3056, 4380, 2765).
+    match s {
+        [0, 0, 0, 0, 0xffff, 0, _, _] => return Some("IPv4-translated (::ffff:0:0/96)"),
+        [0x64, 0xff9b, 1, ..] => return Some("local-use NAT64 (64:ff9b:1::/48)"),
+        [0x2002, ..] => return Some("6to4 (2002::/16)"),
+        [0x2001, 0, ..] => return Some("Teredo (2001::/32)"),
+        _ => {}
+    }
     // NAT64 (64:ff9b::/96) embeds an IPv4 address that is the real destination.
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         return forbidden_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
@@ -105,12 +210,16 @@ fn check_addrs(host: &str, addrs: &[SocketAddr], policy: &FetchPolicy) -> Result
         return Ok(());
     }
     // Every address must be acceptable, or a second DNS record could smuggle a private one in.
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok();
     for a in addrs {
         if let Some(reason) = forbidden_reason(a.ip()) {
-            return Err(FetchError::Forbidden(format!(
-                "{host} resolves to {} ({reason}), which is not allowed",
-                a.ip()
-            )));
+            // Which internal address a name has is the gateway's secret: a refusal must not map the
+            // internal network for whoever asks. A literal address can be told why.
+            return Err(FetchError::Forbidden(if literal {
+                format!("{host} is a {reason} address, which is not allowed")
+            } else {
+                format!("{host} does not resolve to a public address, which is required")
+            }));
         }
     }
     Ok(())
@@ -176,7 +285,10 @@ async fn fetch_inner(raw: &str, policy: &FetchPolicy) -> Result<(Bytes, Option<S
     for _ in 0..=policy.max_redirects {
         let (target, addr) = resolve_checked(&url, policy).await?;
         let host = target.host_str().unwrap_or_default().to_owned();
+        // No HTTP(S)_PROXY from the environment: a proxy would resolve the host itself, and the
+        // address checked above would not be the one connected to.
         let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .resolve(&host, addr)
             .connect_timeout(policy.timeout);
@@ -266,12 +378,41 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "::7f00:1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(forbidden_reason(ip(bad)).is_some(), "{bad} must be forbidden");
         }
         for good in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
             assert_eq!(forbidden_reason(ip(good)), None, "{good} must be allowed");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_name_the_client_and_nobody_else_can() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap());
+        // From a trusted proxy: the right-most hop that is not a proxy of ours.
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("198.51.100.7"));
+        assert_eq!(t.client(ip("::1"), &h), ip("198.51.100.7"));
+        // From anyone else the header is theirs to forge: the peer it is.
+        assert_eq!(t.client(ip("192.0.2.1"), &h), ip("192.0.2.1"));
+        assert_eq!(TrustedProxies::default().client(ip("10.0.0.2"), &h), ip("10.0.0.2"));
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["nonsense".into()]).is_err());
+        assert_eq!(ClientAddr::bucket(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(ClientAddr::bucket(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_name_does_not_say_where_it_points() {
+        let e = fetch("http://localhost:9/x.png", &FetchPolicy::default()).await.unwrap_err().to_string();
+        assert!(e.contains("does not resolve to a public address") && !e.contains("127.0.0.1"), "{e}");
+        let e = fetch("http://127.0.0.1:9/x.png", &FetchPolicy::default()).await.unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
     }
 
     #[test]

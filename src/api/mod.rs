@@ -37,7 +37,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A body cut off by the server's body rules: too slow (408) or over the server-wide budget (503).
+pub fn body_rule_error(err: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    use crate::server::body::BodyError;
+    Some(match BodyError::find(err)? {
+        BodyError::TooSlow => ApiError::request_timeout("the request body arrived too slowly; send it at once"),
+        BodyError::Busy => {
+            let mut e = ApiError::unavailable("server_busy", BodyError::Busy.to_string());
+            e.retry_after_secs = Some(1);
+            e
+        }
+    })
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
+    if let Some(e) = body_rule_error(&r) {
+        return e;
+    }
     match r {
         JsonRejection::JsonDataError(e) => {
             let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());

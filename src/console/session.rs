@@ -3,11 +3,12 @@
 //! https) and a CSRF token the page sends back on every change. Sessions live in memory only, so a
 //! restart or a logout ends them; they also end after `admin.session_ttl_secs`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,11 +21,14 @@ use subtle::ConstantTimeEq;
 
 use crate::api::JsonBody;
 use crate::app::AppState;
-use crate::auth::{Auth, KeyId};
+use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::limits::RateLimiter;
+use crate::limits::GuessLimiter;
+use crate::net::ClientAddr;
 
 pub const COOKIE: &str = "grok2api_session";
+/// A login body holds one key: a few KB at most.
+pub const LOGIN_BODY_BYTES: usize = 4096;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 struct Session {
@@ -37,8 +41,9 @@ pub struct AdminGate {
     /// Keyed by the SHA-256 of the cookie value: the map never holds a usable session id.
     sessions: DashMap<[u8; 32], Session>,
     ttl: Duration,
-    /// Login attempts, all callers together: guessing the admin key stays slow.
-    logins: RateLimiter,
+    /// Wrong admin keys and session cookies, per client address and in all (bearer, cookie and
+    /// login together): guessing the admin key stays slow, and one address cannot lock out another.
+    guesses: GuessLimiter,
     /// `server.public_base_url` is https: cookies are Secure whatever the request says.
     https: bool,
 }
@@ -74,7 +79,8 @@ impl AdminGate {
             auth: Auth::new(admin_key.map(str::to_owned).as_slice()),
             sessions: DashMap::new(),
             ttl,
-            logins: RateLimiter::new(2.0, 20),
+            // 10 wrong tries per address, then one every 5 s; 60 for everyone, then two a second.
+            guesses: GuessLimiter::new(10.0, 0.2, 60.0, 2.0),
             https,
         }
     }
@@ -84,16 +90,30 @@ impl AdminGate {
         !self.auth.is_open()
     }
 
+    /// `check` under the guess limiter of `client`.
+    fn limited<T>(&self, client: IpAddr, check: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let client = ClientAddr::bucket(client);
+        self.guesses.admit(client).map_err(crate::auth::too_many_guesses)?;
+        let r = check();
+        match &r {
+            Ok(_) => self.guesses.succeeded(client),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => self.guesses.failed(client),
+            Err(_) => {}
+        }
+        r
+    }
+
     fn admit(&self, req: &mut Request) -> Result<(), ApiError> {
+        let client = ClientAddr::of(req.extensions());
         if crate::auth::bearer(req.headers()).is_some() {
-            self.auth.check(req.headers())?;
+            self.limited(client, || self.auth.check(req.headers()))?;
             req.extensions_mut().insert(AdminSession(None));
             return Ok(());
         }
         let id = session_cookie(req.headers()).ok_or_else(ApiError::unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
         let csrf = {
-            let session = self.sessions.get(&digest).ok_or_else(ApiError::unauthorized)?;
+            let session = self.limited(client, || self.sessions.get(&digest).ok_or_else(ApiError::unauthorized))?;
             if session.expires_ms <= now_ms() {
                 drop(session);
                 self.sessions.remove(&digest);
@@ -175,19 +195,30 @@ fn info(state: &AppState, csrf: Option<String>, expires_ms: Option<u64>) -> Sess
 #[utoipa::path(post, path = "/admin/login", tag = "admin", request_body = Login,
     responses((status = 200, body = SessionInfo, description = "Set-Cookie: grok2api_session"), (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "no admin key configured", body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, JsonBody(body): JsonBody<Login>) -> Response {
+pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     let gate = &state.console;
-    if let Err(wait) = gate.logins.check(&KeyId(Arc::from("login"))) {
-        return ApiError::rate_limited(wait, "too many login attempts; wait a little").into_response();
+    let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
+    // The limiter runs before the body is read, and the body is small: an anonymous caller can
+    // neither guess quickly nor make the server hold large bodies.
+    if let Err(wait) = gate.guesses.admit(client) {
+        return crate::auth::too_many_guesses(wait).into_response();
     }
+    let headers = req.headers().clone();
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, LOGIN_BODY_BYTES)));
+    let body: Login = match JsonBody::from_request(req, &()).await {
+        Ok(JsonBody(body)) => body,
+        Err(e) => return e.into_response(),
+    };
     let mut presented = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", body.key.trim())) {
         presented.insert(header::AUTHORIZATION, v);
     }
     if gate.auth.check(&presented).is_err() {
-        tracing::warn!("console login refused: wrong admin key");
+        gate.guesses.failed(client);
+        tracing::warn!(%client, "console login refused: wrong admin key");
         return ApiError::key_refused("wrong admin key").into_response();
     }
+    gate.guesses.succeeded(client);
     let now = now_ms();
     gate.sessions.retain(|_, s| s.expires_ms > now);
     let (id, csrf) = (random_token(), random_token());

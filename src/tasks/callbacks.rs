@@ -75,7 +75,9 @@ async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) 
         Err(net::FetchError::Failed(m)) => return Attempt::Retry(m),
     };
     let host = target.host_str().unwrap_or_default().to_owned();
+    // Never through an environment proxy: it would resolve the host again, past the pinned address.
     let client = match reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .resolve(&host, addr)
         .timeout(settings.timeout)

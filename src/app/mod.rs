@@ -4,7 +4,6 @@
 //! carrying that id → copy the id onto the response → mark auth/cookie headers sensitive → catch
 //! panics as an OpenAI-shaped 500. Body limits and bearer auth sit on the routes that need them.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::api;
 use crate::auth::{Guard, KeyId, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
 use crate::console::session::{AdminGate, require_admin, require_console};
@@ -48,7 +48,6 @@ use crate::upstream::Upstream;
 use crate::upstream::grok_web::GrokWebClient;
 use crate::upstream::xai::XaiClient;
 use crate::usage::UsageBook;
-use crate::{api, nodelay};
 
 pub struct Inner {
     pub cfg: Config,
@@ -127,6 +126,8 @@ impl AppState {
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
             usage: usage.clone(),
             shared: shared.clone(),
+            // 20 wrong keys per address, then one a second; 200 for everyone together, then 20 a second.
+            guesses: crate::limits::GuessLimiter::new(20.0, 1.0, 200.0, 20.0),
         });
         let https = cfg.server.public_base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let console =
@@ -657,32 +658,26 @@ impl Server {
         let state = AppState::new(cfg)?;
         let shutdown = state.shutdown.clone();
         let router = state.router();
-        let stop = shutdown.clone();
         let tracker = state.tracker.clone();
         let grace = Duration::from_secs(state.cfg.server.shutdown_grace_secs);
         let abort = state.abort.clone();
         let journal = state.tasks.journal().cloned();
         let usage_book = state.guard.usage.clone();
+        // Connections and their HTTP/2 streams, apart from the app's background tasks: those must
+        // outlive the last request (a task accepted just before shutdown still runs).
+        let conns = TaskTracker::new();
+        let opts = Arc::new(crate::server::ServeOptions::new(&state.cfg.server, &conns)?);
+        let signals = crate::server::Signals { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
-            let serve = axum::serve(nodelay(listener), router).with_graceful_shutdown(stop.clone().cancelled_owned());
-            let serve = serve.into_future();
-            tokio::pin!(serve);
-            let early = tokio::select! {
-                r = &mut serve => Some(r),
-                _ = stop.cancelled() => None,
-            };
+            crate::server::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;
             // From here on: no new connections; one grace period for requests and running tasks.
             let deadline = tokio::time::Instant::now() + grace;
-            let result = match early {
-                Some(r) => r,
-                None => match tokio::time::timeout_at(deadline, serve).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!("grace period over: closing connections still open");
-                        Ok(())
-                    }
-                },
-            };
+            conns.close();
+            if tokio::time::timeout_at(deadline, conns.wait()).await.is_err() {
+                tracing::warn!("grace period over: closing connections still open");
+                signals.kill.cancel();
+                conns.wait().await;
+            }
             tracker.close();
             if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
                 tracing::warn!("grace period over: stopping running tasks (they end `interrupted`)");
@@ -696,7 +691,7 @@ impl Server {
                 // Joining the writer thread blocks until its last batch is on disk.
                 let _ = tokio::task::spawn_blocking(move || j.close()).await;
             }
-            result
+            Ok(())
         });
         Ok(Self { addr, state, shutdown, task })
     }

@@ -1,0 +1,170 @@
+//! The accept loop and each connection's life, with the limits a hostile network needs (axum's own
+//! `serve` has none): a cap on open connections (at the cap the loop stops accepting, and `accept`
+//! errors such as EMFILE back off instead of spinning), a deadline for a request's head (which on
+//! HTTP/1 is also how long an idle keep-alive connection may wait), an idle timeout for connections
+//! with nothing in flight (HTTP/2, and a fresh connection that never speaks), a send timeout for a
+//! client that stops reading, header size limits, HTTP/2 keep-alive pings and a stream cap, and the
+//! request-body rules of `body.rs`.
+
+pub mod body;
+mod conn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::TokioTimer;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use body::BodyRules;
+
+use crate::config::{ServerConfig, secs};
+
+/// Everything a connection needs to know, built once from `[server]`.
+pub struct ServeOptions {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub body: Arc<BodyRules>,
+    pub trusted_proxies: Arc<crate::net::TrustedProxies>,
+    pub(crate) builder: auto::Builder<TrackedExecutor>,
+}
+
+/// After a connection was asked to close, how long it may take before it is dropped.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl ServeOptions {
+    pub fn new(cfg: &ServerConfig, streams: &TaskTracker) -> Result<Self, String> {
+        let header_read_timeout = secs(cfg.header_read_timeout_secs);
+        let mut builder = auto::Builder::new(TrackedExecutor(streams.clone()));
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            // hyper's floor for its read buffer is 8 KiB.
+            .max_buf_size(cfg.max_header_bytes.max(8192))
+            .max_headers(cfg.max_headers.max(16));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(cfg.http2_max_concurrent_streams.max(1))
+            .keep_alive_interval(Some(secs(cfg.http2_keepalive_interval_secs)))
+            .keep_alive_timeout(secs(cfg.http2_keepalive_timeout_secs))
+            // What one connection may have the server buffer before the handlers read it.
+            .initial_stream_window_size(256 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_send_buf_size(256 * 1024);
+        let budget_bytes = cfg.max_body_bytes_in_flight.max(cfg.max_json_body_bytes);
+        Ok(Self {
+            max_connections: cfg.max_connections.max(1),
+            header_read_timeout,
+            idle_timeout: secs(cfg.idle_timeout_secs),
+            send_timeout: secs(cfg.send_timeout_secs),
+            body: Arc::new(BodyRules {
+                read_timeout: secs(cfg.body_read_timeout_secs),
+                min_bytes_per_sec: cfg.body_min_bytes_per_sec,
+                budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
+                budget_bytes,
+            }),
+            trusted_proxies: Arc::new(crate::net::TrustedProxies::parse(&cfg.trusted_proxies)?),
+            builder,
+        })
+    }
+}
+
+/// hyper runs each HTTP/2 stream as a task of its own: on the tracker, so shutdown waits for them.
+#[derive(Clone)]
+pub(crate) struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
+/// Signals the accept loop and the connections watch.
+#[derive(Clone)]
+pub struct Signals {
+    /// Stop accepting; ask every connection to close once its requests are answered.
+    pub stop: CancellationToken,
+    /// The grace period is over: drop the connections still open.
+    pub kill: CancellationToken,
+}
+
+/// Accepts until `signals.stop`; each connection runs on `conns`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    opts: Arc<ServeOptions>,
+    signals: Signals,
+    conns: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    let mut warned_full: Option<Instant> = None;
+    loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if warned_full.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(max = opts.max_connections, "connection limit reached: not accepting for now");
+                    warned_full = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = signals.stop.cancelled() => return,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            _ = signals.stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => {
+                    backoff = Duration::from_millis(5);
+                    pair
+                }
+                Err(e) => {
+                    // Out of descriptors (or memory): wait for connections to close instead of
+                    // spinning on the same error.
+                    if !is_connection_error(&e) {
+                        tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "accept error: {e}");
+                        tokio::select! {
+                            _ = signals.stop.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let (router, opts, signals) = (router.clone(), opts.clone(), signals.clone());
+        conns.spawn(async move {
+            conn::serve(stream, peer, router, opts, signals).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Errors of one connection that are not the listener's problem.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+}
