@@ -382,6 +382,8 @@ pub struct TasksConfig {
     pub queue_capacity: usize,
     /// How long finished tasks stay readable.
     pub ttl_secs: u64,
+    /// Finished tasks kept at most; beyond it the oldest are forgotten before their TTL.
+    pub max_finished: usize,
     /// Upper bound for one task's run.
     pub job_timeout_secs: u64,
     /// Tasks (pending + kept finished) you expect to hold at once; the maps are sized for it up front
@@ -391,7 +393,14 @@ pub struct TasksConfig {
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        Self { workers: 16, queue_capacity: 1000, ttl_secs: 24 * 3600, job_timeout_secs: 900, expected_tasks: 65_536 }
+        Self {
+            workers: 16,
+            queue_capacity: 1000,
+            ttl_secs: 24 * 3600,
+            max_finished: 50_000,
+            job_timeout_secs: 900,
+            expected_tasks: 65_536,
+        }
     }
 }
 
@@ -783,11 +792,67 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Refuses keys a guesser could find: every client key and the admin key must be at least
+    /// `MIN_KEY_CHARS` long and not a run or repetition of a few characters (`--demo` skips this).
+    pub fn check_key_strength(&self) -> Result<(), ConfigError> {
+        let named = self.auth.api_keys.iter().enumerate().map(|(i, k)| (format!("client key #{}", i + 1), k.as_str()));
+        let admin = self.admin.api_key.iter().map(|k| ("the admin key (admin.api_key)".to_string(), k.as_str()));
+        for (name, key) in named.chain(admin).filter(|(_, k)| !k.is_empty()) {
+            if let Some(why) = weak_key(key) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is too weak: {why}. Use a random key, e.g. `openssl rand -hex 24`"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shortest key the gateway accepts outside `--demo`.
+pub const MIN_KEY_CHARS: usize = 16;
+
+/// Why `key` is too easy to guess, if it is: too short, or its characters carry too little
+/// information (Shannon entropy of its own character distribution, in bits for the whole key, with
+/// runs like `abcd` or `1111` counted once).
+pub fn weak_key(key: &str) -> Option<String> {
+    let chars: Vec<char> = key.trim().chars().collect();
+    if chars.len() < MIN_KEY_CHARS {
+        return Some(format!("{} characters, at least {MIN_KEY_CHARS} are needed", chars.len()));
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in &chars {
+        *counts.entry(*c).or_insert(0usize) += 1;
+    }
+    let n = chars.len() as f64;
+    let per_char: f64 = counts.values().map(|&k| k as f64 / n).map(|p| -p * p.log2()).sum();
+    // A step of +1, 0 or -1 from the previous character continues a run and adds little.
+    let steps = chars.windows(2).filter(|w| (w[1] as i64 - w[0] as i64).abs() <= 1).count();
+    let informative = chars.len() - steps.min(chars.len() - 1);
+    let bits = per_char * informative as f64;
+    (bits < 48.0).then(|| format!("it holds about {bits:.0} bits of information, at least 48 are needed"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_keys_are_told_apart_from_random_ones() {
+        for weak in [
+            "abc",
+            "sk-123",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "abcdefghijklmnopqrstuvwx",
+            "abababababababababababab",
+            "test-key-1",
+        ] {
+            assert!(weak_key(weak).is_some(), "{weak} must be refused");
+        }
+        for strong in ["3f9c1d27a8b4e6f0c5d2a9e1", "g2a_k_1a2b3c4d5e6f_Q3vX9pLmZt7RwYk2", "sk-Vb83nQz1LkP0xW5rT7yU"] {
+            assert_eq!(weak_key(strong), None, "{strong} must pass");
+        }
+    }
 
     #[test]
     fn healthcheck_follows_the_listen_address() {

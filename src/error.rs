@@ -198,8 +198,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a client may read of an upstream failure: the text without any URL in it. Transport
+/// errors name the upstream endpoint, and proxy failures a token's proxy (its host, port and user);
+/// both are the operator's business, so the whole text goes to the log and the client gets the rest.
+fn for_client(message: String) -> String {
+    const SCHEMES: [&str; 6] = ["https://", "http://", "wss://", "ws://", "socks5h://", "socks5://"];
+    if !SCHEMES.iter().any(|s| message.contains(s)) {
+        return message;
+    }
+    tracing::warn!(detail = %message, "upstream failure (its URLs are left out of the answer to the client)");
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some((at, scheme)) = SCHEMES.iter().filter_map(|s| rest.find(s).map(|i| (i, *s))).min_by_key(|(i, _)| *i)
+    {
+        out.push_str(&rest[..at]);
+        let name = if scheme.starts_with("socks") { "<proxy>" } else { "<url>" };
+        out.push_str(name);
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '`' | '\'' | '"' | ',' | ';'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
+        if let UpstreamError::ProxyFailed(detail) = &e {
+            tracing::warn!(%detail, "a token's proxy failed");
+        }
+        let e = e.map_message(for_client);
         match e {
             UpstreamError::RateLimited { retry_after, message } => {
                 // Whole seconds, rounded up: a `1.5` s wait is not over after 1 s.
@@ -210,7 +240,10 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Moderated(m) => ApiError::bad_request("content_policy_violation", m),
             UpstreamError::Auth(m) => ApiError::upstream("upstream_auth_failed", m),
             UpstreamError::Challenge(m) => ApiError::upstream("upstream_challenge", m),
-            UpstreamError::ProxyFailed(m) => ApiError::upstream("upstream_proxy_failed", m),
+            UpstreamError::ProxyFailed(_) => ApiError::upstream(
+                "upstream_proxy_failed",
+                "the proxy of the upstream account failed; the gateway's log says which",
+            ),
             UpstreamError::Protocol(m) => ApiError::upstream("upstream_bad_response", m),
             UpstreamError::Failed(m) | UpstreamError::Transport(m) => ApiError::upstream("upstream_error", m),
             UpstreamError::Timeout(m) => ApiError::timeout(m),
@@ -234,5 +267,24 @@ impl axum::response::IntoResponse for TaskError {
         let e = self.0;
         let body = Envelope::<serde_json::Value> { code: e.status.as_u16(), message: e.message.clone(), data: None };
         e.respond(serde_json::to_value(body).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_reach_clients_without_urls_or_proxies() {
+        let e = ApiError::from(UpstreamError::Transport(
+            "error sending request for url (https://grok.com/rest/app-chat/conversations/new): connection refused"
+                .into(),
+        ));
+        assert_eq!(e.message, "error sending request for url (<url>): connection refused");
+        let e = ApiError::from(UpstreamError::ProxyFailed("proxy `http://bob:***@10.0.0.7:3128` refused".into()));
+        assert!(!e.message.contains("10.0.0.7") && !e.message.contains("bob"), "{}", e.message);
+        let e = ApiError::from(UpstreamError::Timeout("socks5h://u:p@proxy.internal:1080 went quiet".into()));
+        assert!(e.message.ends_with("<proxy> went quiet"), "{}", e.message);
+        assert!(ApiError::from(UpstreamError::Moderated("blocked".into())).message.ends_with("blocked"));
     }
 }

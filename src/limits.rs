@@ -120,7 +120,7 @@ impl GuessLimiter {
         let (grate, gburst) = self.global;
         let mut everyone = self.everyone.lock().unwrap_or_else(|p| p.into_inner());
         everyone.refill(grate, gburst, now);
-        if everyone.tokens < 1.0 && !self.known.get(&client).is_some_and(|t| now.duration_since(*t) < KNOWN_FOR) {
+        if everyone.tokens < 1.0 && self.known.get(&client).is_none_or(|t| now.duration_since(*t) >= KNOWN_FOR) {
             return Err(everyone.wait(grate));
         }
         Ok(())

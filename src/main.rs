@@ -114,6 +114,10 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         .next()
         .ok_or_else(|| format!("listen address {} resolves to nothing", cfg.server.listen))?;
     cfg.check_auth_safety(listen).map_err(|e| e.to_string())?;
+    // The demo's keys are the user's to choose for a loopback try-out.
+    if !args.demo {
+        cfg.check_key_strength().map_err(|e| e.to_string())?;
+    }
     if cfg.auth.api_keys.is_empty() {
         if cfg.admin.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
             tracing::info!("no API key in the config: /v1 answers keys made in the console (/admin) only");

@@ -77,6 +77,10 @@ pub struct Metrics {
     http: HotMap<String, RouteStats>,
     upstream: DashMap<(&'static str, &'static str), AtomicU64>,
     callbacks: DashMap<&'static str, AtomicU64>,
+    /// Client connections open now (the server counts them).
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Connections the server closed for its limits, by reason (`idle`, `slow_body`, ...).
+    closed: DashMap<&'static str, AtomicU64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +99,11 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// The server closed a connection for one of its limits.
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.entry(reason).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn http(&self, route: &str, status: u16, elapsed: Duration) {
         match self.http.get(route) {
             Some(stats) => stats.record(status, elapsed),
@@ -162,6 +171,19 @@ impl Metrics {
             let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "grok2api_http_request_duration_seconds_sum{{route=\"{r}\"}} {sum}");
             let _ = writeln!(out, "grok2api_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
+        }
+        header(&mut out, "grok2api_open_connections", "gauge", "Client connections open now.");
+        let _ = writeln!(out, "grok2api_open_connections {}", self.connections.load(Ordering::Relaxed));
+        header(
+            &mut out,
+            "grok2api_connections_closed_total",
+            "counter",
+            "Client connections the server closed for its limits, by reason.",
+        );
+        let mut closed: Vec<_> = self.closed.iter().map(|e| (*e.key(), e.value().load(Ordering::Relaxed))).collect();
+        closed.sort_unstable();
+        for (reason, n) in closed {
+            let _ = writeln!(out, "grok2api_connections_closed_total{{reason=\"{reason}\"}} {n}");
         }
         header(&mut out, "grok2api_tasks", "gauge", "Async tasks held, by state.");
         for (state, n) in &gauges.tasks {

@@ -26,7 +26,7 @@ fn config(dir: &std::path::Path, grace: u64) -> std::path::PathBuf {
 [server]
 shutdown_grace_secs = {grace}
 [auth]
-api_keys = ["dur-key"]
+api_keys = ["dur-key-5c1e9a07b3f2d846"]
 [tasks]
 workers = 1
 [callbacks]
@@ -55,14 +55,26 @@ fn start(cfg: &std::path::Path, media: &std::path::Path) -> Gateway {
 impl Gateway {
     async fn create(&self, kind: &str, body: Value) -> String {
         let path = if kind == "video" { "/v1/video/tasks" } else { "/v1/images/tasks" };
-        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth("dur-key").json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth("dur-key-5c1e9a07b3f2d846")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         r.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned()
     }
 
     async fn task(&self, kind: &str, id: &str) -> (u16, Value) {
-        let r =
-            self.http.get(format!("{}/v1/{kind}/tasks/{id}", self.url)).bearer_auth("dur-key").send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/v1/{kind}/tasks/{id}", self.url))
+            .bearer_auth("dur-key-5c1e9a07b3f2d846")
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json::<Value>().await.unwrap()["data"].clone())
     }
@@ -156,7 +168,7 @@ async fn kill_9_and_restart_loses_nothing() {
     let list: Value = gw
         .http
         .get(format!("{}/v1/video/tasks", gw.url))
-        .bearer_auth("dur-key")
+        .bearer_auth("dur-key-5c1e9a07b3f2d846")
         .send()
         .await
         .unwrap()
@@ -232,7 +244,7 @@ async fn started_video_survives_kill_9(
     let (sim, sim_url) = sim;
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    let cfg = state_config(dir.path(), &format!("[auth]\napi_keys = [\"dur-key\"]\n{upstream}"));
+    let cfg = state_config(dir.path(), &format!("[auth]\napi_keys = [\"dur-key-5c1e9a07b3f2d846\"]\n{upstream}"));
     let gw = start_plain(&cfg, &media);
     let id = gw
         .create(
@@ -290,12 +302,16 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
 async fn tokens_added_at_run_time_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
-    let cfg = state_config(dir.path(), "[auth]\napi_keys = [\"dur-key\"]\n[admin]\napi_key = \"dur-admin\"\n");
+    let cfg = state_config(
+        dir.path(),
+        "[auth]\napi_keys = [\"dur-key-5c1e9a07b3f2d846\"]\n[admin]\napi_key = \"dur-admin-8e2b47c1f09d3a65\"\n",
+    );
     let kept = grok2api::upstream::grok_web::token_pool::token_id("tok-kept-0001");
     let tokens = |gw: &Gateway| {
         let (http, url) = (gw.http.clone(), gw.url.clone());
         async move {
-            let r = http.get(format!("{url}/admin/tokens")).bearer_auth("dur-admin").send().await.unwrap();
+            let r =
+                http.get(format!("{url}/admin/tokens")).bearer_auth("dur-admin-8e2b47c1f09d3a65").send().await.unwrap();
             assert_eq!(r.status(), 200);
             r.json::<Value>().await.unwrap()["data"].as_array().unwrap().clone()
         }
@@ -304,7 +320,7 @@ async fn tokens_added_at_run_time_survive_a_restart() {
     let r = gw
         .http
         .post(format!("{}/admin/tokens", gw.url))
-        .bearer_auth("dur-admin")
+        .bearer_auth("dur-admin-8e2b47c1f09d3a65")
         .json(&json!({"tokens": ["tok-kept-0001|http://user:secret@127.0.0.1:3128"]}))
         .send()
         .await
@@ -320,7 +336,13 @@ async fn tokens_added_at_run_time_survive_a_restart() {
     let proxy = entry["proxy"].as_str().unwrap();
     assert!(proxy.contains("127.0.0.1:3128") && !proxy.contains("secret"), "{proxy}");
     assert!(list.iter().filter(|t| t["id"] != kept.as_str()).all(|t| t["source"] == "config"), "{list:?}");
-    let r = gw.http.delete(format!("{}/admin/tokens/{kept}", gw.url)).bearer_auth("dur-admin").send().await.unwrap();
+    let r = gw
+        .http
+        .delete(format!("{}/admin/tokens/{kept}", gw.url))
+        .bearer_auth("dur-admin-8e2b47c1f09d3a65")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(sigterm_and_wait(gw.proc).success());
 

@@ -177,7 +177,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\napi_keys = [\"rep-key\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
+            "[auth]\napi_keys = [\"rep-key-4a7f1c93e0b2d568\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
              [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n{}",
             common::webhooks::SECRET,
             sim.grok("tok-rep-0001")
@@ -189,7 +189,9 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     let (media_a, media_b) = (dir.path().join("a"), dir.path().join("b"));
     let (mut a, url_a) = spawn(&args, &[], &media_a);
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| http.post(format!("{url_a}{path}")).bearer_auth("rep-key").json(&body).send();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{url_a}{path}")).bearer_auth("rep-key-4a7f1c93e0b2d568").json(&body).send()
+    };
     let first =
         post("/v1/images/tasks", json!({"model": "grok-imagine-1.0", "prompt": "a heron", "callback_url": owed_hook}))
             .await
@@ -225,7 +227,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     // B starts only now, so A is the one running the video (B, idle, may take the queued image).
     let (b, url_b) = spawn(&args, &[], &media_b);
     let get = |id: &str, kind: &str| {
-        let r = http.get(format!("{url_b}/v1/{kind}/tasks/{id}")).bearer_auth("rep-key").send();
+        let r = http.get(format!("{url_b}/v1/{kind}/tasks/{id}")).bearer_auth("rep-key-4a7f1c93e0b2d568").send();
         async move { r.await.unwrap().json::<Value>().await.unwrap()["data"].clone() }
     };
     let (v_now, i_now) = (get(&video, "video").await, get(&image, "images").await);

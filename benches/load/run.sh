@@ -22,7 +22,7 @@ TASKS_FINISHED=${TASKS_FINISHED:-100000}
 SIM=127.0.0.1:18801
 GW=127.0.0.1:18800
 HELLO=127.0.0.1:18802
-KEY=bench-key
+KEY=bench-key-7d41c9e2a05f3b86
 
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --bin grok2api --example hello

@@ -88,11 +88,11 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
     headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
 }
 
-/// The stream for `task`, or 429 when its owner has too many open.
-fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Response, ApiError> {
+/// The stream for `task`, or 429 when `follower` (the caller's key, or an address) has too many open.
+fn stream(state: AppState, task: Task, follower: KeyId, last_seen: Option<u64>) -> Result<Response, ApiError> {
     let max = state.cfg.limits.max_event_streams;
     {
-        let mut open = state.event_streams.entry(task.owner.clone()).or_insert(0);
+        let mut open = state.event_streams.entry(follower.clone()).or_insert(0);
         if max > 0 && *open >= max {
             return Err(ApiError::rate_limited(
                 5,
@@ -101,7 +101,7 @@ fn stream(state: AppState, task: Task, last_seen: Option<u64>) -> Result<Respons
         }
         *open += 1;
     }
-    let mut slot = Slot { state: state.clone(), owner: task.owner.clone(), task: task.id.clone(), changes: None };
+    let mut slot = Slot { state: state.clone(), owner: follower, task: task.id.clone(), changes: None };
     slot.changes = state.tasks.watch(&task.id);
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
     if slot.changes.is_none() {
@@ -189,10 +189,20 @@ pub async fn task_events(
     State(state): State<AppState>,
     Path((segment, id)): Path<(String, String)>,
     owner: Option<Extension<KeyId>>,
+    client: Option<Extension<crate::net::ClientAddr>>,
     headers: HeaderMap,
 ) -> Result<Response, TaskError> {
     let task = tasks::lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
-    Ok(stream(state, task, last_event_id(&headers))?)
+    // With public task reads a follower without a key is counted by address, never against the
+    // owner's streams: anyone holding a task id could otherwise use up the owner's slots.
+    let follower = match (owner, client) {
+        (Some(Extension(key)), _) => key,
+        (None, client) => {
+            let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.0);
+            KeyId(std::sync::Arc::from(format!("anonymous@{}", crate::net::ClientAddr::bucket(ip))))
+        }
+    };
+    Ok(stream(state, task, follower, last_event_id(&headers))?)
 }
 
 /// `GET /v1/videos/{id}/events`.
@@ -212,7 +222,7 @@ pub async fn video_events(
         api => tasks::readable(&state, &id, TaskKind::Video, api, Some(&owner)).await?,
     };
     let task = task.ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
-    stream(state, task, last_event_id(&headers))
+    stream(state, task, owner, last_event_id(&headers))
 }
 
 #[cfg(test)]

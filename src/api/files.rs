@@ -25,11 +25,18 @@ pub async fn get_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let kind = MediaKind::parse(&kind).ok_or_else(|| ApiError::not_found(format!("no file `{name}`")))?;
-    serve(&state, kind, &name, &headers).await
+    serve(&state, kind, &name, &headers, state.cfg.files.require_auth).await
 }
 
-/// Streams one stored file: conditional requests, one byte range, the stored content type.
-pub async fn serve(state: &AppState, kind: MediaKind, name: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+/// Streams one stored file: conditional requests, one byte range, the stored content type. A file
+/// behind a key (`private`) may be kept by the client, never by a shared cache on the way.
+pub async fn serve(
+    state: &AppState,
+    kind: MediaKind,
+    name: &str,
+    headers: &HeaderMap,
+    private: bool,
+) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no file `{name}`"));
     if let Some(remote) = state.media.remote()
         && let Some(url) = remote.presigned(kind, name).await
@@ -47,7 +54,8 @@ pub async fn serve(state: &AppState, kind: MediaKind, name: &str, headers: &Head
         }
     };
     put(&mut h, header::ETAG, &file.etag);
-    put(&mut h, header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    let cache = if private { "private, max-age=31536000, immutable" } else { "public, max-age=31536000, immutable" };
+    put(&mut h, header::CACHE_CONTROL, cache);
     put(&mut h, header::ACCEPT_RANGES, "bytes");
     if headers
         .get(header::IF_NONE_MATCH)

@@ -15,6 +15,7 @@ pub mod tasks;
 pub mod videos;
 pub mod xai_videos;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -30,11 +31,80 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(ApiError::unsupported_media_type("expected `Content-Type: application/json`"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| body_rejection(&r, r.status()))?;
+        check_json_cost(&bytes)?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Values one JSON body may hold, and how deeply they may nest. Parsed, a value costs tens of bytes
+/// however few it took to send (`[0,0,0,…]` is two bytes a value): this bounds what a body can
+/// cost in memory to a small multiple of its size, whatever its shape.
+pub const MAX_JSON_VALUES: usize = 100_000;
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Counts a body's values (strings, containers, and what commas separate) and its nesting, without
+/// parsing it.
+pub fn check_json_cost(body: &[u8]) -> Result<(), ApiError> {
+    let (mut values, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &c in body {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = true;
+                values += 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                values += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::payload_too_large(format!(
+                        "request body nests deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => values += 1,
+            _ => {}
+        }
+        if values > MAX_JSON_VALUES {
+            return Err(ApiError::payload_too_large(format!(
+                "request body holds more than {MAX_JSON_VALUES} JSON values"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A body that could not be read: cut off by the body rules, over the route's limit, or broken.
+pub fn body_rejection(err: &(dyn std::error::Error + 'static), status: StatusCode) -> ApiError {
+    if let Some(e) = body_rule_error(err) {
+        return e;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::payload_too_large("request body is larger than the configured limit");
+    }
+    ApiError::bad_request("invalid_body", format!("cannot read request body: {err}"))
 }
 
 /// A body cut off by the server's body rules: too slow (408) or over the server-wide budget (503).
@@ -253,6 +323,18 @@ mod tests {
         assert!(validate_prompt(&"字".repeat(4001)).is_err());
         assert_eq!(ResponseFormat::parse(Some("base64")).unwrap(), ResponseFormat::B64Json);
         assert!(ResponseFormat::parse(Some("png")).is_err());
+    }
+
+    #[test]
+    fn json_cost_counts_values_and_depth_not_bytes() {
+        assert!(check_json_cost(br#"{"prompt":"a cat, a dog, [and] {more}","n":2}"#).is_ok());
+        let many = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES));
+        assert_eq!(check_json_cost(many.as_bytes()).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
+        let deep = format!("{}{}", "[".repeat(MAX_JSON_DEPTH + 1), "]".repeat(MAX_JSON_DEPTH + 1));
+        assert!(check_json_cost(deep.as_bytes()).is_err());
+        // A long string is one value: a data URL costs its bytes, nothing more.
+        let big = format!(r#"{{"url":"data:image/png;base64,{}\"x"}}"#, "A".repeat(1 << 20));
+        assert!(check_json_cost(big.as_bytes()).is_ok());
     }
 
     #[test]

@@ -157,10 +157,20 @@ fn parse<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>) 
     })
 }
 
+/// A callback URL is stored with its task and shown in listings: a URL, not a payload.
+pub const MAX_CALLBACK_URL: usize = 2048;
+
 async fn callback_url(state: &AppState, body: &serde_json::Map<String, Value>) -> Result<Option<String>, TaskError> {
     let url = match body.get("callback_url") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) if s.trim().len() > MAX_CALLBACK_URL => {
+            return Err(ApiError::invalid_param(
+                "callback_url",
+                format!("callback_url is {} bytes; the limit is {MAX_CALLBACK_URL}", s.trim().len()),
+            )
+            .into());
+        }
         Some(Value::String(s)) => s.trim().to_owned(),
         Some(_) => return Err(ApiError::invalid_param("callback_url", "callback_url must be a string").into()),
     };
@@ -237,12 +247,14 @@ pub async fn submit(
     let full = || ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks"));
     // With several replicas the slot is reserved atomically across them, and given back once the
     // task itself counts (or the create failed).
-    let hold = match &state.shared {
+    // In one process the slot is reserved in the store itself, before the callback lookup and the
+    // image fetch; the task, once created, holds its own count and the reservation goes.
+    let (hold, local) = match &state.shared {
         Some(shared) if max > 0 => {
-            Some(shared.reserve_slot(&owner, max).await.map_err(crate::shared::down)?.ok_or_else(full)?)
+            (Some(shared.reserve_slot(&owner, max).await.map_err(crate::shared::down)?.ok_or_else(full)?), None)
         }
-        _ if max > 0 && state.tasks.active(&owner) >= max => return Err(full()),
-        _ => None,
+        None if max > 0 => (None, Some(state.tasks.reserve(&owner, max).ok_or_else(full)?)),
+        _ => (None, None),
     };
     let made: Result<Arc<str>, ApiError> = async {
         let callback = callback_url(state, body).await.map_err(|e| e.0)?;
@@ -252,7 +264,16 @@ pub async fn submit(
         let task_owner = owner.clone();
         let id = state
             .queue
-            .submit(move || store.create_for(task_owner, kind, callback, api, request), job, base, b64)
+            .submit(
+                move || {
+                    let id = store.create_for(task_owner, kind, callback, api, request);
+                    drop(local);
+                    id
+                },
+                job,
+                base,
+                b64,
+            )
             .await?;
         if let Some((key, hash)) = idem {
             let claim = match &state.shared {

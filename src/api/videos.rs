@@ -489,9 +489,9 @@ pub async fn content(
         }
     };
     match q.variant.as_deref().unwrap_or("video") {
-        "video" => super::files::serve(&state, MediaKind::Video, &video, &headers).await,
+        "video" => super::files::serve(&state, MediaKind::Video, &video, &headers, true).await,
         "thumbnail" => match thumbnail {
-            Some(t) => super::files::serve(&state, MediaKind::Image, &t, &headers).await,
+            Some(t) => super::files::serve(&state, MediaKind::Image, &t, &headers, true).await,
             None => Err(ApiError::not_found(format!("video `{id}` has no thumbnail (the upstream sent none)"))),
         },
         "spritesheet" => Err(ApiError::bad_request("unsupported", "spritesheets are not made by this gateway")),

@@ -142,7 +142,14 @@ impl AppState {
         let callbacks = match &cfg.callbacks.secret {
             Some(secret) => Some(CallbackSettings {
                 key: Arc::from(decode_secret(secret)?),
-                policy: FetchPolicy { allow_private: cfg.callbacks.allow_private, ..fetch_policy.clone() },
+                // The fetcher's host overrides are operator shortcuts for image URLs; a callback
+                // through one would reach whatever internal host it names, unchecked.
+                policy: FetchPolicy {
+                    allow_private: cfg.callbacks.allow_private,
+                    host_overrides: Default::default(),
+                    extra_root_pem: None,
+                    ..fetch_policy.clone()
+                },
                 timeout: Duration::from_secs(cfg.callbacks.timeout_secs.max(1)),
                 retry_delays: cfg
                     .callbacks
@@ -209,6 +216,7 @@ impl AppState {
             tasks.clone(),
             idempotency.clone(),
             Duration::from_secs(cfg.tasks.ttl_secs),
+            cfg.tasks.max_finished.max(1),
         );
         Ok(Self(Arc::new(Inner {
             tasks,
@@ -263,13 +271,15 @@ impl AppState {
             .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
             .route_layer(require.clone());
         let require_task = from_fn_with_state(self.guard.clone(), require_key_task);
+        // Video bodies may carry data-URL images; an image task is a prompt and a few fields.
+        let upload_body = || DefaultBodyLimit::max(limits.max_upload_bytes);
+        let json_body = || DefaultBodyLimit::max(limits.max_json_body_bytes);
         let tasks_write = Router::new()
-            .route("/v1/video/generations/async", post(api::tasks::create_video))
-            .route("/v1/video/tasks", post(api::tasks::create_video).get(api::tasks::list_video))
-            .route("/v1/images/generations/async", post(api::tasks::create_image))
-            .route("/v1/images/tasks", post(api::tasks::create_image).get(api::tasks::list_images))
+            .route("/v1/video/generations/async", post(api::tasks::create_video).layer(upload_body()))
+            .route("/v1/video/tasks", post(api::tasks::create_video).layer(upload_body()).get(api::tasks::list_video))
+            .route("/v1/images/generations/async", post(api::tasks::create_image).layer(json_body()))
+            .route("/v1/images/tasks", post(api::tasks::create_image).layer(json_body()).get(api::tasks::list_images))
             .route("/v1/{kind}/tasks/{id}", delete(api::tasks::delete))
-            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
             .route_layer(require_task.clone());
         let mut tasks_read = Router::new()
             .route("/v1/{kind}/tasks/{id}", get(api::tasks::status))
@@ -287,9 +297,10 @@ impl AppState {
             .route("/admin/session", get(crate::console::session::session))
             .route("/admin/logout", post(crate::console::session::logout))
             .route("/admin/overview", get(overview::overview))
-            .route("/admin/tokens", get(tokens::list_tokens).post(tokens::add_tokens))
+            .route("/admin/tokens", get(tokens::list_tokens).post(tokens::add_tokens).layer(upload_body()))
             .route("/admin/tokens/refresh", post(tokens::refresh_tokens))
-            .route("/admin/tokens/import", post(tokens::import_tokens))
+            // Token files can be large; everything else is small JSON.
+            .route("/admin/tokens/import", post(tokens::import_tokens).layer(upload_body()))
             .route("/admin/tokens/export", post(tokens::export_tokens))
             .route("/admin/tokens/bulk", post(tokens::bulk))
             .route("/admin/tokens/{id}", delete(tokens::remove_token).patch(tokens::patch_token))
@@ -303,8 +314,7 @@ impl AppState {
             .route("/admin/tasks/{id}", get(tasks::detail))
             .route("/admin/tasks/{id}/cancel", post(tasks::cancel))
             .route("/admin/tasks/{id}/redeliver", post(tasks::redeliver))
-            // Token files can be large; everything else is small JSON.
-            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
+            .layer(json_body())
             .route_layer(from_fn_with_state(self.console.clone(), require_admin));
         // The page, its files and the login are reachable without a session.
         let console = Router::new()
@@ -337,6 +347,7 @@ impl AppState {
             .layer(crate::metrics::TrackLayer(self.metrics.clone()))
             .layer(
                 ServiceBuilder::new()
+                    .layer(tower::util::MapRequestLayer::new(drop_unfit_request_id))
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                     .layer(
                         TraceLayer::new_for_http()
@@ -351,6 +362,25 @@ impl AppState {
                     .layer(CatchPanicLayer::custom(panic_response)),
             )
     }
+}
+
+/// Longest `x-request-id` kept from a client; a longer or odd one is replaced by our own.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client's request id is echoed and logged with every line of the request: only a short one of
+/// plain characters is kept, or a client could fill the logs (or forge their lines).
+fn drop_unfit_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let fit = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
+    };
+    let headers = req.headers_mut();
+    if headers.get_all(&REQUEST_ID).iter().count() > 1 || headers.get(&REQUEST_ID).is_some_and(|v| !fit(v)) {
+        headers.remove(&REQUEST_ID);
+    }
+    req
 }
 
 /// Puts journaled tasks back: finished ones are readable again (and owed callbacks go out), pending ones
@@ -609,15 +639,17 @@ fn spawn_usage_flush(tracker: &TaskTracker, shutdown: CancellationToken, usage: 
     });
 }
 
-/// Forgets finished tasks after `ttl`, checking a few times per TTL (at most once a minute).
+/// Forgets finished tasks after `ttl` or beyond `max_finished`, checking a few times per TTL (at
+/// least every 10 s).
 fn spawn_reaper(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
     tasks: Arc<TaskStore>,
     idempotency: Arc<IdempotencyKeys>,
     ttl: Duration,
+    max_finished: usize,
 ) {
-    let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
     tracker.spawn(async move {
         loop {
             tokio::select! {
@@ -625,7 +657,7 @@ fn spawn_reaper(
                 _ = tokio::time::sleep(tick) => {}
             }
             let cutoff = crate::tasks::now_ms().saturating_sub(ttl.as_millis() as u64);
-            let n = tasks.reap(cutoff);
+            let n = tasks.reap(cutoff, max_finished);
             idempotency.reap();
             if n > 0 {
                 tracing::debug!(reaped = n, "finished tasks past their TTL forgotten");
@@ -666,7 +698,7 @@ impl Server {
         // Connections and their HTTP/2 streams, apart from the app's background tasks: those must
         // outlive the last request (a task accepted just before shutdown still runs).
         let conns = TaskTracker::new();
-        let opts = Arc::new(crate::server::ServeOptions::new(&state.cfg.server, &conns)?);
+        let opts = Arc::new(crate::server::ServeOptions::new(&state.cfg.server, state.metrics.clone(), &conns)?);
         let signals = crate::server::Signals { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
             crate::server::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::body::{GuardedBody, Ticket};
-use super::{CLOSE_WAIT, ServeOptions, Signals};
+use super::{ServeOptions, Signals};
 use crate::net::ClientAddr;
 
 /// What a connection is doing, for the idle watchdog.
@@ -108,6 +108,7 @@ pub(super) async fn serve(
     opts: Arc<ServeOptions>,
     signals: Signals,
 ) {
+    let _open = Open::count(&opts.metrics);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(SendTimeout::new(stream, opts.send_timeout));
     let watched = activity.clone();
@@ -138,6 +139,9 @@ pub(super) async fn serve(
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
+                    if let Some(reason) = limit_hit(&*e) {
+                        opts.metrics.closed(reason);
+                    }
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
                 return;
@@ -149,19 +153,56 @@ pub(super) async fn serve(
             _ = signals.kill.cancelled() => return,
             _ = tokio::time::sleep(tick) => match closing {
                 None if activity.expired(&opts) => {
+                    opts.metrics.closed("idle");
                     conn.as_mut().graceful_shutdown();
                     closing = Some(Instant::now());
                 }
                 // Asked to close while idle and still open: the client ignores it (an HTTP/2 peer
-                // that never acknowledges GOAWAY); drop it.
-                Some(since) if !signals.stop.is_cancelled() && since.elapsed() > CLOSE_WAIT => {
-                    if activity.in_flight.load(Ordering::Acquire) == 0 {
-                        return;
-                    }
+                // that never finishes its handshake or never acknowledges GOAWAY); drop it.
+                Some(since)
+                    if !signals.stop.is_cancelled()
+                        && since.elapsed() > opts.header_read_timeout
+                        && activity.in_flight.load(Ordering::Acquire) == 0 =>
+                {
+                    opts.metrics.closed("ignored_close");
+                    return;
                 }
                 _ => {}
             },
         }
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct Open<'a>(&'a crate::metrics::Metrics);
+
+impl<'a> Open<'a> {
+    fn count(metrics: &'a crate::metrics::Metrics) -> Self {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which of the server's limits ended a connection, if one did.
+fn limit_hit(mut e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    loop {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_timeout()
+        {
+            return Some("header_timeout");
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Some("send_timeout");
+        }
+        e = e.source()?;
     }
 }
 

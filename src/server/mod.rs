@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use body::BodyRules;
 
 use crate::config::{ServerConfig, secs};
+use crate::metrics::Metrics;
 
 /// Everything a connection needs to know, built once from `[server]`.
 pub struct ServeOptions {
@@ -33,14 +34,12 @@ pub struct ServeOptions {
     pub send_timeout: Duration,
     pub body: Arc<BodyRules>,
     pub trusted_proxies: Arc<crate::net::TrustedProxies>,
+    pub metrics: Arc<Metrics>,
     pub(crate) builder: auto::Builder<TrackedExecutor>,
 }
 
-/// After a connection was asked to close, how long it may take before it is dropped.
-pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
 impl ServeOptions {
-    pub fn new(cfg: &ServerConfig, streams: &TaskTracker) -> Result<Self, String> {
+    pub fn new(cfg: &ServerConfig, metrics: Arc<Metrics>, streams: &TaskTracker) -> Result<Self, String> {
         let header_read_timeout = secs(cfg.header_read_timeout_secs);
         let mut builder = auto::Builder::new(TrackedExecutor(streams.clone()));
         builder
@@ -74,6 +73,7 @@ impl ServeOptions {
                 budget_bytes,
             }),
             trusted_proxies: Arc::new(crate::net::TrustedProxies::parse(&cfg.trusted_proxies)?),
+            metrics,
             builder,
         })
     }

@@ -41,6 +41,18 @@ pub struct TaskStore {
     watchers: HotMap<Arc<str>, tokio::sync::watch::Sender<()>>,
 }
 
+/// A slot under `max_concurrent_tasks`, held while a create checks its callback and images.
+pub struct Reservation {
+    store: Arc<TaskStore>,
+    owner: KeyId,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.store.deactivate(&self.owner);
+    }
+}
+
 /// What a listing asks for.
 pub struct Listing<'a> {
     pub kind: TaskKind,
@@ -158,6 +170,18 @@ impl TaskStore {
     /// Pending + processing tasks of `owner`.
     pub fn active(&self, owner: &KeyId) -> usize {
         self.active.get(owner).map_or(0, |n| *n)
+    }
+
+    /// Counts one more unfinished task for `owner` now, if it has fewer than `max`: the check and the
+    /// count are one step, so racing creates cannot all pass a limit that only one fits under. The
+    /// count is given back when the reservation is dropped; a task created meanwhile counts itself.
+    pub fn reserve(self: &Arc<Self>, owner: &KeyId, max: usize) -> Option<Reservation> {
+        let mut n = self.active.entry(owner.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Reservation { store: self.clone(), owner: owner.clone() })
     }
 
     fn deactivate(&self, owner: &KeyId) {
@@ -355,14 +379,19 @@ impl TaskStore {
     }
 
     /// Forgets finished tasks last updated before `cutoff_ms`; returns how many.
-    pub fn reap(&self, cutoff_ms: u64) -> usize {
-        let expired: Vec<Arc<str>> = self
-            .tasks
-            .iter()
-            .filter(|t| t.status.is_terminal() && t.updated_ms < cutoff_ms)
-            .map(|t| t.id.clone())
-            .collect();
-        expired.iter().filter(|id| self.remove(id).is_some()).count()
+    /// Forgets finished tasks last changed before `cutoff_ms`, and beyond that the oldest finished
+    /// ones while more than `max_finished` are kept (a burst of tasks cannot hold memory, the journal
+    /// and the console's listing hostage for a whole TTL).
+    pub fn reap(&self, cutoff_ms: u64, max_finished: usize) -> usize {
+        let mut finished: Vec<(u64, Arc<str>)> =
+            self.tasks.iter().filter(|t| t.status.is_terminal()).map(|t| (t.updated_ms, t.id.clone())).collect();
+        let expired = finished.iter().filter(|(at, _)| *at < cutoff_ms).count();
+        let excess = finished.len().saturating_sub(max_finished).max(expired);
+        if excess == 0 {
+            return 0;
+        }
+        finished.select_nth_unstable_by_key(excess - 1, |(at, _)| *at);
+        finished[..excess].iter().filter(|(_, id)| self.remove(id).is_some()).count()
     }
 
     /// Count of tasks by status, for observability.
@@ -390,6 +419,25 @@ mod tests {
 
     fn ok_outcome() -> Outcome {
         Outcome::Images { base: Arc::from("http://x"), names: vec![], b64: false }
+    }
+
+    #[test]
+    fn reaping_keeps_at_most_max_finished_the_newest_ones() {
+        let s = TaskStore::new();
+        let ids: Vec<_> = (0..5)
+            .map(|_| {
+                let id = s.create(owner("a"), TaskKind::Image, None);
+                s.apply(&id, Transition::Start).unwrap();
+                s.apply(&id, Transition::Succeed(ok_outcome())).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                id
+            })
+            .collect();
+        let running = s.create(owner("a"), TaskKind::Image, None);
+        assert_eq!(s.reap(0, 2), 3, "three over the cap, none past the TTL");
+        assert!(s.snapshot(&ids[0]).is_none() && s.snapshot(&ids[2]).is_none());
+        assert!(s.snapshot(&ids[3]).is_some() && s.snapshot(&ids[4]).is_some());
+        assert!(s.snapshot(&running).is_some(), "unfinished tasks are never reaped");
     }
 
     #[test]
@@ -457,7 +505,7 @@ mod tests {
             "foreign cursor ignored"
         );
 
-        assert_eq!(s.reap(now_ms() + 1), 1);
+        assert_eq!(s.reap(now_ms() + 1, usize::MAX), 1);
         assert!(s.get(&ids[1], TaskKind::Video, None).is_none());
         assert!(s.get(&image, TaskKind::Image, None).is_some(), "unfinished tasks are never reaped");
         assert_eq!(s.counts()[0], (TaskStatus::Pending, 8));

@@ -49,6 +49,23 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The same error with its text changed by `f`.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Self::RateLimited { retry_after, message } => Self::RateLimited { retry_after, message: f(message) },
+            Self::Auth(m) => Self::Auth(f(m)),
+            Self::Challenge(m) => Self::Challenge(f(m)),
+            Self::Moderated(m) => Self::Moderated(f(m)),
+            Self::Protocol(m) => Self::Protocol(f(m)),
+            Self::Failed(m) => Self::Failed(f(m)),
+            Self::Transport(m) => Self::Transport(f(m)),
+            Self::ProxyFailed(m) => Self::ProxyFailed(f(m)),
+            Self::Timeout(m) => Self::Timeout(f(m)),
+            Self::CreditsExhausted(m) => Self::CreditsExhausted(f(m)),
+            Self::Storage(m) => Self::Storage(f(m)),
+        }
+    }
+
     /// Whether the same request may succeed with a different token. Not `CreditsExhausted`: a
     /// billing stop is reported, never retried.
     pub fn retry_on_other_token(&self) -> bool {

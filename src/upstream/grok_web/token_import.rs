@@ -134,6 +134,9 @@ fn one(v: &Value) -> Result<Candidate, String> {
     }
 }
 
+/// An sso cookie is a JWT of a few hundred bytes; anything far longer is not one.
+const MAX_TOKEN_BYTES: usize = 8192;
+
 /// `TOKEN` or `TOKEN|PROXY` (as pasted: `sso=` and cookie attributes are stripped), with the
 /// object's `proxy` / `note` when it came from one.
 fn from_entry(raw: &str, meta: Option<&serde_json::Map<String, Value>>) -> Result<Candidate, String> {
@@ -153,6 +156,9 @@ fn from_entry(raw: &str, meta: Option<&serde_json::Map<String, Value>>) -> Resul
     let token = normalize_token(bare);
     if token.len() < 8 {
         return Err("too short to be an sso token".into());
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(format!("{} bytes is too long for an sso token ({MAX_TOKEN_BYTES} at most)", token.len()));
     }
     let field = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str).map(str::trim);
     let proxy = proxy.or_else(|| field("proxy").filter(|p| !p.is_empty()).map(str::to_owned));

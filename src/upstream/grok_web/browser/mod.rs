@@ -92,6 +92,14 @@ pub fn side_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::
 
 /// Checks a proxy URL's shape at startup, so a typo is an error there and not a 502 later.
 pub fn check_proxy_url(raw: &str) -> Result<(), String> {
+    // The URL parser drops tabs and newlines silently; a proxy is kept one per line in the token
+    // export, so one with a line break would plant a line of its own there.
+    if raw.trim().chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("a proxy URL may not contain spaces or control characters (line breaks)".into());
+    }
+    if raw.len() > 2048 {
+        return Err(format!("a proxy URL of {} bytes is too long (2048 at most)", raw.len()));
+    }
     let url = url::Url::parse(raw.trim()).map_err(|e| format!("proxy `{}`: {e}", redact_proxy(raw)))?;
     if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
         return Err(format!(
