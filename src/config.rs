@@ -313,11 +313,22 @@ pub struct LimitsConfig {
     pub max_concurrent_tasks: usize,
     /// Task event streams (`.../events`) open at once on one key's tasks.
     pub max_event_streams: usize,
+    /// Wrong client keys one address may present at once, then `wrong_key_rate` per second; all
+    /// addresses together ten times as many.
+    pub wrong_key_burst: u32,
+    pub wrong_key_rate: f64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { requests_per_second: 0.0, burst: 0, max_concurrent_tasks: 0, max_event_streams: 16 }
+        Self {
+            requests_per_second: 0.0,
+            burst: 0,
+            max_concurrent_tasks: 0,
+            max_event_streams: 16,
+            wrong_key_burst: 20,
+            wrong_key_rate: 1.0,
+        }
     }
 }
 
@@ -342,11 +353,15 @@ pub struct AdminConfig {
     pub api_key: Option<String>,
     /// How long a console login lasts.
     pub session_ttl_secs: u64,
+    /// Wrong admin keys or sessions (bearer, cookie, login) one address may present at once, then
+    /// `wrong_key_rate` per second; all addresses together ten times as many.
+    pub wrong_key_burst: u32,
+    pub wrong_key_rate: f64,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { api_key: None, session_ttl_secs: 12 * 3600 }
+        Self { api_key: None, session_ttl_secs: 12 * 3600, wrong_key_burst: 10, wrong_key_rate: 0.2 }
     }
 }
 

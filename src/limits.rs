@@ -95,6 +95,13 @@ const KNOWN_FOR: Duration = Duration::from_secs(600);
 const MAX_TRACKED: usize = 50_000;
 
 impl GuessLimiter {
+    /// `burst` failures at once per address, refilled at `rate` per second; ten times both for all
+    /// addresses together.
+    pub fn per_address(burst: u32, rate: f64) -> Self {
+        let (burst, rate) = (f64::from(burst.max(1)), if rate > 0.0 { rate } else { 0.001 });
+        Self::new(burst, rate, burst * 10.0, rate * 10.0)
+    }
+
     /// `client_burst` failures at once per address, refilled at `client_rate` per second; the same
     /// for all addresses together.
     pub fn new(client_burst: f64, client_rate: f64, global_burst: f64, global_rate: f64) -> Self {

@@ -14,6 +14,8 @@ const ADMIN: &str = "console-admin-key";
 fn console() -> common::Builder {
     builder().config(|c| {
         c.admin.api_key = Some(ADMIN.into());
+        // These tests present wrong keys on purpose, many times over (tests/hardening.rs tests the limit).
+        c.admin.wrong_key_burst = 10_000;
         c.callbacks.secret = Some(SECRET.into());
         c.callbacks.allow_private = true;
         c.callbacks.retry_delays_secs = vec![0.05];

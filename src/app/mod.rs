@@ -126,12 +126,15 @@ impl AppState {
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
             usage: usage.clone(),
             shared: shared.clone(),
-            // 20 wrong keys per address, then one a second; 200 for everyone together, then 20 a second.
-            guesses: crate::limits::GuessLimiter::new(20.0, 1.0, 200.0, 20.0),
+            guesses: crate::limits::GuessLimiter::per_address(cfg.limits.wrong_key_burst, cfg.limits.wrong_key_rate),
         });
         let https = cfg.server.public_base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        let console =
-            Arc::new(AdminGate::new(admin_key, Duration::from_secs(cfg.admin.session_ttl_secs.max(60)), https));
+        let console = Arc::new(AdminGate::new(
+            admin_key,
+            Duration::from_secs(cfg.admin.session_ttl_secs.max(60)),
+            https,
+            crate::limits::GuessLimiter::per_address(cfg.admin.wrong_key_burst, cfg.admin.wrong_key_rate),
+        ));
         let fetch_policy = FetchPolicy {
             allow_private: cfg.fetch.allow_private,
             timeout: std::time::Duration::from_secs(cfg.fetch.timeout_secs.max(1)),

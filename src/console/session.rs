@@ -74,15 +74,8 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl AdminGate {
-    pub fn new(admin_key: Option<&str>, ttl: Duration, https: bool) -> Self {
-        Self {
-            auth: Auth::new(admin_key.map(str::to_owned).as_slice()),
-            sessions: DashMap::new(),
-            ttl,
-            // 10 wrong tries per address, then one every 5 s; 60 for everyone, then two a second.
-            guesses: GuessLimiter::new(10.0, 0.2, 60.0, 2.0),
-            https,
-        }
+    pub fn new(admin_key: Option<&str>, ttl: Duration, https: bool, guesses: GuessLimiter) -> Self {
+        Self { auth: Auth::new(admin_key.map(str::to_owned).as_slice()), sessions: DashMap::new(), ttl, guesses, https }
     }
 
     /// No admin key configured: neither the admin API nor the console exists.
