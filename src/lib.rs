@@ -15,6 +15,7 @@ pub mod media;
 pub mod media_s3;
 pub mod metrics;
 pub mod net;
+pub mod redb_file;
 pub mod runner;
 pub mod server;
 pub mod shared;

@@ -1,6 +1,7 @@
 //! The media store: upstream results are kept on local disk under random names and served from
 //! `/v1/files/{image|video}/{name}`, so links never point at an upstream host that needs cookies.
-//! A byte cap with least-recently-used eviction bounds the disk it takes. With `[media.s3]` every file
+//! A byte cap with least-recently-used eviction bounds the disk it takes, and a full disk evicts the
+//! same way (the disk may be smaller than the cap, or shared). With `[media.s3]` every file
 //! is also put into shared object storage, and a file this replica does not hold is fetched from there
 //! into the local dir (which then acts as a cache) before it is served.
 
@@ -155,6 +156,11 @@ impl MediaStore {
             for entry in std::fs::read_dir(&sub)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(PART) {
+                    // A write a crash cut short: nothing links to it.
+                    let _ = std::fs::remove_file(entry.path());
+                    continue;
+                }
                 let meta = entry.metadata()?;
                 if !meta.is_file() || !is_valid_name(&name) {
                     continue;
@@ -215,11 +221,8 @@ impl MediaStore {
         bytes: &Bytes,
         origin: Option<UpstreamOrigin>,
     ) -> io::Result<()> {
-        let path = self.file_path(kind, name);
-        let tmp = path.with_file_name(format!("{name}.{}.part", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
         let key = (kind, name.to_owned());
+        self.write_making_room(&self.file_path(kind, name), bytes, &key).await?;
         let evicted = {
             let mut index = self.lock();
             if index.entries.contains_key(&key) {
@@ -231,12 +234,48 @@ impl MediaStore {
                 index.evict(self.max_bytes, &key)
             }
         };
-        for (k, n) in evicted {
+        self.remove_files(evicted).await;
+        Ok(())
+    }
+
+    /// Writes `bytes` to `path`. A full disk is not only `max_bytes`: the disk may be smaller, or
+    /// shared with the journal and others. Then the least recently used files (never `keep`) make
+    /// room for this one and as much again (so the journal beside it can write too), and the write
+    /// is tried again, until nothing is left to evict.
+    async fn write_making_room(&self, path: &Path, bytes: &Bytes, keep: &(MediaKind, String)) -> io::Result<()> {
+        loop {
+            match write_whole(path, bytes).await {
+                Err(e) if is_disk_full(&e) => {
+                    let freed = self.make_room(2 * bytes.len() as u64, keep).await;
+                    if freed == 0 {
+                        return Err(e);
+                    }
+                    tracing::warn!(freed, "media disk full: least recently used files evicted to make room");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Evicts least recently used files (never `keep`) until `want` bytes are freed or none is
+    /// left; returns the bytes freed.
+    async fn make_room(&self, want: u64, keep: &(MediaKind, String)) -> u64 {
+        let (evicted, freed) = {
+            let mut index = self.lock();
+            let before = index.total;
+            let evicted = index.evict(before.saturating_sub(want), keep);
+            (evicted, before - index.total)
+        };
+        self.remove_files(evicted).await;
+        freed
+    }
+
+    async fn remove_files(&self, keys: Vec<(MediaKind, String)>) {
+        for (k, n) in keys {
             if let Err(e) = tokio::fs::remove_file(self.file_path(k, &n)).await {
                 tracing::warn!(file = %n, "cannot remove evicted media: {e}");
             }
         }
-        Ok(())
     }
 
     /// `get`, or with object storage, the shared copy brought into the local dir first (another
@@ -283,6 +322,28 @@ impl MediaStore {
     pub fn total_bytes(&self) -> u64 {
         self.lock().total
     }
+}
+
+/// Writes through a temporary file, so a reader never sees half a file; a failed write leaves
+/// nothing behind (a partial file on a full disk would hold the space it needs).
+async fn write_whole(path: &Path, bytes: &Bytes) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.{}{PART}", uuid::Uuid::new_v4().simple()));
+    let result = match tokio::fs::write(&tmp, bytes).await {
+        Ok(()) => tokio::fs::rename(&tmp, path).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// The suffix of a file being written.
+const PART: &str = ".part";
+
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 /// 32 lowercase hex chars, a dot, a short extension: anything else (`..`, slashes) is not ours.
@@ -377,5 +438,35 @@ mod tests {
         let reopened = MediaStore::open(dir.path(), 25).unwrap();
         assert_eq!(reopened.total_bytes(), 20);
         assert!(reopened.get(MediaKind::Image, &c.name).is_some());
+    }
+
+    #[tokio::test]
+    async fn making_room_evicts_by_recency_but_never_the_file_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MediaStore::open(dir.path(), u64::MAX).unwrap();
+        let mut names = Vec::new();
+        for i in 0..4 {
+            names.push(store.put(MediaKind::Image, Bytes::from(vec![i; 10]), "image/png", None).await.unwrap().name);
+        }
+        store.get(MediaKind::Image, &names[0]); // the oldest is now the most recent
+        let keep = (MediaKind::Image, names[1].clone());
+        assert_eq!(store.make_room(15, &keep).await, 20, "whole files, least recent first, until enough is freed");
+        let present = |n: &String| dir.path().join("image").join(n).exists();
+        assert_eq!(names.iter().map(present).collect::<Vec<_>>(), [true, true, false, false]);
+        assert_eq!(store.make_room(100, &keep).await, 10, "only `keep` is left");
+        assert!(present(&names[1]) && store.get(MediaKind::Image, &names[1]).is_some());
+        assert_eq!(store.make_room(100, &keep).await, 0);
+    }
+
+    #[test]
+    fn a_write_cut_short_is_cleaned_up_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(&image).unwrap();
+        let part = image.join(format!("0123456789abcdef0123456789abcdef.png.{}{PART}", "f".repeat(32)));
+        std::fs::write(&part, b"half").unwrap();
+        let store = MediaStore::open(dir.path(), 100).unwrap();
+        assert!(!part.exists());
+        assert_eq!(store.total_bytes(), 0);
     }
 }

@@ -1,11 +1,13 @@
 //! The console's tables in the state dir (`<state.dir>/console.redb`, redb like the task journal): API
 //! keys made at run time, and per-key daily usage. Rows are small JSON values; writes are rare (a key
 //! made or revoked, a usage flush every few seconds), so each is its own transaction, called off the
-//! async workers.
+//! async workers. A write that fails (a full disk) is tried again on a freshly opened file next time.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::redb_file::RedbFile;
 
 /// `k_<id>` → the key's record (its SHA-256, never the key).
 pub const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
@@ -13,30 +15,34 @@ pub const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 pub const USAGE: TableDefinition<&str, &str> = TableDefinition::new("usage");
 
 pub struct StateDb {
-    db: Database,
+    db: RedbFile,
 }
 
 impl StateDb {
     pub fn open(dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
         let path = dir.join("console.redb");
-        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(KEYS).map_err(|e| e.to_string())?;
-        txn.open_table(USAGE).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
+        let db = RedbFile::open(&path)?;
+        db.with(|db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(KEYS).map_err(|e| e.to_string())?;
+            txn.open_table(USAGE).map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())
+        })?;
         Ok(Self { db })
     }
 
     pub fn all(&self, table: TableDefinition<&str, &str>) -> Result<Vec<(String, String)>, String> {
-        let read = self.db.begin_read().map_err(|e| e.to_string())?;
-        let table = read.open_table(table).map_err(|e| e.to_string())?;
-        let mut rows = Vec::new();
-        for row in table.iter().map_err(|e| e.to_string())? {
-            let (k, v) = row.map_err(|e| e.to_string())?;
-            rows.push((k.value().to_owned(), v.value().to_owned()));
-        }
-        Ok(rows)
+        self.db.with(|db| {
+            let read = db.begin_read().map_err(|e| e.to_string())?;
+            let table = read.open_table(table).map_err(|e| e.to_string())?;
+            let mut rows = Vec::new();
+            for row in table.iter().map_err(|e| e.to_string())? {
+                let (k, v) = row.map_err(|e| e.to_string())?;
+                rows.push((k.value().to_owned(), v.value().to_owned()));
+            }
+            Ok(rows)
+        })
     }
 
     /// Writes `rows` in one durable transaction.
@@ -44,14 +50,16 @@ impl StateDb {
         if rows.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut t = txn.open_table(table).map_err(|e| e.to_string())?;
-            for (k, v) in rows {
-                t.insert(k.as_str(), v.as_str()).map_err(|e| e.to_string())?;
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut t = txn.open_table(table).map_err(|e| e.to_string())?;
+                for (k, v) in rows {
+                    t.insert(k.as_str(), v.as_str()).map_err(|e| e.to_string())?;
+                }
             }
-        }
-        txn.commit().map_err(|e| e.to_string())
+            txn.commit().map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -22,7 +22,8 @@ pub struct Readiness {
     /// `grok-web` or `xai`.
     pub upstream: &'static str,
     pub tokens: TokenCounts,
-    /// Where tasks live: `memory`, `journal` (the state dir), `redis` (shared, reachable) or
+    /// Where tasks live: `memory`, `journal` (the state dir), `journal_unwritable` (the state dir
+    /// refuses writes, e.g. a full disk: not ready), `redis` (shared, reachable) or
     /// `redis_unreachable` (not ready).
     pub store: &'static str,
 }
@@ -55,7 +56,8 @@ pub fn gauges(state: &AppState) -> Gauges {
     }
 }
 
-/// Ready = an upstream is configured and at least one token can take a request now.
+/// Ready = an upstream is configured, at least one token can take a request now, and the task store
+/// takes writes.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let upstream = state.runner.upstream();
@@ -75,10 +77,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
                 "redis_unreachable"
             }
         },
-        None if state.tasks.journal().is_some() => "journal",
-        None => "memory",
+        None => match state.tasks.journal() {
+            Some(j) if j.writable() => "journal",
+            // Creates are refused until the disk takes writes again (the journal retries by itself).
+            Some(_) => "journal_unwritable",
+            None => "memory",
+        },
     };
-    let ready = usable > 0 && store != "redis_unreachable";
+    let ready = usable > 0 && !matches!(store, "redis_unreachable" | "journal_unwritable");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },

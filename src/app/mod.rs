@@ -173,7 +173,8 @@ impl AppState {
         let (journal, records) = match (&shared, &cfg.state.dir) {
             (Some(shared), _) => {
                 let shared = shared.clone();
-                (Some(Arc::new(Journal::spawn(move |rx| crate::shared::writer::run(shared, rx))?)), Vec::new())
+                let writer = move |rx, health: Arc<_>| crate::shared::writer::run(shared, rx, &health);
+                (Some(Arc::new(Journal::spawn(writer)?)), Vec::new())
             }
             (None, Some(dir)) => {
                 let (j, records) = Journal::open(dir)?;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use super::{ALL_TASKS, Shared, UNCLAIMED, active_key, owner_key, running_key, task_key};
-use crate::tasks::journal::Op;
+use crate::tasks::journal::{Batching, Health, Op};
 
 const BATCH: usize = 1024;
 
-/// Runs on the journal's own thread (see `Journal::spawn`) with a small runtime of its own.
-pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+/// Runs on the journal's own thread (see `Journal::spawn`) with a small runtime of its own. What a
+/// failed pipeline carried is dropped, not kept (see `Batching::keep_failed`).
+pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, health: &Health) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -20,7 +21,8 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
         }
     };
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    crate::tasks::journal::write_batches(rx, BATCH, |ops| {
+    let batching = Batching { max: BATCH, keep_failed: false };
+    crate::tasks::journal::write_batches(rx, batching, health, |ops| {
         let result = rt.block_on(async {
             if conn.is_none() {
                 let c = tokio::time::timeout(
@@ -69,7 +71,11 @@ pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                         pipe.zrem(UNCLAIMED, id).ignore();
                         pipe.srem(&running, id).ignore();
                     }
+                    Op::Synced(_) => {}
                 }
+            }
+            if pipe.is_empty() {
+                return Ok(()); // only `Synced`: nothing to send
             }
             let r = tokio::time::timeout(std::time::Duration::from_secs(5), pipe.query_async::<()>(c)).await;
             match r {

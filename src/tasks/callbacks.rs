@@ -10,11 +10,12 @@ use std::time::Duration;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Task;
 use super::store::TaskStore;
+use super::{Signals, Task};
 use crate::net::{self, FetchPolicy};
 
 #[derive(Clone)]
@@ -111,17 +112,32 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
 }
 
-/// Starts delivering `body` for task `task_id` to `url` in the background.
+/// One callback to deliver.
+pub struct Delivery {
+    pub task_id: Arc<str>,
+    pub url: String,
+    pub body: Vec<u8>,
+    /// Answered once the task's terminal state is in the journal (none without a journal). Until
+    /// then nothing is sent; closed unanswered (shutdown with a full disk), nothing is sent at all.
+    pub durable: Option<oneshot::Receiver<()>>,
+}
+
+/// Starts delivering a callback in the background.
 pub fn dispatch(
     tracker: &TaskTracker,
-    shutdown: CancellationToken,
+    signals: Signals,
     store: Arc<TaskStore>,
     settings: CallbackSettings,
-    task_id: Arc<str>,
-    url: String,
-    body: Vec<u8>,
+    delivery: Delivery,
 ) {
     tracker.spawn(async move {
+        let Delivery { task_id, url, body, durable } = delivery;
+        if let Some(written) = durable
+            && !wait_written(written, &signals.abort, &task_id).await
+        {
+            return;
+        }
+        let shutdown = signals.shutdown;
         let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let mut delays = settings.retry_delays.iter();
         loop {
@@ -155,6 +171,22 @@ pub fn dispatch(
             }
         }
     });
+}
+
+/// Waits for the journal to hold the task's terminal state. Gives up (the callback stays owed) when
+/// the journal closed first or the grace period ends: a disk that stays full must not hold up a
+/// shutdown.
+async fn wait_written(written: oneshot::Receiver<()>, abort: &CancellationToken, task_id: &str) -> bool {
+    tokio::select! {
+        biased;
+        r = written => {
+            if r.is_err() {
+                tracing::warn!(task = %task_id, "callback not sent: the journal closed before it held the task's state");
+            }
+            r.is_ok()
+        }
+        _ = abort.cancelled() => false,
+    }
 }
 
 #[cfg(test)]

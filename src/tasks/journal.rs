@@ -3,8 +3,14 @@
 //! (group commit, fsync per batch): a create waits for its batch to be durable before the client gets
 //! 202; later transitions are written behind. After a crash the records say what to do: pending tasks
 //! run again, interrupted ones fail with `interrupted`, undelivered callbacks are delivered.
+//!
+//! When writes fail (a full disk), creates are refused, the written-behind records are kept in memory
+//! (the newest per task) and written again on a backoff, on a freshly opened file, until the disk
+//! takes them; `Health` tells readiness meanwhile, and `synced` lets a callback wait for its record.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +24,7 @@ use tokio::sync::oneshot;
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 use crate::auth::KeyId;
 use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
+use crate::redb_file::RedbFile;
 
 /// Records keyed by (creation time, id): new tasks land at the right edge of the B-tree, so a batch
 /// of creates rewrites a few pages instead of one random page per task (unthrottled creates with
@@ -299,11 +306,24 @@ impl TaskRecord {
     }
 }
 
-/// One write for the writer thread. `Put` carries what a shared store indexes besides the record;
-/// `Remove` the task's id and creation time (half of its journal key).
+/// One write for the writer thread. `Put` carries what a shared store indexes besides the record,
+/// and for a create the sender its 202 waits on; `Remove` the task's id and creation time (half of
+/// its journal key). `Synced` is answered once every operation queued before it is written (or, by
+/// a writer that drops what it could not write, given up).
 pub enum Op {
     Put(String, Vec<u8>, PutMeta, Option<oneshot::Sender<Result<(), String>>>),
     Remove(String, u64),
+    Synced(oneshot::Sender<()>),
+}
+
+impl Op {
+    /// The task a record operation is about.
+    fn task(&self) -> Option<&str> {
+        match self {
+            Op::Put(id, ..) | Op::Remove(id, _) => Some(id),
+            Op::Synced(_) => None,
+        }
+    }
 }
 
 /// A record's owner, creation time and whether the task has finished.
@@ -318,50 +338,72 @@ pub struct PutMeta {
     pub pending: bool,
 }
 
+/// Whether the journal's last write went through, for readiness.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: AtomicBool,
+}
+
+impl Health {
+    pub fn writable(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Logs when writes start failing and when they work again, not every failed batch: a full disk
+    /// fails every create.
+    /// `kept`: records of earlier failed batches this write carried.
+    fn record(&self, result: &Result<(), String>, kept: usize) {
+        match result {
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::warn!(
+                    records = kept,
+                    "task journal writes work again; the records kept meanwhile are written"
+                );
+            }
+            Ok(()) => {}
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::error!("task journal write failed (states are kept in memory and written again): {e}");
+            }
+            Err(e) => tracing::debug!("task journal write failed again: {e}"),
+        }
+    }
+}
+
 pub struct Journal {
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    health: Arc<Health>,
 }
 
 impl Journal {
     /// Opens (or creates) `<dir>/tasks.redb` and returns the journal with every record it holds.
     pub fn open(dir: &Path) -> Result<(Self, Vec<TaskRecord>), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
-        let path = dir.join("tasks.redb");
-        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut records = Vec::new();
-        {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
-                let moved = move_legacy_records(&txn, &mut table)?;
-                if moved > 0 {
-                    tracing::info!(records = moved, "journal records moved to the creation-ordered layout");
-                }
-            }
-            txn.commit().map_err(|e| e.to_string())?;
-            let read = db.begin_read().map_err(|e| e.to_string())?;
-            let table = read.open_table(TASKS).map_err(|e| e.to_string())?;
-            for row in table.iter().map_err(|e| e.to_string())? {
-                let (k, v) = row.map_err(|e| e.to_string())?;
-                match serde_json::from_slice::<TaskRecord>(v.value()) {
-                    Ok(r) => records.push(r),
-                    Err(e) => tracing::error!(task = k.value().1, "unreadable journal record skipped: {e}"),
-                }
-            }
-        }
-        Ok((Self::spawn(move |rx| writer(db, rx))?, records))
+        let file = RedbFile::open(&dir.join("tasks.redb"))?;
+        let records = file.with(load)?;
+        let batching = Batching { max: BATCH, keep_failed: true };
+        let journal = Self::spawn(move |rx, health| {
+            write_batches(rx, batching, &health, |ops| file.with(|db| commit(db, ops)));
+        })?;
+        Ok((journal, records))
     }
 
     /// A journal whose writer thread runs `write` over the queued operations (the redb writer here,
-    /// the Redis one in `shared`).
-    pub fn spawn(write: impl FnOnce(mpsc::Receiver<Op>) + Send + 'static) -> Result<Self, String> {
+    /// the Redis one in `shared`), reporting how its writes go to the health it is given.
+    pub fn spawn(write: impl FnOnce(mpsc::Receiver<Op>, Arc<Health>) + Send + 'static) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel::<Op>();
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("grok2api-journal".into())
-            .spawn(move || write(rx))
+            .spawn(move || write(rx, writer_health))
             .map_err(|e| format!("cannot start journal writer: {e}"))?;
-        Ok(Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        Ok(Self { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), health })
+    }
+
+    /// False while writes fail (a full disk): creates are refused and states wait in memory.
+    pub fn writable(&self) -> bool {
+        self.health.writable()
     }
 
     fn send(&self, op: Op) -> bool {
@@ -381,7 +423,8 @@ impl Journal {
         }
     }
 
-    /// Writes a record and waits until it is on disk.
+    /// Writes a record and waits until it is on disk. A failure is final: the record is not tried
+    /// again (the caller refuses the create).
     pub async fn put_durable(&self, record: &TaskRecord) -> Result<(), String> {
         let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
         let (ack, done) = oneshot::channel();
@@ -389,6 +432,15 @@ impl Journal {
             return Err("journal is closed".into());
         }
         done.await.map_err(|_| "journal writer stopped".to_string())?
+    }
+
+    /// Answered once every record queued so far is written; through a full disk that takes as long
+    /// as the disk stays full. An error means the journal closed before.
+    pub fn synced(&self) -> oneshot::Receiver<()> {
+        let (ack, done) = oneshot::channel();
+        // Refused (closed): the sender is dropped with the operation, which answers the receiver.
+        self.send(Op::Synced(ack));
+        done
     }
 
     /// Deletes a task's record; `created_ms` is the task's creation time.
@@ -413,10 +465,52 @@ impl Drop for Journal {
     }
 }
 
+/// Creates the table if needed (moving a legacy layout into it) and reads every record.
+fn load(db: &Database) -> Result<Vec<TaskRecord>, String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+        let moved = move_legacy_records(&txn, &mut table)?;
+        if moved > 0 {
+            tracing::info!(records = moved, "journal records moved to the creation-ordered layout");
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    let read = db.begin_read().map_err(|e| e.to_string())?;
+    let table = read.open_table(TASKS).map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    for row in table.iter().map_err(|e| e.to_string())? {
+        let (k, v) = row.map_err(|e| e.to_string())?;
+        match serde_json::from_slice::<TaskRecord>(v.value()) {
+            Ok(r) => records.push(r),
+            Err(e) => tracing::error!(task = k.value().1, "unreadable journal record skipped: {e}"),
+        }
+    }
+    Ok(records)
+}
+
+/// How a writer treats its batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most operations taken from the queue into one batch.
+    pub max: usize,
+    /// Keep the written-behind operations of a failed batch (the newest per task) and write them
+    /// again, first in the next batch or alone on a backoff, until they are written: a state told
+    /// to a client then outlives a full disk as long as the process does. The shared store's writer
+    /// drops them instead: written late, a record could overwrite what a replica that took the task
+    /// over wrote since.
+    pub keep_failed: bool,
+}
+
 /// A batch at least this large means writes arrive faster than one commit takes.
 const BUSY_BATCH: usize = 8;
 /// Under that load, how long a batch waits for more before it is written.
 const GATHER: Duration = Duration::from_micros(400);
+/// After a failed batch, the first and the longest wait before trying again with nothing new.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// When the journal closes, how long what is kept is still tried before it is given up.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The loop every journal writer runs: take what is queued (up to `max` operations), `write` it as
 /// one batch, and tell each awaited create how its batch went. Ends when the journal closes.
@@ -424,31 +518,135 @@ const GATHER: Duration = Duration::from_micros(400);
 /// Under load a batch first gathers for `GATHER`: a commit's fixed cost (the fsync, redb's page and
 /// free-list bookkeeping) is most of a create's, and it was being paid for batches of about 15
 /// (docs/benchmarks.md). An idle journal writes at once, so a lone create waits for no one.
-pub fn write_batches(rx: mpsc::Receiver<Op>, max: usize, mut write: impl FnMut(&[Op]) -> Result<(), String>) {
+pub fn write_batches(
+    rx: mpsc::Receiver<Op>,
+    batching: Batching,
+    health: &Health,
+    mut write: impl FnMut(&[Op]) -> Result<(), String>,
+) {
+    let mut kept = Kept::default();
     let mut busy = false;
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        let until = busy.then(|| Instant::now() + GATHER);
-        while ops.len() < max {
-            let next = match until {
-                Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())).ok(),
-                None => rx.try_recv().ok(),
-            };
-            match next {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
-        busy = ops.len() >= BUSY_BATCH;
+    let mut retry = RETRY_FIRST;
+    loop {
+        // While writes fail, wake up to try again even when nothing new arrives.
+        let first = match (batching.keep_failed && !health.writable()).then_some(retry) {
+            None => match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => break,
+            },
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let earlier = kept.tasks();
+        let mut ops = kept.take();
+        busy = first.is_some() && gather(&rx, first, busy, batching.max, &mut ops) >= BUSY_BATCH;
         let result = write(&ops);
-        if let Err(e) = &result {
-            tracing::error!("task journal write failed: {e}");
-        }
-        for op in ops {
-            if let Op::Put(_, _, _, Some(ack)) = op {
+        retry = if result.is_ok() { RETRY_FIRST } else { (retry * 2).min(RETRY_MAX) };
+        health.record(&result, earlier);
+        settle(ops, &result, batching.keep_failed, &mut kept);
+    }
+    close_out(kept, health, &mut write);
+}
+
+/// Appends `first` and what else is queued (up to `max` in all) to `ops`; under load (`busy`)
+/// waits up to `GATHER` for more. Returns how many it took.
+fn gather(rx: &mpsc::Receiver<Op>, first: Option<Op>, busy: bool, max: usize, ops: &mut Vec<Op>) -> usize {
+    let Some(first) = first else { return 0 };
+    ops.push(first);
+    let mut taken = 1;
+    let until = busy.then(|| Instant::now() + GATHER);
+    while taken < max {
+        let next = match until {
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())).ok(),
+            None => rx.try_recv().ok(),
+        };
+        let Some(op) = next else { break };
+        ops.push(op);
+        taken += 1;
+    }
+    taken
+}
+
+/// Answers each create and `Synced` of a written batch. Of a failed one, the creates hear the
+/// error (their clients get a 503; they are not tried again) and the rest is kept or dropped.
+fn settle(ops: Vec<Op>, result: &Result<(), String>, keep_failed: bool, kept: &mut Kept) {
+    for op in ops {
+        match op {
+            Op::Put(_, _, _, Some(ack)) => {
                 let _ = ack.send(result.clone());
             }
+            Op::Synced(ack) if result.is_ok() || !keep_failed => {
+                let _ = ack.send(());
+            }
+            op if result.is_err() && keep_failed => kept.keep(op),
+            _ => {}
         }
+    }
+}
+
+/// The journal closed with operations still kept: tries them for a little longer (a shutdown must
+/// end), then says how many tasks' last states are lost.
+fn close_out(mut kept: Kept, health: &Health, write: &mut impl FnMut(&[Op]) -> Result<(), String>) {
+    let deadline = Instant::now() + CLOSE_PATIENCE;
+    let mut retry = RETRY_FIRST;
+    while !kept.is_empty() {
+        let earlier = kept.tasks();
+        let ops = kept.take();
+        let result = write(&ops);
+        health.record(&result, earlier);
+        settle(ops, &result, true, &mut kept);
+        if kept.is_empty() {
+            return;
+        }
+        if Instant::now() + retry > deadline {
+            tracing::error!(
+                tasks = kept.tasks(),
+                "task journal closed before it could write these tasks' last states: after a restart they \
+                 show what was written before writes failed"
+            );
+            return;
+        }
+        std::thread::sleep(retry);
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// What failed batches left to write: the newest operation per task (an older record of a task is
+/// worthless once a newer one exists), plus the `Synced` waiting for them.
+#[derive(Default)]
+struct Kept {
+    ops: Vec<Op>,
+    /// Task id → its operation's index in `ops`.
+    slots: HashMap<String, usize>,
+}
+
+impl Kept {
+    fn keep(&mut self, op: Op) {
+        let slot = op.task().map(|id| self.slots.get(id).copied().ok_or_else(|| id.to_owned()));
+        match slot {
+            Some(Ok(i)) => self.ops[i] = op,
+            Some(Err(id)) => {
+                self.slots.insert(id, self.ops.len());
+                self.ops.push(op);
+            }
+            None => self.ops.push(op),
+        }
+    }
+
+    fn take(&mut self) -> Vec<Op> {
+        self.slots.clear();
+        std::mem::take(&mut self.ops)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn tasks(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -476,24 +674,25 @@ fn move_legacy_records(
     Ok(moved)
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Op>) {
-    write_batches(rx, BATCH, |ops| {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
-            for op in ops {
-                match op {
-                    Op::Put(id, bytes, meta, _) => {
-                        table.insert((meta.created_ms, id.as_str()), bytes.as_slice()).map_err(|e| e.to_string())?;
-                    }
-                    Op::Remove(id, created_ms) => {
-                        table.remove((*created_ms, id.as_str())).map_err(|e| e.to_string())?;
-                    }
+/// Writes `ops` in one transaction. An empty batch still commits: after a failure it is the probe
+/// of whether the disk takes writes again.
+fn commit(db: &Database, ops: &[Op]) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+        for op in ops {
+            match op {
+                Op::Put(id, bytes, meta, _) => {
+                    table.insert((meta.created_ms, id.as_str()), bytes.as_slice()).map_err(|e| e.to_string())?;
                 }
+                Op::Remove(id, created_ms) => {
+                    table.remove((*created_ms, id.as_str())).map_err(|e| e.to_string())?;
+                }
+                Op::Synced(_) => {}
             }
         }
-        txn.commit().map_err(|e| e.to_string())
-    });
+    }
+    txn.commit().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -613,6 +812,107 @@ mod tests {
         assert!(json.get("api").is_none());
         let (back, _) = serde_json::from_value::<TaskRecord>(json).unwrap().into_task().unwrap();
         assert_eq!((back.api, back.request), (TaskApi::Native, None));
+    }
+
+    /// (task id, record) of each `Put` written.
+    type Written = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// A journal whose writer fails while `full` is set and otherwise records what it writes.
+    fn flaky(keep_failed: bool) -> (Journal, Arc<AtomicBool>, Written) {
+        let full = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (f, w) = (full.clone(), written.clone());
+        let journal = Journal::spawn(move |rx, health| {
+            write_batches(rx, Batching { max: BATCH, keep_failed }, &health, |ops| {
+                if f.load(Ordering::SeqCst) {
+                    return Err("No space left on device".into());
+                }
+                for op in ops {
+                    if let Op::Put(id, bytes, ..) = op {
+                        w.lock().unwrap().push((id.clone(), bytes.clone()));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+        (journal, full, written)
+    }
+
+    fn put(j: &Journal, id: &str, bytes: &[u8]) {
+        let meta = PutMeta { owner: "k".into(), created_ms: 1, terminal: false, owed: false, pending: false };
+        j.send(Op::Put(id.into(), bytes.to_vec(), meta, None));
+    }
+
+    fn create(j: &Journal, id: &str) -> oneshot::Receiver<Result<(), String>> {
+        let meta = PutMeta { owner: "k".into(), created_ms: 1, terminal: false, owed: false, pending: true };
+        let (ack, done) = oneshot::channel();
+        j.send(Op::Put(id.into(), b"new".to_vec(), meta, Some(ack)));
+        done
+    }
+
+    #[test]
+    fn a_failed_batch_is_kept_newest_per_task_and_written_when_writes_work_again() {
+        let (j, full, written) = flaky(true);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        full.store(true, Ordering::SeqCst);
+        put(&j, "a", b"processing");
+        put(&j, "a", b"failed");
+        put(&j, "b", b"success");
+        let mut synced = j.synced();
+        let refused = rt.block_on(create(&j, "c")).unwrap();
+        assert!(refused.is_err(), "a create hears at once that it failed");
+        assert!(!j.writable());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(synced.try_recv().is_err(), "nothing is synced while writes fail");
+        assert!(written.lock().unwrap().is_empty());
+
+        full.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), synced).await }).unwrap().unwrap();
+        assert!(
+            started.elapsed() <= RETRY_MAX + Duration::from_millis(200),
+            "retried on the backoff, nothing new needed"
+        );
+        assert!(j.writable());
+        let mut got = written.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(
+            got,
+            [("a".to_string(), b"failed".to_vec()), ("b".to_string(), b"success".to_vec())],
+            "the newest record of each task; the refused create is not written"
+        );
+    }
+
+    #[test]
+    fn a_writer_that_drops_failed_batches_answers_synced_anyway() {
+        let (j, full, written) = flaky(false);
+        full.store(true, Ordering::SeqCst);
+        put(&j, "a", b"processing");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), j.synced()).await }).unwrap().unwrap();
+        assert!(!j.writable());
+        full.store(false, Ordering::SeqCst);
+        put(&j, "b", b"success");
+        rt.block_on(j.synced()).unwrap();
+        assert_eq!(*written.lock().unwrap(), [("b".to_string(), b"success".to_vec())], "a was dropped");
+        assert!(j.writable());
+    }
+
+    #[test]
+    fn closing_writes_what_is_kept_when_it_can() {
+        let (j, full, written) = flaky(true);
+        full.store(true, Ordering::SeqCst);
+        put(&j, "a", b"failed");
+        let synced = j.synced();
+        let f = full.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            f.store(false, Ordering::SeqCst);
+        });
+        j.close();
+        assert_eq!(*written.lock().unwrap(), [("a".to_string(), b"failed".to_vec())]);
+        assert!(synced.blocking_recv().is_ok());
     }
 
     #[test]

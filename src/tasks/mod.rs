@@ -13,7 +13,18 @@ pub mod store;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::KeyId;
+
+/// Cancellation signals the queue and the callbacks obey.
+#[derive(Clone)]
+pub struct Signals {
+    /// Stop taking new tasks (and stop retrying callbacks: they stay owed).
+    pub shutdown: CancellationToken,
+    /// Stop running tasks (end of the grace period).
+    pub abort: CancellationToken,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskKind {

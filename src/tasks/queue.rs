@@ -56,14 +56,7 @@ pub struct Settings {
 /// media).
 pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
 
-/// Cancellation signals the queue obeys.
-#[derive(Clone)]
-pub struct Signals {
-    /// Stop taking new tasks.
-    pub shutdown: CancellationToken,
-    /// Stop running tasks (end of the grace period).
-    pub abort: CancellationToken,
-}
+pub use super::Signals;
 
 impl TaskQueue {
     pub fn start(
@@ -358,7 +351,8 @@ impl WorkerCtx {
         }
     }
 
-    /// Fires the task's callback, if it has one still owed, for its terminal state.
+    /// Fires the task's callback, if it has one still owed, for its terminal state, once the journal
+    /// holds that state: a receiver must never hear of an end that a restart would undo.
     fn finished(&self, task: &Task) {
         debug_assert!(matches!(task.status, TaskStatus::Success | TaskStatus::Failed));
         let (Some(cb), Some(settings)) = (task.callback.as_deref(), &self.callbacks) else { return };
@@ -368,12 +362,15 @@ impl WorkerCtx {
         let body = (self.render)(task).to_string().into_bytes();
         callbacks::dispatch(
             &self.tracker,
-            self.signals.shutdown.clone(),
+            self.signals.clone(),
             self.store.clone(),
             settings.clone(),
-            task.id.clone(),
-            cb.url.clone(),
-            body,
+            callbacks::Delivery {
+                task_id: task.id.clone(),
+                url: cb.url.clone(),
+                body,
+                durable: self.store.journal().map(|j| j.synced()),
+            },
         );
     }
 }

@@ -1,10 +1,13 @@
 //! Tokens added through the admin API, kept in the state dir (`<state.dir>/tokens.redb`, the same
 //! embedded database engine as the task journal) so they survive a restart. Tokens from the config,
 //! the environment or `tokens_file` are not written here: they come back from where they were given.
+//! A write that fails (a full disk) is tried on a freshly opened file the next time.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::redb_file::RedbFile;
 
 /// `token_id` → the entry as given (`TOKEN` or `TOKEN|PROXY_URL`).
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
@@ -19,7 +22,7 @@ pub struct Meta {
 }
 
 pub struct SavedTokens {
-    db: Database,
+    db: RedbFile,
 }
 
 impl SavedTokens {
@@ -27,57 +30,70 @@ impl SavedTokens {
     pub fn open(dir: &Path) -> Result<(Self, Vec<(String, Meta)>), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
         let path = dir.join("tokens.redb");
-        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(TOKENS).map_err(|e| e.to_string())?;
-        txn.open_table(META).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
-        let read = db.begin_read().map_err(|e| e.to_string())?;
-        let table = read.open_table(TOKENS).map_err(|e| e.to_string())?;
-        let meta = read.open_table(META).map_err(|e| e.to_string())?;
-        let mut entries = Vec::new();
-        for row in table.iter().map_err(|e| e.to_string())? {
-            let (id, entry) = row.map_err(|e| e.to_string())?;
-            let m = match meta.get(id.value()).map_err(|e| e.to_string())? {
-                Some(json) => serde_json::from_str(json.value()).unwrap_or_default(),
-                None => Meta::default(),
-            };
-            entries.push((entry.value().to_owned(), m));
-        }
+        let db = RedbFile::open(&path)?;
+        let entries = db.with(read_all)?;
         Ok((Self { db }, entries))
     }
 
     /// Keeps `entries` (replacing an earlier entry of the same token, e.g. with another proxy).
     pub fn save(&self, entries: &[String]) -> Result<(), String> {
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut table = txn.open_table(TOKENS).map_err(|e| e.to_string())?;
-            for entry in entries {
-                let (token, _) = super::token_pool::parse_entry(entry);
-                if token.is_empty() {
-                    continue;
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut table = txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+                for entry in entries {
+                    let (token, _) = super::token_pool::parse_entry(entry);
+                    if token.is_empty() {
+                        continue;
+                    }
+                    let id = super::token_pool::token_id(&token);
+                    table.insert(id.as_str(), entry.trim()).map_err(|e| e.to_string())?;
                 }
-                table.insert(super::token_pool::token_id(&token).as_str(), entry.trim()).map_err(|e| e.to_string())?;
             }
-        }
-        txn.commit().map_err(|e| e.to_string())
+            txn.commit().map_err(|e| e.to_string())
+        })
     }
 
     /// Keeps the console's settings of the token `id` names.
     pub fn save_meta(&self, id: &str, meta: &Meta) -> Result<(), String> {
         let json = serde_json::to_string(meta).map_err(|e| e.to_string())?;
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(META).map_err(|e| e.to_string())?.insert(id, json.as_str()).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(META).map_err(|e| e.to_string())?.insert(id, json.as_str()).map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())
+        })
     }
 
     /// Forgets the token `id` names (nothing happens for a token that was never saved).
     pub fn forget(&self, id: &str) -> Result<(), String> {
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(TOKENS).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
-        txn.open_table(META).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(TOKENS).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
+            txn.open_table(META).map_err(|e| e.to_string())?.remove(id).map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())
+        })
     }
+}
+
+/// Creates the tables if needed and reads every entry with its settings.
+fn read_all(db: &Database) -> Result<Vec<(String, Meta)>, String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+    txn.open_table(META).map_err(|e| e.to_string())?;
+    txn.commit().map_err(|e| e.to_string())?;
+    let read = db.begin_read().map_err(|e| e.to_string())?;
+    let table = read.open_table(TOKENS).map_err(|e| e.to_string())?;
+    let meta = read.open_table(META).map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    for row in table.iter().map_err(|e| e.to_string())? {
+        let (id, entry) = row.map_err(|e| e.to_string())?;
+        let m = match meta.get(id.value()).map_err(|e| e.to_string())? {
+            Some(json) => serde_json::from_str(json.value()).unwrap_or_default(),
+            None => Meta::default(),
+        };
+        entries.push((entry.value().to_owned(), m));
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
