@@ -395,6 +395,8 @@ pub struct TasksConfig {
     pub workers: usize,
     /// Accepted tasks waiting for a worker; beyond it creates answer 429.
     pub queue_capacity: usize,
+    /// Places of the queue one API key may hold (0 = half of it); workers serve the keys in turn.
+    pub queue_per_key: usize,
     /// How long finished tasks stay readable.
     pub ttl_secs: u64,
     /// Finished tasks kept at most; beyond it the oldest are forgotten before their TTL.
@@ -411,6 +413,7 @@ impl Default for TasksConfig {
         Self {
             workers: 16,
             queue_capacity: 1000,
+            queue_per_key: 0,
             ttl_secs: 24 * 3600,
             max_finished: 50_000,
             job_timeout_secs: 900,

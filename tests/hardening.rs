@@ -469,3 +469,55 @@ async fn a_token_proxy_with_a_line_break_is_refused() {
     let (_, _, after) = split(h.http.get(h.url("/admin/tokens")).bearer_auth(ADMIN).send().await.unwrap()).await;
     assert!(!after.to_string().contains("planted"), "{after}");
 }
+
+#[tokio::test]
+async fn one_key_cannot_fill_the_queue_or_make_another_wait_behind_it() {
+    let h = builder()
+        .config(|c| {
+            c.tasks.workers = 1;
+            c.tasks.queue_capacity = 6;
+        })
+        .start()
+        .await;
+    let create = |key: &'static str, prompt: String| {
+        h.http
+            .post(h.url("/v1/images/tasks"))
+            .bearer_auth(key)
+            .json(&json!({"model": "grok-imagine-1.0", "prompt": prompt}))
+            .send()
+    };
+    // The first key: one task runs, three wait (half of six), the next is refused.
+    let mut first = Vec::new();
+    for i in 0..4 {
+        let (status, _, b) = split(create(KEY, format!("a{i} [sim:slow=400]")).await.unwrap()).await;
+        assert_eq!(status, 202, "{b}");
+        first.push(b["data"]["taskId"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (status, _, b) = split(create(KEY, "a4 [sim:slow=400]".into()).await.unwrap()).await;
+    assert_eq!(status, 429, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("share"), "{b}");
+    // The second key still gets in, and its task takes its turn instead of waiting out the backlog.
+    let (status, _, b) = split(create(OTHER_KEY, "b0".into()).await.unwrap()).await;
+    assert_eq!(status, 202, "{b}");
+    let second = b["data"]["taskId"].as_str().unwrap().to_owned();
+    let h = &h;
+    let read = |id: String| async move {
+        let r = h.http.get(h.url(&format!("/v1/images/tasks/{id}"))).bearer_auth(KEY).send().await.unwrap();
+        let (_, _, b) = split(r).await;
+        b["data"]["status"].as_str().unwrap_or_default().to_owned()
+    };
+    let started = Instant::now();
+    loop {
+        let r = h.http.get(h.url(&format!("/v1/images/tasks/{second}"))).bearer_auth(OTHER_KEY).send().await.unwrap();
+        let (_, _, b) = split(r).await;
+        if b["data"]["status"] == "success" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the second key's task never ran: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = futures_util::future::join_all(first[2..].iter().cloned().map(read)).await;
+    // Keys take turns: a1 ran, then b0; a2 at most just started, a3 still waits.
+    assert!(waiting.iter().all(|s| s != "success") && waiting[1] == "pending", "{waiting:?}");
+}

@@ -265,6 +265,7 @@ pub async fn submit(
         let id = state
             .queue
             .submit(
+                &owner,
                 move || {
                     let id = store.create_for(task_owner, kind, callback, api, request);
                     drop(local);

@@ -187,6 +187,7 @@ impl AppState {
         let queue = TaskQueue::start(
             QueueSettings {
                 capacity: cfg.tasks.queue_capacity,
+                per_key: cfg.tasks.queue_per_key,
                 expected_tasks: cfg.tasks.expected_tasks,
                 workers: cfg.tasks.workers,
                 job_timeout: Duration::from_secs(cfg.tasks.job_timeout_secs.max(1)),

@@ -6,6 +6,7 @@
 //! - `idempotency.rs`: `Idempotency-Key` → first task.
 
 pub mod callbacks;
+pub mod fair;
 pub mod idempotency;
 pub mod journal;
 pub mod queue;

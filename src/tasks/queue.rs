@@ -11,15 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::callbacks::{self, CallbackSettings};
+use super::fair::{FairQueue, Full};
 use super::journal::{JobRecord, PendingJob, TaskRecord};
 use super::store::{TaskStore, Transition};
 use super::{Outcome, Task, TaskStatus};
 use crate::HotMap;
+use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 use crate::runner::JobRunner;
@@ -36,12 +37,14 @@ pub struct QueuedTask {
 
 #[derive(Clone)]
 pub struct TaskQueue {
-    tx: mpsc::Sender<QueuedTask>,
+    queue: Arc<FairQueue<QueuedTask>>,
     ctx: Arc<WorkerCtx>,
 }
 
 pub struct Settings {
     pub capacity: usize,
+    /// Places one key may hold (0 = half the queue).
+    pub per_key: usize,
     /// Tasks expected at once (sizes the cancellation map like the store).
     pub expected_tasks: usize,
     pub workers: usize,
@@ -67,8 +70,7 @@ impl TaskQueue {
         tracker: &TaskTracker,
         signals: Signals,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(settings.capacity.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(FairQueue::new(settings.capacity, settings.per_key));
         let ctx = Arc::new(WorkerCtx {
             store,
             runner,
@@ -84,13 +86,13 @@ impl TaskQueue {
             shared: settings.shared,
         });
         for _ in 0..settings.workers.max(1) {
-            let (rx, ctx, shutdown) = (rx.clone(), ctx.clone(), signals.shutdown.clone());
+            let (queue, ctx, shutdown) = (queue.clone(), ctx.clone(), signals.shutdown.clone());
             tracker.spawn(async move {
                 loop {
                     let next = tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => return,
-                        next = async { rx.lock().await.recv().await } => next,
+                        next = queue.pop() => next,
                         // With several replicas an idle worker takes queued work from the shared queue.
                         stolen = ctx.steal(), if ctx.shared.is_some() => {
                             if let Some(task) = stolen {
@@ -99,32 +101,33 @@ impl TaskQueue {
                             continue;
                         }
                     };
-                    match next {
-                        Some(task) => ctx.run(task).await,
-                        None => return,
-                    }
+                    ctx.run(next).await;
                 }
             });
         }
-        Self { tx, ctx }
+        Self { queue, ctx }
     }
 
     /// Queued tasks not yet picked up by a worker.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.len()
     }
 
-    /// Reserves a queue slot, creates the task with `create`, journals it (durably, with its job) when
-    /// there is a journal, and enqueues it. A full queue is a 429; a journal failure a 503.
+    /// Reserves a queue place for `owner`, creates the task with `create`, journals it (durably, with
+    /// its job) when there is a journal, and enqueues it. A full queue, or a key holding its whole
+    /// share of it, is a 429; a journal failure a 503.
     pub async fn submit(
         &self,
+        owner: &KeyId,
         create: impl FnOnce() -> Arc<str>,
         job: Job,
         base: Arc<str>,
         b64: bool,
     ) -> Result<Arc<str>, ApiError> {
-        let permit =
-            self.tx.try_reserve().map_err(|_| ApiError::rate_limited(5, "the task queue is full; retry later"))?;
+        let permit = self.queue.reserve(owner).map_err(|full| match full {
+            Full::Queue => ApiError::rate_limited(5, "the task queue is full; retry later"),
+            Full::Key => ApiError::rate_limited(5, "this API key holds its whole share of the task queue; retry later"),
+        })?;
         let id = create();
         if let Some(journal) = self.ctx.store.journal() {
             let task = self.ctx.store.snapshot(&id).ok_or_else(|| ApiError::internal("task vanished at creation"))?;
@@ -145,23 +148,14 @@ impl TaskQueue {
         Ok(id)
     }
 
-    /// Queues tasks recovered from the journal, waiting for room as workers free it.
+    /// Queues tasks recovered from the journal (or taken over from another replica), each in its
+    /// owner's lane; they were accepted before, so they fit whatever the queue holds.
     pub fn requeue(&self, tasks: Vec<QueuedTask>) {
-        if tasks.is_empty() {
-            return;
-        }
-        let (tx, shutdown) = (self.tx.clone(), self.ctx.signals.shutdown.clone());
-        for t in &tasks {
+        for t in tasks {
+            let Some(owner) = self.ctx.store.snapshot(&t.id).map(|task| task.owner) else { continue };
             self.ctx.running.insert(t.id.clone(), CancellationToken::new());
+            self.queue.push_recovered(owner, t);
         }
-        self.ctx.tracker.spawn(async move {
-            for t in tasks {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return, // still pending in the journal
-                    r = tx.send(t) => if r.is_err() { return },
-                }
-            }
-        });
     }
 
     /// Forgets a task nobody was told about (it lost an idempotency race): no state change is
