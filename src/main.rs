@@ -133,6 +133,18 @@ async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
         );
     }
 
+    if let Some(files) = grok2api::server::raise_open_file_limit() {
+        let room = files.saturating_sub(grok2api::server::RESERVED_FILES) as usize;
+        if room < cfg.server.max_connections {
+            tracing::warn!(
+                open_files = files,
+                max_connections = cfg.server.max_connections,
+                "server.max_connections is above what the open-file limit leaves for clients; capped at {room} \
+                 (raise `ulimit -n` / LimitNOFILE to allow more)"
+            );
+            cfg.server.max_connections = room.max(64);
+        }
+    }
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let server = Server::start(cfg, listener)?;
     // Machine-readable line on stdout (tests and scripts read the port from it when listening on :0).

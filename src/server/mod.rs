@@ -79,6 +79,38 @@ impl ServeOptions {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (as Go's runtime does at start):
+/// the default soft limit (often 1024) is far below `max_connections`, and running out of descriptors
+/// is what turns a crowd of idle sockets into refused clients. Returns the soft limit now in force.
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    // `rlim_t` is u64 on Linux, not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    Some(lim.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+/// Descriptors kept free of client connections: the journal, media files, upstream and Redis
+/// connections, callbacks.
+pub const RESERVED_FILES: u64 = 512;
+
 /// hyper runs each HTTP/2 stream as a task of its own: on the tracker, so shutdown waits for them.
 #[derive(Clone)]
 pub(crate) struct TrackedExecutor(TaskTracker);
