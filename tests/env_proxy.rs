@@ -54,7 +54,10 @@ async fn callbacks_and_image_fetches_ignore_environment_proxies() {
         "image_url": format!("http://{images}/img.png"),
         "callback_url": hook,
     });
-    let (status, _, b) = split(h.post("/v1/video/tasks").json(&body).send().await.unwrap()).await;
+    // The test's own client must not take the proxy either.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let post = http.post(h.url("/v1/video/tasks")).bearer_auth(KEY).json(&body);
+    let (status, _, b) = split(post.send().await.unwrap()).await;
     assert_eq!(status, 202, "{b}");
     let id = b["data"]["taskId"].as_str().unwrap().to_owned();
     for _ in 0..400 {
@@ -63,7 +66,8 @@ async fn callbacks_and_image_fetches_ignore_environment_proxies() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (_, _, task) = split(h.get(&format!("/v1/video/tasks/{id}")).send().await.unwrap()).await;
+    let get = http.get(h.url(&format!("/v1/video/tasks/{id}"))).bearer_auth(KEY);
+    let (_, _, task) = split(get.send().await.unwrap()).await;
     assert_eq!(task["data"]["status"], "success", "the image was fetched directly: {task}");
     assert_eq!(receiver.got.lock().unwrap().len(), 1, "the callback went straight to its receiver");
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went through the environment's proxy");

@@ -211,7 +211,14 @@ const ROUTES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn every_v1_route_rejects_a_missing_or_wrong_key() {
-    let h = builder().config(|c| c.files.require_auth = true).start().await;
+    let h = builder()
+        .config(|c| {
+            c.files.require_auth = true;
+            // Wrong keys on purpose, many times over (tests/hardening.rs tests the limit on them).
+            c.limits.wrong_key_burst = 10_000;
+        })
+        .start()
+        .await;
     let mut routes: Vec<(&str, String)> = ROUTES.iter().map(|(m, p)| (*m, p.to_string())).collect();
     routes.push(("GET", "/v1/files/image/0123456789abcdef0123456789abcdef.png".into()));
     for (method, path) in routes {

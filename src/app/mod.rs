@@ -369,6 +369,27 @@ impl AppState {
     }
 }
 
+/// `[server]` as the server module takes it.
+fn server_limits(cfg: &crate::config::ServerConfig) -> crate::server::Limits {
+    use crate::config::secs;
+    crate::server::Limits {
+        max_connections: cfg.max_connections,
+        header_read_timeout: secs(cfg.header_read_timeout_secs),
+        idle_timeout: secs(cfg.idle_timeout_secs),
+        send_timeout: secs(cfg.send_timeout_secs),
+        body_read_timeout: secs(cfg.body_read_timeout_secs),
+        body_min_bytes_per_sec: cfg.body_min_bytes_per_sec,
+        // One body at the JSON limit always fits.
+        max_body_bytes_in_flight: cfg.max_body_bytes_in_flight.max(cfg.max_json_body_bytes),
+        max_header_bytes: cfg.max_header_bytes,
+        max_headers: cfg.max_headers,
+        http2_max_concurrent_streams: cfg.http2_max_concurrent_streams,
+        http2_keepalive_interval: secs(cfg.http2_keepalive_interval_secs),
+        http2_keepalive_timeout: secs(cfg.http2_keepalive_timeout_secs),
+        trusted_proxies: cfg.trusted_proxies.clone(),
+    }
+}
+
 /// Longest `x-request-id` kept from a client; a longer or odd one is replaced by our own.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -703,7 +724,11 @@ impl Server {
         // Connections and their HTTP/2 streams, apart from the app's background tasks: those must
         // outlive the last request (a task accepted just before shutdown still runs).
         let conns = TaskTracker::new();
-        let opts = Arc::new(crate::server::ServeOptions::new(&state.cfg.server, state.metrics.clone(), &conns)?);
+        let opts = Arc::new(crate::server::ServeOptions::new(
+            &server_limits(&state.cfg.server),
+            state.metrics.clone(),
+            &conns,
+        )?);
         let signals = crate::server::Signals { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
             crate::server::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;

@@ -23,10 +23,27 @@ use tokio_util::task::TaskTracker;
 
 use body::BodyRules;
 
-use crate::config::{ServerConfig, secs};
 use crate::metrics::Metrics;
 
-/// Everything a connection needs to know, built once from `[server]`.
+/// The server's limits (`[server]` in the config, which documents each; `app` converts).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub body_min_bytes_per_sec: u64,
+    pub max_body_bytes_in_flight: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Everything a connection needs to know, built once from the limits.
 pub struct ServeOptions {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
@@ -39,40 +56,39 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    pub fn new(cfg: &ServerConfig, metrics: Arc<Metrics>, streams: &TaskTracker) -> Result<Self, String> {
-        let header_read_timeout = secs(cfg.header_read_timeout_secs);
+    pub fn new(limits: &Limits, metrics: Arc<Metrics>, streams: &TaskTracker) -> Result<Self, String> {
         let mut builder = auto::Builder::new(TrackedExecutor(streams.clone()));
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(limits.header_read_timeout)
             // hyper's floor for its read buffer is 8 KiB.
-            .max_buf_size(cfg.max_header_bytes.max(8192))
-            .max_headers(cfg.max_headers.max(16));
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers.max(16));
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(cfg.http2_max_concurrent_streams.max(1))
-            .keep_alive_interval(Some(secs(cfg.http2_keepalive_interval_secs)))
-            .keep_alive_timeout(secs(cfg.http2_keepalive_timeout_secs))
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.http2_max_concurrent_streams.max(1))
+            .keep_alive_interval(Some(limits.http2_keepalive_interval))
+            .keep_alive_timeout(limits.http2_keepalive_timeout)
             // What one connection may have the server buffer before the handlers read it.
             .initial_stream_window_size(256 * 1024)
             .initial_connection_window_size(1024 * 1024)
             .max_send_buf_size(256 * 1024);
-        let budget_bytes = cfg.max_body_bytes_in_flight.max(cfg.max_json_body_bytes);
+        let budget_bytes = limits.max_body_bytes_in_flight;
         Ok(Self {
-            max_connections: cfg.max_connections.max(1),
-            header_read_timeout,
-            idle_timeout: secs(cfg.idle_timeout_secs),
-            send_timeout: secs(cfg.send_timeout_secs),
+            max_connections: limits.max_connections.max(1),
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            send_timeout: limits.send_timeout,
             body: Arc::new(BodyRules {
-                read_timeout: secs(cfg.body_read_timeout_secs),
-                min_bytes_per_sec: cfg.body_min_bytes_per_sec,
+                read_timeout: limits.body_read_timeout,
+                min_bytes_per_sec: limits.body_min_bytes_per_sec,
                 budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
                 budget_bytes,
             }),
-            trusted_proxies: Arc::new(crate::net::TrustedProxies::parse(&cfg.trusted_proxies)?),
+            trusted_proxies: Arc::new(crate::net::TrustedProxies::parse(&limits.trusted_proxies)?),
             metrics,
             builder,
         })
