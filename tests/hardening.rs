@@ -122,6 +122,19 @@ async fn a_body_that_stalls_or_trickles_is_answered_408() {
 }
 
 #[tokio::test]
+async fn a_stalled_upload_is_answered_408_too() {
+    let h = builder().config(slow_limits).start().await;
+    let mut s = TcpStream::connect(addr(&h)).await.unwrap();
+    let part = "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nsharper\r\n--b\r\n";
+    let head = format!(
+        "POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n{part}"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    assert!(status_line(&mut s).await.contains("408"));
+}
+
+#[tokio::test]
 async fn oversized_heads_are_refused() {
     let h = builder().config(|c| c.server.max_header_bytes = 16 * 1024).start().await;
     let big = "x".repeat(64 * 1024);

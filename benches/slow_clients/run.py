@@ -15,8 +15,11 @@ It prints a table: /healthz p50/p99/max, RSS before/peak/after, and per kind how
 server closed and the slowest close, next to the configured timeouts. Exit status 1 when a target is
 missed (/healthz p99 over 50 ms, RSS over RSS_LIMIT_MB, a socket open past its timeout + 2 s).
 
+Then a second phase sends BIG (3) bodies of 57 MiB at once, each a JSON array of small numbers (the
+shape that costs most once parsed), to /v1/chat/completions with a valid key, and reports the peak RSS.
+
 Env: IDLE (2000), HALF (1000), KEEP (500), BODY (300), HEADER_TIMEOUT (5), IDLE_TIMEOUT (10),
-BODY_TIMEOUT (5), RSS_LIMIT_MB (300), BIN (gateway binary; default target/release/grok2api).
+BODY_TIMEOUT (5), RSS_LIMIT_MB (300), BIG (3), BIG_RSS_LIMIT_MB (448), BIN (gateway binary; default target/release/grok2api).
 """
 
 import asyncio
@@ -38,6 +41,10 @@ HEADER_TIMEOUT = float(os.environ.get("HEADER_TIMEOUT", 5))
 IDLE_TIMEOUT = float(os.environ.get("IDLE_TIMEOUT", 10))
 BODY_TIMEOUT = float(os.environ.get("BODY_TIMEOUT", 5))
 RSS_LIMIT_MB = float(os.environ.get("RSS_LIMIT_MB", 300))
+BIG = int(os.environ.get("BIG", 3))
+# A body is held twice while it is gathered into one buffer: twice the server's body budget (192 MiB by
+# default), plus the idle process.
+BIG_RSS_LIMIT_MB = float(os.environ.get("BIG_RSS_LIMIT_MB", 2 * 192 + 64))
 KEY = "bench-key-7d41c9e2a05f3b86"
 ADMIN = "bench-admin-3c8e51f07a9d24b6"
 
@@ -139,6 +146,22 @@ async def healthz_probe(port, latencies, stop):
         await asyncio.sleep(0.1)
 
 
+async def big_body(port, body):
+    """POSTs one large body; returns the status line."""
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                .encode())
+        w.write(body)
+        await w.drain()
+        line = await asyncio.wait_for(r.readline(), 120)
+        w.close()
+        return line.decode(errors="replace").strip()
+    except (OSError, asyncio.TimeoutError) as e:
+        return f"error: {e}"
+
+
 async def rss_sampler(pid, samples, stop):
     while not stop.is_set():
         samples.append(rss_mb(pid))
@@ -206,6 +229,17 @@ level = "error"
         await asyncio.gather(*background)
         await asyncio.sleep(1)
         after = rss_mb(gw.pid)
+        # Phase 2: large bodies of many small values, all at once.
+        pad = b"0," * (57 * 1024 * 1024 // 2 - 64)
+        body = b'{"model":"grok-imagine-1.0-video","messages":[{"role":"user","content":"a"}],"pad":[' + pad + b'0]}'
+        big_samples, big_stop = [], asyncio.Event()
+        sampler = asyncio.ensure_future(rss_sampler(gw.pid, big_samples, big_stop))
+        big_before = rss_mb(gw.pid)
+        answers = await asyncio.gather(*[big_body(gw_port, body) for _ in range(BIG)])
+        await asyncio.sleep(0.5)
+        big_stop.set()
+        await sampler
+        big_after = rss_mb(gw.pid)
     finally:
         for p in (gw, sim):
             p.terminate()
@@ -232,6 +266,10 @@ level = "error"
         print(f"| {kind} | {n} | {len(got)} | {slowest:.1f} s | {limit:g} s |")
         if closes[kind + "_open"] or (got and slowest > limit + 2):
             missed.append(f"{kind}: {len(closes[kind + '_open'])} still open, slowest close {slowest:.1f} s")
+    big_peak = max(big_samples) if big_samples else 0
+    print(f"{BIG} bodies of {len(body) / 2**20:.0f} MiB at once (JSON arrays of small numbers): RSS "
+          f"{big_before:.0f} MB before, {big_peak:.0f} MB peak, {big_after:.0f} MB after; answers: "
+          + ", ".join(sorted(set(a.split(" ", 1)[1] if " " in a else a for a in answers))))
     if closes["refused"]:
         print(f"connections refused outright: {len(closes['refused'])}")
     p99 = pct(finite, 0.99)
@@ -239,6 +277,8 @@ level = "error"
         missed.append(f"/healthz p99 {p99:.1f} ms, {failed} failed")
     if peak > RSS_LIMIT_MB:
         missed.append(f"RSS peak {peak:.0f} MB over {RSS_LIMIT_MB:g} MB")
+    if big_peak > BIG_RSS_LIMIT_MB:
+        missed.append(f"RSS peak under large bodies {big_peak:.0f} MB over {BIG_RSS_LIMIT_MB:g} MB")
     if missed:
         print("MISSED: " + "; ".join(missed))
         sys.exit(1)

@@ -2,7 +2,6 @@
 
 use crate::auth::KeyId;
 use axum::Extension;
-use axum::extract::multipart::MultipartError;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,7 +9,8 @@ use axum::response::Response;
 
 use super::images::{ImageOptions, ImageRequest, respond};
 use super::{
-    Capability, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, validate_n, validate_prompt,
+    Capability, ResponseFormat, aspect_ratio_for_size, multipart_error, public_base, resolve_model, validate_n,
+    validate_prompt,
 };
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -19,14 +19,6 @@ use crate::upstream::sniff_media_type;
 
 pub const MAX_IMAGES: usize = 3;
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
-
-fn multipart_error(e: MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large("multipart body is larger than the configured limit")
-    } else {
-        ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
-    }
-}
 
 #[derive(Default)]
 struct Form {

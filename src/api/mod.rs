@@ -96,6 +96,18 @@ pub fn check_json_cost(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A multipart body that could not be read: cut off by the body rules, over the route's limit
+/// (413), or malformed (400).
+pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if let Some(rule) = body_rule_error(&e) {
+        return rule;
+    }
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::payload_too_large("multipart body is larger than the configured limit");
+    }
+    ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
+}
+
 /// A body that could not be read: cut off by the body rules, over the route's limit, or broken.
 pub fn body_rejection(err: &(dyn std::error::Error + 'static), status: StatusCode) -> ApiError {
     if let Some(e) = body_rule_error(err) {

@@ -187,9 +187,7 @@ impl<S: Send + Sync> FromRequest<S> for CreateBody {
             ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
         })?;
         let mut body = Self { fields: serde_json::Map::new(), reference_file: None };
-        let bad = |e: axum::extract::multipart::MultipartError| {
-            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
-        };
+        let bad = super::multipart_error;
         while let Some(field) = multipart.next_field().await.map_err(bad)? {
             let name = field.name().unwrap_or_default().to_owned();
             if name == "input_reference" && field.file_name().is_some() {
