@@ -534,3 +534,50 @@ async fn one_key_cannot_fill_the_queue_or_make_another_wait_behind_it() {
     // Keys take turns: a1 ran, then b0; a2 at most just started, a3 still waits.
     assert!(waiting.iter().all(|s| s != "success") && waiting[1] == "pending", "{waiting:?}");
 }
+
+#[tokio::test]
+async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("gateway.log");
+    // So few descriptors that `accept` runs out before the connection cap (at least 64) is reached.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 40 && exec \"$0\" --demo --listen 127.0.0.1:0")
+        .arg(BIN)
+        .env_remove("GROK2API_API_KEY")
+        .env("GROK2API_MEDIA_DIR", dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut running = Running(Some(child));
+    let stdout = running.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.trim().split(" listening on ").nth(1).unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            held.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let errors = std::fs::read_to_string(&log_path).unwrap().matches("accept error").count();
+    eprintln!("{errors} accept errors logged in 2 s with {} sockets held", held.len());
+    assert!((1..=20).contains(&errors), "{errors} accept errors logged in 2 s: backing off, not spinning");
+    drop(held);
+    grok2api::install_crypto_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let started = Instant::now();
+    loop {
+        if http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the gateway did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -19,7 +19,8 @@ Then a second phase sends BIG (3) bodies of 57 MiB at once, each a JSON array of
 shape that costs most once parsed), to /v1/chat/completions with a valid key, and reports the peak RSS.
 
 Env: IDLE (2000), HALF (1000), KEEP (500), BODY (300), HEADER_TIMEOUT (5), IDLE_TIMEOUT (10),
-BODY_TIMEOUT (5), RSS_LIMIT_MB (300), BIG (3), BIG_RSS_LIMIT_MB (448), BIN (gateway binary; default target/release/grok2api).
+BODY_TIMEOUT (5), RSS_LIMIT_MB (300), BIG (3), BIG_RSS_LIMIT_MB (448), LEGACY (1 = a binary from before
+these settings existed: leave them out of its config), BIN (gateway binary; default target/release/grok2api).
 """
 
 import asyncio
@@ -184,13 +185,15 @@ async def main():
     sim = subprocess.Popen([bin_path, "sim", "--listen", f"127.0.0.1:{sim_port}", "--tokens", "bench-token"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = os.path.join(work, "gateway.toml")
+    # LEGACY=1: a gateway from before these limits existed (for a before/after table); it refuses
+    # settings it does not know.
+    limits = "" if os.environ.get("LEGACY") == "1" else (
+        f"header_read_timeout_secs = {HEADER_TIMEOUT}\nidle_timeout_secs = {IDLE_TIMEOUT}\n"
+        f"body_read_timeout_secs = {BODY_TIMEOUT}\n")
     with open(config, "w") as f:
         f.write(f"""[server]
 listen = "127.0.0.1:{gw_port}"
-header_read_timeout_secs = {HEADER_TIMEOUT}
-idle_timeout_secs = {IDLE_TIMEOUT}
-body_read_timeout_secs = {BODY_TIMEOUT}
-[auth]
+{limits}[auth]
 api_keys = ["{KEY}"]
 [admin]
 api_key = "{ADMIN}"
