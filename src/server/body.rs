@@ -77,14 +77,15 @@ pub struct GuardedBody<B> {
     ticket: Arc<Ticket>,
     started: Option<Instant>,
     received: u64,
-    deadline: Pin<Box<Sleep>>,
+    /// Made the first time the body has to wait: a request without a body never needs a timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    next: Option<Instant>,
     failed: bool,
 }
 
 impl<B> GuardedBody<B> {
     pub fn new(inner: B, rules: Arc<BodyRules>, ticket: Arc<Ticket>) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(rules.read_timeout));
-        Self { inner, rules, ticket, started: None, received: 0, deadline, failed: false }
+        Self { inner, rules, ticket, started: None, received: 0, deadline: None, next: None, failed: false }
     }
 
     /// The next moment the body is late: a gap of `read_timeout` since the last piece, or the point
@@ -121,8 +122,7 @@ where
         let now = Instant::now();
         if self.started.is_none() {
             self.started = Some(now);
-            let first = self.next_deadline(now);
-            self.deadline.as_mut().reset(first);
+            self.next = Some(self.next_deadline(now));
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -136,16 +136,23 @@ where
                     if next <= now {
                         return self.fail(BodyError::TooSlow);
                     }
-                    self.deadline.as_mut().reset(next);
+                    self.next = Some(next);
+                    if let Some(d) = self.deadline.as_mut() {
+                        d.as_mut().reset(next);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(axum::Error::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => self.fail(BodyError::TooSlow),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let at = self.next.unwrap_or(now + self.rules.read_timeout);
+                let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => self.fail(BodyError::TooSlow),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
