@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::HotMap;
@@ -85,6 +86,10 @@ pub struct GuessLimiter {
     global: (f64, f64),
     clients: HotMap<IpAddr, Bucket>,
     everyone: Mutex<Bucket>,
+    /// Until when (ms after `epoch`) everyone together is out of failures: read without a lock on
+    /// every request, written only when a key is wrong.
+    everyone_out_until: AtomicU64,
+    epoch: Instant,
     /// Addresses that presented a right key, and when.
     known: HotMap<IpAddr, Instant>,
 }
@@ -110,6 +115,8 @@ impl GuessLimiter {
             global: (global_rate, global_burst),
             clients: HotMap::default(),
             everyone: Mutex::new(Bucket::full(global_burst, Instant::now())),
+            everyone_out_until: AtomicU64::new(0),
+            epoch: Instant::now(),
             known: HotMap::default(),
         }
     }
@@ -124,11 +131,10 @@ impl GuessLimiter {
                 return Err(b.wait(rate));
             }
         }
-        let (grate, gburst) = self.global;
-        let mut everyone = self.everyone.lock().unwrap_or_else(|p| p.into_inner());
-        everyone.refill(grate, gburst, now);
-        if everyone.tokens < 1.0 && self.known.get(&client).is_none_or(|t| now.duration_since(*t) >= KNOWN_FOR) {
-            return Err(everyone.wait(grate));
+        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        let out_until = self.everyone_out_until.load(Ordering::Relaxed);
+        if now_ms < out_until && self.known.get(&client).is_none_or(|t| now.duration_since(*t) >= KNOWN_FOR) {
+            return Err((out_until - now_ms).div_ceil(1000).max(1));
         }
         Ok(())
     }
@@ -151,6 +157,10 @@ impl GuessLimiter {
         let mut everyone = self.everyone.lock().unwrap_or_else(|p| p.into_inner());
         everyone.refill(grate, gburst, now);
         everyone.tokens = (everyone.tokens - 1.0).max(0.0);
+        // Out of failures until one token has come back.
+        let until =
+            if everyone.tokens < 1.0 { now + Duration::from_secs_f64((1.0 - everyone.tokens) / grate) } else { now };
+        self.everyone_out_until.store(until.duration_since(self.epoch).as_millis() as u64, Ordering::Relaxed);
     }
 
     /// `client` presented a right key.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http_body::Frame;
 use hyper::body::Incoming;
@@ -115,12 +114,16 @@ pub(super) async fn serve(
     let service_opts = opts.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let request = watched.begin();
-        let ticket = Arc::new(Ticket::default());
-        let rules = service_opts.body.clone();
-        let held = ticket.clone();
-        let mut req = req.map(|b| Body::new(GuardedBody::new(b, rules, held)));
+        // A request without a body (most GETs) needs no body rules and holds no budget.
+        let ticket = (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(Ticket::default()));
+        let mut req = match &ticket {
+            Some(t) => {
+                let (rules, held) = (service_opts.body.clone(), t.clone());
+                req.map(|b| Body::new(GuardedBody::new(b, rules, held)))
+            }
+            None => req.map(Body::new),
+        };
         let client = service_opts.trusted_proxies.client(peer.ip(), req.headers());
-        req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(ClientAddr(client));
         let router = router.clone();
         async move {
