@@ -477,7 +477,9 @@ mod tests {
         assert_eq!(caller.policy.unwrap().models, vec!["grok-imagine-1.0".to_string()]);
         assert!(ring.check(&bearer("config-key-123456")).await.unwrap().policy.is_none());
         // A wrong secret under a real id, and a made-up id, are both plain 401s.
-        let forged = format!("{}x", &issued.key[..issued.key.len() - 1]);
+        // One character changed (to one it is not already: a key ending in `x` once made this no forgery).
+        let swap = if issued.key.ends_with('x') { 'y' } else { 'x' };
+        let forged = format!("{}{swap}", &issued.key[..issued.key.len() - 1]);
         assert_eq!(ring.check(&bearer(&forged)).await.unwrap_err().message, ApiError::unauthorized().message);
         assert!(ring.check(&bearer("g2a_000000000000_abc")).await.is_err());
         // The database holds no key, only its digest.
