@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Base URL used in returned links, e.g. https://img.example.com (default: from the request's Host).
     #[arg(long, env = "GROK2API_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
+    /// Web origins allowed to call the API from a browser (repeat, or comma-separated); `*` = any.
+    #[arg(long = "cors-allowed-origin", env = "GROK2API_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     /// Directory for downloaded media (overrides media.dir).
     #[arg(long, env = "GROK2API_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
@@ -260,6 +263,11 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For` names the
     /// client for per-client limits; empty = the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// Web origins (`https://app.example.com`, or `*`) a browser page may call the public API from.
+    /// Unset: any origin when a key guards the gateway, none while it runs open (docs/operations.md).
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// How long a browser may keep a preflight's answer.
+    pub cors_max_age_secs: u64,
 }
 
 /// Seconds from the config as a duration (at least 1 ms; a week at most).
@@ -290,6 +298,8 @@ impl Default for ServerConfig {
             http2_keepalive_timeout_secs: 20.0,
             max_body_bytes_in_flight: 192 * 1024 * 1024,
             trusted_proxies: Vec::new(),
+            cors_allowed_origins: None,
+            cors_max_age_secs: 600,
         }
     }
 }
@@ -764,6 +774,9 @@ impl Config {
         }
         if args.public_base_url.is_some() {
             self.server.public_base_url = args.public_base_url.clone();
+        }
+        if !args.cors_allowed_origins.is_empty() {
+            self.server.cors_allowed_origins = Some(args.cors_allowed_origins.clone());
         }
         if args.media_dir.is_some() {
             self.media.dir = args.media_dir.clone();

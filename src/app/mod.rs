@@ -334,17 +334,26 @@ impl AppState {
                 ops = ops.route_layer(require);
             }
         }
-        Router::new()
+        // The public API answers browsers on other origins; preflights are answered here, before
+        // auth, limits and usage. The console and the admin API stay same-origin (cookies + CSRF).
+        let mut public = Router::new()
             .merge(v1)
             .merge(videos)
             .merge(tasks_write)
             .merge(tasks_read)
             .merge(files)
+            .route("/openapi.json", get(api::openapi::openapi_json));
+        if let Some(cors) = cors_layer(&self.cfg) {
+            // Set here, under the layer: a preflight to a POST-only route must meet the CORS layer
+            // before the 405 (the router-wide setting below only fills in unset ones).
+            public = public.method_not_allowed_fallback(|| async { ApiError::method_not_allowed() }).layer(cors);
+        }
+        Router::new()
+            .merge(public)
             .merge(admin)
             .merge(console)
             .merge(ops)
             .route("/healthz", get(api::health::healthz))
-            .route("/openapi.json", get(api::openapi::openapi_json))
             .route("/readyz", get(api::health::readyz))
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -367,6 +376,54 @@ impl AppState {
                     .layer(CatchPanicLayer::custom(panic_response)),
             )
     }
+}
+
+/// Which web origins may call the public API from a browser. Keys are bearer headers, never ambient
+/// credentials a browser adds by itself, so with a key configured any origin is as safe as curl: the
+/// page must hold a key. A gateway running open (no key, loopback only) answers no origin unless told
+/// to: any page the user visits could otherwise spend their upstream quota through `localhost`.
+fn cors_layer(cfg: &Config) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let keyed = !cfg.auth.api_keys.is_empty() || cfg.admin.api_key.as_deref().is_some_and(|k| !k.is_empty());
+    let origins = match &cfg.server.cors_allowed_origins {
+        Some(list) => {
+            list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
+        }
+        None if keyed => vec!["*".to_owned()],
+        None => Vec::new(),
+    };
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
+    };
+    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+            .allow_headers(names(&[
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "last-event-id",
+                "x-request-id",
+            ]))
+            .expose_headers(names(&[
+                "location",
+                "operation-location",
+                "retry-after",
+                "x-request-id",
+                "content-range",
+                "accept-ranges",
+                "content-length",
+            ]))
+            .max_age(Duration::from_secs(cfg.server.cors_max_age_secs)),
+    )
 }
 
 /// `[server]` as the server module takes it.
