@@ -126,3 +126,20 @@ async fn sync_timeout_is_504() {
     let (status, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "x [sim:slow=1500]"})).await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
 }
+
+#[tokio::test]
+async fn a_bad_query_string_is_a_400_in_our_shape_not_plain_text() {
+    let h = start().await;
+    // A repeated parameter: the OpenAI shape on the Videos API ...
+    let r = h.get("/v1/videos?limit=1&limit=2").send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let (status, _, body) = split(r).await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_query"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("limit"), "{body}");
+    // ... and the envelope on the task endpoints.
+    for path in ["/v1/video/tasks?limit=1&limit=2", "/v1/images/tasks?limit=1&limit=2"] {
+        let (status, _, body) = split(h.get(path).send().await.unwrap()).await;
+        assert_eq!((status, body["code"].as_u64()), (400, Some(400)), "{path}: {body}");
+        assert!(body["data"].is_null() && body["message"].as_str().unwrap().contains("limit"), "{body}");
+    }
+}

@@ -23,6 +23,21 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// `Query<T>` whose rejection is ours (400 `invalid_query` in the OpenAI error shape), not axum's
+/// plain text: a repeated or malformed parameter is the caller's mistake, said the way every other one is.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::bad_request("invalid_query", format!("invalid query string: {}", r.body_text()))),
+        }
+    }
+}
+
 /// `Json<T>` whose rejections are ours: not JSON → 422, wrong shape → 422, wrong content type → 415,
 /// too large → 413.
 pub struct JsonBody<T>(pub T);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -40,6 +40,17 @@ impl<S: Send + Sync> FromRequest<S> for TaskJson {
                 Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object").into())
             }
         }
+    }
+}
+
+/// `Params<T>` for the task endpoints: the rejection comes in the envelope.
+pub struct TaskParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for TaskParams<T> {
+    type Rejection = TaskError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, TaskError> {
+        Ok(Self(super::Params::<T>::from_request_parts(parts, state).await?.0))
     }
 }
 
@@ -434,7 +445,7 @@ pub struct ListQuery {
 pub async fn list_video(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
-    Query(q): Query<ListQuery>,
+    TaskParams(q): TaskParams<ListQuery>,
 ) -> Result<Response, TaskError> {
     list(&state, &owner, TaskKind::Video, q).await
 }
@@ -445,7 +456,7 @@ pub async fn list_video(
 pub async fn list_images(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
-    Query(q): Query<ListQuery>,
+    TaskParams(q): TaskParams<ListQuery>,
 ) -> Result<Response, TaskError> {
     list(&state, &owner, TaskKind::Image, q).await
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -410,7 +410,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
-    Query(q): Query<ListQuery>,
+    super::Params(q): super::Params<ListQuery>,
 ) -> Result<Json<VideoList>, ApiError> {
     let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
         None => 20,
@@ -472,7 +472,7 @@ pub struct ContentQuery {
 pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<ContentQuery>,
+    super::Params(q): super::Params<ContentQuery>,
     owner: Option<Extension<KeyId>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -2,7 +2,7 @@
 //! re-deliver a callback.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -120,7 +120,10 @@ fn view(state: &AppState, t: &Task, detail: bool) -> AdminTask {
 }
 
 #[utoipa::path(get, path = "/admin/tasks", tag = "admin", params(TaskQuery), responses((status = 200, body = AdminTaskList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, Query(q): Query<TaskQuery>) -> Result<Json<AdminTaskList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    crate::api::Params(q): crate::api::Params<TaskQuery>,
+) -> Result<Json<AdminTaskList>, ApiError> {
     let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
         None => None,
         Some("video") => Some(TaskKind::Video),

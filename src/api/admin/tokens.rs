@@ -3,7 +3,7 @@
 //! operator's backup) carries the values.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -117,7 +117,10 @@ pub struct ExportQuery {
 #[utoipa::path(post, path = "/admin/tokens/export", tag = "admin", params(ExportQuery),
     description = "The full token values, as a file download. A POST, so that no link or image can start it.",
     responses((status = 200, description = "the tokens", content_type = "text/plain", body = String), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn export_tokens(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Result<Response, ApiError> {
+pub async fn export_tokens(
+    State(state): State<AppState>,
+    crate::api::Params(q): crate::api::Params<ExportQuery>,
+) -> Result<Response, ApiError> {
     let tokens = client(&state)?.pool().export();
     let (body, content_type, ext) = match q.format.as_deref().unwrap_or("txt") {
         "txt" => {

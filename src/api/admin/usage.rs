@@ -1,7 +1,7 @@
 //! `/admin/usage` and `/admin/usage.csv`: per key per UTC day.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -58,13 +58,19 @@ async fn rows(state: &AppState, q: &UsageQuery) -> Result<Vec<UsageRow>, ApiErro
 }
 
 #[utoipa::path(get, path = "/admin/usage", tag = "admin", params(UsageQuery), responses((status = 200, body = UsageList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Json<UsageList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    crate::api::Params(q): crate::api::Params<UsageQuery>,
+) -> Result<Json<UsageList>, ApiError> {
     Ok(Json(UsageList { object: "list", data: rows(&state, &q).await? }))
 }
 
 #[utoipa::path(get, path = "/admin/usage.csv", tag = "admin", params(UsageQuery),
     responses((status = 200, description = "`day,key,name,requests,images,video_seconds,errors,rate_limited`", content_type = "text/csv", body = String)))]
-pub async fn csv(State(state): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Response, ApiError> {
+pub async fn csv(
+    State(state): State<AppState>,
+    crate::api::Params(q): crate::api::Params<UsageQuery>,
+) -> Result<Response, ApiError> {
     let mut out = String::from("day,key,name,requests,images,video_seconds,errors,rate_limited\n");
     for r in rows(&state, &q).await? {
         let t = &r.totals;
