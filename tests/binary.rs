@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, sigterm_and_wait, spawn};
+use common::{BIN, sigterm_and_wait, spawn, spawn_logging};
 
 fn python() -> String {
     std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -204,5 +204,35 @@ fn openai_node_sdk_videos_against_demo() {
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("node SDK videos: OK"), "{stdout}\n{stderr}");
+    assert!(sigterm_and_wait(child).success());
+}
+
+/// A task that fails upstream leaves a WARN line with its id, as a failed sync request does.
+#[tokio::test]
+async fn a_failed_task_is_logged_with_its_id() {
+    let media = tempfile::tempdir().unwrap();
+    let log_path = media.path().join("gateway.log");
+    let log = std::process::Stdio::from(std::fs::File::create(&log_path).unwrap());
+    let (child, url) = spawn_logging(&["--demo", "--listen", "127.0.0.1:0"], &[], media.path(), log);
+    grok2api::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"model": "grok-imagine-1.0", "prompt": "a cat [sim:fail]"});
+    let created: serde_json::Value =
+        client.post(format!("{url}/v1/images/tasks")).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = created["data"]["taskId"].as_str().unwrap().to_owned();
+    let mut status = String::new();
+    for _ in 0..200 {
+        let t: serde_json::Value =
+            client.get(format!("{url}/v1/images/tasks/{id}")).send().await.unwrap().json().await.unwrap();
+        status = t["data"]["status"].as_str().unwrap_or_default().to_owned();
+        if status == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, "failed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.lines().any(|l| l.contains("WARN") && l.contains("task failed") && l.contains(&id)), "{text}");
     assert!(sigterm_and_wait(child).success());
 }

@@ -316,12 +316,20 @@ impl WorkerCtx {
                 code: "interrupted".into(),
                 message: "the gateway shut down while the task was running".into(),
             },
-            Err(Some(_)) => Transition::Fail {
-                code: "timeout".into(),
-                message: format!("the task did not finish within {}s", self.job_timeout.as_secs()),
-            },
+            Err(Some(_)) => {
+                tracing::warn!(task = %id, "task failed: no result within {}s", self.job_timeout.as_secs());
+                Transition::Fail {
+                    code: "timeout".into(),
+                    message: format!("the task did not finish within {}s", self.job_timeout.as_secs()),
+                }
+            }
             Ok(Err(e)) => {
                 let api = ApiError::from(e);
+                // The sync path logs a server-side failure when it answers; a task's answer is its
+                // status, so the log line is written here, once, with the task's id.
+                if api.status.is_server_error() {
+                    tracing::warn!(task = %id, status = api.status.as_u16(), code = api.code, "task failed: {}", api.message);
+                }
                 Transition::Fail { code: api.code.into(), message: api.message }
             }
             Ok(Ok(JobOutput::Images(media))) => {
