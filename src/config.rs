@@ -811,11 +811,15 @@ impl Config {
         Ok(())
     }
 
+    /// A key guards the gateway: a client key, or an admin key (whose console makes client keys).
+    pub fn is_keyed(&self) -> bool {
+        !self.auth.api_keys.is_empty() || self.admin.api_key.as_deref().is_some_and(|k| !k.is_empty())
+    }
+
     /// The contract's no-key rules: without keys we only serve loopback, unless explicitly told otherwise.
     /// With an admin key the gateway is never open (keys are made in the console), so it may listen anywhere.
     pub fn check_auth_safety(&self, listen: SocketAddr) -> Result<(), ConfigError> {
-        let closed = !self.auth.api_keys.is_empty() || self.admin.api_key.as_deref().is_some_and(|k| !k.is_empty());
-        if !closed && !listen.ip().is_loopback() && !self.server.insecure_no_auth {
+        if !self.is_keyed() && !listen.ip().is_loopback() && !self.server.insecure_no_auth {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {listen} without an API key: set GROK2API_API_KEY (or auth.api_keys), \
                  or pass --insecure-no-auth"

@@ -12,7 +12,7 @@ use crate::auth::KeyId;
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: HotMap<KeyId, (f64, Instant)>,
+    buckets: HotMap<KeyId, Bucket>,
 }
 
 impl RateLimiter {
@@ -40,15 +40,13 @@ impl RateLimiter {
     pub fn check_with(&self, key: &KeyId, own_rate: Option<f64>) -> Result<(), u64> {
         let Some((rate, burst)) = self.rate_for(own_rate) else { return Ok(()) };
         let now = Instant::now();
-        let mut entry = self.buckets.entry(key.clone()).or_insert((burst, now));
-        let (tokens, last) = *entry;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
-        if tokens >= 1.0 {
-            *entry = (tokens - 1.0, now);
+        let mut bucket = self.buckets.entry(key.clone()).or_insert_with(|| Bucket::full(burst, now));
+        bucket.refill(rate, burst, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
             Ok(())
         } else {
-            *entry = (tokens, now);
-            Err(((1.0 - tokens) / rate).ceil().max(1.0) as u64)
+            Err(bucket.wait(rate))
         }
     }
 }
@@ -107,8 +105,8 @@ impl GuessLimiter {
         Self::new(burst, rate, burst * 10.0, rate * 10.0)
     }
 
-    /// `client_burst` failures at once per address, refilled at `client_rate` per second; the same
-    /// for all addresses together.
+    /// `client_burst` failures at once per address, refilled at `client_rate` per second; for all
+    /// addresses together `global_burst` at once, refilled at `global_rate`.
     pub fn new(client_burst: f64, client_rate: f64, global_burst: f64, global_rate: f64) -> Self {
         Self {
             client: (client_rate, client_burst),

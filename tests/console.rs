@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::webhooks::{SECRET, receiver};
+use common::webhooks::receiver;
 use common::{KEY, builder};
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
@@ -16,8 +16,7 @@ fn console() -> common::Builder {
         c.admin.api_key = Some(ADMIN.into());
         // These tests present wrong keys on purpose, many times over (tests/hardening.rs tests the limit).
         c.admin.wrong_key_burst = 10_000;
-        c.callbacks.secret = Some(SECRET.into());
-        c.callbacks.allow_private = true;
+        common::webhooks::to_loopback(c);
         c.callbacks.retry_delays_secs = vec![0.05];
     })
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::webhooks::{self, SECRET};
+use common::webhooks;
 use common::*;
 use serde_json::json;
 
@@ -41,8 +41,7 @@ async fn callbacks_and_image_fetches_ignore_environment_proxies() {
     let images = image_server().await;
     let h = builder()
         .config(|c| {
-            c.callbacks.secret = Some(SECRET.into());
-            c.callbacks.allow_private = true;
+            webhooks::to_loopback(c);
             c.callbacks.retry_delays_secs = vec![0.05];
             c.fetch.allow_private = true;
         })

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::webhooks::{SECRET, receiver};
+use common::webhooks::receiver;
 use common::*;
 use serde_json::{Value, json};
 
@@ -71,8 +71,7 @@ async fn gateway(disk: &Path) -> Harness {
         .config(|c| {
             c.state.dir = Some(disk.join("state"));
             c.tasks.workers = 8;
-            c.callbacks.secret = Some(SECRET.into());
-            c.callbacks.allow_private = true;
+            common::webhooks::to_loopback(c);
             c.callbacks.retry_delays_secs = vec![0.05; 3];
         })
         .config_with_sim(move |c, _| c.media.dir = Some(media))

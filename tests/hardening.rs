@@ -288,8 +288,7 @@ async fn racing_creates_never_pass_max_concurrent_tasks() {
     let h = builder()
         .config(|c| {
             c.limits.max_concurrent_tasks = 3;
-            c.callbacks.secret = Some(SECRET.into());
-            c.callbacks.allow_private = true;
+            webhooks::to_loopback(c);
         })
         .start()
         .await;
@@ -349,8 +348,7 @@ async fn bodies_cost_what_their_route_allows() {
 async fn stored_and_echoed_strings_are_bounded() {
     let h = builder()
         .config(|c| {
-            c.callbacks.secret = Some(SECRET.into());
-            c.callbacks.allow_private = true;
+            webhooks::to_loopback(c);
         })
         .start()
         .await;

@@ -14,8 +14,7 @@ const ADMIN: &str = "admin-secret-key";
 async fn metrics_count_requests_upstream_calls_tasks_and_tokens() {
     let h = builder()
         .config(|c| {
-            c.callbacks.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
-            c.callbacks.allow_private = true;
+            common::webhooks::to_loopback(c);
         })
         .start()
         .await;

@@ -361,8 +361,7 @@ async fn the_console_of_any_replica_sees_and_acts_on_every_task() {
     let (rx, hook) = common::webhooks::receiver(vec![]).await;
     let setup = |c: &mut grok2api::config::Config| {
         c.admin.api_key = Some("rep-admin".into());
-        c.callbacks.secret = Some(common::webhooks::SECRET.into());
-        c.callbacks.allow_private = true;
+        common::webhooks::to_loopback(c);
     };
     let (a, c) = (replica(&store, None, setup).await, replica(&store, None, setup).await);
     let admin = |r: reqwest::RequestBuilder| r.bearer_auth("rep-admin");

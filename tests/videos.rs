@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::webhooks::{SECRET, receiver, verify};
+use common::webhooks::{receiver, verify};
 use common::*;
 use serde_json::{Value, json};
 
@@ -197,8 +197,7 @@ async fn openai_tasks_call_back_with_openais_event_names() {
     let (rx, hook) = receiver(vec![]).await;
     let h = builder()
         .config(|c| {
-            c.callbacks.secret = Some(SECRET.into());
-            c.callbacks.allow_private = true;
+            common::webhooks::to_loopback(c);
         })
         .start()
         .await;

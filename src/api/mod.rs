@@ -147,10 +147,8 @@ pub fn body_rule_error(err: &(dyn std::error::Error + 'static)) -> Option<ApiErr
     })
 }
 
+/// A parse failure of `Json::from_bytes` (reading the body and its content type are checked before).
 fn json_rejection(r: JsonRejection) -> ApiError {
-    if let Some(e) = body_rule_error(&r) {
-        return e;
-    }
     match r {
         JsonRejection::JsonDataError(e) => {
             let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
@@ -164,12 +162,6 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(e) => {
             let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
             ApiError::unprocessable("invalid_json", format!("request body is not valid JSON: {detail}"))
-        }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::unsupported_media_type("expected `Content-Type: application/json`")
-        }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::payload_too_large("request body is larger than the configured limit")
         }
         other => ApiError::bad_request("invalid_body", format!("cannot read request body: {}", other.body_text())),
     }

@@ -385,12 +385,11 @@ impl AppState {
 fn cors_layer(cfg: &Config) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::{HeaderName, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    let keyed = !cfg.auth.api_keys.is_empty() || cfg.admin.api_key.as_deref().is_some_and(|k| !k.is_empty());
     let origins = match &cfg.server.cors_allowed_origins {
         Some(list) => {
             list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
         }
-        None if keyed => vec!["*".to_owned()],
+        None if cfg.is_keyed() => vec!["*".to_owned()],
         None => Vec::new(),
     };
     if origins.is_empty() {
@@ -786,7 +785,7 @@ impl Server {
             state.metrics.clone(),
             &conns,
         )?);
-        let signals = crate::server::Signals { stop: shutdown.clone(), kill: CancellationToken::new() };
+        let signals = crate::server::Shutdown { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
             crate::server::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;
             // From here on: no new connections; one grace period for requests and running tasks.

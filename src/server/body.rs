@@ -22,7 +22,6 @@ pub struct BodyRules {
     pub min_bytes_per_sec: u64,
     /// Bytes of request bodies the server holds at once (permits are bytes).
     pub budget: Arc<Semaphore>,
-    pub budget_bytes: usize,
 }
 
 /// Why a body was cut off.
@@ -175,7 +174,6 @@ mod tests {
             read_timeout: Duration::from_millis(200),
             min_bytes_per_sec: 1000,
             budget: Arc::new(Semaphore::new(budget)),
-            budget_bytes: budget,
         })
     }
 

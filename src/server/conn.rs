@@ -21,7 +21,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::body::{GuardedBody, Ticket};
-use super::{ServeOptions, Signals};
+use super::{ServeOptions, Shutdown};
 use crate::net::ClientAddr;
 
 /// What a connection is doing, for the idle watchdog.
@@ -105,7 +105,7 @@ pub(super) async fn serve(
     peer: SocketAddr,
     router: Router,
     opts: Arc<ServeOptions>,
-    signals: Signals,
+    signals: Shutdown,
 ) {
     let _open = Open::count(&opts.metrics);
     let activity = Arc::new(Activity::new());

@@ -76,7 +76,6 @@ impl ServeOptions {
             .initial_stream_window_size(256 * 1024)
             .initial_connection_window_size(1024 * 1024)
             .max_send_buf_size(256 * 1024);
-        let budget_bytes = limits.max_body_bytes_in_flight;
         Ok(Self {
             max_connections: limits.max_connections.max(1),
             header_read_timeout: limits.header_read_timeout,
@@ -85,8 +84,7 @@ impl ServeOptions {
             body: Arc::new(BodyRules {
                 read_timeout: limits.body_read_timeout,
                 min_bytes_per_sec: limits.body_min_bytes_per_sec,
-                budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
-                budget_bytes,
+                budget: Arc::new(Semaphore::new(limits.max_body_bytes_in_flight.min(Semaphore::MAX_PERMITS))),
             }),
             trusted_proxies: Arc::new(crate::net::TrustedProxies::parse(&limits.trusted_proxies)?),
             metrics,
@@ -141,9 +139,10 @@ where
     }
 }
 
-/// Signals the accept loop and the connections watch.
+/// What the accept loop and the connections watch to end (apart from `tasks::Signals`, which the
+/// task queue watches).
 #[derive(Clone)]
-pub struct Signals {
+pub struct Shutdown {
     /// Stop accepting; ask every connection to close once its requests are answered.
     pub stop: CancellationToken,
     /// The grace period is over: drop the connections still open.
@@ -155,7 +154,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     router: Router,
     opts: Arc<ServeOptions>,
-    signals: Signals,
+    signals: Shutdown,
     conns: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(opts.max_connections));

@@ -167,11 +167,6 @@ impl TaskStore {
         id
     }
 
-    /// Pending + processing tasks of `owner`.
-    pub fn active(&self, owner: &KeyId) -> usize {
-        self.active.get(owner).map_or(0, |n| *n)
-    }
-
     /// Counts one more unfinished task for `owner` now, if it has fewer than `max`: the check and the
     /// count are one step, so racing creates cannot all pass a limit that only one fits under. The
     /// count is given back when the reservation is dropped; a task created meanwhile counts itself.
