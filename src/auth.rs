@@ -138,6 +138,10 @@ impl Guard {
             )));
         }
         req.extensions_mut().insert(owner.clone());
+        // Routes that learn their model from the body (`/v1/responses`) check it against this.
+        if let Some(policy) = policy {
+            req.extensions_mut().insert(policy);
+        }
         Ok(owner)
     }
 

@@ -211,6 +211,7 @@ pub struct Config {
     pub grok: GrokWebConfig,
     pub xai: XaiConfig,
     pub media: MediaConfig,
+    pub images: ImagesConfig,
     pub files: FilesConfig,
     pub fetch: FetchConfig,
     pub tasks: TasksConfig,
@@ -660,6 +661,24 @@ impl Default for MediaConfig {
     fn default() -> Self {
         Self { dir: None, max_bytes: 1024 * 1024 * 1024, s3: None }
     }
+}
+
+/// `[images]`: how image answers are written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// What an image answer carries when the request names no `response_format`.
+    pub default_response_format: ImageResponseFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageResponseFormat {
+    /// A link to the file on this gateway (the user document's default).
+    #[default]
+    Url,
+    /// The file inline, base64.
+    B64Json,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

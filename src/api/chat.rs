@@ -39,6 +39,15 @@ pub struct ChatRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub video_config: Option<Value>,
+    /// `{"include_usage": true}`: the stream ends with a chunk carrying `usage` (and no choices).
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -373,7 +382,9 @@ pub async fn completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if req.stream.unwrap_or(false) {
-        return Ok(stream(&state, owner, Job::Video(job), timeout, id, created, model, base));
+        let usage = req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+        let chunks = Chunks { id, created, model, usage };
+        return Ok(stream(&state, owner, Job::Video(job), timeout, chunks, base));
     }
     let output = tokio::time::timeout(timeout, state.runner.run(&owner, &Job::Video(job), &ProgressSink::none()))
         .await
@@ -394,23 +405,40 @@ pub async fn completions(
     .into_response())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stream(
-    state: &AppState,
-    owner: KeyId,
-    job: Job,
-    timeout: Duration,
+/// How every chunk of one stream is stamped.
+#[derive(Clone)]
+struct Chunks {
     id: String,
     created: u64,
     model: &'static str,
-    base: String,
-) -> Response {
-    let chunk = {
-        let id = id.clone();
-        move |delta: Value, finish: Option<&str>| {
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    /// `stream_options.include_usage`: every chunk has `usage: null`, and a last one carries it.
+    usage: bool,
+}
+
+impl Chunks {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        let mut c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if self.usage {
+            c["usage"] = Value::Null;
         }
+        c
+    }
+
+    fn usage(&self) -> Option<Event> {
+        self.usage.then(|| {
+            let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [],
+                "usage": Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }});
+            Event::default().data(c.to_string())
+        })
+    }
+}
+
+fn stream(state: &AppState, owner: KeyId, job: Job, timeout: Duration, chunks: Chunks, base: String) -> Response {
+    let chunk = {
+        let chunks = chunks.clone();
+        move |delta: Value, finish: Option<&str>| chunks.chunk(delta, finish)
     };
     let progress_chunk = chunk.clone();
     let mut opened = false;
@@ -429,11 +457,13 @@ fn stream(
                 let mut last =
                     chunk(json!({"role": "assistant", "content": video.markdown(), "video": video.json()}), None);
                 last["progress"] = json!(100);
-                vec![
+                let mut events = vec![
                     Event::default().data(last.to_string()),
                     Event::default().data(chunk(json!({}), Some("stop")).to_string()),
-                    done,
-                ]
+                ];
+                events.extend(chunks.usage());
+                events.push(done);
+                events
             }
             Err(e) => vec![Event::default().data(e.body().to_string()), done],
         }

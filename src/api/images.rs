@@ -35,6 +35,10 @@ pub struct ImageGenerationRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// xAI's way to pick the shape (`1:1`, `16:9`, `9:16`, `3:2`, `2:3`, `auto`), for clients written
+    /// for xAI's images API; the same ratios `size` takes.
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
     /// OpenAI's newer image parameters: honoured where they map (see `ImageOptions`).
     #[serde(flatten)]
     pub options: ImageOptions,
@@ -66,6 +70,9 @@ pub struct ImageOptions {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub user: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub input_fidelity: Option<Value>,
 }
 
 impl ImageOptions {
@@ -88,6 +95,7 @@ impl ImageOptions {
             ("moderation", &self.moderation),
             ("style", &self.style),
             ("user", &self.user),
+            ("input_fidelity", &self.input_fidelity),
         ]
         .into_iter()
         .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
@@ -97,6 +105,21 @@ impl ImageOptions {
             tracing::debug!(params = ?ignored, "image parameters with no upstream counterpart, ignored");
         }
         Ok(ImageOutput { format, compression })
+    }
+
+    /// Whether the request carries a parameter only OpenAI's gpt-image family has. Clients written
+    /// for those models read `b64_json` alone (those models never return links) and never ask for it.
+    /// `output_format` is not one: xAI's clients and ours send it with links.
+    pub fn gpt_image_only(&self) -> bool {
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        let gpt_quality =
+            matches!(self.quality.as_ref().and_then(Value::as_str), Some("low" | "medium" | "high" | "auto"));
+        gpt_quality
+            || set(&self.background)
+            || set(&self.moderation)
+            || set(&self.input_fidelity)
+            || self.output_compression.is_some()
+            || self.partial_images.is_some()
     }
 
     /// How many partial images per image a stream may send (OpenAI allows 0–3); unset = every preview.
@@ -109,30 +132,96 @@ impl ImageOptions {
     }
 }
 
+/// Which of OpenAI's two image streams an answer belongs to: its events are named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageEvents {
+    Generation,
+    Edit,
+}
+
+impl ImageEvents {
+    fn name(self, suffix: &str) -> String {
+        match self {
+            Self::Generation => format!("image_generation.{suffix}"),
+            Self::Edit => format!("image_edit.{suffix}"),
+        }
+    }
+}
+
 /// A validated image request: the job plus how to answer.
 pub struct ImageRequest {
     pub job: Job,
     pub format: ResponseFormat,
     pub stream: bool,
-    pub size: String,
+    pub events: ImageEvents,
     /// Partial images per image in a stream; `None` = every preview.
     pub partial_images: Option<u32>,
 }
 
+/// What the caller gets when it does not name a `response_format`: `b64_json` for clients written
+/// for OpenAI's gpt-image models (they read nothing else), else `images.default_response_format`.
+pub fn default_format(configured: ResponseFormat, gpt_image_only: bool, headers: &HeaderMap) -> ResponseFormat {
+    if gpt_image_only || reads_only_b64(headers) { ResponseFormat::B64Json } else { configured }
+}
+
+/// The Vercel AI SDK's OpenAI provider reads `b64_json` on every image answer (generations and
+/// edits) and asks for it only for models it does not know, never on edits. It names itself in the
+/// User-Agent suffix (`ai-sdk/openai/<v>` up to v3, `ai-sdk-openai/<v>` since v4).
+fn reads_only_b64(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("ai-sdk/openai/") || ua.contains("ai-sdk-openai/"))
+}
+
+/// `size` and xAI's `aspect_ratio` together: the upstream ratio, `None` for `auto` (the upstream's
+/// choice). Both given and disagreeing is a 400 rather than a silent pick.
+pub fn requested_ratio(size: Option<&str>, aspect_ratio: Option<&str>) -> Result<Option<&'static str>, ApiError> {
+    let from_size = size.map(size_ratio).transpose()?.flatten();
+    let from_ratio = match aspect_ratio.map(str::trim).filter(|r| !r.is_empty()) {
+        None | Some("auto") => None,
+        Some(r) => Some(crate::jobs::aspect_ratio_for_size(r).map_err(|_| {
+            ApiError::invalid_param(
+                "aspect_ratio",
+                format!("unsupported aspect_ratio `{r}`; this gateway makes 1:1, 16:9, 9:16, 3:2, 2:3 (or auto)"),
+            )
+        })?),
+    };
+    match (from_size, from_ratio) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid_param(
+            "aspect_ratio",
+            format!("size means {a} and aspect_ratio {b}: send one of them"),
+        )),
+        (a, b) => Ok(b.or(a)),
+    }
+}
+
+/// `size` → the upstream ratio; `auto` (the default of OpenAI's newer models) leaves it to the upstream.
+fn size_ratio(size: &str) -> Result<Option<&'static str>, ApiError> {
+    match size.trim() {
+        "auto" | "" => Ok(None),
+        s => aspect_ratio_for_size(s).map(Some),
+    }
+}
+
 impl ImageGenerationRequest {
-    pub fn validate(self) -> Result<ImageRequest, ApiError> {
+    pub fn validate(self, default: ResponseFormat, headers: &HeaderMap) -> Result<ImageRequest, ApiError> {
         resolve_model(&self.model, Capability::Image)?;
         let prompt = validate_prompt(&self.prompt)?;
         let n = validate_n(self.n)?;
-        let size = self.size.unwrap_or_else(|| "1024x1024".into());
-        let aspect_ratio = aspect_ratio_for_size(&size)?;
-        let format = ResponseFormat::parse(self.response_format.as_deref())?;
+        // Text-to-image has no input to take a shape from: `auto` is square, as OpenAI's is.
+        let aspect_ratio = requested_ratio(self.size.as_deref(), self.aspect_ratio.as_deref())?.unwrap_or("1:1");
+        let hinted = self.options.gpt_image_only() || self.size.as_deref().map(str::trim) == Some("auto");
+        let format = match self.response_format.as_deref() {
+            None => default_format(default, hinted, headers),
+            named => ResponseFormat::parse(named)?,
+        };
         let output = self.options.output()?;
         Ok(ImageRequest {
             job: Job::Image(ImageJob { prompt, n, aspect_ratio, output }),
             format,
             stream: self.stream.unwrap_or(false),
-            size,
+            events: ImageEvents::Generation,
             partial_images: self.options.partial_images()?,
         })
     }
@@ -151,7 +240,7 @@ pub async fn generations(
     headers: HeaderMap,
     JsonBody(req): JsonBody<ImageGenerationRequest>,
 ) -> Result<Response, ApiError> {
-    let req = req.validate()?;
+    let req = req.validate(state.cfg.images.default_response_format.into(), &headers)?;
     respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
 }
 
@@ -173,6 +262,60 @@ pub struct ImagesResponse {
     /// Unix seconds.
     pub created: u64,
     pub data: Vec<ImageData>,
+    /// `png`, `jpeg` or `webp`: the format of the files (of the first, should they differ).
+    pub output_format: String,
+    /// `<width>x<height>` of the first image, read from the file.
+    pub size: String,
+    /// Always `auto`: the upstream has no quality setting.
+    pub quality: &'static str,
+    /// Always `opaque`.
+    pub background: &'static str,
+    pub usage: ImageUsage,
+}
+
+/// Always zero: generations are not metered in tokens. Present because clients of OpenAI's newer
+/// image models read it.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ImageUsage {
+    pub total_tokens: u32,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub input_tokens_details: ImageTokenDetails,
+}
+
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ImageTokenDetails {
+    pub text_tokens: u32,
+    pub image_tokens: u32,
+}
+
+impl ImagesResponse {
+    pub fn new(media: &[StoredMedia], format: ResponseFormat, base: &str) -> Self {
+        let first = media.first();
+        Self {
+            created: unix_now(),
+            data: image_data(media, format, base),
+            output_format: first.map_or("png", |m| file_format(&m.content_type)).to_owned(),
+            size: first.map_or_else(String::new, |m| dimensions(&m.bytes)),
+            quality: "auto",
+            background: "opaque",
+            usage: ImageUsage::default(),
+        }
+    }
+}
+
+/// `image/jpeg` → `jpeg`, as OpenAI names output formats.
+fn file_format(content_type: &str) -> &str {
+    content_type.strip_prefix("image/").unwrap_or(content_type)
+}
+
+/// `<width>x<height>` from the image's header (no decode); empty when the header cannot be read.
+fn dimensions(bytes: &[u8]) -> String {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .map_or_else(String::new, |(w, h)| format!("{w}x{h}"))
 }
 
 /// One image: a link (`response_format: "url"`) or the file inline (`b64_json`).
@@ -210,20 +353,29 @@ pub async fn respond(state: &AppState, owner: KeyId, req: ImageRequest, base: St
         .await
         .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
     let media = images(output)?;
-    Ok(axum::Json(ImagesResponse { created: unix_now(), data: image_data(&media, req.format, &base) }).into_response())
+    Ok(axum::Json(ImagesResponse::new(&media, req.format, &base)).into_response())
+}
+
+/// The format of a preview, from its bytes (previews arrive without a content type).
+fn sniffed_format(bytes: &[u8]) -> &'static str {
+    match crate::upstream::sniff_media_type(bytes) {
+        Some("image/jpeg") => "jpeg",
+        Some("image/webp") => "webp",
+        _ => "png",
+    }
 }
 
 fn event(kind: &str, data: Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }
 
-/// SSE: `image_generation.partial_image` per preview, `image_generation.completed` per image, or one
-/// `error` event.
+/// SSE: `<kind>.partial_image` per preview, `<kind>.completed` per image (`image_generation` or
+/// `image_edit`, as OpenAI names them), or one `error` event.
 fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeout: Duration) -> Response {
-    let ImageRequest { job, format, size, partial_images, .. } = req;
+    let ImageRequest { job, format, events, partial_images, .. } = req;
+    let (partial_name, completed_name) = (events.name("partial_image"), events.name("completed"));
     let created = unix_now();
     let mut partials: Vec<u32> = Vec::new();
-    let preview_size = size.clone();
     let on_event = move |ev: JobEvent| {
         let JobEvent::Preview { index, bytes } = ev else { return None };
         if partials.len() <= index {
@@ -232,11 +384,12 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
         if partial_images.is_some_and(|max| partials[index] >= max) {
             return None;
         }
-        let data = json!({"type": "image_generation.partial_image", "b64_json": b64(&bytes),
+        let data = json!({"type": partial_name, "b64_json": b64(&bytes),
             "partial_image_index": partials[index], "index": index, "created_at": created,
-            "size": preview_size, "quality": "auto", "background": "opaque", "output_format": "png"});
+            "size": dimensions(&bytes), "quality": "auto", "background": "opaque",
+            "output_format": sniffed_format(&bytes)});
         partials[index] += 1;
-        Some(event("image_generation.partial_image", data))
+        Some(event(&partial_name, data))
     };
     let on_done = move |result: Result<JobOutput, ApiError>| match result.and_then(images) {
         Ok(media) => {
@@ -245,15 +398,15 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
                 .iter()
                 .enumerate()
                 .map(|(index, m)| {
-                    let mut data = json!({"type": "image_generation.completed", "b64_json": b64(&m.bytes), "index": index,
-                        "created_at": created, "size": size, "quality": "auto", "background": "opaque",
-                        "output_format": m.content_type.trim_start_matches("image/"),
+                    let mut data = json!({"type": completed_name, "b64_json": b64(&m.bytes), "index": index,
+                        "created_at": created, "size": dimensions(&m.bytes), "quality": "auto", "background": "opaque",
+                        "output_format": file_format(&m.content_type),
                         "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
                                   "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}});
                     if format == ResponseFormat::Url {
                         data["url"] = json!(urls[index].url);
                     }
-                    event("image_generation.completed", data)
+                    event(&completed_name, data)
                 })
                 .collect()
         }

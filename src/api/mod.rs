@@ -10,6 +10,7 @@ pub mod health;
 pub mod images;
 pub mod models;
 pub mod openapi;
+pub mod responses;
 pub mod stream;
 pub mod tasks;
 pub mod videos;
@@ -249,6 +250,15 @@ impl ResponseFormat {
             Some(other) => {
                 Err(ApiError::invalid_param("response_format", format!("`{other}` is not one of url, b64_json")))
             }
+        }
+    }
+}
+
+impl From<crate::config::ImageResponseFormat> for ResponseFormat {
+    fn from(f: crate::config::ImageResponseFormat) -> Self {
+        match f {
+            crate::config::ImageResponseFormat::Url => Self::Url,
+            crate::config::ImageResponseFormat::B64Json => Self::B64Json,
         }
     }
 }

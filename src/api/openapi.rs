@@ -7,7 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, chat, edits, events, files, health, images, models, tasks, videos, xai_videos};
+use super::{admin, chat, edits, events, files, health, images, models, responses, tasks, videos, xai_videos};
 
 /// `POST /v1/images/edits` (multipart).
 #[derive(ToSchema)]
@@ -28,6 +28,29 @@ pub struct EditForm {
     pub output_format: Option<String>,
     pub output_compression: Option<u8>,
     pub partial_images: Option<u8>,
+}
+
+/// `POST /v1/images/edits` as JSON, as xAI's clients send it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EditJsonForm {
+    /// `grok-imagine-1.0-edit`, or the image model (xAI names one model for both).
+    pub model: String,
+    pub prompt: String,
+    /// One input: `{"url": …}` (https URL, data URL, or one of this gateway's image links) or the URL.
+    #[schema(value_type = Option<Object>)]
+    pub image: Option<serde_json::Value>,
+    /// Up to 3 inputs, each like `image`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub images: Option<Vec<serde_json::Value>>,
+    pub n: Option<u32>,
+    /// `auto` (default: the input's shape) or a size / ratio as on generations.
+    pub size: Option<String>,
+    /// xAI's `1:1`, `16:9`, `9:16`, `3:2`, `2:3` or `auto`.
+    pub aspect_ratio: Option<String>,
+    pub response_format: Option<String>,
+    pub stream: Option<bool>,
+    pub output_format: Option<String>,
 }
 
 /// `POST /v1/video/generations/async`: the chat-completions body, or the bare form.
@@ -140,7 +163,7 @@ impl Modify for BearerAuth {
     security(("api_key" = [])),
     paths(
         models::list, models::get,
-        images::generations, edits::edits, chat::completions,
+        images::generations, edits::edits, chat::completions, responses::create,
         tasks::create_video, tasks::create_image, tasks::status, tasks::result, tasks::list_video,
         tasks::list_images, tasks::delete, events::task_events,
         videos::create, videos::retrieve, videos::list, videos::delete, videos::content, videos::unsupported,

@@ -15,11 +15,21 @@ use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 
-pub fn sse_job<P, D>(
+pub fn sse_job<P, D>(state: &AppState, owner: KeyId, job: Job, timeout: Duration, on_event: P, on_done: D) -> Response
+where
+    P: FnMut(JobEvent) -> Option<Event> + Send + 'static,
+    D: FnOnce(Result<JobOutput, ApiError>) -> Vec<Event> + Send + 'static,
+{
+    sse_job_after(state, owner, job, timeout, Vec::new(), on_event, on_done)
+}
+
+/// `sse_job` that first sends `opening` (the Responses API announces the response before any work).
+pub fn sse_job_after<P, D>(
     state: &AppState,
     owner: KeyId,
     job: Job,
     timeout: Duration,
+    opening: Vec<Event>,
     mut on_event: P,
     on_done: D,
 ) -> Response
@@ -27,7 +37,11 @@ where
     P: FnMut(JobEvent) -> Option<Event> + Send + 'static,
     D: FnOnce(Result<JobOutput, ApiError>) -> Vec<Event> + Send + 'static,
 {
-    let (out, out_rx) = mpsc::channel::<Result<Event, Infallible>>(16);
+    let (out, out_rx) = mpsc::channel::<Result<Event, Infallible>>(16.max(opening.len()));
+    for e in opening {
+        // The channel has room for every opening event, and nobody reads it yet.
+        let _ = out.try_send(Ok(e));
+    }
     let (sink, mut events) = ProgressSink::channel(32);
     let runner = state.runner.clone();
     state.tracker.spawn(async move {

@@ -366,7 +366,7 @@ pub async fn create_image(
 ) -> Result<Response, TaskError> {
     let req: ImageGenerationRequest = parse(&body)?;
     create(&state, owner, &headers, TaskKind::Image, &body, async || {
-        let req = req.validate()?;
+        let req = req.validate(state.cfg.images.default_response_format.into(), &headers)?;
         Ok((req.job, req.format == ResponseFormat::B64Json))
     })
     .await

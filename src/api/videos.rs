@@ -203,11 +203,29 @@ impl<S: Send + Sync> FromRequest<S> for CreateBody {
                 continue;
             }
             let text = field.text().await.map_err(bad)?;
-            match name.as_str() {
-                "input_reference[image_url]" | "input_reference.image_url" => {
-                    body.fields.insert("input_reference".into(), json!({ "image_url": text }));
+            // `input_reference[image_url]` and `input_reference[file_id]` (OpenAI's SDKs flatten the
+            // JSON object into bracketed form fields) become the JSON form's object, so both forms
+            // are judged alike.
+            let member = name
+                .strip_prefix("input_reference[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .or_else(|| name.strip_prefix("input_reference."));
+            match member {
+                Some(member) => {
+                    let reference = body.fields.entry("input_reference").or_insert_with(|| json!({}));
+                    match reference.as_object_mut() {
+                        Some(object) => {
+                            object.insert(member.to_owned(), Value::String(text));
+                        }
+                        None => {
+                            return Err(ApiError::invalid_param(
+                                "input_reference",
+                                "input_reference is given both as a value and as fields",
+                            ));
+                        }
+                    }
                 }
-                _ => {
+                None => {
                     body.fields.insert(name, Value::String(text));
                 }
             }

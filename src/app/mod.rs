@@ -260,6 +260,7 @@ impl AppState {
                 "/v1/chat/completions",
                 post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
             )
+            .route("/v1/responses", post(api::responses::create).layer(DefaultBodyLimit::max(limits.max_upload_bytes)))
             .route_layer(require.clone());
         // OpenAI's Videos API and xAI's video API, on the task store (OpenAI error shape; a key always).
         let unsupported = || post(api::videos::unsupported);
