@@ -18,6 +18,9 @@ fi
 if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
+if ! "$venv/bin/python" -c "import litellm" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+fi
 
 # Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser
 # test), redis-server (the shared store of several replicas).
@@ -32,6 +35,10 @@ command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 if [ ! -d tests/sdk/node/node_modules/openai ]; then
   (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The Vercel AI SDK and its providers, pinned by tests/clients/node/package-lock.json.
+if [ ! -d tests/clients/node/node_modules/ai ]; then
+  (cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 export GROK2API_TEST_PYTHON="$PWD/$venv/bin/python"
 # Benches first, in test mode (each runs once as a smoke check), then every test target.
@@ -39,7 +46,7 @@ cargo test --locked --bench '*' "$@"
 cargo test --locked --lib --bins --tests "$@"
 # The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
 GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
-  --test faults --test tasks --test videos --test events --test openapi "$@"
+  --test faults --test tasks --test videos --test events --test openapi --test compat "$@"
 # And on the shared Redis store (each gateway its own redis-server), as several replicas run.
 GROK2API_TEST_STORE=redis cargo test --locked --test images --test video --test errors --test faults \
-  --test tasks --test videos --test events --test openapi --test operations --test console "$@"
+  --test tasks --test videos --test events --test openapi --test operations --test console --test compat "$@"

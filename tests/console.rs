@@ -169,6 +169,14 @@ async fn console_keys_carry_their_limits_and_their_usage_is_counted() {
         .await
         .unwrap();
     assert_eq!(image.status(), 200);
+    // /v1/responses learns its model from the body, and checks it there.
+    let responses = |model: &str| {
+        h.http.post(h.url("/v1/responses")).bearer_auth(&images_only).json(&json!({"model": model, "input": "a boat"}))
+    };
+    let refused = responses("grok-imagine-video").send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("model_not_allowed"));
+    assert_eq!(responses("grok-imagine-1.0").send().await.unwrap().status(), 200);
 
     // Concurrent tasks: one at a time.
     let (single, _) = make_key(&h, json!({"name": "single", "max_concurrent_tasks": 1})).await;
@@ -195,7 +203,8 @@ async fn console_keys_carry_their_limits_and_their_usage_is_counted() {
         .await
         .unwrap();
     let row = &usage["data"][0];
-    assert_eq!((row["requests"].as_u64(), row["images"].as_u64(), row["errors"].as_u64()), (Some(2), Some(2), Some(1)));
+    // Two images each through /v1/images/generations and /v1/responses (one image), a 403 on each.
+    assert_eq!((row["requests"].as_u64(), row["images"].as_u64(), row["errors"].as_u64()), (Some(4), Some(3), Some(2)));
     assert_eq!(row["name"], "images");
     let all: Value = h.http.get(h.url("/admin/usage")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     let slow_row = all["data"].as_array().unwrap().iter().find(|r| r["key"] == slow_id.as_str()).unwrap().clone();
@@ -204,7 +213,7 @@ async fn console_keys_carry_their_limits_and_their_usage_is_counted() {
     assert!(csv.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
     let csv = csv.text().await.unwrap();
     assert!(csv.starts_with("day,key,name,requests,images,video_seconds,errors,rate_limited\n"), "{csv}");
-    assert!(csv.lines().any(|l| l.contains(&images_id) && l.ends_with(",2,2,0,1,0")), "{csv}");
+    assert!(csv.lines().any(|l| l.contains(&images_id) && l.ends_with(",4,3,0,2,0")), "{csv}");
     let bad = h.http.get(h.url("/admin/usage?from=2026-02-30")).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(bad.status(), 400);
 

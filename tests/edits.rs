@@ -85,9 +85,15 @@ async fn edit_input_validation() {
     let (status, _, body) = h.edit(edit_form("x").text("size", "13x7")).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("size")));
 
-    // The text-to-image model cannot edit.
+    // xAI names one model for generations and edits: the image model edits too; the video one cannot.
     let form = Form::new()
         .text("model", "grok-imagine-1.0")
+        .text("prompt", "x")
+        .part("image", image_part(sample_png(), "a.png", "image/png"));
+    let (status, _, body) = h.edit(form).await;
+    assert_eq!(status, 200, "{body}");
+    let form = Form::new()
+        .text("model", "grok-imagine-1.0-video")
         .text("prompt", "x")
         .part("image", image_part(sample_png(), "a.png", "image/png"));
     let (status, _, body) = h.edit(form).await;
@@ -97,10 +103,14 @@ async fn edit_input_validation() {
 #[tokio::test]
 async fn edit_rejects_non_multipart_and_oversized_bodies() {
     let h = builder().config(|c| c.server.max_upload_bytes = 64 * 1024).start().await;
+    let r = h.post("/v1/images/edits").header("content-type", "text/plain").body("x").send().await.unwrap();
+    let (status, _, body) = split(r).await;
+    assert_eq!((status, error_code(&body).as_str()), (415, "unsupported_media_type"));
+    // JSON is xAI's form of an edit (tests/compat.rs): this one lacks its prompt and image.
     let r =
         h.post("/v1/images/edits").json(&serde_json::json!({"model": "grok-imagine-1.0-edit"})).send().await.unwrap();
     let (status, _, body) = split(r).await;
-    assert_eq!((status, error_code(&body).as_str()), (415, "unsupported_media_type"));
+    assert_eq!((status, error_code(&body).as_str()), (422, "missing_required_field"));
 
     let big = Form::new()
         .text("model", "grok-imagine-1.0-edit")

@@ -217,7 +217,7 @@ async fn read_json(state: &AppState, body: EditJson) -> Result<Edit, ApiError> {
 /// Multipart or JSON, by `Content-Type`; anything else is a 415 naming both.
 pub enum EditBody {
     Form(Multipart),
-    Json(EditJson),
+    Json(Box<EditJson>),
 }
 
 impl<S: Send + Sync> FromRequest<S> for EditBody {
@@ -228,7 +228,7 @@ impl<S: Send + Sync> FromRequest<S> for EditBody {
         let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime == "application/json" || mime.ends_with("+json") {
             let JsonBody(body) = JsonBody::<EditJson>::from_request(req, state).await?;
-            return Ok(Self::Json(body));
+            return Ok(Self::Json(Box::new(body)));
         }
         if mime != "multipart/form-data" {
             return Err(ApiError::unsupported_media_type(
@@ -258,7 +258,7 @@ pub async fn edits(
 ) -> Result<Response, ApiError> {
     let edit = match body {
         EditBody::Form(form) => read_form(form).await?,
-        EditBody::Json(json) => read_json(&state, json).await?,
+        EditBody::Json(json) => read_json(&state, *json).await?,
     };
     let req = validate(edit, state.cfg.images.default_response_format.into(), &headers)?;
     respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await

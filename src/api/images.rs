@@ -164,14 +164,15 @@ pub fn default_format(configured: ResponseFormat, gpt_image_only: bool, headers:
     if gpt_image_only || reads_only_b64(headers) { ResponseFormat::B64Json } else { configured }
 }
 
-/// The Vercel AI SDK's OpenAI provider reads `b64_json` on every image answer (generations and
-/// edits) and asks for it only for models it does not know, never on edits. It names itself in the
-/// User-Agent suffix (`ai-sdk/openai/<v>` up to v3, `ai-sdk-openai/<v>` since v4).
+/// The Vercel AI SDK hands every image to its caller as bytes, and its OpenAI provider reads only
+/// `b64_json` (on generations and edits) while asking for it only on generations with models it does
+/// not know. It names itself in the User-Agent: `ai/<v>` and `ai-sdk-provider-utils/<v>` (v6+),
+/// `ai-sdk/<package>/<v>` before.
 fn reads_only_b64(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| ua.contains("ai-sdk/openai/") || ua.contains("ai-sdk-openai/"))
+    let Some(ua) = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    ua.split_ascii_whitespace().any(|t| t.starts_with("ai/") || t.starts_with("ai-sdk/") || t.starts_with("ai-sdk-"))
 }
 
 /// `size` and xAI's `aspect_ratio` together: the upstream ratio, `None` for `auto` (the upstream's
@@ -295,7 +296,7 @@ impl ImagesResponse {
         Self {
             created: unix_now(),
             data: image_data(media, format, base),
-            output_format: first.map_or("png", |m| file_format(&m.content_type)).to_owned(),
+            output_format: first.map_or("png", |m| file_format(m.content_type)).to_owned(),
             size: first.map_or_else(String::new, |m| dimensions(&m.bytes)),
             quality: "auto",
             background: "opaque",
@@ -400,7 +401,7 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
                 .map(|(index, m)| {
                     let mut data = json!({"type": completed_name, "b64_json": b64(&m.bytes), "index": index,
                         "created_at": created, "size": dimensions(&m.bytes), "quality": "auto", "background": "opaque",
-                        "output_format": file_format(&m.content_type),
+                        "output_format": file_format(m.content_type),
                         "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
                                   "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}});
                     if format == ResponseFormat::Url {
@@ -417,4 +418,65 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
         }
     };
     sse_job(state, owner, job, timeout, on_event, on_done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_and_aspect_ratio_make_one_ratio() {
+        assert_eq!(requested_ratio(None, None).unwrap(), None);
+        assert_eq!(requested_ratio(Some("auto"), None).unwrap(), None);
+        assert_eq!(requested_ratio(None, Some("auto")).unwrap(), None);
+        assert_eq!(requested_ratio(Some("1280x720"), None).unwrap(), Some("16:9"));
+        assert_eq!(requested_ratio(None, Some("9:16")).unwrap(), Some("9:16"));
+        assert_eq!(requested_ratio(Some("1280x720"), Some("16:9")).unwrap(), Some("16:9"));
+        assert_eq!(requested_ratio(Some("auto"), Some("2:3")).unwrap(), Some("2:3"));
+        for (size, ratio, param) in [
+            (None, Some("4:3"), "aspect_ratio"),
+            (None, Some("20:9"), "aspect_ratio"),
+            (Some("1024x1024"), Some("16:9"), "aspect_ratio"),
+            (Some("512x512"), None, "size"),
+        ] {
+            let e = requested_ratio(size, ratio).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some(param)), "{size:?} {ratio:?}");
+        }
+    }
+
+    #[test]
+    fn who_gets_b64_json_without_asking() {
+        let ua = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::header::USER_AGENT, v.parse().unwrap());
+            h
+        };
+        let none = HeaderMap::new();
+        assert_eq!(default_format(ResponseFormat::Url, false, &none), ResponseFormat::Url);
+        assert_eq!(default_format(ResponseFormat::B64Json, false, &none), ResponseFormat::B64Json);
+        assert_eq!(default_format(ResponseFormat::Url, true, &none), ResponseFormat::B64Json);
+        for sdk in
+            ["ai/7.0.173 ai-sdk-provider-utils/5.0.81 node.js/v20.20.2", "ai-sdk/openai/1.3.0 runtime/node.js/20"]
+        {
+            assert_eq!(default_format(ResponseFormat::Url, false, &ua(sdk)), ResponseFormat::B64Json, "{sdk}");
+        }
+        for other in
+            ["OpenAI/Python 2.8.0", "curl/8.5.0", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156", "OpenAI/JS 6.49.0"]
+        {
+            assert_eq!(default_format(ResponseFormat::Url, false, &ua(other)), ResponseFormat::Url, "{other}");
+        }
+        let options = |v: Value| serde_json::from_value::<ImageOptions>(v).unwrap().gpt_image_only();
+        assert!(!options(json!({})));
+        assert!(!options(json!({"output_format": "jpeg", "quality": "hd", "style": "vivid"})));
+        for family in [
+            json!({"quality": "high"}),
+            json!({"background": "transparent"}),
+            json!({"moderation": "low"}),
+            json!({"output_compression": 80}),
+            json!({"partial_images": 2}),
+            json!({"input_fidelity": "high"}),
+        ] {
+            assert!(options(family.clone()), "{family}");
+        }
+    }
 }

@@ -57,11 +57,14 @@ class ImagesGenerate(unittest.TestCase):
         self.assertTrue(base64.b64decode(events[-1].b64_json).startswith(PNG_MAGIC))
 
     def test_newer_parameters(self):
-        # gpt-image parameters: the output format is honoured, the others accepted.
-        resp = client().images.generate(
-            model="grok-imagine-1.0", prompt="a fox", quality="high", background="auto", moderation="low",
-            output_format="jpeg", output_compression=70, user="user-42",
-        )
+        # gpt-image parameters: the output format is honoured, the others accepted; a request that
+        # speaks that family's language gets b64_json (its clients read nothing else) unless it asks.
+        params = dict(model="grok-imagine-1.0", prompt="a fox", quality="high", background="auto", moderation="low",
+                      output_format="jpeg", output_compression=70, user="user-42")
+        resp = client().images.generate(**params)
+        self.assertEqual(resp.output_format, "jpeg")
+        self.assertTrue(base64.b64decode(resp.data[0].b64_json).startswith(b"\xff\xd8\xff"))
+        resp = client().images.generate(**params, response_format="url")
         ctype, body = fetch(resp.data[0].url)
         self.assertEqual(ctype, "image/jpeg")
         self.assertTrue(body.startswith(b"\xff\xd8\xff"))
