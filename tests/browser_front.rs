@@ -38,6 +38,8 @@ const STEPS: &[&str] = &[
     "video-poll",
     "image",
     "events-resume",
+    "eventsource-public-reads",
+    "docs-followTask",
     "key-not-in-urls",
     "origin-not-listed",
     "admin-same-origin",

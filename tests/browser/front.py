@@ -487,6 +487,51 @@ class Front:
         self.ok(f"hung up after {before}, resumed with Last-Event-ID {last}: {after}; past the end: nothing; "
                 "no key: 401")
 
+    def eventsource_public(self):
+        self.step = "eventsource-public-reads"
+        out = self.js("""
+            const [base] = args;
+            const taskId = await window.seed.createTask();
+            // Only where task reads need no key (auth.public_task_reads): EventSource sends no header.
+            const es = new EventSource(`${base}/v1/video/tasks/${taskId}/events`);
+            const seen = [];
+            return await new Promise((ok, no) => {
+              const timer = setTimeout(() => { es.close(); no(new Error("no terminal event in 15 s: " + JSON.stringify(seen))); }, 15000);
+              for (const name of ["pending", "processing", "success", "failed"]) {
+                es.addEventListener(name, e => {
+                  seen.push([name, Number(e.lastEventId)]);
+                  // The server ends the stream after this; without close() EventSource would reconnect.
+                  if (name === "success" || name === "failed") { clearTimeout(timer); es.close(); ok(seen); }
+                });
+              }
+              es.onerror = () => { if (es.readyState === EventSource.CLOSED) { clearTimeout(timer); no(new Error("EventSource failed")); } };
+            });""", self.doc)
+        if out[-1][0] != "success" or len(out) < 2:
+            raise Failed(f"EventSource saw {out}")
+        self.ok(f"{len(out)} events without a key, ends {out[-1]}")
+
+    def docs_snippet(self):
+        self.step = "docs-followTask"
+        with open(os.path.join(HERE, "..", "..", "docs", "browser.md"), encoding="utf-8") as f:
+            found = re.search(r"^(// Follows a task's events.*?^}\n)", f.read(), re.S | re.M)
+        if not found:
+            raise Failed("docs/browser.md has no followTask function")
+        out = self.js("""
+            const [code, base, key] = args;
+            const followTask = new Function(code + "\\nreturn followTask;")();
+            const c = window.grok2api.client();
+            const taskId = await c.createTask("images", {model: "grok-imagine-1.0", prompt: "a red fox in snow"});
+            const seen = [];
+            const task = await followTask(base, key, "images", taskId, (name, t) => seen.push([name, t.progress]));
+            let refused = null;
+            try { await followTask(base, "not-the-key-0000000000", "images", taskId, () => {}); }
+            catch (e) { refused = e.message.slice(0, 8); }
+            return {seen, status: task.status, images: (task.result || {}).images, refused};""",
+                      found.group(1), self.gw, self.key)
+        if out["status"] != "success" or not out["images"] or out["seen"][-1][0] != "success" or out["refused"] != "HTTP 401":
+            raise Failed(f"followTask from docs/browser.md: {out}")
+        self.ok(f"{len(out['seen'])} events, ends {out['seen'][-1]}; a wrong key: {out['refused']}")
+
     def key_never_in_urls(self):
         self.step = "key-not-in-urls"
         self.drain_logs()
@@ -565,6 +610,8 @@ class Front:
         self.video_poll()
         self.image()
         self.events_resume()
+        self.eventsource_public()
+        self.docs_snippet()
         self.key_never_in_urls()
         self.refused_origin()
         self.admin_same_origin()
