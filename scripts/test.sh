@@ -22,8 +22,8 @@ if ! "$venv/bin/python" -c "import litellm" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 fi
 
-# Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser
-# test), redis-server (the shared store of several replicas).
+# Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the browser tests:
+# the console, a page on another origin), redis-server (the shared store of several replicas).
 packages=()
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)

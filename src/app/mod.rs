@@ -406,11 +406,14 @@ fn cors_layer(cfg: &Config) -> Option<tower_http::cors::CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+            // Range: a simple `bytes=N-M` needs no preflight, but a suffix range (`bytes=-N`) does, and
+            // file links answer both.
             .allow_headers(names(&[
                 "authorization",
                 "content-type",
                 "idempotency-key",
                 "last-event-id",
+                "range",
                 "x-request-id",
             ]))
             .expose_headers(names(&[
