@@ -123,10 +123,6 @@ pub struct KeyRing {
     shared: Option<Arc<crate::shared::Shared>>,
 }
 
-fn now() -> u64 {
-    crate::tasks::now_ms() / 1000
-}
-
 fn mask(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
     if chars.len() < 12 {
@@ -190,7 +186,7 @@ impl KeyRing {
         if entry.record.revoked_at.is_some() {
             return Err(ApiError::key_refused("this API key was revoked"));
         }
-        if entry.record.expires_at.is_some_and(|t| t <= now()) {
+        if entry.record.expires_at.is_some_and(|t| t <= crate::clock::now_secs()) {
             return Err(ApiError::key_refused("this API key has expired"));
         }
         Ok(Caller { owner: entry.owner.clone(), policy: Some(entry.policy.clone()) })
@@ -230,7 +226,7 @@ impl KeyRing {
     }
 
     fn touch(&self, owner: &KeyId) {
-        let t = now();
+        let t = crate::clock::now_secs();
         match self.last_used.get(owner) {
             Some(v) => v.store(t, Ordering::Relaxed),
             None => {
@@ -286,7 +282,7 @@ impl KeyRing {
         let r = &e.record;
         let status = if r.revoked_at.is_some() {
             "revoked"
-        } else if r.expires_at.is_some_and(|t| t <= now()) {
+        } else if r.expires_at.is_some_and(|t| t <= crate::clock::now_secs()) {
             "expired"
         } else {
             "active"
@@ -312,7 +308,7 @@ impl KeyRing {
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(ApiError::invalid_param("name", "give the key a name of 1-64 printable characters"));
         }
-        if new.expires_at.is_some_and(|t| t <= now()) {
+        if new.expires_at.is_some_and(|t| t <= crate::clock::now_secs()) {
             return Err(ApiError::invalid_param("expires_at", "expires_at must be in the future (unix seconds)"));
         }
         if new.requests_per_second.is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 100_000.0)) {
@@ -339,7 +335,7 @@ impl KeyRing {
             name,
             digest,
             hint,
-            created_at: now(),
+            created_at: crate::clock::now_secs(),
             expires_at: new.expires_at,
             revoked_at: None,
             requests_per_second: new.requests_per_second,
@@ -354,7 +350,7 @@ impl KeyRing {
     pub async fn revoke(&self, id: &str) -> Result<KeyInfo, ApiError> {
         let mut record = self.editable(id)?;
         if record.revoked_at.is_none() {
-            record.revoked_at = Some(now());
+            record.revoked_at = Some(crate::clock::now_secs());
         }
         let info = self.save(record).await?;
         tracing::info!(key = %id, "API key revoked");
@@ -515,7 +511,8 @@ mod tests {
         ] {
             assert_eq!(ring.create(k).await.unwrap_err().param.as_deref(), Some(param));
         }
-        let issued = ring.create(NewKey { expires_at: Some(now() + 1), ..new_key("short") }).await.unwrap();
+        let issued =
+            ring.create(NewKey { expires_at: Some(crate::clock::now_secs() + 1), ..new_key("short") }).await.unwrap();
         assert!(ring.check(&bearer(&issued.key)).await.is_ok());
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         assert_eq!(ring.check(&bearer(&issued.key)).await.unwrap_err().message, "this API key has expired");

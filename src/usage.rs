@@ -232,7 +232,7 @@ impl UsageBook {
 
 /// Days since 1970-01-01 (UTC).
 pub fn today() -> u32 {
-    (crate::tasks::now_ms() / 86_400_000) as u32
+    (crate::clock::now_ms() / 86_400_000) as u32
 }
 
 /// `YYYY-MM-DD` of a day number (proleptic Gregorian; Howard Hinnant's civil_from_days).

@@ -264,9 +264,7 @@ impl From<crate::config::ImageResponseFormat> for ResponseFormat {
 }
 
 /// Seconds since the epoch, for OpenAI `created` fields.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::now_secs as unix_now;
 
 pub const MAX_PROMPT_CHARS: usize = 4000;
 

@@ -742,7 +742,7 @@ fn spawn_reaper(
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            let cutoff = crate::tasks::now_ms().saturating_sub(ttl.as_millis() as u64);
+            let cutoff = crate::clock::now_ms().saturating_sub(ttl.as_millis() as u64);
             let n = tasks.reap(cutoff, max_finished);
             idempotency.reap();
             if n > 0 {

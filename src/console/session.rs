@@ -58,10 +58,6 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn now_ms() -> u64 {
-    crate::tasks::now_ms()
-}
-
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
@@ -107,7 +103,7 @@ impl AdminGate {
         let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
         let csrf = {
             let session = self.limited(client, || self.sessions.get(&digest).ok_or_else(ApiError::unauthorized))?;
-            if session.expires_ms <= now_ms() {
+            if session.expires_ms <= crate::clock::now_ms() {
                 drop(session);
                 self.sessions.remove(&digest);
                 return Err(ApiError::key_refused("the console session has expired; log in again"));
@@ -212,7 +208,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         return ApiError::key_refused("wrong admin key").into_response();
     }
     gate.guesses.succeeded(client);
-    let now = now_ms();
+    let now = crate::clock::now_ms();
     gate.sessions.retain(|_, s| s.expires_ms > now);
     let (id, csrf) = (random_token(), random_token());
     let expires_ms = now + gate.ttl.as_millis() as u64;

@@ -87,7 +87,7 @@ async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) 
         Ok(c) => c,
         Err(e) => return Attempt::Retry(format!("HTTP client: {e}")),
     };
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let timestamp = crate::clock::now_secs();
     let resp = client
         .post(target)
         .header("content-type", "application/json")

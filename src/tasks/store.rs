@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::journal::{Journal, TaskRecord};
-use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest, now_ms};
+use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 use crate::HotMap;
 use crate::auth::KeyId;
+use crate::clock::now_ms;
 
 #[derive(Debug)]
 pub enum Transition {
@@ -276,7 +277,7 @@ impl TaskStore {
         if cb.history.len() >= super::MAX_ATTEMPTS_KEPT {
             cb.history.remove(0);
         }
-        cb.history.push(super::CallbackAttempt { at_ms: super::now_ms(), ok: delivered, error: error.clone() });
+        cb.history.push(super::CallbackAttempt { at_ms: now_ms(), ok: delivered, error: error.clone() });
         if error.is_some() {
             cb.last_error = error;
         }

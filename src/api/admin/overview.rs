@@ -30,7 +30,7 @@ pub async fn overview(State(state): State<AppState>) -> Json<Overview> {
     let g = crate::api::health::gauges(&state);
     let t = state.metrics.totals();
     Json(Overview {
-        at: crate::tasks::now_ms(),
+        at: crate::clock::now_ms(),
         uptime_secs: state.started.elapsed().as_secs(),
         requests_total: t.requests,
         errors_total: t.server_errors,

@@ -24,7 +24,7 @@
 //! captured from a browser, or `off`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -656,7 +656,7 @@ impl Statsig {
 
     /// Mints for `method path` with the inputs already at hand.
     pub fn mint_now(inputs: &SigningInputs, method: &str, path: &str) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = crate::clock::now_secs();
         mint(&inputs.seed, method, path, now, rand::random::<u8>(), &inputs.fingerprint)
     }
 

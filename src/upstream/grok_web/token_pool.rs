@@ -80,10 +80,6 @@ pub struct ProductInfo {
     pub refills_at: Option<u64>,
 }
 
-fn unix_now() -> u64 {
-    crate::tasks::now_ms() / 1000
-}
-
 /// What the admin API and metrics show of one token (never the token itself).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
@@ -246,11 +242,11 @@ impl TokenEvent {
 }
 
 fn until_ms(at: Instant) -> u64 {
-    crate::tasks::now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64
+    crate::clock::now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64
 }
 
 fn instant_at(ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(ms.saturating_sub(crate::tasks::now_ms()))
+    Instant::now() + Duration::from_millis(ms.saturating_sub(crate::clock::now_ms()))
 }
 
 struct Shared {
@@ -520,7 +516,7 @@ impl TokenPool {
         let mut tokens = lock(&self.shared.tokens);
         let t = tokens.get_mut(index)?;
         if let Err(e) = outcome {
-            t.last_error = Some((e.to_string(), unix_now()));
+            t.last_error = Some((e.to_string(), crate::clock::now_secs()));
         }
         match outcome {
             Ok(()) => {
@@ -609,7 +605,7 @@ impl TokenPool {
                                 ProductInfo {
                                     remaining: st.remaining,
                                     cooldown_secs: cooling,
-                                    refills_at: cooling.map(|c| unix_now() + c),
+                                    refills_at: cooling.map(|c| crate::clock::now_secs() + c),
                                 },
                             )
                         })
@@ -666,7 +662,7 @@ impl TokenPool {
     /// Remembers an error seen with a token outside a generation (a failed quota check), for the console.
     pub fn note_error(&self, index: usize, e: &UpstreamError) {
         if let Some(t) = lock(&self.shared.tokens).get_mut(index) {
-            t.last_error = Some((e.to_string(), unix_now()));
+            t.last_error = Some((e.to_string(), crate::clock::now_secs()));
         }
     }
 
@@ -754,7 +750,7 @@ impl TokenPool {
         let p = &mut t.products[product.idx()];
         p.remaining = remaining;
         p.cooling_until = until;
-        t.checked_at = Some(unix_now());
+        t.checked_at = Some(crate::clock::now_secs());
         let event = TokenEvent::Product {
             token: t.id.clone(),
             product: product.key().into(),

@@ -15,13 +15,9 @@ pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
 pub const VIDEO_MODEL: &str = "imagine-video-gen";
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The frame that clears the Imagine session before a new request.
 pub fn imagine_reset() -> Value {
-    json!({"type": "conversation.item.create", "timestamp": now_millis(),
+    json!({"type": "conversation.item.create", "timestamp": crate::clock::now_ms(),
            "item": {"type": "message", "content": [{"type": "reset"}]}})
 }
 
@@ -31,7 +27,7 @@ pub const IMAGES_PER_ROUND: usize = 2;
 pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool) -> Value {
     json!({
         "type": "conversation.item.create",
-        "timestamp": now_millis(),
+        "timestamp": crate::clock::now_ms(),
         "item": {"type": "message", "content": [{
             "requestId": uuid::Uuid::new_v4().to_string(),
             "text": prompt,
