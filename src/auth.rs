@@ -15,11 +15,8 @@ use crate::error::ApiError;
 use crate::keys::{Caller, KeyRing};
 use crate::limits::{GuessLimiter, RateLimiter};
 use crate::net::ClientAddr;
+pub use crate::owner::KeyId;
 use crate::usage::UsageBook;
-
-/// Who is calling: a stable, non-secret id derived from the API key (owner of tasks, rate-limit bucket).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyId(pub Arc<str>);
 
 pub struct Auth {
     /// Each key's digest with its precomputed id, so a request allocates nothing.

@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::HotMap;
-use crate::auth::{Auth, KeyId};
+use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::owner::KeyId;
 use crate::state_db::{KEYS, StateDb};
 
 const PREFIX: &str = "g2a_";

@@ -16,6 +16,7 @@ pub mod media;
 pub mod media_s3;
 pub mod metrics;
 pub mod net;
+pub mod owner;
 pub mod redb_file;
 pub mod runner;
 pub mod server;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::HotMap;
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 
 pub struct RateLimiter {
     rate: f64,

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::auth::KeyId;
 use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};
 use crate::media::{MediaKind, MediaStore, StoredMedia};
+use crate::owner::KeyId;
 use crate::upstream::{Asset, Upstream, UpstreamError};
 use crate::usage::UsageBook;
 

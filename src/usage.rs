@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::HotMap;
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 use crate::state_db::{StateDb, USAGE};
 
 #[derive(Default)]

@@ -26,7 +26,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api;
-use crate::auth::{Guard, KeyId, require_key, require_key_task};
+use crate::auth::{Guard, require_key, require_key_task};
 use crate::config::{Config, UpstreamKind};
 use crate::console::session::{AdminGate, require_admin, require_console};
 use crate::error::ApiError;
@@ -35,6 +35,7 @@ use crate::limits::RateLimiter;
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::net::FetchPolicy;
+use crate::owner::KeyId;
 use crate::runner::JobRunner;
 use crate::state_db::StateDb;
 use crate::tasks::TaskStatus;

@@ -17,7 +17,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
 

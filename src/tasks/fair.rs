@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 
 pub struct FairQueue<T> {
     lanes: Mutex<Lanes<T>>,

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use sha2::{Digest, Sha256};
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 
 pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
 

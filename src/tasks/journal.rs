@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
-use crate::auth::KeyId;
 use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
+use crate::owner::KeyId;
 use crate::redb_file::RedbFile;
 
 /// Records keyed by (creation time, id): new tasks land at the right edge of the B-tree, so a batch

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 
 /// Cancellation signals the queue and the callbacks obey.
 #[derive(Clone)]

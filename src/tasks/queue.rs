@@ -20,9 +20,9 @@ use super::journal::{JobRecord, PendingJob, TaskRecord};
 use super::store::{TaskStore, Transition};
 use super::{Outcome, Task, TaskStatus};
 use crate::HotMap;
-use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
+use crate::owner::KeyId;
 use crate::runner::JobRunner;
 
 pub struct QueuedTask {

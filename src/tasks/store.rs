@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::journal::{Journal, TaskRecord};
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
 use crate::HotMap;
-use crate::auth::KeyId;
 use crate::clock::now_ms;
+use crate::owner::KeyId;
 
 #[derive(Debug)]
 pub enum Transition {
