@@ -532,7 +532,7 @@ pub struct GrokWebConfig {
     /// File with one sso token per line (`#` comments allowed), same `TOKEN|PROXY_URL` form.
     pub tokens_file: Option<PathBuf>,
     /// Browser profile (wreq-util name, e.g. `chrome_149`): TLS hello, HTTP/2 settings, header order and
-    /// default User-Agent all come from it. Default: the newest Chrome the library ships.
+    /// default User-Agent all come from it. Default (empty): the newest Chrome the library ships.
     pub browser: String,
     /// Platform the profile claims: windows, macos, linux, android, ios.
     pub platform: String,
@@ -591,7 +591,8 @@ impl Default for GrokWebConfig {
             assets_url: "https://assets.grok.com".into(),
             tokens: Vec::new(),
             tokens_file: None,
-            browser: crate::upstream::grok_web::browser::profile::newest_chrome(),
+            // The newest Chrome the impersonation library ships, resolved by the client.
+            browser: String::new(),
             platform: "windows".into(),
             user_agent: None,
             proxy: None,

@@ -13,7 +13,6 @@ pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod media;
-pub mod media_s3;
 pub mod metrics;
 pub mod net;
 pub mod owner;

@@ -95,7 +95,7 @@ impl AppState {
         let media = MediaStore::open(&media_dir, cfg.media.max_bytes)
             .map_err(|e| format!("cannot open media dir {}: {e}", media_dir.display()))?;
         let media = Arc::new(match &cfg.media.s3 {
-            Some(s3) => media.with_remote(crate::media_s3::RemoteMedia::open(s3)?),
+            Some(s3) => media.with_remote(crate::media::s3::RemoteMedia::open(s3)?),
             None => media,
         });
         let metrics = Arc::new(Metrics::default());

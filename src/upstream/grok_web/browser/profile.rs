@@ -138,8 +138,12 @@ impl BrowserProfile {
         }
     }
 
+    /// `name` empty (the config's default) is the newest Chrome.
     pub fn named(name: &str, platform: Platform) -> Result<Self, String> {
-        let name = name.trim().to_ascii_lowercase();
+        let name = match name.trim() {
+            "" => newest_chrome(),
+            name => name.to_ascii_lowercase(),
+        };
         let named = catalogue()
             .into_iter()
             .find(|n| n.name == name)
@@ -234,6 +238,8 @@ mod tests {
         assert!(major >= 149, "the library's newest Chrome is {major}");
         let p = BrowserProfile::select(&name, "windows", None).unwrap();
         assert!(p.user_agent.contains(&format!("Chrome/{major}.")), "{}", p.user_agent);
+        // The config's default (empty) is this profile.
+        assert_eq!(BrowserProfile::select("", "windows", None).unwrap().name, name);
         assert!(p.user_agent.contains("Windows NT 10.0"));
         let hints = p.client_hints.unwrap();
         assert!(hints[0].1.contains(&format!("v=\"{major}\"")), "{}", hints[0].1);

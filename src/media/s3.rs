@@ -11,8 +11,8 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
+use super::MediaKind;
 use crate::config::S3Config;
-use crate::media::MediaKind;
 
 pub struct RemoteMedia {
     store: Arc<AmazonS3>,

@@ -5,6 +5,8 @@
 //! is also put into shared object storage, and a file this replica does not hold is fetched from there
 //! into the local dir (which then acts as a cache) before it is served.
 
+pub mod s3;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -142,7 +144,7 @@ pub struct MediaStore {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
-    remote: Option<crate::media_s3::RemoteMedia>,
+    remote: Option<s3::RemoteMedia>,
 }
 
 impl MediaStore {
@@ -178,12 +180,12 @@ impl MediaStore {
     }
 
     /// Shares every file through object storage (`[media.s3]`).
-    pub fn with_remote(mut self, remote: crate::media_s3::RemoteMedia) -> Self {
+    pub fn with_remote(mut self, remote: s3::RemoteMedia) -> Self {
         self.remote = Some(remote);
         self
     }
 
-    pub fn remote(&self) -> Option<&crate::media_s3::RemoteMedia> {
+    pub fn remote(&self) -> Option<&s3::RemoteMedia> {
         self.remote.as_ref()
     }
 
