@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use crate::HotMap;
 use crate::owner::KeyId;
+/// One row as stored and as the admin API shows it: the shared store's row type, since the rows of
+/// every replica are summed there.
+pub use crate::shared::Totals;
 use crate::state_db::{StateDb, USAGE};
 
 #[derive(Default)]
@@ -20,16 +21,6 @@ struct Counters {
     rate_limited: AtomicU64,
     /// Changed since the last flush.
     dirty: AtomicBool,
-}
-
-/// One row as stored and as the admin API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Totals {
-    pub requests: u64,
-    pub images: u64,
-    pub video_seconds: u64,
-    pub errors: u64,
-    pub rate_limited: u64,
 }
 
 impl Counters {

@@ -21,6 +21,16 @@ use crate::owner::KeyId;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
 
+/// One usage row (a key on a day): as `usage` counts it, the admin API shows it, and replicas sum it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Totals {
+    pub requests: u64,
+    pub images: u64,
+    pub video_seconds: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+}
+
 pub const PREFIX: &str = "g2a:";
 
 pub fn task_key(id: &str) -> String {
@@ -413,7 +423,7 @@ impl Shared {
     }
 
     /// Adds usage counts (`"<YYYY-MM-DD>|<key id>"` → what to add) to the shared totals.
-    pub async fn usage_add(&self, rows: &[(String, crate::usage::Totals)]) -> Result<(), String> {
+    pub async fn usage_add(&self, rows: &[(String, Totals)]) -> Result<(), String> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -438,7 +448,7 @@ impl Shared {
     }
 
     /// Every usage row of every replica (`"<YYYY-MM-DD>|<key id>"`, totals).
-    pub async fn usage_rows(&self) -> Result<Vec<(String, crate::usage::Totals)>, String> {
+    pub async fn usage_rows(&self) -> Result<Vec<(String, Totals)>, String> {
         let mut c = self.conn().await?;
         let rows: Vec<String> = c.smembers(USAGE_INDEX).await.map_err(err)?;
         if rows.is_empty() {
@@ -454,7 +464,7 @@ impl Shared {
             .zip(all)
             .map(|(row, h)| {
                 let get = |f: &str| h.get(f).copied().unwrap_or(0);
-                let t = crate::usage::Totals {
+                let t = Totals {
                     requests: get("requests"),
                     images: get("images"),
                     video_seconds: get("video_seconds"),

@@ -1,15 +1,18 @@
 //! Async tasks: a job accepted now, run by the worker pool, polled by id, announced by signed callback.
 //!
 //! - `store.rs`: the tasks themselves, the state machine (one place), listing, TTL reaping.
-//! - `queue.rs`: the bounded queue and worker pool that run tasks through the shared `JobRunner`.
 //! - `callbacks.rs`: Standard Webhooks signing and at-least-once delivery with backoff.
 //! - `idempotency.rs`: `Idempotency-Key` → first task.
+//! - `journal.rs`: the durable record of every task (redb on `--state-dir`), replayed at start.
+//! - `fair.rs`: the per-key lanes the runner's queue takes tasks from.
+//!
+//! What runs them (the queue and its workers) is `runner::queue`: this module is what a task is and
+//! how it is kept, and imports nothing that runs jobs.
 
 pub mod callbacks;
 pub mod fair;
 pub mod idempotency;
 pub mod journal;
-pub mod queue;
 pub mod store;
 
 use std::sync::Arc;

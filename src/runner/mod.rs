@@ -2,6 +2,8 @@
 //! the upstream for media and keeps it in the media store. It sits above both `jobs` (what a job is)
 //! and `upstream` (who makes it), so neither has to know the other's caller.
 
+pub mod queue;
+
 use std::sync::Arc;
 
 use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};

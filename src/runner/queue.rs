@@ -14,16 +14,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::callbacks::{self, CallbackSettings};
-use super::fair::{FairQueue, Full};
-use super::journal::{JobRecord, PendingJob, TaskRecord};
-use super::store::{TaskStore, Transition};
-use super::{Outcome, Task, TaskStatus};
+use super::JobRunner;
 use crate::HotMap;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 use crate::owner::KeyId;
-use crate::runner::JobRunner;
+use crate::tasks::callbacks::{self, CallbackSettings};
+use crate::tasks::fair::{FairQueue, Full};
+use crate::tasks::journal::{JobRecord, PendingJob, TaskRecord};
+use crate::tasks::store::{TaskStore, Transition};
+use crate::tasks::{Outcome, Task, TaskStatus};
 
 pub struct QueuedTask {
     pub id: Arc<str>,
@@ -59,7 +59,7 @@ pub struct Settings {
 /// media).
 pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
 
-pub use super::Signals;
+pub use crate::tasks::Signals;
 
 impl TaskQueue {
     pub fn start(
@@ -190,7 +190,7 @@ impl TaskQueue {
 
     /// Another replica claimed a task this one accepted: its queued copy here is dropped.
     pub fn claimed_elsewhere(&self, id: &str) {
-        if self.ctx.store.snapshot(id).is_some_and(|t| t.status == super::TaskStatus::Pending) {
+        if self.ctx.store.snapshot(id).is_some_and(|t| t.status == TaskStatus::Pending) {
             self.ctx.forget_queued(id);
         }
     }
@@ -236,7 +236,7 @@ impl WorkerCtx {
                 return None;
             }
         };
-        let pending = pending.filter(|_| task.status == super::TaskStatus::Pending)?;
+        let pending = pending.filter(|_| task.status == TaskStatus::Pending)?;
         let job = match pending.job.to_job() {
             Ok(job) => job,
             Err(e) => {
