@@ -126,7 +126,7 @@ impl Guard {
         };
         limited.map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
         if let Some(policy) = &policy
-            && let Some(model) = crate::api::model_of_route(req.method(), req.uri().path())
+            && let Some(model) = crate::catalog::model_of_route(req.method(), req.uri().path())
             && !crate::keys::allows(policy, model)
         {
             return Err(refuse(ApiError::forbidden(

@@ -320,7 +320,7 @@ impl KeyRing {
         }
         let mut models = Vec::new();
         for m in &new.models {
-            let id = crate::api::canonical_model(m).ok_or_else(|| {
+            let id = crate::catalog::canonical_model(m).ok_or_else(|| {
                 ApiError::invalid_param("models", format!("`{m}` is not a model of this gateway; see GET /v1/models"))
             })?;
             if !models.iter().any(|x: &String| x == id) {

@@ -173,30 +173,7 @@ pub(crate) fn missing_field_name(detail: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
-/// What a model id is used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    Image,
-    Edit,
-    Video,
-}
-
-impl Capability {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Image => "text-to-image (/v1/images/generations)",
-            Self::Edit => "image edits (/v1/images/edits)",
-            Self::Video => "video (/v1/chat/completions)",
-        }
-    }
-}
-
-/// (canonical id, alias, capability)
-pub const MODELS: &[(&str, &str, Capability)] = &[
-    ("grok-imagine-1.0", "grok-imagine-image", Capability::Image),
-    ("grok-imagine-1.0-edit", "grok-imagine-image-edit", Capability::Edit),
-    ("grok-imagine-1.0-video", "grok-imagine-video", Capability::Video),
-];
+pub use crate::catalog::{Capability, MODELS, canonical_model, model_of_route};
 
 /// The canonical id for `model`, if it exists and serves `want`.
 pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiError> {
@@ -205,30 +182,6 @@ pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiE
         .find(|(id, alias, cap)| (*id == model || *alias == model) && *cap == want)
         .map(|(id, _, _)| *id)
         .ok_or_else(|| ApiError::model_not_supported(model, want.describe()))
-}
-
-/// The canonical id of a model id or alias, whatever its capability.
-pub fn canonical_model(model: &str) -> Option<&'static str> {
-    MODELS.iter().find(|(id, alias, _)| *id == model || *alias == model).map(|(id, _, _)| *id)
-}
-
-/// The model a generation route serves: each route makes one kind of media, and each kind has one
-/// model, so a key's model allowlist is decided before the body is read. `None` for everything else.
-pub fn model_of_route(method: &axum::http::Method, path: &str) -> Option<&'static str> {
-    if method != axum::http::Method::POST {
-        return None;
-    }
-    let capability = match path {
-        "/v1/images/generations" | "/v1/images/generations/async" | "/v1/images/tasks" => Capability::Image,
-        "/v1/images/edits" => Capability::Edit,
-        "/v1/chat/completions"
-        | "/v1/video/generations/async"
-        | "/v1/video/tasks"
-        | "/v1/videos"
-        | "/v1/videos/generations" => Capability::Video,
-        _ => return None,
-    };
-    MODELS.iter().find(|(_, _, c)| *c == capability).map(|(id, _, _)| *id)
 }
 
 /// OpenAI `size` (or a bare ratio) → the upstream aspect ratio.

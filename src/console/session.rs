@@ -177,7 +177,7 @@ fn info(state: &AppState, csrf: Option<String>, expires_ms: Option<u64>) -> Sess
         upstream: state.runner.upstream().name(),
         version: env!("CARGO_PKG_VERSION"),
         persistent: state.cfg.state.dir.is_some(),
-        models: crate::api::MODELS.iter().map(|(id, _, _)| *id).collect(),
+        models: crate::catalog::MODELS.iter().map(|(id, _, _)| *id).collect(),
     }
 }
 
