@@ -12,14 +12,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::{tasks, videos, xai_videos};
+use super::tasks::TaskPath;
+use super::{Path, tasks, videos, xai_videos};
 use crate::app::AppState;
 use crate::auth::KeyId;
 use crate::error::{ApiError, TaskError};
@@ -187,7 +188,7 @@ fn follow(
               (status = 404, body = crate::error::Envelope<Value>), (status = 429, body = crate::error::Envelope<Value>)))]
 pub async fn task_events(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
     client: Option<Extension<crate::net::ClientAddr>>,
     headers: HeaderMap,

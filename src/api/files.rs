@@ -4,12 +4,13 @@
 use std::io::SeekFrom;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::media::{MediaKind, RangeRequest, parse_range};
@@ -74,8 +75,14 @@ pub async fn serve(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            put(&mut h, header::CONTENT_RANGE, &format!("bytes */{}", file.size));
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
+            // Our error body, with the headers a client needs to ask again (the size, the ETag).
+            let size = file.size;
+            let mut resp =
+                ApiError::range_not_satisfiable(format!("`Range` is outside the file's {size} bytes")).into_response();
+            h.remove(header::CONTENT_TYPE);
+            put(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            resp.headers_mut().extend(h);
+            return Ok(resp);
         }
     };
     put(&mut h, header::CONTENT_LENGTH, &len.to_string());

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -51,6 +51,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Tas
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, TaskError> {
         Ok(Self(super::Params::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// `api::Path<T>` for the task endpoints: the rejection comes in the envelope.
+pub struct TaskPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for TaskPath<T> {
+    type Rejection = TaskError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, TaskError> {
+        Ok(Self(super::Path::<T>::from_request_parts(parts, state).await?.0))
     }
 }
 
@@ -405,7 +416,7 @@ pub(super) async fn lookup(
     responses((status = 200, body = Envelope<TaskView>), (status = 404, body = Envelope<Value>)))]
 pub async fn status(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
     let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
@@ -419,7 +430,7 @@ pub async fn status(
               (status = 404, body = Envelope<Value>)))]
 pub async fn result(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
     let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
@@ -491,7 +502,7 @@ async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> 
               (status = 404, body = Envelope<Value>)))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     Extension(owner): Extension<KeyId>,
 ) -> Result<Response, TaskError> {
     let kind = kind_of(&segment)?;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::chat::load_image;
 use super::tasks::{NewTask, submit};
-use super::{Capability, MODELS, resolve_model, validate_prompt};
+use super::{Capability, MODELS, Path, resolve_model, validate_prompt};
 use crate::app::AppState;
 use crate::auth::KeyId;
 use crate::error::ApiError;

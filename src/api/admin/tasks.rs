@@ -2,9 +2,10 @@
 //! re-deliver a callback.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 
+use crate::api::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::tasks::store::Scan;

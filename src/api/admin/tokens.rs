@@ -3,12 +3,12 @@
 //! operator's backup) carries the values.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::JsonBody;
+use crate::api::{JsonBody, Path};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::upstream::grok_web::token_pool::TokenInfo;
