@@ -36,6 +36,27 @@ pub struct Envelope<T> {
     pub data: Option<T>,
 }
 
+/// How the task endpoints answer an error: the envelope with the HTTP status as `code` and `data: null`
+/// (the document's schema of `TaskError` answers; `Envelope<Value>` allows any `data`).
+pub struct TaskErrorBody;
+
+impl utoipa::PartialSchema for TaskErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some("The task endpoints' error: `code` is the HTTP status, `data` is `null`."))
+            .property("code", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(400)).maximum(Some(599)))
+            .required("code")
+            .property("message", ObjectBuilder::new().schema_type(Type::String))
+            .required("message")
+            .property("data", ObjectBuilder::new().schema_type(Type::Null))
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TaskErrorBody {}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

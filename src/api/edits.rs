@@ -78,7 +78,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, ApiError> {
     request_body(content = super::openapi::EditForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "the edited images (SSE with `stream=true`)", content(
-            (super::images::ImagesResponse = "application/json"), (String = "text/event-stream"))),
+            (super::images::ImagesResponse = "application/json"), (super::openapi::StreamEvent = "text/event-stream"))),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]

@@ -16,10 +16,10 @@ use crate::error::ApiError;
 use crate::media::{MediaKind, RangeRequest, parse_range};
 
 #[utoipa::path(get, path = "/v1/files/{kind}/{name}", tag = "files",
-    params(("kind" = String, Path, description = "`image` or `video`"), ("name" = String, Path)),
-    responses((status = 200, description = "the file; ETag, `If-None-Match` (304) and one `Range` (206/416)", content(
-        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "video/mp4"))),
-              (status = 404, body = crate::error::ErrorBody)))]
+    description = "A link is a capability: no key is needed unless `files.require_auth` is set.",
+    security((), ("api_key" = [])),
+    params(("kind" = String, Path, description = "`image` or `video`"), ("name" = String, Path), super::openapi::MediaHeaders),
+    responses(super::openapi::MediaAnswers, (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,

@@ -12,6 +12,7 @@ use crate::tasks::store::Scan;
 use crate::tasks::{Outcome, Task, TaskKind, TaskStatus, TaskView};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskQuery {
     /// Owner key id.
     key: Option<String>,
