@@ -16,7 +16,7 @@ use utoipa::openapi::content::Content;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Ref, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Ref, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -118,14 +118,23 @@ pub struct XaiCreateForm {
     pub reference_images: Option<Vec<serde_json::Value>>,
 }
 
-/// `GET /v1/videos/{id}`: the shape of the API that made the video.
-#[derive(ToSchema, serde::Serialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum VideoAnswer {
-    OpenAi(videos::VideoObject),
-    Xai(xai_videos::XaiVideoStatus),
+/// `GET /v1/videos/{id}`: the shape of the API that made the video. `anyOf`, not the `oneOf` an
+/// untagged enum derives: a failed OpenAI Video object is also a valid xAI answer, and that is fine.
+pub struct VideoAnswer;
+
+impl utoipa::PartialSchema for VideoAnswer {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .description(Some(
+                "The Video object of the OpenAI API, or xAI's poll answer: the shape of the API that made it.",
+            ))
+            .item(Ref::from_schema_name("VideoObject"))
+            .item(Ref::from_schema_name("XaiVideoStatus"))
+            .into()
+    }
 }
+
+impl ToSchema for VideoAnswer {}
 
 /// `DELETE /v1/{kind}/tasks/{id}`: the cancelled task, or the forgotten one's id.
 #[derive(ToSchema, serde::Serialize)]
@@ -414,7 +423,7 @@ const NO_SCOPES: [&str; 0] = [];
     info(title = "grok2api", description = "Grok Imagine behind OpenAI-compatible endpoints, async tasks, and the OpenAI and xAI video APIs."),
     modifiers(&Security, &LayerAnswers),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::TaskErrorBody, TaskEvent, VideoEvent,
-        StreamEvent, crate::tasks::TaskView, VideoAnswer)),
+        StreamEvent, crate::tasks::TaskView, VideoAnswer, videos::VideoObject, xai_videos::XaiVideoStatus)),
     security(("api_key" = [])),
     paths(
         models::list, models::get,
