@@ -18,6 +18,9 @@ fi
 if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
+fi
 
 # Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the console's browser
 # test), redis-server (the shared store of several replicas).
