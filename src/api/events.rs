@@ -183,7 +183,7 @@ fn follow(
 
 /// `GET /v1/{kind}/tasks/{id}/events`.
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/events", tag = "tasks",
-    params(("kind" = String, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
     responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = super::openapi::TaskEvent),
               (status = 404, body = crate::error::TaskErrorBody), (status = 429, body = crate::error::TaskErrorBody)))]
 pub async fn task_events(

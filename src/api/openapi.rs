@@ -207,6 +207,24 @@ impl utoipa::PartialSchema for StreamEvent {
 
 impl ToSchema for StreamEvent {}
 
+/// `{kind}` of the task routes (`/v1/{kind}/tasks/{id}`).
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum TaskSegment {
+    Video,
+    Images,
+}
+
+/// `{kind}` of a file link (`/v1/files/{kind}/{name}`).
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FileKind {
+    Image,
+    Video,
+}
+
 /// The header every task create reads (`tasks::submit`).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -423,7 +441,8 @@ const NO_SCOPES: [&str; 0] = [];
     info(title = "grok2api", description = "Grok Imagine behind OpenAI-compatible endpoints, async tasks, and the OpenAI and xAI video APIs."),
     modifiers(&Security, &LayerAnswers),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::TaskErrorBody, TaskEvent, VideoEvent,
-        StreamEvent, crate::tasks::TaskView, VideoAnswer, videos::VideoObject, xai_videos::XaiVideoStatus)),
+        StreamEvent, crate::tasks::TaskView, VideoAnswer, videos::VideoObject, xai_videos::XaiVideoStatus, TaskSegment,
+        FileKind)),
     security(("api_key" = [])),
     paths(
         models::list, models::get,
@@ -504,6 +523,30 @@ mod tests {
             }
         }
         assert!(operations().iter().any(|(_, path, op)| path == "/healthz" && op["responses"]["401"].is_null()));
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 100, "{}", found.len());
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+            assert!(doc["components"]["schemas"][name].is_object(), "{r} is not in the document");
+        }
     }
 
     #[test]

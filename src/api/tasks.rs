@@ -412,7 +412,7 @@ pub(super) async fn lookup(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, body = Envelope<TaskView>), (status = 404, body = TaskErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
@@ -424,7 +424,7 @@ pub async fn status(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/result", tag = "tasks",
-    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, body = Envelope<TaskView>),
               (status = 409, description = "not finished yet (`Retry-After`)", body = Envelope<TaskView>),
               (status = 404, body = TaskErrorBody)))]
@@ -497,7 +497,7 @@ async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> 
 }
 
 #[utoipa::path(delete, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = String, Path), ("id" = String, Path)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, description = "cancelled (the task) or forgotten", body = super::openapi::TaskDeleteAnswer),
               (status = 404, body = TaskErrorBody)))]
 pub async fn delete(
