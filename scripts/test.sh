@@ -21,6 +21,9 @@ fi
 if ! "$venv/bin/python" -c "import litellm" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 fi
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
+fi
 
 # Debian packages the tests use: npm (the Node SDK), chromium + chromium-driver (the browser tests:
 # the console, a page on another origin), redis-server (the shared store of several replicas).
@@ -29,6 +32,8 @@ command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+# `ip` brings up loopback in the network namespace the schemathesis run is kept in.
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 ./scripts/apt-install.sh "${packages[@]}"
 
 # The official OpenAI Node SDK, pinned by tests/sdk/node/package-lock.json.

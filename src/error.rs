@@ -36,6 +36,27 @@ pub struct Envelope<T> {
     pub data: Option<T>,
 }
 
+/// How the task endpoints answer an error: the envelope with the HTTP status as `code` and `data: null`
+/// (the document's schema of `TaskError` answers; `Envelope<Value>` allows any `data`).
+pub struct TaskErrorBody;
+
+impl utoipa::PartialSchema for TaskErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some("The task endpoints' error: `code` is the HTTP status, `data` is `null`."))
+            .property("code", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(400)).maximum(Some(599)))
+            .required("code")
+            .property("message", ObjectBuilder::new().schema_type(Type::String))
+            .required("message")
+            .property("data", ObjectBuilder::new().schema_type(Type::Null))
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TaskErrorBody {}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -124,6 +145,11 @@ impl ApiError {
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "payload_too_large", message)
+    }
+
+    /// A `Range` that starts past the end of the file (the caller also sends `Content-Range: bytes */size`).
+    pub fn range_not_satisfiable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_request_error", "range_not_satisfiable", message)
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {

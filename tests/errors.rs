@@ -143,3 +143,52 @@ async fn a_bad_query_string_is_a_400_in_our_shape_not_plain_text() {
         assert!(body["data"].is_null() && body["message"].as_str().unwrap().contains("limit"), "{body}");
     }
 }
+
+/// A path segment the handler cannot read, a route that does not exist, a method a route does not
+/// take, a range past the end: our error shape every time (issue 21), never axum's plain text.
+#[tokio::test]
+async fn path_route_method_and_range_rejections_are_in_our_shape_not_plain_text() {
+    let h = start().await;
+    let json = |r: &reqwest::Response| {
+        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(ct.starts_with("application/json"), "{} answered {ct:?}", r.url());
+    };
+    // Not UTF-8 once percent-decoded: the OpenAI shape on the OpenAI-shaped routes ...
+    for path in ["/v1/videos/%FF", "/v1/models/%C3%28", "/v1/videos/%FF/content", "/v1/files/image/%FF.png"] {
+        let r = h.get(path).send().await.unwrap();
+        json(&r);
+        let (status, _, body) = split(r).await;
+        assert_eq!((status, error_code(&body).as_str()), (400, "invalid_path"), "{path}: {body}");
+    }
+    // ... the envelope on the task endpoints.
+    for path in ["/v1/video/tasks/%FF", "/v1/images/tasks/%FF/result", "/v1/video/tasks/%FF/events"] {
+        let r = h.get(path).send().await.unwrap();
+        json(&r);
+        let (status, _, body) = split(r).await;
+        assert_eq!((status, body["code"].as_u64()), (400, Some(400)), "{path}: {body}");
+        assert!(body["data"].is_null() && body["message"].as_str().unwrap().contains("path"), "{body}");
+    }
+    let r = h.http.delete(h.url("/v1/video/tasks/%FF")).bearer_auth(KEY).send().await.unwrap();
+    json(&r);
+    assert_eq!(split(r).await.2["code"], 400);
+
+    // No such route, and a method the route does not take.
+    let r = h.get("/v1/no-such-route").send().await.unwrap();
+    json(&r);
+    let (status, _, body) = split(r).await;
+    assert_eq!((status, error_code(&body).as_str()), (404, "not_found"), "{body}");
+    let r = h.http.put(h.url("/v1/models")).bearer_auth(KEY).send().await.unwrap();
+    json(&r);
+    let (status, _, body) = split(r).await;
+    assert_eq!((status, error_code(&body).as_str()), (405, "method_not_allowed"), "{body}");
+
+    // A range past the end: 416 with `Content-Range: bytes */SIZE`, and a body that says why.
+    let (_, _, body) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox"})).await;
+    let url = body["data"][0]["url"].as_str().unwrap().to_owned();
+    let size = h.http.get(&url).send().await.unwrap().bytes().await.unwrap().len();
+    let r = h.http.get(&url).header("range", format!("bytes={size}-")).send().await.unwrap();
+    json(&r);
+    assert_eq!(r.headers()["content-range"], format!("bytes */{size}").as_str());
+    let (status, _, body) = split(r).await;
+    assert_eq!((status, error_code(&body).as_str()), (416, "range_not_satisfiable"), "{body}");
+}

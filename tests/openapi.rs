@@ -229,6 +229,20 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
     doc.check("get", "/admin/keys", s, &b);
     let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/keys/{made}/rotate"))))).await;
     doc.check("post", "/admin/keys/{id}/rotate", s, &b);
+    // That key may make images only: the guard's 403 on a video route, as documented.
+    let secret = b["key"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.http.post(h.url("/v1/videos")).bearer_auth(&secret).json(&json!({"prompt": "waves"}))).await;
+    assert_eq!(s, 403, "{b}");
+    doc.check("post", "/v1/videos", s, &b);
+    let (s, b) = call(
+        h.http
+            .post(h.url("/v1/video/tasks"))
+            .bearer_auth(&secret)
+            .json(&json!({"model": "grok-imagine-video", "prompt": "w"})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    doc.check("post", "/v1/video/generations/async", s, &b);
     let (s, b) = call(admin(h.http.delete(h.url(&format!("/admin/keys/{made}"))))).await;
     doc.check("delete", "/admin/keys/{id}", s, &b);
     let (s, b) = call(admin(h.http.get(h.url("/admin/usage")))).await;
@@ -245,4 +259,52 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
     doc.check("post", "/admin/tasks/{id}/cancel", s, &b);
     let (s, b) = call(admin(h.http.post(h.url(&format!("/admin/tasks/{task}/redeliver"))))).await;
     doc.check("post", "/admin/tasks/{id}/redeliver", s, &b);
+
+    // What the layers in front of the handlers answer, as documented: no key (both shapes), a path
+    // segment that is not UTF-8, a body of the wrong type, a range past the end of a file.
+    let (s, b) = call(h.http.get(h.url("/v1/models"))).await;
+    assert_eq!(s, 401);
+    doc.check("get", "/v1/models", s, &b);
+    let (s, b) = call(h.http.get(h.url("/v1/video/tasks"))).await;
+    assert_eq!(s, 401);
+    doc.check("get", "/v1/video/tasks", s, &b);
+    for (template, path) in [
+        ("/v1/videos/{id}", "/v1/videos/%FF"),
+        ("/v1/{kind}/tasks/{id}", "/v1/video/tasks/%FF"),
+        ("/v1/files/{kind}/{name}", "/v1/files/image/%FF"),
+        ("/admin/tasks/{id}", "/admin/tasks/%FF"),
+    ] {
+        let req = if template.starts_with("/admin") { admin(h.http.get(h.url(path))) } else { h.get(path) };
+        let (s, b) = call(req).await;
+        assert_eq!(s, 400, "{path}: {b}");
+        doc.check("get", template, s, &b);
+    }
+    let (s, b) = call(h.post("/v1/images/generations").body("prompt=a fox")).await;
+    assert_eq!(s, 415);
+    doc.check("post", "/v1/images/generations", s, &b);
+    let (s, b) = call(h.post("/v1/images/generations/async").body("prompt=a fox")).await;
+    assert_eq!(s, 415);
+    doc.check("post", "/v1/images/generations/async", s, &b);
+    let (_, _, image) = h.generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox"})).await;
+    let url = image["data"][0]["url"].as_str().unwrap().to_owned();
+    let (s, b) = call(h.http.get(&url).header("range", "bytes=100000000-")).await;
+    assert_eq!(s, 416);
+    doc.check("get", "/v1/files/{kind}/{name}", s, &b);
+}
+
+/// Without an admin key the admin API does not exist: 404, as documented on every `/admin` operation.
+#[tokio::test]
+async fn the_admin_api_is_a_documented_404_without_an_admin_key() {
+    let h = start().await;
+    let doc = Doc(call(h.http.get(h.url("/openapi.json"))).await.1);
+    for (method, path, template) in [
+        ("get", "/admin/tokens", "/admin/tokens"),
+        ("post", "/admin/keys", "/admin/keys"),
+        ("post", "/admin/login", "/admin/login"),
+        ("delete", "/admin/tokens/abc", "/admin/tokens/{id}"),
+    ] {
+        let (s, b) = call(h.http.request(method.to_uppercase().parse().unwrap(), h.url(path)).bearer_auth(KEY)).await;
+        assert_eq!(s, 404, "{method} {path}: {b}");
+        doc.check(method, template, s, &b);
+    }
 }

@@ -12,14 +12,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::{tasks, videos, xai_videos};
+use super::tasks::TaskPath;
+use super::{Path, tasks, videos, xai_videos};
 use crate::app::AppState;
 use crate::auth::KeyId;
 use crate::error::{ApiError, TaskError};
@@ -182,12 +183,12 @@ fn follow(
 
 /// `GET /v1/{kind}/tasks/{id}/events`.
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/events", tag = "tasks",
-    params(("kind" = String, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
-    responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = String),
-              (status = 404, body = crate::error::Envelope<Value>), (status = 429, body = crate::error::Envelope<Value>)))]
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
+    responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = super::openapi::TaskEvent),
+              (status = 404, body = crate::error::TaskErrorBody), (status = 429, body = crate::error::TaskErrorBody)))]
 pub async fn task_events(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
     client: Option<Extension<crate::net::ClientAddr>>,
     headers: HeaderMap,
@@ -208,7 +209,7 @@ pub async fn task_events(
 /// `GET /v1/videos/{id}/events`.
 #[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
     params(("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
-    responses((status = 200, description = "server-sent events carrying Video objects (or xAI poll answers)", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "server-sent events carrying Video objects (or xAI poll answers)", content_type = "text/event-stream", body = super::openapi::VideoEvent),
               (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn video_events(
     State(state): State<AppState>,

@@ -4,21 +4,22 @@
 use std::io::SeekFrom;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::media::{MediaKind, RangeRequest, parse_range};
 
 #[utoipa::path(get, path = "/v1/files/{kind}/{name}", tag = "files",
-    params(("kind" = String, Path, description = "`image` or `video`"), ("name" = String, Path)),
-    responses((status = 200, description = "the file; ETag, `If-None-Match` (304) and one `Range` (206/416)", content(
-        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "video/mp4"))),
-              (status = 404, body = crate::error::ErrorBody)))]
+    description = "A link is a capability: no key is needed unless `files.require_auth` is set.",
+    security((), ("api_key" = [])),
+    params(("kind" = super::openapi::FileKind, Path), ("name" = String, Path), super::openapi::MediaHeaders),
+    responses(super::openapi::MediaAnswers, (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
@@ -74,8 +75,14 @@ pub async fn serve(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            put(&mut h, header::CONTENT_RANGE, &format!("bytes */{}", file.size));
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
+            // Our error body, with the headers a client needs to ask again (the size, the ETag).
+            let size = file.size;
+            let mut resp =
+                ApiError::range_not_satisfiable(format!("`Range` is outside the file's {size} bytes")).into_response();
+            h.remove(header::CONTENT_TYPE);
+            put(&mut h, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            resp.headers_mut().extend(h);
+            return Ok(resp);
         }
     };
     put(&mut h, header::CONTENT_LENGTH, &len.to_string());

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 /// plain text: a repeated or malformed parameter is the caller's mistake, said the way every other one is.
 pub struct Params<T>(pub T);
 
+#[allow(clippy::disallowed_types)] // the one place that reads a query string with axum's extractor
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
@@ -35,6 +36,27 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
             Err(r) => Err(ApiError::bad_request("invalid_query", format!("invalid query string: {}", r.body_text()))),
+        }
+    }
+}
+
+/// `axum::extract::Path<T>` whose rejection is ours: a segment that is not UTF-8 once percent-decoded
+/// (`/v1/videos/%FF`), or not of the type the handler reads, is a 400 `invalid_path` in the OpenAI
+/// error shape, never axum's plain text. (`tasks::TaskPath` answers the same in the envelope.)
+pub struct Path<T>(pub T);
+
+#[allow(clippy::disallowed_types)] // the one place that reads a path with axum's extractor
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::bad_request("invalid_path", format!("invalid URL path: {}", e.body_text())))
+            }
+            // The route has no such parameter: a mistake of ours, not the caller's.
+            Err(other) => Err(ApiError::internal(format!("cannot read the URL path: {}", other.body_text()))),
         }
     }
 }

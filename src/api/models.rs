@@ -1,9 +1,8 @@
 //! `GET /v1/models` and `GET /v1/models/{id}` in the OpenAI list shape.
 
 use axum::Json;
-use axum::extract::Path;
 
-use super::MODELS;
+use super::{MODELS, Path};
 use crate::error::ApiError;
 
 /// A fixed date: the models do not change while we run, and clients cache on `created`.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,7 +16,7 @@ use super::images::ImageGenerationRequest;
 use super::{JsonBody, ResponseFormat, public_base};
 use crate::app::AppState;
 use crate::auth::KeyId;
-use crate::error::{ApiError, Envelope};
+use crate::error::{ApiError, Envelope, TaskErrorBody};
 use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
@@ -51,6 +51,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Tas
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, TaskError> {
         Ok(Self(super::Params::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// `api::Path<T>` for the task endpoints: the rejection comes in the envelope.
+pub struct TaskPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for TaskPath<T> {
+    type Rejection = TaskError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, TaskError> {
+        Ok(Self(super::Path::<T>::from_request_parts(parts, state).await?.0))
     }
 }
 
@@ -336,9 +347,9 @@ fn idempotency_conflict() -> ApiError {
 
 #[utoipa::path(post, path = "/v1/video/generations/async", tag = "tasks",
     description = "Also at `POST /v1/video/tasks`. The chat-completions body (or the bare `prompt` form) plus `callback_url`.",
-    request_body = super::openapi::VideoTaskForm,
-    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = Envelope<Value>),
-              (status = 401, body = Envelope<Value>), (status = 422, body = Envelope<Value>), (status = 429, body = Envelope<Value>)))]
+    request_body = super::openapi::VideoTaskForm, params(super::openapi::IdempotencyKey),
+    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = TaskErrorBody),
+              (status = 401, body = TaskErrorBody), (status = 422, body = TaskErrorBody), (status = 429, body = TaskErrorBody)))]
 pub async fn create_video(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -355,9 +366,9 @@ pub async fn create_video(
 
 #[utoipa::path(post, path = "/v1/images/generations/async", tag = "tasks",
     description = "Also at `POST /v1/images/tasks`. The images body plus `callback_url`.",
-    request_body = super::openapi::ImageTaskForm,
-    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = Envelope<Value>),
-              (status = 401, body = Envelope<Value>), (status = 422, body = Envelope<Value>), (status = 429, body = Envelope<Value>)))]
+    request_body = super::openapi::ImageTaskForm, params(super::openapi::IdempotencyKey),
+    responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = TaskErrorBody),
+              (status = 401, body = TaskErrorBody), (status = 422, body = TaskErrorBody), (status = 429, body = TaskErrorBody)))]
 pub async fn create_image(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -401,11 +412,11 @@ pub(super) async fn lookup(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
-    responses((status = 200, body = Envelope<TaskView>), (status = 404, body = Envelope<Value>)))]
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
+    responses((status = 200, body = Envelope<TaskView>), (status = 404, body = TaskErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
     let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
@@ -413,13 +424,13 @@ pub async fn status(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/result", tag = "tasks",
-    params(("kind" = String, Path, description = "`video` or `images`"), ("id" = String, Path)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, body = Envelope<TaskView>),
               (status = 409, description = "not finished yet (`Retry-After`)", body = Envelope<TaskView>),
-              (status = 404, body = Envelope<Value>)))]
+              (status = 404, body = TaskErrorBody)))]
 pub async fn result(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     owner: Option<Extension<KeyId>>,
 ) -> Result<Response, TaskError> {
     let task = lookup(&state, &segment, &id, owner.as_ref().map(|e| &e.0)).await?;
@@ -441,7 +452,7 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/v1/video/tasks", tag = "tasks",
     params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = Envelope<Value>)))]
+    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = TaskErrorBody)))]
 pub async fn list_video(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -452,7 +463,7 @@ pub async fn list_video(
 
 #[utoipa::path(get, path = "/v1/images/tasks", tag = "tasks",
     params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = Envelope<Value>)))]
+    responses((status = 200, body = Envelope<TaskPage>), (status = 400, body = TaskErrorBody)))]
 pub async fn list_images(
     State(state): State<AppState>,
     Extension(owner): Extension<KeyId>,
@@ -486,12 +497,12 @@ async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> 
 }
 
 #[utoipa::path(delete, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = String, Path), ("id" = String, Path)),
+    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, description = "cancelled (the task) or forgotten", body = super::openapi::TaskDeleteAnswer),
-              (status = 404, body = Envelope<Value>)))]
+              (status = 404, body = TaskErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((segment, id)): Path<(String, String)>,
+    TaskPath((segment, id)): TaskPath<(String, String)>,
     Extension(owner): Extension<KeyId>,
 ) -> Result<Response, TaskError> {
     let kind = kind_of(&segment)?;

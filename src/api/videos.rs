@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::chat::load_image;
 use super::tasks::{NewTask, submit};
-use super::{Capability, MODELS, resolve_model, validate_prompt};
+use super::{Capability, MODELS, Path, resolve_model, validate_prompt};
 use crate::app::AppState;
 use crate::auth::KeyId;
 use crate::error::ApiError;
@@ -262,7 +262,9 @@ async fn reference(state: &AppState, body: &CreateBody) -> Result<Option<InputIm
 
 #[utoipa::path(post, path = "/v1/videos", tag = "videos",
     request_body(content((super::openapi::CreateVideoForm = "application/json"), (super::openapi::CreateVideoForm = "multipart/form-data"))),
+    params(super::openapi::IdempotencyKey),
     responses((status = 200, body = VideoObject), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, description = "the `Idempotency-Key` names a video deleted since", body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody)))]
 pub async fn create(
@@ -483,10 +485,9 @@ pub struct ContentQuery {
 /// `GET /v1/videos/{id}/content?variant=video|thumbnail`: the bytes themselves (with ranges), so a
 /// relay needs no second hop to `/v1/files`.
 #[utoipa::path(get, path = "/v1/videos/{id}/content", tag = "videos",
-    params(("id" = String, Path), ("variant" = Option<String>, Query, description = "`video` (default) or `thumbnail`")),
-    responses((status = 200, description = "the MP4 (or poster image); `Range` honoured (206)", content(
-        (Vec<u8> = "video/mp4"), (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"))),
-              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path), ("variant" = Option<String>, Query, description = "`video` (default) or `thumbnail`"),
+        super::openapi::MediaHeaders),
+    responses(super::openapi::MediaAnswers, (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,

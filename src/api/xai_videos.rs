@@ -116,7 +116,7 @@ impl Spec {
 }
 
 #[utoipa::path(post, path = "/v1/videos/generations", tag = "videos",
-    request_body = super::openapi::XaiCreateForm,
+    request_body = super::openapi::XaiCreateForm, params(super::openapi::IdempotencyKey),
     responses((status = 200, body = XaiCreated), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody)))]

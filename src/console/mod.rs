@@ -5,10 +5,10 @@
 
 pub mod session;
 
-use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::Path;
 use crate::error::ApiError;
 
 const INDEX: &str = include_str!("assets/index.html");

@@ -181,7 +181,7 @@ fn info(state: &AppState, csrf: Option<String>, expires_ms: Option<u64>) -> Sess
     }
 }
 
-#[utoipa::path(post, path = "/admin/login", tag = "admin", request_body = Login,
+#[utoipa::path(post, path = "/admin/login", tag = "admin", request_body = Login, security(()),
     responses((status = 200, body = SessionInfo, description = "Set-Cookie: grok2api_session"), (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "no admin key configured", body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {

@@ -260,6 +260,7 @@ pub fn mp4_duration_secs(bytes: &[u8]) -> f64 {
 }
 
 /// A loopback server for image_url tests: `/img.png` serves a PNG, `/to?u=URL` redirects to URL.
+#[allow(clippy::disallowed_types)] // a stand-in for someone else's server: axum's `Query` is fine here
 pub async fn image_server() -> std::net::SocketAddr {
     use axum::extract::Query;
     use axum::response::{IntoResponse, Redirect};

@@ -2,10 +2,10 @@
 //! and revoked here, and the key itself appears only in the answer that made it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
-use crate::api::JsonBody;
+use crate::api::{JsonBody, Path};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::keys::{IssuedKey, KeyInfo, NewKey};

@@ -2,15 +2,17 @@
 //! re-deliver a callback.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 
+use crate::api::Path;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::tasks::store::Scan;
 use crate::tasks::{Outcome, Task, TaskKind, TaskStatus, TaskView};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskQuery {
     /// Owner key id.
     key: Option<String>,

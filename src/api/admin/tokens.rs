@@ -3,12 +3,12 @@
 //! operator's backup) carries the values.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::JsonBody;
+use crate::api::{JsonBody, Path};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::upstream::grok_web::token_pool::TokenInfo;
@@ -109,6 +109,7 @@ pub async fn import_tokens(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `txt` (default: `TOKEN` or `TOKEN|PROXY` per line) or `json`.
     format: Option<String>,
@@ -116,7 +117,8 @@ pub struct ExportQuery {
 
 #[utoipa::path(post, path = "/admin/tokens/export", tag = "admin", params(ExportQuery),
     description = "The full token values, as a file download. A POST, so that no link or image can start it.",
-    responses((status = 200, description = "the tokens", content_type = "text/plain", body = String), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "the tokens: lines of text (`txt`), or a JSON array (`json`)", content(
+        (String = "text/plain"), (Vec<Object> = "application/json"))), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn export_tokens(
     State(state): State<AppState>,
     crate::api::Params(q): crate::api::Params<ExportQuery>,

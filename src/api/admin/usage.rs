@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::usage::{Totals, format_day, parse_day};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// A key id (`k_…`, `key-…`); all keys when absent.
     key: Option<String>,
