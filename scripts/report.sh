@@ -124,6 +124,11 @@ TOML
       start_gateway
       echo "   $client $mode: ${SECONDS_PER_RUN}s, concurrency $CONCURRENCY, gateway $base" >&2
       load_before=$(cut -d' ' -f1 /proc/loadavg)
+      # How many connections the client really holds, halfway through (the sampler's own is not counted).
+      (sleep "$((SECONDS_PER_RUN / 2 + 2))"; "$py" -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
+    if line.startswith("grok2api_open_connections "): print(int(line.split()[1]) - 1)' "$base") > "$work/conns" &
+      sampler=$!
       if [ "$client" = node ]; then
         (cd scripts/report && node node.js "$base" "$KEY" "$mode" "$SECONDS_PER_RUN" "$CONCURRENCY" "$prompt") \
           > "$work/run.json"
@@ -131,8 +136,9 @@ TOML
         "$py" scripts/report/browser.py --base "$base" --key "$KEY" --mode "$mode" \
           --seconds "$SECONDS_PER_RUN" --concurrency "$CONCURRENCY" ${prompt:+--prompt "$prompt"} > "$work/run.json"
       fi
+      wait "$sampler" || true
       "$py" scripts/report/report.py load-run "$work/run.json" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")" > "$data/load/$client-$mode.json"
+        "$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")" "$(cat "$work/conns")" > "$data/load/$client-$mode.json"
       stop_gateway
     done
   done

@@ -4,7 +4,8 @@ docs/test-report.md.
 
   report.py suite LOG RC SECONDS             the test suite's log -> counts per cargo test pass
   report.py coverage DIR SECONDS             cargo llvm-cov's summary and the suite's log -> coverage
-  report.py load-run RUN LOAD0 LOAD1 HWM_KIB one load run's JSON line, with the machine's load around it
+  report.py load-run RUN LOAD0 LOAD1 HWM_KIB CONNS  one load run's JSON line, with the machine's load
+                                                    around it and the connections open mid-run
   report.py load DIR BUILD_SECS SECONDS PROMPT
   report.py render DATA_DIR                  -> markdown on stdout
 """
@@ -129,14 +130,16 @@ def module_of(rel):
 
 # ---------- load ----------
 
-def load_run(path, load0, load1, hwm):
+def load_run(path, load0, load1, hwm, conns):
     run = json.loads(open(path).read().strip().splitlines()[-1])
-    run.update(loadavg_before=float(load0), loadavg_after=float(load1), gateway_peak_rss_kib=int(hwm or 0))
+    run.update(loadavg_before=float(load0), loadavg_after=float(load1), gateway_peak_rss_kib=int(hwm or 0),
+               connections=int(conns) if conns.strip() else None)
     json.dump(run, sys.stdout, indent=1)
 
 
 def load(dir_, build_secs, seconds, prompt):
-    runs = {f[:-5]: json.load(open(os.path.join(dir_, f))) for f in sorted(os.listdir(dir_)) if f.endswith(".json")}
+    order = ["node-poll", "node-create", "chromium-poll", "chromium-create"]
+    runs = {k: json.load(open(os.path.join(dir_, k + ".json"))) for k in order if os.path.exists(os.path.join(dir_, k + ".json"))}
     json.dump(dict(date=stamp(), build_seconds=int(build_secs), seconds=int(seconds), create_prompt=prompt,
                    runs=runs, commit=git_commit(), versions=load_versions()), sys.stdout, indent=1)
 
@@ -322,17 +325,18 @@ def render(data):
           "machine: once from Node.js (`node.js`), once from a page on a second origin (`page.html`, served by "
           "`browser.py` on another port) in headless Chromium driven by Selenium. A fresh gateway for each run.")
         w("")
-        w("| client | run | requests | QPS | P50 | P99 | max | errors | error rate | load avg. before → after | gateway peak RSS |")
-        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        w("| client | run | connections | requests | QPS | P50 | P99 | max | errors | error rate | load avg. before → after | gateway peak RSS |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for key, r in runs.items():
             client, mode = key.split("-")
             name = f"Node.js {ld['versions']['node']}" if client == "node" else "Chromium " + chromium_major(ld)
-            w(f"| {name} | {mode} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+            conns = "–" if r.get("connections") is None else r["connections"]
+            w(f"| {name} | {mode} | {conns} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
               f"{r['max_ms']:.1f} ms | {r['errors']} | {pct(r['error_rate'], 2)} | {r['loadavg_before']:.2f} → "
               f"{r['loadavg_after']:.2f} | {r['gateway_peak_rss_kib'] / 1024:.0f} MiB |")
         for doc_key in ("node", "chromium"):
             d = DOCUMENT[doc_key]
-            w(f"| {d['label']} (the document) | not said | – | {d['qps']} | – | {d['p99_ms']} ms | – | – | {pct(d['error_rate'], 2)} | – | – |")
+            w(f"| {d['label']} (the document) | not said | – | – | {d['qps']} | – | {d['p99_ms']} ms | – | – | {pct(d['error_rate'], 2)} | – | – |")
         w("")
         statuses = {k: r["statuses"] for k, r in runs.items() if r.get("statuses")}
         w("What the figures mean:")
@@ -351,14 +355,17 @@ def render(data):
           "keeps silent and every other task waits in a queue sized to hold them all (`tasks.queue_capacity`), so "
           "the figure is the gateway's accept path (auth, body checks, the task record, the queue, the 202 answer), "
           "not how fast videos are made; a queue that filled would answer 429 (by design) and measure its "
-          "capacity instead. Each accepted task is a real one: a gateway at that rate would owe thousands of videos a second.")
+          "capacity instead. Each accepted task is a real one, owed a video: no upstream makes videos at that rate, "
+          "so a real front end meets the queue's 429 long before the accept path's limit.")
         w("- The document does not say which calls its figures count, what machine or concurrency produced them, "
           "or what failed; ours run client, gateway and simulator on one machine, so the client's own CPU time "
           "is part of every figure (with 2 cores the client and the gateway compete), and load from other work on "
           "the machine shows in the load averages. `benches/load/run.sh` measures the gateway alone with `oha` "
           "([benchmarks.md](benchmarks.md)).")
-        w("- Chromium opens at most 6 HTTP/1.1 connections per origin, so of its 10 loops at most 6 have a "
-          "request on the wire; the others queue inside the browser and that wait is in their latency. Its first "
+        w("- **connections**: the gateway's `grok2api_open_connections` halfway through a run. Chromium opens at "
+          "most 6 HTTP/1.1 connections per origin, so of its loops at most 6 have a request on the wire; the "
+          "others queue inside the browser and that wait is in their latency. Node.js's `fetch` (undici) may "
+          "hold more connections than it has loops: it opens another whenever none is idle at the moment of a call. Its first "
           "create sends a CORS preflight (`OPTIONS`, with `Authorization` and `Content-Type`); the answer is "
           "cached (`Access-Control-Max-Age: 600`), and `fetch` does not show preflights, so they are in no count. "
           "The status reads are simple requests (no header to preflight). Chromium rounds `performance.now()` to "
