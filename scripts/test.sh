@@ -18,7 +18,7 @@ fi
 if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
-if ! "$venv/bin/python" -c "import litellm" 2>/dev/null; then
+if ! LITELLM_LOCAL_MODEL_COST_MAP=True "$venv/bin/python" -c "import litellm" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 fi
 if [ ! -x "$venv/bin/schemathesis" ]; then

@@ -53,7 +53,8 @@ fn openai_node_sdk_edit_stream_size_auto_and_file_id() {
 #[test]
 fn litellm_and_the_openai_python_sdk() {
     let py = std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&py).args(["-c", "import litellm, openai"]).output();
+    let probe =
+        Command::new(&py).args(["-c", "import litellm, openai"]).env("LITELLM_LOCAL_MODEL_COST_MAP", "True").output();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
         "{py} cannot import litellm: run the suite with scripts/test.sh (it installs tests/clients/requirements.txt \
