@@ -127,11 +127,12 @@ async fn stream_sends_partials_then_completed_images() {
 #[tokio::test]
 async fn newer_openai_image_parameters_are_honoured_or_accepted() {
     let h = start().await;
-    // output_format (+ compression) is honoured: the stored file, its link and b64_json are JPEG.
+    // output_format (+ compression) is honoured: the stored file, its link and b64_json are JPEG. (This
+    // request speaks gpt-image's language, so it names `url` to get a link: tests/compat.rs.)
     let (status, _, body) = h
         .generate(json!({"model": "grok-imagine-1.0", "prompt": "a fox", "output_format": "jpeg",
                          "output_compression": 60, "quality": "high", "background": "auto", "moderation": "low",
-                         "user": "user-42", "style": "vivid"}))
+                         "user": "user-42", "style": "vivid", "response_format": "url"}))
         .await;
     assert_eq!(status, 200, "{body}");
     let r = h.http.get(body["data"][0]["url"].as_str().unwrap()).send().await.unwrap();
