@@ -8,7 +8,8 @@
 # `--demo`).
 # Env: REPORT_SECONDS (20: each load run), REPORT_CONCURRENCY (10, the document's "5-10 per instance"),
 #      REPORT_PHASES ("tests coverage load"; a phase left out keeps the figures of its last run, read from
-#      target/report/ and dated as such in the report), REPORT_OUT (docs/test-report.md).
+#      target/report/ and dated as such in the report; empty: only rewrite the page), REPORT_OUT
+#      (docs/test-report.md).
 # Installs what is missing as scripts/test.sh does (apt-get, .venv-test, `cargo install cargo-llvm-cov`).
 # Everything listens on 127.0.0.1.
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN=${REPORT_SECONDS:-20}
 CONCURRENCY=${REPORT_CONCURRENCY:-10}
-PHASES=${REPORT_PHASES:-tests coverage load}
+PHASES=${REPORT_PHASES-tests coverage load}
 OUT=${REPORT_OUT:-docs/test-report.md}
 data=target/report
 mkdir -p "$data"
@@ -112,9 +113,9 @@ TOML
   # SIGKILL: a create run leaves workers in streams the simulator keeps silent, and a graceful stop would
   # wait server.shutdown_grace_secs for them; shutting down is not what is measured.
   stop_gateway() { kill -KILL "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""; }
-  # A create run's tasks would otherwise run as simulated videos on the same two cores, 16 at a time
-  # behind a queue that grows by hundreds a second: the four workers sit in a stream the simulator
-  # keeps silent, and every other task waits in the queue (as benches/load/run.sh does).
+  # The token keeps the four workers in a stream the simulator leaves silent and every other task in the
+  # queue (as benches/load/run.sh does): otherwise a create run's thousands of tasks would be made as
+  # simulated videos on the same cores, and the figure would mix the simulator's work into the gateway's.
   CREATE_PROMPT='生成一段海边日落视频 [sim:slow=600000]'
   rm -rf "$data/load" && mkdir -p "$data/load"
   for client in node chromium; do
@@ -137,8 +138,12 @@ for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().spl
           --seconds "$SECONDS_PER_RUN" --concurrency "$CONCURRENCY" ${prompt:+--prompt "$prompt"} > "$work/run.json"
       fi
       wait "$sampler" || true
+      # The gateway's own count of what it answered, by route and status (preflights included).
+      "$py" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode())' \
+        "$base" > "$work/metrics.txt"
       "$py" scripts/report/report.py load-run "$work/run.json" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")" "$(cat "$work/conns")" > "$data/load/$client-$mode.json"
+        "$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")" "$(cat "$work/conns")" "$work/metrics.txt" \
+        > "$data/load/$client-$mode.json"
       stop_gateway
     done
   done

@@ -4,8 +4,8 @@ docs/test-report.md.
 
   report.py suite LOG RC SECONDS             the test suite's log -> counts per cargo test pass
   report.py coverage DIR SECONDS             cargo llvm-cov's summary and the suite's log -> coverage
-  report.py load-run RUN LOAD0 LOAD1 HWM_KIB CONNS  one load run's JSON line, with the machine's load
-                                                    around it and the connections open mid-run
+  report.py load-run RUN LOAD0 LOAD1 HWM_KIB CONNS METRICS  one load run's JSON line, with the machine's
+      load around it, the connections open mid-run and what the gateway counted (its /metrics)
   report.py load DIR BUILD_SECS SECONDS PROMPT
   report.py render DATA_DIR                  -> markdown on stdout
 """
@@ -113,10 +113,7 @@ def coverage(dir_, seconds):
             m[k][1] += f["summary"][k]["count"]
     suite_run = parse_suite(os.path.join(dir_, "test.log"))
     rc = open(os.path.join(dir_, "test.rc")).read().strip()
-    profiles = len([f for f in os.listdir(os.path.join(ROOT, "target", "llvm-cov-target")) if f.endswith(".profraw")]) \
-        if os.path.isdir(os.path.join(ROOT, "target", "llvm-cov-target")) else 0
-    json.dump(dict(date=stamp(), seconds=int(seconds), modules=modules, rc=int(rc), suite=suite_run,
-                   profiles=profiles, tool=cmd("cargo", "llvm-cov", "--version"),
+    json.dump(dict(date=stamp(), seconds=int(seconds), modules=modules, rc=int(rc), suite=suite_run, tool=cmd("cargo", "llvm-cov", "--version"),
                    llvm=cmd("llvm-profdata-22", "--version").splitlines()[0], commit=git_commit()),
               sys.stdout, indent=1)
 
@@ -130,10 +127,15 @@ def module_of(rel):
 
 # ---------- load ----------
 
-def load_run(path, load0, load1, hwm, conns):
+def load_run(path, load0, load1, hwm, conns, metrics):
     run = json.loads(open(path).read().strip().splitlines()[-1])
+    answered = {}
+    for line in open(metrics):
+        m = re.match(r'grok2api_http_requests_total\{route="([^"]*)",status="(\d+)"\} (\d+)', line)
+        if m and m.group(1) != "/metrics":
+            answered[f"{m.group(1)} {m.group(2)}"] = int(m.group(3))
     run.update(loadavg_before=float(load0), loadavg_after=float(load1), gateway_peak_rss_kib=int(hwm or 0),
-               connections=int(conns) if conns.strip() else None)
+               connections=int(conns) if conns.strip() else None, answered=answered)
     json.dump(run, sys.stdout, indent=1)
 
 
@@ -278,7 +280,8 @@ def render(data):
           f"(`-C instrument-coverage`) through `cargo llvm-cov show-env` ({cov['tool']}) in its own target dir "
           f"(`target/llvm-cov-target`), the profiles read with Debian's `llvm-22` ({cov['llvm']}).")
         w("")
-        w(f"Why this tool: rustc's LLVM is {llvm_version()} and reads only profiles of its own format. rustup's "
+        w(f"Why this tool: rustc is built on {llvm_version()}, and its instrumented binaries write profiles that "
+          "only an `llvm-profdata` of that major version reads. rustup's "
           "`llvm-tools-preview` cannot be fetched on this machine, and Debian's default `llvm` (14) refuses those "
           "profiles (\"unsupported instrumentation profile format version\"), but bookworm-security ships "
           "`llvm-22`, whose `llvm-profdata-22` and `llvm-cov-22` read them. Source-based coverage runs the suite at "
@@ -287,16 +290,18 @@ def render(data):
           "crate, spawned binaries included with `--follow-exec`); it was not chosen because it runs every test "
           "process and every gateway it spawns under a tracer, and counts lines only.")
         w("")
-        w("What it sees and what not: the test binaries and every `grok2api` process they spawn (the gateway and "
-          "`grok2api sim`) write a profile when they exit, so the end-to-end tests count. A process killed with "
-          "SIGKILL writes none: the gateways `tests/durability.rs`, `tests/replicas.rs` and `tests/media_s3.rs` "
-          "kill on purpose lose the lines only they ran (the restarted gateway that follows writes its own). A "
-          "line counts as covered when a region starting on it ran; generic code never instantiated and "
-          "`cfg`'d-out code are not coverable. The browser, SDK and Python clients are not Rust and not counted.")
+        w("What it sees and what not: the test binaries (with the gateways most tests run in-process) and every "
+          "`grok2api` process they spawn (the gateway, `grok2api sim`) write a profile when they exit, so the "
+          "end-to-end tests count. A process that ends by SIGKILL writes none: the gateways `tests/durability.rs` "
+          "and `tests/replicas.rs` kill on purpose, and every spawned process a test leaves to `tests/common`'s "
+          "`Running` (it kills on drop) rather than stopping it with SIGTERM; what only those processes ran is "
+          "missing, so the figures are a lower bound. A line counts as covered when code on it ran (one executed "
+          "region is enough); generic code never instantiated and `cfg`'d-out code are not coverable. The "
+          "browser, SDK and Python clients are not Rust and not counted.")
         w("")
         suite_t = totals(dict(passes=cov["suite"][0]))
         w(f"The instrumented run of the suite: {suite_t['passed']:,} passed, {suite_t['failed']} failed, "
-          f"{suite_t['ignored']} ignored (exit status {cov['rc']}); {cov['profiles']:,} profiles written." +
+          f"{suite_t['ignored']} ignored (exit status {cov['rc']})." +
           ("" if not suite_t["failed"] else " Failed there: " +
            ", ".join(f"`{n}`" for p in cov["suite"][0] for n in p["failed_tests"]) + "."))
         w("")
@@ -365,19 +370,29 @@ def render(data):
         w("- **connections**: the gateway's `grok2api_open_connections` halfway through a run. Chromium opens at "
           "most 6 HTTP/1.1 connections per origin, so of its loops at most 6 have a request on the wire; the "
           "others queue inside the browser and that wait is in their latency. Node.js's `fetch` (undici) may "
-          "hold more connections than it has loops: it opens another whenever none is idle at the moment of a call. Its first "
-          "create sends a CORS preflight (`OPTIONS`, with `Authorization` and `Content-Type`); the answer is "
-          "cached (`Access-Control-Max-Age: 600`), and `fetch` does not show preflights, so they are in no count. "
-          "The status reads are simple requests (no header to preflight). Chromium rounds `performance.now()` to "
-          "0.1 ms.")
-        w(f"- The release build took {duration(ld['build_seconds'])} of the load phase (`cargo build --release`, thin "
-          "LTO; several minutes on 2 cores when nothing is cached).")
+          "hold more connections than it has loops: it opens another whenever none is idle at the moment of a call.")
+        w("- What the gateway itself counted (`grok2api_http_requests_total`, by route template and status; the "
+          "poll runs' creates of their tasks included): " +
+          "; ".join(f"{k}: " + ", ".join(f"`{r}` {n:,}" for r, n in v.get("answered", {}).items()) for k, v in runs.items()) +
+          ". Its counter does not tell methods apart: a CORS preflight counts as a 200 on the route it asks "
+          "about, and creates answer 202.")
+        preflights = ", ".join(
+            f"{k} {v.get('answered', {}).get('/v1/video/generations/async 200', 0)}"
+            for k, v in runs.items() if k.startswith("chromium"))
+        w("- In Chromium a create needs a CORS preflight (`OPTIONS`, for `Authorization` and `Content-Type`); "
+          "Chromium caches the answer (`Access-Control-Max-Age: 600`), so only the first creates, sent at once, "
+          f"send one (preflights the gateway answered: {preflights}). `fetch` does not show preflights, so they are "
+          "in no client count. The status reads are simple requests (nothing to preflight). Chromium rounds "
+          "`performance.now()` to 0.1 ms.")
+        w(f"- `cargo build --release` took {duration(ld['build_seconds'])} of the load phase" +
+          (" (it was up to date)" if ld["build_seconds"] < 30 else "") +
+          "; from nothing it takes several minutes on 2 cores (BoringSSL, thin LTO).")
         w("")
 
     w("## Regenerating it")
     w("")
     w("```sh")
-    w("scripts/report.sh                        # everything: suite, coverage, load (an hour or more on 2 cores)")
+    w("scripts/report.sh                        # everything: suite, coverage, load")
     w("REPORT_PHASES=load scripts/report.sh     # only the load runs; the other figures stay from their last run")
     w("REPORT_SECONDS=60 REPORT_CONCURRENCY=10 scripts/report.sh")
     w("```")
@@ -388,7 +403,10 @@ def render(data):
       "`scripts/report.sh`, `scripts/report/` (`load.js` the client, `node.js`, `page.html` + `browser.py`, "
       "`report.py` this page).")
     w("")
-    w("Time each phase took:")
+    spent = sum(p["seconds"] for p in (tests, cov, ld) if p)
+    w(f"Time each phase took ({duration(spent)} in all), its builds included: on a machine where nothing is "
+      "built yet, each of the three (debug for the suite, instrumented for coverage, release for the load) first "
+      "compiles BoringSSL and every dependency, which takes tens of minutes more on 2 cores:")
     w("")
     w("| phase | took |")
     w("| --- | --- |")
