@@ -1,80 +1,20 @@
-//! Bearer-key auth for `/v1/*`. Keys are kept only as SHA-256 digests and compared in constant time
-//! (digest against every configured digest, no early exit), so neither timing nor memory leaks a key.
-//! The guard in front of `/v1` adds the console keys (`keys.rs`), each key's own limits, and usage.
+//! The guard in front of `/v1/*`: the presented key checked against the configured keys
+//! (`credentials.rs`) and the console keys (`keys.rs`), then each key's own limits; afterwards the
+//! answer is counted in the key's usage.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+pub use crate::credentials::{Auth, bearer};
 use crate::error::ApiError;
 use crate::keys::{Caller, KeyRing};
 use crate::limits::{GuessLimiter, RateLimiter};
 use crate::net::ClientAddr;
 pub use crate::owner::KeyId;
 use crate::usage::UsageBook;
-
-pub struct Auth {
-    /// Each key's digest with its precomputed id, so a request allocates nothing.
-    keys: Vec<([u8; 32], KeyId)>,
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-/// The key a request presents (`Authorization: Bearer <key>`).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim())
-}
-
-impl Auth {
-    pub fn new(keys: &[String]) -> Self {
-        let keys = keys.iter().filter(|k| !k.is_empty()).map(|k| (digest(k), Self::key_id(k))).collect();
-        Self { keys }
-    }
-
-    /// The owner id of a config key: a digest prefix, stable across restarts.
-    pub fn key_id(key: &str) -> KeyId {
-        KeyId(Arc::from(format!("key-{}", hex::encode(&digest(key)[..8]))))
-    }
-
-    pub fn anonymous() -> KeyId {
-        static ID: std::sync::OnceLock<KeyId> = std::sync::OnceLock::new();
-        ID.get_or_init(|| KeyId(Arc::from("anonymous"))).clone()
-    }
-
-    /// No key configured: every request is accepted (loopback demo mode).
-    pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub fn check(&self, headers: &HeaderMap) -> Result<KeyId, ApiError> {
-        if self.is_open() {
-            return Ok(Self::anonymous());
-        }
-        let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-        let d = digest(presented);
-        // Every digest is compared, match or not, in constant time; only which configured key
-        // matched (not secret: the caller holds it) decides the id returned.
-        let mut found = None;
-        for (known, id) in &self.keys {
-            if bool::from(known.ct_eq(&d)) {
-                found = Some(id);
-            }
-        }
-        found.cloned().ok_or_else(ApiError::unauthorized)
-    }
-}
 
 /// What guards `/v1`: the key check, then the key's request rate and model allowlist; afterwards the
 /// answer is counted in the key's usage.
@@ -161,28 +101,4 @@ pub async fn require_key(State(guard): State<Arc<Guard>>, req: Request, next: Ne
 /// `require_key` for the task endpoints: errors come in the `{code, message, data}` envelope.
 pub async fn require_key_task(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     guard.run(req, next, |e| crate::error::TaskError(e).into_response()).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn accepts_any_configured_key_and_nothing_else() {
-        let auth = Auth::new(&["alpha".into(), "beta".into()]);
-        let a = auth.check(&headers("Bearer alpha")).unwrap();
-        let b = auth.check(&headers("bearer beta")).unwrap();
-        assert_ne!(a, b);
-        assert!(auth.check(&headers("Bearer gamma")).is_err());
-        assert!(auth.check(&headers("Basic alpha")).is_err());
-        assert!(auth.check(&HeaderMap::new()).is_err());
-        assert!(Auth::new(&[]).check(&HeaderMap::new()).is_ok());
-    }
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::HotMap;
-use crate::auth::Auth;
+use crate::credentials::Auth;
 use crate::error::ApiError;
 use crate::owner::KeyId;
 use crate::state_db::{KEYS, StateDb};
@@ -163,7 +163,7 @@ impl KeyRing {
         if self.is_open() {
             return Ok(Caller { owner: Auth::anonymous(), policy: None });
         }
-        let presented = crate::auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        let presented = crate::credentials::bearer(headers).ok_or_else(ApiError::unauthorized)?;
         let caller = match console_id(presented) {
             Some(id) => {
                 if !self.stored.contains_key(&id) {

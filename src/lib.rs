@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod credentials;
 pub mod doctor;
 pub mod error;
 pub mod jobs;

@@ -2,7 +2,7 @@
 //! most 20 MiB each), or JSON as xAI's clients send it (`image` / `images` as `{"url": …}`, each an
 //! https or data URL or one of this gateway's links).
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -22,9 +22,9 @@ use serde_json::Value;
 use super::tasks::TaskPath;
 use super::{Path, tasks, videos, xai_videos};
 use crate::app::AppState;
-use crate::auth::KeyId;
 use crate::error::{ApiError, TaskError};
 use crate::media::MediaKind;
+use crate::owner::KeyId;
 use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus};
 
 /// The rising id of a task's current state.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::auth::KeyId;
+use crate::owner::KeyId;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;

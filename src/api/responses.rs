@@ -22,10 +22,10 @@ use super::chat::{ChatMessage, ChatRequest, ContentPart, ImageUrl, MessageConten
 use super::stream::sse_job_after;
 use super::{Capability, JsonBody, MODELS, public_base, unix_now, validate_prompt};
 use crate::app::AppState;
-use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{EditJob, ImageJob, ImageOutput, Job, JobOutput, ProgressSink};
 use crate::keys::Policy;
+use crate::owner::KeyId;
 
 /// The Responses API body; fields we have no use for (`instructions`, `tools`, `reasoning`,
 /// `temperature`, …) are accepted and ignored.

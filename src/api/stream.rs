@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
-use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
+use crate::owner::KeyId;
 
 pub fn sse_job<P, D>(state: &AppState, owner: KeyId, job: Job, timeout: Duration, on_event: P, on_done: D) -> Response
 where

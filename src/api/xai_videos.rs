@@ -17,10 +17,10 @@ use super::chat::load_image;
 use super::videos::{VideoSpec, seconds, submit_video, video_model};
 use super::{JsonBody, validate_prompt};
 use crate::app::AppState;
-use crate::auth::KeyId;
 use crate::error::ApiError;
 use crate::jobs::{MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES};
 use crate::media::MediaKind;
+use crate::owner::KeyId;
 use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus};
 
 /// The ratios xAI lists that the upstreams behind us make (`4:3`/`3:4` they do not).

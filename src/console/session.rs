@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::JsonBody;
 use crate::app::AppState;
-use crate::auth::Auth;
+use crate::credentials::Auth;
 use crate::error::ApiError;
 use crate::limits::GuessLimiter;
 use crate::net::ClientAddr;
@@ -94,7 +94,7 @@ impl AdminGate {
 
     fn admit(&self, req: &mut Request) -> Result<(), ApiError> {
         let client = ClientAddr::of(req.extensions());
-        if crate::auth::bearer(req.headers()).is_some() {
+        if crate::credentials::bearer(req.headers()).is_some() {
             self.limited(client, || self.auth.check(req.headers()))?;
             req.extensions_mut().insert(AdminSession(None));
             return Ok(());
