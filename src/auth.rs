@@ -67,12 +67,8 @@ impl Guard {
         limited.map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
         if let Some(policy) = &policy
             && let Some(model) = crate::catalog::model_of_route(req.method(), req.uri().path())
-            && !crate::keys::allows(policy, model)
         {
-            return Err(refuse(ApiError::forbidden(
-                "model_not_allowed",
-                format!("this API key may not use `{model}`; allowed: {}", policy.models.join(", ")),
-            )));
+            crate::keys::check_model(policy, model).map_err(refuse)?;
         }
         req.extensions_mut().insert(owner.clone());
         // Routes that learn their model from the body (`/v1/responses`) check it against this.

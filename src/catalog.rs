@@ -26,9 +26,14 @@ pub const MODELS: &[(&str, &str, Capability)] = &[
     ("grok-imagine-1.0-video", "grok-imagine-video", Capability::Video),
 ];
 
+/// The canonical id of a model id or alias and what it does; `None` for models not served here.
+pub fn lookup(model: &str) -> Option<(&'static str, Capability)> {
+    MODELS.iter().find(|(id, alias, _)| *id == model || *alias == model).map(|(id, _, cap)| (*id, *cap))
+}
+
 /// The canonical id of a model id or alias, whatever its capability.
 pub fn canonical_model(model: &str) -> Option<&'static str> {
-    MODELS.iter().find(|(id, alias, _)| *id == model || *alias == model).map(|(id, _, _)| *id)
+    lookup(model).map(|(id, _)| id)
 }
 
 /// The model a generation route serves: each route makes one kind of media, and each kind has one

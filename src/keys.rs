@@ -441,6 +441,17 @@ pub fn allows(policy: &Policy, model: &str) -> bool {
     policy.models.is_empty() || policy.models.iter().any(|m| m == model)
 }
 
+/// `allows`, as the answer a refused request gets: 403 `model_not_allowed` naming the key's models.
+pub fn check_model(policy: &Policy, model: &str) -> Result<(), ApiError> {
+    if allows(policy, model) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "model_not_allowed",
+        format!("this API key may not use `{model}`; allowed: {}", policy.models.join(", ")),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

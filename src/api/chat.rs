@@ -15,13 +15,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::stream::sse_job;
+use super::stream::{request_timeout, run_to_end, sse_job};
 use super::{Capability, JsonBody, public_base, resolve_model, unix_now, validate_prompt};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{
-    InputImage, Job, JobEvent, JobOutput, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, ProgressSink, VIDEO_SECONDS,
-    VideoJob, VideoPreset,
+    InputImage, Job, JobEvent, JobOutput, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, VIDEO_SECONDS, VideoJob,
+    VideoPreset,
 };
 use crate::net::{self, FetchError, FetchPolicy};
 use crate::upstream::sniff_media_type;
@@ -243,6 +243,15 @@ pub async fn load_image(url: &str, state: &AppState) -> Result<InputImage, ApiEr
     Ok(InputImage { bytes, content_type, file_name: format!("input.{ext}"), origin: None })
 }
 
+/// `load_image` for each of `urls`, in order; a refusal names `param` (the field the URLs came in).
+pub async fn load_images(urls: &[String], state: &AppState, param: &str) -> Result<Vec<InputImage>, ApiError> {
+    let mut images = Vec::with_capacity(urls.len());
+    for url in urls {
+        images.push(load_image(url, state).await.map_err(|e| ApiError { param: Some(param.into()), ..e })?);
+    }
+    Ok(images)
+}
+
 /// Builds the video job for a chat request or a video task. No images: text-to-video (a prompt is
 /// required). One image: its first frame. Several: reference images. With images the prompt may be
 /// left out; the preset then says how to animate them.
@@ -273,10 +282,7 @@ pub async fn video_job(req: &ChatRequest, state: &AppState) -> Result<VideoJob, 
             "preset `custom` animates by a prompt: add one, or pick normal, fun or spicy",
         ));
     }
-    let mut images = Vec::with_capacity(urls.len());
-    for url in &urls {
-        images.push(load_image(url, state).await?);
-    }
+    let images = load_images(&urls, state, "messages").await?;
     Ok(VideoJob {
         prompt,
         aspect_ratio: cfg.aspect_ratio,
@@ -378,18 +384,14 @@ pub async fn completions(
     let job = video_job(&req, &state).await?;
     let model = resolve_model(&req.model, Capability::Video)?;
     let base = public_base(state.cfg.server.public_base_url.as_deref(), &headers);
-    let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if req.stream.unwrap_or(false) {
         let usage = req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
         let chunks = Chunks { id, created, model, usage };
-        return Ok(stream(&state, owner, Job::Video(job), timeout, chunks, base));
+        return Ok(stream(&state, owner, Job::Video(job), request_timeout(&state), chunks, base));
     }
-    let output = tokio::time::timeout(timeout, state.runner.run(&owner, &Job::Video(job), &ProgressSink::none()))
-        .await
-        .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
-    let video = links(output, &base)?;
+    let video = links(run_to_end(&state, &owner, &Job::Video(job)).await?, &base)?;
     Ok(axum::Json(ChatCompletion {
         id,
         object: "chat.completion",
@@ -416,22 +418,22 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+    fn stamped(&self, choices: Value, usage: Value) -> Value {
         let mut c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            "model": self.model, "choices": choices});
         if self.usage {
-            c["usage"] = Value::Null;
+            c["usage"] = usage;
         }
         c
     }
 
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        self.stamped(json!([{"index": 0, "delta": delta, "finish_reason": finish}]), Value::Null)
+    }
+
     fn usage(&self) -> Option<Event> {
-        self.usage.then(|| {
-            let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [],
-                "usage": Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }});
-            Event::default().data(c.to_string())
-        })
+        let usage = json!(Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+        self.usage.then(|| Event::default().data(self.stamped(json!([]), usage).to_string()))
     }
 }
 

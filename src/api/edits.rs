@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::images::{ImageEvents, ImageOptions, ImageRequest, default_format, requested_ratio, respond};
+use super::images::{ImageEvents, ImageOptions, ImageRequest, answer_format, requested_ratio, respond};
 use super::{
     Capability, JsonBody, ResponseFormat, multipart_error, public_base, resolve_model, validate_n, validate_prompt,
 };
@@ -275,11 +275,9 @@ fn validate(edit: Edit, default: ResponseFormat, headers: &HeaderMap) -> Result<
     let n = validate_n(edit.n)?;
     // `auto` (and no size at all) keeps the input's shape.
     let aspect_ratio = requested_ratio(edit.size.as_deref(), edit.aspect_ratio.as_deref())?;
-    let hinted = edit.options.gpt_image_only() || edit.size.as_deref().map(str::trim) == Some("auto");
-    let format = match edit.response_format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-        None => default_format(default, hinted, headers),
-        named => ResponseFormat::parse(named)?,
-    };
+    // An empty form field names nothing.
+    let named = edit.response_format.as_deref().map(str::trim).filter(|f| !f.is_empty());
+    let format = answer_format(named, &edit.options, edit.size.as_deref(), default, headers)?;
     let output = edit.options.output()?;
     Ok(ImageRequest {
         partial_images: edit.options.partial_images()?,

@@ -13,14 +13,14 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::stream::sse_job;
+use super::stream::{request_timeout, run_to_end, sse_job};
 use super::{
     Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, unix_now, validate_n,
     validate_prompt,
 };
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput, ProgressSink};
+use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput};
 use crate::media::StoredMedia;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -160,8 +160,23 @@ pub struct ImageRequest {
 
 /// What the caller gets when it does not name a `response_format`: `b64_json` for clients written
 /// for OpenAI's gpt-image models (they read nothing else), else `images.default_response_format`.
-pub fn default_format(configured: ResponseFormat, gpt_image_only: bool, headers: &HeaderMap) -> ResponseFormat {
+fn default_format(configured: ResponseFormat, gpt_image_only: bool, headers: &HeaderMap) -> ResponseFormat {
     if gpt_image_only || reads_only_b64(headers) { ResponseFormat::B64Json } else { configured }
+}
+
+/// The format an answer uses: the one `named`, else `default_format`'s pick, hinted by the request's
+/// gpt-image-only fields and `size: "auto"` (also that family's).
+pub fn answer_format(
+    named: Option<&str>,
+    options: &ImageOptions,
+    size: Option<&str>,
+    default: ResponseFormat,
+    headers: &HeaderMap,
+) -> Result<ResponseFormat, ApiError> {
+    match named {
+        None => Ok(default_format(default, options.gpt_image_only() || size.map(str::trim) == Some("auto"), headers)),
+        named => ResponseFormat::parse(named),
+    }
 }
 
 /// The Vercel AI SDK hands every image to its caller as bytes, and its OpenAI provider reads only
@@ -212,11 +227,8 @@ impl ImageGenerationRequest {
         let n = validate_n(self.n)?;
         // Text-to-image has no input to take a shape from: `auto` is square, as OpenAI's is.
         let aspect_ratio = requested_ratio(self.size.as_deref(), self.aspect_ratio.as_deref())?.unwrap_or("1:1");
-        let hinted = self.options.gpt_image_only() || self.size.as_deref().map(str::trim) == Some("auto");
-        let format = match self.response_format.as_deref() {
-            None => default_format(default, hinted, headers),
-            named => ResponseFormat::parse(named)?,
-        };
+        let format =
+            answer_format(self.response_format.as_deref(), &self.options, self.size.as_deref(), default, headers)?;
         let output = self.options.output()?;
         Ok(ImageRequest {
             job: Job::Image(ImageJob { prompt, n, aspect_ratio, output }),
@@ -346,24 +358,11 @@ pub fn image_data(media: &[StoredMedia], format: ResponseFormat, base: &str) -> 
 }
 
 pub async fn respond(state: &AppState, owner: KeyId, req: ImageRequest, base: String) -> Result<Response, ApiError> {
-    let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
     if req.stream {
-        return Ok(stream(state, owner, req, base, timeout));
+        return Ok(stream(state, owner, req, base, request_timeout(state)));
     }
-    let output = tokio::time::timeout(timeout, state.runner.run(&owner, &req.job, &ProgressSink::none()))
-        .await
-        .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
-    let media = images(output)?;
+    let media = images(run_to_end(state, &owner, &req.job).await?)?;
     Ok(axum::Json(ImagesResponse::new(&media, req.format, &base)).into_response())
-}
-
-/// The format of a preview, from its bytes (previews arrive without a content type).
-fn sniffed_format(bytes: &[u8]) -> &'static str {
-    match crate::upstream::sniff_media_type(bytes) {
-        Some("image/jpeg") => "jpeg",
-        Some("image/webp") => "webp",
-        _ => "png",
-    }
 }
 
 fn event(kind: &str, data: Value) -> Event {
@@ -386,9 +385,12 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
             return None;
         }
         let data = json!({"type": partial_name, "b64_json": b64(&bytes),
-            "partial_image_index": partials[index], "index": index, "created_at": created,
-            "size": dimensions(&bytes), "quality": "auto", "background": "opaque",
-            "output_format": sniffed_format(&bytes)});
+        "partial_image_index": partials[index], "index": index, "created_at": created,
+        "size": dimensions(&bytes), "quality": "auto", "background": "opaque",
+        // Previews arrive without a content type: their bytes say it.
+        "output_format": file_format(
+            crate::upstream::sniff_media_type(&bytes).filter(|t| t.starts_with("image/")).unwrap_or("image/png"),
+        )});
         partials[index] += 1;
         Some(event(&partial_name, data))
     };
@@ -402,8 +404,7 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
                     let mut data = json!({"type": completed_name, "b64_json": b64(&m.bytes), "index": index,
                         "created_at": created, "size": dimensions(&m.bytes), "quality": "auto", "background": "opaque",
                         "output_format": file_format(m.content_type),
-                        "usage": {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
-                                  "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}});
+                        "usage": ImageUsage::default()});
                     if format == ResponseFormat::Url {
                         data["url"] = json!(urls[index].url);
                     }

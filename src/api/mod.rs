@@ -199,10 +199,9 @@ pub use crate::catalog::{Capability, MODELS, canonical_model, model_of_route};
 
 /// The canonical id for `model`, if it exists and serves `want`.
 pub fn resolve_model(model: &str, want: Capability) -> Result<&'static str, ApiError> {
-    MODELS
-        .iter()
-        .find(|(id, alias, cap)| (*id == model || *alias == model) && *cap == want)
-        .map(|(id, _, _)| *id)
+    crate::catalog::lookup(model)
+        .filter(|(_, cap)| *cap == want)
+        .map(|(id, _)| id)
         .ok_or_else(|| ApiError::model_not_supported(model, want.describe()))
 }
 

@@ -18,12 +18,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatMessage, ChatRequest, ContentPart, ImageUrl, MessageContent, load_image, video_job};
-use super::stream::sse_job_after;
-use super::{Capability, JsonBody, MODELS, public_base, unix_now, validate_prompt};
+use super::chat::{ChatMessage, ChatRequest, ContentPart, ImageUrl, MessageContent, load_images, video_job};
+use super::stream::{request_timeout, run_to_end, sse_job_after};
+use super::{Capability, JsonBody, public_base, unix_now, validate_prompt};
 use crate::app::AppState;
+use crate::catalog::lookup;
 use crate::error::ApiError;
-use crate::jobs::{EditJob, ImageJob, ImageOutput, Job, JobOutput, ProgressSink};
+use crate::jobs::{EditJob, ImageJob, ImageOutput, Job, JobOutput};
 use crate::keys::Policy;
 use crate::owner::KeyId;
 
@@ -87,11 +88,6 @@ fn last_user_input(input: &Value) -> Result<(String, Vec<String>), ApiError> {
     Ok((texts.join("\n"), images))
 }
 
-/// What a model in the catalog does, by id or alias; `None` for models we do not serve.
-fn capability(model: &str) -> Option<(&'static str, Capability)> {
-    MODELS.iter().find(|(id, alias, _)| *id == model || *alias == model).map(|(id, _, cap)| (*id, *cap))
-}
-
 fn not_served(model: &str) -> ApiError {
     ApiError::model_not_supported(
         model,
@@ -102,7 +98,7 @@ fn not_served(model: &str) -> ApiError {
 
 /// The job a Responses request asks for, and the model it names.
 async fn job(req: &ResponsesRequest, state: &AppState) -> Result<(&'static str, Job), ApiError> {
-    let (model, cap) = capability(&req.model).ok_or_else(|| not_served(&req.model))?;
+    let (model, cap) = lookup(&req.model).ok_or_else(|| not_served(&req.model))?;
     let (text, urls) = last_user_input(&req.input)?;
     match cap {
         Capability::Video => {
@@ -134,10 +130,7 @@ async fn job(req: &ResponsesRequest, state: &AppState) -> Result<(&'static str, 
                     Job::Image(ImageJob { prompt, n: 1, aspect_ratio: "1:1", output: ImageOutput::default() }),
                 ));
             }
-            let mut images = Vec::with_capacity(urls.len());
-            for url in &urls {
-                images.push(load_image(url, state).await.map_err(|e| ApiError { param: Some("input".into()), ..e })?);
-            }
+            let images = load_images(&urls, state, "input").await?;
             let edit = EditJob { prompt, n: 1, aspect_ratio: None, images, output: ImageOutput::default() };
             Ok((model, Job::Edit(edit)))
         }
@@ -209,26 +202,17 @@ pub async fn create(
     JsonBody(req): JsonBody<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     // The other routes check a key's model list before the body is read; this one learns its model here.
-    if let (Some((model, _)), Some(Extension(policy))) = (capability(&req.model), &policy)
-        && !crate::keys::allows(policy, model)
-    {
-        return Err(ApiError::forbidden(
-            "model_not_allowed",
-            format!("this API key may not use `{model}`; allowed: {}", policy.models.join(", ")),
-        ));
+    if let (Some((model, _)), Some(Extension(policy))) = (lookup(&req.model), &policy) {
+        crate::keys::check_model(policy, model)?;
     }
     let (model, job) = job(&req, &state).await?;
     let base = public_base(state.cfg.server.public_base_url.as_deref(), &headers);
-    let timeout = Duration::from_secs(state.cfg.server.request_timeout_secs.max(1));
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if req.stream.unwrap_or(false) {
-        return Ok(stream(&state, owner, job, timeout, Ids { id, created, model }, base));
+        return Ok(stream(&state, owner, job, request_timeout(&state), Ids { id, created, model }, base));
     }
-    let output = tokio::time::timeout(timeout, state.runner.run(&owner, &job, &ProgressSink::none()))
-        .await
-        .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))??;
-    let (text, urls) = answer(output, &base);
+    let (text, urls) = answer(run_to_end(&state, &owner, &job).await?, &base);
     let msg = message(&format!("msg_{}", uuid::Uuid::new_v4().simple()), "completed", vec![text_part(&text, &urls)]);
     Ok(axum::Json(response(&id, created, model, "completed", vec![msg], Value::Null)).into_response())
 }

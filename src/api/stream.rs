@@ -15,6 +15,20 @@ use crate::error::ApiError;
 use crate::jobs::{Job, JobEvent, JobOutput, ProgressSink};
 use crate::owner::KeyId;
 
+/// How long a request may wait for its media (`server.request_timeout_secs`), streamed or not.
+pub fn request_timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.cfg.server.request_timeout_secs.max(1))
+}
+
+/// Runs `job` for a request that waits for the whole answer, under the request timeout.
+pub async fn run_to_end(state: &AppState, owner: &KeyId, job: &Job) -> Result<JobOutput, ApiError> {
+    let timeout = request_timeout(state);
+    tokio::time::timeout(timeout, state.runner.run(owner, job, &ProgressSink::none()))
+        .await
+        .map_err(|_| ApiError::timeout(format!("generation took longer than {}s", timeout.as_secs())))?
+        .map_err(ApiError::from)
+}
+
 pub fn sse_job<P, D>(state: &AppState, owner: KeyId, job: Job, timeout: Duration, on_event: P, on_done: D) -> Response
 where
     P: FnMut(JobEvent) -> Option<Event> + Send + 'static,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::chat::load_image;
+use super::chat::load_images;
 use super::videos::{VideoSpec, seconds, submit_video, video_model};
 use super::{JsonBody, validate_prompt};
 use crate::app::AppState;
@@ -132,11 +132,7 @@ pub async fn create(
     let spec = Spec::parse(&body)?;
     let images = async || {
         let param = if spec.references { "reference_images" } else { "image" };
-        let mut images = Vec::with_capacity(spec.image_urls.len());
-        for url in &spec.image_urls {
-            images.push(load_image(url, &state).await.map_err(|e| ApiError { param: Some(param.into()), ..e })?);
-        }
-        Ok(images)
+        load_images(&spec.image_urls, &state, param).await
     };
     let id = submit_video(&state, owner, &headers, TaskApi::Xai, &spec.video, &body, images).await?;
     Ok(Json(XaiCreated { request_id: id.to_string() }).into_response())
