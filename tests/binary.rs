@@ -5,11 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, sigterm_and_wait, spawn, spawn_logging};
-
-fn python() -> String {
-    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
+use common::{BIN, python, sigterm_and_wait, spawn, spawn_logging};
 
 #[test]
 fn openai_python_sdk_against_demo_binary() {

@@ -17,7 +17,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Running, sigterm_and_wait, sim_process, spawn};
+use common::{Running, python, sigterm_and_wait, sim_process, spawn};
 
 const KEY: &str = "front-end-key-6b1f0d93e2a4c875";
 const ADMIN: &str = "front-admin-key-0c7e4a29d5b813f6";
@@ -45,10 +45,6 @@ const STEPS: &[&str] = &[
     "admin-same-origin",
     "browser-log",
 ];
-
-fn python() -> String {
-    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 /// `python3 -m http.server` serving examples/browser on an ephemeral loopback port; its origin.
 fn static_server(py: &str) -> (Running, String) {

@@ -52,7 +52,7 @@ fn openai_node_sdk_edit_stream_size_auto_and_file_id() {
 
 #[test]
 fn litellm_and_the_openai_python_sdk() {
-    let py = std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let py = common::python();
     let probe =
         Command::new(&py).args(["-c", "import litellm, openai"]).env("LITELLM_LOCAL_MODEL_COST_MAP", "True").output();
     assert!(

@@ -7,7 +7,7 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
 fn data_url(bytes: &[u8]) -> String {
@@ -104,7 +104,7 @@ async fn size_auto_and_xai_aspect_ratio() {
         .text("prompt", "x")
         .text("size", "auto")
         .text("response_format", "url")
-        .part("image", Part::bytes(sample_png()).file_name("a.png").mime_str("image/png").unwrap());
+        .part("image", png_part("a.png"));
     let (status, _, body) = h.edit(form).await;
     assert_eq!(status, 200, "{body}");
 }
@@ -147,7 +147,7 @@ async fn edit_streams_are_image_edit_events() {
         .text("model", "grok-imagine-1.0-edit")
         .text("prompt", "x")
         .text("stream", "true")
-        .part("image", Part::bytes(sample_png()).file_name("a.png").mime_str("image/png").unwrap());
+        .part("image", png_part("a.png"));
     let r = h.post("/v1/images/edits").multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();

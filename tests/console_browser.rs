@@ -9,13 +9,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{sigterm_and_wait, spawn};
+use common::{python, sigterm_and_wait, spawn};
 
 const ADMIN: &str = "browser-admin-key-5d2c";
-
-fn python() -> String {
-    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 fn run_phase(py: &str, url: &str, phase: &str, shots: &std::path::Path, state: &std::path::Path) {
     let out = Command::new(py)

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::json;
 
 async fn generate(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
@@ -12,7 +12,7 @@ async fn generate(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap
 }
 
 async fn edit(h: &Harness, prompt: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let image = Part::bytes(sample_png()).file_name("in.png").mime_str("image/png").unwrap();
+    let image = png_part("in.png");
     h.edit(Form::new().text("model", "grok-imagine-1.0-edit").text("prompt", prompt.to_owned()).part("image", image))
         .await
 }

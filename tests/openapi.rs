@@ -96,7 +96,7 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
     let form = reqwest::multipart::Form::new()
         .text("model", "grok-imagine-1.0-edit")
         .text("prompt", "make it blue")
-        .part("image", reqwest::multipart::Part::bytes(sample_png()).file_name("a.png").mime_str("image/png").unwrap());
+        .part("image", png_part("a.png"));
     let (s, b) = call(h.post("/v1/images/edits").multipart(form)).await;
     doc.check("post", "/v1/images/edits", s, &b);
     let chat = json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": "waves"}]});

@@ -22,16 +22,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{BIN, Running};
+use common::{BIN, Running, python};
 
 const CLIENT_KEY: &str = "client-key-schemathesis-7c41";
 const ADMIN_KEY: &str = "admin-key-schemathesis-2b9e";
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
 const MAX_EXAMPLES: &str = "20";
-
-fn python() -> String {
-    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 /// Who the fuzzer is.
 #[derive(Clone, Copy, PartialEq)]

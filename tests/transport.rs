@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
 /// The recorded ClientHellos of the default profile (chrome_149) without SNI (the simulator is
@@ -30,7 +30,7 @@ fn edit_form() -> Form {
         .text("model", "grok-imagine-1.0-edit")
         .text("prompt", "make it sharper")
         .text("n", "1")
-        .part("image", Part::bytes(sample_png()).file_name("in.png").mime_str("image/png").unwrap())
+        .part("image", png_part("in.png"))
 }
 
 #[tokio::test]

@@ -125,10 +125,7 @@ async fn openai_create_takes_multipart_with_a_reference_image() {
         .text("prompt", "the fox runs")
         .text("seconds", "4")
         .text("size", "720x1280")
-        .part(
-            "input_reference",
-            reqwest::multipart::Part::bytes(sample_png()).file_name("ref.png").mime_str("image/png").unwrap(),
-        );
+        .part("input_reference", png_part("ref.png"));
     let (status, _, v) = split(h.post("/v1/videos").multipart(form).send().await.unwrap()).await;
     assert_eq!(status, 200, "{v}");
     let done = wait_video(&h, v["id"].as_str().unwrap()).await;

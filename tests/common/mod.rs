@@ -215,6 +215,16 @@ pub fn png_dims(bytes: &[u8]) -> (u32, u32) {
     (info.width, info.height)
 }
 
+/// The python that has the suite's packages (scripts/test.sh points this at .venv-test).
+pub fn python() -> String {
+    std::env::var("GROK2API_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `sample_png()` as a multipart file part named `name`.
+pub fn png_part(name: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(sample_png()).file_name(name.to_owned()).mime_str("image/png").unwrap()
+}
+
 /// A small real PNG to upload.
 pub fn sample_png() -> Vec<u8> {
     grok2api::sim::render::render_png(&grok2api::sim::render::seed_of(&[b"sample"]), 40, 30, 1.0)
