@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::stream::{request_timeout, run_to_end, sse_job};
 use super::{Capability, JsonBody, public_base, resolve_model, unix_now, validate_prompt};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{
     InputImage, Job, JobEvent, JobOutput, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, VIDEO_SECONDS, VideoJob,

@@ -14,7 +14,7 @@ use super::images::{ImageEvents, ImageOptions, ImageRequest, answer_format, requ
 use super::{
     Capability, JsonBody, ResponseFormat, multipart_error, public_base, resolve_model, validate_n, validate_prompt,
 };
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{EditJob, InputImage, Job};
 use crate::upstream::sniff_media_type;

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::tasks::TaskPath;
 use super::{Path, tasks, videos, xai_videos};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::{ApiError, TaskError};
 use crate::media::MediaKind;
 use crate::owner::KeyId;

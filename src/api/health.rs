@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::metrics::Gauges;
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

@@ -18,7 +18,7 @@ use super::{
     Capability, JsonBody, ResponseFormat, aspect_ratio_for_size, public_base, resolve_model, unix_now, validate_n,
     validate_prompt,
 };
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput};
 use crate::media::StoredMedia;

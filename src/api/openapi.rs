@@ -339,7 +339,7 @@ impl Modify for Security {
         components.add_security_scheme(
             "admin_session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::console::session::COOKIE,
+                crate::api::gate::COOKIE,
                 "A console session (`POST /admin/login`); changes also need its `X-CSRF-Token`.",
             ))),
         );
@@ -482,7 +482,7 @@ const NO_SCOPES: [&str; 0] = [];
         admin::keys::list, admin::keys::create, admin::keys::revoke, admin::keys::rotate,
         admin::usage::list, admin::usage::csv, admin::tasks::list, admin::tasks::detail, admin::tasks::cancel,
         admin::tasks::redeliver, admin::overview::overview,
-        crate::console::session::login, crate::console::session::logout, crate::console::session::session,
+        crate::api::admin::session::login, crate::api::admin::session::logout, crate::api::admin::session::session,
         openapi_json,
     )
 )]

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::chat::{ChatMessage, ChatRequest, ContentPart, ImageUrl, MessageContent, load_images, video_job};
 use super::stream::{request_timeout, run_to_end, sse_job_after};
 use super::{Capability, JsonBody, public_base, unix_now, validate_prompt};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::catalog::lookup;
 use crate::error::ApiError;
 use crate::jobs::{EditJob, ImageJob, ImageOutput, Job, JobOutput};

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::chat::{ChatRequest, video_job};
 use super::images::ImageGenerationRequest;
 use super::{JsonBody, ResponseFormat, public_base};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::{ApiError, Envelope, TaskErrorBody};
 use crate::jobs::Job;
 use crate::media::{MediaKind, MediaStore};

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::chat::load_image;
 use super::tasks::{NewTask, submit};
 use super::{Capability, MODELS, Path, resolve_model, validate_prompt};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{InputImage, Job, VIDEO_SECONDS, VideoJob, VideoPreset};
 use crate::media::MediaKind;

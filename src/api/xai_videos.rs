@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::chat::load_images;
 use super::videos::{VideoSpec, seconds, submit_video, video_model};
 use super::{JsonBody, validate_prompt};
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES};
 use crate::media::MediaKind;

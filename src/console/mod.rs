@@ -1,9 +1,8 @@
 //! The operators' console at `/admin`: one HTML page, one script and one stylesheet, embedded in the
 //! binary (nothing to build, nothing fetched from elsewhere). The page is a client of the JSON admin
 //! API — it can do nothing a script with the admin key cannot — so the API stays the one place where
-//! rules live. Why a small script and not server-rendered pages: docs/architecture.md.
-
-pub mod session;
+//! rules live. Why a small script and not server-rendered pages: docs/architecture.md. The login,
+//! sessions and the admin gate are HTTP: `api::admin::session`.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};

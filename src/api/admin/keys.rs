@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use crate::api::state::AppState;
 use crate::api::{JsonBody, Path};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::keys::{IssuedKey, KeyInfo, NewKey};
 

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod overview;
+pub mod session;
 pub mod tasks;
 pub mod tokens;
 pub mod usage;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 
-use crate::app::AppState;
+use crate::api::state::AppState;
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Overview {

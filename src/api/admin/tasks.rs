@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::api::Path;
-use crate::app::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::tasks::store::Scan;
 use crate::tasks::{Outcome, Task, TaskKind, TaskStatus, TaskView};

@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::api::state::AppState;
 use crate::api::{JsonBody, Path};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::upstream::grok_web::token_pool::TokenInfo;
 use crate::upstream::grok_web::{GrokWebClient, ImportReport, TokenChangeError, TokenPatch};

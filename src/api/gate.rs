@@ -7,20 +7,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use dashmap::DashMap;
 use rand::RngCore;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::JsonBody;
-use crate::app::AppState;
 use crate::credentials::Auth;
 use crate::error::ApiError;
 use crate::limits::GuessLimiter;
@@ -31,19 +27,19 @@ pub const COOKIE: &str = "grok2api_session";
 pub const LOGIN_BODY_BYTES: usize = 4096;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-struct Session {
-    csrf: String,
-    expires_ms: u64,
+pub(in crate::api) struct Session {
+    pub(in crate::api) csrf: String,
+    pub(in crate::api) expires_ms: u64,
 }
 
 pub struct AdminGate {
-    auth: Auth,
+    pub(in crate::api) auth: Auth,
     /// Keyed by the SHA-256 of the cookie value: the map never holds a usable session id.
-    sessions: DashMap<[u8; 32], Session>,
-    ttl: Duration,
+    pub(in crate::api) sessions: DashMap<[u8; 32], Session>,
+    pub(in crate::api) ttl: Duration,
     /// Wrong admin keys and session cookies, per client address and in all (bearer, cookie and
     /// login together): guessing the admin key stays slow, and one address cannot lock out another.
-    guesses: GuessLimiter,
+    pub(in crate::api) guesses: GuessLimiter,
     /// `server.public_base_url` is https: cookies are Secure whatever the request says.
     https: bool,
 }
@@ -52,7 +48,7 @@ pub struct AdminGate {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminSession(pub Option<[u8; 32]>);
 
-fn random_token() -> String {
+pub(in crate::api) fn random_token() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
@@ -123,7 +119,7 @@ impl AdminGate {
         Ok(())
     }
 
-    fn cookie(&self, value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
+    pub(in crate::api) fn cookie(&self, value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
         let https = self.https || headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes() == b"https");
         let secure = if https { "; Secure" } else { "" };
         let cookie = format!("{COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
@@ -148,96 +144,4 @@ pub async fn require_admin(State(gate): State<Arc<AdminGate>>, mut req: Request,
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct Login {
-    /// The admin key (`admin.api_key`).
-    key: String,
-}
-
-/// A session's CSRF token and end, and what the console needs to know of the gateway.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct SessionInfo {
-    /// Send as `X-CSRF-Token` on every change; `null` for bearer-key callers, who need none.
-    pub csrf_token: Option<String>,
-    /// Unix seconds; `null` for bearer-key callers.
-    pub expires_at: Option<u64>,
-    pub upstream: &'static str,
-    pub version: &'static str,
-    /// False without a state dir: tokens, keys and usage are lost on restart.
-    pub persistent: bool,
-    pub models: Vec<&'static str>,
-}
-
-fn info(state: &AppState, csrf: Option<String>, expires_ms: Option<u64>) -> SessionInfo {
-    SessionInfo {
-        csrf_token: csrf,
-        expires_at: expires_ms.map(|ms| ms / 1000),
-        upstream: state.runner.upstream().name(),
-        version: env!("CARGO_PKG_VERSION"),
-        persistent: state.cfg.state.dir.is_some(),
-        models: crate::catalog::MODELS.iter().map(|(id, _, _)| *id).collect(),
-    }
-}
-
-#[utoipa::path(post, path = "/admin/login", tag = "admin", request_body = Login, security(()),
-    responses((status = 200, body = SessionInfo, description = "Set-Cookie: grok2api_session"), (status = 401, body = crate::error::ErrorBody),
-              (status = 404, description = "no admin key configured", body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let gate = &state.console;
-    let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
-    // The limiter runs before the body is read, and the body is small: an anonymous caller can
-    // neither guess quickly nor make the server hold large bodies.
-    if let Err(wait) = gate.guesses.admit(client) {
-        return crate::auth::too_many_guesses(wait).into_response();
-    }
-    let headers = req.headers().clone();
-    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, LOGIN_BODY_BYTES)));
-    let body: Login = match JsonBody::from_request(req, &()).await {
-        Ok(JsonBody(body)) => body,
-        Err(e) => return e.into_response(),
-    };
-    let mut presented = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", body.key.trim())) {
-        presented.insert(header::AUTHORIZATION, v);
-    }
-    if gate.auth.check(&presented).is_err() {
-        gate.guesses.failed(client);
-        tracing::warn!(%client, "console login refused: wrong admin key");
-        return ApiError::key_refused("wrong admin key").into_response();
-    }
-    gate.guesses.succeeded(client);
-    let now = crate::clock::now_ms();
-    gate.sessions.retain(|_, s| s.expires_ms > now);
-    let (id, csrf) = (random_token(), random_token());
-    let expires_ms = now + gate.ttl.as_millis() as u64;
-    gate.sessions.insert(Sha256::digest(id.as_bytes()).into(), Session { csrf: csrf.clone(), expires_ms });
-    tracing::info!("console login");
-    let cookie = gate.cookie(&id, gate.ttl.as_secs(), &headers);
-    ([(header::SET_COOKIE, cookie)], Json(info(&state, Some(csrf), Some(expires_ms)))).into_response()
-}
-
-#[utoipa::path(post, path = "/admin/logout", tag = "admin", responses((status = 204), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
-pub async fn logout(
-    State(state): State<AppState>,
-    axum::Extension(session): axum::Extension<AdminSession>,
-    headers: HeaderMap,
-) -> Response {
-    if let AdminSession(Some(digest)) = session {
-        state.console.sessions.remove(&digest);
-        tracing::info!("console logout");
-    }
-    let cookie = state.console.cookie("", 0, &headers);
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
-}
-
-#[utoipa::path(get, path = "/admin/session", tag = "admin", responses((status = 200, body = SessionInfo), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn session(
-    State(state): State<AppState>,
-    axum::Extension(session): axum::Extension<AdminSession>,
-) -> Json<SessionInfo> {
-    let found = session.0.and_then(|d| state.console.sessions.get(&d).map(|s| (s.csrf.clone(), s.expires_ms)));
-    let (csrf, expires) = found.map_or((None, None), |(c, e)| (Some(c), Some(e)));
-    Json(info(&state, csrf, expires))
 }

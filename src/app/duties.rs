@@ -1,0 +1,305 @@
+//! The loops a running gateway keeps: recovery of journaled tasks, replica duties with a shared store,
+//! quota refreshes, usage writes and the reaper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::keys::KeyRing;
+use crate::runner::JobRunner;
+use crate::runner::queue::{QueuedTask, TaskQueue};
+use crate::tasks::TaskStatus;
+use crate::tasks::idempotency::IdempotencyKeys;
+use crate::tasks::journal::TaskRecord;
+use crate::tasks::store::{TaskStore, Transition};
+use crate::usage::UsageBook;
+
+/// Puts journaled tasks back: finished ones are readable again (and owed callbacks go out), pending ones
+/// run, and ones that were running when the process died fail with `interrupted`.
+pub(super) fn recover(mut records: Vec<TaskRecord>, tasks: &Arc<TaskStore>, queue: &TaskQueue) {
+    if records.is_empty() {
+        return;
+    }
+    records.sort_by_key(|r| r.created_ms());
+    let (mut pending, mut interrupted, mut finished) = (Vec::new(), 0usize, 0usize);
+    for record in records {
+        let (task, job) = match record.into_task() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("journal record unusable, skipped: {e}");
+                continue;
+            }
+        };
+        let id = task.id.clone();
+        // Pending tasks run again; a processing one whose upstream had accepted it (a journaled
+        // `upstream_ref`) is polled again rather than paid for twice.
+        let rerun = task.status == TaskStatus::Pending
+            || (task.status == TaskStatus::Processing && job.as_ref().is_some_and(|p| p.upstream_ref.is_some()));
+        match task.status {
+            _ if rerun => {
+                let queued = job.ok_or_else(|| "unfinished task without its job".to_string()).and_then(|p| {
+                    Ok(QueuedTask {
+                        id: id.clone(),
+                        job: p.job.to_job()?,
+                        base: Arc::from(p.base),
+                        b64: p.b64,
+                        resume: p.upstream_ref,
+                    })
+                });
+                tasks.restore(task);
+                match queued {
+                    Ok(q) => pending.push(q),
+                    Err(e) => {
+                        let fail =
+                            Transition::Fail { code: "interrupted".into(), message: format!("cannot resume: {e}") };
+                        if let Ok(t) = tasks.apply(&id, fail) {
+                            queue.announce(&t);
+                        }
+                    }
+                }
+            }
+            TaskStatus::Pending | TaskStatus::Processing => {
+                tasks.restore(task);
+                let fail = Transition::Fail {
+                    code: "interrupted".into(),
+                    message: "the gateway stopped while the task was running; create it again".into(),
+                };
+                if let Ok(t) = tasks.apply(&id, fail) {
+                    queue.announce(&t);
+                }
+                interrupted += 1;
+            }
+            TaskStatus::Success | TaskStatus::Failed => {
+                tasks.restore(task.clone());
+                queue.announce(&task);
+                finished += 1;
+            }
+        }
+    }
+    tracing::info!(pending = pending.len(), interrupted, finished, "tasks recovered from the journal");
+    queue.requeue(pending);
+}
+
+/// How often a replica tells the others its requests in flight per token, and how long a word lasts.
+const IN_FLIGHT_EVERY: Duration = Duration::from_millis(500);
+const IN_FLIGHT_LASTS: Duration = Duration::from_secs(2);
+
+/// With a shared store: heart-beat, take over the tasks of replicas that stopped (they resume or fail
+/// as after a restart), and cancel tasks this replica runs when another replica is asked to.
+pub(super) fn spawn_replica_duties(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    shared: Arc<crate::shared::Shared>,
+    (tasks, queue, runner, keys): (Arc<TaskStore>, TaskQueue, Arc<JobRunner>, Arc<KeyRing>),
+) {
+    let every = (shared.lease / 3).max(Duration::from_millis(200));
+    // Token changes this replica sees go out, in order, through one publisher.
+    if let Some(client) = runner.upstream().grok_web() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client.pool().observe(Arc::new(move |event| {
+            let _ = tx.send(event);
+        }));
+        // Requests in flight per token, while there are any (and once more when they drop to none).
+        let (teller, stop_telling, counting) = (shared.clone(), shutdown.clone(), runner.clone());
+        tracker.spawn(async move {
+            let mut said_some = false;
+            loop {
+                tokio::select! {
+                    _ = stop_telling.cancelled() => return,
+                    _ = tokio::time::sleep(IN_FLIGHT_EVERY) => {}
+                }
+                let Some(client) = counting.upstream().grok_web() else { return };
+                client.pool().remote_in_flight(None, IN_FLIGHT_LASTS);
+                let counts = client.pool().in_flight_counts();
+                if counts.is_empty() && !said_some {
+                    continue;
+                }
+                said_some = !counts.is_empty();
+                if let Err(e) = teller.publish_in_flight(counts).await {
+                    tracing::debug!("cannot share requests in flight: {e}");
+                }
+            }
+        });
+        let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
+        tracker.spawn(async move {
+            if let (Ok(states), Some(client)) = (publisher.token_states().await, pool_runner.upstream().grok_web()) {
+                states.iter().for_each(|e| client.pool().apply(e));
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = rx.recv() => match event {
+                        Some(event) => {
+                            if let Err(e) = publisher.publish_token(event).await {
+                                tracing::warn!("cannot share a token change: {e}");
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
+    let (beat, stop) = (shared.clone(), shutdown.clone());
+    let cancel_queue = queue.clone();
+    tracker.spawn(async move {
+        loop {
+            match beat.heartbeat().await {
+                Ok(()) => match beat.claim_orphans().await {
+                    Ok(records) if !records.is_empty() => recover(records, &tasks, &queue),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot take over stopped replicas' tasks: {e}"),
+                },
+                Err(e) => tracing::warn!("shared store heartbeat failed: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+    tracker.spawn(async move {
+        use futures_util::StreamExt;
+        loop {
+            match shared.client().get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    let channels = [
+                        crate::shared::CANCEL_CHANNEL,
+                        crate::shared::TOKENS_CHANNEL,
+                        crate::shared::KEYS_CHANNEL,
+                        crate::shared::CLAIMED_CHANNEL,
+                        crate::shared::INFLIGHT_CHANNEL,
+                    ];
+                    if let Err(e) = pubsub.subscribe(&channels).await {
+                        tracing::warn!("cannot subscribe to other replicas' news: {e}");
+                    } else {
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                msg = messages.next() => match msg {
+                                    Some(m) => news(&m, &shared, &cancel_queue, &runner, &keys),
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot listen for cancellations: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+/// One message from another replica: cancel a task this replica runs, or apply a token change.
+fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
+    let Ok(payload) = m.get_payload::<String>() else { return };
+    if m.get_channel_name() == crate::shared::KEYS_CHANNEL {
+        keys.forget_cached(&payload);
+        return;
+    }
+    if m.get_channel_name() == crate::shared::INFLIGHT_CHANNEL {
+        if let Ok(n) = serde_json::from_str::<crate::shared::InFlight>(&payload)
+            && n.replica != shared.replica
+            && let Some(client) = runner.upstream().grok_web()
+        {
+            client.pool().remote_in_flight(Some((&n.replica, n.counts)), IN_FLIGHT_LASTS);
+        }
+        return;
+    }
+    if m.get_channel_name() == crate::shared::CLAIMED_CHANNEL {
+        if let Some((replica, id)) = payload.split_once(' ')
+            && replica != shared.replica
+        {
+            queue.claimed_elsewhere(id);
+        }
+        return;
+    }
+    if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {
+        let (id, why) = payload.split_once('\n').unwrap_or((payload.as_str(), "cancelled by the client"));
+        if queue.cancel_because(id, why).is_some() {
+            tracing::info!(task = %id, "task cancelled through another replica");
+        }
+        return;
+    }
+    match serde_json::from_str::<crate::shared::TokenNews>(&payload) {
+        Ok(n) if n.replica != shared.replica => {
+            if let Some(client) = runner.upstream().grok_web() {
+                client.pool().apply(&n.event);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("unreadable token news: {e}"),
+    }
+}
+
+/// Refreshes every token's quota from the upstream now and then (and once at start).
+pub(super) fn spawn_quota_refresh(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    runner: Arc<JobRunner>,
+    every: Duration,
+) {
+    tracker.spawn(async move {
+        loop {
+            if let Some(client) = runner.upstream().grok_web() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = client.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+/// Writes changed usage rows every few seconds; the last write happens at shutdown (`Server`).
+pub(super) fn spawn_usage_flush(tracker: &TaskTracker, shutdown: CancellationToken, usage: Arc<UsageBook>) {
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            if let Err(e) = usage.flush_now().await {
+                tracing::error!("usage not saved (kept in memory, retried): {e}");
+            }
+        }
+    });
+}
+
+/// Forgets finished tasks after `ttl` or beyond `max_finished`, checking a few times per TTL (at
+/// least every 10 s).
+pub(super) fn spawn_reaper(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    tasks: Arc<TaskStore>,
+    idempotency: Arc<IdempotencyKeys>,
+    ttl: Duration,
+    max_finished: usize,
+) {
+    let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let cutoff = crate::clock::now_ms().saturating_sub(ttl.as_millis() as u64);
+            let n = tasks.reap(cutoff, max_finished);
+            idempotency.reap();
+            if n > 0 {
+                tracing::debug!(reaped = n, "finished tasks past their TTL forgotten");
+            }
+        }
+    });
+}

@@ -1,0 +1,244 @@
+//! The router with its tower stack.
+//!
+//! Layer order, outermost first: set `x-request-id` (keep the client's, else a UUID) → trace span
+//! carrying that id → copy the id onto the response → mark auth/cookie headers sensitive → catch
+//! panics as an OpenAI-shaped 500. Body limits and bearer auth sit on the routes that need them.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api;
+use crate::api::gate::{require_admin, require_console};
+use crate::api::state::AppState;
+use crate::auth::{require_key, require_key_task};
+use crate::config::Config;
+use crate::error::ApiError;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl AppState {
+    pub fn router(&self) -> Router {
+        let limits = &self.cfg.server;
+        let require = from_fn_with_state(self.guard.clone(), require_key);
+        let v1 = Router::new()
+            .route("/v1/models", get(api::models::list))
+            .route("/v1/models/{id}", get(api::models::get))
+            .route(
+                "/v1/images/generations",
+                post(api::images::generations).layer(DefaultBodyLimit::max(limits.max_json_body_bytes)),
+            )
+            .route("/v1/images/edits", post(api::edits::edits).layer(DefaultBodyLimit::max(limits.max_upload_bytes)))
+            // Data-URL images make chat bodies as large as uploads.
+            .route(
+                "/v1/chat/completions",
+                post(api::chat::completions).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
+            )
+            .route("/v1/responses", post(api::responses::create).layer(DefaultBodyLimit::max(limits.max_upload_bytes)))
+            .route_layer(require.clone());
+        // OpenAI's Videos API and xAI's video API, on the task store (OpenAI error shape; a key always).
+        let unsupported = || post(api::videos::unsupported);
+        let videos = Router::new()
+            .route("/v1/videos", post(api::videos::create).get(api::videos::list))
+            .route("/v1/videos/generations", post(api::xai_videos::create))
+            .route("/v1/videos/{id}", get(api::videos::retrieve).delete(api::videos::delete))
+            .route("/v1/videos/{id}/content", get(api::videos::content))
+            .route("/v1/videos/{id}/events", get(api::events::video_events))
+            .route("/v1/videos/{id}/remix", unsupported())
+            .route("/v1/videos/edits", unsupported())
+            .route("/v1/videos/extensions", unsupported())
+            .route("/v1/videos/characters", unsupported())
+            .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
+            .route_layer(require.clone());
+        let require_task = from_fn_with_state(self.guard.clone(), require_key_task);
+        // Video bodies may carry data-URL images; an image task is a prompt and a few fields.
+        let upload_body = || DefaultBodyLimit::max(limits.max_upload_bytes);
+        let json_body = || DefaultBodyLimit::max(limits.max_json_body_bytes);
+        let tasks_write = Router::new()
+            .route("/v1/video/generations/async", post(api::tasks::create_video).layer(upload_body()))
+            .route("/v1/video/tasks", post(api::tasks::create_video).layer(upload_body()).get(api::tasks::list_video))
+            .route("/v1/images/generations/async", post(api::tasks::create_image).layer(json_body()))
+            .route("/v1/images/tasks", post(api::tasks::create_image).layer(json_body()).get(api::tasks::list_images))
+            .route("/v1/{kind}/tasks/{id}", delete(api::tasks::delete))
+            .route_layer(require_task.clone());
+        let mut tasks_read = Router::new()
+            .route("/v1/{kind}/tasks/{id}", get(api::tasks::status))
+            .route("/v1/{kind}/tasks/{id}/result", get(api::tasks::result))
+            .route("/v1/{kind}/tasks/{id}/events", get(api::events::task_events));
+        if !self.cfg.auth.public_task_reads {
+            tasks_read = tasks_read.route_layer(require_task);
+        }
+        let mut files = Router::new().route("/v1/files/{kind}/{name}", get(api::files::get_file));
+        if self.cfg.files.require_auth {
+            files = files.route_layer(require.clone());
+        }
+        use api::admin::{keys, overview, tasks, tokens, usage};
+        let admin = Router::new()
+            .route("/admin/session", get(crate::api::admin::session::session))
+            .route("/admin/logout", post(crate::api::admin::session::logout))
+            .route("/admin/overview", get(overview::overview))
+            .route("/admin/tokens", get(tokens::list_tokens).post(tokens::add_tokens).layer(upload_body()))
+            .route("/admin/tokens/refresh", post(tokens::refresh_tokens))
+            // Token files can be large; everything else is small JSON.
+            .route("/admin/tokens/import", post(tokens::import_tokens).layer(upload_body()))
+            .route("/admin/tokens/export", post(tokens::export_tokens))
+            .route("/admin/tokens/bulk", post(tokens::bulk))
+            .route("/admin/tokens/{id}", delete(tokens::remove_token).patch(tokens::patch_token))
+            .route("/admin/tokens/{id}/refresh", post(tokens::refresh_token))
+            .route("/admin/keys", get(keys::list).post(keys::create))
+            .route("/admin/keys/{id}", delete(keys::revoke))
+            .route("/admin/keys/{id}/rotate", post(keys::rotate))
+            .route("/admin/usage", get(usage::list))
+            .route("/admin/usage.csv", get(usage::csv))
+            .route("/admin/tasks", get(tasks::list))
+            .route("/admin/tasks/{id}", get(tasks::detail))
+            .route("/admin/tasks/{id}/cancel", post(tasks::cancel))
+            .route("/admin/tasks/{id}/redeliver", post(tasks::redeliver))
+            .layer(json_body())
+            .route_layer(from_fn_with_state(self.console.clone(), require_admin));
+        // The page, its files and the login are reachable without a session.
+        let console = Router::new()
+            .route("/admin", get(crate::console::page))
+            .route("/admin/assets/{name}", get(crate::console::file))
+            .route("/admin/login", post(crate::api::admin::session::login))
+            .route_layer(from_fn_with_state(self.console.clone(), require_console));
+        let mut ops = Router::new();
+        if self.cfg.metrics.enabled {
+            ops = ops.route("/metrics", get(api::health::metrics));
+            if self.cfg.metrics.require_auth {
+                ops = ops.route_layer(require);
+            }
+        }
+        // The public API answers browsers on other origins; preflights are answered here, before
+        // auth, limits and usage. The console and the admin API stay same-origin (cookies + CSRF).
+        let mut public = Router::new()
+            .merge(v1)
+            .merge(videos)
+            .merge(tasks_write)
+            .merge(tasks_read)
+            .merge(files)
+            .route("/openapi.json", get(api::openapi::openapi_json));
+        if let Some(cors) = cors_layer(&self.cfg) {
+            // Set here, under the layer: a preflight to a POST-only route must meet the CORS layer
+            // before the 405 (the router-wide setting below only fills in unset ones).
+            public = public.method_not_allowed_fallback(|| async { ApiError::method_not_allowed() }).layer(cors);
+        }
+        Router::new()
+            .merge(public)
+            .merge(admin)
+            .merge(console)
+            .merge(ops)
+            .route("/healthz", get(api::health::healthz))
+            .route("/readyz", get(api::health::readyz))
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+            .with_state(self.clone())
+            .layer(crate::metrics::TrackLayer(self.metrics.clone()))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(tower::util::MapRequestLayer::new(drop_unfit_request_id))
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(
+                        TraceLayer::new_for_http()
+                            .make_span_with(|req: &Request<_>| {
+                                let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                            })
+                            .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    )
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                    .layer(CatchPanicLayer::custom(panic_response)),
+            )
+    }
+}
+
+/// Which web origins may call the public API from a browser. Keys are bearer headers, never ambient
+/// credentials a browser adds by itself, so with a key configured any origin is as safe as curl: the
+/// page must hold a key. A gateway running open (no key, loopback only) answers no origin unless told
+/// to: any page the user visits could otherwise spend their upstream quota through `localhost`.
+fn cors_layer(cfg: &Config) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = match &cfg.server.cors_allowed_origins {
+        Some(list) => {
+            list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
+        }
+        None if cfg.is_keyed() => vec!["*".to_owned()],
+        None => Vec::new(),
+    };
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
+    };
+    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+            // Range: a simple `bytes=N-M` needs no preflight, but a suffix range (`bytes=-N`) does, and
+            // file links answer both.
+            .allow_headers(names(&[
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "last-event-id",
+                "range",
+                "x-request-id",
+            ]))
+            .expose_headers(names(&[
+                "location",
+                "operation-location",
+                "retry-after",
+                "x-request-id",
+                "content-range",
+                "accept-ranges",
+                "content-length",
+            ]))
+            .max_age(Duration::from_secs(cfg.server.cors_max_age_secs)),
+    )
+}
+
+/// Longest `x-request-id` kept from a client; a longer or odd one is replaced by our own.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client's request id is echoed and logged with every line of the request: only a short one of
+/// plain characters is kept, or a client could fill the logs (or forge their lines).
+fn drop_unfit_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let fit = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
+    };
+    let headers = req.headers_mut();
+    if headers.get_all(&REQUEST_ID).iter().count() > 1 || headers.get(&REQUEST_ID).is_some_and(|v| !fit(v)) {
+        headers.remove(&REQUEST_ID);
+    }
+    req
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    ApiError::internal("internal error; it has been logged with this request's x-request-id").into_response()
+}
