@@ -1,0 +1,552 @@
+//! State several replicas share through Redis (`store.url = "redis://…"`, Redis 7+ or Valkey): task
+//! records and each owner's index (any replica reads any task), idempotency keys, request rates and
+//! unfinished-task counts per key, and which replica runs which task. A replica that stops
+//! heart-beating loses its unfinished tasks to the others, which resume or fail them exactly as a
+//! restart does (`app::recover`). The embedded journal stays the default for one machine.
+//!
+//! Keys (`g2a:` prefix): `t:<id>` record · `o:<owner>` zset of ids by creation · `a:<owner>` set of
+//! unfinished ids · `r:<replica>` set of the ids it runs · `alive:<replica>` heartbeat · `replicas` ·
+//! `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket · channel `cancel`.
+
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use crate::owner::KeyId;
+use crate::tasks::idempotency::{Claim, WINDOW};
+use crate::tasks::journal::TaskRecord;
+
+/// One usage row (a key on a day): as `usage` counts it, the admin API shows it, and replicas sum it here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Totals {
+    pub requests: u64,
+    pub images: u64,
+    pub video_seconds: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+}
+
+pub const PREFIX: &str = "g2a:";
+
+pub fn task_key(id: &str) -> String {
+    format!("{PREFIX}t:{id}")
+}
+pub fn owner_key(owner: &str) -> String {
+    format!("{PREFIX}o:{owner}")
+}
+/// Every task, by creation (the console's list across replicas).
+pub const ALL_TASKS: &str = "g2a:all";
+/// Tasks not started yet, oldest first: the queue every replica takes work from.
+pub const UNCLAIMED: &str = "g2a:queue";
+/// A replica claimed a task (`"<replica> <id>"`): the one that accepted it drops its queued copy.
+pub const CLAIMED_CHANNEL: &str = "g2a:claimed";
+pub fn active_key(owner: &str) -> String {
+    format!("{PREFIX}a:{owner}")
+}
+pub fn running_key(replica: &str) -> String {
+    format!("{PREFIX}r:{replica}")
+}
+fn alive_key(replica: &str) -> String {
+    format!("{PREFIX}alive:{replica}")
+}
+const REPLICAS: &str = "g2a:replicas";
+pub const CANCEL_CHANNEL: &str = "g2a:cancel";
+/// Token changes (`TokenEvent`s) one replica saw, for the others.
+pub const TOKENS_CHANNEL: &str = "g2a:tokens";
+/// Console-made API keys: id → record.
+const KEYS: &str = "g2a:keys";
+/// A key was changed (rotated, revoked): replicas drop their cached copy.
+pub const KEYS_CHANNEL: &str = "g2a:keys";
+/// Every usage row (`<day>|<key>`) that has counts in `u:<day>|<key>`.
+const USAGE_INDEX: &str = "g2a:usage";
+/// Each replica's requests in flight per token (`InFlight`), every half second while it has some.
+pub const INFLIGHT_CHANNEL: &str = "g2a:inflight";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct InFlight {
+    pub replica: String,
+    pub counts: std::collections::HashMap<String, u32>,
+}
+
+/// The latest rest of each token and product, for replicas that start later.
+const TOKEN_STATE: &str = "g2a:tokstate";
+
+/// A token change on the wire: who saw it, and what.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct TokenNews {
+    pub replica: String,
+    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
+}
+
+/// A token bucket in one round trip, timed by the Redis clock so replicas' clocks do not matter.
+const RATE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 't'))
+local last = tonumber(redis.call('HGET', KEYS[1], 'l'))
+if tokens == nil or last == nil then tokens = burst; last = now end
+tokens = math.min(burst, tokens + math.max(0, now - last) / 1000 * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) / rate)) end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'l', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"#;
+
+/// One unfinished-task slot of a key, if it has one free: tasks count forever (`+inf`) until they
+/// finish, reservations until they lapse.
+const RESERVE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + 30000, ARGV[2])
+return 1
+"#;
+
+/// Claims a queued task for this replica, once: it leaves the queue for this replica's running set.
+/// A task already in that set (taken over from a dead replica) is this replica's too.
+const CLAIM_TASK_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return 1
+end
+return redis.call('SISMEMBER', KEYS[2], ARGV[1])
+"#;
+
+/// Claims the oldest queued task for this replica, if there is one.
+const STEAL_SCRIPT: &str = r#"
+local ids = redis.call('ZRANGE', KEYS[1], 0, 0)
+if #ids == 0 then return false end
+redis.call('ZREM', KEYS[1], ids[1])
+redis.call('SADD', KEYS[2], ids[1])
+return ids[1]
+"#;
+
+/// Moves a silent replica's unfinished tasks to the caller, once: the replica's heartbeat is gone.
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local ids = redis.call('SMEMBERS', KEYS[2])
+for _, id in ipairs(ids) do redis.call('SADD', KEYS[4], id) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return ids
+"#;
+
+/// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
+/// here. Shaped for `map_err`.
+pub fn down(why: String) -> crate::error::ApiError {
+    tracing::error!("shared store unreachable: {why}");
+    crate::error::ApiError::unavailable(
+        "store_unavailable",
+        "the shared task store (redis) is unreachable; retry later",
+    )
+}
+
+pub struct Shared {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    /// This process: a fresh id per start, so a restarted replica's old tasks are claimed like any
+    /// dead replica's.
+    pub replica: String,
+    /// How long a replica may stay silent before its tasks are claimed.
+    pub lease: Duration,
+    /// How long a finished task's record lives (`tasks.ttl_secs`).
+    pub task_ttl: Duration,
+}
+
+fn err(e: redis::RedisError) -> String {
+    format!("redis: {e}")
+}
+
+impl Shared {
+    /// Parses the URL (`redis://`, `rediss://` for TLS; auth in the URL); connects on first use.
+    pub fn open(url: &str, lease: Duration, task_ttl: Duration) -> Result<Arc<Self>, String> {
+        crate::install_crypto_provider();
+        let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
+        let replica = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Ok(Arc::new(Self { client, conn: OnceCell::new(), replica, lease, task_ttl }))
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The shared connection (it reconnects by itself after a failure).
+    async fn conn(&self) -> Result<ConnectionManager, String> {
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        self.conn
+            .get_or_try_init(|| async {
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await.map_err(err)
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()).map_err(err)
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Option<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let raw: Option<Vec<u8>> = c.get(task_key(id)).await.map_err(err)?;
+        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The task a record holds (its job left out), or `None` when there is no record.
+    pub async fn task(&self, id: &str) -> Result<Option<crate::tasks::Task>, String> {
+        match self.load(id).await? {
+            Some(record) => record.into_task().map(|(t, _)| Some(t)).map_err(|e| format!("task {id}: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// `owner`'s records, newest first (oldest first when asked), starting after `after`, for as long as
+    /// `keep` wants more. Index entries whose record is gone (expired, deleted) are dropped on the way.
+    pub async fn list(
+        &self,
+        owner: &KeyId,
+        oldest_first: bool,
+        after: Option<&str>,
+        keep: impl FnMut(TaskRecord) -> bool,
+    ) -> Result<(), String> {
+        self.walk(&owner_key(&owner.0), oldest_first, after, keep).await
+    }
+
+    /// `list` over every owner's tasks, newest first (the console).
+    pub async fn list_all(&self, after: Option<&str>, keep: impl FnMut(TaskRecord) -> bool) -> Result<(), String> {
+        self.walk(ALL_TASKS, false, after, keep).await
+    }
+
+    async fn walk(
+        &self,
+        index: &str,
+        oldest_first: bool,
+        after: Option<&str>,
+        mut keep: impl FnMut(TaskRecord) -> bool,
+    ) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        let index = index.to_owned();
+        let ids: Vec<String> = if oldest_first {
+            c.zrange(&index, 0, -1).await.map_err(err)?
+        } else {
+            c.zrevrange(&index, 0, -1).await.map_err(err)?
+        };
+        // An unknown or empty cursor starts from the top, as the in-process store does.
+        let start = after.and_then(|a| ids.iter().position(|i| i == a)).map_or(0, |p| p + 1);
+        for chunk in ids[start..].chunks(100) {
+            let keys: Vec<String> = chunk.iter().map(|i| task_key(i)).collect();
+            let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(err)?;
+            for (id, raw) in chunk.iter().zip(raws) {
+                match raw.and_then(|b| serde_json::from_slice::<TaskRecord>(&b).ok()) {
+                    Some(r) => {
+                        if !keep(r) {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        let _: Result<(), _> = c.zrem(&index, id).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a finished task everywhere.
+    pub async fn delete(&self, id: &str, owner: &KeyId) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .del(task_key(id))
+            .ignore()
+            .zrem(owner_key(&owner.0), id)
+            .ignore()
+            .zrem(ALL_TASKS, id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// One request from `key`'s bucket: `Ok(Ok(()))`, or `Ok(Err(seconds to wait))`.
+    pub async fn rate(&self, key: &KeyId, rate: f64, burst: f64) -> Result<Result<(), u64>, String> {
+        let mut c = self.conn().await?;
+        let wait: u64 = redis::Script::new(RATE_SCRIPT)
+            .key(format!("{PREFIX}rl:{}", key.0))
+            .arg(rate)
+            .arg(burst)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        Ok(if wait == 0 { Ok(()) } else { Err(wait) })
+    }
+
+    /// Reserves one of `owner`'s `max` unfinished-task slots, atomically across replicas: the
+    /// reservation's name, or `None` when all are taken. It lapses by itself after 30 s.
+    pub async fn reserve_slot(&self, owner: &KeyId, max: usize) -> Result<Option<String>, String> {
+        let mut c = self.conn().await?;
+        let hold = format!("hold:{}", uuid::Uuid::new_v4().simple());
+        let won: bool = redis::Script::new(RESERVE_SCRIPT)
+            .key(active_key(&owner.0))
+            .arg(max)
+            .arg(&hold)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        Ok(won.then_some(hold))
+    }
+
+    /// Gives a reservation back (the task it was for now counts by itself).
+    pub async fn release_slot(&self, owner: &KeyId, hold: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        c.zrem(active_key(&owner.0), hold).await.map_err(err)
+    }
+
+    fn idem_key(owner: &KeyId, key: &str) -> String {
+        use sha2::Digest;
+        format!("{PREFIX}i:{}:{}", owner.0, hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    }
+
+    fn read_claim(raw: Option<String>, body: &[u8; 32]) -> Claim {
+        match raw.as_deref().and_then(|v| v.split_once(' ')) {
+            Some((hash, task)) if hash == hex::encode(body) => Claim::Existing(Arc::from(task)),
+            Some(_) => Claim::Conflict,
+            None => Claim::New,
+        }
+    }
+
+    pub async fn idem_check(&self, owner: &KeyId, key: &str, body: &[u8; 32]) -> Result<Claim, String> {
+        let mut c = self.conn().await?;
+        let raw: Option<String> = c.get(Self::idem_key(owner, key)).await.map_err(err)?;
+        Ok(Self::read_claim(raw, body))
+    }
+
+    /// Binds the key to `task` unless another request (on any replica) did first.
+    pub async fn idem_bind(&self, owner: &KeyId, key: &str, body: [u8; 32], task: &str) -> Result<Claim, String> {
+        let mut c = self.conn().await?;
+        let k = Self::idem_key(owner, key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(format!("{} {task}", hex::encode(body)))
+            .arg("NX")
+            .arg("PX")
+            .arg(WINDOW.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
+        if set.is_some() {
+            return Ok(Claim::New);
+        }
+        let raw: Option<String> = c.get(&k).await.map_err(err)?;
+        Ok(Self::read_claim(raw, &body))
+    }
+
+    /// Says this replica is alive (for `lease`).
+    pub async fn heartbeat(&self) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .cmd("SET")
+            .arg(alive_key(&self.replica))
+            .arg(1)
+            .arg("PX")
+            .arg(self.lease.as_millis() as u64)
+            .ignore()
+            .sadd(REPLICAS, &self.replica)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// Takes over the unfinished tasks of every replica whose heartbeat stopped; returns their records.
+    pub async fn claim_orphans(&self) -> Result<Vec<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let replicas: Vec<String> = c.smembers(REPLICAS).await.map_err(err)?;
+        let mut records = Vec::new();
+        for dead in replicas.into_iter().filter(|r| *r != self.replica) {
+            let ids: Vec<String> = redis::Script::new(CLAIM_SCRIPT)
+                .key(alive_key(&dead))
+                .key(running_key(&dead))
+                .key(REPLICAS)
+                .key(running_key(&self.replica))
+                .arg(&dead)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            if !ids.is_empty() {
+                tracing::warn!(replica = %dead, tasks = ids.len(), "a replica stopped; its unfinished tasks are taken over");
+            }
+            for id in ids {
+                if let Some(r) = self.load(&id).await? {
+                    records.push(r);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Tells the other replicas what an upstream answer did to a token, and keeps rests for late joiners.
+    pub async fn publish_token(&self, event: crate::upstream::grok_web::token_pool::TokenEvent) -> Result<(), String> {
+        use crate::upstream::grok_web::token_pool::TokenEvent;
+        let field = match &event {
+            TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
+            TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
+            // Not kept: a token brought back by an operator must not stay dead for new replicas.
+            TokenEvent::Expired { .. } => None,
+        };
+        let news =
+            serde_json::to_string(&TokenNews { replica: self.replica.clone(), event }).map_err(|e| e.to_string())?;
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.publish(TOKENS_CHANNEL, &news).ignore();
+        if let Some(field) = field {
+            pipe.hset(TOKEN_STATE, field, &news).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
+    /// Every token rest other replicas recorded.
+    pub async fn token_states(&self) -> Result<Vec<crate::upstream::grok_web::token_pool::TokenEvent>, String> {
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_STATE).await.map_err(err)?;
+        Ok(all.values().filter_map(|v| serde_json::from_str::<TokenNews>(v).ok()).map(|n| n.event).collect())
+    }
+
+    /// Adds usage counts (`"<YYYY-MM-DD>|<key id>"` → what to add) to the shared totals.
+    pub async fn usage_add(&self, rows: &[(String, Totals)]) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for (row, t) in rows {
+            let k = format!("{PREFIX}u:{row}");
+            for (field, n) in [
+                ("requests", t.requests),
+                ("images", t.images),
+                ("video_seconds", t.video_seconds),
+                ("errors", t.errors),
+                ("rate_limited", t.rate_limited),
+            ] {
+                if n > 0 {
+                    pipe.hincr(&k, field, n).ignore();
+                }
+            }
+            pipe.sadd(USAGE_INDEX, row).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
+    /// Every usage row of every replica (`"<YYYY-MM-DD>|<key id>"`, totals).
+    pub async fn usage_rows(&self) -> Result<Vec<(String, Totals)>, String> {
+        let mut c = self.conn().await?;
+        let rows: Vec<String> = c.smembers(USAGE_INDEX).await.map_err(err)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for row in &rows {
+            pipe.hgetall(format!("{PREFIX}u:{row}"));
+        }
+        let all: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut c).await.map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .zip(all)
+            .map(|(row, h)| {
+                let get = |f: &str| h.get(f).copied().unwrap_or(0);
+                let t = Totals {
+                    requests: get("requests"),
+                    images: get("images"),
+                    video_seconds: get("video_seconds"),
+                    errors: get("errors"),
+                    rate_limited: get("rate_limited"),
+                };
+                (row, t)
+            })
+            .collect())
+    }
+
+    /// A console key's record (its digest, never the key).
+    pub async fn key_record(&self, id: &str) -> Result<Option<String>, String> {
+        let mut c = self.conn().await?;
+        c.hget(KEYS, id).await.map_err(err)
+    }
+
+    pub async fn key_records(&self) -> Result<Vec<String>, String> {
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(KEYS).await.map_err(err)?;
+        Ok(all.into_values().collect())
+    }
+
+    /// Stores a key's record and tells the other replicas to read it again.
+    pub async fn put_key_record(&self, id: &str, json: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        redis::pipe()
+            .hset(KEYS, id, json)
+            .ignore()
+            .publish(KEYS_CHANNEL, id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(err)
+    }
+
+    /// Claims task `id` to run it here: true once, for one replica (the others then skip it).
+    pub async fn claim(&self, id: &str) -> Result<bool, String> {
+        let mut c = self.conn().await?;
+        let won: bool = redis::Script::new(CLAIM_TASK_SCRIPT)
+            .key(UNCLAIMED)
+            .key(running_key(&self.replica))
+            .arg(id)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        if won {
+            self.announce_claim(&mut c, id).await;
+        }
+        Ok(won)
+    }
+
+    /// Tells the other replicas this one claimed `id`, so the one that accepted it drops its queued
+    /// copy. Best effort: that copy's own claim fails anyway.
+    async fn announce_claim(&self, c: &mut ConnectionManager, id: &str) {
+        let _: Result<(), _> = c.publish(CLAIMED_CHANNEL, format!("{} {id}", self.replica)).await;
+    }
+
+    /// Claims the oldest task waiting in the shared queue, for a worker with nothing to do.
+    pub async fn steal(&self) -> Result<Option<TaskRecord>, String> {
+        let mut c = self.conn().await?;
+        let id: Option<String> = redis::Script::new(STEAL_SCRIPT)
+            .key(UNCLAIMED)
+            .key(running_key(&self.replica))
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        let Some(id) = id else { return Ok(None) };
+        self.announce_claim(&mut c, &id).await;
+        self.load(&id).await
+    }
+
+    pub async fn publish_in_flight(&self, counts: std::collections::HashMap<String, u32>) -> Result<(), String> {
+        let msg =
+            serde_json::to_string(&InFlight { replica: self.replica.clone(), counts }).map_err(|e| e.to_string())?;
+        let mut c = self.conn().await?;
+        c.publish::<_, _, ()>(INFLIGHT_CHANNEL, msg).await.map_err(err)
+    }
+
+    /// Asks whichever replica runs `id` to cancel it, saying why (`"<id>\n<why>"` on the channel).
+    pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
+    }
+}
