@@ -24,7 +24,7 @@ pub struct Guard {
     pub usage: Arc<UsageBook>,
     /// With several replicas, the request rate is counted in the shared store (one bucket per key for
     /// all of them).
-    pub shared: Option<Arc<crate::shared::Shared>>,
+    pub shared: Option<Arc<crate::shared::SharedStore>>,
     /// Wrong keys per client address and in all.
     pub guesses: GuessLimiter,
 }

@@ -121,7 +121,7 @@ pub struct KeyRing {
     /// `stored` is not empty (asked on every request; a DashMap's `is_empty` locks every shard).
     any_stored: std::sync::atomic::AtomicBool,
     /// With several replicas, console keys live in Redis (`stored` caches them) instead of `db`.
-    shared: Option<Arc<crate::shared::Shared>>,
+    shared: Option<Arc<crate::shared::SharedStore>>,
 }
 
 fn mask(key: &str) -> String {
@@ -137,7 +137,7 @@ impl KeyRing {
         config_keys: &[String],
         db: Option<Arc<StateDb>>,
         admin: bool,
-        shared: Option<Arc<crate::shared::Shared>>,
+        shared: Option<Arc<crate::shared::SharedStore>>,
     ) -> Result<Self, String> {
         let db = if shared.is_some() { None } else { db };
         let config = Auth::new(config_keys);

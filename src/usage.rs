@@ -44,13 +44,13 @@ pub struct UsageBook {
     rows: HotMap<(u32, KeyId), Arc<Counters>>,
     db: Option<Arc<StateDb>>,
     /// With several replicas the totals live in Redis; `rows` then holds what is not flushed yet.
-    shared: Option<Arc<crate::shared::Shared>>,
+    shared: Option<Arc<crate::shared::SharedStore>>,
 }
 
 impl UsageBook {
     /// Loads the history kept in `db` (none: counts live in memory only). With `shared`, the history
     /// is the shared store's, and `db` is not used.
-    pub fn open(db: Option<Arc<StateDb>>, shared: Option<Arc<crate::shared::Shared>>) -> Result<Self, String> {
+    pub fn open(db: Option<Arc<StateDb>>, shared: Option<Arc<crate::shared::SharedStore>>) -> Result<Self, String> {
         let rows = HotMap::default();
         let db = if shared.is_some() { None } else { db };
         if let Some(db) = &db {

@@ -107,8 +107,10 @@ fn stream(state: AppState, task: Task, follower: KeyId, last_seen: Option<u64>) 
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
     if slot.changes.is_none() {
         // Another replica runs it: its record in the shared store is read a few times a second.
-        let Some(shared) = state.shared.clone() else { return Err(ApiError::not_found("task not found")) };
-        let events = follow_shared(state, shared, slot, task.id.clone(), last_seen);
+        if !state.service.spans_replicas() {
+            return Err(ApiError::not_found("task not found"));
+        }
+        let events = follow_elsewhere(state, slot, task.id.clone(), last_seen);
         return Ok(Sse::new(events).keep_alive(keep_alive).into_response());
     }
     let events = follow(state, slot, task.id.clone(), task.kind, last_seen);
@@ -116,22 +118,21 @@ fn stream(state: AppState, task: Task, follower: KeyId, last_seen: Option<u64>) 
 }
 
 /// `follow` for a task another replica runs: the same events, from its record in the shared store.
-fn follow_shared(
+fn follow_elsewhere(
     state: AppState,
-    shared: std::sync::Arc<crate::shared::Shared>,
     slot: Slot,
     id: std::sync::Arc<str>,
     last_seen: Option<u64>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold((slot, last_seen, false), move |(slot, mut last, done)| {
-        let (state, shared, id) = (state.clone(), shared.clone(), id.clone());
+        let (state, id) = (state.clone(), id.clone());
         async move {
             if done {
                 return None;
             }
             loop {
                 // Gone (deleted, expired) or unreadable: the stream ends; the client polls or reconnects.
-                let task = shared.task(&id).await.ok()??;
+                let task = state.service.elsewhere(&id).await.ok()??;
                 if let Some(event) = moved_on(&state, &task, &mut last) {
                     return Some((Ok(event), (slot, last, task.status.is_terminal())));
                 }

@@ -70,21 +70,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    let store = match &state.shared {
-        Some(shared) => match shared.ping().await {
-            Ok(()) => "redis",
-            Err(e) => {
-                tracing::warn!("readiness: {e}");
-                "redis_unreachable"
-            }
-        },
-        None => match state.tasks.journal() {
-            Some(j) if j.writable() => "journal",
-            // Creates are refused until the disk takes writes again (the journal retries by itself).
-            Some(_) => "journal_unwritable",
-            None => "memory",
-        },
-    };
+    let store = state.service.store_readiness().await;
     let ready = usable > 0 && !matches!(store, "redis_unreachable" | "journal_unwritable");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {

@@ -16,8 +16,8 @@ use crate::net::FetchPolicy;
 use crate::owner::KeyId;
 use crate::runner::JobRunner;
 use crate::runner::queue::TaskQueue;
+use crate::runner::service::TaskService;
 use crate::tasks::callbacks::CallbackSettings;
-use crate::tasks::idempotency::IdempotencyKeys;
 use crate::tasks::store::TaskStore;
 
 pub struct Inner {
@@ -32,9 +32,8 @@ pub struct Inner {
     pub fetch_policy: FetchPolicy,
     pub tasks: Arc<TaskStore>,
     pub queue: TaskQueue,
-    pub idempotency: Arc<IdempotencyKeys>,
-    /// The Redis store several replicas share (`store.url`); `None` = this process alone.
-    pub shared: Option<Arc<crate::shared::Shared>>,
+    /// Tasks wherever they are (this process, or every replica with a shared store).
+    pub service: Arc<TaskService>,
     /// Open task event streams per key (bounded by `limits.max_event_streams`).
     pub event_streams: Arc<dashmap::DashMap<KeyId, usize>>,
     /// Signing and delivery settings; `None` when no secret is configured (callback_url refused).

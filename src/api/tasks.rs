@@ -21,8 +21,7 @@ use crate::media::{MediaKind, MediaStore};
 use crate::net::{self, FetchError};
 use crate::owner::KeyId;
 use crate::tasks::idempotency::{Claim, body_hash};
-use crate::tasks::journal::TaskRecord;
-use crate::tasks::store::{Listing, Page};
+use crate::tasks::store::Listing;
 use crate::tasks::{Task, TaskApi, TaskKind, TaskStatus, TaskView, VideoRequest};
 
 pub use crate::error::TaskError;
@@ -253,11 +252,7 @@ pub async fn submit(
                 )
             })?;
             let hash = body_hash(&json!({"kind": kind.segment(), "api": api.as_str(), "body": body}));
-            let claim = match &state.shared {
-                Some(shared) => shared.idem_check(&owner, key, &hash).await.map_err(crate::shared::down)?,
-                None => state.idempotency.check(&owner, key, &hash),
-            };
-            match claim {
+            match state.service.idem_check(&owner, key, &hash).await? {
                 Claim::Existing(id) => return Ok(id),
                 Claim::Conflict => return Err(idempotency_conflict()),
                 Claim::New => Some((key.to_owned(), hash)),
@@ -267,17 +262,12 @@ pub async fn submit(
     let own = state.guard.keys.policy(&owner).and_then(|p| p.max_concurrent_tasks);
     let max = own.unwrap_or(state.cfg.limits.max_concurrent_tasks);
     let full = || ApiError::rate_limited(5, format!("this API key already has {max} unfinished tasks"));
-    // With several replicas the slot is reserved atomically across them, and given back once the
-    // task itself counts (or the create failed).
-    // In one process the slot is reserved in the store itself, before the callback lookup and the
-    // image fetch; the task, once created, holds its own count and the reservation goes.
-    let (hold, local) = match &state.shared {
-        Some(shared) if max > 0 => {
-            (Some(shared.reserve_slot(&owner, max).await.map_err(crate::shared::down)?.ok_or_else(full)?), None)
-        }
-        None if max > 0 => (None, Some(state.tasks.reserve(&owner, max).ok_or_else(full)?)),
-        _ => (None, None),
+    // The task, once created, holds its own count and the slot goes.
+    let mut slot = match max {
+        0 => None,
+        _ => Some(state.service.reserve_slot(&owner, max).await?.ok_or_else(full)?),
     };
+    let local = slot.as_mut().and_then(|s| s.take_local());
     let made: Result<Arc<str>, ApiError> = async {
         let callback = callback_url(state, body).await.map_err(|e| e.0)?;
         let (job, b64) = build().await?;
@@ -299,11 +289,7 @@ pub async fn submit(
             )
             .await?;
         if let Some((key, hash)) = idem {
-            let claim = match &state.shared {
-                Some(shared) => shared.idem_bind(&owner, &key, hash, &id).await.map_err(crate::shared::down)?,
-                None => state.idempotency.bind(&owner, &key, hash, id.clone()),
-            };
-            match claim {
+            match state.service.idem_bind(&owner, &key, hash, &id).await? {
                 Claim::New => {}
                 // A concurrent twin won the race: keep its task, drop ours so only one runs.
                 Claim::Existing(first) => {
@@ -319,10 +305,8 @@ pub async fn submit(
         Ok(id)
     }
     .await;
-    if let (Some(shared), Some(hold)) = (&state.shared, hold)
-        && let Err(e) = shared.release_slot(&owner, &hold).await
-    {
-        tracing::warn!("a task slot reservation stays until it lapses: {e}");
+    if let Some(slot) = slot {
+        state.service.release_slot(&owner, slot).await;
     }
     made
 }
@@ -393,13 +377,7 @@ pub(super) async fn readable(
     owner: Option<&KeyId>,
 ) -> Result<Option<Task>, ApiError> {
     let owner = if state.cfg.auth.public_task_reads { None } else { owner };
-    if let Some(t) = state.tasks.get(id, kind, owner) {
-        return Ok(Some(t).filter(|t| t.api == api));
-    }
-    // Made (or run) by another replica: its record in the shared store.
-    let Some(shared) = &state.shared else { return Ok(None) };
-    let task = shared.task(id).await.map_err(crate::shared::down)?;
-    Ok(task.filter(|t| t.kind == kind && t.api == api && owner.is_none_or(|o| t.owner == *o)))
+    state.service.readable(id, kind, api, owner).await
 }
 
 pub(super) async fn lookup(
@@ -489,8 +467,10 @@ async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> 
             _ => return Err(ApiError::invalid_param("limit", format!("limit must be 1-100, got `{s}`")).into()),
         },
     };
-    let page =
-        page(state, owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) }).await?;
+    let page = state
+        .service
+        .page(owner, &Listing { status, after: q.after.as_deref(), ..Listing::native(kind, limit) })
+        .await?;
     let next_after = if page.has_more { page.tasks.last().map(|t| t.id.to_string()) } else { None };
     let tasks: Vec<TaskView> = page.tasks.iter().map(|t| render(t, &state.media)).collect();
     Ok(envelope(StatusCode::OK, "ok", TaskPage { tasks, has_more: page.has_more, next_after }))
@@ -508,104 +488,16 @@ pub async fn delete(
     let kind = kind_of(&segment)?;
     let task = readable(&state, &id, kind, TaskApi::Native, Some(&owner)).await?.ok_or_else(not_found)?;
     if task.status.is_terminal() {
-        forget(&state, &task).await?;
+        state.service.forget(&task).await?;
         return Ok(envelope(StatusCode::OK, "task deleted", TaskDeleted { task_id: id, deleted: true }));
     }
-    match cancel_anywhere(&state, &id, "cancelled by the client").await? {
+    match state.service.cancel_anywhere(&id, "cancelled by the client").await? {
         Some(task) => Ok(envelope(StatusCode::OK, "task cancelled", render(&task, &state.media))),
         // It finished between the lookup and the cancel: report what it is now.
         None => {
             let task = readable(&state, &id, kind, TaskApi::Native, Some(&owner)).await?.ok_or_else(not_found)?;
             Ok(envelope(StatusCode::OK, "task already finished", render(&task, &state.media)))
         }
-    }
-}
-
-/// Forgets a finished task here and, with several replicas, in the shared store at once (the
-/// journal's own delete is written behind, and a read right after must not find the task).
-pub(super) async fn forget(state: &AppState, task: &Task) -> Result<(), ApiError> {
-    state.tasks.remove(&task.id);
-    if let Some(shared) = &state.shared {
-        shared.delete(&task.id, &task.owner).await.map_err(crate::shared::down)?;
-    }
-    Ok(())
-}
-
-/// Cancels an unfinished task wherever it runs and returns it as it is then; `None` when it had
-/// already finished (or its replica did not answer within 3 s).
-pub(super) async fn cancel_anywhere(state: &AppState, id: &str, why: &str) -> Result<Option<Task>, ApiError> {
-    if let Some(task) = state.queue.cancel_because(id, why) {
-        return Ok(Some(task));
-    }
-    let Some(shared) = &state.shared else { return Ok(None) };
-    if state.tasks.snapshot(id).is_some() {
-        return Ok(None); // ours, and already finished
-    }
-    // Still waiting in the shared queue: claim it here and cancel it before anyone starts it.
-    if shared.claim(id).await.map_err(crate::shared::down)?
-        && let Some(task) = shared.task(id).await.map_err(crate::shared::down)?
-    {
-        state.tasks.restore(task);
-        if let Some(task) = state.queue.cancel_because(id, why) {
-            return Ok(Some(task));
-        }
-    }
-    shared.publish_cancel(id, why).await.map_err(crate::shared::down)?;
-    for _ in 0..30 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if let Some(task) = shared.task(id).await.map_err(crate::shared::down)?
-            && task.status.is_terminal()
-        {
-            return Ok(Some(task));
-        }
-    }
-    Ok(None)
-}
-
-/// One page of `owner`'s tasks: from this replica's store, or with several replicas from the shared one.
-pub(super) async fn page(state: &AppState, owner: &KeyId, q: &Listing<'_>) -> Result<Page, ApiError> {
-    let Some(shared) = &state.shared else { return Ok(state.tasks.list(owner, q)) };
-    let mut pager = Pager::new(state, q.limit);
-    let wanted = |t: &Task| t.kind == q.kind && t.api == q.api && q.status.is_none_or(|s| s == t.status);
-    shared.list(owner, q.oldest_first, q.after, |r| pager.offer(r, wanted)).await.map_err(crate::shared::down)?;
-    Ok(pager.page())
-}
-
-/// Fills one page from records the shared store walks through (`Shared::list`, `list_all`).
-pub(super) struct Pager<'a> {
-    state: &'a AppState,
-    limit: usize,
-    page: Page,
-}
-
-impl<'a> Pager<'a> {
-    pub(super) fn new(state: &'a AppState, limit: usize) -> Self {
-        Self { state, limit, page: Page { tasks: Vec::with_capacity(limit.min(100)), has_more: false } }
-    }
-
-    /// Takes `record` if `wanted`; false once the page is full (the walk stops). A task this replica
-    /// holds is taken from its store: fresher than its written-behind record.
-    pub(super) fn offer(&mut self, record: TaskRecord, wanted: impl Fn(&Task) -> bool) -> bool {
-        let task = match self.state.tasks.snapshot(record.id()) {
-            Some(t) => t,
-            None => match record.into_task() {
-                Ok((t, _)) => t,
-                Err(_) => return true,
-            },
-        };
-        if !wanted(&task) {
-            return true;
-        }
-        if self.page.tasks.len() == self.limit {
-            self.page.has_more = true;
-            return false;
-        }
-        self.page.tasks.push(task);
-        true
-    }
-
-    pub(super) fn page(self) -> Page {
-        self.page
     }
 }
 

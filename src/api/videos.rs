@@ -450,7 +450,7 @@ pub async fn list(
         oldest_first,
         ..Listing::native(TaskKind::Video, limit)
     };
-    let page = super::tasks::page(&state, &owner, &listing).await?;
+    let page = state.service.page(&owner, &listing).await?;
     Ok(Json(VideoList {
         object: "list",
         data: page.tasks.iter().map(video_object).collect(),
@@ -471,9 +471,9 @@ pub async fn delete(
     let task = lookup(&state, &id, Some(&owner)).await?;
     let task = match task.status.is_terminal() {
         true => task,
-        false => super::tasks::cancel_anywhere(&state, &id, "cancelled by the client").await?.unwrap_or(task),
+        false => state.service.cancel_anywhere(&id, "cancelled by the client").await?.unwrap_or(task),
     };
-    super::tasks::forget(&state, &task).await?;
+    state.service.forget(&task).await?;
     Ok(Json(VideoDeleted { id, object: "video.deleted", deleted: true }))
 }
 

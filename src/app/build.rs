@@ -19,9 +19,9 @@ use crate::metrics::Metrics;
 use crate::net::FetchPolicy;
 use crate::runner::JobRunner;
 use crate::runner::queue::{Settings as QueueSettings, Signals, TaskQueue};
+use crate::runner::service::TaskService;
 use crate::state_db::StateDb;
 use crate::tasks::callbacks::{CallbackSettings, decode_secret};
-use crate::tasks::idempotency::IdempotencyKeys;
 use crate::tasks::journal::Journal;
 use crate::tasks::store::TaskStore;
 use crate::upstream::Upstream;
@@ -40,7 +40,7 @@ impl AppState {
         });
         let metrics = Arc::new(Metrics::default());
         let shared = match &cfg.store.url {
-            Some(url) => Some(crate::shared::Shared::open(
+            Some(url) => Some(crate::shared::SharedStore::open(
                 url,
                 Duration::from_secs(cfg.store.lease_secs.max(1)),
                 Duration::from_secs(cfg.tasks.ttl_secs),
@@ -112,11 +112,7 @@ impl AppState {
         // With a shared store, it is the journal: a replica starts with nothing of its own and takes
         // over what silent replicas (its own earlier run included) left unfinished.
         let (journal, records) = match (&shared, &cfg.state.dir) {
-            (Some(shared), _) => {
-                let shared = shared.clone();
-                let writer = move |rx, health: Arc<_>| crate::shared::writer::run(shared, rx, &health);
-                (Some(Arc::new(Journal::spawn(writer)?)), Vec::new())
-            }
+            (Some(shared), _) => (Some(Arc::new(Journal::spawn(shared.journal_writer())?)), Vec::new()),
             (None, Some(dir)) => {
                 let (j, records) = Journal::open(dir)?;
                 (Some(Arc::new(j)), records)
@@ -155,20 +151,19 @@ impl AppState {
             );
         }
         spawn_usage_flush(&tracker, shutdown.clone(), usage);
-        let idempotency = Arc::new(IdempotencyKeys::default());
+        let service = Arc::new(TaskService::new(tasks.clone(), queue.clone(), shared));
         spawn_reaper(
             &tracker,
             shutdown.clone(),
             tasks.clone(),
-            idempotency.clone(),
+            service.clone(),
             Duration::from_secs(cfg.tasks.ttl_secs),
             cfg.tasks.max_finished.max(1),
         );
         Ok(Self::from(Inner {
             tasks,
             queue,
-            idempotency,
-            shared,
+            service,
             event_streams: Arc::default(),
             callbacks,
             shutdown,

@@ -10,8 +10,9 @@ use tokio_util::task::TaskTracker;
 use crate::keys::KeyRing;
 use crate::runner::JobRunner;
 use crate::runner::queue::{QueuedTask, TaskQueue};
+use crate::runner::service::TaskService;
+use crate::shared::{News, SharedStore};
 use crate::tasks::TaskStatus;
-use crate::tasks::idempotency::IdempotencyKeys;
 use crate::tasks::journal::TaskRecord;
 use crate::tasks::store::{TaskStore, Transition};
 use crate::usage::UsageBook;
@@ -91,10 +92,10 @@ const IN_FLIGHT_LASTS: Duration = Duration::from_secs(2);
 pub(super) fn spawn_replica_duties(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
-    shared: Arc<crate::shared::Shared>,
+    shared: Arc<SharedStore>,
     (tasks, queue, runner, keys): (Arc<TaskStore>, TaskQueue, Arc<JobRunner>, Arc<KeyRing>),
 ) {
-    let every = (shared.lease / 3).max(Duration::from_millis(200));
+    let every = (shared.lease() / 3).max(Duration::from_millis(200));
     // Token changes this replica sees go out, in order, through one publisher.
     if let Some(client) = runner.upstream().grok_web() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -161,81 +162,31 @@ pub(super) fn spawn_replica_duties(
         }
     });
     tracker.spawn(async move {
-        use futures_util::StreamExt;
-        loop {
-            match shared.client().get_async_pubsub().await {
-                Ok(mut pubsub) => {
-                    let channels = [
-                        crate::shared::CANCEL_CHANNEL,
-                        crate::shared::TOKENS_CHANNEL,
-                        crate::shared::KEYS_CHANNEL,
-                        crate::shared::CLAIMED_CHANNEL,
-                        crate::shared::INFLIGHT_CHANNEL,
-                    ];
-                    if let Err(e) = pubsub.subscribe(&channels).await {
-                        tracing::warn!("cannot subscribe to other replicas' news: {e}");
-                    } else {
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                msg = messages.next() => match msg {
-                                    Some(m) => news(&m, &shared, &cancel_queue, &runner, &keys),
-                                    None => break,
-                                },
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("cannot listen for cancellations: {e}"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        shared.listen(shutdown, |news| hear(news, &cancel_queue, &runner, &keys)).await;
     });
 }
 
-/// One message from another replica: cancel a task this replica runs, or apply a token change.
-fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
-    let Ok(payload) = m.get_payload::<String>() else { return };
-    if m.get_channel_name() == crate::shared::KEYS_CHANNEL {
-        keys.forget_cached(&payload);
-        return;
-    }
-    if m.get_channel_name() == crate::shared::INFLIGHT_CHANNEL {
-        if let Ok(n) = serde_json::from_str::<crate::shared::InFlight>(&payload)
-            && n.replica != shared.replica
-            && let Some(client) = runner.upstream().grok_web()
-        {
-            client.pool().remote_in_flight(Some((&n.replica, n.counts)), IN_FLIGHT_LASTS);
-        }
-        return;
-    }
-    if m.get_channel_name() == crate::shared::CLAIMED_CHANNEL {
-        if let Some((replica, id)) = payload.split_once(' ')
-            && replica != shared.replica
-        {
-            queue.claimed_elsewhere(id);
-        }
-        return;
-    }
-    if m.get_channel_name() == crate::shared::CANCEL_CHANNEL {
-        let (id, why) = payload.split_once('\n').unwrap_or((payload.as_str(), "cancelled by the client"));
-        if queue.cancel_because(id, why).is_some() {
-            tracing::info!(task = %id, "task cancelled through another replica");
-        }
-        return;
-    }
-    match serde_json::from_str::<crate::shared::TokenNews>(&payload) {
-        Ok(n) if n.replica != shared.replica => {
+/// One piece of another replica's news: cancel a task this replica runs, drop a queued copy another
+/// replica claimed, forget a cached key, or apply a token change or request counts.
+fn hear(news: News, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
+    match news {
+        News::KeyChanged(id) => keys.forget_cached(&id),
+        News::InFlight { replica, counts } => {
             if let Some(client) = runner.upstream().grok_web() {
-                client.pool().apply(&n.event);
+                client.pool().remote_in_flight(Some((&replica, counts)), IN_FLIGHT_LASTS);
             }
         }
-        Ok(_) => {}
-        Err(e) => tracing::debug!("unreadable token news: {e}"),
+        News::Claimed(id) => queue.claimed_elsewhere(&id),
+        News::Cancel { id, why } => {
+            if queue.cancel_because(&id, &why).is_some() {
+                tracing::info!(task = %id, "task cancelled through another replica");
+            }
+        }
+        News::Token(event) => {
+            if let Some(client) = runner.upstream().grok_web() {
+                client.pool().apply(&event);
+            }
+        }
     }
 }
 
@@ -283,7 +234,7 @@ pub(super) fn spawn_reaper(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
     tasks: Arc<TaskStore>,
-    idempotency: Arc<IdempotencyKeys>,
+    service: Arc<TaskService>,
     ttl: Duration,
     max_finished: usize,
 ) {
@@ -296,7 +247,7 @@ pub(super) fn spawn_reaper(
             }
             let cutoff = crate::clock::now_ms().saturating_sub(ttl.as_millis() as u64);
             let n = tasks.reap(cutoff, max_finished);
-            idempotency.reap();
+            service.reap_idempotency();
             if n > 0 {
                 tracing::debug!(reaped = n, "finished tasks past their TTL forgotten");
             }

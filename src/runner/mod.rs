@@ -3,6 +3,7 @@
 //! and `upstream` (who makes it), so neither has to know the other's caller.
 
 pub mod queue;
+pub mod service;
 
 use std::sync::Arc;
 

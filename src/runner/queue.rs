@@ -52,7 +52,7 @@ pub struct Settings {
     pub callbacks: Option<CallbackSettings>,
     /// With several replicas: a task is started only while it is still this replica's (a replica
     /// that fell silent too long may have lost it to another).
-    pub shared: Option<Arc<crate::shared::Shared>>,
+    pub shared: Option<Arc<crate::shared::SharedStore>>,
 }
 
 /// A finished task's callback body, in the shape of the API that made it (b64 images are read from
@@ -206,7 +206,7 @@ struct WorkerCtx {
     callbacks: Option<CallbackSettings>,
     tracker: TaskTracker,
     signals: Signals,
-    shared: Option<Arc<crate::shared::Shared>>,
+    shared: Option<Arc<crate::shared::SharedStore>>,
 }
 
 impl WorkerCtx {
@@ -259,7 +259,7 @@ impl WorkerCtx {
         let QueuedTask { id, job, base, b64, resume } = queued;
         let Some(cancel) = self.running.get(&id).map(|t| t.clone()) else { return };
         if let Some(shared) = &self.shared {
-            match shared.claim(&id).await {
+            match shared.claim_task(&id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Another replica took it from the shared queue first.

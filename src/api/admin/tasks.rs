@@ -152,40 +152,14 @@ pub async fn list(
         limit,
     };
     state.guard.keys.refresh().await?;
-    let page = match &state.shared {
-        None => state.tasks.scan(&scan),
-        Some(shared) => shared_scan(&state, shared, &scan).await?,
-    };
+    let page = state.service.scan(&scan).await?;
     let data = page.tasks.iter().map(|t| view(&state, t, false)).collect();
     Ok(Json(AdminTaskList { object: "list", data, has_more: page.has_more }))
 }
 
-/// `TaskStore::scan` over every replica's tasks, from the shared store.
-async fn shared_scan(
-    state: &AppState,
-    shared: &crate::shared::Shared,
-    f: &Scan<'_>,
-) -> Result<crate::tasks::store::Page, ApiError> {
-    let mut pager = crate::api::tasks::Pager::new(state, f.limit);
-    let wanted = |t: &Task| {
-        f.owner.is_none_or(|o| &*t.owner.0 == o)
-            && f.kind.is_none_or(|k| t.kind == k)
-            && f.status.is_none_or(|s| t.status == s)
-            && f.since_ms.is_none_or(|s| t.created_ms >= s)
-            && f.until_ms.is_none_or(|u| t.created_ms < u)
-    };
-    shared.list_all(f.after, |r| pager.offer(r, wanted)).await.map_err(crate::shared::down)?;
-    Ok(pager.page())
-}
-
 /// The task here, or (several replicas) wherever it is.
 async fn find(state: &AppState, id: &str) -> Result<Task, ApiError> {
-    if let Some(t) = state.tasks.snapshot(id) {
-        return Ok(t);
-    }
-    let missing = || ApiError::not_found(format!("no task with id `{id}`"));
-    let Some(shared) = &state.shared else { return Err(missing()) };
-    shared.task(id).await.map_err(crate::shared::down)?.ok_or_else(missing)
+    state.service.find(id).await?.ok_or_else(|| ApiError::not_found(format!("no task with id `{id}`")))
 }
 
 #[utoipa::path(get, path = "/admin/tasks/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = AdminTask), (status = 404, body = crate::error::ErrorBody)))]
@@ -200,7 +174,9 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     if task.status.is_terminal() {
         return Err(ApiError::conflict("task_finished", format!("the task already ended: {}", task.status.as_str())));
     }
-    let task = crate::api::tasks::cancel_anywhere(&state, &id, "cancelled by an operator")
+    let task = state
+        .service
+        .cancel_anywhere(&id, "cancelled by an operator")
         .await?
         .ok_or_else(|| ApiError::conflict("task_finished", "the task ended while it was being cancelled"))?;
     tracing::info!(task = %id, "task cancelled in the console");

@@ -1,8 +1,8 @@
-//! State several replicas share through Redis (`store.url = "redis://…"`, Redis 7+ or Valkey): task
+//! The shared store on Redis (`store.url = "redis://…"`, Redis 7+ or Valkey): task
 //! records and each owner's index (any replica reads any task), idempotency keys, request rates and
 //! unfinished-task counts per key, and which replica runs which task. A replica that stops
 //! heart-beating loses its unfinished tasks to the others, which resume or fail them exactly as a
-//! restart does (`app::recover`). The embedded journal stays the default for one machine.
+//! restart does (`app::duties::recover`). The embedded journal stays the default for one machine.
 //!
 //! Keys (`g2a:` prefix): `t:<id>` record · `o:<owner>` zset of ids by creation · `a:<owner>` set of
 //! unfinished ids · `r:<replica>` set of the ids it runs · `alive:<replica>` heartbeat · `replicas` ·
@@ -16,20 +16,12 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
+use super::{InFlight, News, TokenEvent, TokenNews, Totals};
 use crate::owner::KeyId;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
-
-/// One usage row (a key on a day): as `usage` counts it, the admin API shows it, and replicas sum it here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Totals {
-    pub requests: u64,
-    pub images: u64,
-    pub video_seconds: u64,
-    pub errors: u64,
-    pub rate_limited: u64,
-}
 
 pub const PREFIX: &str = "g2a:";
 
@@ -67,21 +59,8 @@ const USAGE_INDEX: &str = "g2a:usage";
 /// Each replica's requests in flight per token (`InFlight`), every half second while it has some.
 pub const INFLIGHT_CHANNEL: &str = "g2a:inflight";
 
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct InFlight {
-    pub replica: String,
-    pub counts: std::collections::HashMap<String, u32>,
-}
-
 /// The latest rest of each token and product, for replicas that start later.
 const TOKEN_STATE: &str = "g2a:tokstate";
-
-/// A token change on the wire: who saw it, and what.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct TokenNews {
-    pub replica: String,
-    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
-}
 
 /// A token bucket in one round trip, timed by the Redis clock so replicas' clocks do not matter.
 const RATE_SCRIPT: &str = r#"
@@ -139,17 +118,7 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return ids
 "#;
 
-/// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
-/// here. Shaped for `map_err`.
-pub fn down(why: String) -> crate::error::ApiError {
-    tracing::error!("shared store unreachable: {why}");
-    crate::error::ApiError::unavailable(
-        "store_unavailable",
-        "the shared task store (redis) is unreachable; retry later",
-    )
-}
-
-pub struct Shared {
+pub struct RedisStore {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
     /// This process: a fresh id per start, so a restarted replica's old tasks are claimed like any
@@ -165,13 +134,13 @@ fn err(e: redis::RedisError) -> String {
     format!("redis: {e}")
 }
 
-impl Shared {
+impl RedisStore {
     /// Parses the URL (`redis://`, `rediss://` for TLS; auth in the URL); connects on first use.
-    pub fn open(url: &str, lease: Duration, task_ttl: Duration) -> Result<Arc<Self>, String> {
+    pub fn open(url: &str, lease: Duration, task_ttl: Duration) -> Result<Self, String> {
         crate::install_crypto_provider();
         let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
         let replica = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Ok(Arc::new(Self { client, conn: OnceCell::new(), replica, lease, task_ttl }))
+        Ok(Self { client, conn: OnceCell::new(), replica, lease, task_ttl })
     }
 
     pub fn client(&self) -> &redis::Client {
@@ -396,8 +365,8 @@ impl Shared {
     }
 
     /// Tells the other replicas what an upstream answer did to a token, and keeps rests for late joiners.
-    pub async fn publish_token(&self, event: crate::upstream::grok_web::token_pool::TokenEvent) -> Result<(), String> {
-        use crate::upstream::grok_web::token_pool::TokenEvent;
+    pub async fn publish_token(&self, event: TokenEvent) -> Result<(), String> {
+        use TokenEvent;
         let field = match &event {
             TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
             TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
@@ -416,7 +385,7 @@ impl Shared {
     }
 
     /// Every token rest other replicas recorded.
-    pub async fn token_states(&self) -> Result<Vec<crate::upstream::grok_web::token_pool::TokenEvent>, String> {
+    pub async fn token_states(&self) -> Result<Vec<TokenEvent>, String> {
         let mut c = self.conn().await?;
         let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_STATE).await.map_err(err)?;
         Ok(all.values().filter_map(|v| serde_json::from_str::<TokenNews>(v).ok()).map(|n| n.event).collect())
@@ -502,7 +471,7 @@ impl Shared {
     }
 
     /// Claims task `id` to run it here: true once, for one replica (the others then skip it).
-    pub async fn claim(&self, id: &str) -> Result<bool, String> {
+    pub async fn claim_task(&self, id: &str) -> Result<bool, String> {
         let mut c = self.conn().await?;
         let won: bool = redis::Script::new(CLAIM_TASK_SCRIPT)
             .key(UNCLAIMED)
@@ -548,5 +517,64 @@ impl Shared {
     pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
         let mut c = self.conn().await?;
         c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
+    }
+
+    /// Other replicas' news until `stop`, subscribing again a second after a lost connection.
+    pub async fn listen(&self, stop: CancellationToken, mut on: impl FnMut(News)) {
+        use futures_util::StreamExt;
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    let channels = [CANCEL_CHANNEL, TOKENS_CHANNEL, KEYS_CHANNEL, CLAIMED_CHANNEL, INFLIGHT_CHANNEL];
+                    if let Err(e) = pubsub.subscribe(&channels).await {
+                        tracing::warn!("cannot subscribe to other replicas' news: {e}");
+                    } else {
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                msg = messages.next() => match msg {
+                                    Some(m) => if let Some(news) = self.news(&m) { on(news) },
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot listen for other replicas' news: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One message of another replica, read; this replica's own words and unreadable ones are `None`.
+    fn news(&self, m: &redis::Msg) -> Option<News> {
+        let payload = m.get_payload::<String>().ok()?;
+        match m.get_channel_name() {
+            KEYS_CHANNEL => Some(News::KeyChanged(payload)),
+            INFLIGHT_CHANNEL => {
+                let n = serde_json::from_str::<InFlight>(&payload).ok()?;
+                (n.replica != self.replica).then_some(News::InFlight { replica: n.replica, counts: n.counts })
+            }
+            CLAIMED_CHANNEL => {
+                let (replica, id) = payload.split_once(' ')?;
+                (replica != self.replica).then(|| News::Claimed(id.to_owned()))
+            }
+            CANCEL_CHANNEL => {
+                let (id, why) = payload.split_once('\n').unwrap_or((payload.as_str(), "cancelled by the client"));
+                Some(News::Cancel { id: id.to_owned(), why: why.to_owned() })
+            }
+            _ => match serde_json::from_str::<TokenNews>(&payload) {
+                Ok(n) if n.replica != self.replica => Some(News::Token(n.event)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!("unreadable token news: {e}");
+                    None
+                }
+            },
+        }
     }
 }

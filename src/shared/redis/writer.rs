@@ -2,17 +2,16 @@
 //! later changes written behind, in batches), applied as one pipeline per batch, plus the indexes the
 //! other replicas read: the owner's list, the owner's unfinished set, and this replica's running set.
 
-use std::sync::Arc;
 use std::sync::mpsc;
 
-use super::{ALL_TASKS, Shared, UNCLAIMED, active_key, owner_key, running_key, task_key};
+use super::{ALL_TASKS, RedisStore, UNCLAIMED, active_key, owner_key, running_key, task_key};
 use crate::tasks::journal::{Batching, Health, Op};
 
 const BATCH: usize = 1024;
 
 /// Runs on the journal's own thread (see `Journal::spawn`) with a small runtime of its own. What a
 /// failed pipeline carried is dropped, not kept (see `Batching::keep_failed`).
-pub fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, health: &Health) {
+pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
