@@ -7,7 +7,12 @@
 //! runs which task (a silent replica's tasks are taken over), console keys, usage rows, token states,
 //! and news between replicas (`News`).
 
+pub mod news;
 pub mod redis;
+pub mod totals;
+
+pub use news::{InFlight, News, TokenNews};
+pub use totals::Totals;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,45 +24,6 @@ use crate::owner::KeyId;
 use crate::tasks::idempotency::Claim;
 use crate::tasks::journal::{Health, Op, TaskRecord};
 use crate::upstream::grok_web::token_pool::TokenEvent;
-
-/// One usage row (a key on a day): as `usage` counts it, the admin API shows it, and replicas sum it here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Totals {
-    pub requests: u64,
-    pub images: u64,
-    pub video_seconds: u64,
-    pub errors: u64,
-    pub rate_limited: u64,
-}
-
-/// Each replica's requests in flight per token, as one replica tells the others.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct InFlight {
-    pub replica: String,
-    pub counts: std::collections::HashMap<String, u32>,
-}
-
-/// A token change on the wire: who saw it, and what.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct TokenNews {
-    pub replica: String,
-    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
-}
-
-/// What other replicas say, as one replica hears it (its own words are not among them).
-#[derive(Debug)]
-pub enum News {
-    /// Cancel this task if this replica runs it, saying why.
-    Cancel { id: String, why: String },
-    /// Another replica claimed this task: a queued copy here is dropped.
-    Claimed(String),
-    /// A console key changed (rotated, revoked): a cached copy is dropped.
-    KeyChanged(String),
-    /// Another replica's requests in flight per token.
-    InFlight { replica: String, counts: HashMap<String, u32> },
-    /// A token change another replica saw.
-    Token(TokenEvent),
-}
 
 /// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
 /// here. Shaped for `map_err`.

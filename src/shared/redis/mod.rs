@@ -18,10 +18,12 @@ use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::{InFlight, News, TokenEvent, TokenNews, Totals};
 use crate::owner::KeyId;
+use crate::shared::news::{InFlight, News, TokenNews};
+use crate::shared::totals::Totals;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
+use crate::upstream::grok_web::token_pool::TokenEvent;
 
 pub const PREFIX: &str = "g2a:";
 

@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use super::{ALL_TASKS, RedisStore, UNCLAIMED, active_key, owner_key, running_key, task_key};
+use crate::shared::redis::{ALL_TASKS, RedisStore, UNCLAIMED, active_key, owner_key, running_key, task_key};
 use crate::tasks::journal::{Batching, Health, Op};
 
 const BATCH: usize = 1024;

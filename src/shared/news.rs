@@ -1,0 +1,34 @@
+//! What replicas tell each other through the shared store.
+
+use std::collections::HashMap;
+
+use crate::upstream::grok_web::token_pool::TokenEvent;
+
+/// Each replica's requests in flight per token, as one replica tells the others.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct InFlight {
+    pub replica: String,
+    pub counts: std::collections::HashMap<String, u32>,
+}
+
+/// A token change on the wire: who saw it, and what.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct TokenNews {
+    pub replica: String,
+    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
+}
+
+/// What other replicas say, as one replica hears it (its own words are not among them).
+#[derive(Debug)]
+pub enum News {
+    /// Cancel this task if this replica runs it, saying why.
+    Cancel { id: String, why: String },
+    /// Another replica claimed this task: a queued copy here is dropped.
+    Claimed(String),
+    /// A console key changed (rotated, revoked): a cached copy is dropped.
+    KeyChanged(String),
+    /// Another replica's requests in flight per token.
+    InFlight { replica: String, counts: HashMap<String, u32> },
+    /// A token change another replica saw.
+    Token(TokenEvent),
+}
