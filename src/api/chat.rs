@@ -371,7 +371,7 @@ pub struct Usage {
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "video", request_body = ChatRequest,
     responses(
         (status = 200, description = "the video (SSE `chat.completion.chunk`s with `progress` when `stream: true`)", content(
-            (ChatCompletion = "application/json"), (super::openapi::StreamEvent = "text/event-stream"))),
+            (ChatCompletion = "application/json"), (super::schema::StreamEvent = "text/event-stream"))),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
         (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]

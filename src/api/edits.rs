@@ -243,10 +243,10 @@ impl<S: Send + Sync> FromRequest<S> for EditBody {
 }
 
 #[utoipa::path(post, path = "/v1/images/edits", tag = "images",
-    request_body(content((super::openapi::EditForm = "multipart/form-data"), (super::openapi::EditJsonForm = "application/json"))),
+    request_body(content((super::schema::EditForm = "multipart/form-data"), (super::schema::EditJsonForm = "application/json"))),
     responses(
         (status = 200, description = "the edited images (SSE `image_edit.partial_image` / `image_edit.completed` with `stream=true`)", content(
-            (super::images::ImagesResponse = "application/json"), (super::openapi::StreamEvent = "text/event-stream"))),
+            (super::images::ImagesResponse = "application/json"), (super::schema::StreamEvent = "text/event-stream"))),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]

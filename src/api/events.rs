@@ -184,8 +184,8 @@ fn follow(
 
 /// `GET /v1/{kind}/tasks/{id}/events`.
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/events", tag = "tasks",
-    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
-    responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = super::openapi::TaskEvent),
+    params(("kind" = super::schema::TaskSegment, Path), ("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
+    responses((status = 200, description = "server-sent events: one per status/progress change, then the terminal one", content_type = "text/event-stream", body = super::schema::TaskEvent),
               (status = 404, body = crate::error::TaskErrorBody), (status = 429, body = crate::error::TaskErrorBody)))]
 pub async fn task_events(
     State(state): State<AppState>,
@@ -210,7 +210,7 @@ pub async fn task_events(
 /// `GET /v1/videos/{id}/events`.
 #[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
     params(("id" = String, Path), ("Last-Event-ID" = Option<u64>, Header)),
-    responses((status = 200, description = "server-sent events carrying Video objects (or xAI poll answers)", content_type = "text/event-stream", body = super::openapi::VideoEvent),
+    responses((status = 200, description = "server-sent events carrying Video objects (or xAI poll answers)", content_type = "text/event-stream", body = super::schema::VideoEvent),
               (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn video_events(
     State(state): State<AppState>,

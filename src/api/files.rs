@@ -18,8 +18,8 @@ use crate::media::{MediaKind, RangeRequest, parse_range};
 #[utoipa::path(get, path = "/v1/files/{kind}/{name}", tag = "files",
     description = "A link is a capability: no key is needed unless `files.require_auth` is set.",
     security((), ("api_key" = [])),
-    params(("kind" = super::openapi::FileKind, Path), ("name" = String, Path), super::openapi::MediaHeaders),
-    responses(super::openapi::MediaAnswers, (status = 404, body = crate::error::ErrorBody)))]
+    params(("kind" = super::schema::FileKind, Path), ("name" = String, Path), super::schema::MediaHeaders),
+    responses(super::schema::MediaAnswers, (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,

@@ -243,7 +243,7 @@ impl ImageGenerationRequest {
 #[utoipa::path(post, path = "/v1/images/generations", tag = "images", request_body = ImageGenerationRequest,
     responses(
         (status = 200, description = "the images; with `stream: true` an SSE stream of `image_generation.partial_image` and `image_generation.completed` events", content(
-            (ImagesResponse = "application/json"), (super::openapi::StreamEvent = "text/event-stream"))),
+            (ImagesResponse = "application/json"), (super::schema::StreamEvent = "text/event-stream"))),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
         (status = 502, body = crate::error::ErrorBody), (status = 504, body = crate::error::ErrorBody)))]

@@ -12,9 +12,11 @@ pub mod images;
 pub mod models;
 pub mod openapi;
 pub mod responses;
+pub mod schema;
 pub mod state;
 pub mod stream;
 pub mod tasks;
+pub mod video_spec;
 pub mod videos;
 pub mod xai_videos;
 

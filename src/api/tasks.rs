@@ -331,7 +331,7 @@ fn idempotency_conflict() -> ApiError {
 
 #[utoipa::path(post, path = "/v1/video/generations/async", tag = "tasks",
     description = "Also at `POST /v1/video/tasks`. The chat-completions body (or the bare `prompt` form) plus `callback_url`.",
-    request_body = super::openapi::VideoTaskForm, params(super::openapi::IdempotencyKey),
+    request_body = VideoTaskForm, params(super::schema::IdempotencyKey),
     responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = TaskErrorBody),
               (status = 401, body = TaskErrorBody), (status = 422, body = TaskErrorBody), (status = 429, body = TaskErrorBody)))]
 pub async fn create_video(
@@ -350,7 +350,7 @@ pub async fn create_video(
 
 #[utoipa::path(post, path = "/v1/images/generations/async", tag = "tasks",
     description = "Also at `POST /v1/images/tasks`. The images body plus `callback_url`.",
-    request_body = super::openapi::ImageTaskForm, params(super::openapi::IdempotencyKey),
+    request_body = ImageTaskForm, params(super::schema::IdempotencyKey),
     responses((status = 202, body = Envelope<TaskAccepted>), (status = 400, body = TaskErrorBody),
               (status = 401, body = TaskErrorBody), (status = 422, body = TaskErrorBody), (status = 429, body = TaskErrorBody)))]
 pub async fn create_image(
@@ -390,7 +390,7 @@ pub(super) async fn lookup(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
+    params(("kind" = super::schema::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, body = Envelope<TaskView>), (status = 404, body = TaskErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
@@ -402,7 +402,7 @@ pub async fn status(
 }
 
 #[utoipa::path(get, path = "/v1/{kind}/tasks/{id}/result", tag = "tasks",
-    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
+    params(("kind" = super::schema::TaskSegment, Path), ("id" = String, Path)),
     responses((status = 200, body = Envelope<TaskView>),
               (status = 409, description = "not finished yet (`Retry-After`)", body = Envelope<TaskView>),
               (status = 404, body = TaskErrorBody)))]
@@ -477,8 +477,8 @@ async fn list(state: &AppState, owner: &KeyId, kind: TaskKind, q: ListQuery) -> 
 }
 
 #[utoipa::path(delete, path = "/v1/{kind}/tasks/{id}", tag = "tasks",
-    params(("kind" = super::openapi::TaskSegment, Path), ("id" = String, Path)),
-    responses((status = 200, description = "cancelled (the task) or forgotten", body = super::openapi::TaskDeleteAnswer),
+    params(("kind" = super::schema::TaskSegment, Path), ("id" = String, Path)),
+    responses((status = 200, description = "cancelled (the task) or forgotten", body = TaskDeleteAnswer),
               (status = 404, body = TaskErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -499,6 +499,48 @@ pub async fn delete(
             Ok(envelope(StatusCode::OK, "task already finished", render(&task, &state.media)))
         }
     }
+}
+
+/// Documentation only (the OpenAPI document).
+/// `POST /v1/video/generations/async`: the chat-completions body, or the bare form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct VideoTaskForm {
+    pub model: String,
+    /// The chat form; or leave it out and give `prompt` (and the fields below) directly.
+    pub messages: Option<Vec<super::chat::ChatMessage>>,
+    #[schema(value_type = Option<Object>)]
+    pub video_config: Option<serde_json::Value>,
+    pub prompt: Option<String>,
+    pub aspect_ratio: Option<String>,
+    /// Whole seconds, 1–15.
+    pub video_length: Option<u32>,
+    pub resolution_name: Option<String>,
+    pub preset: Option<String>,
+    /// A first-frame image: https URL, data URL, or one of this gateway's image links.
+    pub image_url: Option<String>,
+    /// Several images: reference-to-video (2–7).
+    pub image_urls: Option<Vec<String>>,
+    /// Where to POST the signed result (Standard Webhooks).
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/images/generations/async`: the images body plus `callback_url`.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+pub struct ImageTaskForm {
+    #[serde(flatten)]
+    pub request: ImageGenerationRequest,
+    pub callback_url: Option<String>,
+}
+
+/// `DELETE /v1/{kind}/tasks/{id}`: the cancelled task, or the forgotten one's id.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum TaskDeleteAnswer {
+    Cancelled(crate::error::Envelope<crate::tasks::TaskView>),
+    Forgotten(crate::error::Envelope<TaskDeleted>),
 }
 
 #[cfg(test)]

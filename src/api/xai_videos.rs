@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::chat::load_images;
-use super::videos::{VideoSpec, seconds, submit_video, video_model};
+use super::video_spec::{VideoSpec, seconds, submit_video, video_model};
 use super::{JsonBody, validate_prompt};
 use crate::api::state::AppState;
 use crate::error::ApiError;
@@ -116,7 +116,7 @@ impl Spec {
 }
 
 #[utoipa::path(post, path = "/v1/videos/generations", tag = "videos",
-    request_body = super::openapi::XaiCreateForm, params(super::openapi::IdempotencyKey),
+    request_body = super::schema::XaiCreateForm, params(super::schema::IdempotencyKey),
     responses((status = 200, body = XaiCreated), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody)))]
