@@ -66,7 +66,7 @@ impl Server {
         )?);
         let signals = crate::server::Shutdown { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
-            crate::server::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;
+            crate::server::accept::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;
             // From here on: no new connections; one grace period for requests and running tasks.
             let deadline = tokio::time::Instant::now() + grace;
             conns.close();

@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use super::body::{GuardedBody, Ticket};
-use super::{ServeOptions, Shutdown};
 use crate::net::ClientAddr;
+use crate::server::body::{GuardedBody, Ticket};
+use crate::server::{ServeOptions, Shutdown};
 
 /// What a connection is doing, for the idle watchdog.
 struct Activity {

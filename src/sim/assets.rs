@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Sim, StoredAsset, json_error};
+use crate::sim::state::{Sim, StoredAsset, json_error};
 
 fn serve(asset: StoredAsset) -> Response {
     let mut r = asset.bytes.into_response();
@@ -94,7 +94,7 @@ pub(super) async fn signer(State(sim): State<Sim>, axum::Json(body): axum::Json<
 
 /// An `x-statsig-id` for `build` at `unix_now`, assembled the way the web app does (the simulator's
 /// own code, as `statsig_valid` checks it).
-pub(crate) fn sign(build: &super::frontend::Build, method: &str, path: &str, unix_now: u64) -> String {
+pub(crate) fn sign(build: &crate::sim::state::Build, method: &str, path: &str, unix_now: u64) -> String {
     use base64::Engine;
     use sha2::Digest;
     let t = unix_now.saturating_sub(1_682_924_400) as u32;

@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Sim;
 use super::tls::ConnInfo;
+use crate::sim::state::Sim;
 
 /// A browser's ClientHello, as JA4 parts b and c (ciphers; extensions + signature algorithms), which
 /// do not depend on whether SNI was sent.

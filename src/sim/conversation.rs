@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::render::{dims_for_ratio, render_png, seed_of};
-use super::{Faults, Sim, StoredAsset, json_error};
+use crate::sim::faults::Faults;
+use crate::sim::state::{Sim, StoredAsset, json_error};
 
 fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -177,7 +178,7 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         return stream_response(steps);
     }
     if !sim.take_quota(&account.token) {
-        return super::rate_limited();
+        return crate::sim::state::rate_limited();
     }
     let ctx = Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults };
     if kind == "imageToImage" {
@@ -312,7 +313,7 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
     let thumb_path = format!("users/{user}/generated/{video_id}/preview_image.png");
     // The video is made upstream whatever becomes of this stream: it is ready when the stream would
     // have delivered it, and its post says so.
-    let post = super::posts::SimPost {
+    let post = crate::sim::state::SimPost {
         owner: user.to_owned(),
         video_id: video_id.clone(),
         ready_at: std::time::Instant::now() + ctx.delay() * 8,

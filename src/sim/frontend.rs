@@ -19,33 +19,10 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde_json::json;
 
-use super::Sim;
+use crate::sim::state::{Build, Positions, Sim};
 
 /// How far (in units of the rounded digit) every rounded value must sit from a rounding edge.
 const EDGE_MARGIN: f64 = 0.02;
-
-/// The seed positions the generator reads (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Positions {
-    pub group: usize,
-    pub segment: usize,
-    pub ct: [usize; 3],
-}
-
-pub(crate) struct Build {
-    pub seed: [u8; 48],
-    /// 4 groups of 16 curves: colour pair (6), angle (1), easing (4), each 0..=255.
-    pub curves: Vec<Vec<[u8; 11]>>,
-    pub positions: Positions,
-    /// What a correct client hashes after the salt.
-    pub fingerprint: String,
-    /// The class name the page's hidden animation group carries; rotates with the build too.
-    class: String,
-    /// (file name, body), in the order the page links them; the generator last, linked from none.
-    chunks: Vec<(String, String)>,
-    /// How many of `chunks` the page links.
-    linked: usize,
-}
 
 impl Build {
     pub fn generate() -> Self {

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::render::{dims_for_ratio, render_png, seed_of};
-use super::{Faults, Sim, StoredAsset};
+use crate::sim::faults::Faults;
+use crate::sim::state::{Sim, StoredAsset};
 
 pub(super) async fn upgrade(State(sim): State<Sim>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let account = match sim.account(&headers) {
@@ -22,7 +23,7 @@ pub(super) async fn upgrade(State(sim): State<Sim>, headers: HeaderMap, ws: WebS
         Err(r) => return r.into_response(),
     };
     if sim.remaining(&account.token) == 0 {
-        return super::rate_limited();
+        return crate::sim::state::rate_limited();
     }
     ws.on_upgrade(move |socket| session(sim, account.token, socket))
 }
@@ -157,7 +158,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             StoredAsset { owner: String::new(), content_type: "image/png", bytes: png.clone() },
         );
         // The image is also the account's own asset: its id can be fed back (e.g. image-to-video).
-        let user = super::user_id(token);
+        let user = crate::sim::state::user_id(token);
         let path = format!("users/{user}/generated/{id}/image.png");
         sim.assets.put(path.clone(), StoredAsset { owner: user, content_type: "image/png", bytes: png.clone() });
         sim.uploads.insert(id.clone(), path);

@@ -13,21 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Sim, json_error};
-
-/// A video post as the simulator keeps it.
-#[derive(Clone)]
-pub(crate) struct SimPost {
-    pub owner: String,
-    pub video_id: String,
-    pub ready_at: Instant,
-    pub video_path: String,
-    pub thumbnail_path: String,
-    pub resolution: String,
-    pub moderated: bool,
-    /// `[sim:vanish]`: the post is lost upstream (404), so nothing can be recovered.
-    pub vanished: bool,
-}
+use crate::sim::state::{Sim, json_error};
 
 pub(super) async fn get(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     let account = match sim.rest_account(&headers, "POST", "/rest/media/post/get") {

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -36,33 +36,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::render::{dims_for_ratio, render_png, seed_of};
-use super::{Faults, Sim, StoredAsset};
+use crate::sim::faults::Faults;
+use crate::sim::state::{Sim, StoredAsset, VideoJob, XaiFaults};
 
 /// Steps a video takes to finish, each `frame_delay` (+ slow) long.
 const VIDEO_STEPS: u32 = 6;
-
-pub(crate) struct VideoJob {
-    started: Instant,
-    step: Duration,
-    faults: Faults,
-    xai_faults: XaiFaults,
-    /// Polls answered so far.
-    polls: AtomicU32,
-    ratio: String,
-    duration: u64,
-    key: String,
-}
-
-/// Fault tokens only the xAI flavor knows (the shared ones are `Faults`).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct XaiFaults {
-    credits: bool,
-    moderation_flag: bool,
-    empty_data: bool,
-    key_urlencoded: bool,
-    poll_502: u32,
-    poll_empty_202: bool,
-}
 
 impl XaiFaults {
     fn parse(prompt: &str) -> Self {
