@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use grok2api::app::Server;
-use grok2api::config::{Cli, Command, Config, LogFormat, SimArgs, UpstreamKind};
+use grok2api::cli::{Cli, Command, SimArgs};
+use grok2api::config::{LogFormat, UpstreamKind};
 use grok2api::sim::{self, SimConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -66,8 +67,8 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-async fn serve(args: grok2api::config::ServeArgs) -> Result<(), String> {
-    let mut cfg = Config::load(&args).map_err(|e| e.to_string())?;
+async fn serve(args: grok2api::cli::ServeArgs) -> Result<(), String> {
+    let mut cfg = args.load_config().map_err(|e| e.to_string())?;
     init_tracing(cfg.log.format, &cfg.log.level);
 
     let mut demo_sim = None;
@@ -191,7 +192,7 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn doctor(args: grok2api::config::DoctorArgs) -> ExitCode {
+async fn doctor(args: grok2api::cli::DoctorArgs) -> ExitCode {
     init_tracing(LogFormat::Text, "warn");
     let cfg = match args.grok_config() {
         Ok(c) => c,
