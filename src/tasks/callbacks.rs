@@ -58,22 +58,22 @@ pub fn event(task: &Task, data: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"type": kind, "taskId": &*task.id, "kind": task.kind.event_kind(), "data": data})
 }
 
-enum Attempt {
+enum AttemptOutcome {
     Delivered,
     /// Do not try again (410 Gone, or the target became forbidden).
     Stop(String),
     Retry(String),
 }
 
-async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) -> Attempt {
+async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) -> AttemptOutcome {
     let target = match net::parse_target(url) {
         Ok(u) => u,
-        Err(e) => return Attempt::Stop(e.to_string()),
+        Err(e) => return AttemptOutcome::Stop(e.to_string()),
     };
     let (target, addr) = match net::resolve_checked(&target, &settings.policy).await {
         Ok(pair) => pair,
-        Err(net::FetchError::Forbidden(m)) => return Attempt::Stop(m),
-        Err(net::FetchError::Failed(m)) => return Attempt::Retry(m),
+        Err(net::FetchError::Forbidden(m)) => return AttemptOutcome::Stop(m),
+        Err(net::FetchError::Failed(m)) => return AttemptOutcome::Retry(m),
     };
     let host = target.host_str().unwrap_or_default().to_owned();
     // Never through an environment proxy: it would resolve the host again, past the pinned address.
@@ -85,7 +85,7 @@ async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) 
         .build()
     {
         Ok(c) => c,
-        Err(e) => return Attempt::Retry(format!("HTTP client: {e}")),
+        Err(e) => return AttemptOutcome::Retry(format!("HTTP client: {e}")),
     };
     let timestamp = crate::clock::now_secs();
     let resp = client
@@ -99,11 +99,11 @@ async fn attempt(settings: &CallbackSettings, url: &str, id: &str, body: &[u8]) 
         .send()
         .await;
     match resp {
-        Ok(r) if r.status().is_success() => Attempt::Delivered,
-        Ok(r) if r.status() == reqwest::StatusCode::GONE => Attempt::Stop("receiver answered 410 Gone".into()),
-        Ok(r) => Attempt::Retry(format!("receiver answered HTTP {}", r.status().as_u16())),
-        Err(e) if e.is_timeout() => Attempt::Retry(format!("no answer within {}s", settings.timeout.as_secs())),
-        Err(e) => Attempt::Retry(format!("cannot deliver: {e}")),
+        Ok(r) if r.status().is_success() => AttemptOutcome::Delivered,
+        Ok(r) if r.status() == reqwest::StatusCode::GONE => AttemptOutcome::Stop("receiver answered 410 Gone".into()),
+        Ok(r) => AttemptOutcome::Retry(format!("receiver answered HTTP {}", r.status().as_u16())),
+        Err(e) if e.is_timeout() => AttemptOutcome::Retry(format!("no answer within {}s", settings.timeout.as_secs())),
+        Err(e) => AttemptOutcome::Retry(format!("cannot deliver: {e}")),
     }
 }
 
@@ -142,18 +142,18 @@ pub fn dispatch(
         let mut delays = settings.retry_delays.iter();
         loop {
             match attempt(&settings, &url, &msg_id, &body).await {
-                Attempt::Delivered => {
+                AttemptOutcome::Delivered => {
                     settings.metrics.callback("delivered");
                     store.record_callback(&task_id, true, None, true);
                     return;
                 }
-                Attempt::Stop(e) => {
+                AttemptOutcome::Stop(e) => {
                     settings.metrics.callback("abandoned");
                     tracing::warn!(task = %task_id, "callback abandoned: {e}");
                     store.record_callback(&task_id, false, Some(e), true);
                     return;
                 }
-                Attempt::Retry(e) => {
+                AttemptOutcome::Retry(e) => {
                     let Some(delay) = delays.next() else {
                         settings.metrics.callback("given_up");
                         tracing::warn!(task = %task_id, "callback given up after retries: {e}");

@@ -31,13 +31,13 @@ pub struct TaskQuery {
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct TaskError {
+pub struct TaskFailureView {
     pub code: String,
     pub message: String,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Attempt {
+pub struct CallbackAttemptView {
     /// Unix seconds.
     pub at: u64,
     pub ok: bool,
@@ -54,7 +54,7 @@ pub struct CallbackInfo {
     pub done: bool,
     /// Only in the detail: the latest attempts, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<Attempt>>,
+    pub history: Option<Vec<CallbackAttemptView>>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -71,7 +71,7 @@ pub struct AdminTask {
     pub progress: u8,
     pub created_at: u64,
     pub updated_at: u64,
-    pub error: Option<TaskError>,
+    pub error: Option<TaskFailureView>,
     pub callback: Option<CallbackInfo>,
     /// Only in the detail: the task as `GET /v1/{kind}/tasks/{id}` shows it (image results as links).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +87,9 @@ pub struct AdminTaskList {
 
 fn view(state: &AppState, t: &Task, detail: bool) -> AdminTask {
     let error = match t.outcome.as_deref() {
-        Some(Outcome::Failed { code, message }) => Some(TaskError { code: code.clone(), message: message.clone() }),
+        Some(Outcome::Failed { code, message }) => {
+            Some(TaskFailureView { code: code.clone(), message: message.clone() })
+        }
         _ => None,
     };
     let callback = t.callback.as_deref().map(|c| CallbackInfo {
@@ -97,7 +99,10 @@ fn view(state: &AppState, t: &Task, detail: bool) -> AdminTask {
         last_error: c.last_error.clone(),
         done: c.done,
         history: detail.then(|| {
-            c.history.iter().map(|a| Attempt { at: a.at_ms / 1000, ok: a.ok, error: a.error.clone() }).collect()
+            c.history
+                .iter()
+                .map(|a| CallbackAttemptView { at: a.at_ms / 1000, ok: a.ok, error: a.error.clone() })
+                .collect()
         }),
     });
     AdminTask {
