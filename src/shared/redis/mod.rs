@@ -4,9 +4,15 @@
 //! heart-beating loses its unfinished tasks to the others, which resume or fail them exactly as a
 //! restart does (`app::duties::recover`). The embedded journal stays the default for one machine.
 //!
-//! Keys (`g2a:` prefix): `t:<id>` record · `o:<owner>` zset of ids by creation · `a:<owner>` set of
-//! unfinished ids · `r:<replica>` set of the ids it runs · `alive:<replica>` heartbeat · `replicas` ·
-//! `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket · channel `cancel`.
+//! Keys (`g2a:` prefix):
+//! - tasks: `t:<id>` record · `o:<owner>` zset of ids by creation · `all` zset of every id (the
+//!   console) · `queue` zset of unstarted ids (any replica takes the oldest) · `a:<owner>` zset of
+//!   unfinished ids and slot reservations · `r:<replica>` set of the ids it runs;
+//! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set;
+//! - per key: `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket;
+//! - console: `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
+//!   hash of one row's counts · `tokstate` hash of each token's latest state;
+//! - channels: `cancel` · `claimed` · `keys` · `tokens` · `inflight` (`News` once heard).
 
 pub mod writer;
 
