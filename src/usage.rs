@@ -12,31 +12,40 @@ use crate::owner::KeyId;
 pub use crate::shared::Totals;
 use crate::state_db::{StateDb, USAGE};
 
+/// Indexes into `Counters::counts` (the order of `Totals::NAMES`).
+const REQUESTS: usize = 0;
+const IMAGES: usize = 1;
+const VIDEO_SECONDS: usize = 2;
+const ERRORS: usize = 3;
+const RATE_LIMITED: usize = 4;
+
 #[derive(Default)]
 struct Counters {
-    requests: AtomicU64,
-    images: AtomicU64,
-    video_seconds: AtomicU64,
-    errors: AtomicU64,
-    rate_limited: AtomicU64,
+    /// In the order of `Totals::NAMES`.
+    counts: [AtomicU64; 5],
     /// Changed since the last flush.
     dirty: AtomicBool,
 }
 
 impl Counters {
-    fn totals(&self) -> Totals {
-        Totals {
-            requests: self.requests.load(Ordering::Relaxed),
-            images: self.images.load(Ordering::Relaxed),
-            video_seconds: self.video_seconds.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            rate_limited: self.rate_limited.load(Ordering::Relaxed),
-        }
+    fn of(t: &Totals) -> Self {
+        Self { counts: t.values().map(AtomicU64::new), dirty: false.into() }
     }
 
-    fn add(&self, field: &AtomicU64, n: u64) {
-        field.fetch_add(n, Ordering::Relaxed);
+    fn totals(&self) -> Totals {
+        Totals::from_values(std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)))
+    }
+
+    fn add(&self, field: usize, n: u64) {
+        self.counts[field].fetch_add(n, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes away what was written elsewhere (counts that arrived meanwhile stay).
+    fn sub(&self, t: &Totals) {
+        for (c, n) in self.counts.iter().zip(t.values()) {
+            c.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -60,14 +69,7 @@ impl UsageBook {
                     continue;
                 };
                 let t: Totals = serde_json::from_str(&v).map_err(|e| format!("usage row {k}: {e}"))?;
-                let c = Counters {
-                    requests: t.requests.into(),
-                    images: t.images.into(),
-                    video_seconds: t.video_seconds.into(),
-                    errors: t.errors.into(),
-                    rate_limited: t.rate_limited.into(),
-                    dirty: false.into(),
-                };
+                let c = Counters::of(&t);
                 rows.insert((day, KeyId(Arc::from(key))), Arc::new(c));
             }
         }
@@ -86,10 +88,10 @@ impl UsageBook {
     /// One answered request: 429s and errors (any other 4xx/5xx) are counted apart as well.
     pub fn response(&self, key: &KeyId, status: u16) {
         let c = self.today(key);
-        c.add(&c.requests, 1);
+        c.add(REQUESTS, 1);
         match status {
-            429 => c.add(&c.rate_limited, 1),
-            400.. => c.add(&c.errors, 1),
+            429 => c.add(RATE_LIMITED, 1),
+            400.. => c.add(ERRORS, 1),
             _ => {}
         }
     }
@@ -98,17 +100,17 @@ impl UsageBook {
     pub fn delivered(&self, key: &KeyId, images: u64, video_seconds: u64) {
         let c = self.today(key);
         if images > 0 {
-            c.add(&c.images, images);
+            c.add(IMAGES, images);
         }
         if video_seconds > 0 {
-            c.add(&c.video_seconds, video_seconds);
+            c.add(VIDEO_SECONDS, video_seconds);
         }
     }
 
     /// A task accepted with 202 that failed later: the caller saw an error all the same.
     pub fn task_failed(&self, key: &KeyId) {
         let c = self.today(key);
-        c.add(&c.errors, 1);
+        c.add(ERRORS, 1);
     }
 
     /// Rows for `key` (all keys when `None`) between two days, inclusive; newest day first.
@@ -146,11 +148,7 @@ impl UsageBook {
             Ok(()) => {
                 // Counts that arrived meanwhile stay for the next flush.
                 for (_, c, t) in &sent {
-                    c.requests.fetch_sub(t.requests, Ordering::Relaxed);
-                    c.images.fetch_sub(t.images, Ordering::Relaxed);
-                    c.video_seconds.fetch_sub(t.video_seconds, Ordering::Relaxed);
-                    c.errors.fetch_sub(t.errors, Ordering::Relaxed);
-                    c.rate_limited.fetch_sub(t.rate_limited, Ordering::Relaxed);
+                    c.sub(t);
                 }
                 Ok(sent.len())
             }
@@ -176,12 +174,7 @@ impl UsageBook {
             }
         }
         for (day, k, t) in self.rows(None, None, None) {
-            let m = merged.entry((day, k.0.to_string())).or_default();
-            m.requests += t.requests;
-            m.images += t.images;
-            m.video_seconds += t.video_seconds;
-            m.errors += t.errors;
-            m.rate_limited += t.rate_limited;
+            merged.entry((day, k.0.to_string())).or_default().add(&t);
         }
         let mut out: Vec<_> = merged
             .into_iter()

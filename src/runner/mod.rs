@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};
 use crate::media::{MediaKind, MediaStore, StoredMedia};
 use crate::owner::KeyId;
-use crate::upstream::{Asset, Upstream, UpstreamError};
+use crate::upstream::{Asset, Upstream, UpstreamError, VideoAssets};
 use crate::usage::UsageBook;
 
 pub struct JobRunner {
@@ -34,15 +34,7 @@ impl JobRunner {
         let output = match job {
             Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?, j.output).await?,
             Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?, j.output).await?,
-            Job::Video(j) => {
-                let result = self.upstream.generate_video(j, sink).await?;
-                let video = self.store(MediaKind::Video, result.video).await?;
-                let thumbnail = match result.thumbnail {
-                    Some(t) => Some(self.store(MediaKind::Image, t).await?),
-                    None => None,
-                };
-                JobOutput::Video { video, thumbnail, duration: j.duration }
-            }
+            Job::Video(j) => self.store_video(self.upstream.generate_video(j, sink).await?, j.duration).await?,
         };
         sink.progress(100);
         self.count(owner, &output);
@@ -72,14 +64,8 @@ impl JobRunner {
         let Job::Video(j) = job else {
             return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
         };
-        let result = self.upstream.resume_video(upstream_id, sink).await?;
-        let video = self.store(MediaKind::Video, result.video).await?;
-        let thumbnail = match result.thumbnail {
-            Some(t) => Some(self.store(MediaKind::Image, t).await?),
-            None => None,
-        };
+        let output = self.store_video(self.upstream.resume_video(upstream_id, sink).await?, j.duration).await?;
         sink.progress(100);
-        let output = JobOutput::Video { video, thumbnail, duration: j.duration };
         self.count(owner, &output);
         Ok(output)
     }
@@ -89,6 +75,16 @@ impl JobRunner {
             .put(kind, asset.bytes, asset.content_type, asset.origin)
             .await
             .map_err(|e| UpstreamError::Storage(e.to_string()))
+    }
+
+    /// The video and its thumbnail, kept.
+    async fn store_video(&self, made: VideoAssets, duration: u32) -> Result<JobOutput, UpstreamError> {
+        let video = self.store(MediaKind::Video, made.video).await?;
+        let thumbnail = match made.thumbnail {
+            Some(t) => Some(self.store(MediaKind::Image, t).await?),
+            None => None,
+        };
+        Ok(JobOutput::Video { video, thumbnail, duration })
     }
 
     async fn store_images(&self, assets: Vec<Asset>, output: ImageOutput) -> Result<JobOutput, UpstreamError> {

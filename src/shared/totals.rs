@@ -9,3 +9,21 @@ pub struct Totals {
     pub errors: u64,
     pub rate_limited: u64,
 }
+
+impl Totals {
+    /// The fields' names, in the order of `values` (JSON, Redis hash fields, CSV columns).
+    pub const NAMES: [&'static str; 5] = ["requests", "images", "video_seconds", "errors", "rate_limited"];
+
+    pub fn values(&self) -> [u64; 5] {
+        [self.requests, self.images, self.video_seconds, self.errors, self.rate_limited]
+    }
+
+    pub fn from_values([requests, images, video_seconds, errors, rate_limited]: [u64; 5]) -> Self {
+        Self { requests, images, video_seconds, errors, rate_limited }
+    }
+
+    pub fn add(&mut self, other: &Totals) {
+        let sum = std::array::from_fn(|i| self.values()[i] + other.values()[i]);
+        *self = Self::from_values(sum);
+    }
+}

@@ -72,20 +72,11 @@ pub async fn csv(
     State(state): State<AppState>,
     crate::api::Params(q): crate::api::Params<UsageQuery>,
 ) -> Result<Response, ApiError> {
-    let mut out = String::from("day,key,name,requests,images,video_seconds,errors,rate_limited\n");
+    let mut out = format!("day,key,name,{}\n", Totals::NAMES.join(","));
     for r in rows(&state, &q).await? {
-        let t = &r.totals;
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            r.day,
-            r.key,
-            csv_field(r.name.as_deref().unwrap_or("")),
-            t.requests,
-            t.images,
-            t.video_seconds,
-            t.errors,
-            t.rate_limited
-        ));
+        let counts: Vec<String> = r.totals.values().iter().map(u64::to_string).collect();
+        let name = csv_field(r.name.as_deref().unwrap_or(""));
+        out.push_str(&format!("{},{},{},{}\n", r.day, r.key, name, counts.join(",")));
     }
     let headers = [
         (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

@@ -408,13 +408,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for (row, t) in rows {
             let k = format!("{PREFIX}u:{row}");
-            for (field, n) in [
-                ("requests", t.requests),
-                ("images", t.images),
-                ("video_seconds", t.video_seconds),
-                ("errors", t.errors),
-                ("rate_limited", t.rate_limited),
-            ] {
+            for (field, n) in Totals::NAMES.into_iter().zip(t.values()) {
                 if n > 0 {
                     pipe.hincr(&k, field, n).ignore();
                 }
@@ -440,14 +434,7 @@ impl RedisStore {
             .into_iter()
             .zip(all)
             .map(|(row, h)| {
-                let get = |f: &str| h.get(f).copied().unwrap_or(0);
-                let t = Totals {
-                    requests: get("requests"),
-                    images: get("images"),
-                    video_seconds: get("video_seconds"),
-                    errors: get("errors"),
-                    rate_limited: get("rate_limited"),
-                };
+                let t = Totals::from_values(Totals::NAMES.map(|f| h.get(f).copied().unwrap_or(0)));
                 (row, t)
             })
             .collect())
