@@ -1,4 +1,48 @@
-//! What a piece of media is, told from its bytes.
+//! What a piece of media is: its kind, its content type (told from its bytes, or from a stored
+//! file's extension).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "image" => Some(Self::Image),
+            "video" => Some(Self::Video),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn extension_for(content_type: &str) -> &'static str {
+    match content_type {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "video/mp4" => "mp4",
+        _ => "bin",
+    }
+}
+
+pub(super) fn content_type_for(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("png") => "image/png",
+        Some("jpg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
 
 /// Recognise media by its first bytes; upstream file names and headers are not trustworthy.
 pub fn sniff_media_type(bytes: &[u8]) -> Option<&'static str> {
