@@ -174,7 +174,7 @@ impl JobRecord {
                             base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| e.to_string())?,
                         );
                         let content_type =
-                            crate::upstream::sniff_media_type(&bytes).ok_or("journaled image is not an image")?;
+                            crate::media::kind::sniff_media_type(&bytes).ok_or("journaled image is not an image")?;
                         Ok(InputImage { bytes, content_type, file_name: "input".into(), origin: None })
                     })
                     .collect::<Result<Vec<_>, String>>()?;

@@ -70,7 +70,7 @@ impl UpstreamError {
 
 /// An upstream's `Retry-After`, if it sent a usable one: delay seconds (RFC 9110 says an integer;
 /// fractions such as `1.5` are accepted too) or an HTTP date (a date in the past means now).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
 }
 
@@ -88,7 +88,7 @@ fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration
 }
 
 /// Metric label for how an upstream attempt ended.
-pub(crate) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
+pub(super) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
     match r {
         Ok(_) => "ok",
         Err(UpstreamError::RateLimited { .. }) => "rate_limited",

@@ -11,8 +11,7 @@ use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
 
 pub use self::assets::{Asset, VideoAssets};
 pub use self::error::UpstreamError;
-pub(crate) use self::error::outcome_label;
-pub(crate) use self::error::retry_after;
+/// For the HTTP handlers that still name it here; it is the media room's (`media::kind`).
 pub use crate::media::kind::sniff_media_type;
 
 pub enum Upstream {

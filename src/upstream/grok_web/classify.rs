@@ -2,7 +2,7 @@
 
 use http::header::{HeaderMap, SERVER};
 
-use crate::upstream::{UpstreamError, retry_after};
+use crate::upstream::error::{UpstreamError, retry_after};
 
 /// Words in a 403 JSON body that mean the account itself is unusable (not this one request).
 const DEAD_ACCOUNT: &[&str] = &[

@@ -13,7 +13,8 @@ use super::{Account, GrokWebClient, classify};
 
 use crate::jobs::{EditJob, InputImage, ProgressSink, ProgressSlots, VideoJob};
 use crate::media::UpstreamOrigin;
-use crate::upstream::{Asset, UpstreamError, VideoAssets};
+use crate::upstream::assets::{Asset, VideoAssets};
+use crate::upstream::error::UpstreamError;
 use http::Method;
 
 async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -> Result<String, UpstreamError> {

@@ -13,7 +13,9 @@ use super::wire::{self, ImagineFrame};
 use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
 use crate::media::UpstreamOrigin;
-use crate::upstream::{Asset, UpstreamError, sniff_media_type};
+use crate::media::kind::sniff_media_type;
+use crate::upstream::assets::Asset;
+use crate::upstream::error::UpstreamError;
 
 /// Unusable frames in a row after which the stream is given up as not speaking the protocol.
 const MAX_UNUSABLE_FRAMES: usize = 32;

@@ -26,10 +26,12 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 pub use token_pool::{PoolSettings, Product, TokenPatch, TokenPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
-use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
 use crate::config::GrokWebConfig;
 use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
+use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
+use crate::upstream::assets::{Asset, VideoAssets};
+use crate::upstream::error::{UpstreamError, outcome_label};
 
 pub struct GrokWebClient {
     /// Where tokens added at run time are kept (`state.dir`); `None` = in memory only.
@@ -604,7 +606,7 @@ impl GrokWebClient {
                     Err(e) => Err(e),
                 };
             }
-            self.metrics.upstream(what, super::outcome_label(&result));
+            self.metrics.upstream(what, outcome_label(&result));
             self.pool.report(&lease, result.as_ref().map(|_| ()));
             match result {
                 Ok(v) => return Ok(v),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::upstream::UpstreamError;
+use crate::upstream::error::UpstreamError;
 
 /// 2023-05-01T07:00:00Z, the epoch of the token's timestamp.
 const EPOCH: u64 = 1_682_924_400;

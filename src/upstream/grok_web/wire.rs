@@ -473,7 +473,7 @@ mod tests {
         // An object, not a string: its message decides (usage limit = quota, not a failure).
         assert!(matches!(
             crate::upstream::grok_web::classify::classify_stream_errors(&stream_errors),
-            crate::upstream::UpstreamError::RateLimited { .. }
+            crate::upstream::error::UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
     }

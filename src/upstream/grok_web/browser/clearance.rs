@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::profile::BrowserProfile;
-use crate::upstream::UpstreamError;
+use crate::upstream::error::UpstreamError;
 
 #[derive(Debug, Clone, Default)]
 struct TokenClearance {

@@ -18,7 +18,7 @@ use wreq::header::OrigHeaderMap;
 pub use clearance::{Clearance, FlareSolverr};
 pub use profile::BrowserProfile;
 
-use crate::upstream::UpstreamError;
+use crate::upstream::error::UpstreamError;
 
 /// Chrome's WebSocket upgrade, header by header, as Chromium 156 sends it (captured here over ws://,
 /// see docs/upstream-grok-web.md). `Sec-WebSocket-Extensions` is left out on purpose: it offers
