@@ -58,6 +58,24 @@ impl UpstreamError {
         }
     }
 
+    /// A stable name for the kind of failure (snake case): the `outcome` label of the upstream
+    /// metrics. Clients see `ApiError` codes instead (`error.rs` maps each kind to its answer).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Auth(_) => "auth",
+            Self::Challenge(_) => "challenge",
+            Self::Moderated(_) => "moderated",
+            Self::Protocol(_) => "bad_response",
+            Self::Failed(_) => "failed",
+            Self::Transport(_) => "transport",
+            Self::ProxyFailed(_) => "proxy_failed",
+            Self::Timeout(_) => "timeout",
+            Self::Storage(_) => "storage",
+            Self::CreditsExhausted(_) => "credits_exhausted",
+        }
+    }
+
     /// Whether the same request may succeed with a different token. Not `CreditsExhausted`: a
     /// billing stop is reported, never retried.
     pub fn retry_on_other_token(&self) -> bool {
@@ -87,27 +105,51 @@ fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Metric label for how an upstream attempt ended.
+/// Metric label for how an upstream attempt ended: `ok`, or the error's `code`.
 pub(super) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
-        Err(UpstreamError::Auth(_)) => "auth",
-        Err(UpstreamError::Challenge(_)) => "challenge",
-        Err(UpstreamError::Moderated(_)) => "moderated",
-        Err(UpstreamError::Protocol(_)) => "bad_response",
-        Err(UpstreamError::Failed(_)) => "failed",
-        Err(UpstreamError::Transport(_)) => "transport",
-        Err(UpstreamError::ProxyFailed(_)) => "proxy_failed",
-        Err(UpstreamError::Timeout(_)) => "timeout",
-        Err(UpstreamError::Storage(_)) => "storage",
-        Err(UpstreamError::CreditsExhausted(_)) => "credits_exhausted",
-    }
+    r.as_ref().err().map_or("ok", UpstreamError::code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_the_metric_labels() {
+        let m = String::new;
+        let every = [
+            UpstreamError::RateLimited { retry_after: None, message: m() },
+            UpstreamError::Auth(m()),
+            UpstreamError::Challenge(m()),
+            UpstreamError::Moderated(m()),
+            UpstreamError::Protocol(m()),
+            UpstreamError::Failed(m()),
+            UpstreamError::Transport(m()),
+            UpstreamError::ProxyFailed(m()),
+            UpstreamError::Timeout(m()),
+            UpstreamError::CreditsExhausted(m()),
+            UpstreamError::Storage(m()),
+        ];
+        let codes: Vec<&str> = every.iter().map(UpstreamError::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "rate_limited",
+                "auth",
+                "challenge",
+                "moderated",
+                "bad_response",
+                "failed",
+                "transport",
+                "proxy_failed",
+                "timeout",
+                "credits_exhausted",
+                "storage"
+            ]
+        );
+        assert_eq!(outcome_label(&Ok::<(), UpstreamError>(())), "ok");
+        assert_eq!(outcome_label(&Err::<(), _>(UpstreamError::Protocol(m()))), "bad_response");
+    }
 
     #[test]
     fn retry_after_takes_seconds_fractions_and_http_dates() {
