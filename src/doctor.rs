@@ -121,12 +121,7 @@ pub async fn run(cfg: GrokWebConfig, generate: bool) -> Report {
     run.record(
         "config",
         started,
-        Ok(format!(
-            "profile {} ({:?}), token {}",
-            profile.name,
-            profile.platform,
-            crate::upstream::grok_web::token_pool::mask(&token)
-        )),
+        Ok(format!("profile {} ({:?}), token {}", profile.name, profile.platform, crate::secret::mask(&token))),
     );
 
     let Ok(url) = url::Url::parse(&base_url) else {

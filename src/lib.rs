@@ -20,6 +20,7 @@ pub mod net;
 pub mod owner;
 pub mod redb_file;
 pub mod runner;
+pub mod secret;
 pub mod server;
 pub mod shared;
 pub mod sim;

@@ -30,6 +30,7 @@ use crate::config::GrokWebConfig;
 use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
 use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
+use crate::secret::mask;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label};
 
@@ -146,7 +147,7 @@ impl GrokWebClient {
                 Err(why) => ("rejected", None, None, Some(why)),
                 Ok(c) => {
                     let id = token_pool::token_id(&c.token);
-                    let masked = Some(token_pool::mask(&c.token));
+                    let masked = Some(mask(&c.token));
                     if !seen.insert(id.clone()) {
                         ("duplicate", Some(id), masked, Some("already earlier in this file".to_owned()))
                     } else if self.pool.holds(&id) {
@@ -285,7 +286,7 @@ impl GrokWebClient {
                 true
             }
             Err(e) => {
-                tracing::debug!(token = %token_pool::mask(token), "quota refresh failed: {e}");
+                tracing::debug!(token = %mask(token), "quota refresh failed: {e}");
                 self.pool.note_error(index, &e);
                 // Only what speaks of the account itself counts (dead credentials, a broken
                 // proxy); a limited or failed refresh leaves every product as last known.
@@ -593,7 +594,7 @@ impl GrokWebClient {
             let mut result = attempt(self.account(&lease.token, lease.proxy.as_deref())).await;
             if let (Err(UpstreamError::Challenge(why)), Some(solver)) = (&result, &self.solver) {
                 self.metrics.upstream(what, "challenge");
-                tracing::warn!(token = %token_pool::mask(&lease.token), "challenged ({why}); asking FlareSolverr");
+                tracing::warn!(token = %mask(&lease.token), "challenged ({why}); asking FlareSolverr");
                 let account = self.account(&lease.token, lease.proxy.as_deref());
                 result = match solver
                     .solve(&format!("{}/", self.cfg.base_url.trim_end_matches('/')), account.egress.proxy.as_deref())
@@ -615,7 +616,7 @@ impl GrokWebClient {
                         // A refused clearance is worth nothing; the next solve starts clean.
                         self.transport.clearance.forget(&lease.token);
                     }
-                    tracing::warn!(token = %token_pool::mask(&lease.token), "{what} failed, trying another token: {e}");
+                    tracing::warn!(token = %mask(&lease.token), "{what} failed, trying another token: {e}");
                     last = Some(e);
                 }
                 Err(e) => return Err(e),

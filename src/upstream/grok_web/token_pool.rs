@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -789,14 +790,6 @@ impl TokenPool {
     fn status(&self, i: usize) -> TokenStatus {
         lock(&self.shared.tokens)[i].status
     }
-}
-
-/// Enough of a token to tell tokens apart in logs, never enough to use it.
-pub fn mask(token: &str) -> String {
-    if token.len() <= 10 {
-        return "***".into();
-    }
-    format!("{}…{}", &token[..4], &token[token.len() - 4..])
 }
 
 #[cfg(test)]
