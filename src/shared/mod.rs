@@ -80,7 +80,7 @@ const TOKEN_STATE: &str = "g2a:tokstate";
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct TokenNews {
     pub replica: String,
-    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
+    pub event: crate::upstream::tokens::TokenEvent,
 }
 
 /// A token bucket in one round trip, timed by the Redis clock so replicas' clocks do not matter.
@@ -396,8 +396,8 @@ impl Shared {
     }
 
     /// Tells the other replicas what an upstream answer did to a token, and keeps rests for late joiners.
-    pub async fn publish_token(&self, event: crate::upstream::grok_web::token_pool::TokenEvent) -> Result<(), String> {
-        use crate::upstream::grok_web::token_pool::TokenEvent;
+    pub async fn publish_token(&self, event: crate::upstream::tokens::TokenEvent) -> Result<(), String> {
+        use crate::upstream::tokens::TokenEvent;
         let field = match &event {
             TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
             TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
@@ -416,7 +416,7 @@ impl Shared {
     }
 
     /// Every token rest other replicas recorded.
-    pub async fn token_states(&self) -> Result<Vec<crate::upstream::grok_web::token_pool::TokenEvent>, String> {
+    pub async fn token_states(&self) -> Result<Vec<crate::upstream::tokens::TokenEvent>, String> {
         let mut c = self.conn().await?;
         let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_STATE).await.map_err(err)?;
         Ok(all.values().filter_map(|v| serde_json::from_str::<TokenNews>(v).ok()).map(|n| n.event).collect())

@@ -6,6 +6,7 @@ pub mod xai;
 
 pub mod assets;
 pub mod error;
+pub mod tokens;
 
 use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use crate::api::{JsonBody, Path};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::upstream::grok_web::token_pool::TokenInfo;
-use crate::upstream::grok_web::{GrokWebClient, ImportReport, TokenChangeError, TokenPatch};
+use crate::upstream::grok_web::GrokWebClient;
+use crate::upstream::tokens::{ImportReport, TokenChangeError, TokenInfo, TokenPatch};
 
 fn client(state: &AppState) -> Result<&GrokWebClient, ApiError> {
     state.runner.upstream().grok_web().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))

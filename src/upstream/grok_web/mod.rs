@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use token_pool::{PoolSettings, Product, TokenPatch, TokenPool};
+pub use token_pool::{PoolSettings, Product, TokenPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use crate::config::GrokWebConfig;
@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::secret::mask;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label};
+use crate::upstream::tokens::{ImportLine, ImportReport, TokenChangeError, TokenPatch};
 
 pub struct GrokWebClient {
     /// Where tokens added at run time are kept (`state.dir`); `None` = in memory only.
@@ -720,36 +721,6 @@ impl GrokWebClient {
 }
 
 /// Refuses token entries (`TOKEN|PROXY_URL`) whose proxy the transport cannot use.
-/// What an import did, entry by entry.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ImportReport {
-    pub format: token_import::Format,
-    pub added: usize,
-    pub duplicates: usize,
-    pub rejected: usize,
-    pub lines: Vec<ImportLine>,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ImportLine {
-    /// The file's line (txt, jsonl) or the entry's position (json), from 1.
-    pub line: usize,
-    /// `added`, `duplicate` or `rejected`.
-    pub result: &'static str,
-    pub id: Option<String>,
-    /// Masked.
-    pub token: Option<String>,
-    pub reason: Option<String>,
-}
-
-#[derive(Debug)]
-pub enum TokenChangeError {
-    NotFound,
-    ReadOnly,
-    Invalid(String),
-    Storage(String),
-}
-
 fn check_entries(entries: &[String]) -> Result<(), String> {
     for entry in entries {
         if let (_, Some(proxy)) = token_pool::parse_entry(entry) {

@@ -6,14 +6,7 @@
 use serde_json::Value;
 
 use super::token_pool::normalize_token;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Txt,
-    Json,
-    Jsonl,
-}
+use crate::upstream::tokens::Format;
 
 /// One token as found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
+use crate::upstream::tokens::{InFlightCounts, Observer, ProductInfo, TokenEvent, TokenInfo, TokenPatch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
@@ -70,50 +71,6 @@ impl ProductState {
     fn cooling(&self, now: Instant) -> Option<Duration> {
         self.cooling_until.filter(|u| *u > now).map(|u| u - now)
     }
-}
-
-/// One product's quota as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct ProductInfo {
-    pub remaining: Option<u32>,
-    pub cooldown_secs: Option<u64>,
-    /// Unix seconds when a resting product is back.
-    pub refills_at: Option<u64>,
-}
-
-/// What the admin API and metrics show of one token (never the token itself).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct TokenInfo {
-    pub id: String,
-    pub token: String,
-    /// `active`, `cooling`, `expired` or `disabled`.
-    pub status: &'static str,
-    pub enabled: bool,
-    pub note: Option<String>,
-    pub in_flight: u32,
-    pub fail_count: u32,
-    pub remaining: Option<u32>,
-    pub cooldown_secs: Option<u64>,
-    /// The last upstream error seen with this token, and when (unix seconds).
-    pub last_error: Option<String>,
-    pub last_error_at: Option<u64>,
-    /// When the upstream last answered a quota refresh for it (unix seconds).
-    pub checked_at: Option<u64>,
-    /// The token's own proxy, password hidden.
-    pub proxy: Option<String>,
-    /// `config` (given at start; comes back on restart) or `admin` (added at run time; kept in the
-    /// state dir when there is one).
-    pub source: &'static str,
-    /// Per product (`image`, `imageEdit`, `video`, `video720p`).
-    pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
-}
-
-/// What the console may change of a token (`None` = leave as is; `Some(None)` = clear).
-#[derive(Debug, Clone, Default)]
-pub struct TokenPatch {
-    pub enabled: Option<bool>,
-    pub note: Option<Option<String>>,
-    pub proxy: Option<Option<String>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -215,31 +172,6 @@ pub struct TokenPool {
     remote: Mutex<std::collections::HashMap<String, (Instant, InFlightCounts)>>,
     /// Told of every change an upstream answer makes to a token, so other replicas can apply it.
     observer: std::sync::OnceLock<Observer>,
-}
-
-pub type Observer = Arc<dyn Fn(TokenEvent) + Send + Sync>;
-
-/// Requests in flight per token id.
-pub type InFlightCounts = std::collections::HashMap<String, u32>;
-
-/// A change an upstream answer made to one token (times as unix ms, so another process can apply it).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TokenEvent {
-    /// One product's quota: what is left and until when it rests (`None` = available).
-    Product { token: String, product: String, remaining: Option<u32>, until_ms: Option<u64> },
-    /// The whole token rests (its proxy failed).
-    Cooling { token: String, until_ms: u64, why: Option<String> },
-    /// Dead credentials.
-    Expired { token: String },
-}
-
-impl TokenEvent {
-    pub fn token(&self) -> &str {
-        match self {
-            Self::Product { token, .. } | Self::Cooling { token, .. } | Self::Expired { token } => token,
-        }
-    }
 }
 
 fn until_ms(at: Instant) -> u64 {
