@@ -27,7 +27,7 @@ use tracing::Level;
 
 use crate::api;
 use crate::auth::{Guard, require_key, require_key_task};
-use crate::config::{Config, UpstreamKind};
+use crate::config::Config;
 use crate::console::session::{AdminGate, require_admin, require_console};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
@@ -46,8 +46,6 @@ use crate::tasks::journal::{Journal, TaskRecord};
 use crate::tasks::store::TaskStore;
 use crate::tasks::store::Transition;
 use crate::upstream::Upstream;
-use crate::upstream::grok_web::GrokWebClient;
-use crate::upstream::xai::XaiClient;
 use crate::usage::UsageBook;
 
 pub struct Inner {
@@ -111,17 +109,7 @@ impl AppState {
         let usage = Arc::new(UsageBook::open(state_db.clone(), shared.clone())?);
         let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
         let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some(), shared.clone())?);
-        let upstream = match cfg.upstream.kind {
-            UpstreamKind::GrokWeb => {
-                let client = GrokWebClient::new(cfg.grok.clone(), metrics.clone())?;
-                let client = match &cfg.state.dir {
-                    Some(dir) => client.with_saved_tokens(dir)?,
-                    None => client,
-                };
-                Upstream::GrokWeb(Box::new(client))
-            }
-            UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
-        };
+        let upstream = Upstream::from_config(&cfg, metrics.clone())?;
         let guard = Arc::new(Guard {
             keys,
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),
@@ -550,9 +538,9 @@ fn spawn_replica_duties(
 ) {
     let every = (shared.lease / 3).max(Duration::from_millis(200));
     // Token changes this replica sees go out, in order, through one publisher.
-    if let Some(client) = runner.upstream().grok_web() {
+    if let Some(tokens) = runner.upstream().tokens() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        client.pool().observe(Arc::new(move |event| {
+        tokens.observe(Arc::new(move |event| {
             let _ = tx.send(event);
         }));
         // Requests in flight per token, while there are any (and once more when they drop to none).
@@ -564,9 +552,9 @@ fn spawn_replica_duties(
                     _ = stop_telling.cancelled() => return,
                     _ = tokio::time::sleep(IN_FLIGHT_EVERY) => {}
                 }
-                let Some(client) = counting.upstream().grok_web() else { return };
-                client.pool().remote_in_flight(None, IN_FLIGHT_LASTS);
-                let counts = client.pool().in_flight_counts();
+                let Some(tokens) = counting.upstream().tokens() else { return };
+                tokens.remote_in_flight(None, IN_FLIGHT_LASTS);
+                let counts = tokens.in_flight_counts();
                 if counts.is_empty() && !said_some {
                     continue;
                 }
@@ -578,8 +566,8 @@ fn spawn_replica_duties(
         });
         let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
         tracker.spawn(async move {
-            if let (Ok(states), Some(client)) = (publisher.token_states().await, pool_runner.upstream().grok_web()) {
-                states.iter().for_each(|e| client.pool().apply(e));
+            if let (Ok(states), Some(tokens)) = (publisher.token_states().await, pool_runner.upstream().tokens()) {
+                states.iter().for_each(|e| tokens.apply(e));
             }
             loop {
                 tokio::select! {
@@ -661,9 +649,9 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
     if m.get_channel_name() == crate::shared::INFLIGHT_CHANNEL {
         if let Ok(n) = serde_json::from_str::<crate::shared::InFlight>(&payload)
             && n.replica != shared.replica
-            && let Some(client) = runner.upstream().grok_web()
+            && let Some(tokens) = runner.upstream().tokens()
         {
-            client.pool().remote_in_flight(Some((&n.replica, n.counts)), IN_FLIGHT_LASTS);
+            tokens.remote_in_flight(Some((&n.replica, n.counts)), IN_FLIGHT_LASTS);
         }
         return;
     }
@@ -684,8 +672,8 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
     }
     match serde_json::from_str::<crate::shared::TokenNews>(&payload) {
         Ok(n) if n.replica != shared.replica => {
-            if let Some(client) = runner.upstream().grok_web() {
-                client.pool().apply(&n.event);
+            if let Some(tokens) = runner.upstream().tokens() {
+                tokens.apply(&n.event);
             }
         }
         Ok(_) => {}
@@ -697,10 +685,10 @@ fn news(m: &redis::Msg, shared: &crate::shared::Shared, queue: &TaskQueue, runne
 fn spawn_quota_refresh(tracker: &TaskTracker, shutdown: CancellationToken, runner: Arc<JobRunner>, every: Duration) {
     tracker.spawn(async move {
         loop {
-            if let Some(client) = runner.upstream().grok_web() {
+            if let Some(tokens) = runner.upstream().tokens() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    n = client.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
+                    n = tokens.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
                 }
             }
             tokio::select! {

@@ -1,5 +1,8 @@
 //! Upstreams turn jobs into media bytes plus progress events. An enum, not a plugin system: each
-//! protocol lives in its own folder so an upstream change touches one place.
+//! protocol lives in its own folder (`grok_web/`, `xai.rs`) so an upstream change touches one place,
+//! and this file is where the gateway chooses between them: `Upstream` for jobs, `TokenPool` for the
+//! operators' view of an upstream's credentials. What every upstream shares lives beside it, each in
+//! its own file (`error.rs`, `assets.rs`, `tokens.rs`), so no upstream's folder imports this one.
 
 pub mod grok_web;
 pub mod xai;
@@ -8,10 +11,18 @@ pub mod assets;
 pub mod error;
 pub mod tokens;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, UpstreamKind};
 use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
+use crate::metrics::Metrics;
 
 pub use self::assets::{Asset, VideoAssets};
 pub use self::error::UpstreamError;
+use self::tokens::{
+    ExportedToken, ImportReport, InFlightCounts, Observer, TokenChangeError, TokenEvent, TokenInfo, TokenPatch,
+};
 /// For the HTTP handlers that still name it here; it is the media room's (`media::kind`).
 pub use crate::media::kind::sniff_media_type;
 
@@ -21,6 +32,22 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// The upstream `upstream.kind` names: grok.com, with the tokens a previous run added at run
+    /// time when there is a state dir, or xAI's API.
+    pub fn from_config(cfg: &Config, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        Ok(match cfg.upstream.kind {
+            UpstreamKind::GrokWeb => {
+                let client = grok_web::GrokWebClient::new(cfg.grok.clone(), metrics)?;
+                let client = match &cfg.state.dir {
+                    Some(dir) => client.with_saved_tokens(dir)?,
+                    None => client,
+                };
+                Self::GrokWeb(Box::new(client))
+            }
+            UpstreamKind::Xai => Self::Xai(xai::XaiClient::new(cfg.xai.clone(), metrics)?),
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::GrokWeb(_) => "grok-web",
@@ -58,10 +85,11 @@ impl Upstream {
         }
     }
 
-    /// The grok.com client, for its token pool (admin API, readiness, metrics).
-    pub fn grok_web(&self) -> Option<&grok_web::GrokWebClient> {
+    /// The upstream's token pool (admin API, console, readiness, metrics, replica news); `None` for
+    /// an upstream that has no pool to administer (xAI: one API key from the config).
+    pub fn tokens(&self) -> Option<TokenPool<'_>> {
         match self {
-            Self::GrokWeb(c) => Some(c),
+            Self::GrokWeb(c) => Some(TokenPool::GrokWeb(c)),
             Self::Xai(_) => None,
         }
     }
@@ -71,6 +99,109 @@ impl Upstream {
         match self {
             Self::GrokWeb(c) => c.pool().capacity(),
             Self::Xai(c) => c.capacity(),
+        }
+    }
+}
+
+/// An upstream's token pool, whichever upstream it is: what the operators see and change, and the
+/// news replicas share about it. Tokens are named by id (`token_id`) and shown masked.
+#[derive(Clone, Copy)]
+pub enum TokenPool<'a> {
+    GrokWeb(&'a grok_web::GrokWebClient),
+}
+
+impl TokenPool<'_> {
+    /// Every token, masked, in the pool's order.
+    pub fn snapshot(&self) -> Vec<TokenInfo> {
+        match self {
+            Self::GrokWeb(c) => c.pool().snapshot(),
+        }
+    }
+
+    /// How many tokens are in each health state (`active`, `cooling`, `expired`, `disabled`).
+    pub fn health(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            Self::GrokWeb(c) => c.pool().health(),
+        }
+    }
+
+    /// Adds tokens (`TOKEN` or `TOKEN|PROXY_URL`), kept across restarts when there is a state dir;
+    /// returns how many became usable.
+    pub async fn add_tokens(&self, entries: Vec<String>) -> Result<usize, String> {
+        match self {
+            Self::GrokWeb(c) => c.add_tokens(entries).await,
+        }
+    }
+
+    /// Takes a token out of rotation (and out of the state dir); `false` when there is no such token.
+    pub async fn remove_token(&self, id: &str) -> Result<bool, String> {
+        match self {
+            Self::GrokWeb(c) => c.remove_token(id).await,
+        }
+    }
+
+    /// Imports a token file, entry by entry.
+    pub async fn import_tokens(&self, content: &str, filename: Option<&str>) -> Result<ImportReport, String> {
+        match self {
+            Self::GrokWeb(c) => c.import_tokens(content, filename).await,
+        }
+    }
+
+    /// Every token with its full value, for the operator's backup.
+    pub fn export(&self) -> Vec<ExportedToken> {
+        match self {
+            Self::GrokWeb(c) => c.pool().export(),
+        }
+    }
+
+    /// Changes a token added at run time.
+    pub async fn update_token(&self, id: &str, patch: TokenPatch) -> Result<(), TokenChangeError> {
+        match self {
+            Self::GrokWeb(c) => c.update_token(id, patch).await,
+        }
+    }
+
+    /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
+    /// the upstream answered (when not, the token's `last_error` says why).
+    pub async fn refresh_token(&self, id: &str) -> Option<bool> {
+        match self {
+            Self::GrokWeb(c) => c.refresh_token(id).await,
+        }
+    }
+
+    /// Asks the upstream for every token's quota; returns how many tokens answered.
+    pub async fn refresh_quotas(&self) -> usize {
+        match self {
+            Self::GrokWeb(c) => c.refresh_quotas().await,
+        }
+    }
+
+    /// Tells `observer` of every change upstream answers make to a token from now on (once).
+    pub fn observe(&self, observer: Observer) {
+        match self {
+            Self::GrokWeb(c) => c.pool().observe(observer),
+        }
+    }
+
+    /// This replica's requests in flight per token (only tokens with some).
+    pub fn in_flight_counts(&self) -> InFlightCounts {
+        match self {
+            Self::GrokWeb(c) => c.pool().in_flight_counts(),
+        }
+    }
+
+    /// Another replica's requests in flight (`None` only lets lapsed entries go): they count against
+    /// each token's concurrency cap here for `lasts`, unless renewed.
+    pub fn remote_in_flight(&self, replica: Option<(&str, InFlightCounts)>, lasts: Duration) {
+        match self {
+            Self::GrokWeb(c) => c.pool().remote_in_flight(replica, lasts),
+        }
+    }
+
+    /// Applies a change another replica saw.
+    pub fn apply(&self, event: &TokenEvent) {
+        match self {
+            Self::GrokWeb(c) => c.pool().apply(event),
         }
     }
 }

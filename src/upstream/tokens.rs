@@ -58,6 +58,7 @@ pub struct ImportReport {
     pub lines: Vec<ImportLine>,
 }
 
+/// One entry of an imported file, and what became of it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportLine {
     /// The file's line (txt, jsonl) or the entry's position (json), from 1.
@@ -70,14 +71,37 @@ pub struct ImportLine {
     pub reason: Option<String>,
 }
 
+/// Why a token could not be changed.
 #[derive(Debug)]
 pub enum TokenChangeError {
+    /// No such token.
     NotFound,
+    /// It comes from the config: it is changed there.
     ReadOnly,
+    /// The change itself is refused (a proxy the transport cannot use).
     Invalid(String),
+    /// Changed, but not kept in the state dir.
     Storage(String),
 }
 
+/// One token as an export writes it: the full value (the operator's backup), with what the console
+/// set on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedToken {
+    pub token: String,
+    pub proxy: Option<String>,
+    pub note: Option<String>,
+    pub enabled: bool,
+}
+
+impl ExportedToken {
+    /// `TOKEN` or `TOKEN|PROXY_URL`, the way a token file or the config gives it.
+    pub fn entry(&self) -> String {
+        self.proxy.as_ref().map_or_else(|| self.token.clone(), |p| format!("{}|{p}", self.token))
+    }
+}
+
+/// The kind of token file an import read (detected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -86,6 +110,7 @@ pub enum Format {
     Jsonl,
 }
 
+/// Told of every `TokenEvent` a pool makes (`TokenPool::observe`).
 pub type Observer = Arc<dyn Fn(TokenEvent) + Send + Sync>;
 
 /// Requests in flight per token id.

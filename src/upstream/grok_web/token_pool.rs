@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
-use crate::upstream::tokens::{InFlightCounts, Observer, ProductInfo, TokenEvent, TokenInfo, TokenPatch};
+use crate::upstream::tokens::{
+    ExportedToken, InFlightCounts, Observer, ProductInfo, TokenEvent, TokenInfo, TokenPatch,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
@@ -637,11 +639,16 @@ impl TokenPool {
     }
 
     /// Every token with its proxy, note and switch, for an export (the full values: the operator's backup).
-    pub fn export(&self) -> Vec<(String, Option<String>, Option<String>, bool)> {
+    pub fn export(&self) -> Vec<ExportedToken> {
         lock(&self.shared.tokens)
             .iter()
             .filter(|t| t.status != TokenStatus::Removed)
-            .map(|t| (t.token.clone(), t.proxy.clone(), t.note.clone(), t.enabled))
+            .map(|t| ExportedToken {
+                token: t.token.clone(),
+                proxy: t.proxy.clone(),
+                note: t.note.clone(),
+                enabled: t.enabled,
+            })
             .collect()
     }
 
