@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use token_pool::{PoolSettings, Product, TokenPool};
+pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use crate::config::GrokWebConfig;
@@ -42,7 +42,7 @@ pub struct GrokWebClient {
     statsig: statsig::Statsig,
     solver: Option<FlareSolverr>,
     cfg: GrokWebConfig,
-    pool: TokenPool,
+    pool: SsoPool,
     metrics: Arc<Metrics>,
 }
 
@@ -80,7 +80,7 @@ impl GrokWebClient {
             ca_pem,
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
         })?;
-        let pool = TokenPool::new(
+        let pool = SsoPool::new(
             &cfg.tokens,
             PoolSettings {
                 max_concurrency: cfg.token_max_concurrency.max(1),
@@ -237,7 +237,7 @@ impl GrokWebClient {
             .map_err(|e| format!("saving token settings stopped: {e}"))?
     }
 
-    pub fn pool(&self) -> &TokenPool {
+    pub fn pool(&self) -> &SsoPool {
         &self.pool
     }
 
@@ -552,7 +552,7 @@ impl GrokWebClient {
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
     /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
-    /// `prefer` names the account that holds the job's inputs already (see `TokenPool::acquire_wait`).
+    /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`).
     async fn with_token<T, F, Fut>(
         &self,
         what: &'static str,

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::secret::mask;
 use crate::upstream::grok_web::browser::redact_proxy;
-use crate::upstream::grok_web::token_pool::{Product, TokenPool, TokenState, TokenStatus, lock, parse_entry, token_id};
+use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenState, TokenStatus, lock, parse_entry, token_id};
 use crate::upstream::tokens::{ExportedToken, ProductInfo, TokenInfo, TokenPatch};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -12,10 +12,10 @@ pub enum PatchError {
     NotFound,
 }
 
-impl TokenPool {
+impl SsoPool {
     pub fn snapshot(&self) -> Vec<TokenInfo> {
         let now = Instant::now();
-        lock(&self.shared.tokens)
+        lock(&self.state.tokens)
             .iter()
             .filter(|t| t.status != TokenStatus::Removed)
             .map(|t| {
@@ -58,7 +58,7 @@ impl TokenPool {
     /// Counts by health label, for metrics.
     pub fn health(&self) -> Vec<(&'static str, usize)> {
         let now = Instant::now();
-        let tokens = lock(&self.shared.tokens);
+        let tokens = lock(&self.state.tokens);
         ["active", "cooling", "expired", "disabled"]
             .into_iter()
             .map(|l| (l, tokens.iter().filter(|t| t.label_and_cooldown(now).0 == l).count()))
@@ -67,7 +67,7 @@ impl TokenPool {
 
     /// Adds tokens (or brings back removed/expired ones); returns how many became usable.
     pub fn add(&self, raw: &[String]) -> usize {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let mut added = 0;
         for (token, proxy) in raw.iter().map(|t| parse_entry(t)).filter(|(t, _)| !t.is_empty()) {
             match tokens.iter_mut().find(|t| t.token == token) {
@@ -87,7 +87,7 @@ impl TokenPool {
             }
         }
         drop(tokens);
-        self.shared.released.notify_waiters();
+        self.state.released.notify_waiters();
         added
     }
 
@@ -111,14 +111,14 @@ impl TokenPool {
 
     /// The pool serves (or may serve again by itself) the token `id` names: not removed, not expired.
     pub fn holds(&self, id: &str) -> bool {
-        lock(&self.shared.tokens)
+        lock(&self.state.tokens)
             .iter()
             .any(|t| t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
     }
 
     /// Changes what the console may change of a token added at run time.
     pub fn update(&self, id: &str, patch: &TokenPatch) -> Result<(), PatchError> {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let t =
             tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id).ok_or(PatchError::NotFound)?;
         if let Some(enabled) = patch.enabled {
@@ -132,23 +132,23 @@ impl TokenPool {
             t.proxy_error = None;
         }
         drop(tokens);
-        self.shared.released.notify_waiters();
+        self.state.released.notify_waiters();
         Ok(())
     }
 
     /// Where a token came from (`config` or `admin`), unless it was removed.
     pub fn source_of(&self, id: &str) -> Option<&'static str> {
-        lock(&self.shared.tokens).iter().find(|t| t.status != TokenStatus::Removed && t.id == id).map(|t| t.source)
+        lock(&self.state.tokens).iter().find(|t| t.status != TokenStatus::Removed && t.id == id).map(|t| t.source)
     }
 
     /// The pool's index of the token `id` names, for a refresh of that one token.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        lock(&self.shared.tokens).iter().position(|t| t.status != TokenStatus::Removed && t.id == id)
+        lock(&self.state.tokens).iter().position(|t| t.status != TokenStatus::Removed && t.id == id)
     }
 
     /// Every token with its proxy, note and switch, for an export (the full values: the operator's backup).
     pub fn export(&self) -> Vec<ExportedToken> {
-        lock(&self.shared.tokens)
+        lock(&self.state.tokens)
             .iter()
             .filter(|t| t.status != TokenStatus::Removed)
             .map(|t| ExportedToken {
@@ -162,7 +162,7 @@ impl TokenPool {
 
     /// Takes a token out of rotation by its id; in-flight requests finish.
     pub fn remove(&self, id: &str) -> bool {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         match tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id) {
             Some(t) => {
                 t.status = TokenStatus::Removed;
@@ -175,14 +175,14 @@ impl TokenPool {
     /// (index, token, proxy) of every token worth asking the upstream about.
     /// The token (and its proxy) a `token_id` names, unless it was removed.
     pub fn find(&self, id: &str) -> Option<(String, Option<String>)> {
-        lock(&self.shared.tokens)
+        lock(&self.state.tokens)
             .iter()
             .find(|t| t.status != TokenStatus::Removed && t.id == id)
             .map(|t| (t.token.clone(), t.proxy.clone()))
     }
 
     pub fn refreshable(&self) -> Vec<(usize, String, Option<String>)> {
-        lock(&self.shared.tokens)
+        lock(&self.state.tokens)
             .iter()
             .enumerate()
             .filter(|(_, t)| !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))

@@ -161,9 +161,12 @@ pub struct PoolSettings {
     pub fail_threshold: u32,
 }
 
-pub struct TokenPool {
+/// grok.com's sso tokens and what is known of each (the upstream-neutral view of it is
+/// `upstream::TokenPool`).
+pub struct SsoPool {
     settings: PoolSettings,
-    shared: Arc<Shared>,
+    /// Shared with every lease handed out, which gives its slot back when dropped.
+    state: Arc<PoolState>,
     /// Other replicas' in-flight counts per token: replica → (when said, token id → count). An entry
     /// lapses when its replica stops saying it (it died), so its requests stop counting.
     remote: Mutex<std::collections::HashMap<String, (Instant, InFlightCounts)>>,
@@ -171,7 +174,8 @@ pub struct TokenPool {
     observer: std::sync::OnceLock<Observer>,
 }
 
-struct Shared {
+/// The tokens under their lock, and the signal that a slot came free.
+struct PoolState {
     tokens: Mutex<Vec<TokenState>>,
     /// Signalled whenever a lease is returned, for requests waiting on a full pool.
     released: tokio::sync::Notify,
@@ -198,7 +202,7 @@ pub fn normalize_token(raw: &str) -> String {
     raw.chars().filter(|c| c.is_ascii() && !c.is_ascii_whitespace() && !c.is_ascii_control()).collect()
 }
 
-impl TokenPool {
+impl SsoPool {
     pub fn new(raw_tokens: &[String], settings: PoolSettings) -> Self {
         let mut seen = std::collections::HashSet::new();
         let tokens = raw_tokens
@@ -209,14 +213,14 @@ impl TokenPool {
             .collect();
         Self {
             settings,
-            shared: Arc::new(Shared { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }),
+            state: Arc::new(PoolState { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }),
             observer: std::sync::OnceLock::new(),
             remote: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.shared.tokens).len()
+        lock(&self.state.tokens).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,16 +229,16 @@ impl TokenPool {
 
     #[cfg(test)]
     fn status(&self, i: usize) -> TokenStatus {
-        lock(&self.shared.tokens)[i].status
+        lock(&self.state.tokens)[i].status
     }
 }
 
 /// A pool of `tokens` (`TOKEN` or `TOKEN|PROXY`) for the tests of this folder: a cap of `cap` requests per
 /// token, 60 s rests, expired after 2 auth failures.
 #[cfg(test)]
-fn test_pool(tokens: &[&str], cap: u32) -> TokenPool {
+fn test_pool(tokens: &[&str], cap: u32) -> SsoPool {
     let tokens: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
-    TokenPool::new(
+    SsoPool::new(
         &tokens,
         PoolSettings { max_concurrency: cap, default_cooldown: Duration::from_secs(60), fail_threshold: 2 },
     )

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::upstream::grok_web::token_pool::{Product, TokenPool, TokenStatus, lock};
+use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenStatus, lock};
 use crate::upstream::tokens::{InFlightCounts, Observer, TokenEvent};
 
 pub(super) fn until_ms(at: Instant) -> u64 {
@@ -14,10 +14,10 @@ fn instant_at(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms.saturating_sub(crate::clock::now_ms()))
 }
 
-impl TokenPool {
+impl SsoPool {
     /// This replica's requests in flight per token (only tokens with some), for the other replicas.
     pub fn in_flight_counts(&self) -> InFlightCounts {
-        lock(&self.shared.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
+        lock(&self.state.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
     }
 
     /// Another replica's latest in-flight counts (`None` just re-checks which entries lapsed): they count
@@ -35,7 +35,7 @@ impl TokenPool {
                 *sums.entry(id.as_str()).or_default() += n;
             }
         }
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let mut freed = false;
         for t in tokens.iter_mut() {
             let n = sums.get(t.id.as_str()).copied().unwrap_or(0);
@@ -44,7 +44,7 @@ impl TokenPool {
         }
         drop(tokens);
         if freed {
-            self.shared.released.notify_waiters();
+            self.state.released.notify_waiters();
         }
     }
 
@@ -61,7 +61,7 @@ impl TokenPool {
 
     /// Applies a change another replica saw (nothing is emitted again).
     pub fn apply(&self, event: &TokenEvent) {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let Some(t) = tokens.iter_mut().find(|t| t.id == event.token() && t.status != TokenStatus::Removed) else {
             return;
         };
@@ -79,7 +79,7 @@ impl TokenPool {
             TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
         }
         drop(tokens);
-        self.shared.released.notify_waiters();
+        self.state.released.notify_waiters();
     }
 }
 

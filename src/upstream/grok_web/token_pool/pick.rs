@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::grok_web::token_pool::news::until_ms;
-use crate::upstream::grok_web::token_pool::{Product, Shared, TokenPool, TokenStatus, lock};
+use crate::upstream::grok_web::token_pool::{PoolState, Product, SsoPool, TokenStatus, lock};
 use crate::upstream::tokens::TokenEvent;
 
 /// How a token ranks for a pick; higher is better.
@@ -51,22 +51,22 @@ pub struct TokenLease {
     pub token: String,
     pub proxy: Option<String>,
     pub product: Product,
-    shared: Arc<Shared>,
+    state: Arc<PoolState>,
 }
 
 impl Drop for TokenLease {
     fn drop(&mut self) {
         {
-            let mut tokens = lock(&self.shared.tokens);
+            let mut tokens = lock(&self.state.tokens);
             if let Some(t) = tokens.get_mut(self.index) {
                 t.in_flight = t.in_flight.saturating_sub(1);
             }
         }
-        self.shared.released.notify_waiters();
+        self.state.released.notify_waiters();
     }
 }
 
-impl TokenPool {
+impl SsoPool {
     /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
     /// `deadline`) for a slot instead of failing: a burst queues briefly rather than bouncing.
     /// `prefer` (a `token_id`) names the account that already holds the job's inputs: it is taken
@@ -79,7 +79,7 @@ impl TokenPool {
         deadline: tokio::time::Instant,
     ) -> Result<TokenLease, NoToken> {
         loop {
-            let released = self.shared.released.notified();
+            let released = self.state.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
             match self.pick(product, exclude, prefer) {
@@ -101,7 +101,7 @@ impl TokenPool {
     /// The preferred token first, then the most remaining quota, then the fewest requests in flight.
     fn pick(&self, product: Product, exclude: &[usize], prefer: Option<&str>) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let mut best: Option<(usize, Rank)> = None;
         let mut cooling: Option<(Duration, Option<String>)> = None;
         let mut busy = false;
@@ -147,7 +147,7 @@ impl TokenPool {
                     token: tokens[i].token.clone(),
                     proxy: tokens[i].proxy.clone(),
                     product,
-                    shared: self.shared.clone(),
+                    state: self.state.clone(),
                 })
             }
             None if busy => Err(NoToken::Busy),
@@ -166,7 +166,7 @@ impl TokenPool {
     }
 
     fn record(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) -> Option<TokenEvent> {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let t = tokens.get_mut(index)?;
         if let Err(e) = outcome {
             t.last_error = Some((e.to_string(), crate::clock::now_secs()));
@@ -221,7 +221,7 @@ impl TokenPool {
     /// Applies the upstream's answer for one product: `remaining` (`None` = not said), and until when it
     /// is unavailable (`None` = available now).
     pub fn set_product_quota(&self, index: usize, product: Product, remaining: Option<u32>, until: Option<Instant>) {
-        let mut tokens = lock(&self.shared.tokens);
+        let mut tokens = lock(&self.state.tokens);
         let Some(t) = tokens.get_mut(index) else { return };
         let p = &mut t.products[product.idx()];
         p.remaining = remaining;
@@ -234,13 +234,13 @@ impl TokenPool {
             until_ms: until.map(until_ms),
         };
         drop(tokens);
-        self.shared.released.notify_waiters();
+        self.state.released.notify_waiters();
         self.emit(Some(event));
     }
 
     /// Remembers an error seen with a token outside a generation (a failed quota check), for the console.
     pub fn note_error(&self, index: usize, e: &UpstreamError) {
-        if let Some(t) = lock(&self.shared.tokens).get_mut(index) {
+        if let Some(t) = lock(&self.state.tokens).get_mut(index) {
             t.last_error = Some((e.to_string(), crate::clock::now_secs()));
         }
     }
@@ -248,7 +248,7 @@ impl TokenPool {
     /// (usable now, configured).
     pub fn capacity(&self) -> (usize, usize) {
         let now = Instant::now();
-        let tokens = lock(&self.shared.tokens);
+        let tokens = lock(&self.state.tokens);
         let usable = tokens.iter().filter(|t| t.label_and_cooldown(now).0 == "active").count();
         (usable, tokens.iter().filter(|t| t.status != TokenStatus::Removed).count())
     }
