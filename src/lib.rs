@@ -9,7 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod credentials;
-pub mod doctor;
 pub mod error;
 pub mod jobs;
 pub mod keys;

@@ -5,6 +5,7 @@
 pub mod browser;
 mod classify;
 mod conversation;
+pub mod doctor;
 mod imagine;
 pub mod ndjson;
 pub mod saved_tokens;
