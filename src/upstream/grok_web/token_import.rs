@@ -5,7 +5,8 @@
 
 use serde_json::Value;
 
-use super::token_pool::normalize_token;
+use crate::upstream::grok_web::browser::check_proxy_url;
+use crate::upstream::grok_web::token_pool::normalize_token;
 use crate::upstream::tokens::Format;
 
 /// One token as found in the file.
@@ -156,7 +157,7 @@ fn from_entry(raw: &str, meta: Option<&serde_json::Map<String, Value>>) -> Resul
     let field = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str).map(str::trim);
     let proxy = proxy.or_else(|| field("proxy").filter(|p| !p.is_empty()).map(str::to_owned));
     if let Some(p) = &proxy {
-        super::browser::check_proxy_url(p).map_err(|e| format!("bad proxy: {e}"))?;
+        check_proxy_url(p).map_err(|e| format!("bad proxy: {e}"))?;
     }
     let note =
         field("note").or_else(|| field("remark")).filter(|n| !n.is_empty()).map(|n| n.chars().take(200).collect());

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::token_pool::Product;
 use crate::jobs::{VideoInput, VideoJob, VideoPreset};
+use crate::upstream::grok_web::token_pool::Product;
 
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
