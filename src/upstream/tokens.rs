@@ -13,7 +13,7 @@ pub struct ProductInfo {
     pub refills_at: Option<u64>,
 }
 
-/// What the admin API and metrics show of one token (never the token itself).
+/// What the admin API shows of one token (the token itself only masked).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,

@@ -1,6 +1,11 @@
 //! The grok.com web client: sso-cookie auth over a token pool, the Imagine WebSocket for
-//! text-to-image, upload + conversation stream for edits, and cookie-authenticated asset downloads.
-//! Every byte to grok.com leaves through the browser transport (`browser/`).
+//! text-to-image (`imagine.rs`), upload + conversation stream for edits and videos
+//! (`conversation.rs`), and cookie-authenticated asset downloads. Every byte to grok.com leaves through
+//! the browser transport (`browser/`), by `GrokWebClient::send` (this file: the client and its request
+//! path). Beside it: `signing.rs` (the `x-statsig-id`, minted by `statsig/`), `token_admin.rs` (tokens
+//! added, imported, changed and removed at run time, kept by `saved_tokens.rs`, parsed by
+//! `token_import.rs`; quota refresh), `token_pool/` (which account serves), `wire.rs` and `classify.rs`
+//! (grok.com's names and its errors), `doctor/` (`grok2api doctor`).
 
 pub mod browser;
 mod classify;

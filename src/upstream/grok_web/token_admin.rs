@@ -125,11 +125,6 @@ impl GrokWebClient {
         self.keep_meta(id).await.map_err(TokenChangeError::Storage)
     }
 
-    /// Where a token came from (`config`, `admin`), unless there is no such token.
-    pub fn token_source(&self, id: &str) -> Option<&'static str> {
-        self.pool.source_of(id)
-    }
-
     /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
     /// the upstream answered (when not, the token's `last_error` says why).
     pub async fn refresh_token(&self, id: &str) -> Option<bool> {

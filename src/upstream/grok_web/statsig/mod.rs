@@ -11,15 +11,15 @@
 //! The animation fingerprint is what the page's generator script reads back from an animation it
 //! plays: one curve of the page's per-build `curves` table (4 groups of 16: colour pair, angle, cubic
 //! Bézier), chosen and timed by five seed bytes whose positions rotate with each frontend build and sit
-//! only in a lazily loaded script chunk. It is reproduced here (`fingerprint`): the colour and rotation
+//! only in a lazily loaded script chunk. It is reproduced in `fingerprint.rs`: the colour and rotation
 //! matrix the browser would report, each number as JS's `Number(x.toFixed(2)).toString(16)`, joined,
 //! without '.' and '-' (reversed by public clients: a Rust statsig module and SentDz/grok2api
-//! `statsig_hex.go`; its published vector is a unit test below).
+//! `statsig_hex.go`; its published vector is a unit test there).
 //!
 //! Modes (`grok.statsig`): `local` mints it from the page's seed and curves plus the chunk's indices
-//! (fetched through the browser transport, cached, refreshed once on a code-7 answer); when the page
-//! or its chunks do not yield the fingerprint it signs without one and warns, since grok.com may then
-//! refuse it. Otherwise: `signer:<url>` (an external signing service, the contract some peers use:
+//! (`page.rs` reads them from what the client fetches through the browser transport, `signing.rs` one
+//! folder up; cached, refreshed once on a code-7 answer); when the page or its chunks do not yield the
+//! fingerprint it signs without one and warns, since grok.com may then refuse it. Otherwise: `signer:<url>` (an external signing service, the contract some peers use:
 //! `POST {"method","path","environment":{"metaContent"}}` → `{"x-statsig-id"}`), or `fixed:<value>`
 //! captured from a browser, or `off`.
 

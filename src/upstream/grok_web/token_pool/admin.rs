@@ -172,7 +172,6 @@ impl SsoPool {
         }
     }
 
-    /// (index, token, proxy) of every token worth asking the upstream about.
     /// The token (and its proxy) a `token_id` names, unless it was removed.
     pub fn find(&self, id: &str) -> Option<(String, Option<String>)> {
         lock(&self.state.tokens)
@@ -181,6 +180,7 @@ impl SsoPool {
             .map(|t| (t.token.clone(), t.proxy.clone()))
     }
 
+    /// (index, token, proxy) of every token worth asking the upstream about.
     pub fn refreshable(&self) -> Vec<(usize, String, Option<String>)> {
         lock(&self.state.tokens)
             .iter()

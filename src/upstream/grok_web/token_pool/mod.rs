@@ -1,6 +1,8 @@
 //! The sso token pool: which account serves the next request. Picks the healthy token with the most
 //! remaining quota (fewest in flight on ties), caps concurrency per token, cools tokens down after a
-//! rate limit and expires them after repeated auth failures.
+//! rate limit and expires them after repeated auth failures. This file holds what is known of each
+//! token; `pick.rs` hands tokens out and learns from how their requests ended, `news.rs` is what
+//! replicas tell each other, `admin.rs` what the operators see and change.
 
 mod admin;
 mod news;
