@@ -26,6 +26,7 @@ use self::tokens::{
 /// For the HTTP handlers that still name it here; it is the media room's (`media::kind`).
 pub use crate::media::kind::sniff_media_type;
 
+/// Who makes the media: one arm per upstream, each a folder (or file) of this module.
 pub enum Upstream {
     GrokWeb(Box<grok_web::GrokWebClient>),
     Xai(xai::XaiClient),
