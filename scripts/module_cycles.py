@@ -13,8 +13,10 @@ Usage: module_cycles.py [--depth N | --files-in-folders] [SRC_DIR]   (default: s
   --files-in-folders  file level, but a loop of a folder's mod.rs with its own children (x/mod.rs,
       x/a.rs, x/b/mod.rs) is allowed; any other loop fails (scripts/layers.sh, in CI).
 
-Copied from the team's tools (../shared/tools/module_cycles.py) with one fix: `super::` in a file that
-is not a mod.rs (x/a.rs) names its own folder's module (x), not the one above it.
+Copied from the team's tools (../shared/tools/module_cycles.py) with three fixes: `super::` in a file
+that is not a mod.rs (x/a.rs) names its own folder's module (x), not the one above it; inside an inline
+`mod tests { … }` it names the file's own module; and comments and string literals are removed in one
+pass, so a string such as `"*/*"` is not read as the start of a comment.
 """
 import os, re, signal, sys
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
@@ -51,9 +53,47 @@ def resolve(parts):
     return None, []
 
 def strip(text):
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r"//[^\n]*", "", text)
-    return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    """Comments out, every string and char literal emptied, in one pass (so `"*/*"` or `"https://"` in a
+    string is not taken for a comment, nor a `'"'` for a string)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            continue
+        prev = text[i - 1] if i else " "
+        m = re.match(r'b?r(#*)"', text[i:i + 40]) if not (prev.isalnum() or prev == "_") else None
+        if m:
+            end = text.find('"' + m.group(1), i + m.end())
+            i = n if end < 0 else end + 1 + len(m.group(1))
+            out.append('""')
+            continue
+        if text[i] == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+            out.append('""')
+            continue
+        if text[i] == "'":
+            m = re.match(r"'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|.)|[^\\'])'", text[i:i + 16])
+            if m:
+                i += m.end()
+                out.append("' '")
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 def expand(use):
     """`a::{b, c::d}` -> [a::b, a::c::d] (one level of nesting is enough for resolving files)."""

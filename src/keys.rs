@@ -19,6 +19,7 @@ use crate::HotMap;
 use crate::credentials::Auth;
 use crate::error::ApiError;
 use crate::owner::KeyId;
+use crate::secret::mask;
 use crate::state_db::{KEYS, StateDb};
 
 const PREFIX: &str = "g2a_";
@@ -122,14 +123,6 @@ pub struct KeyRing {
     any_stored: std::sync::atomic::AtomicBool,
     /// With several replicas, console keys live in Redis (`stored` caches them) instead of `db`.
     shared: Option<Arc<crate::shared::SharedStore>>,
-}
-
-fn mask(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() < 12 {
-        return "…".into();
-    }
-    format!("{}…{}", chars[..4].iter().collect::<String>(), chars[chars.len() - 2..].iter().collect::<String>())
 }
 
 impl KeyRing {

@@ -201,11 +201,11 @@ async fn doctor(args: grok2api::cli::DoctorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = grok2api::doctor::run(cfg, args.generate).await;
+    let report = grok2api::upstream::grok_web::doctor::run(cfg, args.generate).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", grok2api::doctor::render_text(&report));
+        print!("{}", grok2api::upstream::grok_web::doctor::render_text(&report));
     }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -277,7 +277,7 @@ async fn a_token_rate_limited_on_one_replica_rests_on_all() {
     };
     let a = replica(&store, None, one_token).await;
     let b = replica(&store, None, one_token).await;
-    let pool = |h: &Harness| h.server.state.runner.upstream().grok_web().unwrap().pool().snapshot();
+    let pool = |h: &Harness| h.server.state.runner.upstream().tokens().unwrap().snapshot();
     let cooling = |h: &Harness| {
         pool(h).iter().filter(|t| t.products["image"].cooldown_secs.is_some()).map(|t| t.id.clone()).collect::<Vec<_>>()
     };
@@ -446,7 +446,7 @@ async fn the_per_token_concurrency_cap_counts_every_replica() {
         videos.push(v["data"]["taskId"].as_str().unwrap().to_owned());
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while a.server.state.runner.upstream().grok_web().unwrap().pool().in_flight_counts().len() < 2 {
+    while a.server.state.runner.upstream().tokens().unwrap().in_flight_counts().len() < 2 {
         assert!(Instant::now() < deadline, "A never had both tokens busy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

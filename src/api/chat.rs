@@ -23,8 +23,8 @@ use crate::jobs::{
     InputImage, Job, JobEvent, JobOutput, MAX_REFERENCE_VIDEO_SECONDS, MAX_VIDEO_IMAGES, VIDEO_SECONDS, VideoJob,
     VideoPreset,
 };
+use crate::media::kind::sniff_media_type;
 use crate::net::{self, FetchError, FetchPolicy};
-use crate::upstream::sniff_media_type;
 
 pub const MAX_INPUT_IMAGE_BYTES: usize = 20 * 1024 * 1024;
 

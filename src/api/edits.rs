@@ -17,7 +17,7 @@ use super::{
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::{EditJob, InputImage, Job};
-use crate::upstream::sniff_media_type;
+use crate::media::kind::sniff_media_type;
 
 pub const MAX_IMAGES: usize = 3;
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;

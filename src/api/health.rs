@@ -53,7 +53,7 @@ pub fn gauges(state: &AppState) -> Gauges {
     Gauges {
         tasks: state.tasks.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
         queue_depth: state.queue.depth(),
-        tokens: state.runner.upstream().grok_web().map(|c| c.pool().health()).unwrap_or_default(),
+        tokens: state.runner.upstream().tokens().map(|t| t.health()).unwrap_or_default(),
     }
 }
 
@@ -63,13 +63,8 @@ pub fn gauges(state: &AppState) -> Gauges {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let upstream = state.runner.upstream();
     let (usable, total) = upstream.capacity();
-    let by_state = upstream
-        .grok_web()
-        .map(|c| c.pool().health())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let by_state =
+        upstream.tokens().map(|t| t.health()).unwrap_or_default().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let store = state.service.store_readiness().await;
     let ready = usable > 0 && !matches!(store, "redis_unreachable" | "journal_unwritable");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

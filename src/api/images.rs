@@ -389,7 +389,7 @@ fn stream(state: &AppState, owner: KeyId, req: ImageRequest, base: String, timeo
         "size": dimensions(&bytes), "quality": "auto", "background": "opaque",
         // Previews arrive without a content type: their bytes say it.
         "output_format": file_format(
-            crate::upstream::sniff_media_type(&bytes).filter(|t| t.starts_with("image/")).unwrap_or("image/png"),
+            crate::media::kind::sniff_media_type(&bytes).filter(|t| t.starts_with("image/")).unwrap_or("image/png"),
         )});
         partials[index] += 1;
         Some(event(&partial_name, data))

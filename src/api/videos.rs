@@ -20,10 +20,10 @@ use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::InputImage;
 use crate::media::MediaKind;
+use crate::media::kind::sniff_media_type;
 use crate::owner::KeyId;
 use crate::tasks::store::Listing;
 use crate::tasks::{Outcome, Task, TaskApi, TaskKind, TaskStatus};
-use crate::upstream::sniff_media_type;
 
 /// How often OpenAI's SDK should poll (`openai-poll-after-ms`, read by `videos.poll`).
 const POLL_AFTER_MS: &str = "1000";

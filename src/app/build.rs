@@ -11,7 +11,7 @@ use crate::api;
 use crate::api::gate::AdminGate;
 use crate::api::state::{AppState, Inner};
 use crate::auth::Guard;
-use crate::config::{Config, UpstreamKind};
+use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::limits::RateLimiter;
 use crate::media::MediaStore;
@@ -25,8 +25,6 @@ use crate::tasks::callbacks::{CallbackSettings, decode_secret};
 use crate::tasks::journal::Journal;
 use crate::tasks::store::TaskStore;
 use crate::upstream::Upstream;
-use crate::upstream::grok_web::GrokWebClient;
-use crate::upstream::xai::XaiClient;
 use crate::usage::UsageBook;
 
 impl AppState {
@@ -51,17 +49,7 @@ impl AppState {
         let usage = Arc::new(UsageBook::open(state_db.clone(), shared.clone())?);
         let admin_key = cfg.admin.api_key.as_deref().filter(|k| !k.is_empty());
         let keys = Arc::new(KeyRing::open(&cfg.auth.api_keys, state_db, admin_key.is_some(), shared.clone())?);
-        let upstream = match cfg.upstream.kind {
-            UpstreamKind::GrokWeb => {
-                let client = GrokWebClient::new(cfg.grok.clone(), metrics.clone())?;
-                let client = match &cfg.state.dir {
-                    Some(dir) => client.with_saved_tokens(dir)?,
-                    None => client,
-                };
-                Upstream::GrokWeb(Box::new(client))
-            }
-            UpstreamKind::Xai => Upstream::Xai(XaiClient::new(cfg.xai.clone(), metrics.clone())?),
-        };
+        let upstream = Upstream::from_config(&cfg, metrics.clone())?;
         let guard = Arc::new(Guard {
             keys,
             limiter: RateLimiter::new(cfg.limits.requests_per_second, cfg.limits.burst),

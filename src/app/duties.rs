@@ -97,9 +97,9 @@ pub(super) fn spawn_replica_duties(
 ) {
     let every = (shared.lease() / 3).max(Duration::from_millis(200));
     // Token changes this replica sees go out, in order, through one publisher.
-    if let Some(client) = runner.upstream().grok_web() {
+    if let Some(tokens) = runner.upstream().tokens() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        client.pool().observe(Arc::new(move |event| {
+        tokens.observe(Arc::new(move |event| {
             let _ = tx.send(event);
         }));
         // Requests in flight per token, while there are any (and once more when they drop to none).
@@ -111,9 +111,9 @@ pub(super) fn spawn_replica_duties(
                     _ = stop_telling.cancelled() => return,
                     _ = tokio::time::sleep(IN_FLIGHT_EVERY) => {}
                 }
-                let Some(client) = counting.upstream().grok_web() else { return };
-                client.pool().remote_in_flight(None, IN_FLIGHT_LASTS);
-                let counts = client.pool().in_flight_counts();
+                let Some(tokens) = counting.upstream().tokens() else { return };
+                tokens.remote_in_flight(None, IN_FLIGHT_LASTS);
+                let counts = tokens.in_flight_counts();
                 if counts.is_empty() && !said_some {
                     continue;
                 }
@@ -125,8 +125,8 @@ pub(super) fn spawn_replica_duties(
         });
         let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
         tracker.spawn(async move {
-            if let (Ok(states), Some(client)) = (publisher.token_states().await, pool_runner.upstream().grok_web()) {
-                states.iter().for_each(|e| client.pool().apply(e));
+            if let (Ok(states), Some(tokens)) = (publisher.token_states().await, pool_runner.upstream().tokens()) {
+                states.iter().for_each(|e| tokens.apply(e));
             }
             loop {
                 tokio::select! {
@@ -172,8 +172,8 @@ fn hear(news: News, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
     match news {
         News::KeyChanged(id) => keys.forget_cached(&id),
         News::InFlight { replica, counts } => {
-            if let Some(client) = runner.upstream().grok_web() {
-                client.pool().remote_in_flight(Some((&replica, counts)), IN_FLIGHT_LASTS);
+            if let Some(tokens) = runner.upstream().tokens() {
+                tokens.remote_in_flight(Some((&replica, counts)), IN_FLIGHT_LASTS);
             }
         }
         News::Claimed(id) => queue.claimed_elsewhere(&id),
@@ -183,8 +183,8 @@ fn hear(news: News, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
             }
         }
         News::Token(event) => {
-            if let Some(client) = runner.upstream().grok_web() {
-                client.pool().apply(&event);
+            if let Some(tokens) = runner.upstream().tokens() {
+                tokens.apply(&event);
             }
         }
     }
@@ -199,10 +199,10 @@ pub(super) fn spawn_quota_refresh(
 ) {
     tracker.spawn(async move {
         loop {
-            if let Some(client) = runner.upstream().grok_web() {
+            if let Some(tokens) = runner.upstream().tokens() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    n = client.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
+                    n = tokens.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
                 }
             }
             tokio::select! {

@@ -5,6 +5,7 @@
 //! is also put into shared object storage, and a file this replica does not hold is fetched from there
 //! into the local dir (which then acts as a cache) before it is served.
 
+pub mod kind;
 pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,48 +15,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    Image,
-    Video,
-}
-
-impl MediaKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Image => "image",
-            Self::Video => "video",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "image" => Some(Self::Image),
-            "video" => Some(Self::Video),
-            _ => None,
-        }
-    }
-}
-
-fn extension_for(content_type: &str) -> &'static str {
-    match content_type {
-        "image/png" => "png",
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        "video/mp4" => "mp4",
-        _ => "bin",
-    }
-}
-
-fn content_type_for(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("png") => "image/png",
-        Some("jpg") => "image/jpeg",
-        Some("webp") => "image/webp",
-        Some("mp4") => "video/mp4",
-        _ => "application/octet-stream",
-    }
-}
+pub use self::kind::MediaKind;
+use self::kind::{content_type_for, extension_for};
 
 /// Where a stored image came from upstream: which account made it and the upstream's id for it, so
 /// a later request that feeds it back (image-to-video, edits) can name it instead of uploading it again.

@@ -11,7 +11,7 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
-use super::MediaKind;
+use super::kind::MediaKind;
 use crate::config::S3Config;
 
 pub struct RemoteMedia {

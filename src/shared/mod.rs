@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::owner::KeyId;
 use crate::tasks::idempotency::Claim;
 use crate::tasks::journal::{Health, Op, TaskRecord};
-use crate::upstream::grok_web::token_pool::TokenEvent;
+use crate::upstream::tokens::TokenEvent;
 
 /// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
 /// here. Shaped for `map_err`.

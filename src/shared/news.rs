@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::upstream::grok_web::token_pool::TokenEvent;
+use crate::upstream::tokens::TokenEvent;
 
 /// Each replica's requests in flight per token, as one replica tells the others.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -15,7 +15,7 @@ pub struct InFlight {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct TokenNews {
     pub replica: String,
-    pub event: crate::upstream::grok_web::token_pool::TokenEvent,
+    pub event: crate::upstream::tokens::TokenEvent,
 }
 
 /// What other replicas say, as one replica hears it (its own words are not among them).

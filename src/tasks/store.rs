@@ -506,4 +506,126 @@ mod tests {
         assert!(s.get(&image, TaskKind::Image, None).is_some(), "unfinished tasks are never reaped");
         assert_eq!(s.counts()[0], (TaskStatus::Pending, 8));
     }
+
+    // The journal kept through the store: what a restart reads back.
+    use bytes::Bytes;
+    use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+
+    use crate::jobs::{InputImage, Job, VideoJob, VideoPreset};
+    use crate::tasks::journal::{JobRecord, LEGACY, PendingJob, TASKS};
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job::Video(VideoJob {
+            prompt: "waves".into(),
+            aspect_ratio: "9:16",
+            duration: 10,
+            resolution: "720p",
+            preset: VideoPreset::Spicy,
+            images: vec![InputImage {
+                bytes: Bytes::from_static(b"\x89PNG\r\n\x1a\nrest"),
+                content_type: "image/png",
+                file_name: "a.png".into(),
+                origin: None,
+            }],
+        });
+        let store = TaskStore::new();
+        let id = store.create(KeyId(Arc::from("k")), TaskKind::Video, Some("https://h.example/x".into()));
+        let task = store.get(&id, TaskKind::Video, None).unwrap();
+        let pending = PendingJob {
+            job: JobRecord::from_job(&job).unwrap(),
+            base: "http://gw".into(),
+            b64: false,
+            upstream_ref: None,
+        };
+        {
+            let (j, recs) = Journal::open(dir.path()).unwrap();
+            assert!(recs.is_empty());
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(j.put_durable(&TaskRecord::from_task(&task, Some(pending))))
+                .unwrap();
+            j.close();
+        }
+        let (_j, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let (restored, pending) = recs.into_iter().next().unwrap().into_task().unwrap();
+        assert_eq!((&*restored.id, restored.status), (&*id, TaskStatus::Pending));
+        assert_eq!(restored.callback.unwrap().url, "https://h.example/x");
+        let Job::Video(v) = pending.unwrap().job.to_job().unwrap() else { panic!("not video") };
+        assert_eq!((v.aspect_ratio, v.duration, v.resolution, v.preset), ("9:16", 10, "720p", VideoPreset::Spicy));
+        assert_eq!(v.images.len(), 1);
+        assert_eq!(v.images[0].content_type, "image/png");
+    }
+
+    #[test]
+    fn a_journal_keyed_by_id_alone_is_moved_to_the_creation_ordered_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::new();
+        let (old, new) = (
+            store.create(KeyId(Arc::from("k")), TaskKind::Image, None),
+            store.create(KeyId(Arc::from("k")), TaskKind::Image, None),
+        );
+        let bytes = |id: &str| {
+            serde_json::to_vec(&TaskRecord::from_task(&store.get(id, TaskKind::Image, None).unwrap(), None)).unwrap()
+        };
+        {
+            let db = Database::create(dir.path().join("tasks.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(LEGACY).unwrap();
+                t.insert(&*old, bytes(&old).as_slice()).unwrap();
+                t.insert("garbled", b"{not json".as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let (j, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.id()).collect::<Vec<_>>(),
+            [&*old],
+            "the unreadable record is reported, not loaded"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let record = serde_json::from_slice::<TaskRecord>(&bytes(&new)).unwrap();
+        rt.block_on(j.put_durable(&record)).unwrap();
+        j.remove(&old, recs[0].created_ms());
+        j.close();
+        drop(j);
+        let db = Database::create(dir.path().join("tasks.redb")).unwrap();
+        let read = db.begin_read().unwrap();
+        assert!(read.list_tables().unwrap().all(|t| t.name() != LEGACY.name()), "the old table is gone");
+        let keys: Vec<String> =
+            read.open_table(TASKS).unwrap().iter().unwrap().map(|r| r.unwrap().0.value().1.to_owned()).collect();
+        assert_eq!(
+            keys,
+            ["garbled".to_owned(), new.to_string()],
+            "old removed by its creation time; the garbled bytes kept"
+        );
+    }
+
+    #[test]
+    fn the_creating_api_and_its_request_survive_a_round_trip() {
+        let store = TaskStore::new();
+        let request = Arc::new(VideoRequest {
+            model: "grok-imagine-1.0-video".into(),
+            prompt: "waves".into(),
+            seconds: 8,
+            size: "1280x720".into(),
+            resolution: "720p".into(),
+        });
+        let id = store.create_for(KeyId(Arc::from("k")), TaskKind::Video, None, TaskApi::OpenAi, Some(request.clone()));
+        let task = store.get(&id, TaskKind::Video, None).unwrap();
+        let json = serde_json::to_vec(&TaskRecord::from_task(&task, None)).unwrap();
+        let (back, _) = serde_json::from_slice::<TaskRecord>(&json).unwrap().into_task().unwrap();
+        assert_eq!((back.api, back.request.as_deref()), (TaskApi::OpenAi, Some(&*request)));
+        // Records written before tasks knew their API are the task endpoints'.
+        let native = store.create(KeyId(Arc::from("k")), TaskKind::Video, None);
+        let record = TaskRecord::from_task(&store.get(&native, TaskKind::Video, None).unwrap(), None);
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json.get("api").is_none());
+        let (back, _) = serde_json::from_value::<TaskRecord>(json).unwrap().into_task().unwrap();
+        assert_eq!((back.api, back.request), (TaskApi::Native, None));
+    }
 }

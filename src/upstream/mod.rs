@@ -1,140 +1,52 @@
 //! Upstreams turn jobs into media bytes plus progress events. An enum, not a plugin system: each
-//! protocol lives in its own folder so an upstream change touches one place.
+//! protocol lives in its own folder (`grok_web/`, `xai.rs`) so an upstream change touches one place,
+//! and this file is where the gateway chooses between them: `Upstream` for jobs, `TokenPool` for the
+//! operators' view of an upstream's credentials. What every upstream shares lives beside it, each in
+//! its own file (`error.rs`, `assets.rs`, `tokens.rs`), so no upstream's folder imports this one.
 
 pub mod grok_web;
 pub mod xai;
 
+pub mod assets;
+pub mod error;
+pub mod tokens;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
+use crate::config::{Config, UpstreamKind};
 use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
+use crate::metrics::Metrics;
 
-/// How an upstream call failed, classified by what the caller should do about it.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// The token (or every token) is rate limited; try another token, or tell the client to wait.
-    #[error("{message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
-    /// The upstream refused our credentials (expired/invalid sso token, dead account).
-    #[error("upstream rejected the credentials: {0}")]
-    Auth(String),
-    /// An anti-bot challenge page instead of an answer (Cloudflare HTML 403).
-    #[error("upstream answered with an anti-bot challenge: {0}")]
-    Challenge(String),
-    /// The upstream moderated the output; retrying the same prompt is unlikely to help.
-    #[error("{0}")]
-    Moderated(String),
-    /// The upstream answered something we cannot parse, or stopped before a result.
-    #[error("upstream sent an unusable response: {0}")]
-    Protocol(String),
-    /// The upstream reported a failure.
-    #[error("upstream failed: {0}")]
-    Failed(String),
-    /// Connection-level failure.
-    #[error("cannot reach the upstream: {0}")]
-    Transport(String),
-    /// The token's proxy refused or broke the connection: that token's egress, not the upstream.
-    #[error("upstream proxy failed: {0}")]
-    ProxyFailed(String),
-    #[error("upstream timed out: {0}")]
-    Timeout(String),
-    /// The upstream account is out of credits or at its spending limit: a billing stop, not a rate
-    /// limit; waiting or retrying does not help until someone pays.
-    #[error("upstream account has no credits left: {0}")]
-    CreditsExhausted(String),
-    /// We could not keep what the upstream produced (disk full, ...).
-    #[error("cannot store media: {0}")]
-    Storage(String),
-}
+pub use self::assets::{Asset, VideoAssets};
+pub use self::error::UpstreamError;
+use self::tokens::{
+    ExportedToken, ImportReport, InFlightCounts, Observer, TokenChangeError, TokenEvent, TokenInfo, TokenPatch,
+};
 
-impl UpstreamError {
-    /// The same error with its text changed by `f`.
-    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
-        match self {
-            Self::RateLimited { retry_after, message } => Self::RateLimited { retry_after, message: f(message) },
-            Self::Auth(m) => Self::Auth(f(m)),
-            Self::Challenge(m) => Self::Challenge(f(m)),
-            Self::Moderated(m) => Self::Moderated(f(m)),
-            Self::Protocol(m) => Self::Protocol(f(m)),
-            Self::Failed(m) => Self::Failed(f(m)),
-            Self::Transport(m) => Self::Transport(f(m)),
-            Self::ProxyFailed(m) => Self::ProxyFailed(f(m)),
-            Self::Timeout(m) => Self::Timeout(f(m)),
-            Self::CreditsExhausted(m) => Self::CreditsExhausted(f(m)),
-            Self::Storage(m) => Self::Storage(f(m)),
-        }
-    }
-
-    /// Whether the same request may succeed with a different token. Not `CreditsExhausted`: a
-    /// billing stop is reported, never retried.
-    pub fn retry_on_other_token(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::Auth(_) | Self::Challenge(_) | Self::Transport(_) | Self::ProxyFailed(_)
-        )
-    }
-}
-
-/// One piece of media produced upstream, already downloaded.
-#[derive(Debug, Clone)]
-pub struct Asset {
-    pub bytes: Bytes,
-    pub content_type: &'static str,
-    /// The upstream's own id for it, when the upstream lets it be fed back as an input.
-    pub origin: Option<crate::media::UpstreamOrigin>,
-}
-
-/// A finished video and its poster image, downloaded.
-#[derive(Debug, Clone)]
-pub struct VideoAssets {
-    pub video: Asset,
-    pub thumbnail: Option<Asset>,
-}
-
+/// Who makes the media: one arm per upstream, each a folder (or file) of this module.
 pub enum Upstream {
     GrokWeb(Box<grok_web::GrokWebClient>),
     Xai(xai::XaiClient),
 }
 
-/// An upstream's `Retry-After`, if it sent a usable one: delay seconds (RFC 9110 says an integer;
-/// fractions such as `1.5` are accepted too) or an HTTP date (a date in the past means now).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
-}
-
-fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if v.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-        // `try_from` refuses negative, NaN and overflowing values instead of panicking.
-        return v.parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok());
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Metric label for how an upstream attempt ended.
-pub(crate) fn outcome_label<T>(r: &Result<T, UpstreamError>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(UpstreamError::RateLimited { .. }) => "rate_limited",
-        Err(UpstreamError::Auth(_)) => "auth",
-        Err(UpstreamError::Challenge(_)) => "challenge",
-        Err(UpstreamError::Moderated(_)) => "moderated",
-        Err(UpstreamError::Protocol(_)) => "bad_response",
-        Err(UpstreamError::Failed(_)) => "failed",
-        Err(UpstreamError::Transport(_)) => "transport",
-        Err(UpstreamError::ProxyFailed(_)) => "proxy_failed",
-        Err(UpstreamError::Timeout(_)) => "timeout",
-        Err(UpstreamError::Storage(_)) => "storage",
-        Err(UpstreamError::CreditsExhausted(_)) => "credits_exhausted",
-    }
-}
-
 impl Upstream {
+    /// The upstream `upstream.kind` names: grok.com, with the tokens a previous run added at run
+    /// time when there is a state dir, or xAI's API.
+    pub fn from_config(cfg: &Config, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        Ok(match cfg.upstream.kind {
+            UpstreamKind::GrokWeb => {
+                let client = grok_web::GrokWebClient::new(cfg.grok.clone(), metrics)?;
+                let client = match &cfg.state.dir {
+                    Some(dir) => client.with_saved_tokens(dir)?,
+                    None => client,
+                };
+                Self::GrokWeb(Box::new(client))
+            }
+            UpstreamKind::Xai => Self::Xai(xai::XaiClient::new(cfg.xai.clone(), metrics)?),
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::GrokWeb(_) => "grok-web",
@@ -172,10 +84,11 @@ impl Upstream {
         }
     }
 
-    /// The grok.com client, for its token pool (admin API, readiness, metrics).
-    pub fn grok_web(&self) -> Option<&grok_web::GrokWebClient> {
+    /// The upstream's token pool (admin API, console, readiness, metrics, replica news); `None` for
+    /// an upstream that has no pool to administer (xAI: one API key from the config).
+    pub fn tokens(&self) -> Option<TokenPool<'_>> {
         match self {
-            Self::GrokWeb(c) => Some(c),
+            Self::GrokWeb(c) => Some(TokenPool::GrokWeb(c)),
             Self::Xai(_) => None,
         }
     }
@@ -189,56 +102,105 @@ impl Upstream {
     }
 }
 
-/// Recognise media by its first bytes; upstream file names and headers are not trustworthy.
-pub fn sniff_media_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        Some("video/mp4")
-    } else {
-        None
-    }
+/// An upstream's token pool, whichever upstream it is: what the operators see and change, and the
+/// news replicas share about it. Tokens are named by id (`token_id`) and shown masked.
+#[derive(Clone, Copy)]
+pub enum TokenPool<'a> {
+    GrokWeb(&'a grok_web::GrokWebClient),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffs_common_types() {
-        assert_eq!(sniff_media_type(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
-        assert_eq!(sniff_media_type(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
-        assert_eq!(sniff_media_type(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
-        assert_eq!(sniff_media_type(b"\0\0\0\x18ftypmp42"), Some("video/mp4"));
-        assert_eq!(sniff_media_type(b"<html>"), None);
+impl TokenPool<'_> {
+    /// Every token, masked, in the pool's order.
+    pub fn snapshot(&self) -> Vec<TokenInfo> {
+        match self {
+            Self::GrokWeb(c) => c.pool().snapshot(),
+        }
     }
 
-    #[test]
-    fn retry_after_takes_seconds_fractions_and_http_dates() {
-        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        let p = |v: &str| parse_retry_after(v, now);
-        assert_eq!(p("120"), Some(Duration::from_secs(120)));
-        assert_eq!(p(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(p("0"), Some(Duration::ZERO));
-        assert_eq!(p("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(p("0.25"), Some(Duration::from_millis(250)));
-        assert_eq!(p("Sun, 06 Nov 1994 08:50:07 GMT"), Some(Duration::from_secs(30)));
-        // A date already past: retry now, not never.
-        assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
-        for bad in ["", "soon", "-1", "-1.5", "NaN", "inf", "1e400", "1.5s", "Sun, 06 Nov 1994"] {
-            assert_eq!(p(bad), None, "{bad:?}");
+    /// How many tokens are in each health state (`active`, `cooling`, `expired`, `disabled`).
+    pub fn health(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            Self::GrokWeb(c) => c.pool().health(),
         }
-        let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("2.5"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(2500)));
-        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(90));
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_str(&later).unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!((Duration::from_secs(88)..=Duration::from_secs(90)).contains(&d), "{d:?}");
+    }
+
+    /// Adds tokens (`TOKEN` or `TOKEN|PROXY_URL`), kept across restarts when there is a state dir;
+    /// returns how many became usable.
+    pub async fn add_tokens(&self, entries: Vec<String>) -> Result<usize, String> {
+        match self {
+            Self::GrokWeb(c) => c.add_tokens(entries).await,
+        }
+    }
+
+    /// Takes a token out of rotation (and out of the state dir); `false` when there is no such token.
+    pub async fn remove_token(&self, id: &str) -> Result<bool, String> {
+        match self {
+            Self::GrokWeb(c) => c.remove_token(id).await,
+        }
+    }
+
+    /// Imports a token file, entry by entry.
+    pub async fn import_tokens(&self, content: &str, filename: Option<&str>) -> Result<ImportReport, String> {
+        match self {
+            Self::GrokWeb(c) => c.import_tokens(content, filename).await,
+        }
+    }
+
+    /// Every token with its full value, for the operator's backup.
+    pub fn export(&self) -> Vec<ExportedToken> {
+        match self {
+            Self::GrokWeb(c) => c.pool().export(),
+        }
+    }
+
+    /// Changes a token added at run time.
+    pub async fn update_token(&self, id: &str, patch: TokenPatch) -> Result<(), TokenChangeError> {
+        match self {
+            Self::GrokWeb(c) => c.update_token(id, patch).await,
+        }
+    }
+
+    /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
+    /// the upstream answered (when not, the token's `last_error` says why).
+    pub async fn refresh_token(&self, id: &str) -> Option<bool> {
+        match self {
+            Self::GrokWeb(c) => c.refresh_token(id).await,
+        }
+    }
+
+    /// Asks the upstream for every token's quota; returns how many tokens answered.
+    pub async fn refresh_quotas(&self) -> usize {
+        match self {
+            Self::GrokWeb(c) => c.refresh_quotas().await,
+        }
+    }
+
+    /// Tells `observer` of every change upstream answers make to a token from now on (once).
+    pub fn observe(&self, observer: Observer) {
+        match self {
+            Self::GrokWeb(c) => c.pool().observe(observer),
+        }
+    }
+
+    /// This replica's requests in flight per token (only tokens with some).
+    pub fn in_flight_counts(&self) -> InFlightCounts {
+        match self {
+            Self::GrokWeb(c) => c.pool().in_flight_counts(),
+        }
+    }
+
+    /// Another replica's requests in flight (`None` only lets lapsed entries go): they count against
+    /// each token's concurrency cap here for `lasts`, unless renewed.
+    pub fn remote_in_flight(&self, replica: Option<(&str, InFlightCounts)>, lasts: Duration) {
+        match self {
+            Self::GrokWeb(c) => c.pool().remote_in_flight(replica, lasts),
+        }
+    }
+
+    /// Applies a change another replica saw.
+    pub fn apply(&self, event: &TokenEvent) {
+        match self {
+            Self::GrokWeb(c) => c.pool().apply(event),
+        }
     }
 }

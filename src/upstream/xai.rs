@@ -17,10 +17,12 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Asset, UpstreamError, VideoAssets, retry_after, sniff_media_type};
 use crate::config::XaiConfig;
 use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoPreset};
+use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
+use crate::upstream::assets::{Asset, VideoAssets};
+use crate::upstream::error::{UpstreamError, outcome_label, retry_after};
 
 pub struct XaiClient {
     http: reqwest::Client,
@@ -193,7 +195,7 @@ impl XaiClient {
     }
 
     fn record<T>(&self, op: &'static str, r: &Result<T, UpstreamError>) {
-        self.metrics.upstream(op, super::outcome_label(r));
+        self.metrics.upstream(op, outcome_label(r));
     }
 
     /// One JSON call; answers the status and body of a 2xx, else the classified error.
@@ -519,7 +521,7 @@ impl XaiClient {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::xai::*;
 
     #[test]
     fn wrong_key_is_an_upstream_auth_failure() {

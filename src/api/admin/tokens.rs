@@ -11,11 +11,11 @@ use serde::Deserialize;
 use crate::api::state::AppState;
 use crate::api::{JsonBody, Path};
 use crate::error::ApiError;
-use crate::upstream::grok_web::token_pool::TokenInfo;
-use crate::upstream::grok_web::{GrokWebClient, ImportReport, TokenChangeError, TokenPatch};
+use crate::upstream::TokenPool;
+use crate::upstream::tokens::{ExportedToken, ImportReport, TokenChangeError, TokenInfo, TokenPatch};
 
-fn client(state: &AppState) -> Result<&GrokWebClient, ApiError> {
-    state.runner.upstream().grok_web().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))
+fn pool(state: &AppState) -> Result<TokenPool<'_>, ApiError> {
+    state.runner.upstream().tokens().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))
 }
 
 /// The token pool, and what the call changed.
@@ -32,14 +32,14 @@ pub struct TokenList {
     pub refreshed: Option<usize>,
 }
 
-fn pool_view(client: &GrokWebClient) -> TokenList {
-    TokenList { object: "list", data: client.pool().snapshot(), added: None, refreshed: None }
+fn pool_view(pool: TokenPool<'_>) -> TokenList {
+    TokenList { object: "list", data: pool.snapshot(), added: None, refreshed: None }
 }
 
 #[utoipa::path(get, path = "/admin/tokens", tag = "admin", responses((status = 200, body = TokenList), (status = 401, body = crate::error::ErrorBody),
     (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
 pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
-    Ok(Json(pool_view(client(&state)?)))
+    Ok(Json(pool_view(pool(&state)?)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -54,35 +54,35 @@ pub async fn add_tokens(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<AddTokens>,
 ) -> Result<Json<TokenList>, ApiError> {
-    let client = client(&state)?;
+    let pool = pool(&state)?;
     if body.tokens.iter().all(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid_param("tokens", "give at least one token"));
     }
-    let added = client.add_tokens(body.tokens).await.map_err(|e| ApiError::invalid_param("tokens", e))?;
+    let added = pool.add_tokens(body.tokens).await.map_err(|e| ApiError::invalid_param("tokens", e))?;
     tracing::info!(added, "tokens added through the admin API");
-    Ok(Json(TokenList { added: Some(added), ..pool_view(client) }))
+    Ok(Json(TokenList { added: Some(added), ..pool_view(pool) }))
 }
 
 #[utoipa::path(delete, path = "/admin/tokens/{id}", tag = "admin", description = "A token from the config comes back on restart.", params(("id" = String, Path)), responses((status = 200, body = TokenList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenList>, ApiError> {
-    let client = client(&state)?;
-    if !client.remove_token(&id).await.map_err(ApiError::internal)? {
+    let pool = pool(&state)?;
+    if !pool.remove_token(&id).await.map_err(ApiError::internal)? {
         return Err(ApiError::not_found(format!("no token with id `{id}`")));
     }
     tracing::info!(token = %id, "token removed through the admin API");
-    Ok(Json(pool_view(client)))
+    Ok(Json(pool_view(pool)))
 }
 
 #[utoipa::path(post, path = "/admin/tokens/refresh", tag = "admin", responses((status = 200, body = TokenList),
     (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
 pub async fn refresh_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
-    let client = client(&state)?;
-    let answered = client.refresh_quotas().await;
-    Ok(Json(TokenList { refreshed: Some(answered), ..pool_view(client) }))
+    let pool = pool(&state)?;
+    let answered = pool.refresh_quotas().await;
+    Ok(Json(TokenList { refreshed: Some(answered), ..pool_view(pool) }))
 }
 
-fn one(client: &GrokWebClient, id: &str) -> Result<TokenInfo, ApiError> {
-    client.pool().snapshot().into_iter().find(|t| t.id == id).ok_or_else(|| no_token(id))
+fn one(pool: TokenPool<'_>, id: &str) -> Result<TokenInfo, ApiError> {
+    pool.snapshot().into_iter().find(|t| t.id == id).ok_or_else(|| no_token(id))
 }
 
 fn no_token(id: &str) -> ApiError {
@@ -104,7 +104,7 @@ pub async fn import_tokens(
     JsonBody(body): JsonBody<ImportFile>,
 ) -> Result<Json<ImportReport>, ApiError> {
     let report =
-        client(&state)?.import_tokens(&body.content, body.filename.as_deref()).await.map_err(ApiError::internal)?;
+        pool(&state)?.import_tokens(&body.content, body.filename.as_deref()).await.map_err(ApiError::internal)?;
     Ok(Json(report))
 }
 
@@ -123,19 +123,16 @@ pub async fn export_tokens(
     State(state): State<AppState>,
     crate::api::Params(q): crate::api::Params<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let tokens = client(&state)?.pool().export();
+    let tokens = pool(&state)?.export();
     let (body, content_type, ext) = match q.format.as_deref().unwrap_or("txt") {
         "txt" => {
-            let lines: Vec<String> = tokens
-                .iter()
-                .map(|(t, p, _, _)| p.as_ref().map_or_else(|| t.clone(), |p| format!("{t}|{p}")))
-                .collect();
+            let lines: Vec<String> = tokens.iter().map(ExportedToken::entry).collect();
             (lines.join("\n") + "\n", "text/plain; charset=utf-8", "txt")
         }
         "json" => {
             let rows: Vec<serde_json::Value> = tokens
                 .iter()
-                .map(|(t, p, n, e)| serde_json::json!({"token": t, "proxy": p, "note": n, "enabled": e}))
+                .map(|t| serde_json::json!({"token": t.token, "proxy": t.proxy, "note": t.note, "enabled": t.enabled}))
                 .collect();
             (
                 serde_json::to_string_pretty(&rows).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -194,22 +191,22 @@ pub async fn patch_token(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TokenChange>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    let client = client(&state)?;
+    let pool = pool(&state)?;
     let note = body.note.map(|n| n.map(|n| n.chars().take(200).collect::<String>()));
     let patch =
         TokenPatch { enabled: body.enabled, note, proxy: body.proxy.map(|p| p.filter(|p| !p.trim().is_empty())) };
-    client.update_token(&id, patch).await.map_err(|e| change_error(&id, e))?;
+    pool.update_token(&id, patch).await.map_err(|e| change_error(&id, e))?;
     tracing::info!(token = %id, "token changed in the console");
-    Ok(Json(one(client, &id)?))
+    Ok(Json(one(pool, &id)?))
 }
 
 #[utoipa::path(post, path = "/admin/tokens/{id}/refresh", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = TokenInfo), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn refresh_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenInfo>, ApiError> {
-    let client = client(&state)?;
+    let pool = pool(&state)?;
     // A check the upstream did not answer is still a 200: the token's `last_error` says why.
-    client.refresh_token(&id).await.ok_or_else(|| no_token(&id))?;
-    Ok(Json(one(client, &id)?))
+    pool.refresh_token(&id).await.ok_or_else(|| no_token(&id))?;
+    Ok(Json(one(pool, &id)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -237,7 +234,7 @@ pub struct BulkReport {
 #[utoipa::path(post, path = "/admin/tokens/bulk", tag = "admin", request_body = Bulk,
     responses((status = 200, body = BulkReport), (status = 400, body = crate::error::ErrorBody), (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
 pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>) -> Result<Json<BulkReport>, ApiError> {
-    let client = client(&state)?;
+    let pool = pool(&state)?;
     if !matches!(body.action.as_str(), "enable" | "disable" | "delete" | "refresh") {
         return Err(ApiError::invalid_param("action", "action must be one of enable, disable, delete, refresh"));
     }
@@ -246,17 +243,16 @@ pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>)
         let outcome = match body.action.as_str() {
             "enable" | "disable" => {
                 let patch = TokenPatch { enabled: Some(body.action == "enable"), ..TokenPatch::default() };
-                client.update_token(&id, patch).await.map_err(|e| change_error(&id, e).message)
+                pool.update_token(&id, patch).await.map_err(|e| change_error(&id, e).message)
             }
-            "delete" => match client.remove_token(&id).await {
+            "delete" => match pool.remove_token(&id).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(no_token(&id).message),
                 Err(e) => Err(e),
             },
-            _ => match client.refresh_token(&id).await {
+            _ => match pool.refresh_token(&id).await {
                 Some(true) => Ok(()),
-                Some(false) => Err(client
-                    .pool()
+                Some(false) => Err(pool
                     .snapshot()
                     .into_iter()
                     .find(|t| t.id == id)
@@ -268,5 +264,5 @@ pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>)
         results.push(BulkResult { ok: outcome.is_ok(), error: outcome.err(), id });
     }
     tracing::info!(action = %body.action, tokens = results.len(), "bulk token action");
-    Ok(Json(BulkReport { results, data: client.pool().snapshot() }))
+    Ok(Json(BulkReport { results, data: pool.snapshot() }))
 }

@@ -29,7 +29,7 @@ use crate::shared::news::{InFlight, News, TokenNews};
 use crate::shared::totals::Totals;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
-use crate::upstream::grok_web::token_pool::TokenEvent;
+use crate::upstream::tokens::TokenEvent;
 
 pub const PREFIX: &str = "g2a:";
 

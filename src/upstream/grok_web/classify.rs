@@ -2,7 +2,7 @@
 
 use http::header::{HeaderMap, SERVER};
 
-use crate::upstream::{UpstreamError, retry_after};
+use crate::upstream::error::{UpstreamError, retry_after};
 
 /// Words in a 403 JSON body that mean the account itself is unusable (not this one request).
 const DEAD_ACCOUNT: &[&str] = &[
@@ -128,7 +128,7 @@ mod tests {
 
     use http::header::RETRY_AFTER;
 
-    use super::*;
+    use crate::upstream::grok_web::classify::*;
 
     #[test]
     fn only_answers_that_may_change_are_transient() {

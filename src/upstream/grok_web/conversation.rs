@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::ndjson::{Frame, FrameDecoder};
-use super::wire::{self, ConversationEvent};
-use super::{Account, GrokWebClient, classify};
-
 use crate::jobs::{EditJob, InputImage, ProgressSink, ProgressSlots, VideoJob};
 use crate::media::UpstreamOrigin;
-use crate::upstream::{Asset, UpstreamError, VideoAssets};
+use crate::upstream::assets::{Asset, VideoAssets};
+use crate::upstream::error::UpstreamError;
+use crate::upstream::grok_web::ndjson::{Frame, FrameDecoder};
+use crate::upstream::grok_web::wire::{self, ConversationEvent};
+use crate::upstream::grok_web::{Account, GrokWebClient, classify};
 use http::Method;
 
 async fn upload(client: &GrokWebClient, account: &Account, image: &InputImage) -> Result<String, UpstreamError> {

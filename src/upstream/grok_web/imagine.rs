@@ -8,12 +8,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use wreq::ws::message::Message;
 
-use super::browser::WsOpen;
-use super::wire::{self, ImagineFrame};
-use super::{Account, GrokWebClient, classify, decode_blob};
 use crate::jobs::{ImageJob, ProgressSlots};
 use crate::media::UpstreamOrigin;
-use crate::upstream::{Asset, UpstreamError, sniff_media_type};
+use crate::media::kind::sniff_media_type;
+use crate::upstream::assets::Asset;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::grok_web::browser::WsOpen;
+use crate::upstream::grok_web::wire::{self, ImagineFrame};
+use crate::upstream::grok_web::{Account, GrokWebClient, classify, decode_blob};
 
 /// Unusable frames in a row after which the stream is given up as not speaking the protocol.
 const MAX_UNUSABLE_FRAMES: usize = 32;

@@ -1,14 +1,22 @@
 //! The grok.com web client: sso-cookie auth over a token pool, the Imagine WebSocket for
-//! text-to-image, upload + conversation stream for edits, and cookie-authenticated asset downloads.
-//! Every byte to grok.com leaves through the browser transport (`browser/`).
+//! text-to-image (`imagine.rs`), upload + conversation stream for edits and videos
+//! (`conversation.rs`), and cookie-authenticated asset downloads. Every byte to grok.com leaves through
+//! the browser transport (`browser/`), by `GrokWebClient::send` (this file: the client and its request
+//! path). Beside it: `signing.rs` (the `x-statsig-id`, minted by `statsig/`), `token_admin.rs` (tokens
+//! added, imported, changed and removed at run time, kept by `saved_tokens.rs`, parsed by
+//! `token_import.rs`; quota refresh), `token_pool/` (which account serves), `wire.rs` and `classify.rs`
+//! (grok.com's names and its errors), `doctor/` (`grok2api doctor`).
 
 pub mod browser;
 mod classify;
 mod conversation;
+pub mod doctor;
 mod imagine;
 pub mod ndjson;
 pub mod saved_tokens;
+mod signing;
 pub mod statsig;
+mod token_admin;
 pub mod token_import;
 pub mod token_pool;
 mod wire;
@@ -23,13 +31,17 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub use token_pool::{PoolSettings, Product, TokenPatch, TokenPool};
+pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
-use super::{Asset, UpstreamError, VideoAssets, sniff_media_type};
+use self::token_admin::check_entries;
 use crate::config::GrokWebConfig;
 use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
+use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
+use crate::secret::mask;
+use crate::upstream::assets::{Asset, VideoAssets};
+use crate::upstream::error::{UpstreamError, outcome_label};
 
 pub struct GrokWebClient {
     /// Where tokens added at run time are kept (`state.dir`); `None` = in memory only.
@@ -38,7 +50,7 @@ pub struct GrokWebClient {
     statsig: statsig::Statsig,
     solver: Option<FlareSolverr>,
     cfg: GrokWebConfig,
-    pool: TokenPool,
+    pool: SsoPool,
     metrics: Arc<Metrics>,
 }
 
@@ -76,7 +88,7 @@ impl GrokWebClient {
             ca_pem,
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
         })?;
-        let pool = TokenPool::new(
+        let pool = SsoPool::new(
             &cfg.tokens,
             PoolSettings {
                 max_concurrency: cfg.token_max_concurrency.max(1),
@@ -88,152 +100,7 @@ impl GrokWebClient {
         Ok(Self { saved: None, transport, statsig, solver, cfg, pool, metrics })
     }
 
-    /// Keeps tokens added at run time in `dir`, and brings back the ones a previous run kept.
-    pub fn with_saved_tokens(mut self, dir: &std::path::Path) -> Result<Self, String> {
-        let (saved, kept) = saved_tokens::SavedTokens::open(dir)?;
-        let entries: Vec<String> = kept.iter().map(|(e, _)| e.clone()).collect();
-        check_entries(&entries)?;
-        let back = self.pool.add(&entries);
-        for (entry, meta) in &kept {
-            let id = token_pool::token_id(&token_pool::parse_entry(entry).0);
-            let patch = TokenPatch { enabled: Some(!meta.disabled), note: Some(meta.note.clone()), proxy: None };
-            let _ = self.pool.update(&id, &patch);
-        }
-        if !entries.is_empty() {
-            tracing::info!(kept = entries.len(), back, "tokens added at run time before the restart are back");
-        }
-        self.saved = Some(Arc::new(saved));
-        Ok(self)
-    }
-
-    /// Adds tokens at run time (kept across restarts when there is a state dir); returns how many
-    /// became usable.
-    pub async fn add_tokens(&self, entries: Vec<String>) -> Result<usize, String> {
-        check_entries(&entries)?;
-        if let Some(saved) = self.saved.clone() {
-            let keep = entries.clone();
-            tokio::task::spawn_blocking(move || saved.save(&keep))
-                .await
-                .map_err(|e| format!("saving tokens stopped: {e}"))??;
-        }
-        Ok(self.pool.add(&entries))
-    }
-
-    /// Takes a token out of rotation, and out of the state dir when it was kept there.
-    pub async fn remove_token(&self, id: &str) -> Result<bool, String> {
-        if !self.pool.remove(id) {
-            return Ok(false);
-        }
-        if let Some(saved) = self.saved.clone() {
-            let id = id.to_owned();
-            tokio::task::spawn_blocking(move || saved.forget(&id))
-                .await
-                .map_err(|e| format!("forgetting the token stopped: {e}"))??;
-        }
-        Ok(true)
-    }
-
-    /// Imports a token file (see `token_import`): each entry is added, a duplicate, or rejected with
-    /// its reason. Added tokens are kept in the state dir, with their note.
-    pub async fn import_tokens(&self, content: &str, filename: Option<&str>) -> Result<ImportReport, String> {
-        let (format, entries) = token_import::parse(content, filename);
-        let mut report = ImportReport { format, added: 0, duplicates: 0, rejected: 0, lines: Vec::new() };
-        let mut seen = std::collections::HashSet::new();
-        for entry in entries {
-            let (result, id, token, reason) = match entry.found {
-                Err(why) => ("rejected", None, None, Some(why)),
-                Ok(c) => {
-                    let id = token_pool::token_id(&c.token);
-                    let masked = Some(token_pool::mask(&c.token));
-                    if !seen.insert(id.clone()) {
-                        ("duplicate", Some(id), masked, Some("already earlier in this file".to_owned()))
-                    } else if self.pool.holds(&id) {
-                        ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
-                    } else {
-                        let entry = match &c.proxy {
-                            Some(p) => format!("{}|{p}", c.token),
-                            None => c.token.clone(),
-                        };
-                        self.keep(&[entry]).await?;
-                        if self.pool.add_one(c.token, c.proxy, c.note.clone()) {
-                            if c.note.is_some() {
-                                self.keep_meta(&id).await?;
-                            }
-                            ("added", Some(id), masked, None)
-                        } else {
-                            ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
-                        }
-                    }
-                }
-            };
-            match result {
-                "added" => report.added += 1,
-                "duplicate" => report.duplicates += 1,
-                _ => report.rejected += 1,
-            }
-            report.lines.push(ImportLine { line: entry.line, result, id, token, reason });
-        }
-        tracing::info!(
-            added = report.added,
-            duplicates = report.duplicates,
-            rejected = report.rejected,
-            "tokens imported"
-        );
-        Ok(report)
-    }
-
-    /// Changes a token added at run time (config tokens are read-only: change them where they are given).
-    pub async fn update_token(&self, id: &str, patch: TokenPatch) -> Result<(), TokenChangeError> {
-        match self.pool.source_of(id) {
-            None => return Err(TokenChangeError::NotFound),
-            Some("config") => return Err(TokenChangeError::ReadOnly),
-            Some(_) => {}
-        }
-        if let Some(Some(proxy)) = &patch.proxy {
-            browser::check_proxy_url(proxy).map_err(TokenChangeError::Invalid)?;
-        }
-        self.pool.update(id, &patch).map_err(|_| TokenChangeError::NotFound)?;
-        if patch.proxy.is_some()
-            && let Some((token, proxy)) = self.pool.find(id)
-        {
-            let entry = proxy.map_or_else(|| token.clone(), |p| format!("{token}|{p}"));
-            self.keep(&[entry]).await.map_err(TokenChangeError::Storage)?;
-        }
-        self.keep_meta(id).await.map_err(TokenChangeError::Storage)
-    }
-
-    /// Where a token came from (`config`, `admin`), unless there is no such token.
-    pub fn token_source(&self, id: &str) -> Option<&'static str> {
-        self.pool.source_of(id)
-    }
-
-    /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
-    /// the upstream answered (when not, the token's `last_error` says why).
-    pub async fn refresh_token(&self, id: &str) -> Option<bool> {
-        let index = self.pool.index_of(id)?;
-        let (token, proxy) = self.pool.find(id)?;
-        Some(self.refresh_index(index, &token, proxy.as_deref()).await)
-    }
-
-    async fn keep(&self, entries: &[String]) -> Result<(), String> {
-        let Some(saved) = self.saved.clone() else { return Ok(()) };
-        let keep = entries.to_vec();
-        tokio::task::spawn_blocking(move || saved.save(&keep))
-            .await
-            .map_err(|e| format!("saving tokens stopped: {e}"))?
-    }
-
-    async fn keep_meta(&self, id: &str) -> Result<(), String> {
-        let Some(saved) = self.saved.clone() else { return Ok(()) };
-        let Some(info) = self.pool.snapshot().into_iter().find(|t| t.id == id) else { return Ok(()) };
-        let meta = saved_tokens::Meta { note: info.note, disabled: !info.enabled };
-        let id = id.to_owned();
-        tokio::task::spawn_blocking(move || saved.save_meta(&id, &meta))
-            .await
-            .map_err(|e| format!("saving token settings stopped: {e}"))?
-    }
-
-    pub fn pool(&self) -> &TokenPool {
+    pub fn pool(&self) -> &SsoPool {
         &self.pool
     }
 
@@ -257,69 +124,6 @@ impl GrokWebClient {
         Duration::from_secs(self.cfg.first_byte_timeout_secs.max(1))
     }
 
-    /// Asks the upstream for every token's media quota, per product: an exhausted product rests until
-    /// grok.com says it is back (`nextAvailableAt`), a refilled one comes back. Returns how many tokens
-    /// answered.
-    pub async fn refresh_quotas(&self) -> usize {
-        let mut answered = 0;
-        for (index, token, proxy) in self.pool.refreshable() {
-            answered += usize::from(self.refresh_index(index, &token, proxy.as_deref()).await);
-        }
-        answered
-    }
-
-    /// One token's quota refresh; true when the upstream answered.
-    async fn refresh_index(&self, index: usize, token: &str, proxy: Option<&str>) -> bool {
-        let account = self.account(token, proxy);
-        match self.quota_info(&account).await {
-            Ok(products) => {
-                for (product, quota) in products {
-                    let (remaining, until) = match quota {
-                        None => (None, None),
-                        Some(q) => (q.remaining, self.unavailable_until(&q)),
-                    };
-                    self.pool.set_product_quota(index, product, remaining, until);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::debug!(token = %token_pool::mask(token), "quota refresh failed: {e}");
-                self.pool.note_error(index, &e);
-                // Only what speaks of the account itself counts (dead credentials, a broken
-                // proxy); a limited or failed refresh leaves every product as last known.
-                if matches!(e, UpstreamError::Auth(_) | UpstreamError::ProxyFailed(_)) {
-                    self.pool.report_index(index, Product::Image, Err(&e));
-                }
-                false
-            }
-        }
-    }
-
-    /// When an exhausted product comes back: grok.com's `nextAvailableAt`, else its window, else ours.
-    fn unavailable_until(&self, q: &wire::ProductQuota) -> Option<std::time::Instant> {
-        if q.available && q.remaining != Some(0) {
-            return None;
-        }
-        let wait = q
-            .next_available_at
-            .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
-            .or(q.window_secs.map(Duration::from_secs))
-            .unwrap_or_else(|| self.pool.default_cooldown());
-        Some(std::time::Instant::now() + wait)
-    }
-
-    /// `POST /rest/media/imagine/quota_info` for one account.
-    pub(crate) async fn quota_info(
-        &self,
-        account: &Account,
-    ) -> Result<Vec<(Product, Option<wire::ProductQuota>)>, UpstreamError> {
-        let resp = self.signed_post(account, wire::QUOTA_INFO_PATH, "{}".into(), "quota_info").await?;
-        let body = self.read_body(account, resp, 64 * 1024).await?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::Protocol(format!("unparseable quota_info answer: {e}")))?;
-        wire::parse_quota_info(&v).map_err(UpstreamError::Protocol)
-    }
-
     /// sso cookies, then the Cloudflare cookies this token earned, then the operator's extras.
     pub(crate) fn cookie(&self, token: &str) -> String {
         let mut c = format!("sso={token}; sso-rw={token}");
@@ -333,153 +137,6 @@ impl GrokWebClient {
             c.push_str(extra.trim());
         }
         c
-    }
-
-    /// The `x-statsig-id` for `method path` (`None` with `grok.statsig = "off"`).
-    async fn statsig_header(
-        &self,
-        account: &Account,
-        method: &str,
-        path: &str,
-    ) -> Result<Option<String>, UpstreamError> {
-        match &self.statsig.mode {
-            statsig::Mode::Off => Ok(None),
-            statsig::Mode::Fixed(v) => Ok(Some(v.clone())),
-            statsig::Mode::Local => {
-                let inputs = self.statsig.inputs_or_fetch(|| self.fetch_signing_inputs(account)).await?;
-                Ok(Some(statsig::Statsig::mint_now(&inputs, method, path)))
-            }
-            statsig::Mode::Signer(url) => {
-                let meta = self.statsig.cached_seed().map(|s| base64::engine::general_purpose::STANDARD.encode(s));
-                self.statsig.from_signer(url, method, path, meta.as_deref()).await.map(Some)
-            }
-        }
-    }
-
-    /// What `local` signing needs from grok.com's frontend: the page (fetched as the browser would
-    /// navigate to it) for the meta tag's seed and the build's curves table, then its script chunks for
-    /// the build's seed positions. Without the fingerprint it still signs, warning that grok.com may
-    /// refuse that.
-    async fn fetch_signing_inputs(&self, account: &Account) -> Result<statsig::SigningInputs, UpstreamError> {
-        let mut headers = HeaderMap::new();
-        if let Ok(v) = HeaderValue::from_str(&self.cookie(&account.token)) {
-            headers.insert(http::header::COOKIE, v);
-        }
-        let url = format!("{}/", self.cfg.base_url.trim_end_matches('/'));
-        let req = self.transport.request(&account.egress, Method::GET, &url, headers)?;
-        let resp = self.send(account, req, "grok.com page").await?;
-        let body = self.read_body(account, resp, 4 * 1024 * 1024).await?;
-        let page = String::from_utf8_lossy(&body);
-        let seed = statsig::seed_from_page(&page).ok_or_else(|| {
-            UpstreamError::Protocol(
-                "grok.com's page has no grok-site-verification seed; set grok.statsig to signer:<url> or fixed:<value>"
-                    .into(),
-            )
-        })?;
-        let curves = statsig::curves_from_page(&page);
-        let indices = match &curves {
-            Some(_) => self.find_build_indices(account, &url, &page).await,
-            None => None,
-        };
-        let fingerprint = statsig::build_fingerprint(&seed, curves.as_ref(), indices.as_ref()).unwrap_or_else(|why| {
-            tracing::warn!(
-                "x-statsig-id: no animation fingerprint ({why}); signing without it, which grok.com may refuse \
-                 (code 7): if it does, set grok.statsig to signer:<url> or fixed:<value>"
-            );
-            String::new()
-        });
-        Ok(statsig::SigningInputs { seed, fingerprint })
-    }
-
-    /// The build's seed positions, from the generator chunk: the page's scripts are fetched in order,
-    /// a few at a time, and the chunks they load are followed (those of a chunk that loads the generator
-    /// first), up to `MAX_CHUNKS`.
-    async fn find_build_indices(&self, account: &Account, page_url: &str, page: &str) -> Option<statsig::BuildIndices> {
-        const MAX_CHUNKS: usize = 40;
-        const AT_ONCE: usize = 4;
-        let mut seen = std::collections::HashSet::new();
-        let mut queue = std::collections::VecDeque::new();
-        let mut enqueue = |queue: &mut std::collections::VecDeque<String>, text: &str, from: &str, first: bool| {
-            let found: Vec<String> = statsig::chunk_refs(text)
-                .iter()
-                .filter_map(|r| statsig::resolve_chunk(r, from))
-                .filter(|u| self.is_grok_host(u) && seen.insert(u.clone()))
-                .collect();
-            if first {
-                found.into_iter().rev().for_each(|u| queue.push_front(u));
-            } else {
-                queue.extend(found);
-            }
-        };
-        enqueue(&mut queue, page, page_url, false);
-        let mut fetched = 0;
-        while fetched < MAX_CHUNKS && !queue.is_empty() {
-            let batch: Vec<String> =
-                std::iter::from_fn(|| queue.pop_front()).take(AT_ONCE.min(MAX_CHUNKS - fetched)).collect();
-            fetched += batch.len();
-            let bodies = futures_util::future::join_all(batch.iter().map(|u| self.fetch_chunk(account, u))).await;
-            for (url, js) in batch.iter().zip(bodies) {
-                let Some(js) = js else { continue };
-                if let Some(indices) = statsig::indices_from_chunk(&js) {
-                    tracing::debug!(chunk = %url, ?indices, "x-statsig-id: build indices found");
-                    return Some(indices);
-                }
-                enqueue(&mut queue, &js, url, statsig::loads_generator(&js));
-            }
-        }
-        None
-    }
-
-    /// One script chunk, requested as the page's `<script>` would; `None` if it cannot be had.
-    async fn fetch_chunk(&self, account: &Account, url: &str) -> Option<String> {
-        let same_origin = url.starts_with(&format!("{}/", self.cfg.base_url.trim_end_matches('/')));
-        let site = if same_origin { "same-origin" } else { "same-site" };
-        let headers = self.subresource_headers(account, "*/*", site, "script", true);
-        let fetched = async {
-            let req = self.transport.request(&account.egress, Method::GET, url, headers)?;
-            let resp = self.send(account, req, "grok.com script chunk").await?;
-            self.read_body(account, resp, 4 * 1024 * 1024).await
-        };
-        match fetched.await {
-            Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
-            Err(e) => {
-                tracing::debug!(chunk = %url, "x-statsig-id: script chunk not read: {e}");
-                None
-            }
-        }
-    }
-
-    /// A signed JSON POST to grok.com. A code-7 answer (anti-bot, "page is out of date") means the
-    /// signing inputs went stale: they are fetched again and the call retried once.
-    async fn signed_post(
-        &self,
-        account: &Account,
-        path: &str,
-        body: String,
-        what: &str,
-    ) -> Result<wreq::Response, UpstreamError> {
-        let mut retried = false;
-        loop {
-            let mut headers = self.api_headers(account);
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Some(sig) = self.statsig_header(account, "POST", path).await?
-                && let Ok(v) = HeaderValue::from_str(&sig)
-            {
-                headers.insert(HeaderName::from_static("x-statsig-id"), v);
-            }
-            let req =
-                self.transport.request(&account.egress, Method::POST, &self.url(path), headers)?.body(body.clone());
-            match self.send(account, req, what).await {
-                Err(UpstreamError::Challenge(m))
-                    if !retried && !m.contains("cf-mitigated") && self.statsig.refreshable() =>
-                {
-                    tracing::info!("x-statsig-id refused ({m}); refreshing the signing inputs once");
-                    self.statsig.invalidate();
-                    retried = true;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// Headers of a browser's same-origin fetch from grok.com/imagine (identity headers come from the
@@ -548,7 +205,7 @@ impl GrokWebClient {
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
     /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
-    /// `prefer` names the account that holds the job's inputs already (see `TokenPool::acquire_wait`).
+    /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`).
     async fn with_token<T, F, Fut>(
         &self,
         what: &'static str,
@@ -591,7 +248,7 @@ impl GrokWebClient {
             let mut result = attempt(self.account(&lease.token, lease.proxy.as_deref())).await;
             if let (Err(UpstreamError::Challenge(why)), Some(solver)) = (&result, &self.solver) {
                 self.metrics.upstream(what, "challenge");
-                tracing::warn!(token = %token_pool::mask(&lease.token), "challenged ({why}); asking FlareSolverr");
+                tracing::warn!(token = %mask(&lease.token), "challenged ({why}); asking FlareSolverr");
                 let account = self.account(&lease.token, lease.proxy.as_deref());
                 result = match solver
                     .solve(&format!("{}/", self.cfg.base_url.trim_end_matches('/')), account.egress.proxy.as_deref())
@@ -604,7 +261,7 @@ impl GrokWebClient {
                     Err(e) => Err(e),
                 };
             }
-            self.metrics.upstream(what, super::outcome_label(&result));
+            self.metrics.upstream(what, outcome_label(&result));
             self.pool.report(&lease, result.as_ref().map(|_| ()));
             match result {
                 Ok(v) => return Ok(v),
@@ -613,7 +270,7 @@ impl GrokWebClient {
                         // A refused clearance is worth nothing; the next solve starts clean.
                         self.transport.clearance.forget(&lease.token);
                     }
-                    tracing::warn!(token = %token_pool::mask(&lease.token), "{what} failed, trying another token: {e}");
+                    tracing::warn!(token = %mask(&lease.token), "{what} failed, trying another token: {e}");
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -716,46 +373,6 @@ impl GrokWebClient {
     }
 }
 
-/// Refuses token entries (`TOKEN|PROXY_URL`) whose proxy the transport cannot use.
-/// What an import did, entry by entry.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ImportReport {
-    pub format: token_import::Format,
-    pub added: usize,
-    pub duplicates: usize,
-    pub rejected: usize,
-    pub lines: Vec<ImportLine>,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ImportLine {
-    /// The file's line (txt, jsonl) or the entry's position (json), from 1.
-    pub line: usize,
-    /// `added`, `duplicate` or `rejected`.
-    pub result: &'static str,
-    pub id: Option<String>,
-    /// Masked.
-    pub token: Option<String>,
-    pub reason: Option<String>,
-}
-
-#[derive(Debug)]
-pub enum TokenChangeError {
-    NotFound,
-    ReadOnly,
-    Invalid(String),
-    Storage(String),
-}
-
-fn check_entries(entries: &[String]) -> Result<(), String> {
-    for entry in entries {
-        if let (_, Some(proxy)) = token_pool::parse_entry(entry) {
-            browser::check_proxy_url(&proxy)?;
-        }
-    }
-    Ok(())
-}
-
 /// Headers from (name, value) pairs, in order; a value that is not a valid header value is left out.
 fn header_map(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(pairs.len());
@@ -803,7 +420,7 @@ fn decode_blob(blob: &str) -> Option<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::*;
 
     #[test]
     fn the_sso_cookie_goes_only_to_grok_hosts() {

@@ -112,7 +112,7 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::ndjson::*;
     use serde_json::json;
 
     fn all(decoder: &mut FrameDecoder) -> Vec<Frame> {

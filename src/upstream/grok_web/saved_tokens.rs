@@ -8,6 +8,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::redb_file::RedbFile;
+use crate::upstream::grok_web::token_pool::{parse_entry, token_id};
 
 /// `token_id` → the entry as given (`TOKEN` or `TOKEN|PROXY_URL`).
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
@@ -42,11 +43,11 @@ impl SavedTokens {
             {
                 let mut table = txn.open_table(TOKENS).map_err(|e| e.to_string())?;
                 for entry in entries {
-                    let (token, _) = super::token_pool::parse_entry(entry);
+                    let (token, _) = parse_entry(entry);
                     if token.is_empty() {
                         continue;
                     }
-                    let id = super::token_pool::token_id(&token);
+                    let id = token_id(&token);
                     table.insert(id.as_str(), entry.trim()).map_err(|e| e.to_string())?;
                 }
             }
@@ -98,7 +99,7 @@ fn read_all(db: &Database) -> Result<Vec<(String, Meta)>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::saved_tokens::*;
 
     #[test]
     fn entries_survive_reopening_and_forgetting_works() {
@@ -109,8 +110,8 @@ mod tests {
             saved.save(&["tok-one".into(), "tok-two|socks5://127.0.0.1:1080".into()]).unwrap();
             saved.save(&["tok-one|http://127.0.0.1:3128".into()]).unwrap();
             let meta = Meta { note: Some("main".into()), disabled: true };
-            saved.save_meta(&super::super::token_pool::token_id("tok-one"), &meta).unwrap();
-            saved.forget(&super::super::token_pool::token_id("tok-two")).unwrap();
+            saved.save_meta(&token_id("tok-one"), &meta).unwrap();
+            saved.forget(&token_id("tok-two")).unwrap();
         }
         let (_, entries) = SavedTokens::open(dir.path()).unwrap();
         let meta = Meta { note: Some("main".into()), disabled: true };

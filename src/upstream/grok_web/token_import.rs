@@ -5,15 +5,9 @@
 
 use serde_json::Value;
 
-use super::token_pool::normalize_token;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Txt,
-    Json,
-    Jsonl,
-}
+use crate::upstream::grok_web::browser::check_proxy_url;
+use crate::upstream::grok_web::token_pool::normalize_token;
+use crate::upstream::tokens::Format;
 
 /// One token as found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +157,7 @@ fn from_entry(raw: &str, meta: Option<&serde_json::Map<String, Value>>) -> Resul
     let field = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str).map(str::trim);
     let proxy = proxy.or_else(|| field("proxy").filter(|p| !p.is_empty()).map(str::to_owned));
     if let Some(p) = &proxy {
-        super::browser::check_proxy_url(p).map_err(|e| format!("bad proxy: {e}"))?;
+        check_proxy_url(p).map_err(|e| format!("bad proxy: {e}"))?;
     }
     let note =
         field("note").or_else(|| field("remark")).filter(|n| !n.is_empty()).map(|n| n.chars().take(200).collect());
@@ -172,7 +166,7 @@ fn from_entry(raw: &str, meta: Option<&serde_json::Map<String, Value>>) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::token_import::*;
 
     fn tokens(entries: &[Entry]) -> Vec<Result<String, String>> {
         entries.iter().map(|e| e.found.clone().map(|c| c.token)).collect()

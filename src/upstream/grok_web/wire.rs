@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::token_pool::Product;
 use crate::jobs::{VideoInput, VideoJob, VideoPreset};
+use crate::upstream::grok_web::token_pool::Product;
 
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
@@ -406,7 +406,7 @@ pub fn parse_conversation_frame(v: &Value) -> ConversationEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::wire::*;
 
     #[test]
     fn imagine_frames_parse() {
@@ -473,7 +473,7 @@ mod tests {
         // An object, not a string: its message decides (usage limit = quota, not a failure).
         assert!(matches!(
             crate::upstream::grok_web::classify::classify_stream_errors(&stream_errors),
-            crate::upstream::UpstreamError::RateLimited { .. }
+            crate::upstream::error::UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
     }

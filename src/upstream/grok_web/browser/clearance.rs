@@ -13,8 +13,9 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::profile::BrowserProfile;
-use crate::upstream::UpstreamError;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::grok_web::browser::profile::BrowserProfile;
+use crate::upstream::grok_web::browser::{proxy_credentials, side_client};
 
 #[derive(Debug, Clone, Default)]
 struct TokenClearance {
@@ -161,8 +162,8 @@ pub struct FlareSolverr {
 impl FlareSolverr {
     /// `ca_pem`: extra roots (`grok.ca_file`), for a solver behind the same TLS-inspecting proxy.
     pub fn new(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self, String> {
-        let http = super::side_client(timeout + Duration::from_secs(10), ca_pem)
-            .map_err(|e| format!("FlareSolverr client: {e}"))?;
+        let http =
+            side_client(timeout + Duration::from_secs(10), ca_pem).map_err(|e| format!("FlareSolverr client: {e}"))?;
         Ok(Self { url: format!("{}/v1", url.trim_end_matches('/').trim_end_matches("/v1")), http, timeout })
     }
 
@@ -175,7 +176,7 @@ impl FlareSolverr {
             let _ = bare.set_username("");
             let _ = bare.set_password(None);
             let mut proxy = json!({"url": bare.as_str().trim_end_matches('/')});
-            if let Some((user, pass)) = super::proxy_credentials(&p) {
+            if let Some((user, pass)) = proxy_credentials(&p) {
                 proxy["username"] = json!(user);
                 proxy["password"] = json!(pass);
             }

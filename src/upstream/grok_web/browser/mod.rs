@@ -18,7 +18,7 @@ use wreq::header::OrigHeaderMap;
 pub use clearance::{Clearance, FlareSolverr};
 pub use profile::BrowserProfile;
 
-use crate::upstream::UpstreamError;
+use crate::upstream::error::UpstreamError;
 
 /// Chrome's WebSocket upgrade, header by header, as Chromium 156 sends it (captured here over ws://,
 /// see docs/upstream-grok-web.md). `Sec-WebSocket-Extensions` is left out on purpose: it offers
@@ -283,7 +283,7 @@ fn error_chain(e: &wreq::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::browser::*;
 
     #[test]
     fn proxy_urls_are_checked_and_redacted() {

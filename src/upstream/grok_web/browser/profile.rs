@@ -226,7 +226,7 @@ fn nearest<'a>(all: &'a [Named], claimed: &ClaimedBrowser) -> Option<&'a Named> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::upstream::grok_web::browser::profile::*;
 
     const CHROME_150_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
 

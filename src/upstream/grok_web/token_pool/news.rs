@@ -1,0 +1,101 @@
+//! What replicas tell each other about tokens: the changes upstream answers made, and the requests
+//! each has in flight.
+
+use std::time::{Duration, Instant};
+
+use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenStatus, lock};
+use crate::upstream::tokens::{InFlightCounts, Observer, TokenEvent};
+
+pub(super) fn until_ms(at: Instant) -> u64 {
+    crate::clock::now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64
+}
+
+fn instant_at(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.saturating_sub(crate::clock::now_ms()))
+}
+
+impl SsoPool {
+    /// This replica's requests in flight per token (only tokens with some), for the other replicas.
+    pub fn in_flight_counts(&self) -> InFlightCounts {
+        lock(&self.state.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
+    }
+
+    /// Another replica's latest in-flight counts (`None` just re-checks which entries lapsed): they count
+    /// against each token's concurrency cap here for `lasts`, unless renewed.
+    pub fn remote_in_flight(&self, replica: Option<(&str, InFlightCounts)>, lasts: Duration) {
+        let now = Instant::now();
+        let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((replica, counts)) = replica {
+            remote.insert(replica.to_owned(), (now + lasts, counts));
+        }
+        remote.retain(|_, (until, _)| *until > now);
+        let mut sums: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for (_, counts) in remote.values() {
+            for (id, n) in counts {
+                *sums.entry(id.as_str()).or_default() += n;
+            }
+        }
+        let mut tokens = lock(&self.state.tokens);
+        let mut freed = false;
+        for t in tokens.iter_mut() {
+            let n = sums.get(t.id.as_str()).copied().unwrap_or(0);
+            freed |= n < t.remote_in_flight;
+            t.remote_in_flight = n;
+        }
+        drop(tokens);
+        if freed {
+            self.state.released.notify_waiters();
+        }
+    }
+
+    /// Tells `observer` of every token change upstream answers make from now on (once).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    pub(super) fn emit(&self, event: Option<TokenEvent>) {
+        if let (Some(event), Some(observer)) = (event, self.observer.get()) {
+            observer(event);
+        }
+    }
+
+    /// Applies a change another replica saw (nothing is emitted again).
+    pub fn apply(&self, event: &TokenEvent) {
+        let mut tokens = lock(&self.state.tokens);
+        let Some(t) = tokens.iter_mut().find(|t| t.id == event.token() && t.status != TokenStatus::Removed) else {
+            return;
+        };
+        match event {
+            TokenEvent::Product { product, remaining, until_ms, .. } => {
+                let Some(p) = Product::ALL.iter().find(|p| p.key() == product) else { return };
+                let st = &mut t.products[p.idx()];
+                st.remaining = *remaining;
+                st.cooling_until = until_ms.map(instant_at);
+            }
+            TokenEvent::Cooling { until_ms, why, .. } => {
+                t.status = TokenStatus::Cooling { until: instant_at(*until_ms) };
+                t.proxy_error = why.clone();
+            }
+            TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
+        }
+        drop(tokens);
+        self.state.released.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::grok_web::token_pool::news::*;
+    use crate::upstream::grok_web::token_pool::{NoToken, test_pool as pool, token_id};
+
+    #[test]
+    fn other_replicas_requests_count_against_the_cap_until_their_word_lapses() {
+        let p = pool(&["token-aaaa-1111"], 1);
+        let id = token_id("token-aaaa-1111");
+        p.remote_in_flight(Some(("r1", [(id.clone(), 1)].into())), Duration::from_millis(50));
+        assert_eq!(p.acquire(Product::Image, &[]).err(), Some(NoToken::Busy));
+        std::thread::sleep(Duration::from_millis(60));
+        p.remote_in_flight(None, Duration::from_millis(50));
+        assert!(p.acquire(Product::Image, &[]).is_ok(), "a replica that stopped saying it no longer counts");
+    }
+}

@@ -1,0 +1,342 @@
+//! Handing out tokens, and learning from how their requests ended.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::secret::mask;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::grok_web::token_pool::news::until_ms;
+use crate::upstream::grok_web::token_pool::{PoolState, Product, SsoPool, TokenStatus, lock};
+use crate::upstream::tokens::TokenEvent;
+
+/// How a token ranks for a pick; higher is better.
+type Rank = (bool, u32, std::cmp::Reverse<u32>);
+
+/// Why no token could be handed out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoToken {
+    /// Nothing configured, or every token expired.
+    NoneUsable,
+    /// Every usable token is cooling down; the first is back after this long. When that token cools
+    /// because its proxy failed, the proxy failure is the better answer than "rate limited".
+    Cooling(Duration, Option<String>),
+    /// Every usable token is at its concurrency cap.
+    Busy,
+}
+
+impl From<NoToken> for UpstreamError {
+    fn from(e: NoToken) -> Self {
+        match e {
+            NoToken::NoneUsable => {
+                UpstreamError::Auth("no usable upstream token (none configured, or all expired)".into())
+            }
+            NoToken::Cooling(d, Some(proxy_error)) => {
+                UpstreamError::ProxyFailed(format!("{proxy_error} (token cooling down for {}s)", d.as_secs().max(1)))
+            }
+            NoToken::Cooling(d, None) => UpstreamError::RateLimited {
+                retry_after: Some(d),
+                message: "every upstream token is rate limited; retry later".into(),
+            },
+            NoToken::Busy => UpstreamError::RateLimited {
+                retry_after: Some(Duration::from_secs(1)),
+                message: "every upstream token is busy; retry later".into(),
+            },
+        }
+    }
+}
+
+/// A token checked out for one upstream request; dropping it frees the concurrency slot.
+pub struct TokenLease {
+    pub index: usize,
+    pub token: String,
+    pub proxy: Option<String>,
+    pub product: Product,
+    state: Arc<PoolState>,
+}
+
+impl Drop for TokenLease {
+    fn drop(&mut self) {
+        {
+            let mut tokens = lock(&self.state.tokens);
+            if let Some(t) = tokens.get_mut(self.index) {
+                t.in_flight = t.in_flight.saturating_sub(1);
+            }
+        }
+        self.state.released.notify_waiters();
+    }
+}
+
+impl SsoPool {
+    /// Like `acquire`, but when every usable token is merely at its concurrency cap, waits (until
+    /// `deadline`) for a slot instead of failing: a burst queues briefly rather than bouncing.
+    /// `prefer` (a `token_id`) names the account that already holds the job's inputs: it is taken
+    /// whenever it is usable, whatever the others' standing.
+    pub async fn acquire_wait(
+        &self,
+        product: Product,
+        exclude: &[usize],
+        prefer: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<TokenLease, NoToken> {
+        loop {
+            let released = self.state.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.pick(product, exclude, prefer) {
+                Err(NoToken::Busy) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(NoToken::Busy);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Checks out the best token for `product` not in `exclude`.
+    pub fn acquire(&self, product: Product, exclude: &[usize]) -> Result<TokenLease, NoToken> {
+        self.pick(product, exclude, None)
+    }
+
+    /// The preferred token first, then the most remaining quota, then the fewest requests in flight.
+    fn pick(&self, product: Product, exclude: &[usize], prefer: Option<&str>) -> Result<TokenLease, NoToken> {
+        let now = Instant::now();
+        let mut tokens = lock(&self.state.tokens);
+        let mut best: Option<(usize, Rank)> = None;
+        let mut cooling: Option<(Duration, Option<String>)> = None;
+        let mut busy = false;
+        for (i, t) in tokens.iter_mut().enumerate() {
+            if let TokenStatus::Cooling { until } = t.status {
+                if until > now {
+                    if cooling.as_ref().is_none_or(|(w, _)| until - now < *w) {
+                        cooling = Some((until - now, t.proxy_error.clone()));
+                    }
+                    continue;
+                }
+                t.status = TokenStatus::Active;
+            }
+            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) || !t.enabled {
+                continue;
+            }
+            let p = t.products[product.idx()];
+            if let Some(wait) = p.cooling(now) {
+                if cooling.as_ref().is_none_or(|(w, _)| wait < *w) {
+                    cooling = Some((wait, None));
+                }
+                continue;
+            }
+            if exclude.contains(&i) {
+                continue;
+            }
+            if t.in_flight + t.remote_in_flight >= self.settings.max_concurrency {
+                busy = true;
+                continue;
+            }
+            let preferred = prefer.is_some_and(|id| t.id == id);
+            let rank =
+                (preferred, p.remaining.unwrap_or(u32::MAX), std::cmp::Reverse(t.in_flight + t.remote_in_flight));
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((i, rank));
+            }
+        }
+        match best {
+            Some((i, _)) => {
+                tokens[i].in_flight += 1;
+                Ok(TokenLease {
+                    index: i,
+                    token: tokens[i].token.clone(),
+                    proxy: tokens[i].proxy.clone(),
+                    product,
+                    state: self.state.clone(),
+                })
+            }
+            None if busy => Err(NoToken::Busy),
+            None => Err(cooling.map_or(NoToken::NoneUsable, |(d, why)| NoToken::Cooling(d, why))),
+        }
+    }
+
+    /// Records how a request with `lease` ended, so the next pick knows.
+    pub fn report(&self, lease: &TokenLease, outcome: Result<(), &UpstreamError>) {
+        self.report_index(lease.index, lease.product, outcome);
+    }
+
+    pub fn report_index(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) {
+        let event = self.record(index, product, outcome);
+        self.emit(event);
+    }
+
+    fn record(&self, index: usize, product: Product, outcome: Result<(), &UpstreamError>) -> Option<TokenEvent> {
+        let mut tokens = lock(&self.state.tokens);
+        let t = tokens.get_mut(index)?;
+        if let Err(e) = outcome {
+            t.last_error = Some((e.to_string(), crate::clock::now_secs()));
+        }
+        match outcome {
+            Ok(()) => {
+                t.fail_count = 0;
+                t.proxy_error = None;
+                let p = &mut t.products[product.idx()];
+                p.remaining = p.remaining.map(|r| r.saturating_sub(1));
+            }
+            Err(UpstreamError::RateLimited { retry_after, .. }) => {
+                // grok.com meters each product on its own: this one rests, the others keep serving.
+                t.proxy_error = None;
+                let cool = retry_after.unwrap_or(self.settings.default_cooldown);
+                let p = &mut t.products[product.idx()];
+                p.cooling_until = Some(Instant::now() + cool);
+                p.remaining = Some(0);
+                tracing::warn!(token = %mask(&t.token), product = product.key(), cooldown_secs = cool.as_secs(), "upstream token rate limited for a product");
+                return Some(TokenEvent::Product {
+                    token: t.id.clone(),
+                    product: product.key().into(),
+                    remaining: Some(0),
+                    until_ms: p.cooling_until.map(until_ms),
+                });
+            }
+            Err(UpstreamError::ProxyFailed(why)) => {
+                // Only this token leaves through that proxy; the others keep serving.
+                let cool = self.settings.default_cooldown.min(Duration::from_secs(60));
+                t.status = TokenStatus::Cooling { until: Instant::now() + cool };
+                t.proxy_error = Some(why.clone());
+                tracing::warn!(token = %mask(&t.token), cooldown_secs = cool.as_secs(), "upstream token's proxy failed");
+                return Some(TokenEvent::Cooling {
+                    token: t.id.clone(),
+                    until_ms: until_ms(Instant::now() + cool),
+                    why: Some(why.clone()),
+                });
+            }
+            Err(UpstreamError::Auth(_)) => {
+                t.fail_count += 1;
+                if t.fail_count >= self.settings.fail_threshold {
+                    t.status = TokenStatus::Expired;
+                    tracing::error!(token = %mask(&t.token), "upstream token marked expired after repeated auth failures");
+                    return Some(TokenEvent::Expired { token: t.id.clone() });
+                }
+            }
+            Err(_) => {}
+        }
+        None
+    }
+
+    /// Applies the upstream's answer for one product: `remaining` (`None` = not said), and until when it
+    /// is unavailable (`None` = available now).
+    pub fn set_product_quota(&self, index: usize, product: Product, remaining: Option<u32>, until: Option<Instant>) {
+        let mut tokens = lock(&self.state.tokens);
+        let Some(t) = tokens.get_mut(index) else { return };
+        let p = &mut t.products[product.idx()];
+        p.remaining = remaining;
+        p.cooling_until = until;
+        t.checked_at = Some(crate::clock::now_secs());
+        let event = TokenEvent::Product {
+            token: t.id.clone(),
+            product: product.key().into(),
+            remaining,
+            until_ms: until.map(until_ms),
+        };
+        drop(tokens);
+        self.state.released.notify_waiters();
+        self.emit(Some(event));
+    }
+
+    /// Remembers an error seen with a token outside a generation (a failed quota check), for the console.
+    pub fn note_error(&self, index: usize, e: &UpstreamError) {
+        if let Some(t) = lock(&self.state.tokens).get_mut(index) {
+            t.last_error = Some((e.to_string(), crate::clock::now_secs()));
+        }
+    }
+
+    /// (usable now, configured).
+    pub fn capacity(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let tokens = lock(&self.state.tokens);
+        let usable = tokens.iter().filter(|t| t.label_and_cooldown(now).0 == "active").count();
+        (usable, tokens.iter().filter(|t| t.status != TokenStatus::Removed).count())
+    }
+
+    /// Default rest for an exhausted product whose next availability the upstream did not say.
+    pub fn default_cooldown(&self) -> Duration {
+        self.settings.default_cooldown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::grok_web::token_pool::pick::*;
+    use crate::upstream::grok_web::token_pool::{test_pool as pool, token_id};
+
+    #[tokio::test]
+    async fn the_account_holding_the_inputs_is_preferred_while_usable() {
+        let p = pool(&["tok-a", "tok-b"], 1);
+        let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
+        let b = token_id("tok-b");
+        let lease = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        assert_eq!(lease.token, "tok-b");
+        // At its cap, another account serves rather than the request waiting for it.
+        let other = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        assert_eq!(other.token, "tok-a");
+        assert_eq!(p.find(&b), Some(("tok-b".to_string(), None)));
+        assert_eq!(p.find("000000000000"), None);
+    }
+
+    #[test]
+    fn spreads_by_in_flight_and_caps_concurrency() {
+        let p = pool(&["a", "b"], 1);
+        let l1 = p.acquire(Product::Image, &[]).unwrap();
+        let l2 = p.acquire(Product::Image, &[]).unwrap();
+        assert_ne!(l1.index, l2.index);
+        assert_eq!(p.acquire(Product::Image, &[]).err(), Some(NoToken::Busy));
+        drop(l1);
+        assert!(p.acquire(Product::Image, &[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn waiting_acquire_gets_the_next_free_slot() {
+        let p = std::sync::Arc::new(pool(&["a"], 1));
+        let held = p.acquire(Product::Image, &[]).unwrap();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert_eq!(p.acquire_wait(Product::Image, &[], None, soon).await.err(), Some(NoToken::Busy));
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.acquire_wait(Product::Image, &[], None, tokio::time::Instant::now() + Duration::from_secs(5))
+                    .await
+                    .map(|l| l.index)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), Ok(0));
+    }
+
+    #[test]
+    fn rate_limit_cools_that_product_only_and_auth_failures_expire() {
+        let p = pool(&["a", "b"], 4);
+        let l = p.acquire(Product::Image, &[]).unwrap();
+        let limited = UpstreamError::RateLimited { retry_after: Some(Duration::from_secs(30)), message: String::new() };
+        p.report(&l, Err(&limited));
+        // The token rests for images; it still makes videos.
+        assert_eq!(p.status(l.index), TokenStatus::Active);
+        assert_eq!(p.acquire(Product::Video, &[1]).map(|v| v.index).ok(), Some(l.index));
+        let other = p.acquire(Product::Image, &[]).unwrap();
+        assert_ne!(other.index, l.index);
+        let auth = UpstreamError::Auth(String::new());
+        p.report(&other, Err(&auth));
+        p.report(&other, Err(&auth));
+        assert_eq!(p.status(other.index), TokenStatus::Expired);
+        match p.acquire(Product::Image, &[]) {
+            Err(NoToken::Cooling(d, None)) => assert!(d <= Duration::from_secs(30) && d > Duration::from_secs(28)),
+            other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
+        }
+        // `a` still serves videos, so it counts as usable.
+        assert_eq!(p.capacity(), (1, 2));
+    }
+
+    #[test]
+    fn excluded_tokens_are_skipped() {
+        let p = pool(&["a", "b"], 4);
+        let first = p.acquire(Product::Image, &[]).unwrap();
+        let second = p.acquire(Product::Image, &[first.index]).unwrap();
+        assert_ne!(first.index, second.index);
+        assert_eq!(p.acquire(Product::Image, &[0, 1]).err(), Some(NoToken::NoneUsable));
+    }
+}
