@@ -380,6 +380,10 @@ pub struct GrokWebConfig {
     pub token_wait_secs: u64,
     /// Cooldown after a 429 that did not say how long to wait.
     pub rate_limit_cooldown_secs: u64,
+    /// The longest an account rests after a 429, whatever the upstream's `Retry-After` says: one odd
+    /// header must not park an account for hours (chenyme/grok2api #986, #1036). Quota windows the
+    /// upstream reports (`quota_info`) are not capped: they are the account's real state.
+    pub cooldown_max_secs: u64,
     /// Consecutive auth failures after which a token is marked expired.
     pub token_fail_threshold: u32,
     pub enable_nsfw: bool,
@@ -417,6 +421,7 @@ impl Default for GrokWebConfig {
             token_max_concurrency: 4,
             token_wait_secs: 30,
             rate_limit_cooldown_secs: 300,
+            cooldown_max_secs: 900,
             token_fail_threshold: 5,
             enable_nsfw: false,
             max_download_bytes: 64 * 1024 * 1024,

@@ -154,3 +154,35 @@ async fn one_bad_token_among_good_ones_is_routed_around() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+/// One request that grok.com refuses for its rate on every account rests one account, not the pool
+/// (sub2api #7398, 2026-09-20: "a single request can put the whole pool into cooldown", 25 of 26
+/// healthy accounts cooling at once). `[sim:rate-limit]` is refused on any account; with three
+/// accounts and three attempts, the first account rests, the other two only note the error, the
+/// client gets 429 with a Retry-After, and the next request is served at once.
+#[tokio::test]
+async fn one_rate_limited_request_rests_at_most_one_account() {
+    if grok_web_only("grok.com's token pool") {
+        return;
+    }
+    let tokens = ["tok-alpha-0001", "tok-bravo-0002", "tok-charl-0003"];
+    let h = builder()
+        .credentials(&tokens, &tokens)
+        .config(|c| {
+            c.grok.max_attempts = 3;
+            c.grok.quota_refresh_secs = 0;
+        })
+        .start()
+        .await;
+    let pool = || h.server.state.runner.upstream().tokens().unwrap().snapshot();
+    let (status, headers, body) = generate(&h, "a fox [sim:rate-limit]").await;
+    assert_eq!(status, 429, "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "Retry-After {wait}");
+    let resting: Vec<_> = pool().into_iter().filter(|t| t.products["image"].cooldown_secs.is_some()).collect();
+    assert_eq!(resting.len(), 1, "one account rests: {:?}", pool());
+    let noted = pool().iter().filter(|t| t.last_error.is_some()).count();
+    assert_eq!(noted, 3, "every account tried has the error on record: {:?}", pool());
+    let (ok, _, body) = generate(&h, "a fox").await;
+    assert_eq!(ok, 200, "{body}");
+}

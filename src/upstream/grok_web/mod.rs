@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::grok_web::token_pool::NoToken;
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
@@ -93,6 +94,7 @@ impl GrokWebClient {
             PoolSettings {
                 max_concurrency: cfg.token_max_concurrency.max(1),
                 default_cooldown: Duration::from_secs(cfg.rate_limit_cooldown_secs),
+                max_cooldown: Duration::from_secs(cfg.cooldown_max_secs.max(1)),
                 fail_threshold: cfg.token_fail_threshold.max(1),
             },
         );
@@ -203,7 +205,10 @@ impl GrokWebClient {
     }
 
     /// Runs `op` with the best token, moving on to the next token when the failure is the token's
-    /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. A challenge is
+    /// (rate limit, auth, challenge, proxy, connection), up to `max_attempts` tokens. One request
+    /// rests at most one account: a second 429 for the same request says more about the request (or
+    /// the upstream as a whole) than about that account, so it is noted on the account, not made a
+    /// rest (sub2api #7398: one request cooled 11 healthy accounts, 25 of 26 at once). A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
     /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`).
     async fn with_token<T, F, Fut>(
@@ -219,6 +224,7 @@ impl GrokWebClient {
     {
         let mut tried = Vec::new();
         let mut last: Option<UpstreamError> = None;
+        let mut rested_one = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
         for _ in 0..self.cfg.max_attempts.max(1) {
             let lease = match self.pool.acquire_wait(product, &tried, prefer, deadline).await {
@@ -226,9 +232,12 @@ impl GrokWebClient {
                 // After a rate limit the pool knows best when a token frees up; otherwise the
                 // last real failure says more than "no token left".
                 Err(e) => {
-                    return Err(match last {
-                        Some(UpstreamError::RateLimited { .. }) | None => e.into(),
-                        Some(other) => other,
+                    return Err(match (last, e) {
+                        (None, e) | (Some(UpstreamError::RateLimited { .. }), e @ NoToken::Cooling(..)) => e.into(),
+                        // The others refused this request's rate without resting: it waits as
+                        // long as an account rests.
+                        (Some(limited @ UpstreamError::RateLimited { .. }), _) => self.rate_limited(limited),
+                        (Some(other), _) => other,
                     });
                 }
             };
@@ -262,7 +271,11 @@ impl GrokWebClient {
                 };
             }
             self.metrics.upstream(what, outcome_label(&result));
-            self.pool.report(&lease, result.as_ref().map(|_| ()));
+            match &result {
+                Err(e @ UpstreamError::RateLimited { .. }) if rested_one => self.pool.note_error(lease.index, e),
+                other => self.pool.report(&lease, other.as_ref().map(|_| ())),
+            }
+            rested_one |= matches!(result, Err(UpstreamError::RateLimited { .. }));
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retry_on_other_token() => {
@@ -276,7 +289,22 @@ impl GrokWebClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| UpstreamError::Failed(format!("{what}: no attempt made"))))
+        Err(match last {
+            // Every attempt was refused for the rate: the client waits as long as an account rests.
+            Some(limited @ UpstreamError::RateLimited { .. }) => self.rate_limited(limited),
+            Some(e) => e,
+            None => UpstreamError::Failed(format!("{what}: no attempt made")),
+        })
+    }
+
+    /// A 429 for the client, saying to wait as long as an account would rest for it.
+    fn rate_limited(&self, e: UpstreamError) -> UpstreamError {
+        match e {
+            UpstreamError::RateLimited { retry_after, message } => {
+                UpstreamError::RateLimited { retry_after: Some(self.pool.rest_after_429(retry_after)), message }
+            }
+            other => other,
+        }
     }
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {

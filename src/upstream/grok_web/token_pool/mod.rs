@@ -160,6 +160,8 @@ impl TokenState {
 pub struct PoolSettings {
     pub max_concurrency: u32,
     pub default_cooldown: Duration,
+    /// The cap on a 429's rest (`grok.cooldown_max_secs`).
+    pub max_cooldown: Duration,
     pub fail_threshold: u32,
 }
 
@@ -242,7 +244,12 @@ fn test_pool(tokens: &[&str], cap: u32) -> SsoPool {
     let tokens: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
     SsoPool::new(
         &tokens,
-        PoolSettings { max_concurrency: cap, default_cooldown: Duration::from_secs(60), fail_threshold: 2 },
+        PoolSettings {
+            max_concurrency: cap,
+            default_cooldown: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(120),
+            fail_threshold: 2,
+        },
     )
 }
 

@@ -181,7 +181,7 @@ impl SsoPool {
             Err(UpstreamError::RateLimited { retry_after, .. }) => {
                 // grok.com meters each product on its own: this one rests, the others keep serving.
                 t.proxy_error = None;
-                let cool = retry_after.unwrap_or(self.settings.default_cooldown);
+                let cool = self.rest_after_429(*retry_after);
                 let p = &mut t.products[product.idx()];
                 p.cooling_until = Some(Instant::now() + cool);
                 p.remaining = Some(0);
@@ -257,6 +257,12 @@ impl SsoPool {
     pub fn default_cooldown(&self) -> Duration {
         self.settings.default_cooldown
     }
+
+    /// How long an account rests after a 429: what the upstream said (else the default), at most
+    /// `max_cooldown`.
+    pub fn rest_after_429(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after.unwrap_or(self.settings.default_cooldown).min(self.settings.max_cooldown)
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +335,24 @@ mod tests {
         }
         // `a` still serves videos, so it counts as usable.
         assert_eq!(p.capacity(), (1, 2));
+    }
+
+    /// chenyme/grok2api #986 and #1036: a long upstream `Retry-After` (a 24 h hint on a 429) parked
+    /// an account until an operator cleared it. The rest is capped at `max_cooldown` (120 s here).
+    #[test]
+    fn a_long_retry_after_rests_an_account_no_longer_than_the_cap() {
+        let p = pool(&["a"], 4);
+        let l = p.acquire(Product::Image, &[]).unwrap();
+        let day = UpstreamError::RateLimited { retry_after: Some(Duration::from_secs(86_400)), message: String::new() };
+        p.report(&l, Err(&day));
+        drop(l);
+        match p.acquire(Product::Image, &[]) {
+            Err(NoToken::Cooling(d, None)) => assert!(d <= Duration::from_secs(120) && d > Duration::from_secs(118)),
+            other => panic!("expected Cooling, got {:?}", other.map(|l| l.index)),
+        }
+        // A short hint is kept as it is; no hint means the default rest.
+        assert_eq!(p.rest_after_429(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(p.rest_after_429(None), Duration::from_secs(60));
     }
 
     #[test]
