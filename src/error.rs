@@ -265,7 +265,9 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::CreditsExhausted(m) => ApiError::upstream("upstream_credits_exhausted", m),
             UpstreamError::Moderated(m) => ApiError::bad_request("content_policy_violation", m),
             UpstreamError::Auth(m) => ApiError::upstream("upstream_auth_failed", m),
-            UpstreamError::Challenge(m) => ApiError::upstream("upstream_challenge", m),
+            UpstreamError::Challenge(m) | UpstreamError::StaleSignature(m) => {
+                ApiError::upstream("upstream_challenge", m)
+            }
             UpstreamError::ProxyFailed(_) => ApiError::upstream(
                 "upstream_proxy_failed",
                 "the proxy of the upstream account failed; the gateway's log says which",

@@ -327,3 +327,34 @@ async fn statsig_modes_off_fixed_and_signer() {
     let (status, _, body) = h.generate(image("a kite")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// grok.com's answer to a signature of the right shape signed with stale inputs is 403 code 7 "This
+/// page is out of date. Reload to continue." (chenyme/grok2api #1002, 2026-08-24): a re-sign fixes
+/// it, another account or a new clearance does not. With a fixed signature nothing can be re-signed:
+/// the request fails once, on one account, and says why (it used to move on to the next account,
+/// and be refused there too).
+#[tokio::test]
+async fn a_stale_signature_is_not_taken_to_another_account() {
+    if tls_only("a_stale_signature_is_not_taken_to_another_account") {
+        return;
+    }
+    use base64::Engine;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stale =
+        grok2api::upstream::grok_web::statsig::mint(&[9u8; 48], "POST", "/rest/app-chat/upload-file", now, 5, "");
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(stale.trim_end_matches('=')).unwrap();
+    assert_eq!(raw.len(), 70, "the web app's shape");
+    // No quota refresh at start: the only signed calls are the edit's.
+    let h = builder()
+        .config(move |c| {
+            c.grok.statsig = format!("fixed:{stale}");
+            c.grok.quota_refresh_secs = 0;
+        })
+        .start()
+        .await;
+    let (status, _, body) = edit_call(&h).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(error_code(&body), "upstream_challenge");
+    assert!(body["error"]["message"].as_str().unwrap().contains("out of date"), "{body}");
+    assert_eq!(h.sim.statsig_traffic().2, 1, "refused once, on one account of two");
+}

@@ -189,7 +189,9 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::state::statsig_valid;
+    use base64::Engine;
+
+    use crate::sim::state::{Signature, statsig_valid, statsig_verdict};
 
     fn now() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -210,5 +212,12 @@ mod tests {
         assert!(!valid(&mint(&build.seed, "POST", path, now(), 7, &other.fingerprint)));
         assert!(!valid(&mint(&build.seed, "POST", path, now() - 3600, 7, &build.fingerprint)));
         assert!(!valid(&mint(&build.seed, "POST", "/rest/rate-limits", now(), 7, &build.fingerprint)));
+        // Refused as stale (the page is out of date) when the shape is the web app's; as anti-bot
+        // when it is not.
+        let verdict = |sig: &str| statsig_verdict(sig, &build.seed, &build.fingerprint, "POST", path);
+        assert!(matches!(verdict(&mint(&build.seed, "POST", path, now(), 7, &other.fingerprint)), Signature::Stale));
+        assert!(matches!(verdict(&mint(&[1u8; 48], "POST", path, now(), 7, &build.fingerprint)), Signature::Stale));
+        assert!(matches!(verdict("not-a-signature"), Signature::Malformed));
+        assert!(matches!(verdict(&base64::engine::general_purpose::STANDARD.encode([7u8; 70])), Signature::Malformed));
     }
 }

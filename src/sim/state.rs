@@ -150,6 +150,9 @@ pub(crate) enum Reject {
     NoCookie,
     BadToken,
     AntiBot,
+    /// A signature of the web app's shape, signed with inputs that are not the current build's (or
+    /// for another path, or too old).
+    StalePage,
 }
 
 impl IntoResponse for Reject {
@@ -158,6 +161,8 @@ impl IntoResponse for Reject {
             Self::NoCookie => json_error(StatusCode::UNAUTHORIZED, 16, "Not logged in: missing sso cookie"),
             Self::BadToken => json_error(StatusCode::UNAUTHORIZED, 16, "unauthenticated: invalid sso token"),
             Self::AntiBot => json_error(StatusCode::FORBIDDEN, 7, "Request rejected by anti-bot rules."),
+            // chenyme/grok2api #1002 (2026-08-24): what grok.com answers a stale path-bound signature.
+            Self::StalePage => json_error(StatusCode::FORBIDDEN, 7, "This page is out of date. Reload to continue."),
         }
     }
 }
@@ -188,12 +193,13 @@ impl SimState {
         let account = self.account(headers)?;
         let sig = headers.get("x-statsig-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let build = self.build();
-        if statsig_valid(sig, &build.seed, &build.fingerprint, method, path) {
-            Ok(account)
-        } else {
-            self.stats.statsig_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Err(Reject::AntiBot)
-        }
+        let refusal = match statsig_verdict(sig, &build.seed, &build.fingerprint, method, path) {
+            Signature::Valid => return Ok(account),
+            Signature::Stale => Reject::StalePage,
+            Signature::Malformed => Reject::AntiBot,
+        };
+        self.stats.statsig_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(refusal)
     }
 
     pub fn build(&self) -> Arc<Build> {
@@ -231,19 +237,37 @@ pub(crate) fn user_id(token: &str) -> String {
 /// Checks an `x-statsig-id` the way the web app builds it (written here from the public description,
 /// not with the client's code): 70 bytes behind a key byte, the seed, a recent timestamp, the hash of
 /// `METHOD!path!t` + salt + the build's animation fingerprint (`frontend.rs`), 0x03.
+#[cfg(test)]
 pub(crate) fn statsig_valid(sig: &str, seed: &[u8; 48], fingerprint: &str, method: &str, path: &str) -> bool {
+    matches!(statsig_verdict(sig, seed, fingerprint, method, path), Signature::Valid)
+}
+
+/// What the service makes of an `x-statsig-id`.
+pub(crate) enum Signature {
+    Valid,
+    /// The web app's shape, but not signed with this build's inputs for this path, now.
+    Stale,
+    /// Not the web app's shape at all.
+    Malformed,
+}
+
+pub(crate) fn statsig_verdict(sig: &str, seed: &[u8; 48], fingerprint: &str, method: &str, path: &str) -> Signature {
     use base64::Engine;
     use sha2::Digest;
     let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sig.trim_end_matches('=')).unwrap_or_default();
-    if raw.len() != 70 {
-        return false;
+    if raw.len() != 70 || raw[69] ^ raw[0] != 3 {
+        return Signature::Malformed;
     }
     let plain: Vec<u8> = raw[1..].iter().map(|b| b ^ raw[0]).collect();
     let t = u32::from_le_bytes([plain[48], plain[49], plain[50], plain[51]]);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let minted = 1_682_924_400 + u64::from(t);
     let digest = sha2::Sha256::digest(format!("{method}!{path}!{t}obfiowerehiring{fingerprint}").as_bytes());
-    plain[..48] == seed[..] && minted.abs_diff(now) <= 600 && plain[52..68] == digest[..16] && plain[68] == 3
+    if plain[..48] == seed[..] && minted.abs_diff(now) <= 600 && plain[52..68] == digest[..16] {
+        Signature::Valid
+    } else {
+        Signature::Stale
+    }
 }
 
 pub(crate) fn json_error(status: StatusCode, code: u32, message: &str) -> Response {

@@ -14,6 +14,11 @@ pub enum UpstreamError {
     /// An anti-bot challenge page instead of an answer (Cloudflare HTML 403).
     #[error("upstream answered with an anti-bot challenge: {0}")]
     Challenge(String),
+    /// grok.com's 403 code 7 "This page is out of date. Reload to continue.": the path-bound
+    /// `x-statsig-id` was signed with stale inputs (a new frontend build). Re-signing fixes it, a
+    /// new clearance or another account does not (chenyme/grok2api #992, #1002).
+    #[error("upstream refused a stale anti-bot signature: {0}")]
+    StaleSignature(String),
     /// The upstream moderated the output; retrying the same prompt is unlikely to help.
     #[error("{0}")]
     Moderated(String),
@@ -47,6 +52,7 @@ impl UpstreamError {
             Self::RateLimited { retry_after, message } => Self::RateLimited { retry_after, message: f(message) },
             Self::Auth(m) => Self::Auth(f(m)),
             Self::Challenge(m) => Self::Challenge(f(m)),
+            Self::StaleSignature(m) => Self::StaleSignature(f(m)),
             Self::Moderated(m) => Self::Moderated(f(m)),
             Self::Protocol(m) => Self::Protocol(f(m)),
             Self::Failed(m) => Self::Failed(f(m)),
@@ -65,6 +71,7 @@ impl UpstreamError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Auth(_) => "auth",
             Self::Challenge(_) => "challenge",
+            Self::StaleSignature(_) => "stale_signature",
             Self::Moderated(_) => "moderated",
             Self::Protocol(_) => "bad_response",
             Self::Failed(_) => "failed",
@@ -121,6 +128,7 @@ mod tests {
             UpstreamError::RateLimited { retry_after: None, message: m() },
             UpstreamError::Auth(m()),
             UpstreamError::Challenge(m()),
+            UpstreamError::StaleSignature(m()),
             UpstreamError::Moderated(m()),
             UpstreamError::Protocol(m()),
             UpstreamError::Failed(m()),
@@ -137,6 +145,7 @@ mod tests {
                 "rate_limited",
                 "auth",
                 "challenge",
+                "stale_signature",
                 "moderated",
                 "bad_response",
                 "failed",

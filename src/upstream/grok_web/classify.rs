@@ -4,6 +4,10 @@ use http::header::{HeaderMap, SERVER};
 
 use crate::upstream::error::{UpstreamError, retry_after};
 
+/// grok.com's words for a stale signature (403 code 7 "This page is out of date. Reload to continue.",
+/// chenyme/grok2api #1002, 2026-08-24), lower case.
+const STALE_PAGE: &str = "page is out of date";
+
 /// Words in a 403 JSON body that mean the account itself is unusable (not this one request).
 const DEAD_ACCOUNT: &[&str] = &[
     "blocked-user",
@@ -66,6 +70,8 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamEr
                 UpstreamError::Challenge("403 challenge page".into())
             } else if DEAD_ACCOUNT.iter().any(|w| lower.contains(w)) {
                 UpstreamError::Auth(format!("403 {}", snippet(body)))
+            } else if lower.contains(STALE_PAGE) {
+                UpstreamError::StaleSignature(format!("403 {}", snippet(body)))
             } else if lower.contains("anti-bot") || lower.contains("\"code\":7") {
                 UpstreamError::Challenge(format!("403 {}", snippet(body)))
             } else {
@@ -92,6 +98,8 @@ pub fn classify_in_band(code: Option<&str>, message: &str) -> UpstreamError {
         || lower.contains("media generation credits")
     {
         UpstreamError::RateLimited { retry_after: None, message: "upstream usage quota exhausted".into() }
+    } else if lower.contains(STALE_PAGE) {
+        UpstreamError::StaleSignature(snippet(message))
     } else if code == "7" || lower.contains("anti-bot") {
         UpstreamError::Challenge(snippet(message))
     } else if code == "16" || lower.contains("unauthenticated") {
@@ -157,6 +165,17 @@ mod tests {
             UpstreamError::Challenge(_)
         ));
         assert!(matches!(classify_http(403, &h, r#"{"error":"policy"}"#), UpstreamError::Failed(_)));
+        // chenyme/grok2api #1002 (2026-08-24): a stale path-bound signature, on the media path.
+        let stale = r#"{"code":7,"message":"This page is out of date. Reload to continue.","details":[]}"#;
+        assert!(matches!(classify_http(403, &h, stale), UpstreamError::StaleSignature(_)));
+        assert!(matches!(
+            classify_in_band(Some("7"), "This page is out of date. Reload to continue."),
+            UpstreamError::StaleSignature(_)
+        ));
+        assert!(matches!(
+            classify_in_band(Some("7"), "Request rejected by anti-bot rules."),
+            UpstreamError::Challenge(_)
+        ));
         h.insert(RETRY_AFTER, HeaderValue::from_static("17"));
         assert_eq!(
             classify_http(429, &h, ""),

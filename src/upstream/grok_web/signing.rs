@@ -144,7 +144,10 @@ impl GrokWebClient {
             let req =
                 self.transport.request(&account.egress, Method::POST, &self.url(path), headers)?.body(body.clone());
             match self.send(account, req, what).await {
-                Err(UpstreamError::Challenge(m))
+                // A stale signature, or an anti-bot refusal that is not Cloudflare's: the signing
+                // inputs are read again and the call replayed once, with the same account and
+                // clearance (chenyme/grok2api #1002).
+                Err(UpstreamError::StaleSignature(m) | UpstreamError::Challenge(m))
                     if !retried && !m.contains("cf-mitigated") && self.statsig.refreshable() =>
                 {
                     tracing::info!("x-statsig-id refused ({m}); refreshing the signing inputs once");

@@ -106,6 +106,11 @@ impl Probe {
                 };
                 run.record("quota", started, ok);
             }
+            Err(e @ UpstreamError::StaleSignature(_)) => {
+                run.record("anti-bot", started, fail(e.to_string(), advice_for(&e)));
+                run.skip("sso", "needs the anti-bot header accepted");
+                run.skip("quota", "needs the anti-bot header accepted");
+            }
             Err(e @ UpstreamError::Challenge(_)) if !e.to_string().contains("cf-mitigated") => {
                 run.record("anti-bot", started, fail(e.to_string(), "the x-statsig-id was refused (code 7): set grok.statsig_id to a value captured from a logged-in browser"));
                 run.skip("sso", "needs the anti-bot header accepted");

@@ -81,6 +81,10 @@ fn advice_for(e: &UpstreamError) -> &'static str {
         UpstreamError::ProxyFailed(_) => {
             "check the proxy's address and credentials, and that it allows CONNECT to :443"
         }
+        UpstreamError::StaleSignature(_) => {
+            "the x-statsig-id was refused as stale even after re-reading grok.com's page: with grok.statsig_id \
+             set, capture a fresh one; otherwise grok.com changed how it signs and grok2api needs an update"
+        }
         UpstreamError::Auth(_) => "the sso cookie was refused: log in to grok.com again and copy the new `sso` cookie",
         UpstreamError::RateLimited { .. } => {
             "this account's quota is used up: wait for its window or add another token"
