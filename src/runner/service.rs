@@ -103,14 +103,16 @@ impl TaskService {
         if let Some(t) = self.tasks.get(id, kind, owner) {
             return Ok(Some(t).filter(|t| t.api == api));
         }
-        let task = self.elsewhere(id).await?;
+        let task = self.elsewhere(id).await.map_err(down)?;
         Ok(task.filter(|t| t.kind == kind && t.api == api && owner.is_none_or(|o| t.owner == *o)))
     }
 
-    /// The task as another replica last wrote it; `None` with one process.
-    pub async fn elsewhere(&self, id: &str) -> Result<Option<Task>, ApiError> {
+    /// The task as another replica last wrote it; `None` with one process. The store's error is
+    /// the caller's to report: a request turns it into a 503 (`down`), an event stream that polls
+    /// this a few times a second just ends.
+    pub async fn elsewhere(&self, id: &str) -> Result<Option<Task>, String> {
         match &self.shared {
-            Some(shared) => shared.task(id).await.map_err(down),
+            Some(shared) => shared.task(id).await,
             None => Ok(None),
         }
     }
@@ -119,7 +121,7 @@ impl TaskService {
     pub async fn find(&self, id: &str) -> Result<Option<Task>, ApiError> {
         match self.tasks.snapshot(id) {
             Some(t) => Ok(Some(t)),
-            None => self.elsewhere(id).await,
+            None => self.elsewhere(id).await.map_err(down),
         }
     }
 

@@ -23,7 +23,7 @@ impl Totals {
     }
 
     pub fn add(&mut self, other: &Totals) {
-        let sum = std::array::from_fn(|i| self.values()[i] + other.values()[i]);
-        *self = Self::from_values(sum);
+        let (mine, theirs) = (self.values(), other.values());
+        *self = Self::from_values(std::array::from_fn(|i| mine[i] + theirs[i]));
     }
 }

@@ -233,10 +233,12 @@ impl GrokWebClient {
                 // last real failure says more than "no token left".
                 Err(e) => {
                     return Err(match (last, e) {
-                        (None, e) | (Some(UpstreamError::RateLimited { .. }), e @ NoToken::Cooling(..)) => e.into(),
-                        // The others refused this request's rate without resting: it waits as
-                        // long as an account rests.
-                        (Some(limited @ UpstreamError::RateLimited { .. }), _) => self.rate_limited(limited),
+                        // Only accounts that refused this request's rate without resting are left:
+                        // it waits as long as an account rests.
+                        (Some(limited @ UpstreamError::RateLimited { .. }), NoToken::NoneUsable) => {
+                            self.rate_limited(limited)
+                        }
+                        (None | Some(UpstreamError::RateLimited { .. }), e) => e.into(),
                         (Some(other), _) => other,
                     });
                 }
