@@ -387,6 +387,12 @@ pub struct GrokWebConfig {
     /// Consecutive auth failures after which a token is marked expired.
     pub token_fail_threshold: u32,
     pub enable_nsfw: bool,
+    /// The quality guard (`upstream/grok_web/quality.rs`): an answer whose media has the same bytes
+    /// as the answer to a different request is canned (a flagged account), never delivered; its
+    /// account is flagged and the request moves to another one.
+    pub quality_guard: bool,
+    /// SHA-256s (hex) of outputs known to be canned, refused whoever answers them.
+    pub canned_outputs: Vec<String>,
     /// Largest media file accepted from the upstream.
     pub max_download_bytes: u64,
 }
@@ -424,6 +430,8 @@ impl Default for GrokWebConfig {
             cooldown_max_secs: 900,
             token_fail_threshold: 5,
             enable_nsfw: false,
+            quality_guard: true,
+            canned_outputs: Vec::new(),
             max_download_bytes: 64 * 1024 * 1024,
         }
     }

@@ -272,6 +272,7 @@ impl From<UpstreamError> for ApiError {
                 "upstream_proxy_failed",
                 "the proxy of the upstream account failed; the gateway's log says which",
             ),
+            UpstreamError::CannedOutput(m) => ApiError::upstream("upstream_canned_output", m),
             UpstreamError::Protocol(m) => ApiError::upstream("upstream_bad_response", m),
             UpstreamError::Failed(m) | UpstreamError::Transport(m) => ApiError::upstream("upstream_error", m),
             UpstreamError::Timeout(m) => ApiError::timeout(m),

@@ -81,6 +81,18 @@ async fn a_good_account_passes_every_step_including_a_real_image() {
     assert!(p.report["profile"].as_str().unwrap().starts_with("chrome_"));
 }
 
+/// A flagged account answers both of the generate step's prompts with the same canned picture
+/// (chenyme/grok2api #1014): the step fails and says what that means.
+#[tokio::test]
+async fn a_flagged_account_fails_the_generate_step() {
+    let (sim, ca) = sim_with(|s| s.flagged = vec![TOKEN.into()]).await;
+    let p = doctor(&sim, Some(&ca), &["--generate"]).await;
+    assert_ne!(p.exit, 0, "{:#}", p.report);
+    assert_eq!(p.status("generate"), "fail", "{:#}", p.report);
+    assert!(p.steps["generate"]["detail"].as_str().unwrap().contains("canned"), "{:#}", p.report);
+    assert!(p.advice("generate").contains("flagged"), "{:#}", p.report);
+}
+
 #[tokio::test]
 async fn through_an_authenticated_proxy_the_proxy_step_passes_and_a_bad_password_fails_it() {
     let (sim, ca) = sim_with(|_| {}).await;

@@ -180,7 +180,9 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     if !sim.take_quota(&account.token) {
         return crate::sim::state::rate_limited();
     }
-    let ctx = Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults };
+    let flagged = sim.flagged(&account.token);
+    let ctx =
+        Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults, flagged };
     if kind == "imageToImage" {
         edit_steps(&ctx, &mut steps)
     } else {
@@ -238,6 +240,8 @@ struct Ctx<'a> {
     input: &'a Value,
     inputs: &'a [Bytes],
     faults: &'a Faults,
+    /// The account answers with canned media whatever was asked.
+    flagged: bool,
 }
 
 impl Ctx<'_> {
@@ -288,7 +292,7 @@ fn edit_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         }
         let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), id.as_bytes()];
         parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
-        let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+        let png = if ctx.flagged { super::render::canned_png() } else { Bytes::from(render_png(&seed_of(&parts), w, h, 1.0)) };
         let path = format!("users/{user}/generated/{id}/image.png");
         ctx.sim.assets.put(path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: png });
         ctx.sim.uploads.insert(id.clone(), path.clone());
@@ -326,13 +330,17 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
     ctx.sim.posts.insert(post_id.clone(), post.clone());
     ctx.sim.posts.insert(video_id.clone(), post);
     if !ctx.faults.moderated && !ctx.faults.fail {
-        let bytes = Bytes::from_static(super::video::fixture(&ratio, duration));
-        ctx.sim
-            .assets
-            .put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });
         let (w, h) = dims_for_ratio(&ratio, ctx.sim.cfg.image_long_side);
         let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), video_id.as_bytes()];
         parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
+        let bytes = if ctx.flagged {
+            super::video::canned_clip()
+        } else {
+            super::video::clip(&ratio, duration, &seed_of(&parts))
+        };
+        ctx.sim
+            .assets
+            .put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });
         let poster = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
         ctx.sim
             .assets

@@ -77,6 +77,12 @@ pub fn render_png(seed: &[u8; 32], width: u32, height: u32, detail: f32) -> Vec<
     out
 }
 
+/// What a flagged account answers every image request with: one unrelated picture, whatever the
+/// prompt, ratio or slot.
+pub fn canned_png() -> bytes::Bytes {
+    bytes::Bytes::from(render_png(&seed_of(&[b"grok imagine canned picture"]), 256, 256, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

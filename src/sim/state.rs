@@ -24,6 +24,9 @@ pub struct SimConfig {
     pub default_quota: u32,
     /// Products (`image`, `imageEdit`, `video`, `video720p`) a token has used up, whatever its quota.
     pub exhausted_products: HashMap<String, Vec<String>>,
+    /// Flagged accounts: every image, edit and video they "complete" is the same canned picture or
+    /// demo clip, whatever the prompt (chenyme/grok2api #1014, #1053).
+    pub flagged: Vec<String>,
     /// Pause between streamed frames.
     pub frame_delay: Duration,
     /// Longer side of generated images, in pixels.
@@ -46,6 +49,7 @@ impl Default for SimConfig {
             quotas: HashMap::new(),
             default_quota: 1_000_000,
             exhausted_products: HashMap::new(),
+            flagged: Vec::new(),
             frame_delay: Duration::from_millis(40),
             image_long_side: 512,
             flavor: crate::config::UpstreamKind::GrokWeb,
@@ -208,6 +212,10 @@ impl SimState {
 
     pub fn product_exhausted(&self, token: &str, product: &str) -> bool {
         self.cfg.exhausted_products.get(token).is_some_and(|p| p.iter().any(|x| x == product))
+    }
+
+    pub fn flagged(&self, token: &str) -> bool {
+        self.cfg.flagged.iter().any(|t| t == token)
     }
 
     pub fn remaining(&self, token: &str) -> u32 {

@@ -25,6 +25,24 @@ pub(crate) fn fixture(ratio: &str, seconds: u64) -> &'static [u8] {
     }
 }
 
+/// The clip for one video: the fixture with a top-level `free` box carrying `seed` appended (players
+/// skip it), so every video the simulator makes has its own bytes, as grok.com's do. The quality guard
+/// takes identical bytes for different prompts as canned output.
+pub(crate) fn clip(ratio: &str, seconds: u64, seed: &[u8; 32]) -> bytes::Bytes {
+    let fixture = fixture(ratio, seconds);
+    let mut out = Vec::with_capacity(fixture.len() + 40);
+    out.extend_from_slice(fixture);
+    out.extend_from_slice(&40u32.to_be_bytes());
+    out.extend_from_slice(b"free");
+    out.extend_from_slice(seed);
+    bytes::Bytes::from(out)
+}
+
+/// What a flagged account answers every video request with, whatever was asked: one demo clip.
+pub(crate) fn canned_clip() -> bytes::Bytes {
+    clip("16:9", 6, &crate::sim::render::seed_of(&[b"grok imagine demo clip"]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +53,8 @@ mod tests {
             for s in [6, 10] {
                 let f = fixture(ratio, s);
                 assert_eq!(&f[4..8], b"ftyp", "{ratio} {s}s");
+                let c = clip(ratio, s, &[7; 32]);
+                assert_eq!((&c[..f.len()], &c[f.len() + 4..f.len() + 8]), (f, &b"free"[..]));
             }
         }
     }

@@ -418,7 +418,7 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     }
     let file = format!("xai-video-{id}.mp4");
     if sim.public_images.get(&file).is_none() {
-        let bytes = Bytes::from_static(super::video::fixture(&job.ratio, job.duration));
+        let bytes = super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()]));
         sim.public_images.put(file.clone(), StoredAsset { owner: String::new(), content_type: "video/mp4", bytes });
     }
     axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",

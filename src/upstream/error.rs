@@ -19,6 +19,11 @@ pub enum UpstreamError {
     /// new clearance or another account does not (chenyme/grok2api #992, #1002).
     #[error("upstream refused a stale anti-bot signature: {0}")]
     StaleSignature(String),
+    /// The account answered with canned media marked as success (a flagged account: the same demo
+    /// clip or image whatever the prompt); `quality.rs` tells it from the output. Another account may
+    /// answer for real.
+    #[error("upstream answered with canned media: {0}")]
+    CannedOutput(String),
     /// The upstream moderated the output; retrying the same prompt is unlikely to help.
     #[error("{0}")]
     Moderated(String),
@@ -53,6 +58,7 @@ impl UpstreamError {
             Self::Auth(m) => Self::Auth(f(m)),
             Self::Challenge(m) => Self::Challenge(f(m)),
             Self::StaleSignature(m) => Self::StaleSignature(f(m)),
+            Self::CannedOutput(m) => Self::CannedOutput(f(m)),
             Self::Moderated(m) => Self::Moderated(f(m)),
             Self::Protocol(m) => Self::Protocol(f(m)),
             Self::Failed(m) => Self::Failed(f(m)),
@@ -72,6 +78,7 @@ impl UpstreamError {
             Self::Auth(_) => "auth",
             Self::Challenge(_) => "challenge",
             Self::StaleSignature(_) => "stale_signature",
+            Self::CannedOutput(_) => "canned_output",
             Self::Moderated(_) => "moderated",
             Self::Protocol(_) => "bad_response",
             Self::Failed(_) => "failed",
@@ -88,7 +95,12 @@ impl UpstreamError {
     pub fn retry_on_other_token(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Auth(_) | Self::Challenge(_) | Self::Transport(_) | Self::ProxyFailed(_)
+            Self::RateLimited { .. }
+                | Self::Auth(_)
+                | Self::Challenge(_)
+                | Self::Transport(_)
+                | Self::ProxyFailed(_)
+                | Self::CannedOutput(_)
         )
     }
 }
@@ -129,6 +141,7 @@ mod tests {
             UpstreamError::Auth(m()),
             UpstreamError::Challenge(m()),
             UpstreamError::StaleSignature(m()),
+            UpstreamError::CannedOutput(m()),
             UpstreamError::Moderated(m()),
             UpstreamError::Protocol(m()),
             UpstreamError::Failed(m()),
@@ -146,6 +159,7 @@ mod tests {
                 "auth",
                 "challenge",
                 "stale_signature",
+                "canned_output",
                 "moderated",
                 "bad_response",
                 "failed",

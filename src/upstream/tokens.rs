@@ -18,7 +18,7 @@ pub struct ProductInfo {
 pub struct TokenInfo {
     pub id: String,
     pub token: String,
-    /// `active`, `cooling`, `expired` or `disabled`.
+    /// `active`, `cooling`, `expired`, `flagged` (answers with canned media) or `disabled`.
     pub status: &'static str,
     pub enabled: bool,
     pub note: Option<String>,
@@ -126,12 +126,17 @@ pub enum TokenEvent {
     Cooling { token: String, until_ms: u64, why: Option<String> },
     /// Dead credentials.
     Expired { token: String },
+    /// Answers with canned media.
+    Flagged { token: String },
 }
 
 impl TokenEvent {
     pub fn token(&self) -> &str {
         match self {
-            Self::Product { token, .. } | Self::Cooling { token, .. } | Self::Expired { token } => token,
+            Self::Product { token, .. }
+            | Self::Cooling { token, .. }
+            | Self::Expired { token }
+            | Self::Flagged { token } => token,
         }
     }
 }

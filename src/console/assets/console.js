@@ -10,7 +10,7 @@
  *   chrome:    #nav #nav-{overview,tokens,keys,usage,tasks} #logout-btn #banner-persistent
  *              #alerts (children .alert[data-testid=alert]) #app-view #view-{overview,tokens,keys,usage,tasks}
  *   overview:  #ov-rps #ov-error-rate #ov-queue #ov-requests #ov-rate-limited #ov-uptime
- *              #ov-tasks-{pending,processing,success,failed} #ov-tokens-{active,cooling,expired,disabled}
+ *              #ov-tasks-{pending,processing,success,failed} #ov-tokens-{active,cooling,expired,flagged,disabled}
  *   tokens:    #tokens-body > tr[data-testid=token-row][data-token-id=ID]
  *                cells td[data-col=token|id|status|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|
  *                             in-flight|fails|last-error|cooldown|checked]
@@ -324,7 +324,7 @@ function renderOverview(o, prev) {
   setText("ov-rate-limited", o.rate_limited_total);
   setText("ov-uptime", fmtDuration(o.uptime_secs));
   for (const k of ["pending", "processing", "success", "failed"]) setText(`ov-tasks-${k}`, o.tasks[k]);
-  for (const k of ["active", "cooling", "expired", "disabled"]) setText(`ov-tokens-${k}`, o.tokens[k]);
+  for (const k of ["active", "cooling", "expired", "flagged", "disabled"]) setText(`ov-tokens-${k}`, o.tokens[k] ?? 0);
   if (prev && o.at > prev.at) {
     const dReq = o.requests_total - prev.requests_total;
     const dErr = (o.errors_total + o.client_errors_total) - (prev.errors_total + prev.client_errors_total);

@@ -379,7 +379,7 @@ impl RedisStore {
             TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
             TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
             // Not kept: a token brought back by an operator must not stay dead for new replicas.
-            TokenEvent::Expired { .. } => None,
+            TokenEvent::Expired { .. } | TokenEvent::Flagged { .. } => None,
         };
         let news =
             serde_json::to_string(&TokenNews { replica: self.replica.clone(), event }).map_err(|e| e.to_string())?;

@@ -13,6 +13,7 @@ mod conversation;
 pub mod doctor;
 mod imagine;
 pub mod ndjson;
+pub mod quality;
 pub mod saved_tokens;
 mod signing;
 pub mod statsig;
@@ -31,6 +32,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::grok_web::quality::RequestKey;
 use crate::upstream::grok_web::token_pool::NoToken;
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
@@ -52,6 +54,8 @@ pub struct GrokWebClient {
     solver: Option<FlareSolverr>,
     cfg: GrokWebConfig,
     pool: SsoPool,
+    /// Refuses canned outputs (flagged accounts).
+    guard: quality::QualityGuard,
     metrics: Arc<Metrics>,
 }
 
@@ -98,8 +102,9 @@ impl GrokWebClient {
                 fail_threshold: cfg.token_fail_threshold.max(1),
             },
         );
+        let guard = quality::QualityGuard::new(cfg.quality_guard, &cfg.canned_outputs, quality::WINDOW)?;
         tracing::info!(profile = %transport.profile().name, user_agent = %transport.profile().user_agent, "grok.com browser profile");
-        Ok(Self { saved: None, transport, statsig, solver, cfg, pool, metrics })
+        Ok(Self { saved: None, transport, statsig, solver, cfg, pool, guard, metrics })
     }
 
     pub fn pool(&self) -> &SsoPool {
@@ -311,17 +316,29 @@ impl GrokWebClient {
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        self.with_token("image", Product::Image, None, |account| imagine::generate(self, account, job, &slots)).await
+        let request = RequestKey::new(&format!("image {}", job.aspect_ratio), &job.prompt, &[]);
+        self.with_token("image", Product::Image, None, |account| async {
+            let id = account.id.clone();
+            let assets = imagine::generate(self, account, job, &slots).await?;
+            self.judge(&id, request, &[], &assets)?;
+            Ok(assets)
+        })
+        .await
     }
 
     /// n edits are n conversations, run side by side (each on the best token at the time).
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
+        let inputs: Vec<quality::Hash> = job.images.iter().map(|i| quality::hash(&i.bytes)).collect();
+        let request = RequestKey::new(&format!("edit {:?}", job.aspect_ratio), &job.prompt, &inputs);
         let runs = (0..job.n).map(|slot| {
-            let slots = &slots;
+            let (slots, inputs) = (&slots, &inputs);
             async move {
-                self.with_token("edit", Product::Edit, None, |account| {
-                    conversation::edit(self, account, job, slot, slots)
+                self.with_token("edit", Product::Edit, None, |account| async move {
+                    let id = account.id.clone();
+                    let asset = conversation::edit(self, account, job, slot, slots).await?;
+                    self.judge(&id, request, inputs, std::slice::from_ref(&asset))?;
+                    Ok(asset)
                 })
                 .await
             }
@@ -333,8 +350,39 @@ impl GrokWebClient {
         let product = if job.resolution == "720p" { Product::Video720p } else { Product::Video };
         // The account that generated an input image can name it instead of uploading it again.
         let owner = job.images.iter().find_map(|i| i.origin.as_ref()).map(|o| o.account.clone());
-        self.with_token("video", product, owner.as_deref(), |account| conversation::video(self, account, job, sink))
-            .await
+        let inputs: Vec<quality::Hash> = job.images.iter().map(|i| quality::hash(&i.bytes)).collect();
+        let kind = format!("video {} {}s {} {:?}", job.aspect_ratio, job.duration, job.resolution, job.preset);
+        let request = RequestKey::new(&kind, &job.prompt, &inputs);
+        self.with_token("video", product, owner.as_deref(), |account| {
+            let inputs = &inputs;
+            async move {
+                let id = account.id.clone();
+                let assets = conversation::video(self, account, job, sink).await?;
+                // The poster is judged with its video: a canned clip comes with its own poster.
+                self.judge(&id, request, inputs, std::slice::from_ref(&assets.video))?;
+                Ok(assets)
+            }
+        })
+        .await
+    }
+
+    /// Fails an answer the quality guard takes for canned output (`quality.rs`). The account that
+    /// answered is flagged when the error reaches the pool; another that gave the same bytes to a
+    /// different request is flagged here.
+    fn judge(
+        &self,
+        account: &str,
+        request: RequestKey,
+        inputs: &[quality::Hash],
+        outputs: &[Asset],
+    ) -> Result<(), UpstreamError> {
+        let hashes: Vec<quality::Hash> = outputs.iter().map(|a| quality::hash(&a.bytes)).collect();
+        self.guard.check(account, request, inputs, &hashes).map_err(|canned| {
+            for other in &canned.also {
+                self.pool.flag(other, &canned.to_string());
+            }
+            UpstreamError::CannedOutput(canned.to_string())
+        })
     }
 
     /// Collects a video grok.com started before a restart, from its media post, with the token that
@@ -351,7 +399,13 @@ impl GrokWebClient {
         };
         let account = self.account(&token, proxy.as_deref());
         let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
-        conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await
+        let assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
+        // No other account can take it over: a canned clip fails the task rather than being delivered.
+        let judged = self.judge(&account.id, RequestKey::new("resumed video", upstream_id, &[]), &[], &[assets.video.clone()]);
+        if let Err(e) = &judged {
+            self.pool.flag(&account.id, &e.to_string());
+        }
+        judged.map(|()| assets)
     }
 
     /// Whether `url` is grok.com's own: only those get the sso cookie, never a public image host.

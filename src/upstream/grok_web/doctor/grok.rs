@@ -154,10 +154,11 @@ impl Probe {
         run.record("websocket", started, ws_ok);
     }
 
-    /// One real image (`--generate`), only when every earlier step passed.
+    /// Two real images of two prompts (`--generate`), only when every earlier step passed: a flagged
+    /// account answers both with the same canned picture, which the quality guard refuses.
     pub(super) async fn generate(&self, run: &mut Run, generate: bool) {
         if !generate {
-            run.skip("generate", "pass --generate to make one real image (spends one generation)");
+            run.skip("generate", "pass --generate to make two real images (spends two generations)");
             return;
         }
         if run.steps.iter().any(|s| s.status == Status::Fail) {
@@ -165,20 +166,24 @@ impl Probe {
             return;
         }
         let started = Instant::now();
-        let job = ImageJob {
-            prompt: "a small red lighthouse on a rock, watercolor".into(),
-            n: 1,
-            aspect_ratio: "1:1",
-            output: Default::default(),
-        };
-        let ok = match self.client.generate_images(&job, &ProgressSink::none()).await {
-            Ok(images) if !images.is_empty() => {
-                Ok(format!("1 image, {} bytes, {}", images[0].bytes.len(), images[0].content_type))
+        let mut made = Vec::new();
+        for prompt in ["a small red lighthouse on a rock, watercolor", "a blue teapot on a wooden table, photograph"] {
+            let job = ImageJob { prompt: prompt.into(), n: 1, aspect_ratio: "1:1", output: Default::default() };
+            match self.client.generate_images(&job, &ProgressSink::none()).await {
+                Ok(images) if !images.is_empty() => made.push(images[0].clone()),
+                Ok(_) => made.clear(),
+                Err(e) => {
+                    run.record("generate", started, fail(e.to_string(), advice_for(&e)));
+                    return;
+                }
             }
-            Ok(_) => fail("no image came back", "see the websocket step"),
-            Err(e) => fail(e.to_string(), advice_for(&e)),
-        };
-        run.record("generate", started, ok);
+            if made.is_empty() {
+                run.record("generate", started, fail("no image came back", "see the websocket step"));
+                return;
+            }
+        }
+        let sizes: Vec<String> = made.iter().map(|i| format!("{} bytes", i.bytes.len())).collect();
+        run.record("generate", started, Ok(format!("2 images ({}), {}", sizes.join(", "), made[0].content_type)));
     }
 }
 

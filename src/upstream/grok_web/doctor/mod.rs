@@ -85,6 +85,10 @@ fn advice_for(e: &UpstreamError) -> &'static str {
             "the x-statsig-id was refused as stale even after re-reading grok.com's page: with grok.statsig_id \
              set, capture a fresh one; otherwise grok.com changed how it signs and grok2api needs an update"
         }
+        UpstreamError::CannedOutput(_) => {
+            "this account is flagged: grok.com answers every prompt with the same canned media. Use another \
+             account; the gateway stops using a flagged one by itself"
+        }
         UpstreamError::Auth(_) => "the sso cookie was refused: log in to grok.com again and copy the new `sso` cookie",
         UpstreamError::RateLimited { .. } => {
             "this account's quota is used up: wait for its window or add another token"

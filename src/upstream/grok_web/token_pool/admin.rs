@@ -59,13 +59,13 @@ impl SsoPool {
     pub fn health(&self) -> Vec<(&'static str, usize)> {
         let now = Instant::now();
         let tokens = lock(&self.state.tokens);
-        ["active", "cooling", "expired", "disabled"]
+        ["active", "cooling", "expired", "flagged", "disabled"]
             .into_iter()
             .map(|l| (l, tokens.iter().filter(|t| t.label_and_cooldown(now).0 == l).count()))
             .collect()
     }
 
-    /// Adds tokens (or brings back removed/expired ones); returns how many became usable.
+    /// Adds tokens (or brings back removed, expired or flagged ones); returns how many became usable.
     pub fn add(&self, raw: &[String]) -> usize {
         let mut tokens = lock(&self.state.tokens);
         let mut added = 0;
@@ -109,11 +109,12 @@ impl SsoPool {
         true
     }
 
-    /// The pool serves (or may serve again by itself) the token `id` names: not removed, not expired.
+    /// The pool serves (or may serve again by itself) the token `id` names: not removed, expired or
+    /// flagged.
     pub fn holds(&self, id: &str) -> bool {
         lock(&self.state.tokens)
             .iter()
-            .any(|t| t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
+            .any(|t| t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired | TokenStatus::Flagged))
     }
 
     /// Changes what the console may change of a token added at run time.

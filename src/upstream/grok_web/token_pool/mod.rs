@@ -23,6 +23,8 @@ pub enum TokenStatus {
         until: Instant,
     },
     Expired,
+    /// Answered with canned media (`quality.rs`): never picked until the operator adds the token again.
+    Flagged,
     /// Taken out through the admin API; kept so in-flight leases keep valid indexes.
     Removed,
 }
@@ -34,6 +36,7 @@ impl TokenStatus {
             Self::Cooling { until } if until <= now => "active",
             Self::Cooling { .. } => "cooling",
             Self::Expired => "expired",
+            Self::Flagged => "flagged",
             Self::Removed => "removed",
         }
     }
@@ -144,6 +147,7 @@ impl TokenState {
             _ if !self.enabled => ("disabled", None),
             TokenStatus::Cooling { until } if until > now => ("cooling", Some(until - now)),
             TokenStatus::Expired => ("expired", None),
+            TokenStatus::Flagged => ("flagged", None),
             _ => {
                 let cooling: Vec<Duration> = self.products.iter().filter_map(|p| p.cooling(now)).collect();
                 if cooling.len() == self.products.len() {

@@ -77,6 +77,7 @@ impl SsoPool {
                 t.proxy_error = why.clone();
             }
             TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
+            TokenEvent::Flagged { .. } => t.status = TokenStatus::Flagged,
         }
         drop(tokens);
         self.state.released.notify_waiters();

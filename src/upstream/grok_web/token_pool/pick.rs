@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::grok_web::token_pool::news::until_ms;
-use crate::upstream::grok_web::token_pool::{PoolState, Product, SsoPool, TokenStatus, lock};
+use crate::upstream::grok_web::token_pool::{PoolState, Product, SsoPool, TokenState, TokenStatus, lock};
 use crate::upstream::tokens::TokenEvent;
 
 /// How a token ranks for a pick; higher is better.
@@ -28,7 +28,7 @@ impl From<NoToken> for UpstreamError {
     fn from(e: NoToken) -> Self {
         match e {
             NoToken::NoneUsable => {
-                UpstreamError::Auth("no usable upstream token (none configured, or all expired)".into())
+                UpstreamError::Auth("no usable upstream token (none configured, or all expired, flagged or disabled)".into())
             }
             NoToken::Cooling(d, Some(proxy_error)) => {
                 UpstreamError::ProxyFailed(format!("{proxy_error} (token cooling down for {}s)", d.as_secs().max(1)))
@@ -115,7 +115,7 @@ impl SsoPool {
                 }
                 t.status = TokenStatus::Active;
             }
-            if matches!(t.status, TokenStatus::Expired | TokenStatus::Removed) || !t.enabled {
+            if matches!(t.status, TokenStatus::Expired | TokenStatus::Flagged | TokenStatus::Removed) || !t.enabled {
                 continue;
             }
             let p = t.products[product.idx()];
@@ -213,9 +213,25 @@ impl SsoPool {
                     return Some(TokenEvent::Expired { token: t.id.clone() });
                 }
             }
+            Err(UpstreamError::CannedOutput(why)) => return flag(t, why),
             Err(_) => {}
         }
         None
+    }
+
+    /// Flags the account `id` names, which answered another request with the bytes `why` speaks of.
+    pub fn flag(&self, id: &str, why: &str) {
+        let event = {
+            let mut tokens = lock(&self.state.tokens);
+            match tokens.iter_mut().find(|t| t.id == id && t.status != TokenStatus::Removed) {
+                Some(t) if t.status != TokenStatus::Flagged => {
+                    t.last_error = Some((format!("canned output: {why}"), crate::clock::now_secs()));
+                    flag(t, why)
+                }
+                _ => None,
+            }
+        };
+        self.emit(event);
     }
 
     /// Applies the upstream's answer for one product: `remaining` (`None` = not said), and until when it
@@ -263,6 +279,14 @@ impl SsoPool {
     pub fn rest_after_429(&self, retry_after: Option<Duration>) -> Duration {
         retry_after.unwrap_or(self.settings.default_cooldown).min(self.settings.max_cooldown)
     }
+}
+
+/// A flagged account serves nothing until the operator adds its token again: grok.com does not say
+/// when (or whether) it lifts the flag.
+fn flag(t: &mut TokenState, why: &str) -> Option<TokenEvent> {
+    t.status = TokenStatus::Flagged;
+    tracing::error!(token = %mask(&t.token), %why, "upstream account flagged: it answers with canned media");
+    Some(TokenEvent::Flagged { token: t.id.clone() })
 }
 
 #[cfg(test)]
