@@ -24,6 +24,13 @@ pub enum Command {
     /// Probe grok.com with one account, step by step (DNS, TCP, proxy, TLS, Cloudflare, anti-bot, sso,
     /// quota, WebSocket, optionally one image). Exit code 0 only when every step passes.
     Doctor(DoctorArgs),
+    /// Print the fingerprint of media files (what they show, not their container), for
+    /// `grok.canned_outputs`: a canned clip or picture a flagged account answers with.
+    Fingerprint {
+        /// Image or MP4 files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Probe a running gateway's /healthz (used by the Docker HEALTHCHECK; exit 0 = healthy).
     Healthcheck {
         /// Default: /healthz on the address `GROK2API_LISTEN` names (a wildcard address is probed on loopback).
@@ -40,7 +47,8 @@ pub struct DoctorArgs {
     /// Proxy for this probe (overrides grok.proxy).
     #[arg(long)]
     pub proxy: Option<String>,
-    /// Also generate one real image (spends one generation).
+    /// Also generate two real images of two prompts (spends two generations); a flagged account
+    /// answering both with the same canned picture fails the step.
     #[arg(long)]
     pub generate: bool,
     /// Print the report as JSON.

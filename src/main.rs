@@ -34,6 +34,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Sim(args)) => run_sim(args).await,
         Some(Command::Doctor(args)) => return doctor(args).await,
+        Some(Command::Fingerprint { files }) => fingerprint(&files),
         Some(Command::Healthcheck { url }) => {
             let listen = std::env::var("GROK2API_LISTEN").unwrap_or_else(|_| "127.0.0.1:8000".into());
             healthcheck(&url.unwrap_or_else(|| grok2api::config::healthcheck_url(&listen))).await
@@ -47,6 +48,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `grok2api fingerprint FILE…`: one line per file, `<fingerprint>  <file>`.
+fn fingerprint(files: &[std::path::PathBuf]) -> Result<(), String> {
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let kind = grok2api::media::kind::sniff_media_type(&bytes)
+            .ok_or_else(|| format!("{}: not an image or a video", f.display()))?;
+        println!("{}  {}", hex::encode(grok2api::media::fingerprint::fingerprint(&bytes, kind)), f.display());
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

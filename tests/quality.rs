@@ -27,15 +27,19 @@ fn flagged_first() -> Builder {
 }
 
 async fn images(h: &Harness, prompt: &str, n: u32) -> (u16, Vec<Vec<u8>>, Value) {
-    let (status, _, body) = h
-        .generate(json!({"model": "grok-imagine-1.0", "prompt": prompt, "n": n, "response_format": "b64_json"}))
-        .await;
+    let (status, _, body) =
+        h.generate(json!({"model": "grok-imagine-1.0", "prompt": prompt, "n": n, "response_format": "b64_json"})).await;
     let data = body["data"].as_array().cloned().unwrap_or_default();
     let bytes = data
         .iter()
         .map(|d| base64::engine::general_purpose::STANDARD.decode(d["b64_json"].as_str().unwrap()).unwrap())
         .collect();
     (status, bytes, body)
+}
+
+/// What a picture shows (its fingerprint): the canned one comes in a new file each time.
+fn looks(png: &[u8]) -> [u8; 32] {
+    grok2api::media::fingerprint::fingerprint(png, "image/png")
 }
 
 fn token(h: &Harness, t: &str) -> grok2api::upstream::tokens::TokenInfo {
@@ -53,14 +57,15 @@ async fn a_flagged_accounts_canned_image_is_caught_on_its_second_prompt_and_neve
         return;
     }
     let h = flagged_first().start().await;
-    let canned = grok2api::sim::render::canned_png().to_vec();
+    let canned = looks(&grok2api::sim::render::canned_png());
     // The first answer cannot be told from a real one: nothing to compare it with yet.
     let (s, first, body) = images(&h, "a red lighthouse", 1).await;
-    assert_eq!((s, first.as_slice()), (200, std::slice::from_ref(&canned)), "{body}");
-    // A different prompt, the same bytes: canned. The client gets the healthy account's picture.
+    assert_eq!((s, looks(&first[0])), (200, canned), "{body}");
+    // A different prompt, the same picture (in another file): canned. The client gets the healthy
+    // account's picture.
     let (s, second, body) = images(&h, "a blue teapot", 1).await;
     assert_eq!(s, 200, "{body}");
-    assert_ne!(second[0], canned, "the canned picture must not be delivered twice");
+    assert_ne!(looks(&second[0]), canned, "the canned picture must not be delivered twice");
     let flagged = token(&h, FLAGGED);
     assert_eq!(flagged.status, "flagged");
     assert!(flagged.last_error.as_deref().unwrap_or_default().contains("canned"), "{flagged:?}");
@@ -68,14 +73,22 @@ async fn a_flagged_accounts_canned_image_is_caught_on_its_second_prompt_and_neve
     let m = metrics(&h).await;
     assert!(m.contains(r#"grok2api_upstream_calls_total{operation="image",outcome="canned_output"} 1"#), "{m}");
     assert!(m.contains(r#"grok2api_upstream_tokens{state="flagged"} 1"#), "{m}");
-    let overview: Value = h.http.get(h.url("/admin/overview")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let overview: Value =
+        h.http.get(h.url("/admin/overview")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     assert_eq!(overview["tokens"]["flagged"], 1, "{overview}");
     // From now on only the healthy account serves.
     let (s, third, _) = images(&h, "a green field", 1).await;
     assert_eq!(s, 200);
-    assert_ne!(third[0], canned);
+    assert_ne!(looks(&third[0]), canned);
     // Adding the token again is how an operator retries it.
-    let r = h.http.post(h.url("/admin/tokens")).bearer_auth(ADMIN).json(&json!({"tokens": [FLAGGED]})).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/admin/tokens"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"tokens": [FLAGGED]}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     assert_eq!(token(&h, FLAGGED).status, "active");
 }
@@ -85,10 +98,14 @@ async fn a_listed_canned_output_is_refused_the_first_time_and_with_no_other_acco
     if grok_web_only("the grok.com quality guard") {
         return;
     }
-    let listed = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        grok2api::sim::render::canned_png(),
-    )));
+    // The operator's way to list it: `grok2api fingerprint FILE`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("canned.png");
+    std::fs::write(&file, grok2api::sim::render::canned_png()).unwrap();
+    let out = std::process::Command::new(BIN).arg("fingerprint").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert_eq!(listed, hex::encode(looks(&grok2api::sim::render::canned_png())));
     let h = builder()
         .credentials(&[FLAGGED], &[FLAGGED])
         .sim(|s| s.flagged = vec![FLAGGED.into()])
@@ -162,7 +179,9 @@ async fn a_flagged_accounts_demo_clip_is_replaced_by_a_real_video() {
         h.http.get(url).send().await.unwrap().bytes().await.unwrap()
     };
     let (a, b) = (fetch(&first).await, fetch(&second).await);
-    assert_ne!(a, b, "the second task must not carry the same demo clip");
+    let shows = |c: &[u8]| grok2api::media::fingerprint::fingerprint(c, "video/mp4");
+    assert_eq!(shows(&a), shows(&grok2api::sim::video_canned_clip()), "the first answer is the demo clip");
+    assert_ne!(shows(&a), shows(&b), "the second task must not carry the same demo clip");
     assert_eq!(&b[4..8], b"ftyp");
     assert_eq!(token(&h, FLAGGED).status, "flagged");
     assert!(metrics(&h).await.contains(r#"operation="video",outcome="canned_output"} 1"#));

@@ -5,7 +5,9 @@
 //! is also put into shared object storage, and a file this replica does not hold is fetched from there
 //! into the local dir (which then acts as a cache) before it is served.
 
+pub mod fingerprint;
 pub mod kind;
+pub mod mp4;
 pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};

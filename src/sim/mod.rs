@@ -38,6 +38,7 @@ use crate::nodelay;
 pub use faults::Faults;
 use state::{AssetStore, Build, Sim, SimState};
 pub use state::{SimConfig, SimStats};
+pub use video::canned_clip as video_canned_clip;
 
 fn router(sim: Sim) -> Router {
     Router::new()

@@ -78,9 +78,20 @@ pub fn render_png(seed: &[u8; 32], width: u32, height: u32, detail: f32) -> Vec<
 }
 
 /// What a flagged account answers every image request with: one unrelated picture, whatever the
-/// prompt, ratio or slot.
+/// prompt, ratio or slot, in a file that differs each time (a text chunk naming the request), as
+/// grok.com's canned media comes in a new container each time (chenyme/grok2api #1014).
 pub fn canned_png() -> bytes::Bytes {
-    bytes::Bytes::from(render_png(&seed_of(&[b"grok imagine canned picture"]), 256, 256, 1.0))
+    let pixels = render_png(&seed_of(&[b"grok imagine canned picture"]), 256, 256, 1.0);
+    let Ok(img) = image::load_from_memory(&pixels) else { return bytes::Bytes::from(pixels) };
+    let rgb = img.to_rgb8();
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, rgb.width(), rgb.height());
+    enc.set_color(png::ColorType::Rgb);
+    let _ = enc.add_text_chunk("Comment".into(), uuid::Uuid::new_v4().to_string());
+    if let Ok(mut w) = enc.write_header() {
+        let _ = w.write_image_data(rgb.as_raw());
+    }
+    bytes::Bytes::from(out)
 }
 
 #[cfg(test)]

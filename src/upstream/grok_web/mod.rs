@@ -320,7 +320,7 @@ impl GrokWebClient {
         self.with_token("image", Product::Image, None, |account| async {
             let id = account.id.clone();
             let assets = imagine::generate(self, account, job, &slots).await?;
-            self.judge(&id, request, &[], &assets)?;
+            self.judge(&id, request, &[], assets.clone()).await?;
             Ok(assets)
         })
         .await
@@ -329,7 +329,7 @@ impl GrokWebClient {
     /// n edits are n conversations, run side by side (each on the best token at the time).
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        let inputs: Vec<quality::Hash> = job.images.iter().map(|i| quality::hash(&i.bytes)).collect();
+        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let request = RequestKey::new(&format!("edit {:?}", job.aspect_ratio), &job.prompt, &inputs);
         let runs = (0..job.n).map(|slot| {
             let (slots, inputs) = (&slots, &inputs);
@@ -337,7 +337,7 @@ impl GrokWebClient {
                 self.with_token("edit", Product::Edit, None, |account| async move {
                     let id = account.id.clone();
                     let asset = conversation::edit(self, account, job, slot, slots).await?;
-                    self.judge(&id, request, inputs, std::slice::from_ref(&asset))?;
+                    self.judge(&id, request, inputs, vec![asset.clone()]).await?;
                     Ok(asset)
                 })
                 .await
@@ -350,7 +350,7 @@ impl GrokWebClient {
         let product = if job.resolution == "720p" { Product::Video720p } else { Product::Video };
         // The account that generated an input image can name it instead of uploading it again.
         let owner = job.images.iter().find_map(|i| i.origin.as_ref()).map(|o| o.account.clone());
-        let inputs: Vec<quality::Hash> = job.images.iter().map(|i| quality::hash(&i.bytes)).collect();
+        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let kind = format!("video {} {}s {} {:?}", job.aspect_ratio, job.duration, job.resolution, job.preset);
         let request = RequestKey::new(&kind, &job.prompt, &inputs);
         self.with_token("video", product, owner.as_deref(), |account| {
@@ -359,7 +359,7 @@ impl GrokWebClient {
                 let id = account.id.clone();
                 let assets = conversation::video(self, account, job, sink).await?;
                 // The poster is judged with its video: a canned clip comes with its own poster.
-                self.judge(&id, request, inputs, std::slice::from_ref(&assets.video))?;
+                self.judge(&id, request, inputs, vec![assets.video.clone()]).await?;
                 Ok(assets)
             }
         })
@@ -369,14 +369,14 @@ impl GrokWebClient {
     /// Fails an answer the quality guard takes for canned output (`quality.rs`). The account that
     /// answered is flagged when the error reaches the pool; another that gave the same bytes to a
     /// different request is flagged here.
-    fn judge(
+    async fn judge(
         &self,
         account: &str,
         request: RequestKey,
         inputs: &[quality::Hash],
-        outputs: &[Asset],
+        outputs: Vec<Asset>,
     ) -> Result<(), UpstreamError> {
-        let hashes: Vec<quality::Hash> = outputs.iter().map(|a| quality::hash(&a.bytes)).collect();
+        let hashes = fingerprints(outputs.into_iter().map(|a| (a.bytes, a.content_type)).collect()).await?;
         self.guard.check(account, request, inputs, &hashes).map_err(|canned| {
             for other in &canned.also {
                 self.pool.flag(other, &canned.to_string());
@@ -401,7 +401,8 @@ impl GrokWebClient {
         let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
         let assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
         // No other account can take it over: a canned clip fails the task rather than being delivered.
-        let judged = self.judge(&account.id, RequestKey::new("resumed video", upstream_id, &[]), &[], &[assets.video.clone()]);
+        let request = RequestKey::new("resumed video", upstream_id, &[]);
+        let judged = self.judge(&account.id, request, &[], vec![assets.video.clone()]).await;
         if let Err(e) = &judged {
             self.pool.flag(&account.id, &e.to_string());
         }
@@ -455,6 +456,16 @@ impl GrokWebClient {
         }
         Ok(Bytes::from(buf))
     }
+}
+
+/// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
+/// milliseconds).
+async fn fingerprints(media: Vec<(Bytes, &'static str)>) -> Result<Vec<quality::Hash>, UpstreamError> {
+    tokio::task::spawn_blocking(move || {
+        media.iter().map(|(b, t)| crate::media::fingerprint::fingerprint(b, t)).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| UpstreamError::Failed(format!("fingerprinting the output failed: {e}")))
 }
 
 /// Headers from (name, value) pairs, in order; a value that is not a valid header value is left out.

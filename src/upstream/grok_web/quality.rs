@@ -2,9 +2,10 @@
 //! a demo clip or an unrelated image, marked as success (chenyme/grok2api #1014, #1053; CLIProxyAPI
 //! #5221; sub2api #4578, #6441). Since 2026-08-26 the sso token no longer carries the
 //! `bfs`/`botFlagSource` claim that used to say so (kaibush/grok-register #28), so the only sign is the
-//! output itself. The guard keeps the content hash of recent outputs across the whole pool: bytes that
-//! answered a different request before, bytes repeated inside one answer, or bytes the operator listed
-//! (`grok.canned_outputs`) are canned. Such an answer is never delivered; the attempt fails as
+//! output itself. The guard keeps the fingerprint (`media::fingerprint`: what the media shows, not its
+//! container, which grok.com renews for every canned answer) of recent outputs across the whole pool:
+//! media that answered a different request before, media repeated inside one answer, or media the
+//! operator listed (`grok.canned_outputs`) are canned. Such an answer is never delivered; the attempt fails as
 //! `UpstreamError::CannedOutput`, the account is flagged, and the request moves to another account.
 //!
 //! What it does not trip on: the same request asked again (a client's retry may be served from a
@@ -16,12 +17,7 @@ use std::sync::Mutex;
 
 use sha2::Digest;
 
-/// A SHA-256 of some media's bytes.
-pub type Hash = [u8; 32];
-
-pub fn hash(bytes: &[u8]) -> Hash {
-    sha2::Sha256::digest(bytes).into()
-}
+pub use crate::media::fingerprint::Fingerprint as Hash;
 
 /// What a job asked for, hashed: its kind, its prompt (trimmed, case folded), and its inputs' hashes.
 /// Two requests with the same key may legitimately get the same bytes back.
@@ -53,7 +49,7 @@ pub struct Canned {
 
 impl std::fmt::Display for Canned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (sha256 {})", self.reason, &self.hash[..16])
+        write!(f, "{} (fingerprint {})", self.reason, &self.hash[..16])
     }
 }
 
@@ -82,14 +78,15 @@ pub struct QualityGuard {
 pub const WINDOW: usize = 8192;
 
 impl QualityGuard {
-    /// `known` are hex SHA-256s of canned outputs the operator listed; a malformed one is refused.
+    /// `known` are fingerprints (hex, as `grok2api fingerprint FILE` prints them) of canned outputs the
+    /// operator listed; a malformed one is refused.
     pub fn new(enabled: bool, known: &[String], window: usize) -> Result<Self, String> {
         let mut recent = Recent::default();
         for k in known {
             let bytes = hex::decode(k.trim())
                 .ok()
                 .and_then(|b| Hash::try_from(b.as_slice()).ok())
-                .ok_or_else(|| format!("grok.canned_outputs: `{k}` is not a hex SHA-256 (64 hex digits)"))?;
+                .ok_or_else(|| format!("grok.canned_outputs: `{k}` is not a fingerprint (64 hex digits)"))?;
             recent.known.insert(bytes);
         }
         Ok(Self { enabled, window: window.max(1), recent: Mutex::new(recent) })
@@ -138,6 +135,10 @@ impl QualityGuard {
 mod tests {
     use crate::upstream::grok_web::quality::*;
 
+    fn hash(bytes: &[u8]) -> Hash {
+        sha2::Sha256::digest(bytes).into()
+    }
+
     fn guard() -> QualityGuard {
         QualityGuard::new(true, &[], 4).unwrap()
     }
@@ -157,7 +158,10 @@ mod tests {
         let demo = hash(b"demo clip");
         g.check("a", RequestKey::new("video", "a cat", &[]), &[], &[demo]).unwrap();
         let e = g.check("b", RequestKey::new("video", "a dog", &[]), &[], &[demo]).unwrap_err();
-        assert_eq!((e.reason, e.also.as_slice()), ("the same bytes as the answer to a different request", &["a".to_owned()][..]));
+        assert_eq!(
+            (e.reason, e.also.as_slice()),
+            ("the same bytes as the answer to a different request", &["a".to_owned()][..])
+        );
         // Learned: even its first request, asked again, no longer gets it through.
         let e = g.check("c", RequestKey::new("video", "a cat", &[]), &[], &[demo]).unwrap_err();
         assert_eq!(e.reason, "a known canned output");
@@ -167,7 +171,10 @@ mod tests {
     fn twins_in_one_answer_listed_hashes_and_inputs() {
         let g = QualityGuard::new(true, &[hex::encode(hash(b"listed"))], 4).unwrap();
         let key = RequestKey::new("image", "x", &[]);
-        assert_eq!(g.check("a", key, &[], &[hash(b"z"), hash(b"z")]).unwrap_err().reason, "the same bytes twice in one answer");
+        assert_eq!(
+            g.check("a", key, &[], &[hash(b"z"), hash(b"z")]).unwrap_err().reason,
+            "the same bytes twice in one answer"
+        );
         assert_eq!(g.check("a", key, &[], &[hash(b"listed")]).unwrap_err().reason, "a known canned output");
         // An edit that gave its input back, twice with different prompts, is not canned.
         let input = hash(b"photo");
