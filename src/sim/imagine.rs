@@ -122,7 +122,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
     for (stage, pct) in [(0usize, Value::Null), (1, json!(50.0))] {
         for (order, id) in ids.iter().enumerate() {
             tokio::time::sleep(delay).await;
-            let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
+            let seed = seed_of(&[prompt.as_bytes(), id.as_bytes()]);
             let preview = render_png(&seed, (w / 4).max(8), (h / 4).max(8), 0.25 + stage as f32 * 0.25);
             let frame = image_frame(id, order, b64(&preview), pct.clone());
             if !send(socket, frame).await {
@@ -151,7 +151,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             }
             continue;
         }
-        let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
+        let seed = seed_of(&[prompt.as_bytes(), id.as_bytes()]);
         let png =
             if sim.flagged(token) { super::render::canned_png() } else { Bytes::from(render_png(&seed, w, h, 1.0)) };
         sim.public_images.put(

@@ -1,5 +1,6 @@
 //! Real pictures for the simulator: a smooth two-colour gradient with a few discs, all derived from a
-//! seed (the prompt), so the same prompt draws the same picture and different prompts differ.
+//! seed (the prompt and the image's id), so every picture differs, as grok.com's do: the quality guard
+//! takes the same picture for two prompts, or twice in one answer, for a flagged account's.
 
 use sha2::{Digest, Sha256};
 
