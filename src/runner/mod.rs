@@ -31,6 +31,7 @@ impl JobRunner {
 
     /// Runs `job` for `owner`, whose usage gains what it delivers.
     pub async fn run(&self, owner: &KeyId, job: &Job, sink: &ProgressSink) -> Result<JobOutput, UpstreamError> {
+        self.upstream.admit(job)?;
         let output = match job {
             Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?, j.output).await?,
             Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?, j.output).await?,

@@ -124,6 +124,8 @@ impl TaskQueue {
         base: Arc<str>,
         b64: bool,
     ) -> Result<Arc<str>, ApiError> {
+        // What the upstream cannot make at all is refused now, not failed after the 202.
+        self.ctx.runner.upstream().admit(&job)?;
         let permit = self.queue.reserve(owner).map_err(|full| match full {
             Full::Queue => ApiError::rate_limited(5, "the task queue is full; retry later"),
             Full::Key => ApiError::rate_limited(5, "this API key holds its whole share of the task queue; retry later"),

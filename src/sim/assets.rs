@@ -39,8 +39,16 @@ pub(super) async fn rate_limits(State(sim): State<Sim>, headers: HeaderMap) -> R
         Err(r) => return r.into_response(),
     };
     let remaining = sim.remaining(&account.token);
-    axum::Json(json!({"windowSizeSeconds": 72000, "remainingQueries": remaining,
-                      "totalQueries": sim.cfg.default_quota, "lowEffortRateLimits": null, "highEffortRateLimits": null}))
+    // The `auto` model's window is what tells the plan: 20 queries for Basic (free), 50 for SuperGrok,
+    // 150 for Heavy (chenyme/grok2api `web/quota.go`, 2026-08).
+    let total = match sim.plan(&account.token) {
+        Some("basic") => 20,
+        Some("super") => 50,
+        Some("heavy") => 150,
+        _ => sim.cfg.default_quota,
+    };
+    axum::Json(json!({"windowSizeSeconds": 72000, "remainingQueries": remaining.min(total),
+                      "totalQueries": total, "lowEffortRateLimits": null, "highEffortRateLimits": null}))
     .into_response()
 }
 

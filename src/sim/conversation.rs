@@ -123,6 +123,12 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     {
         return json_error(StatusCode::BAD_REQUEST, 3, &why);
     }
+    // Free accounts make videos of at most 6 s; longer ones are refused as a rate limit (chenyme/grok2api
+    // #969: 5-6 s answered, 7, 8 and 15 s "429 Too many requests").
+    let seconds = input.get("duration").and_then(Value::as_u64).unwrap_or(6);
+    if kind != "imageToImage" && seconds > 6 && sim.plan(&account.token) == Some("basic") {
+        return super::state::rate_limited();
+    }
     let faults = Faults::parse(&prompt);
     if faults.cloudflare {
         let page = "<!DOCTYPE html><html><head><title>Just a moment...</title></head>\

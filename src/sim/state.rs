@@ -27,6 +27,11 @@ pub struct SimConfig {
     /// Flagged accounts: every image, edit and video they "complete" is the same canned picture or
     /// demo clip, whatever the prompt (chenyme/grok2api #1014, #1053).
     pub flagged: Vec<String>,
+    /// Accounts' plans (`basic`, `super`, `heavy`), told by `/rest/rate-limits` as grok.com tells them
+    /// (the `auto` model's `totalQueries`: chenyme/grok2api `web/quota.go`); a `basic` (free) account
+    /// refuses videos longer than 6 s with 429 (chenyme/grok2api #969). Unlisted accounts answer the
+    /// quota the simulator gives them, which names no plan.
+    pub plans: HashMap<String, String>,
     /// Pause between streamed frames.
     pub frame_delay: Duration,
     /// Longer side of generated images, in pixels.
@@ -50,6 +55,7 @@ impl Default for SimConfig {
             default_quota: 1_000_000,
             exhausted_products: HashMap::new(),
             flagged: Vec::new(),
+            plans: HashMap::new(),
             frame_delay: Duration::from_millis(40),
             image_long_side: 512,
             flavor: crate::config::UpstreamKind::GrokWeb,
@@ -212,6 +218,11 @@ impl SimState {
 
     pub fn product_exhausted(&self, token: &str, product: &str) -> bool {
         self.cfg.exhausted_products.get(token).is_some_and(|p| p.iter().any(|x| x == product))
+    }
+
+    /// The plan an account has, when the simulator gives it one.
+    pub fn plan(&self, token: &str) -> Option<&str> {
+        self.cfg.plans.get(token).map(String::as_str)
     }
 
     pub fn flagged(&self, token: &str) -> bool {

@@ -24,6 +24,10 @@ pub enum UpstreamError {
     /// answer for real.
     #[error("upstream answered with canned media: {0}")]
     CannedOutput(String),
+    /// No account that serves can make what was asked (free accounts and a longer video): the
+    /// request, not the upstream, has to change.
+    #[error("{0}")]
+    PlanLimit(String),
     /// The upstream moderated the output; retrying the same prompt is unlikely to help.
     #[error("{0}")]
     Moderated(String),
@@ -59,6 +63,7 @@ impl UpstreamError {
             Self::Challenge(m) => Self::Challenge(f(m)),
             Self::StaleSignature(m) => Self::StaleSignature(f(m)),
             Self::CannedOutput(m) => Self::CannedOutput(f(m)),
+            Self::PlanLimit(m) => Self::PlanLimit(f(m)),
             Self::Moderated(m) => Self::Moderated(f(m)),
             Self::Protocol(m) => Self::Protocol(f(m)),
             Self::Failed(m) => Self::Failed(f(m)),
@@ -79,6 +84,7 @@ impl UpstreamError {
             Self::Challenge(_) => "challenge",
             Self::StaleSignature(_) => "stale_signature",
             Self::CannedOutput(_) => "canned_output",
+            Self::PlanLimit(_) => "plan_limit",
             Self::Moderated(_) => "moderated",
             Self::Protocol(_) => "bad_response",
             Self::Failed(_) => "failed",
@@ -142,6 +148,7 @@ mod tests {
             UpstreamError::Challenge(m()),
             UpstreamError::StaleSignature(m()),
             UpstreamError::CannedOutput(m()),
+            UpstreamError::PlanLimit(m()),
             UpstreamError::Moderated(m()),
             UpstreamError::Protocol(m()),
             UpstreamError::Failed(m()),
@@ -160,6 +167,7 @@ mod tests {
                 "challenge",
                 "stale_signature",
                 "canned_output",
+                "plan_limit",
                 "moderated",
                 "bad_response",
                 "failed",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, UpstreamKind};
-use crate::jobs::{EditJob, ImageJob, ProgressSink, VideoJob};
+use crate::jobs::{EditJob, ImageJob, Job, ProgressSink, VideoJob};
 use crate::metrics::Metrics;
 
 pub use self::assets::{Asset, VideoAssets};
@@ -51,6 +51,16 @@ impl Upstream {
         match self {
             Self::GrokWeb(_) => "grok-web",
             Self::Xai(_) => "xai",
+        }
+    }
+
+    /// Whether the upstream can make `job` at all with what it has (grok.com: free accounts make short
+    /// videos only); checked when a job is accepted, so a task that cannot succeed is refused with a
+    /// 400 instead of failing after its 202.
+    pub fn admit(&self, job: &Job) -> Result<(), UpstreamError> {
+        match (self, job) {
+            (Self::GrokWeb(c), Job::Video(v)) => c.video_fit(v).map(|_| ()),
+            _ => Ok(()),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct TokenInfo {
     pub checked_at: Option<u64>,
     /// The token's own proxy, password hidden.
     pub proxy: Option<String>,
+    /// The account's plan (`basic` = free, `supergrok`, `heavy`), once the upstream told it.
+    pub plan: Option<&'static str>,
     /// `config` (given at start; comes back on restart) or `admin` (added at run time; kept in the
     /// state dir when there is one).
     pub source: &'static str,

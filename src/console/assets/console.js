@@ -12,7 +12,7 @@
  *   overview:  #ov-rps #ov-error-rate #ov-queue #ov-requests #ov-rate-limited #ov-uptime
  *              #ov-tasks-{pending,processing,success,failed} #ov-tokens-{active,cooling,expired,flagged,disabled}
  *   tokens:    #tokens-body > tr[data-testid=token-row][data-token-id=ID]
- *                cells td[data-col=token|id|status|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|
+ *                cells td[data-col=token|id|status|plan|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|
  *                             in-flight|fails|last-error|cooldown|checked]
  *                (quota cells hold span[data-testid=quota-remaining]; status holds a .badge)
  *                row controls [data-action=select|toggle|check|edit|delete]
@@ -393,6 +393,7 @@ function tokenRow(t) {
     el("td", { "data-col": "token" }, el("code", { text: t.token })),
     el("td", { "data-col": "id" }, el("code", { text: t.id })),
     el("td", { "data-col": "status" }, badge(t.status)),
+    el("td", { "data-col": "plan", text: dash(t.plan) }),
     el("td", { "data-col": "source", text: t.source }),
     el("td", { "data-col": "note", class: "wrap", text: dash(t.note) }),
     el("td", { "data-col": "proxy", class: "wrap", text: dash(t.proxy) }));

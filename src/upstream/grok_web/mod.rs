@@ -33,7 +33,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::upstream::grok_web::quality::RequestKey;
-use crate::upstream::grok_web::token_pool::NoToken;
+use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, VideoFit};
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
@@ -215,19 +215,21 @@ impl GrokWebClient {
     /// the upstream as a whole) than about that account, so it is noted on the account, not made a
     /// rest (sub2api #7398: one request cooled 11 healthy accounts, 25 of 26 at once). A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
-    /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`).
+    /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`);
+    /// `skip` the accounts that cannot make it.
     async fn with_token<T, F, Fut>(
         &self,
         what: &'static str,
         product: Product,
         prefer: Option<&str>,
+        skip: Vec<usize>,
         mut op: F,
     ) -> Result<T, UpstreamError>
     where
         F: FnMut(Account) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
-        let mut tried = Vec::new();
+        let mut tried = skip;
         let mut last: Option<UpstreamError> = None;
         let mut rested_one = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
@@ -317,7 +319,7 @@ impl GrokWebClient {
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
         let request = RequestKey::new(&format!("image {}", job.aspect_ratio), &job.prompt, &[]);
-        self.with_token("image", Product::Image, None, |account| async {
+        self.with_token("image", Product::Image, None, Vec::new(), |account| async {
             let id = account.id.clone();
             let assets = imagine::generate(self, account, job, &slots).await?;
             self.judge(&id, request, &[], assets.clone()).await?;
@@ -334,7 +336,7 @@ impl GrokWebClient {
         let runs = (0..job.n).map(|slot| {
             let (slots, inputs) = (&slots, &inputs);
             async move {
-                self.with_token("edit", Product::Edit, None, |account| async move {
+                self.with_token("edit", Product::Edit, None, Vec::new(), |account| async move {
                     let id = account.id.clone();
                     let asset = conversation::edit(self, account, job, slot, slots).await?;
                     self.judge(&id, request, inputs, vec![asset.clone()]).await?;
@@ -353,7 +355,11 @@ impl GrokWebClient {
         let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let kind = format!("video {} {}s {} {:?}", job.aspect_ratio, job.duration, job.resolution, job.preset);
         let request = RequestKey::new(&kind, &job.prompt, &inputs);
-        self.with_token("video", product, owner.as_deref(), |account| {
+        let skip = match self.video_fit(job)? {
+            VideoFit::Skip(free) => free,
+            _ => Vec::new(),
+        };
+        self.with_token("video", product, owner.as_deref(), skip, |account| {
             let inputs = &inputs;
             async move {
                 let id = account.id.clone();
@@ -364,6 +370,19 @@ impl GrokWebClient {
             }
         })
         .await
+    }
+
+    /// Whether the pool can make `job` (`SsoPool::video_fit`): a video longer than free accounts make,
+    /// with only free accounts left to make it, is refused before any account is spent on a 429.
+    pub fn video_fit(&self, job: &VideoJob) -> Result<VideoFit, UpstreamError> {
+        match self.pool.video_fit(job.duration) {
+            VideoFit::None => Err(UpstreamError::PlanLimit(format!(
+                "free grok.com accounts make videos of at most {FREE_VIDEO_SECONDS} seconds, and every account \
+                 this gateway can use now is free: ask for {FREE_VIDEO_SECONDS} seconds or less (or add a SuperGrok \
+                 account)"
+            ))),
+            fit => Ok(fit),
+        }
     }
 
     /// Fails an answer the quality guard takes for canned output (`quality.rs`). The account that

@@ -130,7 +130,7 @@ impl GrokWebClient {
     pub async fn refresh_token(&self, id: &str) -> Option<bool> {
         let index = self.pool.index_of(id)?;
         let (token, proxy) = self.pool.find(id)?;
-        Some(self.refresh_index(index, &token, proxy.as_deref()).await)
+        Some(self.refresh_index(index, &token, proxy.as_deref(), true).await)
     }
 
     async fn keep(&self, entries: &[String]) -> Result<(), String> {
@@ -157,13 +157,14 @@ impl GrokWebClient {
     pub async fn refresh_quotas(&self) -> usize {
         let mut answered = 0;
         for (index, token, proxy) in self.pool.refreshable() {
-            answered += usize::from(self.refresh_index(index, &token, proxy.as_deref()).await);
+            answered += usize::from(self.refresh_index(index, &token, proxy.as_deref(), false).await);
         }
         answered
     }
 
-    /// One token's quota refresh; true when the upstream answered.
-    async fn refresh_index(&self, index: usize, token: &str, proxy: Option<&str>) -> bool {
+    /// One token's quota refresh (and its plan, when not known yet or `forced`); true when the
+    /// upstream answered.
+    async fn refresh_index(&self, index: usize, token: &str, proxy: Option<&str>, forced: bool) -> bool {
         let account = self.account(token, proxy);
         match self.quota_info(&account).await {
             Ok(products) => {
@@ -173,6 +174,14 @@ impl GrokWebClient {
                         Some(q) => (q.remaining, self.unavailable_until(&q)),
                     };
                     self.pool.set_product_quota(index, product, remaining, until);
+                }
+                // A plan seldom changes: asked once, and again when the operator re-checks.
+                if self.pool.plan(index).is_none() || forced {
+                    match self.plan(&account).await {
+                        Ok(Some(plan)) => self.pool.set_plan(index, plan),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(token = %mask(token), "plan check failed: {e}"),
+                    }
                 }
                 true
             }
@@ -200,6 +209,16 @@ impl GrokWebClient {
             .or(q.window_secs.map(Duration::from_secs))
             .unwrap_or_else(|| self.pool.default_cooldown());
         Some(std::time::Instant::now() + wait)
+    }
+
+    /// `POST /rest/rate-limits` for one account: its plan, when the answer tells it.
+    async fn plan(&self, account: &Account) -> Result<Option<token_pool::Plan>, UpstreamError> {
+        let resp =
+            self.signed_post(account, wire::RATE_LIMITS_PATH, wire::rate_limits_request(), "rate_limits").await?;
+        let body = self.read_body(account, resp, 64 * 1024).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Protocol(format!("unparseable rate-limits answer: {e}")))?;
+        Ok(wire::parse_plan(&v))
     }
 
     /// `POST /rest/media/imagine/quota_info` for one account.

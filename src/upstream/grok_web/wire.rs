@@ -4,12 +4,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::jobs::{VideoInput, VideoJob, VideoPreset};
-use crate::upstream::grok_web::token_pool::Product;
+use crate::upstream::grok_web::token_pool::{Plan, Product};
 
 pub const IMAGINE_WS_PATH: &str = "/ws/imagine/listen";
 pub const UPLOAD_PATH: &str = "/http/upload-file-v2/direct";
 pub const CONVERSATION_PATH: &str = "/rest/app-chat/conversations/new";
 pub const QUOTA_INFO_PATH: &str = "/rest/media/imagine/quota_info";
+pub const RATE_LIMITS_PATH: &str = "/rest/rate-limits";
 pub const MEDIA_POST_PATH: &str = "/rest/media/post/get";
 pub const UPLOAD_FILE_SOURCE: &str = "IMAGINE_SELF_UPLOAD_FILE_SOURCE";
 pub const EDIT_MODEL: &str = "imagine-image-edit";
@@ -148,6 +149,23 @@ pub fn edit_request(prompt: &str, asset_ids: &[String], aspect_ratio: Option<&st
         "sendFinalMetadata": true,
         "mediaGenInput": {"imageToImage": input}
     })
+}
+
+/// The body that asks `/rest/rate-limits` for the `auto` model's window, whose size tells the plan.
+pub fn rate_limits_request() -> String {
+    json!({"modelName": "auto"}).to_string()
+}
+
+/// The plan `/rest/rate-limits` implies for the `auto` model: its `totalQueries` is 7 or 20 on Basic
+/// (free), 50 on SuperGrok, 150 on Heavy (chenyme/grok2api `web/quota.go`, 2026-08, the newest public
+/// client that tells them apart; grok.com names no plan in that answer). Another total says nothing.
+pub fn parse_plan(v: &Value) -> Option<Plan> {
+    match v.get("totalQueries").and_then(Value::as_u64)? {
+        7 | 20 => Some(Plan::Basic),
+        50 => Some(Plan::SuperGrok),
+        150 => Some(Plan::Heavy),
+        _ => None,
+    }
 }
 
 /// One product of `POST /rest/media/imagine/quota_info`.
@@ -476,6 +494,20 @@ mod tests {
             crate::upstream::error::UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
+    }
+
+    #[test]
+    fn the_auto_models_window_tells_the_plan() {
+        // chenyme/grok2api web/quota.go (2026-08): auto 7/20 → Basic, 50 → SuperGrok, 150 → Heavy.
+        let plan =
+            |total: u64| parse_plan(&json!({"windowSizeSeconds": 7200, "remainingQueries": 3, "totalQueries": total}));
+        assert_eq!(
+            [plan(7), plan(20), plan(50), plan(150)],
+            [Some(Plan::Basic), Some(Plan::Basic), Some(Plan::SuperGrok), Some(Plan::Heavy)]
+        );
+        assert_eq!(plan(1_000_000), None);
+        assert_eq!(parse_plan(&json!({"error": "x"})), None);
+        assert_eq!(rate_limits_request(), r#"{"modelName":"auto"}"#);
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use crate::secret::mask;
 use crate::upstream::grok_web::browser::redact_proxy;
-use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenState, TokenStatus, lock, parse_entry, token_id};
+use crate::upstream::grok_web::token_pool::{
+    Plan, Product, SsoPool, TokenState, TokenStatus, lock, parse_entry, token_id,
+};
 use crate::upstream::tokens::{ExportedToken, ProductInfo, TokenInfo, TokenPatch};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +37,7 @@ impl SsoPool {
                     remaining: t.remaining(),
                     cooldown_secs: cooldown.map(|d| d.as_secs().max(1)),
                     proxy: t.proxy.as_deref().map(redact_proxy),
+                    plan: t.plan.map(Plan::key),
                     products: Product::ALL
                         .iter()
                         .map(|p| {

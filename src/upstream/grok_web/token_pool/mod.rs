@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::upstream::tokens::{InFlightCounts, Observer};
 
 pub use self::admin::PatchError;
-pub use self::pick::{NoToken, TokenLease};
+pub use self::pick::{NoToken, TokenLease, VideoFit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
@@ -70,6 +70,29 @@ impl Product {
     }
 }
 
+/// An account's grok.com plan, as `/rest/rate-limits` tells it (`wire::parse_plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Free: videos of at most `FREE_VIDEO_SECONDS`.
+    Basic,
+    SuperGrok,
+    Heavy,
+}
+
+impl Plan {
+    pub fn key(self) -> &'static str {
+        match self {
+            Plan::Basic => "basic",
+            Plan::SuperGrok => "supergrok",
+            Plan::Heavy => "heavy",
+        }
+    }
+}
+
+/// The longest video a free (Basic) account makes: longer ones are refused with 429 (chenyme/grok2api
+/// #969, bisected: 5 and 6 s answered, 7, 8 and 15 s refused; #1030 caps free accounts at 6 s).
+pub const FREE_VIDEO_SECONDS: u32 = 6;
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ProductState {
     /// `None` = unknown (treated as plenty).
@@ -110,6 +133,8 @@ struct TokenState {
     remote_in_flight: u32,
     fail_count: u32,
     products: [ProductState; 4],
+    /// `None` until grok.com told it.
+    plan: Option<Plan>,
 }
 
 impl TokenState {
@@ -129,6 +154,7 @@ impl TokenState {
             remote_in_flight: 0,
             fail_count: 0,
             products: [ProductState::default(); 4],
+            plan: None,
         }
     }
 

@@ -6,11 +6,23 @@ use std::time::{Duration, Instant};
 use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::grok_web::token_pool::news::until_ms;
-use crate::upstream::grok_web::token_pool::{PoolState, Product, SsoPool, TokenState, TokenStatus, lock};
+use crate::upstream::grok_web::token_pool::{
+    FREE_VIDEO_SECONDS, Plan, PoolState, Product, SsoPool, TokenState, TokenStatus, lock,
+};
 use crate::upstream::tokens::TokenEvent;
 
 /// How a token ranks for a pick; higher is better.
 type Rank = (bool, u32, std::cmp::Reverse<u32>);
+
+/// Which accounts a video may go to (`SsoPool::video_fit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoFit {
+    Any,
+    /// Not these (free accounts, for a video longer than they make).
+    Skip(Vec<usize>),
+    /// Every account that serves is free, and the video is longer than free accounts make.
+    None,
+}
 
 /// Why no token could be handed out.
 #[derive(Debug, PartialEq, Eq)]
@@ -267,6 +279,38 @@ impl SsoPool {
         let tokens = lock(&self.state.tokens);
         let usable = tokens.iter().filter(|t| t.label_and_cooldown(now).0 == "active").count();
         (usable, tokens.iter().filter(|t| t.status != TokenStatus::Removed).count())
+    }
+
+    /// Sets what grok.com said of an account's plan.
+    pub fn set_plan(&self, index: usize, plan: Plan) {
+        if let Some(t) = lock(&self.state.tokens).get_mut(index) {
+            t.plan = Some(plan);
+        }
+    }
+
+    pub fn plan(&self, index: usize) -> Option<Plan> {
+        lock(&self.state.tokens).get(index).and_then(|t| t.plan)
+    }
+
+    /// Which accounts can make a video of `seconds`: free accounts stop at `FREE_VIDEO_SECONDS`, so a
+    /// longer one skips them (their indexes), and when only free accounts are left to serve it the
+    /// request cannot be served at all. An account whose plan is not known yet is tried.
+    pub fn video_fit(&self, seconds: u32) -> VideoFit {
+        if seconds <= FREE_VIDEO_SECONDS {
+            return VideoFit::Any;
+        }
+        let tokens = lock(&self.state.tokens);
+        let serving = |t: &&TokenState| {
+            t.enabled && !matches!(t.status, TokenStatus::Expired | TokenStatus::Flagged | TokenStatus::Removed)
+        };
+        let free: Vec<usize> =
+            (0..tokens.len()).filter(|i| serving(&&tokens[*i]) && tokens[*i].plan == Some(Plan::Basic)).collect();
+        let others = tokens.iter().filter(serving).count() - free.len();
+        match (free.is_empty(), others) {
+            (true, _) => VideoFit::Any,
+            (false, 0) => VideoFit::None,
+            (false, _) => VideoFit::Skip(free),
+        }
     }
 
     /// Default rest for an exhausted product whose next availability the upstream did not say.
