@@ -230,6 +230,17 @@ mod tests {
 
     const CHROME_150_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36";
 
+    /// The default is the newest Chrome wreq-util 3.0.0-rc.14 ships, and its User-Agent says so. When a
+    /// wreq-util upgrade brings a newer one, the hello facts (docs/grok-transport.md "Why not Chrome
+    /// 156's hello", src/sim/cloudflare.rs) must be measured again: this fails to say so.
+    #[test]
+    fn the_default_is_chrome_149_the_newest_the_library_presents() {
+        assert_eq!(newest_chrome(), "chrome_149");
+        let p = BrowserProfile::select("", "windows", None).unwrap();
+        assert_eq!(p.name, "chrome_149");
+        assert!(p.user_agent.contains("Chrome/149."), "{}", p.user_agent);
+    }
+
     #[test]
     fn default_is_the_newest_chrome_and_carries_matching_hints() {
         let name = newest_chrome();
