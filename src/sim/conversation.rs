@@ -104,6 +104,9 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, 3, "request body is not JSON");
     };
+    if let Some(cfg) = extension_config(&req) {
+        return extend(&sim, &account, &req, cfg);
+    }
     let media = req.get("mediaGenInput");
     let (kind, input) = match ["imageToImage", "textToVideo", "imageToVideo", "referenceToVideo"]
         .into_iter()
@@ -246,6 +249,77 @@ fn check_video_request(kind: &str, req: &Value, input: &Value) -> Result<(), Str
     }
 }
 
+/// The video settings of an extension request, when it is one: the web app's extend flow sends no
+/// `mediaGenInput` but the older `videoGenModelConfig` with `isVideoExtension` (a HAR of 2026-06
+/// pinned by public clients: CrisLIUning/grok2api 3a836af, 2026-07-16, and its payload test).
+fn extension_config(req: &Value) -> Option<&Value> {
+    let cfg = req.pointer("/responseMetadata/modelConfigOverride/modelMap/videoGenModelConfig")?;
+    (cfg.get("isVideoExtension") == Some(&Value::Bool(true))).then_some(cfg)
+}
+
+/// What the web app sends to extend a video, enforced: `temporary`, the video model, the source post
+/// as `extendPostId` = `parentPostId`, the first video as `originalPostId`, stitched, the extension
+/// reference type, a start time inside the source, and 1–10 more seconds. The source must be this
+/// account's post (else 403 `invalid-parent-post`, as grok.com answers another account's). The answer
+/// is the whole stitched video, streamed like a new one.
+fn extend(sim: &Sim, account: &crate::sim::state::Account, req: &Value, cfg: &Value) -> Response {
+    let text = |k: &str| cfg.get(k).and_then(Value::as_str).unwrap_or_default();
+    let bad = |why: &str| json_error(StatusCode::BAD_REQUEST, 3, why);
+    if req.get("temporary") != Some(&Value::Bool(true))
+        || req.get("modelName").and_then(Value::as_str) != Some("imagine-video-gen")
+    {
+        return bad("an extension is a temporary imagine-video-gen conversation");
+    }
+    let source = text("extendPostId");
+    if source.is_empty() || text("parentPostId") != source || text("originalPostId").is_empty() {
+        return bad("extendPostId, parentPostId (the same) and originalPostId are required");
+    }
+    if cfg.get("stitchWithExtendPostId") != Some(&Value::Bool(true))
+        || text("originalRefType") != "ORIGINAL_REF_TYPE_VIDEO_EXTENSION"
+    {
+        return bad("an extension is stitched to its source (ORIGINAL_REF_TYPE_VIDEO_EXTENSION)");
+    }
+    let mode = text("mode");
+    let message = req.get("message").and_then(Value::as_str).unwrap_or_default();
+    if mode.is_empty() || !message.ends_with(&format!("--mode={mode}")) {
+        return bad("the message must end with the config's --mode");
+    }
+    let Some(post) = sim.posts.get(source).map(|p| p.clone()) else {
+        return json_error(StatusCode::NOT_FOUND, 5, "post not found");
+    };
+    if post.owner != account.user_id {
+        return json_error(StatusCode::FORBIDDEN, 7, "invalid-parent-post");
+    }
+    let start = cfg.get("videoExtensionStartTime").and_then(Value::as_f64).unwrap_or(0.0);
+    let more = cfg.get("videoLength").and_then(Value::as_u64).unwrap_or(0);
+    if !(1.0..=post.seconds as f64 + 1.0).contains(&start) || !(1..=10).contains(&more) {
+        return bad("videoExtensionStartTime must fall inside the source and videoLength be 1-10");
+    }
+    if !sim.take_quota(&account.token) {
+        return crate::sim::state::rate_limited();
+    }
+    let prompt = message.trim_end_matches(&format!("--mode={mode}")).trim().to_owned();
+    let faults = Faults::parse(&prompt);
+    let input = json!({"aspectRatio": post.ratio, "resolutionName": post.resolution,
+                       "duration": start.floor() as u64 + more});
+    let source_video = sim.assets.get(&post.video_path).map(|a| a.bytes).into_iter().collect::<Vec<_>>();
+    let ctx = Ctx {
+        sim,
+        user: &account.user_id,
+        prompt: &prompt,
+        input: &input,
+        inputs: &source_video,
+        faults: &faults,
+        flagged: sim.flagged(&account.token),
+    };
+    let mut steps = vec![
+        ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
+        ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
+    ];
+    video_steps(&ctx, &mut steps);
+    stream_response(steps)
+}
+
 struct Ctx<'a> {
     sim: &'a Sim,
     user: &'a str,
@@ -341,6 +415,8 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         video_path: video_path.clone(),
         thumbnail_path: thumb_path.clone(),
         resolution: resolution.to_owned(),
+        seconds: duration,
+        ratio: ratio.clone(),
         moderated: ctx.faults.moderated,
         vanished: ctx.faults.vanish,
     };

@@ -308,6 +308,9 @@ pub(crate) struct SimPost {
     pub video_path: String,
     pub thumbnail_path: String,
     pub resolution: String,
+    /// Its length in seconds and ratio: an extension starts where it ends, in its shape.
+    pub seconds: u64,
+    pub ratio: String,
     pub moderated: bool,
     /// `[sim:vanish]`: the post is lost upstream (404), so nothing can be recovered.
     pub vanished: bool,

@@ -257,6 +257,48 @@ pub fn video_request(job: &VideoJob, input_assets: &[String]) -> Value {
     })
 }
 
+/// What an extension continues: a video post of the same account, its length, shape and the first
+/// video of its chain.
+pub struct ExtensionSource<'a> {
+    pub post: &'a str,
+    pub original_post: &'a str,
+    pub seconds: f64,
+    pub aspect_ratio: &'a str,
+    pub resolution: &'a str,
+}
+
+/// The body that extends a video by `more` seconds: the web app's extend flow, which still sends the
+/// older `videoGenModelConfig` form (a grok.com HAR of 2026-06 pinned by public clients'
+/// tests: CrisLIUning/grok2api 3a836af, 2026-07-16, `TestBuildVideoExtensionPayloadMatchesHARShape`;
+/// no public capture shows an extension in the `mediaGenInput` form). The start time is just past the
+/// source's end (one frame at 24 fps); the answer is the stitched video, source and extension.
+pub fn video_extension_request(prompt: &str, source: &ExtensionSource<'_>, more: u32) -> Value {
+    let mode = if prompt.trim().is_empty() { "normal" } else { "custom" };
+    let message = if mode == "custom" { format!("{} --mode={mode}", prompt.trim()) } else { format!("--mode={mode}") };
+    let start = ((source.seconds + 1.0 / 24.0) * 1e6).round() / 1e6;
+    json!({
+        "temporary": true,
+        "modelName": VIDEO_MODEL,
+        "message": message,
+        "fileAttachments": [],
+        "enableSideBySide": true,
+        "responseMetadata": {"experiments": [], "modelConfigOverride": {"modelMap": {"videoGenModelConfig": {
+            "isVideoExtension": true,
+            "videoExtensionStartTime": start,
+            "extendPostId": source.post,
+            "stitchWithExtendPostId": true,
+            "originalPostId": source.original_post,
+            "originalRefType": "ORIGINAL_REF_TYPE_VIDEO_EXTENSION",
+            "mode": mode,
+            "aspectRatio": source.aspect_ratio,
+            "videoLength": more,
+            "resolutionName": source.resolution,
+            "isVideoEdit": false,
+            "parentPostId": source.post
+        }}}}
+    })
+}
+
 /// `POST /rest/media/post/get`'s answer for a video post, as far as recovering the video goes.
 #[derive(Debug, Default, PartialEq)]
 pub struct VideoPost {
@@ -494,6 +536,45 @@ mod tests {
             crate::upstream::error::UpstreamError::RateLimited { .. }
         ));
         assert!(matches!(lines.next(), Some(ConversationEvent::Error { code: Some(c), .. }) if c == "7"));
+    }
+
+    /// The fields a grok.com HAR of 2026-06 shows for an extension, as public clients pin them
+    /// (CrisLIUning/grok2api 3a836af's `TestBuildVideoExtensionPayloadMatchesHARShape`).
+    #[test]
+    fn an_extension_is_the_web_apps_extend_request() {
+        let src = ExtensionSource {
+            post: "post-A",
+            original_post: "root-X",
+            seconds: 6.0,
+            aspect_ratio: "9:16",
+            resolution: "720p",
+        };
+        let v = video_extension_request("", &src, 10);
+        assert_eq!(
+            (v["temporary"].clone(), v["modelName"].clone(), v["message"].clone()),
+            (json!(true), json!("imagine-video-gen"), json!("--mode=normal"))
+        );
+        assert_eq!(v["enableSideBySide"], true);
+        let c = &v["responseMetadata"]["modelConfigOverride"]["modelMap"]["videoGenModelConfig"];
+        assert_eq!(c["isVideoExtension"], true);
+        assert_eq!(c["videoExtensionStartTime"], 6.041667);
+        assert_eq!(
+            (c["extendPostId"].clone(), c["parentPostId"].clone(), c["originalPostId"].clone()),
+            (json!("post-A"), json!("post-A"), json!("root-X"))
+        );
+        assert_eq!(c["stitchWithExtendPostId"], true);
+        assert_eq!(c["originalRefType"], "ORIGINAL_REF_TYPE_VIDEO_EXTENSION");
+        assert_eq!(
+            (c["mode"].clone(), c["videoLength"].clone(), c["aspectRatio"].clone(), c["resolutionName"].clone()),
+            (json!("normal"), json!(10), json!("9:16"), json!("720p"))
+        );
+        assert_eq!(c["isVideoEdit"], false);
+        // Chat-era fields got such requests refused by the anti-bot rules (the same test's envelope).
+        for banned in ["toolOverrides", "imageGenerationCount", "modelMode", "deviceEnvInfo", "isAsyncChat"] {
+            assert!(v.get(banned).is_none(), "{banned}");
+        }
+        let v = video_extension_request(" the boat sails on ", &src, 4);
+        assert_eq!(v["message"], "the boat sails on --mode=custom");
     }
 
     #[test]
