@@ -66,8 +66,8 @@ pub(super) async fn quota_info(State(sim): State<Sim>, headers: HeaderMap) -> Re
             json!({"available": true, "remainingQueries": remaining, "windowSizeSeconds": 86400})
         }
     };
-    // All five keys, always; imagePro (not used by the gateway) as null, as observed for some accounts.
-    axum::Json(json!({"image": product("image"), "imagePro": null, "imageEdit": product("imageEdit"),
+    // All five keys, always (a grok.com capture of 2026-08-23 shows imagePro with 4 left).
+    axum::Json(json!({"image": product("image"), "imagePro": product("imagePro"), "imageEdit": product("imageEdit"),
                       "video": product("video"), "video720p": product("video720p")}))
     .into_response()
 }

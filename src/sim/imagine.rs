@@ -53,6 +53,9 @@ async fn session(sim: Sim, token: String, mut socket: WebSocket) {
     }
 }
 
+const FAST_RATIOS: [&str; 5] = ["1:1", "2:3", "3:2", "16:9", "9:16"];
+const QUALITY_RATIOS: [&str; 8] = ["1:1", "2:3", "3:2", "16:9", "9:16", "4:3", "21:9", "5:2"];
+
 async fn send(socket: &mut WebSocket, v: Value) -> bool {
     socket.send(Message::text(v.to_string())).await.is_ok()
 }
@@ -67,7 +70,20 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
     let faults = Faults::parse(&prompt);
     let delay = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
 
-    if sim.product_exhausted(token, "image") {
+    // Quality mode (`enable_pro`) is metered as `imagePro` and offers three more ratios; fast mode
+    // offers five (a grok.com capture of 2026-08-23; chenyme/grok2api 05528aca, d8d5c24d).
+    let pro = props.get("enable_pro").and_then(Value::as_bool).unwrap_or(false);
+    let ratios: &[&str] = if pro { &QUALITY_RATIOS } else { &FAST_RATIOS };
+    if !ratios.contains(&ratio.as_str()) {
+        let mode = if pro { "quality" } else { "fast" };
+        return send(
+            socket,
+            json!({"type":"error","err_code":"invalid_argument","err_msg":format!("aspect ratio {ratio} is not offered in {mode} mode")}),
+        )
+        .await;
+    }
+    let product = if pro { "imagePro" } else { "image" };
+    if sim.product_exhausted(token, product) {
         return send(
             socket,
             json!({"type":"error","err_code":"RESOURCE_EXHAUSTED","err_msg":"You have reached your usage limit for image generation."}),

@@ -38,7 +38,7 @@ pub struct TokenInfo {
     /// `config` (given at start; comes back on restart) or `admin` (added at run time; kept in the
     /// state dir when there is one).
     pub source: &'static str,
-    /// Per product (`image`, `imageEdit`, `video`, `video720p`).
+    /// Per product (`image`, `imageEdit`, `video`, `video720p`, `imagePro`: images in quality mode).
     pub products: std::collections::BTreeMap<&'static str, ProductInfo>,
 }
 

@@ -12,7 +12,7 @@
  *   overview:  #ov-rps #ov-error-rate #ov-queue #ov-requests #ov-rate-limited #ov-uptime
  *              #ov-tasks-{pending,processing,success,failed} #ov-tokens-{active,cooling,expired,flagged,disabled}
  *   tokens:    #tokens-body > tr[data-testid=token-row][data-token-id=ID]
- *                cells td[data-col=token|id|status|plan|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|
+ *                cells td[data-col=token|id|status|plan|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|q-imagePro|
  *                             in-flight|fails|last-error|cooldown|checked]
  *                (quota cells hold span[data-testid=quota-remaining]; status holds a .badge)
  *                row controls [data-action=select|toggle|check|edit|delete]
@@ -40,7 +40,7 @@
 "use strict";
 
 const VIEWS = ["overview", "tokens", "keys", "usage", "tasks"];
-const PRODUCTS = ["image", "imageEdit", "video", "video720p"];
+const PRODUCTS = ["image", "imageEdit", "video", "video720p", "imagePro"];
 const POLL_MS = 2000;
 const TASK_PAGE = 50;
 

@@ -50,10 +50,14 @@ pub enum Product {
     Edit,
     Video,
     Video720p,
+    /// Images in quality mode (`enable_pro`), metered apart from `Image` (chenyme/grok2api d8d5c24d:
+    /// "Image 2.0 as Quality Mode with a separate imagePro quota"; quota_info's `imagePro`).
+    ImagePro,
 }
 
 impl Product {
-    pub const ALL: [Product; 4] = [Product::Image, Product::Edit, Product::Video, Product::Video720p];
+    pub const ALL: [Product; 5] =
+        [Product::Image, Product::Edit, Product::Video, Product::Video720p, Product::ImagePro];
 
     fn idx(self) -> usize {
         self as usize
@@ -66,6 +70,7 @@ impl Product {
             Product::Edit => "imageEdit",
             Product::Video => "video",
             Product::Video720p => "video720p",
+            Product::ImagePro => "imagePro",
         }
     }
 }
@@ -132,7 +137,7 @@ struct TokenState {
     /// Requests other replicas have in flight with this token (their latest word, while it lasts).
     remote_in_flight: u32,
     fail_count: u32,
-    products: [ProductState; 4],
+    products: [ProductState; Product::ALL.len()],
     /// `None` until grok.com told it.
     plan: Option<Plan>,
 }
@@ -153,7 +158,7 @@ impl TokenState {
             in_flight: 0,
             remote_in_flight: 0,
             fail_count: 0,
-            products: [ProductState::default(); 4],
+            products: [ProductState::default(); Product::ALL.len()],
             plan: None,
         }
     }
