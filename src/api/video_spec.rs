@@ -82,6 +82,7 @@ pub async fn submit_video(
         seconds: spec.seconds,
         size: spec.size.to_owned(),
         resolution: spec.resolution.to_owned(),
+        remixed_from: None,
     });
     let new = NewTask { kind: TaskKind::Video, api, request: Some(request), body };
     submit(state, owner, headers, new, async || {

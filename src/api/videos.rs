@@ -255,7 +255,7 @@ pub fn video_object(task: &Task) -> VideoObject {
         prompt: request.map(|r| r.prompt.clone()),
         seconds: seconds.to_string(),
         size: request.map(|r| r.size.clone()),
-        remixed_from_video_id: None,
+        remixed_from_video_id: request.and_then(|r| r.remixed_from.clone()),
         error,
     }
 }

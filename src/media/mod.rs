@@ -6,6 +6,7 @@
 //! into the local dir (which then acts as a cache) before it is served.
 
 pub mod kind;
+pub mod mp4;
 pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};

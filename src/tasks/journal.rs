@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
-use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
+use crate::jobs::{
+    ImageFormat, ImageJob, ImageOutput, InputImage, InputVideo, Job, VideoJob, VideoOp, VideoOpJob, VideoPreset,
+};
 use crate::owner::KeyId;
 use crate::redb_file::RedbFile;
 
@@ -59,6 +61,14 @@ pub enum JobRecord {
         /// Input images (first frame, or references), base64.
         #[serde(default)]
         images: Vec<String>,
+    },
+    /// A video edit (`extend_seconds` absent) or extension, with its input video.
+    VideoOp {
+        prompt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extend_seconds: Option<u32>,
+        /// The input MP4, base64.
+        video: String,
     },
 }
 
@@ -99,6 +109,9 @@ struct RequestRecord {
     seconds: u32,
     size: String,
     resolution: String,
+    /// Absent in records written before videos could be remixed, and for new videos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remixed_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +162,14 @@ impl JobRecord {
                 image: None,
                 images: j.images.iter().map(|i| base64::engine::general_purpose::STANDARD.encode(&i.bytes)).collect(),
             },
+            Job::VideoOp(j) => Self::VideoOp {
+                prompt: j.prompt.clone(),
+                extend_seconds: match j.op {
+                    VideoOp::Edit => None,
+                    VideoOp::Extend { seconds } => Some(seconds),
+                },
+                video: base64::engine::general_purpose::STANDARD.encode(&j.video.bytes),
+            },
             Job::Edit(_) => return None,
         })
     }
@@ -182,7 +203,11 @@ impl JobRecord {
                     prompt: prompt.clone(),
                     aspect_ratio: ratio(aspect_ratio)?,
                     duration: *duration,
-                    resolution: if resolution == "720p" { "720p" } else { "480p" },
+                    resolution: match resolution.as_str() {
+                        "1080p" => "1080p",
+                        "720p" => "720p",
+                        _ => "480p",
+                    },
                     preset: match preset.as_str() {
                         "fun" => VideoPreset::Fun,
                         "spicy" => VideoPreset::Spicy,
@@ -190,6 +215,16 @@ impl JobRecord {
                         _ => VideoPreset::Normal,
                     },
                     images,
+                })
+            }
+            Self::VideoOp { prompt, extend_seconds, video } => {
+                let bytes =
+                    Bytes::from(base64::engine::general_purpose::STANDARD.decode(video).map_err(|e| e.to_string())?);
+                let seconds = crate::media::mp4::info(&bytes).ok_or("journaled video is not a readable MP4")?.seconds;
+                Job::VideoOp(VideoOpJob {
+                    op: extend_seconds.map_or(VideoOp::Edit, |seconds| VideoOp::Extend { seconds }),
+                    prompt: prompt.clone(),
+                    video: InputVideo { bytes, content_type: "video/mp4", seconds },
                 })
             }
         })
@@ -222,6 +257,7 @@ impl TaskRecord {
                 seconds: r.seconds,
                 size: r.size.clone(),
                 resolution: r.resolution.clone(),
+                remixed_from: r.remixed_from.clone(),
             }),
             owner: task.owner.0.to_string(),
             kind: task.kind.segment().into(),
@@ -273,6 +309,7 @@ impl TaskRecord {
                     seconds: r.seconds,
                     size: r.size,
                     resolution: r.resolution,
+                    remixed_from: r.remixed_from,
                 })
             }),
             owner: KeyId(Arc::from(self.owner)),
