@@ -95,6 +95,77 @@ pub struct XaiCreateForm {
     pub reference_images: Option<Vec<serde_json::Value>>,
 }
 
+/// `POST /v1/videos/edits` as OpenAI's SDK sends it (multipart).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VideoEditForm {
+    pub prompt: String,
+    /// An MP4 of at most 8.7 s.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub video: Option<Vec<u8>>,
+    /// Or a finished video of the caller's (`video_…` or an xAI request id): the SDK's `{"id": …}`.
+    #[schema(rename = "video[id]")]
+    pub video_id: Option<String>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/extensions` as OpenAI's SDK sends it (multipart).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VideoExtendForm {
+    pub prompt: String,
+    /// The seconds added: 2–10 (xAI's limit; default 6).
+    pub seconds: Option<String>,
+    /// An MP4 of 2–15 s.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub video: Option<Vec<u8>>,
+    /// Or a finished video of the caller's: the SDK's `{"id": …}`.
+    #[schema(rename = "video[id]")]
+    pub video_id: Option<String>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/edits` and `/v1/videos/extensions` in xAI's shape (JSON).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct XaiVideoOpForm {
+    pub prompt: String,
+    /// `{"url": …}`: one of this gateway's `/v1/files/video/…` links, a `data:video/mp4;base64,…` URL, or
+    /// an https URL; `{"id": …}` names a finished video of the caller's.
+    #[schema(value_type = Object)]
+    pub video: serde_json::Value,
+    /// Extensions only: the seconds added, 2–10 (default 6).
+    #[schema(value_type = Option<u32>)]
+    pub duration: Option<serde_json::Value>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/{id}/remix` (JSON, as OpenAI's SDK sends it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RemixForm {
+    pub prompt: String,
+    pub callback_url: Option<String>,
+}
+
+/// An edit or extension's answer: the Video object (multipart, OpenAI) or `{request_id}` (JSON, xAI).
+pub struct VideoOpAnswer;
+
+impl utoipa::PartialSchema for VideoOpAnswer {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .description(Some("OpenAI's Video object for a multipart request, xAI's `{request_id}` for a JSON one."))
+            .item(Ref::from_schema_name("VideoObject"))
+            .item(Ref::from_schema_name("XaiCreated"))
+            .into()
+    }
+}
+
+impl ToSchema for VideoOpAnswer {}
+
 /// `GET /v1/videos/{id}`: the shape of the API that made the video. `anyOf`, not the `oneOf` an
 /// untagged enum derives: a failed OpenAI Video object is also a valid xAI answer, and that is fine.
 pub struct VideoAnswer;

@@ -21,6 +21,9 @@ pub struct ImageJob {
     /// Upstream aspect ratio, e.g. `16:9`.
     pub aspect_ratio: &'static str,
     pub output: ImageOutput,
+    /// xAI's `quality` (`low`, `medium`, `auto`), mapped from OpenAI's; sent only to a model that
+    /// takes it (grok.com has none).
+    pub quality: Option<&'static str>,
 }
 
 /// An input image handed to the upstream, already validated.
@@ -41,6 +44,8 @@ pub struct EditJob {
     pub aspect_ratio: Option<&'static str>,
     pub images: Vec<InputImage>,
     pub output: ImageOutput,
+    /// As `ImageJob::quality`.
+    pub quality: Option<&'static str>,
 }
 
 /// Style presets of Grok Imagine video.

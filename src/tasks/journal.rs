@@ -48,6 +48,9 @@ pub enum JobRecord {
         output_format: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_compression: Option<u8>,
+        /// xAI's quality, when asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quality: Option<String>,
     },
     Video {
         prompt: String,
@@ -152,6 +155,7 @@ impl JobRecord {
                 aspect_ratio: j.aspect_ratio.into(),
                 output_format: j.output.format.map(|f| f.content_type().trim_start_matches("image/").to_owned()),
                 output_compression: j.output.compression,
+                quality: j.quality.map(str::to_owned),
             },
             Job::Video(j) => Self::Video {
                 prompt: j.prompt.clone(),
@@ -177,7 +181,7 @@ impl JobRecord {
     pub fn to_job(&self) -> Result<Job, String> {
         let ratio = crate::jobs::aspect_ratio_for_size;
         Ok(match self {
-            Self::Image { prompt, n, aspect_ratio, output_format, output_compression } => Job::Image(ImageJob {
+            Self::Image { prompt, n, aspect_ratio, output_format, output_compression, quality } => Job::Image(ImageJob {
                 prompt: prompt.clone(),
                 n: *n,
                 aspect_ratio: ratio(aspect_ratio)?,
@@ -185,6 +189,7 @@ impl JobRecord {
                     format: output_format.as_deref().and_then(ImageFormat::parse),
                     compression: *output_compression,
                 },
+                quality: quality.as_deref().and_then(|q| crate::upstream::xai_models::xai_quality(q).ok()),
             }),
             Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {
                 let images = image
