@@ -117,7 +117,10 @@ async fn by_id(state: &AppState, id: &str, owner: &KeyId) -> Result<Option<Sourc
         return Ok(None);
     };
     let Some(Outcome::Video { video, .. }) = task.outcome.as_deref() else {
-        return Err(ApiError::invalid_param("video", format!("video `{id}` is not completed; only a finished video can be used")));
+        return Err(ApiError::invalid_param(
+            "video",
+            format!("video `{id}` is not completed; only a finished video can be used"),
+        ));
     };
     let bytes = read_own(state, video).await?.ok_or_else(|| {
         ApiError::invalid_param("video", format!("video `{id}` is no longer in the media store; make it again"))
@@ -216,7 +219,10 @@ fn operation(kind: OpKind, fields: &serde_json::Map<String, Value>, source: &Inp
             if source.seconds > MAX_EDIT_INPUT_SECONDS {
                 return Err(ApiError::invalid_param(
                     "video",
-                    format!("the video lasts {:.1} s; xAI edits videos of at most {MAX_EDIT_INPUT_SECONDS} s", source.seconds),
+                    format!(
+                        "the video lasts {:.1} s; xAI edits videos of at most {MAX_EDIT_INPUT_SECONDS} s",
+                        source.seconds
+                    ),
                 ));
             }
             Ok(VideoOp::Edit)
@@ -285,7 +291,9 @@ async fn run(
     let op = operation(kind, fields, &source.video)?;
     let job = VideoOpJob { op, prompt: prompt.clone(), video: source.video };
     let size = source.size.unwrap_or_else(|| {
-        crate::media::mp4::info(&job.video.bytes).and_then(|i| i.size).map_or_else(String::new, |(w, h)| format!("{w}x{h}"))
+        crate::media::mp4::info(&job.video.bytes)
+            .and_then(|i| i.size)
+            .map_or_else(String::new, |(w, h)| format!("{w}x{h}"))
     });
     let request = std::sync::Arc::new(VideoRequest {
         model: model.to_owned(),

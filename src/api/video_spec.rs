@@ -105,7 +105,8 @@ pub async fn submit_video(
 
 /// xAI's own video model ids, as clients written for xAI send them: they name our video model, which
 /// the xAI upstream makes with `xai.video_model` whatever the client named.
-const XAI_VIDEO_IDS: &[&str] = &["grok-imagine-video-1.5", "grok-imagine-video-1.5-preview", "grok-imagine-video-1.5-lite"];
+const XAI_VIDEO_IDS: &[&str] =
+    &["grok-imagine-video-1.5", "grok-imagine-video-1.5-preview", "grok-imagine-video-1.5-lite"];
 
 /// Refuses a resolution the upstream (with its configured model) does not make, naming the limit:
 /// grok.com makes at most 720p; xAI's 1.5 makes 1080p for text- and image-to-video only (source:

@@ -89,7 +89,8 @@ struct Counters {
 impl Counters {
     fn note(&self, path: &str, req: &Value) {
         let field = |k: &str| req.get(k).cloned().unwrap_or(Value::Null);
-        let images = req.get("images").and_then(Value::as_array).map_or(usize::from(req.get("image").is_some()), Vec::len);
+        let images =
+            req.get("images").and_then(Value::as_array).map_or(usize::from(req.get("image").is_some()), Vec::len);
         let entry = json!({"path": path, "model": field("model"), "resolution": field("resolution"),
             "quality": field("quality"), "aspect_ratio": field("aspect_ratio"), "duration": field("duration"),
             "images": images});
@@ -137,7 +138,11 @@ mod models {
 }
 
 fn unknown_model(model: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "Some requested entity was not found", &format!("The model {model} does not exist or your team does not have access to it"))
+    error(
+        StatusCode::NOT_FOUND,
+        "Some requested entity was not found",
+        &format!("The model {model} does not exist or your team does not have access to it"),
+    )
 }
 
 /// The router's state: the shared simulator plus this flavor's counters.
@@ -469,7 +474,14 @@ async fn video_create(State(state): State<XaiSim>, headers: HeaderMap, body: Byt
 }
 
 /// Accepts a video request (after the early faults): it runs from now, and polls see it.
-fn start_video(state: &XaiSim, key: String, prompt: &str, model: (&str, bool), ratio: String, duration: u64) -> Response {
+fn start_video(
+    state: &XaiSim,
+    key: String,
+    prompt: &str,
+    model: (&str, bool),
+    ratio: String,
+    duration: u64,
+) -> Response {
     let sim = &state.sim;
     let faults = Faults::parse(prompt);
     let xai_faults = XaiFaults::parse(prompt);
@@ -481,7 +493,12 @@ fn start_video(state: &XaiSim, key: String, prompt: &str, model: (&str, bool), r
     let job =
         VideoJob { started: Instant::now(), step, faults, xai_faults, polls: AtomicU32::new(0), ratio, duration, key };
     sim.xai_videos.insert(id.clone(), job);
-    state.counters.video_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone(), (model.0.to_owned(), model.1));
+    state
+        .counters
+        .video_models
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id.clone(), (model.0.to_owned(), model.1));
     axum::Json(json!({"request_id": id})).into_response()
 }
 
@@ -506,7 +523,12 @@ fn decode_video(v: &Value) -> Option<(f64, &'static str)> {
 
 /// What edits and extensions share: the key, the model (xAI offers both on `grok-imagine-video`
 /// only), a prompt and a readable MP4. Errors are boxed, as in `admit`.
-fn video_input(state: &XaiSim, path: &str, headers: &HeaderMap, body: &Bytes) -> Result<(String, Value, f64, &'static str), Box<Response>> {
+fn video_input(
+    state: &XaiSim,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, Value, f64, &'static str), Box<Response>> {
     let (key, req) = admit(&state.sim, headers, body)?;
     state.counters.note(path, &req);
     let invalid = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", m));

@@ -181,16 +181,18 @@ impl JobRecord {
     pub fn to_job(&self) -> Result<Job, String> {
         let ratio = crate::jobs::aspect_ratio_for_size;
         Ok(match self {
-            Self::Image { prompt, n, aspect_ratio, output_format, output_compression, quality } => Job::Image(ImageJob {
-                prompt: prompt.clone(),
-                n: *n,
-                aspect_ratio: ratio(aspect_ratio)?,
-                output: ImageOutput {
-                    format: output_format.as_deref().and_then(ImageFormat::parse),
-                    compression: *output_compression,
-                },
-                quality: quality.as_deref().and_then(|q| crate::upstream::xai_models::xai_quality(q).ok()),
-            }),
+            Self::Image { prompt, n, aspect_ratio, output_format, output_compression, quality } => {
+                Job::Image(ImageJob {
+                    prompt: prompt.clone(),
+                    n: *n,
+                    aspect_ratio: ratio(aspect_ratio)?,
+                    output: ImageOutput {
+                        format: output_format.as_deref().and_then(ImageFormat::parse),
+                        compression: *output_compression,
+                    },
+                    quality: quality.as_deref().and_then(|q| crate::upstream::xai_models::xai_quality(q).ok()),
+                })
+            }
             Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {
                 let images = image
                     .iter()

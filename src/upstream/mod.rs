@@ -125,7 +125,9 @@ impl Upstream {
     /// is made, so this arm is a guard, not a path.
     pub async fn video_op(&self, job: &VideoOpJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         match self {
-            Self::GrokWeb(_) => Err(UpstreamError::Failed("grok.com cannot edit or extend videos; use the xai upstream".into())),
+            Self::GrokWeb(_) => {
+                Err(UpstreamError::Failed("grok.com cannot edit or extend videos; use the xai upstream".into()))
+            }
             Self::Xai(c) => c.video_op(job, sink).await,
         }
     }

@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::XaiConfig;
-use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoOp, VideoOpJob, VideoPreset};
+use crate::jobs::{
+    EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoOp, VideoOpJob, VideoPreset,
+};
 use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::upstream::assets::{Asset, VideoAssets};

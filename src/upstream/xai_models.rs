@@ -82,9 +82,14 @@ mod tests {
 
     #[test]
     fn openai_quality_maps_to_the_best_xai_offers() {
-        for (openai, xai) in
-            [("low", "low"), ("medium", "medium"), ("auto", "auto"), ("high", "medium"), ("hd", "medium"), ("standard", "auto")]
-        {
+        for (openai, xai) in [
+            ("low", "low"),
+            ("medium", "medium"),
+            ("auto", "auto"),
+            ("high", "medium"),
+            ("hd", "medium"),
+            ("standard", "auto"),
+        ] {
             assert_eq!(xai_quality(openai).unwrap(), xai, "{openai}");
         }
         assert!(xai_quality("ultra").unwrap_err().contains("low, medium, high"));
