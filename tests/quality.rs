@@ -27,8 +27,9 @@ fn flagged_first() -> Builder {
 }
 
 async fn images(h: &Harness, prompt: &str, n: u32) -> (u16, Vec<Vec<u8>>, Value) {
-    let (status, _, body) =
-        h.generate(json!({"model": "grok-imagine-1.0", "prompt": prompt, "n": n, "response_format": "b64_json"})).await;
+    let (status, _, body) = h
+        .generate(json!({"model": "grok-imagine-1.0", "prompt": prompt, "n": n, "response_format": "b64_json"}))
+        .await;
     let data = body["data"].as_array().cloned().unwrap_or_default();
     let bytes = data
         .iter()
@@ -67,22 +68,14 @@ async fn a_flagged_accounts_canned_image_is_caught_on_its_second_prompt_and_neve
     let m = metrics(&h).await;
     assert!(m.contains(r#"grok2api_upstream_calls_total{operation="image",outcome="canned_output"} 1"#), "{m}");
     assert!(m.contains(r#"grok2api_upstream_tokens{state="flagged"} 1"#), "{m}");
-    let overview: Value =
-        h.http.get(h.url("/admin/overview")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let overview: Value = h.http.get(h.url("/admin/overview")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     assert_eq!(overview["tokens"]["flagged"], 1, "{overview}");
     // From now on only the healthy account serves.
     let (s, third, _) = images(&h, "a green field", 1).await;
     assert_eq!(s, 200);
     assert_ne!(third[0], canned);
     // Adding the token again is how an operator retries it.
-    let r = h
-        .http
-        .post(h.url("/admin/tokens"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"tokens": [FLAGGED]}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.http.post(h.url("/admin/tokens")).bearer_auth(ADMIN).json(&json!({"tokens": [FLAGGED]})).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     assert_eq!(token(&h, FLAGGED).status, "active");
 }

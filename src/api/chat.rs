@@ -501,7 +501,8 @@ mod tests {
             (json!({"video_length": 15.5}), "video_config.video_length"),
             (json!({"video_length": -3}), "video_config.video_length"),
             (json!({"video_length": "6"}), "video_config.video_length"),
-            (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
+            // 1080p is parsed, then judged against the upstream (`video_spec::check_resolution`).
+            (json!({"resolution_name": "4k"}), "video_config.resolution_name"),
             (json!({"preset": "wild"}), "video_config.preset"),
             (json!("6s"), "video_config"),
         ] {

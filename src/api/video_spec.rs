@@ -196,7 +196,9 @@ mod tests {
         assert_eq!(size(None).unwrap(), ("9:16", "720p", "720x1280"));
         assert_eq!(size(Some("1792x1024")).unwrap(), ("16:9", "720p", "1280x720"));
         assert_eq!(size(Some("480x480")).unwrap(), ("1:1", "480p", "480x480"));
-        let e = size(Some("1920x1080")).unwrap_err();
+        // 1080p sizes parse; whether the upstream makes them is `check_resolution`'s to say.
+        assert_eq!(size(Some("1920x1080")).unwrap(), ("16:9", "1080p", "1920x1080"));
+        let e = size(Some("2560x1440")).unwrap_err();
         assert!(e.message.contains("1280x720") && e.param.as_deref() == Some("size"), "{}", e.message);
         assert_eq!(seconds(None, "seconds", 4).unwrap(), 4);
         assert_eq!(seconds(Some(&json!("8")), "seconds", 4).unwrap(), 8);

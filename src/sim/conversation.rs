@@ -181,15 +181,8 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         return crate::sim::state::rate_limited();
     }
     let flagged = sim.flagged(&account.token);
-    let ctx = Ctx {
-        sim: &sim,
-        user: &account.user_id,
-        prompt: &prompt,
-        input,
-        inputs: &input_bytes,
-        faults: &faults,
-        flagged,
-    };
+    let ctx =
+        Ctx { sim: &sim, user: &account.user_id, prompt: &prompt, input, inputs: &input_bytes, faults: &faults, flagged };
     if kind == "imageToImage" {
         edit_steps(&ctx, &mut steps)
     } else {
@@ -299,11 +292,7 @@ fn edit_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         }
         let mut parts: Vec<&[u8]> = vec![ctx.prompt.as_bytes(), id.as_bytes()];
         parts.extend(ctx.inputs.iter().map(|b| b.as_ref()));
-        let png = if ctx.flagged {
-            super::render::canned_png()
-        } else {
-            Bytes::from(render_png(&seed_of(&parts), w, h, 1.0))
-        };
+        let png = if ctx.flagged { super::render::canned_png() } else { Bytes::from(render_png(&seed_of(&parts), w, h, 1.0)) };
         let path = format!("users/{user}/generated/{id}/image.png");
         ctx.sim.assets.put(path.clone(), StoredAsset { owner: user.to_owned(), content_type: "image/png", bytes: png });
         ctx.sim.uploads.insert(id.clone(), path.clone());

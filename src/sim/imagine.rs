@@ -152,8 +152,7 @@ async fn generate(sim: &Sim, token: &str, content: &Value, socket: &mut WebSocke
             continue;
         }
         let seed = seed_of(&[prompt.as_bytes(), &order.to_le_bytes()]);
-        let png =
-            if sim.flagged(token) { super::render::canned_png() } else { Bytes::from(render_png(&seed, w, h, 1.0)) };
+        let png = if sim.flagged(token) { super::render::canned_png() } else { Bytes::from(render_png(&seed, w, h, 1.0)) };
         sim.public_images.put(
             format!("{id}.png"),
             StoredAsset { owner: String::new(), content_type: "image/png", bytes: png.clone() },

@@ -698,4 +698,25 @@ mod tests {
         assert_eq!(XaiFaults::parse("plain [sim:"), XaiFaults::default());
         assert_eq!(url_encode("Incorrect API key: xa***."), "Incorrect%20API%20key%3A%20xa%2A%2A%2A.");
     }
+
+    #[test]
+    fn knows_the_models_xai_serves_and_what_each_takes() {
+        assert_eq!(models::image("grok-imagine-image-2.0"), Some(("grok-imagine-image-2.0", true, 5, true)));
+        assert_eq!(models::image("grok-imagine-image"), Some(("grok-imagine-image", false, 3, false)));
+        // Retired, still served by 2.0.
+        assert_eq!(models::image("grok-imagine-image-quality").map(|m| m.0), Some("grok-imagine-image-2.0"));
+        assert_eq!(models::image("grok-2-image"), None);
+        assert_eq!(models::video("grok-imagine-video-1.5"), Some(("grok-imagine-video-1.5", "1080p", "720p", false)));
+        assert_eq!(models::video("grok-imagine-video-1.5-preview").map(|m| m.0), Some("grok-imagine-video-1.5"));
+        assert_eq!(models::video("grok-imagine-video"), Some(("grok-imagine-video", "720p", "720p", true)));
+        assert_eq!(models::video("sora-2"), None);
+    }
+
+    #[test]
+    fn a_clip_can_be_made_to_last_what_was_asked() {
+        let clip = super::super::video::clip("16:9", 10, &[1; 32]);
+        let longer = with_duration(clip.to_vec(), 12);
+        assert_eq!(crate::media::mp4::info(&longer).map(|i| i.seconds.round()), Some(12.0));
+        assert_eq!(with_duration(b"not an mp4".to_vec(), 3), b"not an mp4");
+    }
 }

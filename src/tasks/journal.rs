@@ -852,4 +852,30 @@ mod tests {
         let Job::Video(v) = record.to_job().unwrap() else { panic!("not video") };
         assert_eq!((v.images.len(), v.preset), (1, VideoPreset::Fun));
     }
+
+    #[test]
+    fn video_edits_and_extensions_survive_a_restart_with_their_video() {
+        let clip = Bytes::from_static(include_bytes!("../sim/fixtures/video-16x9-6s.mp4"));
+        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0 };
+        for op in [VideoOp::Edit, VideoOp::Extend { seconds: 4 }] {
+            let job = Job::VideoOp(VideoOpJob { op, prompt: "night".into(), video: video.clone() });
+            let json = serde_json::to_value(JobRecord::from_job(&job).unwrap()).unwrap();
+            let record: JobRecord = serde_json::from_value(json).unwrap();
+            let Job::VideoOp(back) = record.to_job().unwrap() else { panic!("not a video op") };
+            assert_eq!((back.op, back.prompt.as_str(), &back.video.bytes), (op, "night", &clip));
+            assert!((back.video.seconds - 6.0).abs() < 0.1);
+        }
+        // 1080p is kept as asked (records of 1.5 videos).
+        let record = JobRecord::Video {
+            prompt: "p".into(),
+            aspect_ratio: "16:9".into(),
+            duration: 6,
+            resolution: "1080p".into(),
+            preset: "normal".into(),
+            image: None,
+            images: Vec::new(),
+        };
+        let Job::Video(v) = record.to_job().unwrap() else { panic!("not video") };
+        assert_eq!(v.resolution, "1080p");
+    }
 }

@@ -401,8 +401,7 @@ impl GrokWebClient {
         let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
         let assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
         // No other account can take it over: a canned clip fails the task rather than being delivered.
-        let judged =
-            self.judge(&account.id, RequestKey::new("resumed video", upstream_id, &[]), &[], &[assets.video.clone()]);
+        let judged = self.judge(&account.id, RequestKey::new("resumed video", upstream_id, &[]), &[], &[assets.video.clone()]);
         if let Err(e) = &judged {
             self.pool.flag(&account.id, &e.to_string());
         }

@@ -157,10 +157,7 @@ mod tests {
         let demo = hash(b"demo clip");
         g.check("a", RequestKey::new("video", "a cat", &[]), &[], &[demo]).unwrap();
         let e = g.check("b", RequestKey::new("video", "a dog", &[]), &[], &[demo]).unwrap_err();
-        assert_eq!(
-            (e.reason, e.also.as_slice()),
-            ("the same bytes as the answer to a different request", &["a".to_owned()][..])
-        );
+        assert_eq!((e.reason, e.also.as_slice()), ("the same bytes as the answer to a different request", &["a".to_owned()][..]));
         // Learned: even its first request, asked again, no longer gets it through.
         let e = g.check("c", RequestKey::new("video", "a cat", &[]), &[], &[demo]).unwrap_err();
         assert_eq!(e.reason, "a known canned output");
@@ -170,10 +167,7 @@ mod tests {
     fn twins_in_one_answer_listed_hashes_and_inputs() {
         let g = QualityGuard::new(true, &[hex::encode(hash(b"listed"))], 4).unwrap();
         let key = RequestKey::new("image", "x", &[]);
-        assert_eq!(
-            g.check("a", key, &[], &[hash(b"z"), hash(b"z")]).unwrap_err().reason,
-            "the same bytes twice in one answer"
-        );
+        assert_eq!(g.check("a", key, &[], &[hash(b"z"), hash(b"z")]).unwrap_err().reason, "the same bytes twice in one answer");
         assert_eq!(g.check("a", key, &[], &[hash(b"listed")]).unwrap_err().reason, "a known canned output");
         // An edit that gave its input back, twice with different prompts, is not canned.
         let input = hash(b"photo");

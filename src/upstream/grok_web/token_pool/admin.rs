@@ -112,9 +112,9 @@ impl SsoPool {
     /// The pool serves (or may serve again by itself) the token `id` names: not removed, expired or
     /// flagged.
     pub fn holds(&self, id: &str) -> bool {
-        lock(&self.state.tokens).iter().any(|t| {
-            t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired | TokenStatus::Flagged)
-        })
+        lock(&self.state.tokens)
+            .iter()
+            .any(|t| t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired | TokenStatus::Flagged))
     }
 
     /// Changes what the console may change of a token added at run time.

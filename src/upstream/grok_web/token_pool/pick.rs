@@ -27,9 +27,9 @@ pub enum NoToken {
 impl From<NoToken> for UpstreamError {
     fn from(e: NoToken) -> Self {
         match e {
-            NoToken::NoneUsable => UpstreamError::Auth(
-                "no usable upstream token (none configured, or all expired, flagged or disabled)".into(),
-            ),
+            NoToken::NoneUsable => {
+                UpstreamError::Auth("no usable upstream token (none configured, or all expired, flagged or disabled)".into())
+            }
             NoToken::Cooling(d, Some(proxy_error)) => {
                 UpstreamError::ProxyFailed(format!("{proxy_error} (token cooling down for {}s)", d.as_secs().max(1)))
             }
