@@ -65,7 +65,8 @@ pub struct CreateVideoForm {
     #[schema(value_type = Option<String>)]
     pub seconds: Option<serde_json::Value>,
     /// `720x1280` (default), `1280x720`, `1024x1792`, `1792x1024`, `1080x720`, `720x1080`, `720x720`,
-    /// `854x480`, `480x854`, `720x480`, `480x720`, `480x480`.
+    /// `854x480`, `480x854`, `720x480`, `480x720`, `480x480`; `1920x1080`, `1080x1920` on the xAI upstream
+    /// with `grok-imagine-video-1.5`.
     pub size: Option<String>,
     /// A file part (multipart), or `{"image_url": …}`.
     #[schema(value_type = Option<Object>)]
@@ -85,7 +86,8 @@ pub struct XaiCreateForm {
     pub duration: Option<serde_json::Value>,
     /// `16:9` (default), `9:16`, `3:2`, `2:3`, `1:1`.
     pub aspect_ratio: Option<String>,
-    /// `480p` (default) or `720p`.
+    /// `480p` (default) or `720p`; `1080p` on the xAI upstream with `grok-imagine-video-1.5` (not with
+    /// `reference_images`).
     pub resolution: Option<String>,
     /// `{"url": …}`: the first frame.
     #[schema(value_type = Option<Object>)]
