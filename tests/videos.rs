@@ -690,3 +690,27 @@ async fn the_configured_xai_image_models_are_the_ones_asked_with_what_they_take(
     assert_eq!(status, 200, "{v}");
     assert_eq!(last_sim_request(&h, "/v1/images/generations").await["model"], "grok-imagine-image-quality");
 }
+
+/// The xAI shape's own `expired`: a finished video whose file has left the media store (evicted to
+/// stay under `media.max_bytes`) answers 200 `{"status": "expired"}`, as xAI does for its results.
+#[tokio::test]
+async fn an_xai_request_whose_file_left_the_store_reads_expired() {
+    // Room for one simulated clip (35-60 KB), not two: the second evicts the first.
+    let h = builder().config(|c| c.media.max_bytes = 70_000).start().await;
+    let mut ids = Vec::new();
+    for prompt in ["the first kite", "the second kite"] {
+        let (status, _, created) = split(
+            h.post("/v1/videos/generations").json(&json!({"prompt": prompt, "duration": 6})).send().await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["request_id"].as_str().unwrap().to_owned();
+        assert_eq!(wait_xai(&h, &id).await["status"], "done");
+        ids.push(id);
+    }
+    let (status, _, first) = retrieve(&h, &ids[0]).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("expired")), "{first}");
+    assert!(first.get("video").is_none(), "{first}");
+    let (_, _, second) = retrieve(&h, &ids[1]).await;
+    assert_eq!(second["status"], "done", "{second}");
+}

@@ -17,6 +17,7 @@
 //! | `[sim:key-urlencoded]` | with a wrong key, the 400 message URL-encoded | the same |
 //! | `[sim:poll-502=N]` | – | the first N polls (3 without `=N`) answer 502 |
 //! | `[sim:poll-empty-202]` | – | pending polls answer 202 with no body at all |
+//! | `[sim:expired]` | – | once finished, polls answer `status: expired` |
 //!
 //! Models are checked as xAI checks them ([`models`]): an unknown id is a 404, and what a model does
 //! not take (`quality`, the 2.0 ratios, a sixth edit image, 1080p, an edit on 1.5) is a 400.
@@ -81,9 +82,19 @@ struct Counters {
     video_polls: AtomicU64,
     /// Every create that passed the key check: what it asked for (the last 200).
     requests: Mutex<Vec<Value>>,
-    /// The model each video request was served by, for its polls, and whether its clip must last
-    /// exactly what was asked (edits and extensions; generations keep the fixtures' 6 s / 10 s).
-    video_models: Mutex<HashMap<String, (String, bool)>>,
+    /// What polls of each video request need beyond the shared `VideoJob`.
+    video_models: Mutex<HashMap<String, VideoMeta>>,
+}
+
+/// The model a video request was served by; whether its clip must last exactly what was asked
+/// (edits and extensions; generations keep the fixtures' 6 s / 10 s); whether it ends `expired`
+/// (`[sim:expired]`: xAI's fourth status, which the SDKs treat as terminal — source: xai-sdk-python
+/// proto/v6/deferred_pb2.pyi DeferredStatus; docs.x.ai video/extension.md's polling loop).
+#[derive(Clone)]
+struct VideoMeta {
+    model: String,
+    exact: bool,
+    expired: bool,
 }
 
 impl Counters {
@@ -493,12 +504,10 @@ fn start_video(
     let job =
         VideoJob { started: Instant::now(), step, faults, xai_faults, polls: AtomicU32::new(0), ratio, duration, key };
     sim.xai_videos.insert(id.clone(), job);
-    state
-        .counters
-        .video_models
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(id.clone(), (model.0.to_owned(), model.1));
+    state.counters.video_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+        id.clone(),
+        VideoMeta { model: model.0.to_owned(), exact: model.1, expired: prompt.contains("[sim:expired]") },
+    );
     axum::Json(json!({"request_id": id})).into_response()
 }
 
@@ -610,14 +619,14 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     let Some(job) = sim.xai_videos.get(&id) else {
         return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
     };
-    let (model, exact) = state
+    let VideoMeta { model, exact, expired } = state
         .counters
         .video_models
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(&id)
         .cloned()
-        .unwrap_or_else(|| (models::VIDEO_DEFAULT.to_owned(), false));
+        .unwrap_or_else(|| VideoMeta { model: models::VIDEO_DEFAULT.to_owned(), exact: false, expired: false });
     if job.key != key {
         return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
     }
@@ -645,6 +654,9 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
         }
         let body = json!({"status": "pending", "progress": progress, "model": model});
         return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    }
+    if expired {
+        return axum::Json(json!({"status": "expired", "model": model})).into_response();
     }
     if job.faults.moderated {
         return axum::Json(json!({"status": "done", "progress": 100, "model": model,
