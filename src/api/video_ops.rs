@@ -269,6 +269,25 @@ pub fn added_seconds(v: Option<&Value>, param: &str) -> Result<u32, ApiError> {
     if EXTEND_SECONDS.contains(&n) { Ok(n) } else { Err(bad(&n.to_string())) }
 }
 
+/// The size the result is made at: the source's (as its task reported it, else as its file says),
+/// at most 720p, which is all xAI makes edits and extensions at (source: docs.x.ai
+/// developers/model-capabilities/video/editing; extensions are shown with `grok-imagine-video`, a
+/// 720p model). Empty when neither says.
+fn made_size(reported: Option<&str>, file: Option<(u32, u32)>) -> String {
+    let parsed = reported.and_then(|s| {
+        let (w, h) = s.split_once('x')?;
+        Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))
+    });
+    let Some((w, h)) = parsed.or(file) else { return String::new() };
+    let short = w.min(h);
+    if short <= 720 {
+        return format!("{w}x{h}");
+    }
+    // Scaled so the short side is 720, each side even (as encoders want).
+    let scale = |side: u32| ((u64::from(side) * 720 / u64::from(short)) / 2 * 2) as u32;
+    format!("{}x{}", scale(w), scale(h))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Edit,
@@ -290,11 +309,7 @@ async fn run(
     let model = video_model(text("model"))?;
     let op = operation(kind, fields, &source.video)?;
     let job = VideoOpJob { op, prompt: prompt.clone(), video: source.video };
-    let size = source.size.unwrap_or_else(|| {
-        crate::media::mp4::info(&job.video.bytes)
-            .and_then(|i| i.size)
-            .map_or_else(String::new, |(w, h)| format!("{w}x{h}"))
-    });
+    let size = made_size(source.size.as_deref(), crate::media::mp4::info(&job.video.bytes).and_then(|i| i.size));
     let request = std::sync::Arc::new(VideoRequest {
         model: model.to_owned(),
         prompt,
@@ -406,6 +421,15 @@ mod tests {
             assert!(e.message.contains("2 to 10"), "{bad}: {}", e.message);
             assert_eq!(e.param.as_deref(), Some("seconds"));
         }
+    }
+
+    #[test]
+    fn results_are_reported_at_the_sources_size_at_most_720p() {
+        assert_eq!(made_size(Some("1280x720"), Some((320, 180))), "1280x720", "the task's own report first");
+        assert_eq!(made_size(Some("1920x1080"), None), "1280x720");
+        assert_eq!(made_size(Some("1080x1920"), None), "720x1280");
+        assert_eq!(made_size(Some("16:9"), Some((854, 480))), "854x480", "an xAI task reports a ratio: the file");
+        assert_eq!(made_size(None, None), "");
     }
 
     #[test]
