@@ -18,6 +18,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -147,6 +148,8 @@ async fn read_own(state: &AppState, name: &str) -> Result<Option<Bytes>, ApiErro
 async fn by_url(state: &AppState, url: &str) -> Result<Source, ApiError> {
     let max = state.cfg.server.max_upload_bytes;
     let bad = |m: String| ApiError::invalid_param("video", m);
+    // One of our links, whatever host it names (the public base URL may differ from the one the
+    // client used): names are random and the files are served to anyone holding the link anyway.
     let path = url.split_once("://").map_or(Some(url), |(_, rest)| rest.find('/').map(|i| &rest[i..]));
     if let Some(name) = path
         .map(|p| p.split(['?', '#']).next().unwrap_or(p))
@@ -161,7 +164,10 @@ async fn by_url(state: &AppState, url: &str) -> Result<Source, ApiError> {
         if !meta.ends_with(";base64") {
             return Err(bad("data URLs must be base64-encoded".into()));
         }
-        use base64::Engine;
+        // Refused before decoding: the decoded size is known from the text's length.
+        if data.len() / 4 * 3 > max + 3 {
+            return Err(ApiError::payload_too_large(format!("the video is larger than {max} bytes")));
+        }
         Bytes::from(
             base64::engine::general_purpose::STANDARD
                 .decode(data.trim())

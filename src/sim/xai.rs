@@ -83,7 +83,7 @@ struct Counters {
     /// Every create that passed the key check: what it asked for (the last 200).
     requests: Mutex<Vec<Value>>,
     /// What polls of each video request need beyond the shared `VideoJob`.
-    video_models: Mutex<HashMap<String, VideoMeta>>,
+    video_meta: Mutex<HashMap<String, VideoMeta>>,
 }
 
 /// The model a video request was served by; whether its clip must last exactly what was asked
@@ -504,7 +504,7 @@ fn start_video(
     let job =
         VideoJob { started: Instant::now(), step, faults, xai_faults, polls: AtomicU32::new(0), ratio, duration, key };
     sim.xai_videos.insert(id.clone(), job);
-    state.counters.video_models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+    state.counters.video_meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
         id.clone(),
         VideoMeta { model: model.0.to_owned(), exact: model.1, expired: prompt.contains("[sim:expired]") },
     );
@@ -621,7 +621,7 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     };
     let VideoMeta { model, exact, expired } = state
         .counters
-        .video_models
+        .video_meta
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(&id)
