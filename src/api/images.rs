@@ -35,8 +35,8 @@ pub struct ImageGenerationRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub stream: Option<bool>,
-    /// xAI's way to pick the shape (`1:1`, `16:9`, `9:16`, `3:2`, `2:3`, `auto`), for clients written
-    /// for xAI's images API; the same ratios `size` takes.
+    /// xAI's way to pick the shape (`1:1`, `16:9`, `9:16`, `3:2`, `2:3`, `auto`; `21:9` and `5:2` on the
+    /// xAI upstream with `grok-imagine-image-2.0`), for clients written for xAI's images API.
     #[serde(default)]
     pub aspect_ratio: Option<String>,
     /// OpenAI's newer image parameters: honoured where they map (see `ImageOptions`).
@@ -45,8 +45,9 @@ pub struct ImageGenerationRequest {
 }
 
 /// Parameters OpenAI's SDKs send for gpt-image models. `output_format` / `output_compression` and
-/// `partial_images` are honoured; `quality`, `background`, `moderation`, `style` and `user` have no
-/// upstream counterpart and are accepted and ignored (one debug line), never refused.
+/// `partial_images` are honoured; `quality` becomes xAI's (`xai_quality`; grok.com has none, a value
+/// neither API knows is a 400); `background`, `moderation`, `style` and `user` have no upstream
+/// counterpart and are accepted and ignored (one debug line), never refused.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ImageOptions {
     #[serde(default)]
@@ -102,7 +103,6 @@ impl ImageOptions {
             Some(c) => return Err(ApiError::invalid_param("output_compression", format!("must be 0-100, got {c}"))),
         };
         let ignored: Vec<&str> = [
-            ("quality", &self.quality),
             ("background", &self.background),
             ("moderation", &self.moderation),
             ("style", &self.style),

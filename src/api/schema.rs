@@ -17,7 +17,8 @@ pub struct EditForm {
     /// `grok-imagine-1.0-edit` (alias `grok-imagine-image-edit`).
     pub model: String,
     pub prompt: String,
-    /// 1–3 PNG/JPEG/WebP files (`image` or `image[]`), 20 MiB each.
+    /// 1–3 PNG/JPEG/WebP files (`image` or `image[]`), 20 MiB each; up to 5 on the xAI upstream with
+    /// `grok-imagine-image-2.0`.
     #[schema(value_type = Vec<String>, format = Binary)]
     pub image: Vec<Vec<u8>>,
     pub n: Option<u32>,
@@ -41,13 +42,13 @@ pub struct EditJsonForm {
     /// One input: `{"url": …}` (https URL, data URL, or one of this gateway's image links) or the URL.
     #[schema(value_type = Option<Object>)]
     pub image: Option<serde_json::Value>,
-    /// Up to 3 inputs, each like `image`.
+    /// Up to 3 inputs (5 on the xAI upstream with `grok-imagine-image-2.0`), each like `image`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub images: Option<Vec<serde_json::Value>>,
     pub n: Option<u32>,
     /// `auto` (default: the input's shape) or a size / ratio as on generations.
     pub size: Option<String>,
-    /// xAI's `1:1`, `16:9`, `9:16`, `3:2`, `2:3` or `auto`.
+    /// xAI's `1:1`, `16:9`, `9:16`, `3:2`, `2:3` or `auto`; `21:9` and `5:2` with xAI's 2.0.
     pub aspect_ratio: Option<String>,
     pub response_format: Option<String>,
     pub stream: Option<bool>,
