@@ -63,6 +63,7 @@ fn video_object(c: &mut Criterion) {
         seconds: 8,
         size: "1280x720".into(),
         resolution: "720p".into(),
+        remixed_from: None,
     });
     let owner = grok2api::auth::KeyId(std::sync::Arc::from("k"));
     let id = store.create_for(

@@ -58,7 +58,13 @@ async fn main() {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/images/generations", server.base_url());
     let body = serde_json::json!({"model": "grok-imagine-1.0", "prompt": "latency probe", "n": 1, "size": "1024x1024"});
-    let job = ImageJob { prompt: "latency probe".into(), n: 1, aspect_ratio: "1:1", output: Default::default() };
+    let job = ImageJob {
+        prompt: "latency probe".into(),
+        n: 1,
+        aspect_ratio: "1:1",
+        output: Default::default(),
+        quality: None,
+    };
 
     // Warm up both paths (connections, page cache).
     for _ in 0..3 {

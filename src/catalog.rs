@@ -49,7 +49,10 @@ pub fn model_of_route(method: &axum::http::Method, path: &str) -> Option<&'stati
         | "/v1/video/generations/async"
         | "/v1/video/tasks"
         | "/v1/videos"
-        | "/v1/videos/generations" => Capability::Video,
+        | "/v1/videos/generations"
+        | "/v1/videos/edits"
+        | "/v1/videos/extensions" => Capability::Video,
+        p if p.starts_with("/v1/videos/") && p.ends_with("/remix") => Capability::Video,
         _ => return None,
     };
     MODELS.iter().find(|(_, _, c)| *c == capability).map(|(id, _, _)| *id)

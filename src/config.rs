@@ -285,10 +285,13 @@ impl std::str::FromStr for UpstreamKind {
 pub struct XaiConfig {
     pub api_key: Option<String>,
     pub base_url: String,
-    /// Official model ids our models map to.
+    /// Official model ids our models map to (what each can do: `upstream::xai_models`).
     pub image_model: String,
     pub edit_model: String,
     pub video_model: String,
+    /// The model video edits and extensions go to (`/v1/videos/edits`, `/v1/videos/extensions`):
+    /// xAI offers them on `grok-imagine-video` only.
+    pub video_edit_model: String,
     pub connect_timeout_secs: u64,
     /// One HTTP call to xAI (an image generation takes seconds to tens of seconds).
     pub request_timeout_secs: u64,
@@ -304,9 +307,15 @@ impl Default for XaiConfig {
         Self {
             api_key: None,
             base_url: "https://api.x.ai".into(),
-            image_model: "grok-imagine-image".into(),
-            edit_model: "grok-imagine-image".into(),
-            video_model: "grok-imagine-video".into(),
+            // 2.0 takes `quality`, five edit images and the 21:9 / 5:2 ratios; the retired
+            // `grok-imagine-image-quality` is served by it anyway (source: docs.x.ai
+            // developers/migration/imagine-image-quality-nov-2.md).
+            image_model: "grok-imagine-image-2.0".into(),
+            edit_model: "grok-imagine-image-2.0".into(),
+            // 1.5 takes the same request as `grok-imagine-video` and adds 1080p (source: xai-sdk-ts
+            // src/generated/types.ts GenerateVideoRequest; docs.x.ai video/generation).
+            video_model: "grok-imagine-video-1.5".into(),
+            video_edit_model: "grok-imagine-video".into(),
             connect_timeout_secs: 10,
             request_timeout_secs: 120,
             poll_interval_ms: 5000,

@@ -51,7 +51,9 @@ async fn json_edits_take_xai_and_openai_image_references() {
     assert!(body["data"][0]["url"].as_str().unwrap().contains("/v1/files/image/"), "{body}");
 
     // Refusals name the field.
-    let four: Vec<Value> = (0..4).map(|_| json!({"url": data_url(&png)})).collect();
+    // One more than the upstream's edit model takes: 3 on grok.com, 5 on xAI's 2.0 (the default).
+    let most = if is_xai() { 5 } else { 3 };
+    let four: Vec<Value> = (0..=most).map(|_| json!({"url": data_url(&png)})).collect();
     for (bad, want, code, param) in [
         (json!({"images": four}), 400, "invalid_value", "image"),
         (json!({"image": {"file_id": "file-1"}}), 400, "unsupported", ""),

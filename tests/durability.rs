@@ -281,6 +281,66 @@ async fn xai_video_resumes_polling_after_kill_9_without_a_second_create() {
         .await;
 }
 
+/// An xAI video extension is a video task like the others: killed mid-poll, the gateway resumes
+/// polling its journaled `request_id` after the restart (xAI sees one create), and the result lasts
+/// the input plus the added part.
+#[tokio::test]
+async fn xai_video_extension_resumes_after_kill_9_without_a_second_create() {
+    let sim_media = tempfile::tempdir().unwrap();
+    let args = ["sim", "--flavor", "xai", "--listen", "127.0.0.1:0", "--tokens", "xai-key-1", "--frame-delay-ms", "5"];
+    let (sim, sim_url) = spawn(&args, &[], sim_media.path());
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let cfg = state_config(
+        dir.path(),
+        &format!(
+            "[auth]\napi_keys = [\"dur-key-5c1e9a07b3f2d846\"]\n[upstream]\nkind = \"xai\"\n[xai]\n\
+             api_key = \"xai-key-1\"\nbase_url = \"{sim_url}\"\npoll_interval_ms = 20\n"
+        ),
+    );
+    let gw = start_plain(&cfg, &media);
+    let mp4 = include_bytes!("../src/sim/fixtures/video-16x9-6s.mp4");
+    let url =
+        format!("data:video/mp4;base64,{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mp4));
+    let body = json!({"prompt": "the waves roll on [sim:slow=400]", "video": {"url": url}, "duration": 4});
+    let poll = |gw: &Gateway, id: &str| {
+        gw.http.get(format!("{}/v1/videos/{id}", gw.url)).bearer_auth("dur-key-5c1e9a07b3f2d846").send()
+    };
+    let r = gw
+        .http
+        .post(format!("{}/v1/videos/extensions", gw.url))
+        .bearer_auth("dur-key-5c1e9a07b3f2d846")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_owned();
+    // Progress above 0: the create was answered and polling runs, so the request_id is journaled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while poll(&gw, &id).await.unwrap().json::<Value>().await.unwrap()["progress"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the extension never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.kill_9();
+
+    let gw = start_plain(&cfg, &media);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let v: Value = poll(&gw, &id).await.unwrap().json().await.unwrap();
+        if v["status"] != "pending" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the extension never finished after the restart: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((done["status"].as_str(), done["video"]["duration"].as_u64()), (Some("done"), Some(10)), "{done}");
+    let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["video_creates"], 1, "the extension must not be created twice");
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(sigterm_and_wait(sim).success());
+}
+
 /// grok.com: a video that started before the gateway was killed is journaled with its media post
 /// (`grok-web:<token id>:<post id>`); after the restart it is collected from that post with the same
 /// token — grok.com starts it exactly once.

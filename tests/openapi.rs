@@ -59,6 +59,10 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
         "/v1/videos/{id}/content",
         "/v1/videos/{id}/events",
         "/v1/videos/generations",
+        "/v1/videos/{id}/remix",
+        "/v1/videos/edits",
+        "/v1/videos/extensions",
+        "/v1/videos/characters",
         "/v1/files/{kind}/{name}",
         "/healthz",
         "/readyz",
@@ -180,6 +184,21 @@ async fn the_document_covers_the_surface_and_real_responses_match_it() {
     doc.check("get", "/v1/videos/{id}/content", s, &b);
     let (s, b) = call(h.post("/v1/videos/video_x/remix").json(&json!({"prompt": "x"}))).await;
     doc.check("post", "/v1/videos/{id}/remix", s, &b);
+    // Edits, extensions and remixes: made on xAI (200), refused on grok.com (400); both documented.
+    let (s, b) = call(h.post(&format!("/v1/videos/{video}/remix")).json(&json!({"prompt": "night"}))).await;
+    assert_eq!(s, if is_xai() { 200 } else { 400 }, "{b}");
+    doc.check("post", "/v1/videos/{id}/remix", s, &b);
+    let form =
+        reqwest::multipart::Form::new().text("prompt", "on").text("seconds", "2").text("video[id]", video.clone());
+    let (s, b) = call(h.post("/v1/videos/extensions").multipart(form)).await;
+    doc.check("post", "/v1/videos/extensions", s, &b);
+    let (s, b) = call(h.post("/v1/videos/extensions").json(&json!({"prompt": "on", "video": {"id": request}}))).await;
+    doc.check("post", "/v1/videos/extensions", s, &b);
+    let (s, b) = call(h.post("/v1/videos/edits").json(&json!({"prompt": "on", "video": {"url": "data:,x"}}))).await;
+    assert_eq!(s, 400, "{b}");
+    doc.check("post", "/v1/videos/edits", s, &b);
+    let (s, b) = call(h.post("/v1/videos/characters").json(&json!({"name": "x"}))).await;
+    doc.check("post", "/v1/videos/characters", s, &b);
     let (s, b) = call(h.http.delete(h.url(&format!("/v1/videos/{video}"))).bearer_auth(KEY)).await;
     doc.check("delete", "/v1/videos/{id}", s, &b);
     let (s, b) = call(h.get(&format!("/v1/videos/{video}"))).await;

@@ -190,7 +190,7 @@ async fn every_invalid_video_config_value_names_its_param() {
         (json!({"video_length": 16}), "video_config.video_length"),
         (json!({"video_length": "6"}), "video_config.video_length"),
         (json!({"video_length": -6}), "video_config.video_length"),
-        (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
+        (json!({"resolution_name": "4k"}), "video_config.resolution_name"),
         (json!({"preset": "wild"}), "video_config.preset"),
         (json!([1]), "video_config"),
     ] {

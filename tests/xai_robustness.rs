@@ -142,3 +142,15 @@ async fn a_wrong_key_is_recognised_url_encoded_too() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("Incorrect%20API%20key"));
 }
+
+/// xAI's `expired` (its fourth status; source: xai-sdk-python proto/v6/deferred_pb2.pyi DeferredStatus,
+/// docs.x.ai developers/model-capabilities/video/extension.md) ends the video as a failure naming it,
+/// rather than being polled forever.
+#[tokio::test]
+async fn an_expired_result_ends_the_video_naming_it() {
+    let h = xai().start().await;
+    let (status, body) = video(&h, "a harbour at noon [sim:expired]").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("upstream_expired"), "{body}");
+    assert_eq!(sim_stats(&h).await["video_creates"], 1);
+}

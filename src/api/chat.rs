@@ -126,7 +126,9 @@ impl VideoConfig {
         };
         let ratios = [("16:9", "16:9"), ("9:16", "9:16"), ("3:2", "3:2"), ("2:3", "2:3"), ("1:1", "1:1")];
         let aspect_ratio = pick(cfg, "aspect_ratio", "3:2", &ratios)?;
-        let resolution = pick(cfg, "resolution_name", "480p", &[("480p", "480p"), ("720p", "720p")])?;
+        // 1080p only where the upstream's model makes it: checked with the request (`video_job`).
+        let resolutions = [("480p", "480p"), ("720p", "720p"), ("1080p", "1080p")];
+        let resolution = pick(cfg, "resolution_name", "480p", &resolutions)?;
         let presets = [
             ("normal", VideoPreset::Normal),
             ("fun", VideoPreset::Fun),
@@ -282,6 +284,7 @@ pub async fn video_job(req: &ChatRequest, state: &AppState) -> Result<VideoJob, 
             "preset `custom` animates by a prompt: add one, or pick normal, fun or spicy",
         ));
     }
+    super::video_spec::check_resolution(state, cfg.resolution, urls.len() > 1, "video_config.resolution_name")?;
     let images = load_images(&urls, state, "messages").await?;
     Ok(VideoJob {
         prompt,
@@ -498,7 +501,8 @@ mod tests {
             (json!({"video_length": 15.5}), "video_config.video_length"),
             (json!({"video_length": -3}), "video_config.video_length"),
             (json!({"video_length": "6"}), "video_config.video_length"),
-            (json!({"resolution_name": "1080p"}), "video_config.resolution_name"),
+            // 1080p is parsed, then judged against the upstream (`video_spec::check_resolution`).
+            (json!({"resolution_name": "4k"}), "video_config.resolution_name"),
             (json!({"preset": "wild"}), "video_config.preset"),
             (json!("6s"), "video_config"),
         ] {

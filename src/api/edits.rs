@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::jobs::{EditJob, InputImage, Job};
 use crate::media::kind::sniff_media_type;
 
-pub const MAX_IMAGES: usize = 3;
+pub const MAX_IMAGES: usize = 5;
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
 
 /// An edit request, whichever way it came.
@@ -261,6 +261,7 @@ pub async fn edits(
         EditBody::Json(json) => read_json(&state, *json).await?,
     };
     let req = validate(edit, state.cfg.images.default_response_format.into(), &headers)?;
+    super::images::check_upstream(&state, &req.job)?;
     respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
 }
 
@@ -281,7 +282,14 @@ fn validate(edit: Edit, default: ResponseFormat, headers: &HeaderMap) -> Result<
     let output = edit.options.output()?;
     Ok(ImageRequest {
         partial_images: edit.options.partial_images()?,
-        job: Job::Edit(EditJob { prompt, n, aspect_ratio, images: edit.images, output }),
+        job: Job::Edit(EditJob {
+            prompt,
+            n,
+            aspect_ratio,
+            images: edit.images,
+            output,
+            quality: edit.options.xai_quality()?,
+        }),
         format,
         stream: edit.stream,
         events: ImageEvents::Edit,

@@ -35,8 +35,8 @@ pub struct ImageGenerationRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub stream: Option<bool>,
-    /// xAI's way to pick the shape (`1:1`, `16:9`, `9:16`, `3:2`, `2:3`, `auto`), for clients written
-    /// for xAI's images API; the same ratios `size` takes.
+    /// xAI's way to pick the shape (`1:1`, `16:9`, `9:16`, `3:2`, `2:3`, `auto`; `21:9` and `5:2` on the
+    /// xAI upstream with `grok-imagine-image-2.0`), for clients written for xAI's images API.
     #[serde(default)]
     pub aspect_ratio: Option<String>,
     /// OpenAI's newer image parameters: honoured where they map (see `ImageOptions`).
@@ -45,8 +45,9 @@ pub struct ImageGenerationRequest {
 }
 
 /// Parameters OpenAI's SDKs send for gpt-image models. `output_format` / `output_compression` and
-/// `partial_images` are honoured; `quality`, `background`, `moderation`, `style` and `user` have no
-/// upstream counterpart and are accepted and ignored (one debug line), never refused.
+/// `partial_images` are honoured; `quality` becomes xAI's (`xai_quality`; grok.com has none, a value
+/// neither API knows is a 400); `background`, `moderation`, `style` and `user` have no upstream
+/// counterpart and are accepted and ignored (one debug line), never refused.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ImageOptions {
     #[serde(default)]
@@ -76,6 +77,18 @@ pub struct ImageOptions {
 }
 
 impl ImageOptions {
+    /// OpenAI's `quality` as xAI's (`upstream::xai_models::xai_quality`: `high`/`hd` → `medium`, the
+    /// best xAI offers); a value neither API knows is a 400 naming the values.
+    pub fn xai_quality(&self) -> Result<Option<&'static str>, ApiError> {
+        match &self.quality {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(q)) => {
+                crate::upstream::xai_models::xai_quality(q).map(Some).map_err(|m| ApiError::invalid_param("quality", m))
+            }
+            Some(other) => Err(ApiError::invalid_param("quality", format!("quality must be a string, got {other}"))),
+        }
+    }
+
     /// The output the caller asked for; a format we cannot write is a 400 naming the ones we can.
     pub fn output(&self) -> Result<ImageOutput, ApiError> {
         let format = match self.output_format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
@@ -90,7 +103,6 @@ impl ImageOptions {
             Some(c) => return Err(ApiError::invalid_param("output_compression", format!("must be 0-100, got {c}"))),
         };
         let ignored: Vec<&str> = [
-            ("quality", &self.quality),
             ("background", &self.background),
             ("moderation", &self.moderation),
             ("style", &self.style),
@@ -190,6 +202,38 @@ fn reads_only_b64(headers: &HeaderMap) -> bool {
     ua.split_ascii_whitespace().any(|t| t.starts_with("ai/") || t.starts_with("ai-sdk/") || t.starts_with("ai-sdk-"))
 }
 
+/// Refuses what the upstream (with its configured model) does not make, naming the limit: xAI's
+/// 2.0 ratios `21:9` and `5:2`, and more edit sources than its model takes (3; 5 on 2.0). Sources:
+/// docs.x.ai release-notes.md (August 2026) and images/multi-image-editing.
+pub fn check_upstream(state: &AppState, job: &Job) -> Result<(), ApiError> {
+    let caps = state.runner.upstream().caps();
+    let (ratio, takes, sources) = match job {
+        Job::Image(j) => (Some(j.aspect_ratio), caps.image, 0),
+        Job::Edit(j) => (j.aspect_ratio, caps.edit, j.images.len()),
+        Job::Video(_) | Job::VideoOp(_) => return Ok(()),
+    };
+    let upstream = match caps.name {
+        "xai" => "this gateway's xAI image model".to_owned(),
+        name => format!("this gateway's upstream ({name})"),
+    };
+    if let Some(r) = ratio.filter(|r| crate::upstream::xai_models::WIDE_RATIOS.contains(r) && !takes.wide_ratios) {
+        return Err(ApiError::invalid_param(
+            "aspect_ratio",
+            format!("{upstream} does not make {r}; 21:9 and 5:2 are made only by xAI's grok-imagine-image-2.0"),
+        ));
+    }
+    if sources > takes.max_edit_images {
+        return Err(ApiError::invalid_param(
+            "image",
+            format!(
+                "{upstream} edits at most {} images at once, got {sources} (xAI's grok-imagine-image-2.0 takes 5)",
+                takes.max_edit_images
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `size` and xAI's `aspect_ratio` together: the upstream ratio, `None` for `auto` (the upstream's
 /// choice). Both given and disagreeing is a 400 rather than a silent pick.
 pub fn requested_ratio(size: Option<&str>, aspect_ratio: Option<&str>) -> Result<Option<&'static str>, ApiError> {
@@ -199,7 +243,10 @@ pub fn requested_ratio(size: Option<&str>, aspect_ratio: Option<&str>) -> Result
         Some(r) => Some(crate::jobs::aspect_ratio_for_size(r).map_err(|_| {
             ApiError::invalid_param(
                 "aspect_ratio",
-                format!("unsupported aspect_ratio `{r}`; this gateway makes 1:1, 16:9, 9:16, 3:2, 2:3 (or auto)"),
+                format!(
+                    "unsupported aspect_ratio `{r}`; this gateway makes 1:1, 16:9, 9:16, 3:2, 2:3 (or auto), and 21:9 \
+                     and 5:2 with xAI's grok-imagine-image-2.0"
+                ),
             )
         })?),
     };
@@ -231,7 +278,7 @@ impl ImageGenerationRequest {
             answer_format(self.response_format.as_deref(), &self.options, self.size.as_deref(), default, headers)?;
         let output = self.options.output()?;
         Ok(ImageRequest {
-            job: Job::Image(ImageJob { prompt, n, aspect_ratio, output }),
+            job: Job::Image(ImageJob { prompt, n, aspect_ratio, output, quality: self.options.xai_quality()? }),
             format,
             stream: self.stream.unwrap_or(false),
             events: ImageEvents::Generation,
@@ -254,6 +301,7 @@ pub async fn generations(
     JsonBody(req): JsonBody<ImageGenerationRequest>,
 ) -> Result<Response, ApiError> {
     let req = req.validate(state.cfg.images.default_response_format.into(), &headers)?;
+    check_upstream(&state, &req.job)?;
     respond(&state, owner, req, public_base(state.cfg.server.public_base_url.as_deref(), &headers)).await
 }
 

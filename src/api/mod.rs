@@ -16,6 +16,7 @@ pub mod schema;
 pub mod state;
 pub mod stream;
 pub mod tasks;
+pub mod video_ops;
 pub mod video_spec;
 pub mod videos;
 pub mod xai_videos;
@@ -304,7 +305,9 @@ mod tests {
         assert_eq!(model_of_route(&Method::POST, "/v1/images/edits"), Some("grok-imagine-1.0-edit"));
         assert_eq!(model_of_route(&Method::POST, "/v1/videos"), Some("grok-imagine-1.0-video"));
         assert_eq!(model_of_route(&Method::GET, "/v1/videos"), None);
-        assert_eq!(model_of_route(&Method::POST, "/v1/videos/abc/remix"), None);
+        assert_eq!(model_of_route(&Method::POST, "/v1/videos/abc/remix"), Some("grok-imagine-1.0-video"));
+        assert_eq!(model_of_route(&Method::POST, "/v1/videos/extensions"), Some("grok-imagine-1.0-video"));
+        assert_eq!(model_of_route(&Method::POST, "/v1/videos/characters"), None);
         assert_eq!(canonical_model("grok-imagine-video"), Some("grok-imagine-1.0-video"));
         // One model per capability is what makes the route decide; a second would need the body.
         for cap in [Capability::Image, Capability::Edit, Capability::Video] {

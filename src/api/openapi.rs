@@ -23,7 +23,9 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 
 use super::schema::{FileKind, StreamEvent, TaskEvent, TaskSegment, VideoAnswer, VideoEvent};
-use super::{admin, chat, edits, events, files, health, images, models, responses, tasks, videos, xai_videos};
+use super::{
+    admin, chat, edits, events, files, health, images, models, responses, tasks, video_ops, videos, xai_videos,
+};
 
 /// The schemes: client keys on `/v1`, and the admin key or a console session on `/admin`.
 struct Security;
@@ -186,7 +188,7 @@ const NO_SCOPES: [&str; 0] = [];
         tasks::create_video, tasks::create_image, tasks::status, tasks::result, tasks::list_video,
         tasks::list_images, tasks::delete, events::task_events,
         videos::create, videos::retrieve, videos::list, videos::delete, videos::content, videos::unsupported,
-        events::video_events, xai_videos::create,
+        events::video_events, xai_videos::create, video_ops::edits, video_ops::extensions, video_ops::remix,
         files::get_file,
         health::healthz, health::readyz, health::metrics,
         admin::tokens::list_tokens, admin::tokens::add_tokens, admin::tokens::remove_token,

@@ -127,12 +127,21 @@ async fn job(req: &ResponsesRequest, state: &AppState) -> Result<(&'static str, 
                 }
                 return Ok((
                     model,
-                    Job::Image(ImageJob { prompt, n: 1, aspect_ratio: "1:1", output: ImageOutput::default() }),
+                    Job::Image(ImageJob {
+                        prompt,
+                        n: 1,
+                        aspect_ratio: "1:1",
+                        output: ImageOutput::default(),
+                        quality: None,
+                    }),
                 ));
             }
             let images = load_images(&urls, state, "input").await?;
-            let edit = EditJob { prompt, n: 1, aspect_ratio: None, images, output: ImageOutput::default() };
-            Ok((model, Job::Edit(edit)))
+            let edit =
+                EditJob { prompt, n: 1, aspect_ratio: None, images, output: ImageOutput::default(), quality: None };
+            let job = Job::Edit(edit);
+            super::images::check_upstream(state, &job)?;
+            Ok((model, job))
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct EditForm {
     /// `grok-imagine-1.0-edit` (alias `grok-imagine-image-edit`).
     pub model: String,
     pub prompt: String,
-    /// 1–3 PNG/JPEG/WebP files (`image` or `image[]`), 20 MiB each.
+    /// 1–3 PNG/JPEG/WebP files (`image` or `image[]`), 20 MiB each; up to 5 on the xAI upstream with
+    /// `grok-imagine-image-2.0`.
     #[schema(value_type = Vec<String>, format = Binary)]
     pub image: Vec<Vec<u8>>,
     pub n: Option<u32>,
@@ -41,13 +42,13 @@ pub struct EditJsonForm {
     /// One input: `{"url": …}` (https URL, data URL, or one of this gateway's image links) or the URL.
     #[schema(value_type = Option<Object>)]
     pub image: Option<serde_json::Value>,
-    /// Up to 3 inputs, each like `image`.
+    /// Up to 3 inputs (5 on the xAI upstream with `grok-imagine-image-2.0`), each like `image`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub images: Option<Vec<serde_json::Value>>,
     pub n: Option<u32>,
     /// `auto` (default: the input's shape) or a size / ratio as on generations.
     pub size: Option<String>,
-    /// xAI's `1:1`, `16:9`, `9:16`, `3:2`, `2:3` or `auto`.
+    /// xAI's `1:1`, `16:9`, `9:16`, `3:2`, `2:3` or `auto`; `21:9` and `5:2` with xAI's 2.0.
     pub aspect_ratio: Option<String>,
     pub response_format: Option<String>,
     pub stream: Option<bool>,
@@ -65,7 +66,8 @@ pub struct CreateVideoForm {
     #[schema(value_type = Option<String>)]
     pub seconds: Option<serde_json::Value>,
     /// `720x1280` (default), `1280x720`, `1024x1792`, `1792x1024`, `1080x720`, `720x1080`, `720x720`,
-    /// `854x480`, `480x854`, `720x480`, `480x720`, `480x480`.
+    /// `854x480`, `480x854`, `720x480`, `480x720`, `480x480`; `1920x1080`, `1080x1920` on the xAI upstream
+    /// with `grok-imagine-video-1.5`.
     pub size: Option<String>,
     /// A file part (multipart), or `{"image_url": …}`.
     #[schema(value_type = Option<Object>)]
@@ -85,7 +87,8 @@ pub struct XaiCreateForm {
     pub duration: Option<serde_json::Value>,
     /// `16:9` (default), `9:16`, `3:2`, `2:3`, `1:1`.
     pub aspect_ratio: Option<String>,
-    /// `480p` (default) or `720p`.
+    /// `480p` (default) or `720p`; `1080p` on the xAI upstream with `grok-imagine-video-1.5` (not with
+    /// `reference_images`).
     pub resolution: Option<String>,
     /// `{"url": …}`: the first frame.
     #[schema(value_type = Option<Object>)]
@@ -94,6 +97,77 @@ pub struct XaiCreateForm {
     #[schema(value_type = Option<Vec<Object>>)]
     pub reference_images: Option<Vec<serde_json::Value>>,
 }
+
+/// `POST /v1/videos/edits` as OpenAI's SDK sends it (multipart).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VideoEditForm {
+    pub prompt: String,
+    /// An MP4 of at most 8.7 s.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub video: Option<Vec<u8>>,
+    /// Or a finished video of the caller's (`video_…` or an xAI request id): the SDK's `{"id": …}`.
+    #[schema(rename = "video[id]")]
+    pub video_id: Option<String>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/extensions` as OpenAI's SDK sends it (multipart).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VideoExtendForm {
+    pub prompt: String,
+    /// The seconds added: 2–10 (xAI's limit; default 6).
+    pub seconds: Option<String>,
+    /// An MP4 of 2–15 s.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub video: Option<Vec<u8>>,
+    /// Or a finished video of the caller's: the SDK's `{"id": …}`.
+    #[schema(rename = "video[id]")]
+    pub video_id: Option<String>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/edits` and `/v1/videos/extensions` in xAI's shape (JSON).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct XaiVideoOpForm {
+    pub prompt: String,
+    /// `{"url": …}`: one of this gateway's `/v1/files/video/…` links, a `data:video/mp4;base64,…` URL, or
+    /// an https URL; `{"id": …}` names a finished video of the caller's.
+    #[schema(value_type = Object)]
+    pub video: serde_json::Value,
+    /// Extensions only: the seconds added, 2–10 (default 6).
+    #[schema(value_type = Option<u32>)]
+    pub duration: Option<serde_json::Value>,
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /v1/videos/{id}/remix` (JSON, as OpenAI's SDK sends it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RemixForm {
+    pub prompt: String,
+    pub callback_url: Option<String>,
+}
+
+/// An edit or extension's answer: the Video object (multipart, OpenAI) or `{request_id}` (JSON, xAI).
+pub struct VideoOpAnswer;
+
+impl utoipa::PartialSchema for VideoOpAnswer {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .description(Some("OpenAI's Video object for a multipart request, xAI's `{request_id}` for a JSON one."))
+            .item(Ref::from_schema_name("VideoObject"))
+            .item(Ref::from_schema_name("XaiCreated"))
+            .into()
+    }
+}
+
+impl ToSchema for VideoOpAnswer {}
 
 /// `GET /v1/videos/{id}`: the shape of the API that made the video. `anyOf`, not the `oneOf` an
 /// untagged enum derives: a failed OpenAI Video object is also a valid xAI answer, and that is fine.

@@ -362,6 +362,7 @@ pub async fn create_image(
     let req: ImageGenerationRequest = parse(&body)?;
     create(&state, owner, &headers, TaskKind::Image, &body, async || {
         let req = req.validate(state.cfg.images.default_response_format.into(), &headers)?;
+        super::images::check_upstream(&state, &req.job)?;
         Ok((req.job, req.format == ResponseFormat::B64Json))
     })
     .await

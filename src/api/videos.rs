@@ -141,6 +141,7 @@ pub async fn create(
     body: CreateBody,
 ) -> Result<Response, ApiError> {
     let spec = VideoSpec::parse(&body.fields)?;
+    super::video_spec::check_resolution(&state, spec.resolution, false, "size")?;
     let images = async || Ok(reference(&state, &body).await?.into_iter().collect());
     let id = submit_video(&state, owner.clone(), &headers, TaskApi::OpenAi, &spec, &body.fields, images).await?;
     let task = state.tasks.get(&id, TaskKind::Video, Some(&owner)).ok_or_else(|| not_found(&id))?;
@@ -255,7 +256,7 @@ pub fn video_object(task: &Task) -> VideoObject {
         prompt: request.map(|r| r.prompt.clone()),
         seconds: seconds.to_string(),
         size: request.map(|r| r.size.clone()),
-        remixed_from_video_id: None,
+        remixed_from_video_id: request.and_then(|r| r.remixed_from.clone()),
         error,
     }
 }
@@ -383,13 +384,11 @@ pub async fn content(
     }
 }
 
-/// Remix, edit, extend and characters: OpenAI operations neither upstream offers through us.
-#[utoipa::path(post, path = "/v1/videos/{id}/remix", tag = "videos",
-    description = "Also `POST /v1/videos/edits`, `/v1/videos/extensions`, `/v1/videos/characters`: not offered by this gateway.",
-    params(("id" = String, Path)), responses((status = 400, body = crate::error::ErrorBody)))]
+/// Characters: an OpenAI operation no upstream offers through us (remix, edits and extensions are
+/// `video_ops`).
+#[utoipa::path(post, path = "/v1/videos/characters", tag = "videos",
+    description = "Not offered by this gateway.",
+    responses((status = 400, body = crate::error::ErrorBody)))]
 pub async fn unsupported() -> ApiError {
-    ApiError::bad_request(
-        "unsupported",
-        "remix, edits, extensions and characters are not supported by this gateway; create a new video",
-    )
+    ApiError::bad_request("unsupported", "video characters are not supported by this gateway")
 }

@@ -65,7 +65,11 @@ impl Spec {
         let resolution = match text("resolution") {
             None | Some("480p") => "480p",
             Some("720p") => "720p",
-            Some(r) => return Err(ApiError::invalid_param("resolution", format!("`{r}` is not one of 480p, 720p"))),
+            // Where the upstream's model makes it: checked with the upstream (`check_resolution`).
+            Some("1080p") => "1080p",
+            Some(r) => {
+                return Err(ApiError::invalid_param("resolution", format!("`{r}` is not one of 480p, 720p, 1080p")));
+            }
         };
         let image = body.get("image").or_else(|| body.get("input_reference")).filter(|v| !v.is_null());
         let references = body.get("reference_images").filter(|v| !v.is_null());
@@ -130,6 +134,7 @@ pub async fn create(
         return Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object"));
     };
     let spec = Spec::parse(&body)?;
+    super::video_spec::check_resolution(&state, spec.video.resolution, spec.references, "resolution")?;
     let images = async || {
         let param = if spec.references { "reference_images" } else { "image" };
         load_images(&spec.image_urls, &state, param).await
@@ -274,7 +279,7 @@ mod tests {
         for (bad, param) in [
             (json!({"prompt": "w", "duration": 16}), "duration"),
             (json!({"prompt": "w", "aspect_ratio": "4:3"}), "aspect_ratio"),
-            (json!({"prompt": "w", "resolution": "1080p"}), "resolution"),
+            (json!({"prompt": "w", "resolution": "4k"}), "resolution"),
             (json!({"duration": 6}), "prompt"),
             (json!({"prompt": "p", "reference_images": [{"url": "u"}], "duration": 12}), "duration"),
             (json!({"prompt": "p", "image": {"url": "u"}, "reference_images": [{"url": "u"}]}), "reference_images"),

@@ -55,9 +55,9 @@ impl AppState {
             .route("/v1/videos/{id}", get(api::videos::retrieve).delete(api::videos::delete))
             .route("/v1/videos/{id}/content", get(api::videos::content))
             .route("/v1/videos/{id}/events", get(api::events::video_events))
-            .route("/v1/videos/{id}/remix", unsupported())
-            .route("/v1/videos/edits", unsupported())
-            .route("/v1/videos/extensions", unsupported())
+            .route("/v1/videos/{id}/remix", post(api::video_ops::remix))
+            .route("/v1/videos/edits", post(api::video_ops::edits))
+            .route("/v1/videos/extensions", post(api::video_ops::extensions))
             .route("/v1/videos/characters", unsupported())
             .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
             .route_layer(require.clone());

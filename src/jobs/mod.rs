@@ -3,11 +3,13 @@
 
 pub mod image_output;
 mod progress;
+pub mod video_op;
 
 use bytes::Bytes;
 
 pub use image_output::{ImageFormat, ImageOutput};
 pub use progress::{JobEvent, ProgressSink, ProgressSlots};
+pub use video_op::{InputVideo, VideoOp, VideoOpJob};
 
 use crate::media::{StoredMedia, UpstreamOrigin};
 
@@ -19,6 +21,9 @@ pub struct ImageJob {
     /// Upstream aspect ratio, e.g. `16:9`.
     pub aspect_ratio: &'static str,
     pub output: ImageOutput,
+    /// xAI's `quality` (`low`, `medium`, `auto`), mapped from OpenAI's; sent only to a model that
+    /// takes it (grok.com has none).
+    pub quality: Option<&'static str>,
 }
 
 /// An input image handed to the upstream, already validated.
@@ -39,6 +44,8 @@ pub struct EditJob {
     pub aspect_ratio: Option<&'static str>,
     pub images: Vec<InputImage>,
     pub output: ImageOutput,
+    /// As `ImageJob::quality`.
+    pub quality: Option<&'static str>,
 }
 
 /// Style presets of Grok Imagine video.
@@ -99,6 +106,8 @@ pub enum Job {
     Image(ImageJob),
     Edit(EditJob),
     Video(VideoJob),
+    /// A video edited or extended (xAI only).
+    VideoOp(VideoOpJob),
 }
 
 #[derive(Debug)]
@@ -115,10 +124,13 @@ pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, String> {
         "720x1280" | "9:16" => "9:16",
         "1792x1024" | "1536x1024" | "3:2" => "3:2",
         "1024x1792" | "1024x1536" | "2:3" => "2:3",
+        // xAI's 2.0 only; the API layer refuses them for an upstream model that cannot.
+        "21:9" => "21:9",
+        "5:2" => "5:2",
         other => {
             return Err(format!(
                 "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
-                 1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3"
+                 1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3 (21:9 and 5:2 on xAI's grok-imagine-image-2.0)"
             ));
         }
     })

@@ -1,7 +1,9 @@
-//! Just enough ISO-BMFF (MP4) to find a video track's samples: the quality guard fingerprints what a
-//! clip shows, not its container (grok.com wraps its canned demo clip in a new container each time:
-//! chenyme/grok2api #1014 saw a different file SHA-256 per task and an identical H.264 stream), and the
-//! simulator marks each clip it makes inside that stream.
+//! Just enough ISO-BMFF (MP4) for three readers: a video's duration and size (`info`: xAI's edits take
+//! at most 8.7 s, extensions 2-15 s, so a video is judged before it is sent), and its video track's
+//! samples (`video_track`: the quality guard fingerprints what a clip shows, not its container, which
+//! grok.com renews for each canned answer: chenyme/grok2api #1014 saw a different file SHA-256 per task
+//! and an identical H.264 stream; the simulator marks each clip it makes inside that stream). No
+//! panics: a file these boxes cannot be read from is `None`.
 
 use std::ops::Range;
 
@@ -120,6 +122,41 @@ fn sample_table(buf: &[u8], stbl: &Range<usize>) -> Option<VideoTrack> {
     (samples.len() == count).then_some(VideoTrack { samples, stsz: stsz.payload, chunk_offsets: offsets_box })
 }
 
+/// What a readable MP4 says about itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mp4Info {
+    pub seconds: f64,
+    /// Width × height of the first track with a non-zero size (the video track), if any.
+    pub size: Option<(u32, u32)>,
+}
+
+/// The duration (`moov/mvhd`) and size (the first `moov/trak/tkhd` with one) of an MP4 that starts
+/// with `ftyp`.
+pub fn info(buf: &[u8]) -> Option<Mp4Info> {
+    let top = boxes(buf, 0..buf.len())?;
+    if &top.first()?.kind != b"ftyp" {
+        return None;
+    }
+    let moov = top.iter().find(|b| &b.kind == b"moov")?;
+    let mvhd = buf.get(child(buf, &moov.payload, b"mvhd")?.payload)?;
+    // Version 1 has 64-bit times (creation, modification, then timescale and duration).
+    let (timescale, duration) = match mvhd.first()? {
+        1 => (be32(mvhd, 20)?, be64(mvhd, 24)?),
+        _ => (be32(mvhd, 12)?, u64::from(be32(mvhd, 16)?)),
+    };
+    if timescale == 0 {
+        return None;
+    }
+    let size = boxes(buf, moov.payload.clone())?.into_iter().filter(|b| &b.kind == b"trak").find_map(|trak| {
+        let tkhd = buf.get(child(buf, &trak.payload, b"tkhd")?.payload)?;
+        // Width and height are the last 8 bytes, 16.16 fixed point.
+        let end = tkhd.len().checked_sub(8)?;
+        let (w, h) = (be32(tkhd, end)? >> 16, be32(tkhd, end + 4)? >> 16);
+        (w > 0 && h > 0).then_some((w, h))
+    });
+    Some(Mp4Info { seconds: duration as f64 / f64::from(timescale), size })
+}
+
 /// The payloads of the top-level `mdat` boxes: the media, for an MP4 whose tracks cannot be read.
 pub fn media_data(buf: &[u8]) -> Option<Vec<Range<usize>>> {
     let top = boxes(buf, 0..buf.len())?;
@@ -180,6 +217,36 @@ mod tests {
             assert_eq!(got, [&b"AAAA"[..], b"BB", b"CCCCCC"], "mdat first: {front}");
             assert_eq!(media_data(&f).unwrap().len(), 1);
         }
+    }
+
+    fn mvhd_v0(timescale: u32, duration: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(&timescale.to_be_bytes());
+        p.extend_from_slice(&duration.to_be_bytes());
+        p.extend_from_slice(&[0u8; 80]);
+        bx(b"mvhd", &p)
+    }
+
+    fn tkhd(w: u32, h: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 76];
+        p.extend_from_slice(&(w << 16).to_be_bytes());
+        p.extend_from_slice(&(h << 16).to_be_bytes());
+        bx(b"tkhd", &p)
+    }
+
+    #[test]
+    fn reads_duration_and_size_and_refuses_what_is_not_an_mp4() {
+        let trak = bx(b"trak", &tkhd(1280, 720));
+        let moov = bx(b"moov", &[mvhd_v0(1000, 6500), trak].concat());
+        let file = [bx(b"ftyp", b"isom\0\0\0\0"), moov.clone(), bx(b"mdat", &[0; 16])].concat();
+        assert_eq!(info(&file), Some(Mp4Info { seconds: 6.5, size: Some((1280, 720)) }));
+        assert_eq!(info(b"\x89PNG\r\n\x1a\n"), None);
+        assert_eq!(info(&moov), None, "no ftyp first");
+        let mut truncated = file.clone();
+        truncated.truncate(30);
+        assert_eq!(info(&truncated), None);
+        let zero = [bx(b"ftyp", b"isom"), bx(b"moov", &mvhd_v0(0, 5))].concat();
+        assert_eq!(info(&zero), None, "a zero timescale says nothing");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod service;
 
 use std::sync::Arc;
 
-use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink};
+use crate::jobs::{ImageOutput, Job, JobOutput, ProgressSink, VideoOpJob};
 use crate::media::{MediaKind, MediaStore, StoredMedia};
 use crate::owner::KeyId;
 use crate::upstream::{Asset, Upstream, UpstreamError, VideoAssets};
@@ -36,6 +36,7 @@ impl JobRunner {
             Job::Image(j) => self.store_images(self.upstream.generate_images(j, sink).await?, j.output).await?,
             Job::Edit(j) => self.store_images(self.upstream.edit_images(j, sink).await?, j.output).await?,
             Job::Video(j) => self.store_video(self.upstream.generate_video(j, sink).await?, j.duration).await?,
+            Job::VideoOp(j) => self.store_video_op(self.upstream.video_op(j, sink).await?, j).await?,
         };
         sink.progress(100);
         self.count(owner, &output);
@@ -54,7 +55,7 @@ impl JobRunner {
         }
     }
 
-    /// Finishes a video the upstream accepted before a restart (`Job::Video` only).
+    /// Finishes a video the upstream accepted before a restart (video jobs only).
     pub async fn resume(
         &self,
         owner: &KeyId,
@@ -62,10 +63,12 @@ impl JobRunner {
         upstream_id: &str,
         sink: &ProgressSink,
     ) -> Result<JobOutput, UpstreamError> {
-        let Job::Video(j) = job else {
-            return Err(UpstreamError::Failed("only video jobs can be resumed".into()));
+        let output = match job {
+            Job::Video(j) => self.store_video(self.upstream.resume_video(upstream_id, sink).await?, j.duration).await?,
+            // An edit or extension is polled like a generation.
+            Job::VideoOp(j) => self.store_video_op(self.upstream.resume_video(upstream_id, sink).await?, j).await?,
+            _ => return Err(UpstreamError::Failed("only video jobs can be resumed".into())),
         };
-        let output = self.store_video(self.upstream.resume_video(upstream_id, sink).await?, j.duration).await?;
         sink.progress(100);
         self.count(owner, &output);
         Ok(output)
@@ -86,6 +89,13 @@ impl JobRunner {
             None => None,
         };
         Ok(JobOutput::Video { video, thumbnail, duration })
+    }
+
+    /// An edited or extended video, with the length it really has (read from the file; the
+    /// expected one when it cannot be read): an extension's is the original's plus the added part.
+    async fn store_video_op(&self, made: VideoAssets, job: &VideoOpJob) -> Result<JobOutput, UpstreamError> {
+        let measured = crate::media::mp4::info(&made.video.bytes).map(|i| i.seconds.round().max(1.0) as u32);
+        self.store_video(made, measured.unwrap_or_else(|| job.result_seconds())).await
     }
 
     async fn store_images(&self, assets: Vec<Asset>, output: ImageOutput) -> Result<JobOutput, UpstreamError> {

@@ -17,12 +17,19 @@
 //! | `[sim:key-urlencoded]` | with a wrong key, the 400 message URL-encoded | the same |
 //! | `[sim:poll-502=N]` | – | the first N polls (3 without `=N`) answer 502 |
 //! | `[sim:poll-empty-202]` | – | pending polls answer 202 with no body at all |
+//! | `[sim:expired]` | – | once finished, polls answer `status: expired` |
+//!
+//! Models are checked as xAI checks them ([`models`]): an unknown id is a 404, and what a model does
+//! not take (`quality`, the 2.0 ratios, a sixth edit image, 1080p, an edit on 1.5) is a 400.
+//! `GET /sim/stats` lists every create it was asked for (`requests`: path, model, resolution, …),
+//! so tests see what reached "xAI".
 //!
 //! Pending polls answer 202 with a `pending` body, as xAI does. The tokens above the `credits` row
 //! are shared with the grok.com simulator (`faults.rs`); the rest are xAI-only ([`XaiFaults`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -73,6 +80,80 @@ impl XaiFaults {
 struct Counters {
     image_requests: AtomicU64,
     video_polls: AtomicU64,
+    /// Every create that passed the key check: what it asked for (the last 200).
+    requests: Mutex<Vec<Value>>,
+    /// What polls of each video request need beyond the shared `VideoJob`.
+    video_meta: Mutex<HashMap<String, VideoMeta>>,
+}
+
+/// The model a video request was served by; whether its clip must last exactly what was asked
+/// (edits and extensions; generations keep the fixtures' 6 s / 10 s); whether it ends `expired`
+/// (`[sim:expired]`: xAI's fourth status, which the SDKs treat as terminal — source: xai-sdk-python
+/// proto/v6/deferred_pb2.pyi DeferredStatus; docs.x.ai video/extension.md's polling loop).
+#[derive(Clone)]
+struct VideoMeta {
+    model: String,
+    exact: bool,
+    expired: bool,
+}
+
+impl Counters {
+    fn note(&self, path: &str, req: &Value) {
+        let field = |k: &str| req.get(k).cloned().unwrap_or(Value::Null);
+        let images =
+            req.get("images").and_then(Value::as_array).map_or(usize::from(req.get("image").is_some()), Vec::len);
+        let entry = json!({"path": path, "model": field("model"), "resolution": field("resolution"),
+            "quality": field("quality"), "aspect_ratio": field("aspect_ratio"), "duration": field("duration"),
+            "images": images});
+        let mut log = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.len() >= 200 {
+            log.remove(0);
+        }
+        log.push(entry);
+    }
+}
+
+/// The models the simulated API knows and what each takes, as xAI documents them (sources: docs.x.ai
+/// images/generation and multi-image-editing, release-notes.md August 2026, migration
+/// imagine-image-quality-nov-2.md, video/generation, video/editing, video/extension.md;
+/// nextbound/bragi-canvas PR #122 for edits and extensions refused on 1.5). Written apart from the
+/// gateway's own table (`upstream::xai_models`) so one cannot hide the other's mistake.
+mod models {
+    pub const IMAGE_DEFAULT: &str = "grok-imagine-image";
+    pub const VIDEO_DEFAULT: &str = "grok-imagine-video";
+
+    /// An image model: (the model that serves it, takes quality, edit sources, takes 21:9 / 5:2).
+    pub fn image(model: &str) -> Option<(&'static str, bool, usize, bool)> {
+        Some(match model {
+            "grok-imagine-image" => ("grok-imagine-image", false, 3, false),
+            "grok-imagine-image-2.0" => ("grok-imagine-image-2.0", true, 5, true),
+            // Retired 2026-11-02: the slug still resolves and 2.0 serves it at quality low, "request
+            // and response shapes unchanged" (its old limits), the answer's `model` naming 2.0.
+            "grok-imagine-image-quality" | "grok-imagine-image-pro" => ("grok-imagine-image-2.0", false, 3, false),
+            _ => return None,
+        })
+    }
+
+    /// A video model: (the model that serves it, best resolution without / with reference images,
+    /// edits and extends).
+    pub fn video(model: &str) -> Option<(&'static str, &'static str, &'static str, bool)> {
+        Some(match model {
+            "grok-imagine-video" => ("grok-imagine-video", "720p", "720p", true),
+            "grok-imagine-video-1.5" | "grok-imagine-video-1.5-preview" => {
+                ("grok-imagine-video-1.5", "1080p", "720p", false)
+            }
+            "grok-imagine-video-1.5-lite" => ("grok-imagine-video-1.5-lite", "1080p", "720p", false),
+            _ => return None,
+        })
+    }
+}
+
+fn unknown_model(model: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "Some requested entity was not found",
+        &format!("The model {model} does not exist or your team does not have access to it"),
+    )
 }
 
 /// The router's state: the shared simulator plus this flavor's counters.
@@ -94,6 +175,8 @@ pub(super) fn router(sim: Sim) -> Router {
         .route("/v1/images/generations", post(images_generate))
         .route("/v1/images/edits", post(images_edit))
         .route("/v1/videos/generations", post(video_create))
+        .route("/v1/videos/edits", post(video_edit))
+        .route("/v1/videos/extensions", post(video_extend))
         .route("/v1/videos/{id}", get(video_poll))
         .route("/xai-tmp/{file}", get(temp_file))
         .route("/sim/stats", get(stats))
@@ -215,11 +298,29 @@ fn temp_url(sim: &Sim, file: &str) -> String {
 
 async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Response {
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", m);
     if prompt.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "prompt is required");
+        return invalid("prompt is required");
     }
     if req.get("size").is_some() {
-        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", "Argument not supported: size");
+        return invalid("Argument not supported: size");
+    }
+    let asked = req.get("model").and_then(Value::as_str).unwrap_or(models::IMAGE_DEFAULT);
+    let Some((served_by, takes_quality, max_sources, wide)) = models::image(asked) else {
+        return unknown_model(asked);
+    };
+    match req.get("quality").and_then(Value::as_str) {
+        None => {}
+        Some(_) if !takes_quality => return invalid(&format!("Argument not supported on {asked}: quality")),
+        Some("low" | "medium" | "auto") => {}
+        Some(q) => return invalid(&format!("quality must be one of low, medium, auto, got {q}")),
+    }
+    let ratio = req.get("aspect_ratio").and_then(Value::as_str).unwrap_or("auto");
+    if ["21:9", "5:2"].contains(&ratio) && !wide {
+        return invalid(&format!("aspect_ratio {ratio} is not supported by {asked}"));
+    }
+    if inputs.len() > max_sources {
+        return invalid(&format!("{asked} takes at most {max_sources} images"));
     }
     let faults = Faults::parse(&prompt);
     let xai_faults = XaiFaults::parse(&prompt);
@@ -264,7 +365,8 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
                              "revised_prompt": "", "respect_moderation": !xai_faults.moderation_flag}));
         }
     }
-    axum::Json(json!({"data": data, "usage": {"cost_in_usd_ticks": 200_000_000u64 * n}})).into_response()
+    axum::Json(json!({"data": data, "model": served_by, "usage": {"cost_in_usd_ticks": 200_000_000u64 * n}}))
+        .into_response()
 }
 
 /// Decodes `{url: data:...}` image inputs; anything else is an invalid argument.
@@ -285,7 +387,10 @@ async fn images_generate(State(state): State<XaiSim>, headers: HeaderMap, body: 
     state.counters.image_requests.fetch_add(1, Ordering::Relaxed);
     let sim = state.sim;
     match admit(&sim, &headers, &body) {
-        Ok((key, req)) => images(sim, key, req, Vec::new()).await,
+        Ok((key, req)) => {
+            state.counters.note("/v1/images/generations", &req);
+            images(sim, key, req, Vec::new()).await
+        }
         Err(r) => *r,
     }
 }
@@ -297,14 +402,16 @@ async fn images_edit(State(state): State<XaiSim>, headers: HeaderMap, body: Byte
         Ok(pair) => pair,
         Err(r) => return *r,
     };
+    state.counters.note("/v1/images/edits", &req);
     let sources: Vec<&Value> = match (req.get("image"), req.get("images").and_then(Value::as_array)) {
         (Some(one), None) => vec![one],
-        (None, Some(many)) if (1..=3).contains(&many.len()) => many.iter().collect(),
+        // The model's own limit (3 or 5) is checked with the model, in `images`.
+        (None, Some(many)) if (1..=5).contains(&many.len()) => many.iter().collect(),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "Client specified an invalid argument",
-                "give `image` or 1-3 `images`",
+                "give `image` or 1-5 `images`",
             );
         }
     };
@@ -324,10 +431,16 @@ async fn images_edit(State(state): State<XaiSim>, headers: HeaderMap, body: Byte
     images(sim, key, req, inputs).await
 }
 
-async fn video_create(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn video_create(State(state): State<XaiSim>, headers: HeaderMap, body: Bytes) -> Response {
+    let sim = state.sim.clone();
     let (key, req) = match admit(&sim, &headers, &body) {
         Ok(pair) => pair,
         Err(r) => return *r,
+    };
+    state.counters.note("/v1/videos/generations", &req);
+    let asked = req.get("model").and_then(Value::as_str).unwrap_or(models::VIDEO_DEFAULT);
+    let Some((served_by, best, best_with_references, _)) = models::video(asked) else {
+        return unknown_model(asked);
     };
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
     let duration = req.get("duration").and_then(Value::as_u64).unwrap_or(8);
@@ -358,18 +471,141 @@ async fn video_create(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -
     if prompt.trim().is_empty() && req.get("image").is_none() {
         return invalid("prompt is required");
     }
-    let faults = Faults::parse(&prompt);
-    let xai_faults = XaiFaults::parse(&prompt);
-    if let Some(r) = early_fault(&sim, &key, &faults, &xai_faults) {
+    // 1080p: 1.5 for text- and image-to-video only; reference-to-video at most 720p, and the classic
+    // model at most 720p (docs.x.ai video/generation).
+    let best = if references.is_empty() { best } else { best_with_references };
+    match req.get("resolution").and_then(Value::as_str) {
+        None | Some("480p" | "720p") => {}
+        Some("1080p") if best == "1080p" => {}
+        Some("1080p") => return invalid(&format!("resolution 1080p is not supported by {asked} in this mode")),
+        Some(r) => return invalid(&format!("resolution must be one of 480p, 720p, 1080p, got {r}")),
+    }
+    let ratio = req.get("aspect_ratio").and_then(Value::as_str).unwrap_or("16:9").to_owned();
+    start_video(&state, key, &prompt, (served_by, false), ratio, duration)
+}
+
+/// Accepts a video request (after the early faults): it runs from now, and polls see it.
+fn start_video(
+    state: &XaiSim,
+    key: String,
+    prompt: &str,
+    model: (&str, bool),
+    ratio: String,
+    duration: u64,
+) -> Response {
+    let sim = &state.sim;
+    let faults = Faults::parse(prompt);
+    let xai_faults = XaiFaults::parse(prompt);
+    if let Some(r) = early_fault(sim, &key, &faults, &xai_faults) {
         return r;
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let ratio = req.get("aspect_ratio").and_then(Value::as_str).unwrap_or("16:9").to_owned();
     let step = sim.cfg.frame_delay + faults.slow.unwrap_or_default();
     let job =
         VideoJob { started: Instant::now(), step, faults, xai_faults, polls: AtomicU32::new(0), ratio, duration, key };
     sim.xai_videos.insert(id.clone(), job);
+    state.counters.video_meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+        id.clone(),
+        VideoMeta { model: model.0.to_owned(), exact: model.1, expired: prompt.contains("[sim:expired]") },
+    );
     axum::Json(json!({"request_id": id})).into_response()
+}
+
+/// An input video as xAI takes it here: `{url: data:video/mp4;base64,…}`, with its length and the
+/// aspect ratio nearest its frame.
+fn decode_video(v: &Value) -> Option<(f64, &'static str)> {
+    let url = v.get("url")?.as_str()?;
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    if !meta.ends_with(";base64") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let info = crate::media::mp4::info(&bytes)?;
+    let (w, h) = info.size.unwrap_or((16, 9));
+    let shape = f64::from(w) / f64::from(h.max(1));
+    let ratio = [("16:9", 16.0 / 9.0), ("9:16", 9.0 / 16.0), ("3:2", 1.5), ("2:3", 2.0 / 3.0), ("1:1", 1.0)]
+        .into_iter()
+        .min_by(|a, b| (a.1 - shape).abs().total_cmp(&(b.1 - shape).abs()))
+        .map_or("16:9", |(r, _)| r);
+    Some((info.seconds, ratio))
+}
+
+/// What edits and extensions share: the key, the model (xAI offers both on `grok-imagine-video`
+/// only), a prompt and a readable MP4. Errors are boxed, as in `admit`.
+fn video_input(
+    state: &XaiSim,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, Value, f64, &'static str), Box<Response>> {
+    let (key, req) = admit(&state.sim, headers, body)?;
+    state.counters.note(path, &req);
+    let invalid = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", m));
+    let asked = req.get("model").and_then(Value::as_str).unwrap_or(models::VIDEO_DEFAULT);
+    let Some((_, _, _, edits)) = models::video(asked) else {
+        return Err(Box::new(unknown_model(asked)));
+    };
+    if !edits {
+        return Err(invalid(&format!("{asked} does not support video editing or extension")));
+    }
+    if req.get("prompt").and_then(Value::as_str).is_none_or(|p| p.trim().is_empty()) {
+        return Err(invalid("prompt is required"));
+    }
+    let Some((seconds, ratio)) = req.get("video").and_then(decode_video) else {
+        return Err(invalid("video must be an MP4 data URL"));
+    };
+    Ok((key, req, seconds, ratio))
+}
+
+/// `POST /v1/videos/edits`: the input at most 8.7 s; the result keeps its length (source:
+/// docs.x.ai video/editing; xai-sdk-ts types.ts EditVideoRequest has no duration).
+async fn video_edit(State(state): State<XaiSim>, headers: HeaderMap, body: Bytes) -> Response {
+    let (key, req, seconds, ratio) = match video_input(&state, "/v1/videos/edits", &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if seconds > 8.7 {
+        let m = format!("input video is {seconds:.1}s; edits take at most 8.7s");
+        return error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", &m);
+    }
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default();
+    start_video(&state, key, prompt, (models::VIDEO_DEFAULT, true), ratio.to_owned(), seconds.round().max(1.0) as u64)
+}
+
+/// `POST /v1/videos/extensions`: the input 2–15 s, `duration` (the added part) 2–10, default 6; the
+/// result is the input followed by the new part (source: xai-sdk-ts types.ts ExtendVideoRequest;
+/// docs.x.ai video/extension.md).
+async fn video_extend(State(state): State<XaiSim>, headers: HeaderMap, body: Bytes) -> Response {
+    let (key, req, seconds, ratio) = match video_input(&state, "/v1/videos/extensions", &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "Client specified an invalid argument", m);
+    if !(2.0..=15.0).contains(&seconds) {
+        return invalid(&format!("input video is {seconds:.1}s; extensions take 2-15s"));
+    }
+    let added = req.get("duration").and_then(Value::as_u64).unwrap_or(6);
+    if !(2..=10).contains(&added) {
+        return invalid("duration must be 2-10");
+    }
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or_default();
+    let total = seconds.round().max(1.0) as u64 + added;
+    start_video(&state, key, prompt, (models::VIDEO_DEFAULT, true), ratio.to_owned(), total)
+}
+
+/// The clip with its movie header saying `seconds`: the fixtures come in 6 s and 10 s, and an
+/// extension's result must last exactly the input plus the added part.
+fn with_duration(mut clip: Vec<u8>, seconds: u64) -> Vec<u8> {
+    let Some(at) = clip.windows(4).position(|w| w == b"mvhd") else { return clip };
+    // Version 0 only (the fixtures'): version/flags, two times, then timescale and duration.
+    let (ts, dur) = (at + 4 + 12, at + 4 + 16);
+    if clip.get(at + 4) != Some(&0) || clip.len() < dur + 4 {
+        return clip;
+    }
+    let timescale = u32::from_be_bytes([clip[ts], clip[ts + 1], clip[ts + 2], clip[ts + 3]]);
+    let duration = u32::try_from(u64::from(timescale) * seconds).unwrap_or(u32::MAX);
+    clip[dur..dur + 4].copy_from_slice(&duration.to_be_bytes());
+    clip
 }
 
 async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -383,6 +619,14 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     let Some(job) = sim.xai_videos.get(&id) else {
         return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
     };
+    let VideoMeta { model, exact, expired } = state
+        .counters
+        .video_meta
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| VideoMeta { model: models::VIDEO_DEFAULT.to_owned(), exact: false, expired: false });
     if job.key != key {
         return error(StatusCode::NOT_FOUND, "Not found", "unknown request_id");
     }
@@ -400,7 +644,7 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     let elapsed = job.started.elapsed();
     let progress = ((elapsed.as_secs_f64() / total.as_secs_f64().max(1e-3)) * 100.0).min(100.0) as u64;
     if job.faults.fail && progress >= 30 {
-        return axum::Json(json!({"status": "failed", "progress": 0, "model": "grok-imagine-video",
+        return axum::Json(json!({"status": "failed", "progress": 0, "model": model,
             "error": {"code": "internal_error", "message": "generation failed"}}))
         .into_response();
     }
@@ -408,20 +652,24 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
         if job.xai_faults.poll_empty_202 {
             return StatusCode::ACCEPTED.into_response();
         }
-        let body = json!({"status": "pending", "progress": progress, "model": "grok-imagine-video"});
+        let body = json!({"status": "pending", "progress": progress, "model": model});
         return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     }
+    if expired {
+        return axum::Json(json!({"status": "expired", "model": model})).into_response();
+    }
     if job.faults.moderated {
-        return axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",
+        return axum::Json(json!({"status": "done", "progress": 100, "model": model,
             "video": {"url": null, "duration": job.duration, "respect_moderation": false}}))
         .into_response();
     }
     let file = format!("xai-video-{id}.mp4");
     if sim.public_images.get(&file).is_none() {
-        let bytes = super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()]));
+        let clip = super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()]));
+        let bytes = if exact { Bytes::from(with_duration(clip.to_vec(), job.duration)) } else { clip };
         sim.public_images.put(file.clone(), StoredAsset { owner: String::new(), content_type: "video/mp4", bytes });
     }
-    axum::Json(json!({"status": "done", "progress": 100, "model": "grok-imagine-video",
+    axum::Json(json!({"status": "done", "progress": 100, "model": model,
         "video": {"url": temp_url(&sim, &file), "duration": job.duration, "respect_moderation": true},
         "usage": {"cost_in_usd_ticks": 500_000_000u64 * job.duration}}))
     .into_response()
@@ -434,6 +682,7 @@ async fn stats(State(state): State<XaiSim>) -> Response {
         "video_creates": state.sim.xai_videos.len(),
         "image_requests": state.counters.image_requests.load(Ordering::Relaxed),
         "video_polls": state.counters.video_polls.load(Ordering::Relaxed),
+        "requests": *state.counters.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
     }))
     .into_response()
 }
@@ -460,5 +709,26 @@ mod tests {
         assert_eq!(XaiFaults::parse("[sim:poll-502]").poll_502, 3);
         assert_eq!(XaiFaults::parse("plain [sim:"), XaiFaults::default());
         assert_eq!(url_encode("Incorrect API key: xa***."), "Incorrect%20API%20key%3A%20xa%2A%2A%2A.");
+    }
+
+    #[test]
+    fn knows_the_models_xai_serves_and_what_each_takes() {
+        assert_eq!(models::image("grok-imagine-image-2.0"), Some(("grok-imagine-image-2.0", true, 5, true)));
+        assert_eq!(models::image("grok-imagine-image"), Some(("grok-imagine-image", false, 3, false)));
+        // Retired, still served by 2.0.
+        assert_eq!(models::image("grok-imagine-image-quality").map(|m| m.0), Some("grok-imagine-image-2.0"));
+        assert_eq!(models::image("grok-2-image"), None);
+        assert_eq!(models::video("grok-imagine-video-1.5"), Some(("grok-imagine-video-1.5", "1080p", "720p", false)));
+        assert_eq!(models::video("grok-imagine-video-1.5-preview").map(|m| m.0), Some("grok-imagine-video-1.5"));
+        assert_eq!(models::video("grok-imagine-video"), Some(("grok-imagine-video", "720p", "720p", true)));
+        assert_eq!(models::video("sora-2"), None);
+    }
+
+    #[test]
+    fn a_clip_can_be_made_to_last_what_was_asked() {
+        let clip = super::super::video::clip("16:9", 10, &[1; 32]);
+        let longer = with_duration(clip.to_vec(), 12);
+        assert_eq!(crate::media::mp4::info(&longer).map(|i| i.seconds.round()), Some(12.0));
+        assert_eq!(with_duration(b"not an mp4".to_vec(), 3), b"not an mp4");
     }
 }

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{CallbackState, Outcome, Task, TaskApi, TaskKind, TaskStatus, VideoRequest};
-use crate::jobs::{ImageFormat, ImageJob, ImageOutput, InputImage, Job, VideoJob, VideoPreset};
+use crate::jobs::{
+    ImageFormat, ImageJob, ImageOutput, InputImage, InputVideo, Job, VideoJob, VideoOp, VideoOpJob, VideoPreset,
+};
 use crate::owner::KeyId;
 use crate::redb_file::RedbFile;
 
@@ -46,6 +48,9 @@ pub enum JobRecord {
         output_format: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_compression: Option<u8>,
+        /// xAI's quality, when asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quality: Option<String>,
     },
     Video {
         prompt: String,
@@ -59,6 +64,14 @@ pub enum JobRecord {
         /// Input images (first frame, or references), base64.
         #[serde(default)]
         images: Vec<String>,
+    },
+    /// A video edit (`extend_seconds` absent) or extension, with its input video.
+    VideoOp {
+        prompt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extend_seconds: Option<u32>,
+        /// The input MP4, base64.
+        video: String,
     },
 }
 
@@ -99,6 +112,9 @@ struct RequestRecord {
     seconds: u32,
     size: String,
     resolution: String,
+    /// Absent in records written before videos could be remixed, and for new videos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remixed_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +155,7 @@ impl JobRecord {
                 aspect_ratio: j.aspect_ratio.into(),
                 output_format: j.output.format.map(|f| f.content_type().trim_start_matches("image/").to_owned()),
                 output_compression: j.output.compression,
+                quality: j.quality.map(str::to_owned),
             },
             Job::Video(j) => Self::Video {
                 prompt: j.prompt.clone(),
@@ -149,6 +166,14 @@ impl JobRecord {
                 image: None,
                 images: j.images.iter().map(|i| base64::engine::general_purpose::STANDARD.encode(&i.bytes)).collect(),
             },
+            Job::VideoOp(j) => Self::VideoOp {
+                prompt: j.prompt.clone(),
+                extend_seconds: match j.op {
+                    VideoOp::Edit => None,
+                    VideoOp::Extend { seconds } => Some(seconds),
+                },
+                video: base64::engine::general_purpose::STANDARD.encode(&j.video.bytes),
+            },
             Job::Edit(_) => return None,
         })
     }
@@ -156,15 +181,18 @@ impl JobRecord {
     pub fn to_job(&self) -> Result<Job, String> {
         let ratio = crate::jobs::aspect_ratio_for_size;
         Ok(match self {
-            Self::Image { prompt, n, aspect_ratio, output_format, output_compression } => Job::Image(ImageJob {
-                prompt: prompt.clone(),
-                n: *n,
-                aspect_ratio: ratio(aspect_ratio)?,
-                output: ImageOutput {
-                    format: output_format.as_deref().and_then(ImageFormat::parse),
-                    compression: *output_compression,
-                },
-            }),
+            Self::Image { prompt, n, aspect_ratio, output_format, output_compression, quality } => {
+                Job::Image(ImageJob {
+                    prompt: prompt.clone(),
+                    n: *n,
+                    aspect_ratio: ratio(aspect_ratio)?,
+                    output: ImageOutput {
+                        format: output_format.as_deref().and_then(ImageFormat::parse),
+                        compression: *output_compression,
+                    },
+                    quality: quality.as_deref().and_then(|q| crate::upstream::xai_models::xai_quality(q).ok()),
+                })
+            }
             Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {
                 let images = image
                     .iter()
@@ -182,7 +210,11 @@ impl JobRecord {
                     prompt: prompt.clone(),
                     aspect_ratio: ratio(aspect_ratio)?,
                     duration: *duration,
-                    resolution: if resolution == "720p" { "720p" } else { "480p" },
+                    resolution: match resolution.as_str() {
+                        "1080p" => "1080p",
+                        "720p" => "720p",
+                        _ => "480p",
+                    },
                     preset: match preset.as_str() {
                         "fun" => VideoPreset::Fun,
                         "spicy" => VideoPreset::Spicy,
@@ -190,6 +222,16 @@ impl JobRecord {
                         _ => VideoPreset::Normal,
                     },
                     images,
+                })
+            }
+            Self::VideoOp { prompt, extend_seconds, video } => {
+                let bytes =
+                    Bytes::from(base64::engine::general_purpose::STANDARD.decode(video).map_err(|e| e.to_string())?);
+                let seconds = crate::media::mp4::info(&bytes).ok_or("journaled video is not a readable MP4")?.seconds;
+                Job::VideoOp(VideoOpJob {
+                    op: extend_seconds.map_or(VideoOp::Edit, |seconds| VideoOp::Extend { seconds }),
+                    prompt: prompt.clone(),
+                    video: InputVideo { bytes, content_type: "video/mp4", seconds },
                 })
             }
         })
@@ -222,6 +264,7 @@ impl TaskRecord {
                 seconds: r.seconds,
                 size: r.size.clone(),
                 resolution: r.resolution.clone(),
+                remixed_from: r.remixed_from.clone(),
             }),
             owner: task.owner.0.to_string(),
             kind: task.kind.segment().into(),
@@ -273,6 +316,7 @@ impl TaskRecord {
                     seconds: r.seconds,
                     size: r.size,
                     resolution: r.resolution,
+                    remixed_from: r.remixed_from,
                 })
             }),
             owner: KeyId(Arc::from(self.owner)),
@@ -807,5 +851,31 @@ mod tests {
         let record: JobRecord = serde_json::from_value(old).unwrap();
         let Job::Video(v) = record.to_job().unwrap() else { panic!("not video") };
         assert_eq!((v.images.len(), v.preset), (1, VideoPreset::Fun));
+    }
+
+    #[test]
+    fn video_edits_and_extensions_survive_a_restart_with_their_video() {
+        let clip = Bytes::from_static(include_bytes!("../sim/fixtures/video-16x9-6s.mp4"));
+        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0 };
+        for op in [VideoOp::Edit, VideoOp::Extend { seconds: 4 }] {
+            let job = Job::VideoOp(VideoOpJob { op, prompt: "night".into(), video: video.clone() });
+            let json = serde_json::to_value(JobRecord::from_job(&job).unwrap()).unwrap();
+            let record: JobRecord = serde_json::from_value(json).unwrap();
+            let Job::VideoOp(back) = record.to_job().unwrap() else { panic!("not a video op") };
+            assert_eq!((back.op, back.prompt.as_str(), &back.video.bytes), (op, "night", &clip));
+            assert!((back.video.seconds - 6.0).abs() < 0.1);
+        }
+        // 1080p is kept as asked (records of 1.5 videos).
+        let record = JobRecord::Video {
+            prompt: "p".into(),
+            aspect_ratio: "16:9".into(),
+            duration: 6,
+            resolution: "1080p".into(),
+            preset: "normal".into(),
+            image: None,
+            images: Vec::new(),
+        };
+        let Job::Video(v) = record.to_job().unwrap() else { panic!("not video") };
+        assert_eq!(v.resolution, "1080p");
     }
 }

@@ -188,6 +188,8 @@ pub struct VideoRequest {
     /// OpenAI `size` (`1280x720`), or for xAI the aspect ratio.
     pub size: String,
     pub resolution: String,
+    /// The gateway video an edit, extension or remix was made from (OpenAI's `remixed_from_video_id`).
+    pub remixed_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]

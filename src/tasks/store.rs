@@ -614,6 +614,7 @@ mod tests {
             seconds: 8,
             size: "1280x720".into(),
             resolution: "720p".into(),
+            remixed_from: Some("video_0".into()),
         });
         let id = store.create_for(KeyId(Arc::from("k")), TaskKind::Video, None, TaskApi::OpenAi, Some(request.clone()));
         let task = store.get(&id, TaskKind::Video, None).unwrap();

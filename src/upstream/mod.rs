@@ -6,6 +6,7 @@
 
 pub mod grok_web;
 pub mod xai;
+pub mod xai_models;
 
 pub mod assets;
 pub mod error;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, UpstreamKind};
-use crate::jobs::{EditJob, ImageJob, Job, ProgressSink, VideoJob};
+use crate::jobs::{EditJob, ImageJob, Job, ProgressSink, VideoJob, VideoOpJob};
 use crate::metrics::Metrics;
 
 pub use self::assets::{Asset, VideoAssets};
@@ -23,6 +24,22 @@ pub use self::error::UpstreamError;
 use self::tokens::{
     ExportedToken, ImportReport, InFlightCounts, Observer, TokenChangeError, TokenEvent, TokenInfo, TokenPatch,
 };
+
+/// What an upstream (with its configured models) can be asked for beyond what both make: the API
+/// layer refuses the rest with a 400 naming the limit, before any task is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// `grok-web` or `xai`, for messages.
+    pub name: &'static str,
+    /// Video edits, extensions and remixes.
+    pub video_ops: bool,
+    /// The best resolution of a text- or image-to-video, and of a reference-to-video.
+    pub max_video_resolution: &'static str,
+    pub max_reference_video_resolution: &'static str,
+    /// Text-to-image and edits (quality, ratios, sources per edit).
+    pub image: xai_models::ImageCaps,
+    pub edit: xai_models::ImageCaps,
+}
 
 /// Who makes the media: one arm per upstream, each a folder (or file) of this module.
 pub enum Upstream {
@@ -64,6 +81,35 @@ impl Upstream {
         }
     }
 
+    /// What this upstream makes. grok.com: what its web app offers (720p video at most, three edit
+    /// sources, five ratios, no edits of videos); xAI: what the configured models take.
+    pub fn caps(&self) -> Caps {
+        match self {
+            Self::GrokWeb(_) => {
+                let image = xai_models::ImageCaps { quality: false, max_edit_images: 3, wide_ratios: false };
+                Caps {
+                    name: self.name(),
+                    video_ops: false,
+                    max_video_resolution: "720p",
+                    max_reference_video_resolution: "720p",
+                    image,
+                    edit: image,
+                }
+            }
+            Self::Xai(c) => {
+                let cfg = c.config();
+                Caps {
+                    name: self.name(),
+                    video_ops: xai_models::edits_videos(&cfg.video_edit_model),
+                    max_video_resolution: xai_models::max_video_resolution(&cfg.video_model, false),
+                    max_reference_video_resolution: xai_models::max_video_resolution(&cfg.video_model, true),
+                    image: xai_models::image_caps(&cfg.image_model),
+                    edit: xai_models::image_caps(&cfg.edit_model),
+                }
+            }
+        }
+    }
+
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         match self {
             Self::GrokWeb(c) => c.generate_images(job, sink).await,
@@ -82,6 +128,17 @@ impl Upstream {
         match self {
             Self::GrokWeb(c) => c.generate_video(job, sink).await,
             Self::Xai(c) => c.generate_video(job, sink).await,
+        }
+    }
+
+    /// Edits or extends a video. Only xAI does; the API layer refuses it on grok.com before a task
+    /// is made, so this arm is a guard, not a path.
+    pub async fn video_op(&self, job: &VideoOpJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        match self {
+            Self::GrokWeb(_) => {
+                Err(UpstreamError::Failed("grok.com cannot edit or extend videos; use the xai upstream".into()))
+            }
+            Self::Xai(c) => c.video_op(job, sink).await,
         }
     }
 

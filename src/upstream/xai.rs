@@ -18,11 +18,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::XaiConfig;
-use crate::jobs::{EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoPreset};
+use crate::jobs::{
+    EditJob, ImageJob, InputImage, ProgressSink, VideoInput, VideoJob, VideoOp, VideoOpJob, VideoPreset,
+};
 use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label, retry_after};
+use crate::upstream::xai_models::image_caps;
 
 pub struct XaiClient {
     http: reqwest::Client,
@@ -184,6 +187,11 @@ impl XaiClient {
     pub fn capacity(&self) -> (usize, usize) {
         let n = usize::from(self.cfg.api_key.as_deref().is_some_and(|k| !k.is_empty()));
         (n, n)
+    }
+
+    /// The models (and so the abilities) this client was configured with.
+    pub fn config(&self) -> &XaiConfig {
+        &self.cfg
     }
 
     fn url(&self, path: &str) -> String {
@@ -355,14 +363,21 @@ impl XaiClient {
     }
 
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
-        let body = json!({"model": self.cfg.image_model, "prompt": job.prompt, "n": job.n, "response_format": "url",
-                          "aspect_ratio": job.aspect_ratio, "resolution": "1k"});
+        let mut body = json!({"model": self.cfg.image_model, "prompt": job.prompt, "n": job.n,
+                              "response_format": "url", "aspect_ratio": job.aspect_ratio, "resolution": "1k"});
+        // Only 2.0 takes `quality`; another model would refuse the request over it.
+        if let Some(q) = job.quality.filter(|_| image_caps(&self.cfg.image_model).quality) {
+            body["quality"] = json!(q);
+        }
         self.images("image", "/v1/images/generations", body, sink).await
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let mut body =
             json!({"model": self.cfg.edit_model, "prompt": job.prompt, "n": job.n, "response_format": "url"});
+        if let Some(q) = job.quality.filter(|_| image_caps(&self.cfg.edit_model).quality) {
+            body["quality"] = json!(q);
+        }
         if let [one] = job.images.as_slice() {
             body["image"] = json!({"url": data_url(one)});
         } else {
@@ -392,9 +407,42 @@ impl XaiClient {
                     job.images.iter().map(|i| json!({"url": data_url(i)})).collect::<Vec<_>>().into();
             }
         }
-        // The create is sent once: whatever happens after the bytes may have left, it is not repeated.
-        let created = self.call(reqwest::Method::POST, "/v1/videos/generations", Some(&body)).await;
-        self.record("video", &created);
+        self.create_video("video", "/v1/videos/generations", &body, sink).await
+    }
+
+    /// An edit (`POST /v1/videos/edits`: the result keeps the input's length) or an extension
+    /// (`POST /v1/videos/extensions`, `duration` = the seconds added), polled like a generation. The
+    /// input goes as a data URL, as image inputs do: the gateway's own links may not be reachable
+    /// from xAI, and xAI takes `{url}` as "a public URL or base64 data URL of an .mp4" (source:
+    /// docs.x.ai developers/model-capabilities/video/extension.md; xai-sdk-ts types.ts VideoUrl).
+    pub async fn video_op(&self, job: &VideoOpJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        let video = format!(
+            "data:{};base64,{}",
+            job.video.content_type,
+            base64::engine::general_purpose::STANDARD.encode(&job.video.bytes)
+        );
+        let mut body = json!({"model": self.cfg.video_edit_model, "prompt": job.prompt, "video": {"url": video}});
+        let (op, path) = match job.op {
+            VideoOp::Edit => ("video_edit", "/v1/videos/edits"),
+            VideoOp::Extend { seconds } => {
+                body["duration"] = json!(seconds);
+                ("video_extend", "/v1/videos/extensions")
+            }
+        };
+        self.create_video(op, path, &body, sink).await
+    }
+
+    /// Sends a video create once (whatever happens after the bytes may have left, it is not
+    /// repeated: xAI would bill twice), reports its `request_id`, then polls it to the end.
+    async fn create_video(
+        &self,
+        op: &'static str,
+        path: &str,
+        body: &Value,
+        sink: &ProgressSink,
+    ) -> Result<VideoAssets, UpstreamError> {
+        let created = self.call(reqwest::Method::POST, path, Some(body)).await;
+        self.record(op, &created);
         let (_, bytes) = created?;
         let created: VideoCreated = Self::parse(&bytes)?;
         sink.submitted(&created.request_id);

@@ -168,7 +168,13 @@ impl Probe {
         let started = Instant::now();
         let mut made = Vec::new();
         for prompt in ["a small red lighthouse on a rock, watercolor", "a blue teapot on a wooden table, photograph"] {
-            let job = ImageJob { prompt: prompt.into(), n: 1, aspect_ratio: "1:1", output: Default::default() };
+            let job = ImageJob {
+                prompt: prompt.into(),
+                n: 1,
+                aspect_ratio: "1:1",
+                output: Default::default(),
+                quality: None,
+            };
             match self.client.generate_images(&job, &ProgressSink::none()).await {
                 Ok(images) if !images.is_empty() => made.push(images[0].clone()),
                 Ok(_) => made.clear(),
