@@ -288,7 +288,7 @@ fn validate(edit: Edit, default: ResponseFormat, headers: &HeaderMap) -> Result<
             aspect_ratio,
             images: edit.images,
             output,
-            quality: edit.options.xai_quality()?,
+            quality: edit.options.quality()?,
         }),
         format,
         stream: edit.stream,

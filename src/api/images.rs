@@ -20,7 +20,7 @@ use super::{
 };
 use crate::api::state::AppState;
 use crate::error::ApiError;
-use crate::jobs::{ImageFormat, ImageJob, ImageOutput, Job, JobEvent, JobOutput};
+use crate::jobs::{ImageFormat, ImageJob, ImageOutput, ImageQuality, Job, JobEvent, JobOutput};
 use crate::media::StoredMedia;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -77,13 +77,13 @@ pub struct ImageOptions {
 }
 
 impl ImageOptions {
-    /// OpenAI's `quality` as xAI's (`upstream::xai_models::xai_quality`: `high`/`hd` → `medium`, the
-    /// best xAI offers); a value neither API knows is a 400 naming the values.
-    pub fn xai_quality(&self) -> Result<Option<&'static str>, ApiError> {
+    /// OpenAI's `quality` (xAI's 2.0 takes it, grok.com makes `high` in its quality mode); a value
+    /// neither API knows is a 400 naming the values.
+    pub fn quality(&self) -> Result<Option<ImageQuality>, ApiError> {
         match &self.quality {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(q)) => {
-                crate::upstream::xai_models::xai_quality(q).map(Some).map_err(|m| ApiError::invalid_param("quality", m))
+                ImageQuality::parse(q).map(Some).map_err(|m| ApiError::invalid_param("quality", m))
             }
             Some(other) => Err(ApiError::invalid_param("quality", format!("quality must be a string, got {other}"))),
         }
@@ -207,16 +207,34 @@ fn reads_only_b64(headers: &HeaderMap) -> bool {
 /// docs.x.ai release-notes.md (August 2026) and images/multi-image-editing.
 pub fn check_upstream(state: &AppState, job: &Job) -> Result<(), ApiError> {
     let caps = state.runner.upstream().caps();
-    let (ratio, takes, sources) = match job {
-        Job::Image(j) => (Some(j.aspect_ratio), caps.image, 0),
-        Job::Edit(j) => (j.aspect_ratio, caps.edit, j.images.len()),
+    let (ratio, takes, sources, quality) = match job {
+        Job::Image(j) => (Some(j.aspect_ratio), caps.image, 0, j.quality),
+        Job::Edit(j) => (j.aspect_ratio, caps.edit, j.images.len(), j.quality),
         Job::Video(_) | Job::VideoOp(_) => return Ok(()),
     };
     let upstream = match caps.name {
         "xai" => "this gateway's xAI image model".to_owned(),
         name => format!("this gateway's upstream ({name})"),
     };
-    if let Some(r) = ratio.filter(|r| crate::upstream::xai_models::WIDE_RATIOS.contains(r) && !takes.wide_ratios) {
+    // grok.com names the ratios of each mode; xAI's models make all of theirs but the 2.0 ones.
+    if let (Some(r), Some(modes)) = (ratio, caps.image_ratios) {
+        // Quality mode is text-to-image's; an edit is made in the fast mode's shapes.
+        let image = matches!(job, Job::Image(_));
+        let made = if image && quality == Some(ImageQuality::High) { modes.quality } else { modes.fast };
+        if !made.contains(&r) {
+            let how = if image && modes.quality.contains(&r) {
+                "in quality mode only: ask with `quality: high`".to_owned()
+            } else {
+                format!(
+                    "not at all: it makes {}, and {} in quality mode; xAI's API makes {r}",
+                    modes.fast.join(", "),
+                    modes.quality.iter().filter(|q| !modes.fast.contains(q)).copied().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(ApiError::invalid_param("aspect_ratio", format!("{upstream} makes {r} {how}")));
+        }
+    } else if let Some(r) = ratio.filter(|r| crate::upstream::xai_models::WIDE_RATIOS.contains(r) && !takes.wide_ratios)
+    {
         return Err(ApiError::invalid_param(
             "aspect_ratio",
             format!("{upstream} does not make {r}; 21:9 and 5:2 are made only by xAI's grok-imagine-image-2.0"),
@@ -243,10 +261,7 @@ pub fn requested_ratio(size: Option<&str>, aspect_ratio: Option<&str>) -> Result
         Some(r) => Some(crate::jobs::aspect_ratio_for_size(r).map_err(|_| {
             ApiError::invalid_param(
                 "aspect_ratio",
-                format!(
-                    "unsupported aspect_ratio `{r}`; this gateway makes 1:1, 16:9, 9:16, 3:2, 2:3 (or auto), and 21:9 \
-                     and 5:2 with xAI's grok-imagine-image-2.0"
-                ),
+                format!("unsupported aspect_ratio `{r}`; one of {} (or auto)", crate::jobs::IMAGE_RATIOS.join(", ")),
             )
         })?),
     };
@@ -278,7 +293,7 @@ impl ImageGenerationRequest {
             answer_format(self.response_format.as_deref(), &self.options, self.size.as_deref(), default, headers)?;
         let output = self.options.output()?;
         Ok(ImageRequest {
-            job: Job::Image(ImageJob { prompt, n, aspect_ratio, output, quality: self.options.xai_quality()? }),
+            job: Job::Image(ImageJob { prompt, n, aspect_ratio, output, quality: self.options.quality()? }),
             format,
             stream: self.stream.unwrap_or(false),
             events: ImageEvents::Generation,

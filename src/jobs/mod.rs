@@ -21,9 +21,40 @@ pub struct ImageJob {
     /// Upstream aspect ratio, e.g. `16:9`.
     pub aspect_ratio: &'static str,
     pub output: ImageOutput,
-    /// xAI's `quality` (`low`, `medium`, `auto`), mapped from OpenAI's; sent only to a model that
-    /// takes it (grok.com has none).
-    pub quality: Option<&'static str>,
+    /// OpenAI's `quality`, when asked: xAI's 2.0 takes it (`xai_models::xai_quality`), grok.com makes
+    /// `High` in its quality mode.
+    pub quality: Option<ImageQuality>,
+}
+
+/// How good an image is asked to be, as OpenAI's `quality` says it (DALL·E's `hd` and `standard` read
+/// as `high` and `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageQuality {
+    Low,
+    Medium,
+    High,
+    Auto,
+}
+
+impl ImageQuality {
+    pub fn parse(openai: &str) -> Result<Self, String> {
+        Ok(match openai.trim() {
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" | "hd" => Self::High,
+            "auto" | "standard" => Self::Auto,
+            other => return Err(format!("`{other}` is not one of low, medium, high, auto, standard, hd")),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 /// An input image handed to the upstream, already validated.
@@ -45,7 +76,7 @@ pub struct EditJob {
     pub images: Vec<InputImage>,
     pub output: ImageOutput,
     /// As `ImageJob::quality`.
-    pub quality: Option<&'static str>,
+    pub quality: Option<ImageQuality>,
 }
 
 /// Style presets of Grok Imagine video.
@@ -116,6 +147,13 @@ pub enum JobOutput {
     Video { video: StoredMedia, thumbnail: Option<StoredMedia>, duration: u32 },
 }
 
+/// Every image ratio some upstream makes: grok.com's fast mode (the first five), its quality mode (4:3,
+/// 21:9, 5:2; a grok.com capture of 2026-08-23), and xAI's (docs.x.ai images/generation: 3:4, 2:1,
+/// 1:2, 19.5:9, 9:19.5, 20:9, 9:20; 21:9 and 5:2 on grok-imagine-image-2.0).
+pub const IMAGE_RATIOS: [&str; 15] = [
+    "1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "21:9", "5:2", "3:4", "2:1", "1:2", "19.5:9", "9:19.5", "20:9", "9:20",
+];
+
 /// OpenAI `size` (or a bare ratio) → the upstream aspect ratio; the error names what is accepted.
 pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, String> {
     Ok(match size.trim() {
@@ -124,14 +162,17 @@ pub fn aspect_ratio_for_size(size: &str) -> Result<&'static str, String> {
         "720x1280" | "9:16" => "9:16",
         "1792x1024" | "1536x1024" | "3:2" => "3:2",
         "1024x1792" | "1024x1536" | "2:3" => "2:3",
-        // xAI's 2.0 only; the API layer refuses them for an upstream model that cannot.
-        "21:9" => "21:9",
-        "5:2" => "5:2",
-        other => {
-            return Err(format!(
-                "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
-                 1024x1536, or a ratio 1:1, 16:9, 9:16, 3:2, 2:3 (21:9 and 5:2 on xAI's grok-imagine-image-2.0)"
-            ));
-        }
+        // The newer ratios: the API layer refuses each for an upstream (model, mode) that does not make
+        // it (`api::images::check_upstream`).
+        other => match IMAGE_RATIOS.iter().find(|r| **r == other) {
+            Some(r) => r,
+            None => {
+                return Err(format!(
+                    "unsupported size `{other}`; use 1024x1024, 1280x720, 720x1280, 1792x1024, 1024x1792, 1536x1024, \
+                     1024x1536, or a ratio: {}",
+                    IMAGE_RATIOS.join(", ")
+                ));
+            }
+        },
     })
 }

@@ -319,6 +319,14 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
     if ["21:9", "5:2"].contains(&ratio) && !wide {
         return invalid(&format!("aspect_ratio {ratio} is not supported by {asked}"));
     }
+    // xAI's ratios (docs.x.ai images/generation, 2026-08): anything else is refused.
+    const RATIOS: [&str; 16] = [
+        "auto", "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "2:1", "1:2", "19.5:9", "9:19.5", "20:9", "9:20",
+        "21:9", "5:2",
+    ];
+    if !RATIOS.contains(&ratio) {
+        return invalid(&format!("aspect_ratio {ratio} is not one of {}", RATIOS.join(", ")));
+    }
     if inputs.len() > max_sources {
         return invalid(&format!("{asked} takes at most {max_sources} images"));
     }

@@ -48,7 +48,7 @@ pub enum JobRecord {
         output_format: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_compression: Option<u8>,
-        /// xAI's quality, when asked.
+        /// OpenAI's quality, when asked (`ImageQuality::as_str`; older records hold xAI's, read the same).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quality: Option<String>,
     },
@@ -155,7 +155,7 @@ impl JobRecord {
                 aspect_ratio: j.aspect_ratio.into(),
                 output_format: j.output.format.map(|f| f.content_type().trim_start_matches("image/").to_owned()),
                 output_compression: j.output.compression,
-                quality: j.quality.map(str::to_owned),
+                quality: j.quality.map(|q| q.as_str().to_owned()),
             },
             Job::Video(j) => Self::Video {
                 prompt: j.prompt.clone(),
@@ -190,7 +190,7 @@ impl JobRecord {
                         format: output_format.as_deref().and_then(ImageFormat::parse),
                         compression: *output_compression,
                     },
-                    quality: quality.as_deref().and_then(|q| crate::upstream::xai_models::xai_quality(q).ok()),
+                    quality: quality.as_deref().and_then(|q| crate::jobs::ImageQuality::parse(q).ok()),
                 })
             }
             Self::Video { prompt, aspect_ratio, duration, resolution, preset, image, images } => {

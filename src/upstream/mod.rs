@@ -39,6 +39,16 @@ pub struct Caps {
     /// Text-to-image and edits (quality, ratios, sources per edit).
     pub image: xai_models::ImageCaps,
     pub edit: xai_models::ImageCaps,
+    /// The text-to-image ratios of each mode, where the upstream names them (grok.com); `None`: those
+    /// of `jobs::IMAGE_RATIOS` the image model makes (xAI).
+    pub image_ratios: Option<RatioModes>,
+}
+
+/// The ratios an upstream makes in its fast mode and in its quality mode (`quality: high`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatioModes {
+    pub fast: &'static [&'static str],
+    pub quality: &'static [&'static str],
 }
 
 /// Who makes the media: one arm per upstream, each a folder (or file) of this module.
@@ -86,14 +96,20 @@ impl Upstream {
     pub fn caps(&self) -> Caps {
         match self {
             Self::GrokWeb(_) => {
-                let image = xai_models::ImageCaps { quality: false, max_edit_images: 3, wide_ratios: false };
+                // Quality mode (`quality: high`) makes 4:3, 21:9 and 5:2 too: `check_upstream` knows.
+                let image = xai_models::ImageCaps { quality: true, max_edit_images: 3, wide_ratios: true };
+                let edit = xai_models::ImageCaps { quality: false, max_edit_images: 3, wide_ratios: false };
                 Caps {
                     name: self.name(),
                     video_ops: false,
                     max_video_resolution: "720p",
                     max_reference_video_resolution: "720p",
                     image,
-                    edit: image,
+                    edit,
+                    image_ratios: Some(RatioModes {
+                        fast: &grok_web::wire::FAST_RATIOS,
+                        quality: &grok_web::wire::QUALITY_RATIOS,
+                    }),
                 }
             }
             Self::Xai(c) => {
@@ -105,6 +121,7 @@ impl Upstream {
                     max_reference_video_resolution: xai_models::max_video_resolution(&cfg.video_model, true),
                     image: xai_models::image_caps(&cfg.image_model),
                     edit: xai_models::image_caps(&cfg.edit_model),
+                    image_ratios: None,
                 }
             }
         }

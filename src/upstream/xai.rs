@@ -25,7 +25,7 @@ use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label, retry_after};
-use crate::upstream::xai_models::image_caps;
+use crate::upstream::xai_models::{image_caps, xai_quality};
 
 pub struct XaiClient {
     http: reqwest::Client,
@@ -367,7 +367,7 @@ impl XaiClient {
                               "response_format": "url", "aspect_ratio": job.aspect_ratio, "resolution": "1k"});
         // Only 2.0 takes `quality`; another model would refuse the request over it.
         if let Some(q) = job.quality.filter(|_| image_caps(&self.cfg.image_model).quality) {
-            body["quality"] = json!(q);
+            body["quality"] = json!(xai_quality(q));
         }
         self.images("image", "/v1/images/generations", body, sink).await
     }
@@ -376,7 +376,7 @@ impl XaiClient {
         let mut body =
             json!({"model": self.cfg.edit_model, "prompt": job.prompt, "n": job.n, "response_format": "url"});
         if let Some(q) = job.quality.filter(|_| image_caps(&self.cfg.edit_model).quality) {
-            body["quality"] = json!(q);
+            body["quality"] = json!(xai_quality(q));
         }
         if let [one] = job.images.as_slice() {
             body["image"] = json!({"url": data_url(one)});

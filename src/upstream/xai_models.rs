@@ -10,6 +10,8 @@
 //!   `grok-imagine-video` at most 720p; edits and extensions shown with the classic model), and
 //!   nextbound/bragi-canvas PR #122 (2026-08-20: xAI rejects edit and extend on 1.5).
 
+use crate::jobs::ImageQuality;
+
 /// What an xAI image model takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageCaps {
@@ -39,13 +41,12 @@ pub fn image_caps(model: &str) -> ImageCaps {
 /// `hd` → `medium`, the best xAI offers (its proto has a HIGH, but no document allows it: source
 /// xai-sdk-python proto/v6/image_pb2.pyi vs docs.x.ai images/generation); DALL·E's `standard` →
 /// `auto` (each API's default). Anything else is an error naming the values.
-pub fn xai_quality(openai: &str) -> Result<&'static str, String> {
-    Ok(match openai.trim() {
-        "low" => "low",
-        "medium" | "high" | "hd" => "medium",
-        "auto" | "standard" => "auto",
-        other => return Err(format!("`{other}` is not one of low, medium, high, auto, standard, hd")),
-    })
+pub fn xai_quality(q: ImageQuality) -> &'static str {
+    match q {
+        ImageQuality::Low => "low",
+        ImageQuality::Medium | ImageQuality::High => "medium",
+        ImageQuality::Auto => "auto",
+    }
 }
 
 /// The best resolution an xAI video model makes for a generation, with or without reference images.
@@ -90,8 +91,8 @@ mod tests {
             ("hd", "medium"),
             ("standard", "auto"),
         ] {
-            assert_eq!(xai_quality(openai).unwrap(), xai, "{openai}");
+            assert_eq!(xai_quality(ImageQuality::parse(openai).unwrap()), xai, "{openai}");
         }
-        assert!(xai_quality("ultra").unwrap_err().contains("low, medium, high"));
+        assert!(ImageQuality::parse("ultra").unwrap_err().contains("low, medium, high"));
     }
 }

@@ -43,6 +43,7 @@ pub(super) async fn generate(
     progress: &ProgressSlots,
 ) -> Result<Vec<Asset>, UpstreamError> {
     let url = format!("{}{}", client.cfg.ws_url.trim_end_matches('/'), wire::IMAGINE_WS_PATH);
+    let pro = quality_mode(job);
     let origin = client.cfg.base_url.trim_end_matches('/').to_owned();
     let cookie = client.cookie(&account.token);
     let connect = client.transport.websocket(&account.egress, &url, &origin, &cookie);
@@ -73,8 +74,13 @@ pub(super) async fn generate(
         // The web app asks for two images per request; more images are more requests on this socket,
         // sent once the previous round is resolved.
         if rounds_sent < rounds_needed && resolved >= rounds_sent * wire::IMAGES_PER_ROUND {
-            let request =
-                wire::imagine_request(&job.prompt, job.aspect_ratio, wire::IMAGES_PER_ROUND, client.cfg.enable_nsfw);
+            let request = wire::imagine_request(
+                &job.prompt,
+                job.aspect_ratio,
+                wire::IMAGES_PER_ROUND,
+                client.cfg.enable_nsfw,
+                pro,
+            );
             for frame in [wire::imagine_reset(), request] {
                 ws.send(Message::text(frame.to_string()))
                     .await
@@ -187,6 +193,11 @@ pub(super) async fn generate(
         assets.push(asset);
     }
     Ok(assets)
+}
+
+/// Whether `job` is made in the web app's quality mode: OpenAI's `quality: high` (or `hd`) asks for it.
+pub(super) fn quality_mode(job: &ImageJob) -> bool {
+    job.quality == Some(crate::jobs::ImageQuality::High)
 }
 
 fn position(order: &[String], id: &str) -> Option<usize> {

@@ -20,7 +20,7 @@ pub mod statsig;
 mod token_admin;
 pub mod token_import;
 pub mod token_pool;
-mod wire;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -319,7 +319,8 @@ impl GrokWebClient {
     pub async fn generate_images(&self, job: &ImageJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
         let request = RequestKey::new(&format!("image {}", job.aspect_ratio), &job.prompt, &[]);
-        self.with_token("image", Product::Image, None, Vec::new(), |account| async {
+        let product = if imagine::quality_mode(job) { Product::ImagePro } else { Product::Image };
+        self.with_token("image", product, None, Vec::new(), |account| async {
             let id = account.id.clone();
             let assets = imagine::generate(self, account, job, &slots).await?;
             self.judge(&id, request, &[], assets.clone()).await?;

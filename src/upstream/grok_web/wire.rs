@@ -25,7 +25,13 @@ pub fn imagine_reset() -> Value {
 /// Images the web app asks for per Imagine request; more are more requests on the same socket.
 pub const IMAGES_PER_ROUND: usize = 2;
 
-pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool) -> Value {
+/// The ratios Imagine offers in fast mode, and in quality mode (`enable_pro`), as a grok.com capture
+/// of 2026-08-23 lists them (chenyme/grok2api 05528aca, d8d5c24d model quality mode the same way).
+pub const FAST_RATIOS: [&str; 5] = ["1:1", "2:3", "3:2", "16:9", "9:16"];
+pub const QUALITY_RATIOS: [&str; 8] = ["1:1", "2:3", "3:2", "16:9", "9:16", "4:3", "21:9", "5:2"];
+
+/// One Imagine request; `pro` is the web app's quality mode (`enable_pro`, metered as `imagePro`).
+pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool, pro: bool) -> Value {
     json!({
         "type": "conversation.item.create",
         "timestamp": crate::clock::now_ms(),
@@ -36,7 +42,7 @@ pub fn imagine_request(prompt: &str, aspect_ratio: &str, n: usize, nsfw: bool) -
             "properties": {
                 "section_count": 0, "is_kids_mode": false, "enable_nsfw": nsfw, "skip_upsampler": false,
                 "enable_side_by_side": true, "is_initial": false, "aspect_ratio": aspect_ratio,
-                "enable_pro": false, "num_generations": n, "enable_watermark": false
+                "enable_pro": pro, "num_generations": n, "enable_watermark": false
             }
         }]}
     })
