@@ -265,6 +265,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::CreditsExhausted(m) => ApiError::upstream("upstream_credits_exhausted", m),
             UpstreamError::Moderated(m) => ApiError::bad_request("content_policy_violation", m),
             UpstreamError::PlanLimit(m) => ApiError::bad_request("upstream_plan_limit", m),
+            UpstreamError::Unsupported(m) => ApiError::bad_request("unsupported_on_upstream", m),
             UpstreamError::Auth(m) => ApiError::upstream("upstream_auth_failed", m),
             UpstreamError::Challenge(m) | UpstreamError::StaleSignature(m) => {
                 ApiError::upstream("upstream_challenge", m)

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::webhooks::{receiver, verify};
 use common::*;
 use serde_json::{Value, json};
@@ -337,6 +338,56 @@ async fn content_seconds(h: &Harness, id: &str) -> f64 {
     mp4_duration_secs(&r.bytes().await.unwrap())
 }
 
+/// grok.com's extend flow (issue 23, item 7): a video this gateway made there is extended with the
+/// account that made it (the simulator answers another account 403 `invalid-parent-post`, as grok.com
+/// does), in the web app's extend request (a 2026-06 HAR pinned by CrisLIUning/grok2api 3a836af), and the
+/// answer is the whole stitched video; the extension can be extended again (its chain root is kept).
+#[tokio::test]
+async fn grok_web_extends_its_own_videos_with_the_account_that_made_them() {
+    if is_xai() {
+        eprintln!("grok.com's extend flow: not applicable to the xai upstream");
+        return;
+    }
+    let h = start().await;
+    let (id, _) = finished_video(&h, "6").await;
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "the boat sails on")
+        .text("seconds", "4")
+        .text("video[id]", id.clone());
+    let (status, _, ext) = split(h.post("/v1/videos/extensions").multipart(form).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{ext}");
+    assert_eq!(
+        (ext["seconds"].as_str(), ext["remixed_from_video_id"].as_str()),
+        (Some("10"), Some(id.as_str())),
+        "{ext}"
+    );
+    let ext_id = ext["id"].as_str().unwrap().to_owned();
+    let done = wait_video(&h, &ext_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!((content_seconds(&h, &ext_id).await - 10.0).abs() < 0.5, "6 s + 4 s, stitched");
+    // The extension is extended in turn: 10 s + 2 s.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "and docks")
+        .text("seconds", "2")
+        .text("video[id]", ext_id.clone());
+    let (status, _, again) = split(h.post("/v1/videos/extensions").multipart(form).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{again}");
+    let done = wait_video(&h, again["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!((content_seconds(&h, again["id"].as_str().unwrap()).await - 12.0).abs() < 0.5);
+    // Refused for the rate, the extension is not taken to the other account (grok.com would answer it
+    // 403 invalid-parent-post): one attempt, on the account that made the video.
+    let form = reqwest::multipart::Form::new().text("prompt", "on [sim:rate-limit]").text("video[id]", id.clone());
+    let (status, _, limited) = split(h.post("/v1/videos/extensions").multipart(form).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{limited}");
+    assert_eq!(wait_video(&h, limited["id"].as_str().unwrap()).await["status"], "failed");
+    let m = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains(r#"grok2api_upstream_calls_total{operation="extend",outcome="ok"} 2"#), "{m}");
+    assert!(m.contains(r#"grok2api_upstream_calls_total{operation="extend",outcome="rate_limited"} 1"#), "{m}");
+    let attempts: Vec<&str> = m.lines().filter(|l| l.contains(r#"operation="extend""#)).collect();
+    assert_eq!(attempts.len(), 2, "no attempt on another account: {attempts:?}");
+}
+
 /// Polls an xAI request id to its end (202 while pending, then 200).
 async fn wait_xai(h: &Harness, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -353,7 +404,7 @@ async fn wait_xai(h: &Harness, id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn video_edits_extensions_and_remixes_are_refused_on_grok_web_naming_xai() {
+async fn video_edits_and_remixes_are_refused_on_grok_web_naming_xai_and_so_are_extensions_of_others_videos() {
     if is_xai() {
         eprintln!("the grok-web refusal: not applicable to the xai upstream");
         return;
@@ -361,23 +412,32 @@ async fn video_edits_extensions_and_remixes_are_refused_on_grok_web_naming_xai()
     let h = start().await;
     let (id, mp4) = finished_video(&h, "6").await;
     let openai_edit = reqwest::multipart::Form::new().text("prompt", "make it night").text("video[id]", id.clone());
-    let openai_extend = reqwest::multipart::Form::new().text("prompt", "go on").text("seconds", "4").part(
-        "video",
-        reqwest::multipart::Part::bytes(mp4.to_vec()).file_name("in.mp4").mime_str("video/mp4").unwrap(),
-    );
-    let xai = json!({"prompt": "go on", "video": {"url": "data:video/mp4;base64,AAAA"}, "duration": 4});
-    let answers = [
+    let upload = || reqwest::multipart::Part::bytes(mp4.to_vec()).file_name("in.mp4").mime_str("video/mp4").unwrap();
+    let openai_extend =
+        reqwest::multipart::Form::new().text("prompt", "go on").text("seconds", "4").part("video", upload());
+    let data_url = format!("data:video/mp4;base64,{}", base64::engine::general_purpose::STANDARD.encode(&mp4));
+    let xai = json!({"prompt": "go on", "video": {"url": data_url}, "duration": 4});
+    let edits = [
         h.post(&format!("/v1/videos/{id}/remix")).json(&json!({"prompt": "night"})).send().await.unwrap(),
         h.post("/v1/videos/edits").multipart(openai_edit).send().await.unwrap(),
-        h.post("/v1/videos/extensions").multipart(openai_extend).send().await.unwrap(),
         h.post("/v1/videos/edits").json(&xai).send().await.unwrap(),
-        h.post("/v1/videos/extensions").json(&xai).send().await.unwrap(),
     ];
-    for r in answers {
+    for r in edits {
         let (status, _, v) = split(r).await;
         assert_eq!((status, v["error"]["code"].as_str()), (400, Some("unsupported_on_upstream")), "{v}");
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.contains("xai") && message.contains("grok-web"), "names the upstream that can: {message}");
+    }
+    // grok.com extends only its own posts: the same bytes uploaded (no post behind them) are refused.
+    let others = [
+        h.post("/v1/videos/extensions").multipart(openai_extend).send().await.unwrap(),
+        h.post("/v1/videos/extensions").json(&xai).send().await.unwrap(),
+    ];
+    for r in others {
+        let (status, _, v) = split(r).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("unsupported_on_upstream")), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("videos it made") && message.contains("xai"), "{message}");
     }
     // 1080p is beyond grok.com: a 400 naming the limit, in every shape.
     let (status, v) = create(&h, json!({"prompt": "x", "size": "1920x1080"})).await;
@@ -543,6 +603,7 @@ async fn xai_shape_edits_and_extensions_poll_like_generations() {
         bytes: file.clone(),
         content_type: "video/mp4",
         seconds: mp4_duration_secs(&file),
+        origin: None,
     };
     let job =
         grok2api::jobs::VideoOpJob { op: grok2api::jobs::VideoOp::Extend { seconds: 2 }, prompt: "on".into(), video };

@@ -284,7 +284,7 @@ pub async fn video_job(req: &ChatRequest, state: &AppState) -> Result<VideoJob, 
             "preset `custom` animates by a prompt: add one, or pick normal, fun or spicy",
         ));
     }
-    super::video_spec::check_resolution(state, cfg.resolution, urls.len() > 1, "video_config.resolution_name")?;
+    super::upstream_limits::check_resolution(state, cfg.resolution, urls.len() > 1, "video_config.resolution_name")?;
     let images = load_images(&urls, state, "messages").await?;
     Ok(VideoJob {
         prompt,
@@ -501,7 +501,7 @@ mod tests {
             (json!({"video_length": 15.5}), "video_config.video_length"),
             (json!({"video_length": -3}), "video_config.video_length"),
             (json!({"video_length": "6"}), "video_config.video_length"),
-            // 1080p is parsed, then judged against the upstream (`video_spec::check_resolution`).
+            // 1080p is parsed, then judged against the upstream (`upstream_limits::check_resolution`).
             (json!({"resolution_name": "4k"}), "video_config.resolution_name"),
             (json!({"preset": "wild"}), "video_config.preset"),
             (json!("6s"), "video_config"),

@@ -16,6 +16,7 @@ pub mod schema;
 pub mod state;
 pub mod stream;
 pub mod tasks;
+pub mod upstream_limits;
 pub mod video_ops;
 pub mod video_spec;
 pub mod videos;

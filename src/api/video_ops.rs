@@ -86,11 +86,12 @@ impl<S: Send + Sync> FromRequest<S> for OpBody {
     }
 }
 
-/// Refuses the request when this gateway's upstream cannot edit videos: grok.com has no such
-/// operation, and on xAI only `grok-imagine-video` has (`xai.video_edit_model`).
-fn upstream_can(state: &AppState) -> Result<(), ApiError> {
+/// Refuses the request when this gateway's upstream cannot make `kind`: grok.com extends videos (its
+/// own) but has no edit, and on xAI only `grok-imagine-video` edits and extends (`xai.video_edit_model`).
+fn upstream_can(state: &AppState, kind: OpKind) -> Result<(), ApiError> {
     let upstream = state.runner.upstream();
-    if upstream.caps().video_ops {
+    let caps = upstream.caps();
+    if (kind == OpKind::Edit && caps.video_edits) || (kind == OpKind::Extend && caps.video_extensions) {
         return Ok(());
     }
     let message = match upstream.name() {
@@ -98,8 +99,8 @@ fn upstream_can(state: &AppState) -> Result<(), ApiError> {
                   (xAI makes them with that model only)"
             .to_owned(),
         name => format!(
-            "video edits, extensions and remixes are made only by the xai upstream (upstream.kind = \"xai\"); \
-             this gateway runs on {name}"
+            "video edits and remixes are made only by the xai upstream (upstream.kind = \"xai\"); this gateway \
+             runs on {name}, which extends videos (/v1/videos/extensions) but does not edit them"
         ),
     };
     Err(ApiError::bad_request("unsupported_on_upstream", message))
@@ -123,24 +124,28 @@ async fn by_id(state: &AppState, id: &str, owner: &KeyId) -> Result<Option<Sourc
             format!("video `{id}` is not completed; only a finished video can be used"),
         ));
     };
-    let bytes = read_own(state, video).await?.ok_or_else(|| {
+    let video = read_own(state, video).await?.ok_or_else(|| {
         ApiError::invalid_param("video", format!("video `{id}` is no longer in the media store; make it again"))
     })?;
-    let video = checked(bytes)?;
     let size = task.request.as_deref().map(|r| r.size.clone());
     Ok(Some(Source { video, from_id: Some(id.to_owned()), size }))
 }
 
-async fn read_own(state: &AppState, name: &str) -> Result<Option<Bytes>, ApiError> {
+async fn read_own(state: &AppState, name: &str) -> Result<Option<InputVideo>, ApiError> {
     let file = state
         .media
         .fetch(MediaKind::Video, name)
         .await
         .map_err(|e| ApiError::unavailable("storage_unavailable", format!("cannot read the video: {e}")))?;
-    match file {
-        Some(f) => Ok(tokio::fs::read(&f.path).await.ok().map(Bytes::from)),
-        None => Ok(None),
-    }
+    let Some(bytes) = (match file {
+        Some(f) => tokio::fs::read(&f.path).await.ok().map(Bytes::from),
+        None => None,
+    }) else {
+        return Ok(None);
+    };
+    let mut video = checked(bytes)?;
+    video.origin = state.media.origin_of(MediaKind::Video, name);
+    Ok(Some(video))
 }
 
 /// A video URL as xAI takes it: one of our own `/v1/files/video/…` links (read from the store), a
@@ -155,9 +160,9 @@ async fn by_url(state: &AppState, url: &str) -> Result<Source, ApiError> {
         .map(|p| p.split(['?', '#']).next().unwrap_or(p))
         .and_then(|p| p.strip_prefix("/v1/files/video/"))
         .filter(|n| !n.contains('/'))
-        && let Some(bytes) = read_own(state, name).await?
+        && let Some(video) = read_own(state, name).await?
     {
-        return Ok(Source { video: checked(bytes)?, from_id: None, size: None });
+        return Ok(Source { video, from_id: None, size: None });
     }
     let bytes = if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest.split_once(',').ok_or_else(|| bad("malformed data URL".into()))?;
@@ -191,7 +196,7 @@ async fn by_url(state: &AppState, url: &str) -> Result<Source, ApiError> {
 fn checked(bytes: Bytes) -> Result<InputVideo, ApiError> {
     let info = crate::media::mp4::info(&bytes)
         .ok_or_else(|| ApiError::invalid_param("video", "the video must be an MP4 file (H.264, H.265 or AV1)"))?;
-    Ok(InputVideo { bytes, content_type: "video/mp4", seconds: info.seconds })
+    Ok(InputVideo { bytes, content_type: "video/mp4", seconds: info.seconds, origin: None })
 }
 
 /// The source a body names: an uploaded file, `{"id"}` (a video of ours), or `{"url"}` / a URL.
@@ -362,13 +367,14 @@ pub async fn edits(
     headers: HeaderMap,
     body: OpBody,
 ) -> Result<Response, ApiError> {
-    upstream_can(&state)?;
+    upstream_can(&state, OpKind::Edit)?;
     let source = source(&state, &owner, &body).await?;
     run(&state, owner, &headers, body.api, OpKind::Edit, &body.fields, source).await
 }
 
 #[utoipa::path(post, path = "/v1/videos/extensions", tag = "videos",
-    description = "Extends a video by 2–10 s (xAI upstream only; grok-web answers 400 `unsupported_on_upstream`). \
+    description = "Extends a video by 2–10 s (xAI; on grok-web only videos this gateway made there, with the account \
+        that made them, else 400 `unsupported_on_upstream`). \
         Multipart (OpenAI's `client.videos.extend`: `prompt`, `seconds`, `video` file or `video[id]`) answers the \
         Video object, whose `seconds` is the whole result's; JSON (xAI's `{prompt, video: {url}, duration}`) \
         answers `{request_id}`. The input lasts 2–15 s.",
@@ -383,7 +389,7 @@ pub async fn extensions(
     headers: HeaderMap,
     body: OpBody,
 ) -> Result<Response, ApiError> {
-    upstream_can(&state)?;
+    upstream_can(&state, OpKind::Extend)?;
     let source = source(&state, &owner, &body).await?;
     run(&state, owner, &headers, body.api, OpKind::Extend, &body.fields, source).await
 }
@@ -406,7 +412,7 @@ pub async fn remix(
     let Value::Object(mut fields) = body else {
         return Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object"));
     };
-    upstream_can(&state)?;
+    upstream_can(&state, OpKind::Edit)?;
     let source = by_id(&state, &id, &owner).await?.ok_or_else(|| ApiError::not_found(format!("no video `{id}`")))?;
     // The source is part of what is asked: the same prompt on another video is another request.
     fields.insert("remix_of".into(), json!(id));
@@ -440,7 +446,7 @@ mod tests {
 
     #[test]
     fn sources_are_held_to_xais_input_limits() {
-        let video = |seconds| InputVideo { bytes: Bytes::new(), content_type: "video/mp4", seconds };
+        let video = |seconds| InputVideo { bytes: Bytes::new(), content_type: "video/mp4", seconds, origin: None };
         let none = serde_json::Map::new();
         assert_eq!(operation(OpKind::Edit, &none, &video(8.7)).unwrap(), VideoOp::Edit);
         assert!(operation(OpKind::Edit, &none, &video(10.0)).unwrap_err().message.contains("8.7"));

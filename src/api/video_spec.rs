@@ -29,7 +29,7 @@ pub const SIZES: &[(&str, &str, &str, &str)] = &[
     ("720x480", "3:2", "480p", "720x480"),
     ("480x720", "2:3", "480p", "480x720"),
     ("480x480", "1:1", "480p", "480x480"),
-    // Only where the upstream's model makes 1080p (xAI's grok-imagine-video-1.5): `check_resolution`.
+    // Only where the upstream's model makes 1080p (xAI's grok-imagine-video-1.5): `upstream_limits::check_resolution`.
     ("1920x1080", "16:9", "1080p", "1920x1080"),
     ("1080x1920", "9:16", "1080p", "1080x1920"),
 ];
@@ -108,34 +108,6 @@ pub async fn submit_video(
 const XAI_VIDEO_IDS: &[&str] =
     &["grok-imagine-video-1.5", "grok-imagine-video-1.5-preview", "grok-imagine-video-1.5-lite"];
 
-/// Refuses a resolution the upstream (with its configured model) does not make, naming the limit:
-/// grok.com makes at most 720p; xAI's 1.5 makes 1080p for text- and image-to-video only (source:
-/// docs.x.ai developers/model-capabilities/video/generation). `param` names the field.
-pub fn check_resolution(state: &AppState, resolution: &str, references: bool, param: &str) -> Result<(), ApiError> {
-    if resolution != "1080p" {
-        return Ok(());
-    }
-    let caps = state.runner.upstream().caps();
-    let (best, why) = match references {
-        false => (caps.max_video_resolution, ""),
-        true => (caps.max_reference_video_resolution, " from reference images"),
-    };
-    if best == "1080p" {
-        return Ok(());
-    }
-    let message = match caps.name {
-        "xai" if references => format!("xAI makes videos{why} at most at {best}; ask for 720p or 480p"),
-        "xai" => format!(
-            "xai.video_model makes at most {best}; 1080p needs grok-imagine-video-1.5 (text- or image-to-video)"
-        ),
-        name => format!(
-            "this gateway's upstream ({name}) makes videos at most at {best}; 1080p is made only by the xai \
-             upstream with grok-imagine-video-1.5"
-        ),
-    };
-    Err(ApiError::invalid_param(param, message))
-}
-
 /// The video model for `model` (default: ours); a Sora model gets the list of what we serve.
 pub fn video_model(model: Option<&str>) -> Result<&'static str, ApiError> {
     let Some(model) = model.map(str::trim).filter(|m| !m.is_empty()) else {
@@ -196,7 +168,7 @@ mod tests {
         assert_eq!(size(None).unwrap(), ("9:16", "720p", "720x1280"));
         assert_eq!(size(Some("1792x1024")).unwrap(), ("16:9", "720p", "1280x720"));
         assert_eq!(size(Some("480x480")).unwrap(), ("1:1", "480p", "480x480"));
-        // 1080p sizes parse; whether the upstream makes them is `check_resolution`'s to say.
+        // 1080p sizes parse; whether the upstream makes them is `upstream_limits::check_resolution`'s to say.
         assert_eq!(size(Some("1920x1080")).unwrap(), ("16:9", "1080p", "1920x1080"));
         let e = size(Some("2560x1440")).unwrap_err();
         assert!(e.message.contains("1280x720") && e.param.as_deref() == Some("size"), "{}", e.message);

@@ -141,7 +141,7 @@ pub async fn create(
     body: CreateBody,
 ) -> Result<Response, ApiError> {
     let spec = VideoSpec::parse(&body.fields)?;
-    super::video_spec::check_resolution(&state, spec.resolution, false, "size")?;
+    super::upstream_limits::check_resolution(&state, spec.resolution, false, "size")?;
     let images = async || Ok(reference(&state, &body).await?.into_iter().collect());
     let id = submit_video(&state, owner.clone(), &headers, TaskApi::OpenAi, &spec, &body.fields, images).await?;
     let task = state.tasks.get(&id, TaskKind::Video, Some(&owner)).ok_or_else(|| not_found(&id))?;

@@ -134,7 +134,7 @@ pub async fn create(
         return Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object"));
     };
     let spec = Spec::parse(&body)?;
-    super::video_spec::check_resolution(&state, spec.video.resolution, spec.references, "resolution")?;
+    super::upstream_limits::check_resolution(&state, spec.video.resolution, spec.references, "resolution")?;
     let images = async || {
         let param = if spec.references { "reference_images" } else { "image" };
         load_images(&spec.image_urls, &state, param).await

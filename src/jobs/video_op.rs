@@ -30,6 +30,9 @@ pub struct InputVideo {
     pub content_type: &'static str,
     /// Its length, read from the file.
     pub seconds: f64,
+    /// Set when it is a video this gateway made (read back from its media store): grok.com extends
+    /// only its own posts, with the account that made them.
+    pub origin: Option<crate::media::UpstreamOrigin>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +60,7 @@ mod tests {
 
     #[test]
     fn an_extension_lasts_the_original_plus_the_added_part() {
-        let video = InputVideo { bytes: Bytes::new(), content_type: "video/mp4", seconds: 6.04 };
+        let video = InputVideo { bytes: Bytes::new(), content_type: "video/mp4", seconds: 6.04, origin: None };
         let job = VideoOpJob { op: VideoOp::Extend { seconds: 4 }, prompt: "p".into(), video };
         assert_eq!(job.result_seconds(), 10);
         assert_eq!(VideoOpJob { op: VideoOp::Edit, ..job }.result_seconds(), 6);

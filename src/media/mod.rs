@@ -270,6 +270,12 @@ impl MediaStore {
         })
     }
 
+    /// Where the upstream keeps a file this store holds (its account and id there), when it said: kept
+    /// in memory, so a restart forgets it.
+    pub fn origin_of(&self, kind: MediaKind, name: &str) -> Option<UpstreamOrigin> {
+        self.lock().entries.get(&(kind, name.to_owned()))?.origin.clone()
+    }
+
     /// An image this store serves, read back as an input for another job, with its upstream origin.
     pub async fn read_image(&self, name: &str) -> Option<(Bytes, &'static str, Option<UpstreamOrigin>)> {
         if !is_valid_name(name) {

@@ -198,6 +198,7 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         inputs: &input_bytes,
         faults: &faults,
         flagged,
+        exact: false,
     };
     if kind == "imageToImage" {
         edit_steps(&ctx, &mut steps)
@@ -311,11 +312,16 @@ fn extend(sim: &Sim, account: &crate::sim::state::Account, req: &Value, cfg: &Va
         inputs: &source_video,
         faults: &faults,
         flagged: sim.flagged(&account.token),
+        exact: true,
     };
     let mut steps = vec![
         ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
         ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
     ];
+    if faults.rate_limit {
+        steps.push(ndjson(json!({"error":{"code":8,"message":"Too many requests"}})));
+        return stream_response(steps);
+    }
     video_steps(&ctx, &mut steps);
     stream_response(steps)
 }
@@ -329,6 +335,8 @@ struct Ctx<'a> {
     faults: &'a Faults,
     /// The account answers with canned media whatever was asked.
     flagged: bool,
+    /// The clip must last exactly `duration` (an extension: the source plus the added part).
+    exact: bool,
 }
 
 impl Ctx<'_> {
@@ -431,6 +439,7 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         } else {
             super::video::clip(&ratio, duration, &seed_of(&parts))
         };
+        let bytes = if ctx.exact { Bytes::from(super::xai::with_duration(bytes.to_vec(), duration)) } else { bytes };
         ctx.sim
             .assets
             .put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });

@@ -603,7 +603,7 @@ async fn video_extend(State(state): State<XaiSim>, headers: HeaderMap, body: Byt
 
 /// The clip with its movie header saying `seconds`: the fixtures come in 6 s and 10 s, and an
 /// extension's result must last exactly the input plus the added part.
-fn with_duration(mut clip: Vec<u8>, seconds: u64) -> Vec<u8> {
+pub(crate) fn with_duration(mut clip: Vec<u8>, seconds: u64) -> Vec<u8> {
     let Some(at) = clip.windows(4).position(|w| w == b"mvhd") else { return clip };
     // Version 0 only (the fixtures'): version/flags, two times, then timescale and duration.
     let (ts, dur) = (at + 4 + 12, at + 4 + 16);

@@ -231,7 +231,7 @@ impl JobRecord {
                 Job::VideoOp(VideoOpJob {
                     op: extend_seconds.map_or(VideoOp::Edit, |seconds| VideoOp::Extend { seconds }),
                     prompt: prompt.clone(),
-                    video: InputVideo { bytes, content_type: "video/mp4", seconds },
+                    video: InputVideo { bytes, content_type: "video/mp4", seconds, origin: None },
                 })
             }
         })
@@ -856,7 +856,7 @@ mod tests {
     #[test]
     fn video_edits_and_extensions_survive_a_restart_with_their_video() {
         let clip = Bytes::from_static(include_bytes!("../sim/fixtures/video-16x9-6s.mp4"));
-        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0 };
+        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0, origin: None };
         for op in [VideoOp::Edit, VideoOp::Extend { seconds: 4 }] {
             let job = Job::VideoOp(VideoOpJob { op, prompt: "night".into(), video: video.clone() });
             let json = serde_json::to_value(JobRecord::from_job(&job).unwrap()).unwrap();

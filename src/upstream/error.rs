@@ -28,6 +28,10 @@ pub enum UpstreamError {
     /// request, not the upstream, has to change.
     #[error("{0}")]
     PlanLimit(String),
+    /// The upstream does not make what was asked (grok.com: a video edit, or an extension of a video it
+    /// did not make); the message names who does.
+    #[error("{0}")]
+    Unsupported(String),
     /// The upstream moderated the output; retrying the same prompt is unlikely to help.
     #[error("{0}")]
     Moderated(String),
@@ -64,6 +68,7 @@ impl UpstreamError {
             Self::StaleSignature(m) => Self::StaleSignature(f(m)),
             Self::CannedOutput(m) => Self::CannedOutput(f(m)),
             Self::PlanLimit(m) => Self::PlanLimit(f(m)),
+            Self::Unsupported(m) => Self::Unsupported(f(m)),
             Self::Moderated(m) => Self::Moderated(f(m)),
             Self::Protocol(m) => Self::Protocol(f(m)),
             Self::Failed(m) => Self::Failed(f(m)),
@@ -85,6 +90,7 @@ impl UpstreamError {
             Self::StaleSignature(_) => "stale_signature",
             Self::CannedOutput(_) => "canned_output",
             Self::PlanLimit(_) => "plan_limit",
+            Self::Unsupported(_) => "unsupported",
             Self::Moderated(_) => "moderated",
             Self::Protocol(_) => "bad_response",
             Self::Failed(_) => "failed",
@@ -149,6 +155,7 @@ mod tests {
             UpstreamError::StaleSignature(m()),
             UpstreamError::CannedOutput(m()),
             UpstreamError::PlanLimit(m()),
+            UpstreamError::Unsupported(m()),
             UpstreamError::Moderated(m()),
             UpstreamError::Protocol(m()),
             UpstreamError::Failed(m()),
@@ -168,6 +175,7 @@ mod tests {
                 "stale_signature",
                 "canned_output",
                 "plan_limit",
+                "unsupported",
                 "moderated",
                 "bad_response",
                 "failed",

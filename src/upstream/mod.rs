@@ -31,8 +31,9 @@ use self::tokens::{
 pub struct Caps {
     /// `grok-web` or `xai`, for messages.
     pub name: &'static str,
-    /// Video edits, extensions and remixes.
-    pub video_ops: bool,
+    /// Video edits (and remixes), and video extensions.
+    pub video_edits: bool,
+    pub video_extensions: bool,
     /// The best resolution of a text- or image-to-video, and of a reference-to-video.
     pub max_video_resolution: &'static str,
     pub max_reference_video_resolution: &'static str,
@@ -87,6 +88,7 @@ impl Upstream {
     pub fn admit(&self, job: &Job) -> Result<(), UpstreamError> {
         match (self, job) {
             (Self::GrokWeb(c), Job::Video(v)) => c.video_fit(v).map(|_| ()),
+            (Self::GrokWeb(c), Job::VideoOp(v)) => c.can_extend(v),
             _ => Ok(()),
         }
     }
@@ -101,7 +103,9 @@ impl Upstream {
                 let edit = xai_models::ImageCaps { quality: false, max_edit_images: 3, wide_ratios: false };
                 Caps {
                     name: self.name(),
-                    video_ops: false,
+                    // The web app's extend flow; it has no edit.
+                    video_edits: false,
+                    video_extensions: true,
                     max_video_resolution: "720p",
                     max_reference_video_resolution: "720p",
                     image,
@@ -116,7 +120,8 @@ impl Upstream {
                 let cfg = c.config();
                 Caps {
                     name: self.name(),
-                    video_ops: xai_models::edits_videos(&cfg.video_edit_model),
+                    video_edits: xai_models::edits_videos(&cfg.video_edit_model),
+                    video_extensions: xai_models::edits_videos(&cfg.video_edit_model),
                     max_video_resolution: xai_models::max_video_resolution(&cfg.video_model, false),
                     max_reference_video_resolution: xai_models::max_video_resolution(&cfg.video_model, true),
                     image: xai_models::image_caps(&cfg.image_model),
@@ -152,9 +157,7 @@ impl Upstream {
     /// is made, so this arm is a guard, not a path.
     pub async fn video_op(&self, job: &VideoOpJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         match self {
-            Self::GrokWeb(_) => {
-                Err(UpstreamError::Failed("grok.com cannot edit or extend videos; use the xai upstream".into()))
-            }
+            Self::GrokWeb(c) => c.extend_video(job, sink).await,
             Self::Xai(c) => c.video_op(job, sink).await,
         }
     }

@@ -46,6 +46,10 @@ pub fn is_transient(e: &UpstreamError) -> bool {
 }
 
 /// A non-success HTTP answer (REST call or WebSocket handshake).
+/// grok.com's answer to an extension of another account's post (CrisLIUning/grok2api, 2026-07: the
+/// extension must run on the account that owns the post).
+const OTHERS_POST: &str = "invalid-parent-post";
+
 pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamError {
     let lower = body.to_ascii_lowercase();
     let looks_json = body.trim_start().starts_with('{');
@@ -72,6 +76,9 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> UpstreamEr
                 UpstreamError::Auth(format!("403 {}", snippet(body)))
             } else if lower.contains(STALE_PAGE) {
                 UpstreamError::StaleSignature(format!("403 {}", snippet(body)))
+            } else if lower.contains(OTHERS_POST) {
+                // A post of another account: no clearance or account fixes that request.
+                UpstreamError::Failed(format!("403 {}: the source post belongs to another account", snippet(body)))
             } else if lower.contains("anti-bot") || lower.contains("\"code\":7") {
                 UpstreamError::Challenge(format!("403 {}", snippet(body)))
             } else {
@@ -168,6 +175,9 @@ mod tests {
         // chenyme/grok2api #1002 (2026-08-24): a stale path-bound signature, on the media path.
         let stale = r#"{"code":7,"message":"This page is out of date. Reload to continue.","details":[]}"#;
         assert!(matches!(classify_http(403, &h, stale), UpstreamError::StaleSignature(_)));
+        // Another account's post, asked to be extended: this request's failure, not a challenge.
+        let others = r#"{"error":{"code":7,"message":"invalid-parent-post"}}"#;
+        assert!(matches!(classify_http(403, &h, others), UpstreamError::Failed(_)));
         assert!(matches!(
             classify_in_band(Some("7"), "This page is out of date. Reload to continue."),
             UpstreamError::StaleSignature(_)

@@ -264,6 +264,56 @@ async fn stream_video(
 /// Prefix of the upstream reference a grok.com video is journaled under: `grok-web:<token id>:<post>`.
 pub(super) const RESUME_PREFIX: &str = "grok-web:";
 
+/// A grok.com video as its media origin names it (`UpstreamOrigin::asset_id`): its post, and the first
+/// post of its chain when it is an extension (`post@root`): an extension names both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct VideoRef {
+    pub post: String,
+    pub root: Option<String>,
+}
+
+impl VideoRef {
+    pub fn parse(asset_id: &str) -> Self {
+        match asset_id.split_once('@') {
+            Some((post, root)) => Self { post: post.to_owned(), root: Some(root.to_owned()) },
+            None => Self { post: asset_id.to_owned(), root: None },
+        }
+    }
+
+    /// The first video of the chain (itself, when it is no extension).
+    pub fn root(&self) -> &str {
+        self.root.as_deref().unwrap_or(&self.post)
+    }
+
+    pub fn asset_id(&self) -> String {
+        match &self.root {
+            Some(root) => format!("{}@{root}", self.post),
+            None => self.post.clone(),
+        }
+    }
+}
+
+/// Marks a downloaded grok.com video with its account and post, so it can be extended later.
+pub(super) fn mark_origin(assets: &mut VideoAssets, account: &Account, video: VideoRef) {
+    assets.video.origin =
+        Some(crate::media::UpstreamOrigin { account: account.id.clone(), asset_id: video.asset_id() });
+}
+
+/// Extends a video this account made: grok.com stitches the source and `more` seconds into a new
+/// post, streamed like a generation (and collected from its post the same way if the stream breaks).
+pub(super) async fn extend(
+    client: &GrokWebClient,
+    account: Account,
+    prompt: &str,
+    source: &wire::ExtensionSource<'_>,
+    more: u32,
+    sink: &ProgressSink,
+) -> Result<VideoAssets, UpstreamError> {
+    let (seen, streamed) =
+        stream_video(client, &account, wire::video_extension_request(prompt, source, more), sink).await;
+    finish(client, &account, seen, streamed, sink, Some(source.original_post)).await
+}
+
 /// Text-to-video, image-to-video (one image) or reference-to-video (several).
 pub(super) async fn video(
     client: &GrokWebClient,
@@ -280,6 +330,19 @@ pub(super) async fn video(
         let assets = upload_reused(client, &account, &job.images, assets).await?;
         (seen, streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink).await;
     }
+    finish(client, &account, seen, streamed, sink, None).await
+}
+
+/// The video a stream made: its final URL, else (the stream broke after the video started) collected
+/// from its post, downloaded, and marked with its post (and chain `root`, for an extension).
+async fn finish(
+    client: &GrokWebClient,
+    account: &Account,
+    seen: VideoStream,
+    streamed: Result<(), UpstreamError>,
+    sink: &ProgressSink,
+    root: Option<&str>,
+) -> Result<VideoAssets, UpstreamError> {
     let video_url = seen
         .video_url
         .clone()
@@ -300,14 +363,18 @@ pub(super) async fn video(
                 if let Err(e) = &result {
                     tracing::warn!(post = %post, "video stream broke after the video started ({e}); collecting it from its post");
                 }
-                recover_video(client, &account, post, sink).await.map_err(|e| not_on_another_token(post, e))?
+                recover_video(client, account, post, sink).await.map_err(|e| not_on_another_token(post, e))?
             } else {
                 return Err(not_on_another_token(post, video_failure(&seen, result.err())));
             }
         }
         (None, None, Ok(())) => return Err(video_failure(&seen, None)),
     };
-    download_video(client, &account, &video_url, thumbnail_url.as_deref()).await
+    let mut assets = download_video(client, account, &video_url, thumbnail_url.as_deref()).await?;
+    if let Some(post) = seen.post {
+        mark_origin(&mut assets, account, VideoRef { post, root: root.map(str::to_owned) });
+    }
+    Ok(assets)
 }
 
 /// Why a video stream gave no video.

@@ -32,6 +32,7 @@ use futures_util::StreamExt;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::grok_web::conversation::VideoRef;
 use crate::upstream::grok_web::quality::RequestKey;
 use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, VideoFit};
 pub use token_pool::{PoolSettings, Product, SsoPool};
@@ -39,7 +40,7 @@ pub use token_pool::{PoolSettings, Product, SsoPool};
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
 use self::token_admin::check_entries;
 use crate::config::GrokWebConfig;
-use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob};
+use crate::jobs::{EditJob, ImageJob, ProgressSink, ProgressSlots, VideoJob, VideoOp, VideoOpJob};
 use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::secret::mask;
@@ -373,6 +374,70 @@ impl GrokWebClient {
         .await
     }
 
+    /// The account and post an extension continues, from the source video's origin: grok.com extends
+    /// only its own posts, with the account that made them (another account's post is refused with
+    /// 403 `invalid-parent-post`: CrisLIUning/grok2api's account rotation notes), and has no video
+    /// edit at all. Checked when the job is accepted, so such a request is a 400.
+    pub fn can_extend(&self, job: &VideoOpJob) -> Result<(), UpstreamError> {
+        self.extension_source(job).map(|_| ())
+    }
+
+    fn extension_source(&self, job: &VideoOpJob) -> Result<(String, VideoRef), UpstreamError> {
+        if job.op == VideoOp::Edit {
+            return Err(UpstreamError::Unsupported(
+                "grok.com has no video edit: the xai upstream (upstream.kind = \"xai\") edits and remixes videos"
+                    .into(),
+            ));
+        }
+        let Some(origin) = &job.video.origin else {
+            return Err(UpstreamError::Unsupported(
+                "grok.com extends only videos it made, with the account that made them: send the id (or link) of a \
+                 video this gateway made on grok.com since it last started; the xai upstream extends any video"
+                    .into(),
+            ));
+        };
+        if !self.pool.holds(&origin.account) {
+            return Err(UpstreamError::Unsupported(format!(
+                "the grok.com account that made this video ({}) is no longer usable here, and grok.com extends a \
+                 video only with the account that made it",
+                origin.account
+            )));
+        }
+        Ok((origin.account.clone(), VideoRef::parse(&origin.asset_id)))
+    }
+
+    /// Extends a video this gateway made on grok.com (`extension_source`), by `seconds`: the result is
+    /// the whole stitched video, judged like any other output.
+    pub async fn extend_video(&self, job: &VideoOpJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
+        let (account_id, video) = self.extension_source(job)?;
+        let VideoOp::Extend { seconds } = job.op else {
+            return Err(UpstreamError::Unsupported("grok.com has no video edit".into()));
+        };
+        let (w, h) = crate::media::mp4::info(&job.video.bytes).and_then(|i| i.size).unwrap_or((16, 9));
+        let resolution = if w.min(h) >= 720 { "720p" } else { "480p" };
+        let source = wire::ExtensionSource {
+            post: &video.post,
+            original_post: video.root(),
+            seconds: job.video.seconds,
+            aspect_ratio: nearest_video_ratio(w, h),
+            resolution,
+        };
+        let product = if resolution == "720p" { Product::Video720p } else { Product::Video };
+        let inputs = fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
+        let request = RequestKey::new(&format!("extend {seconds}s"), &job.prompt, &inputs);
+        let skip = self.pool.indexes_other_than(&account_id);
+        self.with_token("extend", product, Some(&account_id), skip, |account| {
+            let (inputs, source) = (&inputs, &source);
+            async move {
+                let id = account.id.clone();
+                let assets = conversation::extend(self, account, &job.prompt, source, seconds, sink).await?;
+                self.judge(&id, request, inputs, vec![assets.video.clone()]).await?;
+                Ok(assets)
+            }
+        })
+        .await
+    }
+
     /// Whether the pool can make `job` (`SsoPool::video_fit`): a video longer than free accounts make,
     /// with only free accounts left to make it, is refused before any account is spent on a 429.
     pub fn video_fit(&self, job: &VideoJob) -> Result<VideoFit, UpstreamError> {
@@ -419,7 +484,8 @@ impl GrokWebClient {
         };
         let account = self.account(&token, proxy.as_deref());
         let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
-        let assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
+        let mut assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
+        conversation::mark_origin(&mut assets, &account, VideoRef { post: post.to_owned(), root: None });
         // No other account can take it over: a canned clip fails the task rather than being delivered.
         let request = RequestKey::new("resumed video", upstream_id, &[]);
         let judged = self.judge(&account.id, request, &[], vec![assets.video.clone()]).await;
@@ -476,6 +542,20 @@ impl GrokWebClient {
         }
         Ok(Bytes::from(buf))
     }
+}
+
+/// The video ratio grok.com makes nearest to `w`×`h` (an extension keeps its source's shape).
+fn nearest_video_ratio(w: u32, h: u32) -> &'static str {
+    let shape = (f64::from(w.max(1)) / f64::from(h.max(1))).ln();
+    let distance = |r: &str| {
+        let (a, b) = r.split_once(':').unwrap_or(("1", "1"));
+        let r = (a.parse::<f64>().unwrap_or(1.0) / b.parse::<f64>().unwrap_or(1.0)).ln();
+        (r - shape).abs()
+    };
+    ["16:9", "9:16", "3:2", "2:3", "1:1"]
+        .into_iter()
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+        .unwrap_or("16:9")
 }
 
 /// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
