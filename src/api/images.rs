@@ -497,9 +497,12 @@ mod tests {
         assert_eq!(requested_ratio(None, Some("9:16")).unwrap(), Some("9:16"));
         assert_eq!(requested_ratio(Some("1280x720"), Some("16:9")).unwrap(), Some("16:9"));
         assert_eq!(requested_ratio(Some("auto"), Some("2:3")).unwrap(), Some("2:3"));
+        // The newer ratios parse; whether the upstream makes each is `check_upstream`'s to say.
+        assert_eq!(requested_ratio(None, Some("19.5:9")).unwrap(), Some("19.5:9"));
+        assert_eq!(requested_ratio(Some("4:3"), None).unwrap(), Some("4:3"));
         for (size, ratio, param) in [
-            (None, Some("4:3"), "aspect_ratio"),
-            (None, Some("20:9"), "aspect_ratio"),
+            (None, Some("7:5"), "aspect_ratio"),
+            (None, Some("19:9"), "aspect_ratio"),
             (Some("1024x1024"), Some("16:9"), "aspect_ratio"),
             (Some("512x512"), None, "size"),
         ] {

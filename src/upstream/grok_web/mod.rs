@@ -366,7 +366,7 @@ impl GrokWebClient {
             async move {
                 let id = account.id.clone();
                 let assets = conversation::video(self, account, job, sink).await?;
-                // The poster is judged with its video: a canned clip comes with its own poster.
+                // The video alone is judged: its poster is one of its frames.
                 self.judge(&id, request, inputs, vec![assets.video.clone()]).await?;
                 Ok(assets)
             }
