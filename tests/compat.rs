@@ -94,7 +94,7 @@ async fn size_auto_and_xai_aspect_ratio() {
     assert_eq!(status, 200, "{body}");
     let (w, hh) = png_dims(&b64_image(&body["data"][0]));
     assert!(w > hh && (f64::from(w) / f64::from(hh) - 16.0 / 9.0).abs() < 0.02, "{w}x{hh}");
-    for bad in [json!({"aspect_ratio": "4:3"}), json!({"aspect_ratio": "9:16", "size": "1280x720"})] {
+    for bad in [json!({"aspect_ratio": "7:5"}), json!({"aspect_ratio": "9:16", "size": "1280x720"})] {
         let mut req = json!({"model": "grok-imagine-1.0", "prompt": "a"});
         req.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
         let (status, _, body) = h.generate(req).await;

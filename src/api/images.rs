@@ -231,7 +231,10 @@ pub fn check_upstream(state: &AppState, job: &Job) -> Result<(), ApiError> {
                     modes.quality.iter().filter(|q| !modes.fast.contains(q)).copied().collect::<Vec<_>>().join(", ")
                 )
             };
-            return Err(ApiError::invalid_param("aspect_ratio", format!("{upstream} makes {r} {how}")));
+            return Err(ApiError::invalid_param(
+                "aspect_ratio",
+                format!("aspect_ratio {r}: {upstream} makes it {how}"),
+            ));
         }
     } else if let Some(r) = ratio.filter(|r| crate::upstream::xai_models::WIDE_RATIOS.contains(r) && !takes.wide_ratios)
     {
