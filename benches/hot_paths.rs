@@ -79,5 +79,24 @@ fn video_object(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ndjson, auth, range, output_format, video_object);
+/// The quality guard's fingerprint of one output: a 1024 px image (decoded pixels), the simulator's
+/// 10 s clip (its video samples), and 8 MiB read as bytes (the per-byte cost of a large video's samples).
+fn fingerprint(c: &mut Criterion) {
+    use grok2api::media::fingerprint::fingerprint;
+    let png = grok2api::sim::render::render_png(&[7; 32], 1024, 1024, 1.0);
+    c.bench_function("fingerprint_1024px_png", |b| b.iter(|| black_box(fingerprint(black_box(&png), "image/png"))));
+    let jpeg = ImageOutput { format: Some(ImageFormat::Jpeg), compression: Some(85) }
+        .apply(bytes::Bytes::from(png.clone()), "image/png")
+        .unwrap()
+        .0;
+    c.bench_function("fingerprint_1024px_jpeg", |b| b.iter(|| black_box(fingerprint(black_box(&jpeg), "image/jpeg"))));
+    let clip = grok2api::sim::video_canned_clip();
+    c.bench_function("fingerprint_sim_clip_mp4", |b| b.iter(|| black_box(fingerprint(black_box(&clip), "video/mp4"))));
+    let big = vec![0x5au8; 8 << 20];
+    c.bench_function("fingerprint_8mib_bytes", |b| {
+        b.iter(|| black_box(fingerprint(black_box(&big), "application/octet-stream")))
+    });
+}
+
+criterion_group!(benches, ndjson, auth, range, output_format, video_object, fingerprint);
 criterion_main!(benches);
