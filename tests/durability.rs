@@ -356,6 +356,67 @@ async fn grok_web_video_is_collected_after_kill_9_without_a_second_start() {
         .await;
 }
 
+/// grok.com extends only its own posts, with the account that made them: the video's post and account
+/// are kept with the finished task (journaled), so after a `kill -9` and a restart the video made
+/// before is still extended (the media store's memory of it is gone).
+#[tokio::test]
+async fn a_grok_web_video_made_before_a_restart_can_still_be_extended() {
+    let sim_media = tempfile::tempdir().unwrap();
+    let args = ["sim", "--listen", "127.0.0.1:0", "--tokens", "tok-dur-0001", "--frame-delay-ms", "2"];
+    let (sim, sim_url) = spawn(&args, &[], sim_media.path());
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    let upstream = common::grok_section(&sim_url, "tok-dur-0001");
+    let cfg = state_config(dir.path(), &format!("[auth]\napi_keys = [\"dur-key-5c1e9a07b3f2d846\"]\n{upstream}"));
+    let gw = start_plain(&cfg, &media);
+    let id = gw
+        .create("video", json!({"model": "grok-imagine-1.0-video", "prompt": "a paper boat", "video_length": 6}))
+        .await;
+    gw.wait_for("video", &id, |d| d["status"] == "success").await;
+    // Journaled write-behind: give the success record a moment to reach the disk before the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.kill_9();
+
+    let gw = start_plain(&cfg, &media);
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "the boat sails on")
+        .text("seconds", "4")
+        .text("video[id]", id.clone());
+    let r = gw
+        .http
+        .post(format!("{}/v1/videos/extensions", gw.url))
+        .bearer_auth("dur-key-5c1e9a07b3f2d846")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ext: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{ext}");
+    let ext_id = ext["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let v: Value = gw
+            .http
+            .get(format!("{}/v1/videos/{ext_id}", gw.url))
+            .bearer_auth("dur-key-5c1e9a07b3f2d846")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "completed" || v["status"] == "failed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the extension never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((done["status"].as_str(), done["seconds"].as_str()), (Some("completed"), Some("10")), "{done}");
+    assert!(sigterm_and_wait(gw.proc).success());
+    assert!(sigterm_and_wait(sim).success());
+}
+
 /// Tokens added through the admin API are kept in the state dir: back after a `kill -9`, marked as
 /// added at run time (the config's are marked `config`); a removed one stays removed.
 #[tokio::test]

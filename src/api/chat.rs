@@ -304,7 +304,7 @@ struct VideoLinks {
 
 fn links(output: JobOutput, base: &str) -> Result<VideoLinks, ApiError> {
     match output {
-        JobOutput::Video { video, thumbnail, duration } => Ok(VideoLinks {
+        JobOutput::Video { video, thumbnail, duration, .. } => Ok(VideoLinks {
             url: format!("{base}{}", video.path()),
             thumbnail_url: thumbnail.map(|t| format!("{base}{}", t.path())),
             duration,

@@ -118,15 +118,17 @@ async fn by_id(state: &AppState, id: &str, owner: &KeyId) -> Result<Option<Sourc
     let Some(task) = super::tasks::readable(state, id, TaskKind::Video, TaskApi::of_id(id), Some(owner)).await? else {
         return Ok(None);
     };
-    let Some(Outcome::Video { video, .. }) = task.outcome.as_deref() else {
+    let Some(Outcome::Video { video, origin, .. }) = task.outcome.as_deref() else {
         return Err(ApiError::invalid_param(
             "video",
             format!("video `{id}` is not completed; only a finished video can be used"),
         ));
     };
-    let video = read_own(state, video).await?.ok_or_else(|| {
+    let mut video = read_own(state, video).await?.ok_or_else(|| {
         ApiError::invalid_param("video", format!("video `{id}` is no longer in the media store; make it again"))
     })?;
+    // The task's record keeps it on every replica and across restarts; the store only in memory.
+    video.origin = origin.clone().or(video.origin);
     let size = task.request.as_deref().map(|r| r.size.clone());
     Ok(Some(Source { video, from_id: Some(id.to_owned()), size }))
 }

@@ -144,7 +144,13 @@ pub enum Job {
 #[derive(Debug)]
 pub enum JobOutput {
     Images(Vec<StoredMedia>),
-    Video { video: StoredMedia, thumbnail: Option<StoredMedia>, duration: u32 },
+    /// `origin`: where the upstream keeps the video (grok.com extends only its own, by its post).
+    Video {
+        video: StoredMedia,
+        thumbnail: Option<StoredMedia>,
+        duration: u32,
+        origin: Option<UpstreamOrigin>,
+    },
 }
 
 /// Every image ratio some upstream makes: grok.com's fast mode (the first five), its quality mode (4:3,

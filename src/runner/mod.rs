@@ -83,12 +83,13 @@ impl JobRunner {
 
     /// The video and its thumbnail, kept.
     async fn store_video(&self, made: VideoAssets, duration: u32) -> Result<JobOutput, UpstreamError> {
+        let origin = made.video.origin.clone();
         let video = self.store(MediaKind::Video, made.video).await?;
         let thumbnail = match made.thumbnail {
             Some(t) => Some(self.store(MediaKind::Image, t).await?),
             None => None,
         };
-        Ok(JobOutput::Video { video, thumbnail, duration })
+        Ok(JobOutput::Video { video, thumbnail, duration, origin })
     }
 
     /// An edited or extended video, with the length it really has (read from the file; the

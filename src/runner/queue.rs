@@ -337,11 +337,12 @@ impl WorkerCtx {
             Ok(Ok(JobOutput::Images(media))) => {
                 Transition::Succeed(Outcome::Images { base, names: media.into_iter().map(|m| m.name).collect(), b64 })
             }
-            Ok(Ok(JobOutput::Video { video, thumbnail, duration })) => Transition::Succeed(Outcome::Video {
+            Ok(Ok(JobOutput::Video { video, thumbnail, duration, origin })) => Transition::Succeed(Outcome::Video {
                 base,
                 video: video.name,
                 thumbnail: thumbnail.map(|t| t.name),
                 duration,
+                origin,
             }),
         };
         match self.store.apply(&id, transition) {

@@ -88,9 +88,24 @@ pub struct PendingJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutcomeRecord {
-    Images { base: String, names: Vec<String>, b64: bool },
-    Video { base: String, video: String, thumbnail: Option<String>, duration: u32 },
-    Failed { code: String, message: String },
+    Images {
+        base: String,
+        names: Vec<String>,
+        b64: bool,
+    },
+    Video {
+        base: String,
+        video: String,
+        thumbnail: Option<String>,
+        duration: u32,
+        /// (account, upstream id); absent in records written before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<(String, String)>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,11 +291,12 @@ impl TaskRecord {
                 Outcome::Images { base, names, b64 } => {
                     OutcomeRecord::Images { base: base.to_string(), names: names.clone(), b64: *b64 }
                 }
-                Outcome::Video { base, video, thumbnail, duration } => OutcomeRecord::Video {
+                Outcome::Video { base, video, thumbnail, duration, origin } => OutcomeRecord::Video {
                     base: base.to_string(),
                     video: video.clone(),
                     thumbnail: thumbnail.clone(),
                     duration: *duration,
+                    origin: origin.as_ref().map(|o| (o.account.clone(), o.asset_id.clone())),
                 },
                 Outcome::Failed { code, message } => {
                     OutcomeRecord::Failed { code: code.clone(), message: message.clone() }
@@ -329,9 +345,13 @@ impl TaskRecord {
             outcome: self.outcome.map(|o| {
                 Box::new(match o {
                     OutcomeRecord::Images { base, names, b64 } => Outcome::Images { base: Arc::from(base), names, b64 },
-                    OutcomeRecord::Video { base, video, thumbnail, duration } => {
-                        Outcome::Video { base: Arc::from(base), video, thumbnail, duration }
-                    }
+                    OutcomeRecord::Video { base, video, thumbnail, duration, origin } => Outcome::Video {
+                        base: Arc::from(base),
+                        video,
+                        thumbnail,
+                        duration,
+                        origin: origin.map(|(account, asset_id)| crate::media::UpstreamOrigin { account, asset_id }),
+                    },
                     OutcomeRecord::Failed { code, message } => Outcome::Failed { code, message },
                 })
             }),
@@ -842,6 +862,32 @@ mod tests {
         j.close();
         assert_eq!(*written.lock().unwrap(), [("a".to_string(), b"failed".to_vec())]);
         assert!(synced.blocking_recv().is_ok());
+    }
+
+    /// A video's upstream origin (grok.com extends a video by its post, with the account that made it)
+    /// is kept with the outcome; records written before it was kept read as having none.
+    #[test]
+    fn a_videos_origin_is_kept_and_older_records_have_none() {
+        let origin = crate::media::UpstreamOrigin { account: "0123456789ab".into(), asset_id: "post-2@post-1".into() };
+        let record = OutcomeRecord::Video {
+            base: "http://x".into(),
+            video: "v.mp4".into(),
+            thumbnail: None,
+            duration: 10,
+            origin: Some((origin.account.clone(), origin.asset_id.clone())),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["origin"], serde_json::json!(["0123456789ab", "post-2@post-1"]));
+        let back: OutcomeRecord = serde_json::from_value(json).unwrap();
+        assert!(
+            matches!(back, OutcomeRecord::Video { origin: Some((a, p)), .. } if a == origin.account && p == origin.asset_id)
+        );
+        let old = serde_json::json!({"type": "video", "base": "http://x", "video": "v.mp4", "thumbnail": null, "duration": 6});
+        let old: OutcomeRecord = serde_json::from_value(old).unwrap();
+        assert!(matches!(old, OutcomeRecord::Video { origin: None, .. }));
+        let none =
+            OutcomeRecord::Video { base: "b".into(), video: "v".into(), thumbnail: None, duration: 6, origin: None };
+        assert!(serde_json::to_value(&none).unwrap().get("origin").is_none(), "the shape is unchanged without one");
     }
 
     #[test]

@@ -99,9 +99,24 @@ impl TaskStatus {
 /// creator used, so a stored task stays small and links stay stable.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Images { base: Arc<str>, names: Vec<String>, b64: bool },
-    Video { base: Arc<str>, video: String, thumbnail: Option<String>, duration: u32 },
-    Failed { code: String, message: String },
+    Images {
+        base: Arc<str>,
+        names: Vec<String>,
+        b64: bool,
+    },
+    /// `origin`: where the upstream keeps the video (journaled and shared: any replica, after any
+    /// restart, can have grok.com extend it with the account that made it).
+    Video {
+        base: Arc<str>,
+        video: String,
+        thumbnail: Option<String>,
+        duration: u32,
+        origin: Option<crate::media::UpstreamOrigin>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +296,7 @@ impl Task {
                 None,
                 None,
             ),
-            Some(Outcome::Video { base, video, thumbnail, duration }) => (
+            Some(Outcome::Video { base, video, thumbnail, duration, .. }) => (
                 Some(TaskResult::Video(VideoResult {
                     download_url: format!("{base}/v1/files/video/{video}"),
                     thumbnail_url: thumbnail.as_ref().map(|t| format!("{base}/v1/files/image/{t}")),
