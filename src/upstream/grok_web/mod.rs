@@ -391,8 +391,9 @@ impl GrokWebClient {
         }
         let Some(origin) = &job.video.origin else {
             return Err(UpstreamError::Unsupported(
-                "grok.com extends only videos it made, with the account that made them: send the id (or link) of a \
-                 video this gateway made on grok.com since it last started; the xai upstream extends any video"
+                "grok.com extends only videos it made, with the account that made them: send the id of a video this \
+                 gateway made on grok.com (its file link works until the gateway restarts); the xai upstream \
+                 extends any video"
                     .into(),
             ));
         };
