@@ -72,6 +72,14 @@ enum Step {
     Cut,
 }
 
+/// The first two frames of every conversation stream: its id, then the user turn's.
+fn opening() -> Vec<Step> {
+    vec![
+        ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
+        ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
+    ]
+}
+
 fn ndjson(frame: Value) -> Step {
     Step::Line(format!("{frame}\n"))
 }
@@ -162,10 +170,7 @@ pub(super) async fn new_conversation(State(sim): State<Sim>, headers: HeaderMap,
         }
     }
 
-    let mut steps = vec![
-        ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
-        ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
-    ];
+    let mut steps = opening();
     if faults.rate_limit {
         steps.push(ndjson(json!({"error":{"code":8,"message":"Too many requests"}})));
         return stream_response(steps);
@@ -314,10 +319,7 @@ fn extend(sim: &Sim, account: &crate::sim::state::Account, req: &Value, cfg: &Va
         flagged: sim.flagged(&account.token),
         exact: true,
     };
-    let mut steps = vec![
-        ndjson(json!({"result":{"conversation":{"conversationId":uuid::Uuid::new_v4().to_string()}}})),
-        ndjson(json!({"result":{"response":{"userResponse":{"responseId":uuid::Uuid::new_v4().to_string()}}}})),
-    ];
+    let mut steps = opening();
     if faults.rate_limit {
         steps.push(ndjson(json!({"error":{"code":8,"message":"Too many requests"}})));
         return stream_response(steps);
