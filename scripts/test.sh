@@ -51,7 +51,7 @@ cargo test --locked --bench '*' "$@"
 cargo test --locked --lib --bins --tests "$@"
 # The end-to-end suite again, against the official-xAI-API upstream (same tests, other simulator).
 GROK2API_TEST_UPSTREAM=xai cargo test --locked --test images --test edits --test video --test errors \
-  --test faults --test tasks --test videos --test events --test openapi --test compat "$@"
+  --test faults --test tasks --test videos --test events --test openapi --test compat --test quality "$@"
 # And on the shared Redis store (each gateway its own redis-server), as several replicas run.
 GROK2API_TEST_STORE=redis cargo test --locked --test images --test video --test errors --test faults \
   --test tasks --test videos --test events --test openapi --test operations --test console --test compat "$@"

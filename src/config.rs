@@ -300,6 +300,11 @@ pub struct XaiConfig {
     /// Longest a video may take, from submission.
     pub video_timeout_secs: u64,
     pub max_download_bytes: u64,
+    /// The quality guard (`upstream/quality.rs`): media that answered a different request before, or
+    /// listed in `canned_outputs`, is canned (CLIProxyAPI #5221 got an unrelated clip from the API)
+    /// and fails the request as `upstream_canned_output` instead of being delivered.
+    pub quality_guard: bool,
+    pub canned_outputs: Vec<String>,
 }
 
 impl Default for XaiConfig {
@@ -321,6 +326,8 @@ impl Default for XaiConfig {
             poll_interval_ms: 5000,
             video_timeout_secs: 1800,
             max_download_bytes: 256 * 1024 * 1024,
+            quality_guard: true,
+            canned_outputs: Vec::new(),
         }
     }
 }

@@ -186,3 +186,32 @@ async fn a_flagged_accounts_demo_clip_is_replaced_by_a_real_video() {
     assert_eq!(token(&h, FLAGGED).status, "flagged");
     assert!(metrics(&h).await.contains(r#"operation="video",outcome="canned_output"} 1"#));
 }
+
+/// The official xAI API has answered with unrelated media marked as done (CLIProxyAPI #5221: an
+/// autumn-road clip for `grok-imagine-video-1.5-preview`). With one key there is no other account:
+/// the client is told, never served the canned media as a success.
+#[tokio::test]
+async fn xais_canned_media_is_refused_not_delivered() {
+    if !is_xai() {
+        eprintln!("xais_canned_media_is_refused_not_delivered: the xAI upstream's guard (grok.com's is above)");
+        return;
+    }
+    let h = builder().sim(|s| s.flagged = vec!["tok-alpha-0001".into()]).start().await;
+    let canned = looks(&grok2api::sim::render::canned_png());
+    let (s, first, body) = images(&h, "a red lighthouse", 1).await;
+    assert_eq!((s, looks(&first[0])), (200, canned), "{body}");
+    let (s, _, body) = images(&h, "a blue teapot", 1).await;
+    assert_eq!((s, error_code(&body).as_str()), (502, "upstream_canned_output"), "{body}");
+    // Known now: even the first prompt, asked again, is not served it.
+    let (s, _, body) = images(&h, "a red lighthouse", 1).await;
+    assert_eq!((s, error_code(&body).as_str()), (502, "upstream_canned_output"), "{body}");
+    assert!(
+        metrics(&h).await.contains(r#"grok2api_upstream_calls_total{operation="image",outcome="canned_output"} 2"#)
+    );
+    // A healthy key's different prompts all pass.
+    let h = start().await;
+    for prompt in ["a cat", "a dog", "a cat"] {
+        let (s, _, body) = images(&h, prompt, 2).await;
+        assert_eq!(s, 200, "{body}");
+    }
+}

@@ -361,7 +361,12 @@ async fn images(sim: Sim, key: String, req: Value, inputs: Vec<Bytes>) -> Respon
         let index = i.to_le_bytes();
         let mut parts: Vec<&[u8]> = vec![prompt.as_bytes(), &index];
         parts.extend(inputs.iter().map(|b| b.as_ref()));
-        let png = Bytes::from(render_png(&seed_of(&parts), w, h, 1.0));
+        // A flagged key gets the one canned picture whatever it asks (as grok.com's flagged accounts).
+        let png = if sim.flagged(&key) {
+            super::render::canned_png()
+        } else {
+            Bytes::from(render_png(&seed_of(&parts), w, h, 1.0))
+        };
         if b64 {
             data.push(json!({"url": null, "b64_json": base64::engine::general_purpose::STANDARD.encode(&png),
                              "mime_type": "image/png", "respect_moderation": !xai_faults.moderation_flag}));
@@ -673,7 +678,11 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
     }
     let file = format!("xai-video-{id}.mp4");
     if sim.public_images.get(&file).is_none() {
-        let clip = super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()]));
+        // CLIProxyAPI #5221: the API answered an unrelated clip, marked done; a flagged key does here.
+        let clip = match sim.flagged(key) {
+            true => super::video::canned_clip(),
+            false => super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()])),
+        };
         let bytes = if exact { Bytes::from(with_duration(clip.to_vec(), job.duration)) } else { clip };
         sim.public_images.put(file.clone(), StoredAsset { owner: String::new(), content_type: "video/mp4", bytes });
     }

@@ -10,6 +10,7 @@ pub mod xai_models;
 
 pub mod assets;
 pub mod error;
+pub mod quality;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ pub struct RatioModes {
 /// Who makes the media: one arm per upstream, each a folder (or file) of this module.
 pub enum Upstream {
     GrokWeb(Box<grok_web::GrokWebClient>),
-    Xai(xai::XaiClient),
+    Xai(Box<xai::XaiClient>),
 }
 
 impl Upstream {
@@ -71,7 +72,7 @@ impl Upstream {
                 };
                 Self::GrokWeb(Box::new(client))
             }
-            UpstreamKind::Xai => Self::Xai(xai::XaiClient::new(cfg.xai.clone(), metrics)?),
+            UpstreamKind::Xai => Self::Xai(Box::new(xai::XaiClient::new(cfg.xai.clone(), metrics)?)),
         })
     }
 

@@ -25,11 +25,14 @@ use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label, retry_after};
+use crate::upstream::quality::{self, QualityGuard, RequestKey, fingerprints};
 use crate::upstream::xai_models::{image_caps, xai_quality};
 
 pub struct XaiClient {
     http: reqwest::Client,
     cfg: XaiConfig,
+    /// Refuses canned outputs: the API has answered with an unrelated clip before (CLIProxyAPI #5221).
+    guard: QualityGuard,
     metrics: std::sync::Arc<Metrics>,
 }
 
@@ -180,7 +183,9 @@ impl XaiClient {
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Self { http, cfg, metrics })
+        let guard = QualityGuard::new(cfg.quality_guard, &cfg.canned_outputs, quality::WINDOW)
+            .map_err(|e| e.replace("grok.canned_outputs", "xai.canned_outputs"))?;
+        Ok(Self { http, cfg, guard, metrics })
     }
 
     /// (usable, configured) for readiness: the one API key.
@@ -369,7 +374,10 @@ impl XaiClient {
         if let Some(q) = job.quality.filter(|_| image_caps(&self.cfg.image_model).quality) {
             body["quality"] = json!(xai_quality(q));
         }
-        self.images("image", "/v1/images/generations", body, sink).await
+        let assets = self.images("image", "/v1/images/generations", body, sink).await?;
+        let request = RequestKey::new(&format!("image {}", job.aspect_ratio), &job.prompt, &[]);
+        self.judge("image", request, &[], &assets).await?;
+        Ok(assets)
     }
 
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
@@ -386,7 +394,11 @@ impl XaiClient {
                 body["aspect_ratio"] = json!(ar);
             }
         }
-        self.images("edit", "/v1/images/edits", body, sink).await
+        let assets = self.images("edit", "/v1/images/edits", body, sink).await?;
+        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let request = RequestKey::new(&format!("edit {:?}", job.aspect_ratio), &job.prompt, &inputs);
+        self.judge("edit", request, &inputs, &assets).await?;
+        Ok(assets)
     }
 
     pub async fn generate_video(&self, job: &VideoJob, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
@@ -407,7 +419,29 @@ impl XaiClient {
                     job.images.iter().map(|i| json!({"url": data_url(i)})).collect::<Vec<_>>().into();
             }
         }
-        self.create_video("video", "/v1/videos/generations", &body, sink).await
+        let made = self.create_video("video", "/v1/videos/generations", &body, sink).await?;
+        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let kind = format!("video {} {}s {}", job.aspect_ratio, job.duration, job.resolution);
+        self.judge("video", RequestKey::new(&kind, &job.prompt, &inputs), &inputs, std::slice::from_ref(&made.video))
+            .await?;
+        Ok(made)
+    }
+
+    /// Fails an answer the quality guard takes for canned output (`upstream/quality.rs`); there is no
+    /// other account to move it to, so the client is told rather than served it.
+    async fn judge(
+        &self,
+        op: &'static str,
+        request: RequestKey,
+        inputs: &[quality::Hash],
+        outputs: &[Asset],
+    ) -> Result<(), UpstreamError> {
+        let hashes = fingerprints(outputs.iter().map(|a| (a.bytes.clone(), a.content_type)).collect()).await?;
+        self.guard.check("xai", request, inputs, &hashes).map_err(|canned| {
+            self.metrics.upstream(op, "canned_output");
+            tracing::error!(%canned, "xAI answered with canned media; not delivered");
+            UpstreamError::CannedOutput(canned.to_string())
+        })
     }
 
     /// An edit (`POST /v1/videos/edits`: the result keeps the input's length) or an extension
@@ -429,7 +463,11 @@ impl XaiClient {
                 ("video_extend", "/v1/videos/extensions")
             }
         };
-        self.create_video(op, path, &body, sink).await
+        let made = self.create_video(op, path, &body, sink).await?;
+        let inputs = fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
+        let request = RequestKey::new(&format!("{op} {:?}", job.op), &job.prompt, &inputs);
+        self.judge(op, request, &inputs, std::slice::from_ref(&made.video)).await?;
+        Ok(made)
     }
 
     /// Sends a video create once (whatever happens after the bytes may have left, it is not

@@ -13,7 +13,6 @@ mod conversation;
 pub mod doctor;
 mod imagine;
 pub mod ndjson;
-pub mod quality;
 pub mod saved_tokens;
 mod signing;
 pub mod statsig;
@@ -33,8 +32,8 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::upstream::grok_web::conversation::VideoRef;
-use crate::upstream::grok_web::quality::RequestKey;
 use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, VideoFit};
+use crate::upstream::quality::{self, RequestKey, fingerprints};
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
@@ -557,16 +556,6 @@ fn nearest_video_ratio(w: u32, h: u32) -> &'static str {
         .into_iter()
         .min_by(|a, b| distance(a).total_cmp(&distance(b)))
         .unwrap_or("16:9")
-}
-
-/// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
-/// milliseconds).
-async fn fingerprints(media: Vec<(Bytes, &'static str)>) -> Result<Vec<quality::Hash>, UpstreamError> {
-    tokio::task::spawn_blocking(move || {
-        media.iter().map(|(b, t)| crate::media::fingerprint::fingerprint(b, t)).collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| UpstreamError::Failed(format!("fingerprinting the output failed: {e}")))
 }
 
 /// Headers from (name, value) pairs, in order; a value that is not a valid header value is left out.

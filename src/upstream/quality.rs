@@ -1,6 +1,7 @@
 //! The quality guard. A flagged grok.com account "completes" every prompt with the same canned media:
-//! a demo clip or an unrelated image, marked as success (chenyme/grok2api #1014, #1053; CLIProxyAPI
-//! #5221; sub2api #4578, #6441). Since 2026-08-26 the sso token no longer carries the
+//! a demo clip or an unrelated image, marked as success (chenyme/grok2api #1014, #1053; sub2api #4578,
+//! #6441); the official xAI API has done the same (CLIProxyAPI #5221: an unrelated autumn-road clip for
+//! `grok-imagine-video-1.5-preview`), so both upstreams judge their outputs here. Since 2026-08-26 the sso token no longer carries the
 //! `bfs`/`botFlagSource` claim that used to say so (kaibush/grok-register #28), so the only sign is the
 //! output itself. The guard keeps the fingerprint (`media::fingerprint`: what the media shows, not its
 //! container, which grok.com renews for every canned answer) of recent outputs across the whole pool:
@@ -15,7 +16,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use sha2::Digest;
+
+use crate::upstream::error::UpstreamError;
 
 pub use crate::media::fingerprint::Fingerprint as Hash;
 
@@ -131,9 +135,19 @@ impl QualityGuard {
     }
 }
 
+/// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
+/// milliseconds).
+pub async fn fingerprints(media: Vec<(Bytes, &'static str)>) -> Result<Vec<Hash>, UpstreamError> {
+    tokio::task::spawn_blocking(move || {
+        media.iter().map(|(b, t)| crate::media::fingerprint::fingerprint(b, t)).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| UpstreamError::Failed(format!("fingerprinting the output failed: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::upstream::grok_web::quality::*;
+    use crate::upstream::quality::*;
 
     fn hash(bytes: &[u8]) -> Hash {
         sha2::Sha256::digest(bytes).into()
