@@ -388,6 +388,30 @@ async fn grok_web_extends_its_own_videos_with_the_account_that_made_them() {
     assert_eq!(attempts.len(), 2, "no attempt on another account: {attempts:?}");
 }
 
+/// A free account's video cannot grow past 6 s: grok.com extends it only with that account, so the
+/// extension is refused up front, naming the limit, instead of spending the account on a 429.
+#[tokio::test]
+async fn a_free_accounts_video_is_not_extended_past_six_seconds() {
+    if is_xai() {
+        eprintln!("grok.com's free-account limit: not applicable to the xai upstream");
+        return;
+    }
+    let h = builder()
+        .credentials(&["tok-alpha-0001"], &["tok-alpha-0001"])
+        .sim(|s| {
+            s.plans.insert("tok-alpha-0001".into(), "basic".into());
+        })
+        .config(|c| c.admin.api_key = Some("admin-7f3a9c".into()))
+        .start()
+        .await;
+    let r = h.http.post(h.url("/admin/tokens/refresh")).bearer_auth("admin-7f3a9c").send().await.unwrap();
+    assert!(r.status().is_success());
+    let (id, _) = finished_video(&h, "6").await;
+    let form = reqwest::multipart::Form::new().text("prompt", "on").text("seconds", "4").text("video[id]", id);
+    let (status, _, v) = split(h.post("/v1/videos/extensions").multipart(form).send().await.unwrap()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("upstream_plan_limit")), "{v}");
+}
+
 /// Polls an xAI request id to its end (202 while pending, then 200).
 async fn wait_xai(h: &Harness, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -29,7 +29,7 @@ pub fn fingerprint(bytes: &[u8], content_type: &str) -> Fingerprint {
         }
     }
     if content_type.starts_with("image/") {
-        if let Ok(img) = image::load_from_memory(bytes) {
+        if let Some(img) = decode(bytes) {
             let rgba = img.to_rgba8();
             h.update(b"pixels\0");
             h.update(rgba.width().to_be_bytes());
@@ -41,6 +41,18 @@ pub fn fingerprint(bytes: &[u8], content_type: &str) -> Fingerprint {
     h.update(b"bytes\0");
     h.update(bytes);
     h.finalize().into()
+}
+
+/// An image decoded under limits: a client's input may be a decompression bomb (a tiny file claiming
+/// 100,000 × 100,000 pixels); such a file is fingerprinted by its bytes instead.
+fn decode(bytes: &[u8]) -> Option<image::DynamicImage> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(256 << 20);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?;
+    reader.limits(limits);
+    reader.decode().ok()
 }
 
 #[cfg(test)]

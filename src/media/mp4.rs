@@ -79,6 +79,11 @@ fn sample_table(buf: &[u8], stbl: &Range<usize>) -> Option<VideoTrack> {
     let find = |k: &[u8; 4]| all.iter().find(|b| &b.kind == k).cloned();
     let stsz = find(b"stsz")?;
     let (fixed, count) = (be32(buf, stsz.payload.start + 4)?, be32(buf, stsz.payload.start + 8)? as usize);
+    // Every sample takes at least a byte of the file: a larger count is a lie, and believing it would
+    // allocate gigabytes before any bound is checked.
+    if count > buf.len() {
+        return None;
+    }
     let sizes: Vec<usize> = if fixed != 0 {
         vec![fixed as usize; count]
     } else {
@@ -257,5 +262,10 @@ mod tests {
         }
         assert!(video_track(b"\x89PNG\r\n\x1a\n0000").is_none());
         assert!(boxes(&[0, 0, 0, 4, b'f', b'r', b'e', b'e'], 0..8).is_none(), "a size under the header");
+        // A sample count no file could hold is refused before anything is allocated for it.
+        let mut lying = tiny(false);
+        let at = lying.windows(4).position(|w| w == b"stsz").unwrap() + 4;
+        lying[at + 4..at + 12].copy_from_slice(&[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+        assert!(video_track(&lying).is_none());
     }
 }

@@ -72,6 +72,9 @@ pub enum JobRecord {
         extend_seconds: Option<u32>,
         /// The input MP4, base64.
         video: String,
+        /// Where the upstream keeps it (account, upstream id): grok.com extends only its own posts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<(String, String)>,
     },
 }
 
@@ -188,6 +191,7 @@ impl JobRecord {
                     VideoOp::Extend { seconds } => Some(seconds),
                 },
                 video: base64::engine::general_purpose::STANDARD.encode(&j.video.bytes),
+                origin: j.video.origin.as_ref().map(|o| (o.account.clone(), o.asset_id.clone())),
             },
             Job::Edit(_) => return None,
         })
@@ -239,14 +243,21 @@ impl JobRecord {
                     images,
                 })
             }
-            Self::VideoOp { prompt, extend_seconds, video } => {
+            Self::VideoOp { prompt, extend_seconds, video, origin } => {
                 let bytes =
                     Bytes::from(base64::engine::general_purpose::STANDARD.decode(video).map_err(|e| e.to_string())?);
                 let seconds = crate::media::mp4::info(&bytes).ok_or("journaled video is not a readable MP4")?.seconds;
                 Job::VideoOp(VideoOpJob {
                     op: extend_seconds.map_or(VideoOp::Edit, |seconds| VideoOp::Extend { seconds }),
                     prompt: prompt.clone(),
-                    video: InputVideo { bytes, content_type: "video/mp4", seconds, origin: None },
+                    video: InputVideo {
+                        bytes,
+                        content_type: "video/mp4",
+                        seconds,
+                        origin: origin
+                            .clone()
+                            .map(|(account, asset_id)| crate::media::UpstreamOrigin { account, asset_id }),
+                    },
                 })
             }
         })
@@ -902,7 +913,9 @@ mod tests {
     #[test]
     fn video_edits_and_extensions_survive_a_restart_with_their_video() {
         let clip = Bytes::from_static(include_bytes!("../sim/fixtures/video-16x9-6s.mp4"));
-        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0, origin: None };
+        // A grok.com extension queued when the process died still knows whose post it continues.
+        let origin = Some(crate::media::UpstreamOrigin { account: "0123456789ab".into(), asset_id: "p2@p1".into() });
+        let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0, origin };
         for op in [VideoOp::Edit, VideoOp::Extend { seconds: 4 }] {
             let job = Job::VideoOp(VideoOpJob { op, prompt: "night".into(), video: video.clone() });
             let json = serde_json::to_value(JobRecord::from_job(&job).unwrap()).unwrap();
@@ -910,6 +923,7 @@ mod tests {
             let Job::VideoOp(back) = record.to_job().unwrap() else { panic!("not a video op") };
             assert_eq!((back.op, back.prompt.as_str(), &back.video.bytes), (op, "night", &clip));
             assert!((back.video.seconds - 6.0).abs() < 0.1);
+            assert_eq!(back.video.origin, video.origin);
         }
         // 1080p is kept as asked (records of 1.5 videos).
         let record = JobRecord::Video {

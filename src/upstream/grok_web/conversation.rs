@@ -215,11 +215,14 @@ struct VideoStream {
     stream_errors: Vec<String>,
 }
 
+/// `root`: the first post of the chain an extension continues, journaled with the new post
+/// (`post@root`) so a video collected after a restart can still be extended as part of its chain.
 async fn stream_video(
     client: &GrokWebClient,
     account: &Account,
     body: serde_json::Value,
     sink: &ProgressSink,
+    root: Option<&str>,
 ) -> (VideoStream, Result<(), UpstreamError>) {
     let mut seen = VideoStream::default();
     let streamed = converse(client, account, body, |event| match event {
@@ -229,7 +232,8 @@ async fn stream_video(
                     v.video_post_id.clone().or_else(|| v.video_id.clone()).or_else(|| v.asset_id.clone())
             {
                 // Journaled with the task: after a restart the video is collected, not made again.
-                sink.submitted(&format!("{RESUME_PREFIX}{}:{post}", account.id));
+                let video = VideoRef { post: post.clone(), root: root.map(str::to_owned) };
+                sink.submitted(&format!("{RESUME_PREFIX}{}:{}", account.id, video.asset_id()));
                 seen.post = Some(post);
             }
             if let Some(p) = v.progress {
@@ -309,8 +313,14 @@ pub(super) async fn extend(
     more: u32,
     sink: &ProgressSink,
 ) -> Result<VideoAssets, UpstreamError> {
-    let (seen, streamed) =
-        stream_video(client, &account, wire::video_extension_request(prompt, source, more), sink).await;
+    let (seen, streamed) = stream_video(
+        client,
+        &account,
+        wire::video_extension_request(prompt, source, more),
+        sink,
+        Some(source.original_post),
+    )
+    .await;
     finish(client, &account, seen, streamed, sink, Some(source.original_post)).await
 }
 
@@ -322,13 +332,14 @@ pub(super) async fn video(
     sink: &ProgressSink,
 ) -> Result<VideoAssets, UpstreamError> {
     let assets = input_assets(client, &account, &job.images, true).await?;
-    let (mut seen, mut streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink).await;
+    let (mut seen, mut streamed) =
+        stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink, None).await;
     if assets.iter().any(|a| a.reused) && seen.post.is_none() && matches!(streamed, Err(UpstreamError::Failed(_))) {
         // Refused before it started: the account may not take a generated image's id as an input
         // (reusing it is our reading of the web app, not a documented contract). Upload those instead.
         tracing::info!("grok.com refused reused input ids ({:?}); uploading those images instead", streamed.err());
         let assets = upload_reused(client, &account, &job.images, assets).await?;
-        (seen, streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink).await;
+        (seen, streamed) = stream_video(client, &account, wire::video_request(job, &ids(&assets)), sink, None).await;
     }
     finish(client, &account, seen, streamed, sink, None).await
 }
@@ -477,4 +488,21 @@ pub(super) async fn download_video(
         None => None,
     };
     Ok(VideoAssets { video, thumbnail })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::grok_web::conversation::*;
+
+    /// A video's reference names its post, and an extension's the first post of its chain too, so an
+    /// extension collected after a restart can still be extended as part of its chain.
+    #[test]
+    fn a_video_reference_keeps_its_chain_root() {
+        let first = VideoRef::parse("post-1");
+        assert_eq!((first.post.as_str(), first.root(), first.asset_id()), ("post-1", "post-1", "post-1".to_owned()));
+        let ext = VideoRef { post: "post-2".into(), root: Some("post-1".into()) };
+        assert_eq!(ext.asset_id(), "post-2@post-1");
+        assert_eq!(VideoRef::parse(&ext.asset_id()), ext);
+        assert_eq!(ext.root(), "post-1");
+    }
 }

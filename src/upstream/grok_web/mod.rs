@@ -32,7 +32,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::upstream::grok_web::conversation::VideoRef;
-use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, VideoFit};
+use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, Plan, VideoFit};
 use crate::upstream::quality::{self, RequestKey, fingerprints};
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
@@ -403,6 +403,16 @@ impl GrokWebClient {
                 origin.account
             )));
         }
+        // The stitched result is a video of the whole length: a free account stops at 6 s.
+        let free = self.pool.index_of(&origin.account).and_then(|i| self.pool.plan(i)) == Some(Plan::Basic);
+        if let (true, VideoOp::Extend { seconds }) = (free, job.op)
+            && job.video.seconds.round() as u32 + seconds > FREE_VIDEO_SECONDS
+        {
+            return Err(UpstreamError::PlanLimit(format!(
+                "the video was made by a free grok.com account, which makes videos of at most {FREE_VIDEO_SECONDS} \
+                 seconds, and grok.com extends a video only with the account that made it"
+            )));
+        }
         Ok((origin.account.clone(), VideoRef::parse(&origin.asset_id)))
     }
 
@@ -474,9 +484,12 @@ impl GrokWebClient {
     /// started it (`upstream_id` as journaled: `grok-web:<token id>:<post id>`).
     pub async fn resume_video(&self, upstream_id: &str, sink: &ProgressSink) -> Result<VideoAssets, UpstreamError> {
         let parsed = upstream_id.strip_prefix(conversation::RESUME_PREFIX).and_then(|r| r.split_once(':'));
-        let Some((token_id, post)) = parsed else {
+        let Some((token_id, video)) = parsed else {
             return Err(UpstreamError::Failed(format!("`{upstream_id}` is not a grok.com video reference")));
         };
+        // `post`, or `post@root` for an extension (`conversation::stream_video`).
+        let video = VideoRef::parse(video);
+        let post = video.post.as_str();
         let Some((token, proxy)) = self.pool.find(token_id) else {
             return Err(UpstreamError::Failed(format!(
                 "the token that started video {post} is no longer configured; it cannot be collected"
@@ -485,11 +498,11 @@ impl GrokWebClient {
         let account = self.account(&token, proxy.as_deref());
         let (video_url, thumbnail_url) = conversation::recover_video(self, &account, post, sink).await?;
         let mut assets = conversation::download_video(self, &account, &video_url, thumbnail_url.as_deref()).await?;
-        conversation::mark_origin(&mut assets, &account, VideoRef { post: post.to_owned(), root: None });
+        conversation::mark_origin(&mut assets, &account, video.clone());
         // No other account can take it over: a canned clip fails the task rather than being delivered.
         let request = RequestKey::new("resumed video", upstream_id, &[]);
         let judged = self.judge(&account.id, request, &[], vec![assets.video.clone()]).await;
-        if let Err(e) = &judged {
+        if let Err(e @ UpstreamError::CannedOutput(_)) = &judged {
             self.pool.flag(&account.id, &e.to_string());
         }
         judged.map(|()| assets)
