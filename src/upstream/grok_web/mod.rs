@@ -32,7 +32,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::upstream::grok_web::conversation::VideoRef;
-use crate::upstream::grok_web::token_pool::{FREE_VIDEO_SECONDS, NoToken, Plan, VideoFit};
+use crate::upstream::grok_web::token_pool::{Allow, FREE_VIDEO_SECONDS, NoToken, Plan, VideoFit};
 use crate::upstream::quality::{self, RequestKey, fingerprints};
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
@@ -216,25 +216,25 @@ impl GrokWebClient {
     /// rest (sub2api #7398: one request cooled 11 healthy accounts, 25 of 26 at once). A challenge is
     /// first taken to the clearance service, if one is configured, and retried once with that token.
     /// `prefer` names the account that holds the job's inputs already (see `SsoPool::acquire_wait`);
-    /// `skip` the accounts that cannot make it.
+    /// `allow` which accounts can make it at all.
     async fn with_token<T, F, Fut>(
         &self,
         what: &'static str,
         product: Product,
         prefer: Option<&str>,
-        skip: Vec<usize>,
+        allow: Allow<'_>,
         mut op: F,
     ) -> Result<T, UpstreamError>
     where
         F: FnMut(Account) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
-        let mut tried = skip;
+        let mut tried = Vec::new();
         let mut last: Option<UpstreamError> = None;
         let mut rested_one = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.token_wait_secs);
         for _ in 0..self.cfg.max_attempts.max(1) {
-            let lease = match self.pool.acquire_wait(product, &tried, prefer, deadline).await {
+            let lease = match self.pool.acquire_wait(product, &tried, prefer, allow, deadline).await {
                 Ok(l) => l,
                 // After a rate limit the pool knows best when a token frees up; otherwise the
                 // last real failure says more than "no token left".
@@ -320,7 +320,7 @@ impl GrokWebClient {
         let slots = ProgressSlots::new(sink.clone(), job.n);
         let request = RequestKey::new(&format!("image {}", job.aspect_ratio), &job.prompt, &[]);
         let product = if imagine::quality_mode(job) { Product::ImagePro } else { Product::Image };
-        self.with_token("image", product, None, Vec::new(), |account| async {
+        self.with_token("image", product, None, Allow::Any, |account| async {
             let id = account.id.clone();
             let assets = imagine::generate(self, account, job, &slots).await?;
             self.judge(&id, request, &[], assets.clone()).await?;
@@ -337,7 +337,7 @@ impl GrokWebClient {
         let runs = (0..job.n).map(|slot| {
             let (slots, inputs) = (&slots, &inputs);
             async move {
-                self.with_token("edit", Product::Edit, None, Vec::new(), |account| async move {
+                self.with_token("edit", Product::Edit, None, Allow::Any, |account| async move {
                     let id = account.id.clone();
                     let asset = conversation::edit(self, account, job, slot, slots).await?;
                     self.judge(&id, request, inputs, vec![asset.clone()]).await?;
@@ -356,11 +356,11 @@ impl GrokWebClient {
         let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let kind = format!("video {} {}s {} {:?}", job.aspect_ratio, job.duration, job.resolution, job.preset);
         let request = RequestKey::new(&kind, &job.prompt, &inputs);
-        let skip = match self.video_fit(job)? {
-            VideoFit::Skip(free) => free,
-            _ => Vec::new(),
+        let allow = match self.video_fit(job)? {
+            VideoFit::NotFree => Allow::NotPlan(Plan::Basic),
+            _ => Allow::Any,
         };
-        self.with_token("video", product, owner.as_deref(), skip, |account| {
+        self.with_token("video", product, owner.as_deref(), allow, |account| {
             let inputs = &inputs;
             async move {
                 let id = account.id.clone();
@@ -435,8 +435,7 @@ impl GrokWebClient {
         let product = if resolution == "720p" { Product::Video720p } else { Product::Video };
         let inputs = fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
         let request = RequestKey::new(&format!("extend {seconds}s"), &job.prompt, &inputs);
-        let skip = self.pool.indexes_other_than(&account_id);
-        self.with_token("extend", product, Some(&account_id), skip, |account| {
+        self.with_token("extend", product, Some(&account_id), Allow::Only(&account_id), |account| {
             let (inputs, source) = (&inputs, &source);
             async move {
                 let id = account.id.clone();

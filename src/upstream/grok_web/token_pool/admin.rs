@@ -140,11 +140,6 @@ impl SsoPool {
         Ok(())
     }
 
-    /// Every token's index but the one `id` names: a job that only that account can serve skips them.
-    pub fn indexes_other_than(&self, id: &str) -> Vec<usize> {
-        lock(&self.state.tokens).iter().enumerate().filter(|(_, t)| t.id != id).map(|(i, _)| i).collect()
-    }
-
     /// Where a token came from (`config` or `admin`), unless it was removed.
     pub fn source_of(&self, id: &str) -> Option<&'static str> {
         lock(&self.state.tokens).iter().find(|t| t.status != TokenStatus::Removed && t.id == id).map(|t| t.source)

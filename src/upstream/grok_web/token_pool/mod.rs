@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::upstream::tokens::{InFlightCounts, Observer};
 
 pub use self::admin::PatchError;
-pub use self::pick::{NoToken, TokenLease, VideoFit};
+pub use self::pick::{Allow, NoToken, TokenLease, VideoFit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {

@@ -15,13 +15,34 @@ use crate::upstream::tokens::TokenEvent;
 type Rank = (bool, u32, std::cmp::Reverse<u32>);
 
 /// Which accounts a video may go to (`SsoPool::video_fit`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoFit {
     Any,
-    /// Not these (free accounts, for a video longer than they make).
-    Skip(Vec<usize>),
+    /// Not free accounts (the video is longer than they make): `Allow::NotPlan(Basic)`.
+    NotFree,
     /// Every account that serves is free, and the video is longer than free accounts make.
     None,
+}
+
+/// Which accounts a request may be served by, judged per account at each pick (a token added while
+/// the request runs is judged like the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow<'a> {
+    Any,
+    /// Only the account this `token_id` names (grok.com extends a post only with its maker).
+    Only(&'a str),
+    /// Not accounts known to have this plan.
+    NotPlan(Plan),
+}
+
+impl Allow<'_> {
+    fn admits(self, t: &TokenState) -> bool {
+        match self {
+            Allow::Any => true,
+            Allow::Only(id) => t.id == id,
+            Allow::NotPlan(p) => t.plan != Some(p),
+        }
+    }
 }
 
 /// Why no token could be handed out.
@@ -88,13 +109,14 @@ impl SsoPool {
         product: Product,
         exclude: &[usize],
         prefer: Option<&str>,
+        allow: Allow<'_>,
         deadline: tokio::time::Instant,
     ) -> Result<TokenLease, NoToken> {
         loop {
             let released = self.state.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.pick(product, exclude, prefer) {
+            match self.pick(product, exclude, prefer, allow) {
                 Err(NoToken::Busy) => {
                     if tokio::time::timeout_at(deadline, released).await.is_err() {
                         return Err(NoToken::Busy);
@@ -107,17 +129,27 @@ impl SsoPool {
 
     /// Checks out the best token for `product` not in `exclude`.
     pub fn acquire(&self, product: Product, exclude: &[usize]) -> Result<TokenLease, NoToken> {
-        self.pick(product, exclude, None)
+        self.pick(product, exclude, None, Allow::Any)
     }
 
     /// The preferred token first, then the most remaining quota, then the fewest requests in flight.
-    fn pick(&self, product: Product, exclude: &[usize], prefer: Option<&str>) -> Result<TokenLease, NoToken> {
+    fn pick(
+        &self,
+        product: Product,
+        exclude: &[usize],
+        prefer: Option<&str>,
+        allow: Allow<'_>,
+    ) -> Result<TokenLease, NoToken> {
         let now = Instant::now();
         let mut tokens = lock(&self.state.tokens);
         let mut best: Option<(usize, Rank)> = None;
         let mut cooling: Option<(Duration, Option<String>)> = None;
         let mut busy = false;
         for (i, t) in tokens.iter_mut().enumerate() {
+            // Not this request's to take: neither a candidate nor a reason to wait.
+            if !allow.admits(t) {
+                continue;
+            }
             if let TokenStatus::Cooling { until } = t.status {
                 if until > now {
                     if cooling.as_ref().is_none_or(|(w, _)| until - now < *w) {
@@ -303,13 +335,12 @@ impl SsoPool {
         let serving = |t: &&TokenState| {
             t.enabled && !matches!(t.status, TokenStatus::Expired | TokenStatus::Flagged | TokenStatus::Removed)
         };
-        let free: Vec<usize> =
-            (0..tokens.len()).filter(|i| serving(&&tokens[*i]) && tokens[*i].plan == Some(Plan::Basic)).collect();
-        let others = tokens.iter().filter(serving).count() - free.len();
-        match (free.is_empty(), others) {
-            (true, _) => VideoFit::Any,
-            (false, 0) => VideoFit::None,
-            (false, _) => VideoFit::Skip(free),
+        let free = tokens.iter().filter(serving).filter(|t| t.plan == Some(Plan::Basic)).count();
+        let others = tokens.iter().filter(serving).count() - free;
+        match (free, others) {
+            (0, _) => VideoFit::Any,
+            (_, 0) => VideoFit::None,
+            _ => VideoFit::NotFree,
         }
     }
 
@@ -343,10 +374,10 @@ mod tests {
         let p = pool(&["tok-a", "tok-b"], 1);
         let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
         let b = token_id("tok-b");
-        let lease = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        let lease = p.acquire_wait(Product::Video, &[], Some(&b), Allow::Any, soon()).await.unwrap();
         assert_eq!(lease.token, "tok-b");
         // At its cap, another account serves rather than the request waiting for it.
-        let other = p.acquire_wait(Product::Video, &[], Some(&b), soon()).await.unwrap();
+        let other = p.acquire_wait(Product::Video, &[], Some(&b), Allow::Any, soon()).await.unwrap();
         assert_eq!(other.token, "tok-a");
         assert_eq!(p.find(&b), Some(("tok-b".to_string(), None)));
         assert_eq!(p.find("000000000000"), None);
@@ -368,13 +399,19 @@ mod tests {
         let p = std::sync::Arc::new(pool(&["a"], 1));
         let held = p.acquire(Product::Image, &[]).unwrap();
         let soon = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert_eq!(p.acquire_wait(Product::Image, &[], None, soon).await.err(), Some(NoToken::Busy));
+        assert_eq!(p.acquire_wait(Product::Image, &[], None, Allow::Any, soon).await.err(), Some(NoToken::Busy));
         let waiter = {
             let p = p.clone();
             tokio::spawn(async move {
-                p.acquire_wait(Product::Image, &[], None, tokio::time::Instant::now() + Duration::from_secs(5))
-                    .await
-                    .map(|l| l.index)
+                p.acquire_wait(
+                    Product::Image,
+                    &[],
+                    None,
+                    Allow::Any,
+                    tokio::time::Instant::now() + Duration::from_secs(5),
+                )
+                .await
+                .map(|l| l.index)
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -421,6 +458,24 @@ mod tests {
         // A short hint is kept as it is; no hint means the default rest.
         assert_eq!(p.rest_after_429(Some(Duration::from_secs(7))), Duration::from_secs(7));
         assert_eq!(p.rest_after_429(None), Duration::from_secs(60));
+    }
+
+    /// A request limited to one account (an extension: grok.com extends a post only with its maker)
+    /// or away from a plan (a long video: not free accounts) is judged per account at each pick, so
+    /// a token added meanwhile is held to the same rule.
+    #[test]
+    fn allow_is_judged_per_account_at_each_pick() {
+        let p = pool(&["token-aaaa-1111", "token-bbbb-2222"], 4);
+        let b = token_id("token-bbbb-2222");
+        assert_eq!(p.pick(Product::Video, &[], None, Allow::Only(&b)).map(|l| l.index).ok(), Some(1));
+        p.set_plan(0, Plan::Basic);
+        p.set_plan(1, Plan::Basic);
+        assert_eq!(p.pick(Product::Video, &[], None, Allow::NotPlan(Plan::Basic)).err(), Some(NoToken::NoneUsable));
+        p.add(&["token-cccc-3333".to_string()]);
+        assert_eq!(p.pick(Product::Video, &[], None, Allow::NotPlan(Plan::Basic)).map(|l| l.index).ok(), Some(2));
+        assert!(p.pick(Product::Video, &[], None, Allow::Only(&b)).is_ok_and(|l| l.index == 1), "never the newcomer");
+        assert_eq!(p.video_fit(10), VideoFit::NotFree);
+        assert_eq!(p.video_fit(6), VideoFit::Any);
     }
 
     #[test]
