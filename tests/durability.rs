@@ -224,6 +224,31 @@ fn state_config(dir: &std::path::Path, sections: &str) -> std::path::PathBuf {
 }
 
 impl Gateway {
+    /// A request to `path` with the test key.
+    fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url)).bearer_auth("dur-key-5c1e9a07b3f2d846")
+    }
+
+    /// `GET /v1/videos/{id}` (the OpenAI or xAI shape the id names) until `done` says so.
+    async fn video_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: Value = self
+                .call(reqwest::Method::GET, &format!("/v1/videos/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "video {id} never got there: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     fn kill_9(mut self) {
         let mut child = self.proc.take_child();
@@ -303,37 +328,15 @@ async fn xai_video_extension_resumes_after_kill_9_without_a_second_create() {
     let url =
         format!("data:video/mp4;base64,{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mp4));
     let body = json!({"prompt": "the waves roll on [sim:slow=400]", "video": {"url": url}, "duration": 4});
-    let poll = |gw: &Gateway, id: &str| {
-        gw.http.get(format!("{}/v1/videos/{id}", gw.url)).bearer_auth("dur-key-5c1e9a07b3f2d846").send()
-    };
-    let r = gw
-        .http
-        .post(format!("{}/v1/videos/extensions", gw.url))
-        .bearer_auth("dur-key-5c1e9a07b3f2d846")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.call(reqwest::Method::POST, "/v1/videos/extensions").json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let id = r.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_owned();
     // Progress above 0: the create was answered and polling runs, so the request_id is journaled.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while poll(&gw, &id).await.unwrap().json::<Value>().await.unwrap()["progress"].as_u64().unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the extension never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gw.video_until(&id, |v| v["progress"].as_u64().unwrap_or(0) > 0).await;
     gw.kill_9();
 
     let gw = start_plain(&cfg, &media);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = loop {
-        let v: Value = poll(&gw, &id).await.unwrap().json().await.unwrap();
-        if v["status"] != "pending" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the extension never finished after the restart: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = gw.video_until(&id, |v| v["status"] != "pending").await;
     assert_eq!((done["status"].as_str(), done["video"]["duration"].as_u64()), (Some("done"), Some(10)), "{done}");
     let stats: Value = reqwest::get(format!("{sim_url}/sim/stats")).await.unwrap().json().await.unwrap();
     assert_eq!(stats["video_creates"], 1, "the extension must not be created twice");
@@ -382,36 +385,12 @@ async fn a_grok_web_video_made_before_a_restart_can_still_be_extended() {
         .text("prompt", "the boat sails on")
         .text("seconds", "4")
         .text("video[id]", id.clone());
-    let r = gw
-        .http
-        .post(format!("{}/v1/videos/extensions", gw.url))
-        .bearer_auth("dur-key-5c1e9a07b3f2d846")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.call(reqwest::Method::POST, "/v1/videos/extensions").multipart(form).send().await.unwrap();
     let status = r.status().as_u16();
     let ext: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{ext}");
     let ext_id = ext["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = loop {
-        let v: Value = gw
-            .http
-            .get(format!("{}/v1/videos/{ext_id}", gw.url))
-            .bearer_auth("dur-key-5c1e9a07b3f2d846")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "completed" || v["status"] == "failed" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the extension never finished: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = gw.video_until(&ext_id, |v| v["status"] == "completed" || v["status"] == "failed").await;
     assert_eq!((done["status"].as_str(), done["seconds"].as_str()), (Some("completed"), Some("10")), "{done}");
     assert!(sigterm_and_wait(gw.proc).success());
     assert!(sigterm_and_wait(sim).success());

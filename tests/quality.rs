@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
@@ -146,22 +144,11 @@ async fn healthy_accounts_never_trip_it() {
     assert!(!metrics(&h).await.contains("canned_output"));
 }
 
-/// A video task, polled to its end.
+/// A 6 s video task, polled to its end.
 async fn video(h: &Harness, prompt: &str) -> Value {
-    let body = json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": prompt}],
-                      "video_config": {"aspect_ratio": "16:9", "video_length": 6}});
-    let (s, _, created) = split(h.post("/v1/video/tasks").json(&body).send().await.unwrap()).await;
-    assert_eq!(s, 202, "{created}");
-    let id = created["data"]["taskId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, _, b) = split(h.get(&format!("/v1/video/tasks/{id}")).send().await.unwrap()).await;
-        if ["success", "failed"].contains(&b["data"]["status"].as_str().unwrap_or_default()) {
-            return b["data"].clone();
-        }
-        assert!(Instant::now() < deadline, "task {id} never finished: {b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (s, data) = video_task(h, prompt, 6).await;
+    assert_eq!(s, 202, "{data}");
+    data
 }
 
 #[tokio::test]

@@ -84,26 +84,6 @@ async fn in_band_usage_limit_moves_the_video_to_another_token_and_refresh_reads_
     assert_eq!(status, ["active", "active"], "alpha still serves images");
 }
 
-/// A video task, polled to its end: (create status, final task data or the create's answer).
-async fn video_task(h: &Harness, seconds: u32) -> (u16, Value) {
-    let body = json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": "a river at dawn"}],
-                      "video_config": {"aspect_ratio": "16:9", "video_length": seconds}});
-    let (s, _, created) = split(h.post("/v1/video/tasks").json(&body).send().await.unwrap()).await;
-    if s != 202 {
-        return (s, created);
-    }
-    let id = created["data"]["taskId"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, _, b) = split(h.get(&format!("/v1/video/tasks/{id}")).send().await.unwrap()).await;
-        if ["success", "failed"].contains(&b["data"]["status"].as_str().unwrap_or_default()) {
-            return (s, b["data"].clone());
-        }
-        assert!(std::time::Instant::now() < deadline, "task {id} never finished: {b}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// Free grok.com accounts refuse videos longer than 6 s with 429 (chenyme/grok2api #969); the plan
 /// shows in `/rest/rate-limits`' `auto` window (chenyme/grok2api `web/quota.go`). The gateway learns
 /// each account's plan, sends long videos past the free ones, and shows the plan.
@@ -129,7 +109,7 @@ async fn long_videos_go_past_free_accounts_to_a_paid_one() {
     };
     assert_eq!((plan("0001"), plan("0002")), (json!("basic"), json!("supergrok")), "{t}");
     for _ in 0..3 {
-        let (s, task) = video_task(&h, 10).await;
+        let (s, task) = video_task(&h, "a river at dawn", 10).await;
         assert_eq!((s, task["status"].as_str()), (202, Some("success")), "{task}");
     }
     // The free account (first, with as much quota) was never asked for a long one: no 429 spent on it.
@@ -138,7 +118,7 @@ async fn long_videos_go_past_free_accounts_to_a_paid_one() {
     let alpha = t["data"].as_array().unwrap().iter().find(|t| t["token"].as_str().unwrap().ends_with("0001")).unwrap();
     assert!(alpha["last_error"].is_null(), "{alpha}");
     // A short one may go anywhere.
-    assert_eq!(video_task(&h, 6).await.1["status"], "success");
+    assert_eq!(video_task(&h, "a river at dawn", 6).await.1["status"], "success");
 }
 
 #[tokio::test]
@@ -155,11 +135,11 @@ async fn with_only_free_accounts_a_long_video_is_refused_up_front_naming_the_lim
         .start()
         .await;
     // Not known yet: grok.com itself refuses (429), as a free account does.
-    let (s, _) = video_task(&h, 10).await;
+    let (s, _) = video_task(&h, "a river at dawn", 10).await;
     assert_eq!(s, 202);
     h.http.post(h.url("/admin/tokens/refresh")).bearer_auth(ADMIN).send().await.unwrap();
     // Known: a task is refused before its 202, a sync call answers the OpenAI error shape.
-    let (s, body) = video_task(&h, 8).await;
+    let (s, body) = video_task(&h, "a river at dawn", 8).await;
     assert_eq!((s, body["code"].as_u64()), (400, Some(400)), "{body}");
     assert!(body["message"].as_str().unwrap().contains("at most 6 seconds"), "{body}");
     let chat = json!({"model": "grok-imagine-video", "messages": [{"role": "user", "content": "a river"}],
@@ -167,6 +147,6 @@ async fn with_only_free_accounts_a_long_video_is_refused_up_front_naming_the_lim
     let (s, _, body) = split(h.post("/v1/chat/completions").json(&chat).send().await.unwrap()).await;
     assert_eq!((s, error_code(&body).as_str()), (400, "upstream_plan_limit"), "{body}");
     // Within the limit it is served.
-    let (s, task) = video_task(&h, 6).await;
+    let (s, task) = video_task(&h, "a river at dawn", 6).await;
     assert_eq!((s, task["status"].as_str()), (202, Some("success")), "{task}");
 }

@@ -140,6 +140,34 @@ pub fn check_json_cost(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A body the OpenAI SDKs send either way: a JSON object (its fields), or a multipart form (to read).
+pub enum ObjectOrForm {
+    Object(serde_json::Map<String, serde_json::Value>),
+    Form(axum::extract::Multipart),
+}
+
+/// Reads a body as `ObjectOrForm`: multipart when the content type says so, else JSON that must be an
+/// object (422 otherwise).
+pub async fn object_or_form<S: Send + Sync>(req: Request, state: &S) -> Result<ObjectOrForm, ApiError> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !is_multipart {
+        return match JsonBody::<serde_json::Value>::from_request(req, state).await? {
+            JsonBody(serde_json::Value::Object(fields)) => Ok(ObjectOrForm::Object(fields)),
+            _ => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object")),
+        };
+    }
+    let form = axum::extract::Multipart::from_request(req, state).await.map_err(
+        |e: axum::extract::multipart::MultipartRejection| {
+            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
+        },
+    )?;
+    Ok(ObjectOrForm::Form(form))
+}
+
 /// A multipart body that could not be read: cut off by the body rules, over the route's limit
 /// (413), or malformed (400).
 pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {

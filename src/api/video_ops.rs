@@ -13,9 +13,8 @@
 //! told apart by path. Every one is a video task like any other (runner, progress, cancel,
 //! callbacks); the source video is read back from the media store when it is one of ours.
 
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
@@ -23,11 +22,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Path;
 use super::tasks::{NewTask, submit};
 use super::video_spec::video_model;
 use super::xai_videos::XaiCreated;
 use super::{JsonBody, validate_prompt};
+use super::{ObjectOrForm, Path};
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::video_op::{DEFAULT_EXTEND_SECONDS, EXTEND_INPUT_SECONDS, EXTEND_SECONDS, MAX_EDIT_INPUT_SECONDS};
@@ -49,20 +48,10 @@ impl<S: Send + Sync> FromRequest<S> for OpBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_multipart = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("multipart/form-data"));
-        if !is_multipart {
-            return match JsonBody::<Value>::from_request(req, state).await? {
-                JsonBody(Value::Object(fields)) => Ok(Self { fields, file: None, api: TaskApi::Xai }),
-                _ => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object")),
-            };
-        }
-        let mut multipart = Multipart::from_request(req, state).await.map_err(|e: MultipartRejection| {
-            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
-        })?;
+        let mut multipart = match super::object_or_form(req, state).await? {
+            ObjectOrForm::Object(fields) => return Ok(Self { fields, file: None, api: TaskApi::Xai }),
+            ObjectOrForm::Form(form) => form,
+        };
         let mut body = Self { fields: serde_json::Map::new(), file: None, api: TaskApi::OpenAi };
         let bad = super::multipart_error;
         while let Some(field) = multipart.next_field().await.map_err(bad)? {

@@ -4,18 +4,17 @@
 //! The xAI shape (`/v1/videos/generations`) lives in `xai_videos.rs` and shares `GET /v1/videos/{id}`,
 //! which answers in the shape of the API that made the task.
 
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::Path;
 use super::chat::load_image;
 use super::video_spec::{VideoSpec, submit_video};
+use super::{ObjectOrForm, Path};
 use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::jobs::InputImage;
@@ -39,20 +38,10 @@ impl<S: Send + Sync> FromRequest<S> for CreateBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_multipart = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("multipart/form-data"));
-        if !is_multipart {
-            return match super::JsonBody::<Value>::from_request(req, state).await? {
-                super::JsonBody(Value::Object(fields)) => Ok(Self { fields, reference_file: None }),
-                _ => Err(ApiError::unprocessable("invalid_request_structure", "request body must be a JSON object")),
-            };
-        }
-        let mut multipart = Multipart::from_request(req, state).await.map_err(|e: MultipartRejection| {
-            ApiError::bad_request("invalid_multipart", format!("malformed multipart body: {}", e.body_text()))
-        })?;
+        let mut multipart = match super::object_or_form(req, state).await? {
+            ObjectOrForm::Object(fields) => return Ok(Self { fields, reference_file: None }),
+            ObjectOrForm::Form(form) => form,
+        };
         let mut body = Self { fields: serde_json::Map::new(), reference_file: None };
         let bad = super::multipart_error;
         while let Some(field) = multipart.next_field().await.map_err(bad)? {

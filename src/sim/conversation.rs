@@ -441,7 +441,7 @@ fn video_steps(ctx: &Ctx<'_>, steps: &mut Vec<Step>) {
         } else {
             super::video::clip(&ratio, duration, &seed_of(&parts))
         };
-        let bytes = if ctx.exact { Bytes::from(super::xai::with_duration(bytes.to_vec(), duration)) } else { bytes };
+        let bytes = if ctx.exact { Bytes::from(super::video::with_duration(bytes.to_vec(), duration)) } else { bytes };
         ctx.sim
             .assets
             .put(video_path.clone(), StoredAsset { owner: user.to_owned(), content_type: "video/mp4", bytes });

@@ -44,6 +44,21 @@ pub fn canned_clip() -> bytes::Bytes {
     bytes::Bytes::from(out)
 }
 
+/// The clip with its movie header saying `seconds`: the fixtures come in 6 s and 10 s, and an
+/// extension's result must last exactly the input plus the added part (both simulators).
+pub(crate) fn with_duration(mut clip: Vec<u8>, seconds: u64) -> Vec<u8> {
+    let Some(at) = clip.windows(4).position(|w| w == b"mvhd") else { return clip };
+    // Version 0 only (the fixtures'): version/flags, two times, then timescale and duration.
+    let (ts, dur) = (at + 4 + 12, at + 4 + 16);
+    if clip.get(at + 4) != Some(&0) || clip.len() < dur + 4 {
+        return clip;
+    }
+    let timescale = u32::from_be_bytes([clip[ts], clip[ts + 1], clip[ts + 2], clip[ts + 3]]);
+    let duration = u32::try_from(u64::from(timescale) * seconds).unwrap_or(u32::MAX);
+    clip[dur..dur + 4].copy_from_slice(&duration.to_be_bytes());
+    clip
+}
+
 /// A random UUID of no zero bytes, naming the simulator's SEI payloads.
 const SEI_UUID: [u8; 16] = *b"grok2api-sim-sei";
 

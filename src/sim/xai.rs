@@ -606,21 +606,6 @@ async fn video_extend(State(state): State<XaiSim>, headers: HeaderMap, body: Byt
     start_video(&state, key, prompt, (models::VIDEO_DEFAULT, true), ratio.to_owned(), total)
 }
 
-/// The clip with its movie header saying `seconds`: the fixtures come in 6 s and 10 s, and an
-/// extension's result must last exactly the input plus the added part.
-pub(crate) fn with_duration(mut clip: Vec<u8>, seconds: u64) -> Vec<u8> {
-    let Some(at) = clip.windows(4).position(|w| w == b"mvhd") else { return clip };
-    // Version 0 only (the fixtures'): version/flags, two times, then timescale and duration.
-    let (ts, dur) = (at + 4 + 12, at + 4 + 16);
-    if clip.get(at + 4) != Some(&0) || clip.len() < dur + 4 {
-        return clip;
-    }
-    let timescale = u32::from_be_bytes([clip[ts], clip[ts + 1], clip[ts + 2], clip[ts + 3]]);
-    let duration = u32::try_from(u64::from(timescale) * seconds).unwrap_or(u32::MAX);
-    clip[dur..dur + 4].copy_from_slice(&duration.to_be_bytes());
-    clip
-}
-
 async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     state.counters.video_polls.fetch_add(1, Ordering::Relaxed);
     let sim = state.sim;
@@ -683,7 +668,7 @@ async fn video_poll(State(state): State<XaiSim>, headers: HeaderMap, Path(id): P
             true => super::video::canned_clip(),
             false => super::video::clip(&job.ratio, job.duration, &seed_of(&[id.as_bytes()])),
         };
-        let bytes = if exact { Bytes::from(with_duration(clip.to_vec(), job.duration)) } else { clip };
+        let bytes = if exact { Bytes::from(super::video::with_duration(clip.to_vec(), job.duration)) } else { clip };
         sim.public_images.put(file.clone(), StoredAsset { owner: String::new(), content_type: "video/mp4", bytes });
     }
     axum::Json(json!({"status": "done", "progress": 100, "model": model,
@@ -744,8 +729,8 @@ mod tests {
     #[test]
     fn a_clip_can_be_made_to_last_what_was_asked() {
         let clip = super::super::video::clip("16:9", 10, &[1; 32]);
-        let longer = with_duration(clip.to_vec(), 12);
+        let longer = super::super::video::with_duration(clip.to_vec(), 12);
         assert_eq!(crate::media::mp4::info(&longer).map(|i| i.seconds.round()), Some(12.0));
-        assert_eq!(with_duration(b"not an mp4".to_vec(), 3), b"not an mp4");
+        assert_eq!(super::super::video::with_duration(b"not an mp4".to_vec(), 3), b"not an mp4");
     }
 }

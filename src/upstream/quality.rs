@@ -96,6 +96,19 @@ impl QualityGuard {
         Ok(Self { enabled, window: window.max(1), recent: Mutex::new(recent) })
     }
 
+    /// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
+    /// milliseconds); none when the guard is off, which then has nothing to compare.
+    pub async fn fingerprints(&self, media: Vec<(Bytes, &'static str)>) -> Result<Vec<Hash>, UpstreamError> {
+        if !self.enabled {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || {
+            media.iter().map(|(b, t)| crate::media::fingerprint::fingerprint(b, t)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| UpstreamError::Failed(format!("fingerprinting the output failed: {e}")))
+    }
+
     /// Judges one answer (`outputs`: the hashes of its media, thumbnails left out) that `account` gave
     /// for `request`, whose inputs hash to `inputs`; a clean answer is remembered.
     pub fn check(&self, account: &str, request: RequestKey, inputs: &[Hash], outputs: &[Hash]) -> Result<(), Canned> {
@@ -133,16 +146,6 @@ impl QualityGuard {
         }
         Ok(())
     }
-}
-
-/// The fingerprints of some media, worked out off the async workers (decoding a picture takes a few
-/// milliseconds).
-pub async fn fingerprints(media: Vec<(Bytes, &'static str)>) -> Result<Vec<Hash>, UpstreamError> {
-    tokio::task::spawn_blocking(move || {
-        media.iter().map(|(b, t)| crate::media::fingerprint::fingerprint(b, t)).collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| UpstreamError::Failed(format!("fingerprinting the output failed: {e}")))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::media::kind::sniff_media_type;
 use crate::metrics::Metrics;
 use crate::upstream::assets::{Asset, VideoAssets};
 use crate::upstream::error::{UpstreamError, outcome_label, retry_after};
-use crate::upstream::quality::{self, QualityGuard, RequestKey, fingerprints};
+use crate::upstream::quality::{self, QualityGuard, RequestKey};
 use crate::upstream::xai_models::{image_caps, xai_quality};
 
 pub struct XaiClient {
@@ -395,7 +395,8 @@ impl XaiClient {
             }
         }
         let assets = self.images("edit", "/v1/images/edits", body, sink).await?;
-        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let inputs =
+            self.guard.fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let request = RequestKey::new(&format!("edit {:?}", job.aspect_ratio), &job.prompt, &inputs);
         self.judge("edit", request, &inputs, &assets).await?;
         Ok(assets)
@@ -420,7 +421,8 @@ impl XaiClient {
             }
         }
         let made = self.create_video("video", "/v1/videos/generations", &body, sink).await?;
-        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let inputs =
+            self.guard.fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let kind = format!("video {} {}s {}", job.aspect_ratio, job.duration, job.resolution);
         self.judge("video", RequestKey::new(&kind, &job.prompt, &inputs), &inputs, std::slice::from_ref(&made.video))
             .await?;
@@ -436,7 +438,8 @@ impl XaiClient {
         inputs: &[quality::Hash],
         outputs: &[Asset],
     ) -> Result<(), UpstreamError> {
-        let hashes = fingerprints(outputs.iter().map(|a| (a.bytes.clone(), a.content_type)).collect()).await?;
+        let hashes =
+            self.guard.fingerprints(outputs.iter().map(|a| (a.bytes.clone(), a.content_type)).collect()).await?;
         self.guard.check("xai", request, inputs, &hashes).map_err(|canned| {
             self.metrics.upstream(op, "canned_output");
             tracing::error!(%canned, "xAI answered with canned media; not delivered");
@@ -464,7 +467,7 @@ impl XaiClient {
             }
         };
         let made = self.create_video(op, path, &body, sink).await?;
-        let inputs = fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
+        let inputs = self.guard.fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
         let request = RequestKey::new(&format!("{op} {:?}", job.op), &job.prompt, &inputs);
         self.judge(op, request, &inputs, std::slice::from_ref(&made.video)).await?;
         Ok(made)

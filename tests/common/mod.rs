@@ -198,6 +198,27 @@ impl Harness {
     }
 }
 
+/// A video task of `prompt` and `seconds` (16:9) made through `POST /v1/video/tasks` and polled to its
+/// end: `(202, the final task data)`, or the create's status and answer when it was refused.
+pub async fn video_task(h: &Harness, prompt: &str, seconds: u32) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"model": "grok-imagine-1.0-video", "messages": [{"role": "user", "content": prompt}],
+                                  "video_config": {"aspect_ratio": "16:9", "video_length": seconds}});
+    let (s, _, created) = split(h.post("/v1/video/tasks").json(&body).send().await.unwrap()).await;
+    if s != 202 {
+        return (s, created);
+    }
+    let id = created["data"]["taskId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, b) = split(h.get(&format!("/v1/video/tasks/{id}")).send().await.unwrap()).await;
+        if ["success", "failed"].contains(&b["data"]["status"].as_str().unwrap_or_default()) {
+            return (s, b["data"].clone());
+        }
+        assert!(Instant::now() < deadline, "task {id} never finished: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn split(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let status = r.status().as_u16();
     let headers = r.headers().clone();

@@ -33,7 +33,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::upstream::grok_web::conversation::VideoRef;
 use crate::upstream::grok_web::token_pool::{Allow, FREE_VIDEO_SECONDS, NoToken, Plan, VideoFit};
-use crate::upstream::quality::{self, RequestKey, fingerprints};
+use crate::upstream::quality::{self, RequestKey};
 pub use token_pool::{PoolSettings, Product, SsoPool};
 
 use self::browser::{BrowserProfile, BrowserTransport, Egress, FlareSolverr, TransportSettings};
@@ -332,7 +332,8 @@ impl GrokWebClient {
     /// n edits are n conversations, run side by side (each on the best token at the time).
     pub async fn edit_images(&self, job: &EditJob, sink: &ProgressSink) -> Result<Vec<Asset>, UpstreamError> {
         let slots = ProgressSlots::new(sink.clone(), job.n);
-        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let inputs =
+            self.guard.fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let request = RequestKey::new(&format!("edit {:?}", job.aspect_ratio), &job.prompt, &inputs);
         let runs = (0..job.n).map(|slot| {
             let (slots, inputs) = (&slots, &inputs);
@@ -353,7 +354,8 @@ impl GrokWebClient {
         let product = if job.resolution == "720p" { Product::Video720p } else { Product::Video };
         // The account that generated an input image can name it instead of uploading it again.
         let owner = job.images.iter().find_map(|i| i.origin.as_ref()).map(|o| o.account.clone());
-        let inputs = fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
+        let inputs =
+            self.guard.fingerprints(job.images.iter().map(|i| (i.bytes.clone(), i.content_type)).collect()).await?;
         let kind = format!("video {} {}s {} {:?}", job.aspect_ratio, job.duration, job.resolution, job.preset);
         let request = RequestKey::new(&kind, &job.prompt, &inputs);
         let allow = match self.video_fit(job)? {
@@ -433,7 +435,7 @@ impl GrokWebClient {
             resolution,
         };
         let product = if resolution == "720p" { Product::Video720p } else { Product::Video };
-        let inputs = fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
+        let inputs = self.guard.fingerprints(vec![(job.video.bytes.clone(), job.video.content_type)]).await?;
         let request = RequestKey::new(&format!("extend {seconds}s"), &job.prompt, &inputs);
         self.with_token("extend", product, Some(&account_id), Allow::Only(&account_id), |account| {
             let (inputs, source) = (&inputs, &source);
@@ -470,7 +472,7 @@ impl GrokWebClient {
         inputs: &[quality::Hash],
         outputs: Vec<Asset>,
     ) -> Result<(), UpstreamError> {
-        let hashes = fingerprints(outputs.into_iter().map(|a| (a.bytes, a.content_type)).collect()).await?;
+        let hashes = self.guard.fingerprints(outputs.into_iter().map(|a| (a.bytes, a.content_type)).collect()).await?;
         self.guard.check(account, request, inputs, &hashes).map_err(|canned| {
             for other in &canned.also {
                 self.pool.flag(other, &canned.to_string());
