@@ -479,3 +479,97 @@ async fn racing_creates_on_two_replicas_get_exactly_the_allowed_tasks() {
     assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a running process.
+fn signal(running: &common::Running, signal: &str) {
+    let pid = running.0.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid).status().unwrap().success());
+}
+
+/// Fencing: replica A is paused (SIGSTOP) while it runs a video, past its lease, so B takes the task
+/// over and finishes it (collecting the video from its upstream post) and delivers its callback. When A
+/// wakes (SIGCONT) its job finishes too, but its epoch is stale: its write is refused, it drops its
+/// copy and sends no callback. The task ends once: B's record is never overwritten, both replicas
+/// read the same end, and the receiver hears one callback.
+#[tokio::test]
+async fn a_replica_paused_past_its_lease_cannot_overwrite_the_task_it_lost() {
+    if common::grok_web_only("fencing") {
+        return;
+    }
+    grok2api::install_crypto_provider();
+    let (_redis, store) = redis(None).await;
+    let (rx, hook) = common::webhooks::receiver(vec![]).await;
+    let sim = common::sim_process(5, None);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"rep-key-4a7f1c93e0b2d568\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
+             [callbacks]\nsecret = \"{}\"\nallow_private = true\n{}",
+            common::webhooks::SECRET,
+            sim.grok("tok-fence-0001")
+        ),
+    )
+    .unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
+    let log_a = dir.path().join("a.log");
+    let (a, url_a) =
+        common::spawn_logging(&args, &[], &dir.path().join("a"), std::fs::File::create(&log_a).unwrap().into());
+    let http = reqwest::Client::new();
+    // Eight frames a second apart: the video takes about 8 s upstream.
+    let made = http
+        .post(format!("{url_a}/v1/video/tasks"))
+        .bearer_auth("rep-key-4a7f1c93e0b2d568")
+        .json(&json!({"model": "grok-imagine-1.0-video", "prompt": "tide [sim:slow=1000]", "video_length": 6, "callback_url": hook}))
+        .send()
+        .await
+        .unwrap();
+    let id = made.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned();
+    let mut conn = redis::Client::open(store.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut record = async || -> Value {
+        let raw: Option<String> = redis::cmd("GET").arg(format!("g2a:t:{id}")).query_async(&mut conn).await.unwrap();
+        raw.map(|r| serde_json::from_str(&r).unwrap()).unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !record().await["pending"]["upstream_ref"].is_string() {
+        assert!(Instant::now() < deadline, "the video's upstream post never reached the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (b, url_b) = spawn(&args, &[], &dir.path().join("b"));
+    signal(&a, "STOP");
+    // B takes the task over once A's lease lapses, collects the video and delivers the callback.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        let r = record().await;
+        if r["callback"]["done"] == true {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "B never finished the task and delivered its callback: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended["status"], "success", "B collected the video A had started: {ended}");
+    assert_eq!(rx.got.lock().unwrap().len(), 1, "B's callback");
+    signal(&a, "CONT");
+    // A's job ends now (the rest of the stream waited in its socket); its write is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log_a).unwrap().contains("another replica took this task over") {
+        assert!(Instant::now() < deadline, "A never tried to write the task it lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(record().await, ended, "the task ended once: B's record stands");
+    assert_eq!(rx.got.lock().unwrap().len(), 1, "one callback, B's");
+    let mut reads = Vec::new();
+    for url in [&url_a, &url_b] {
+        let r = http.get(format!("{url}/v1/video/tasks/{id}")).bearer_auth("rep-key-4a7f1c93e0b2d568").send().await;
+        let v = r.unwrap().json::<Value>().await.unwrap();
+        assert_eq!(v["data"]["status"], "success", "{url}: {v}");
+        reads.push(v["data"].clone());
+    }
+    assert_eq!(reads[0], reads[1], "A dropped its own end: both replicas read B's");
+    let stats: Value = reqwest::get(format!("{}/sim/stats", sim.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["video_starts"], 1, "the video is never started twice");
+    assert!(sigterm_and_wait(a).success());
+    assert!(sigterm_and_wait(b).success());
+}

@@ -357,10 +357,24 @@ impl WorkerCtx {
     }
 
     /// Fires the task's callback, if it has one still owed, for its terminal state, once the journal
-    /// holds that state: a receiver must never hear of an end that a restart would undo.
+    /// holds that state: a receiver must never hear of an end that a restart would undo. With several
+    /// replicas, only while this replica still holds the task; a copy another replica took over is
+    /// dropped here, so reads go to the store.
     fn finished(&self, task: &Task) {
         debug_assert!(matches!(task.status, TaskStatus::Success | TaskStatus::Failed));
-        let (Some(cb), Some(settings)) = (task.callback.as_deref(), &self.callbacks) else { return };
+        let still_ours = self.still_ours();
+        let durable = self.store.journal().map(|j| j.synced());
+        let (Some(cb), Some(settings)) = (task.callback.as_deref(), &self.callbacks) else {
+            if let (Some(check), Some(written)) = (still_ours, durable) {
+                let (store, id) = (self.store.clone(), task.id.clone());
+                self.tracker.spawn(async move {
+                    if written.await.is_ok() && !check(id.clone()).await {
+                        store.forget_local(&id);
+                    }
+                });
+            }
+            return;
+        };
         if cb.done {
             return;
         }
@@ -372,10 +386,27 @@ impl WorkerCtx {
             settings.clone(),
             callbacks::Delivery {
                 task_id: task.id.clone(),
+                msg_id: callbacks::message_id(&task.id, task.status.as_str()),
                 url: cb.url.clone(),
                 body,
-                durable: self.store.journal().map(|j| j.synced()),
+                durable,
+                still_ours,
             },
         );
+    }
+
+    /// With several replicas, whether this replica still holds a task (`SharedStore::holds`); when
+    /// the store cannot say, it does (a callback sent twice beats one never sent).
+    fn still_ours(&self) -> Option<callbacks::StillOurs> {
+        let shared = self.shared.clone()?;
+        Some(Arc::new(move |id: Arc<str>| {
+            let shared = shared.clone();
+            Box::pin(async move {
+                shared.holds(&id).await.unwrap_or_else(|e| {
+                    tracing::debug!(task = %id, "cannot ask whether the task is still this replica's: {e}");
+                    true
+                })
+            })
+        }))
     }
 }

@@ -166,6 +166,16 @@ impl TaskService {
         Ok(None)
     }
 
+    /// Brings in a finished task another replica ran (an operator re-delivers its callback from here):
+    /// it is claimed first, so that replica no longer writes it, nor delivers.
+    pub async fn adopt(&self, task: Task) -> Result<(), ApiError> {
+        if let Some(shared) = &self.shared {
+            shared.take_over(&task.id).await.map_err(down)?;
+        }
+        self.tasks.restore(task);
+        Ok(())
+    }
+
     /// One page of `owner`'s tasks: from this replica's store, or with several replicas from the shared one.
     pub async fn page(&self, owner: &KeyId, q: &Listing<'_>) -> Result<Page, ApiError> {
         let Some(shared) = &self.shared else { return Ok(self.tasks.list(owner, q)) };

@@ -97,6 +97,10 @@ contract! {
     fn put_key_record(&self, id: &str, json: &str) -> ();
     /// Claims a queued task for this replica, once; true if it is this replica's to run.
     fn claim_task(&self, id: &str) -> bool;
+    /// Takes a task in for this replica whoever held it (its fencing epoch rises).
+    fn take_over(&self, id: &str) -> ();
+    /// This replica still holds task `id`: no other replica claimed it since, none of its writes was refused.
+    fn holds(&self, id: &str) -> bool;
     /// The oldest queued task, claimed for this replica.
     fn steal(&self) -> Option<TaskRecord>;
     /// Tells the others this replica's requests in flight per token.

@@ -115,11 +115,28 @@ fn jitter(d: Duration) -> Duration {
 /// One callback to deliver.
 pub struct Delivery {
     pub task_id: Arc<str>,
+    /// `message_id` of the task and its outcome.
+    pub msg_id: String,
     pub url: String,
     pub body: Vec<u8>,
     /// Answered once the task's terminal state is in the journal (none without a journal). Until
     /// then nothing is sent; closed unanswered (shutdown with a full disk), nothing is sent at all.
     pub durable: Option<oneshot::Receiver<()>>,
+    /// With several replicas: asked before every attempt whether this replica still holds the task
+    /// (one paused past its lease may have lost it to another, which delivers instead).
+    pub still_ours: Option<StillOurs>,
+}
+
+/// Whether this replica still holds a task (`Delivery::still_ours`).
+pub type StillOurs = Arc<dyn Fn(Arc<str>) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// The message id of a task's callback: one per task and outcome, so a retry, a delivery by the
+/// replica that took the task over, and an operator's re-delivery are the same message to a receiver
+/// that drops repeats (Standard Webhooks' idempotency key).
+pub fn message_id(task_id: &str, status: &str) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(format!("{task_id}\n{status}").as_bytes());
+    format!("msg_{}", hex::encode(&digest[..16]))
 }
 
 /// Starts delivering a callback in the background.
@@ -131,16 +148,22 @@ pub fn dispatch(
     delivery: Delivery,
 ) {
     tracker.spawn(async move {
-        let Delivery { task_id, url, body, durable } = delivery;
+        let Delivery { task_id, url, body, durable, still_ours, msg_id } = delivery;
         if let Some(written) = durable
             && !wait_written(written, &signals.abort, &task_id).await
         {
             return;
         }
         let shutdown = signals.shutdown;
-        let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let mut delays = settings.retry_delays.iter();
         loop {
+            if let Some(check) = &still_ours
+                && !check(task_id.clone()).await
+            {
+                tracing::info!(task = %task_id, "callback left to the replica that took the task over");
+                store.forget_local(&task_id);
+                return;
+            }
             match attempt(&settings, &url, &msg_id, &body).await {
                 AttemptOutcome::Delivered => {
                     settings.metrics.callback("delivered");
@@ -192,6 +215,17 @@ async fn wait_written(written: oneshot::Receiver<()>, abort: &CancellationToken,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver that drops repeats by `webhook-id` must see a takeover's delivery (another replica,
+    /// another process) as the same message, and a task's outcome as one message.
+    #[test]
+    fn a_callbacks_message_id_is_one_per_task_and_outcome() {
+        let id = message_id("task_01", "success");
+        assert_eq!(id, message_id("task_01", "success"));
+        assert!(id.starts_with("msg_") && id.len() == 36, "{id}");
+        assert_ne!(id, message_id("task_01", "failed"));
+        assert_ne!(id, message_id("task_02", "success"));
+    }
 
     #[test]
     fn signature_matches_the_standard_webhooks_reference() {

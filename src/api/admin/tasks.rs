@@ -197,7 +197,7 @@ pub async fn redeliver(State(state): State<AppState>, Path(id): Path<String>) ->
         if !task.status.is_terminal() {
             return Err(ApiError::conflict("not_redeliverable", "the task has not finished yet"));
         }
-        state.tasks.restore(task);
+        state.service.adopt(task).await?;
     }
     if state.callbacks.is_none() {
         return Err(ApiError::conflict("callbacks_disabled", "callbacks are off: no callbacks.secret is configured"));

@@ -5,14 +5,21 @@
 //! restart does (`app::duties::recover`). The embedded journal stays the default for one machine.
 //!
 //! Keys (`g2a:` prefix):
-//! - tasks: `t:<id>` record · `o:<owner>` zset of ids by creation · `all` zset of every id (the
-//!   console) · `queue` zset of unstarted ids (any replica takes the oldest) · `a:<owner>` zset of
-//!   unfinished ids and slot reservations · `r:<replica>` set of the ids it runs;
+//! - tasks: `t:<id>` record · `f:<id>` its fencing epoch (see below) · `o:<owner>` zset of ids by
+//!   creation · `all` zset of every id (the console) · `queue` zset of unstarted ids (any replica takes
+//!   the oldest) · `a:<owner>` zset of unfinished ids and slot reservations · `r:<replica>` set of the
+//!   ids it runs;
 //! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set;
 //! - per key: `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket;
 //! - console: `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
 //!   hash of one row's counts · `tokstate` hash of each token's latest state;
 //! - channels: `cancel` · `claimed` · `keys` · `tokens` · `inflight` (`News` once heard).
+//!
+//! Fencing: every claim of a task (from the queue, from a silent replica, or an operator's re-delivery)
+//! raises its epoch `f:<id>`, and every write of its record is a compare-and-set on the epoch the
+//! writer holds (`PUT_SCRIPT`). A replica that was paused past its lease (not dead) wakes up holding
+//! an old epoch: its writes are refused, it drops its copy, and it sends no callback; the task ends
+//! once, as its new runner says.
 
 pub mod writer;
 
@@ -35,6 +42,10 @@ pub const PREFIX: &str = "g2a:";
 
 pub fn task_key(id: &str) -> String {
     format!("{PREFIX}t:{id}")
+}
+/// A task's fencing epoch: raised by every claim, compared by every write.
+pub fn fence_key(id: &str) -> String {
+    format!("{PREFIX}f:{id}")
 }
 pub fn owner_key(owner: &str) -> String {
     format!("{PREFIX}o:{owner}")
@@ -97,33 +108,81 @@ redis.call('ZADD', KEYS[1], now + 30000, ARGV[2])
 return 1
 "#;
 
-/// Claims a queued task for this replica, once: it leaves the queue for this replica's running set.
-/// A task already in that set (taken over from a dead replica) is this replica's too.
+/// Claims a queued task for this replica, once: it leaves the queue for this replica's running set
+/// and its epoch rises. A task already in that set (taken over from a dead replica) is this replica's
+/// too, at the epoch it holds. Returns the epoch, or 0 when another replica has it.
 const CLAIM_TASK_SCRIPT: &str = r#"
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[2], ARGV[1])
-  return 1
+  return redis.call('INCR', KEYS[3])
 end
-return redis.call('SISMEMBER', KEYS[2], ARGV[1])
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return tonumber(redis.call('GET', KEYS[3]) or '0')
+end
+return 0
 "#;
 
-/// Claims the oldest queued task for this replica, if there is one.
+/// Claims the oldest queued task for this replica, if there is one: `{id, epoch}`.
 const STEAL_SCRIPT: &str = r#"
 local ids = redis.call('ZRANGE', KEYS[1], 0, 0)
 if #ids == 0 then return false end
 redis.call('ZREM', KEYS[1], ids[1])
 redis.call('SADD', KEYS[2], ids[1])
-return ids[1]
+return {ids[1], redis.call('INCR', ARGV[1] .. ids[1])}
 "#;
 
 /// Moves a silent replica's unfinished tasks to the caller, once: the replica's heartbeat is gone.
+/// Each task's epoch rises, so the silent replica, should it wake, can no longer write it. Returns
+/// `{id, epoch, id, epoch, …}`.
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 local ids = redis.call('SMEMBERS', KEYS[2])
-for _, id in ipairs(ids) do redis.call('SADD', KEYS[4], id) end
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('SADD', KEYS[4], id)
+  table.insert(out, id)
+  table.insert(out, redis.call('INCR', ARGV[2] .. id))
+end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
-return ids
+return out
+"#;
+
+/// Takes a task in for this replica whatever its state (an operator re-delivers the callback of a
+/// task another replica ran): the epoch rises and the task joins this replica's running set.
+const TAKE_SCRIPT: &str = r#"
+redis.call('SADD', KEYS[2], ARGV[1])
+return redis.call('INCR', KEYS[1])
+"#;
+
+/// One record write, if the writer still holds the task: the epoch in `f:<id>` must be the writer's
+/// (0 = never claimed: the replica that created it). KEYS: record, epoch, unfinished set, shared
+/// queue, running set, owner index, every task. ARGV: epoch, record, terminal, pending, owed, TTL
+/// (ms), id, created (ms). Returns 1 when written, 0 when refused.
+pub const PUT_SCRIPT: &str = r#"
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+local id = ARGV[7]
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[6])
+  redis.call('ZREM', KEYS[3], id)
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[3], '+inf', id)
+end
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[8], id)
+else
+  redis.call('ZREM', KEYS[4], id)
+  if ARGV[3] == '1' and ARGV[5] == '0' then
+    redis.call('SREM', KEYS[5], id)
+  else
+    redis.call('SADD', KEYS[5], id)
+  end
+end
+redis.call('ZADD', KEYS[6], ARGV[8], id)
+redis.call('ZADD', KEYS[7], ARGV[8], id)
+return 1
 "#;
 
 pub struct RedisStore {
@@ -136,6 +195,11 @@ pub struct RedisStore {
     pub lease: Duration,
     /// How long a finished task's record lives (`tasks.ttl_secs`).
     pub task_ttl: Duration,
+    /// The epoch this replica holds for each task it claimed (a task it only created holds 0), until
+    /// the task has finished and owes nothing.
+    fences: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Tasks whose record write was refused: another replica took them over.
+    lost: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn err(e: redis::RedisError) -> String {
@@ -148,7 +212,15 @@ impl RedisStore {
         crate::install_crypto_provider();
         let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
         let replica = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Ok(Self { client, conn: OnceCell::new(), replica, lease, task_ttl })
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            replica,
+            lease,
+            task_ttl,
+            fences: Default::default(),
+            lost: Default::default(),
+        })
     }
 
     pub fn client(&self) -> &redis::Client {
@@ -245,6 +317,8 @@ impl RedisStore {
         let mut c = self.conn().await?;
         redis::pipe()
             .del(task_key(id))
+            .ignore()
+            .del(fence_key(id))
             .ignore()
             .zrem(owner_key(&owner.0), id)
             .ignore()
@@ -351,19 +425,21 @@ impl RedisStore {
         let replicas: Vec<String> = c.smembers(REPLICAS).await.map_err(err)?;
         let mut records = Vec::new();
         for dead in replicas.into_iter().filter(|r| *r != self.replica) {
-            let ids: Vec<String> = redis::Script::new(CLAIM_SCRIPT)
+            let claimed: Vec<(String, u64)> = redis::Script::new(CLAIM_SCRIPT)
                 .key(alive_key(&dead))
                 .key(running_key(&dead))
                 .key(REPLICAS)
                 .key(running_key(&self.replica))
                 .arg(&dead)
+                .arg(fence_key(""))
                 .invoke_async(&mut c)
                 .await
                 .map_err(err)?;
-            if !ids.is_empty() {
-                tracing::warn!(replica = %dead, tasks = ids.len(), "a replica stopped; its unfinished tasks are taken over");
+            if !claimed.is_empty() {
+                tracing::warn!(replica = %dead, tasks = claimed.len(), "a replica stopped; its unfinished tasks are taken over");
             }
-            for id in ids {
+            for (id, epoch) in claimed {
+                self.hold(&id, epoch);
                 if let Some(r) = self.load(&id).await? {
                     records.push(r);
                 }
@@ -468,17 +544,77 @@ impl RedisStore {
     /// Claims task `id` to run it here: true once, for one replica (the others then skip it).
     pub async fn claim_task(&self, id: &str) -> Result<bool, String> {
         let mut c = self.conn().await?;
-        let won: bool = redis::Script::new(CLAIM_TASK_SCRIPT)
+        let epoch: u64 = redis::Script::new(CLAIM_TASK_SCRIPT)
             .key(UNCLAIMED)
+            .key(running_key(&self.replica))
+            .key(fence_key(id))
+            .arg(id)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)?;
+        if epoch == 0 {
+            return Ok(false);
+        }
+        self.hold(id, epoch);
+        self.announce_claim(&mut c, id).await;
+        Ok(true)
+    }
+
+    /// Takes task `id` in for this replica, whichever replica held it (see `TAKE_SCRIPT`).
+    pub async fn take_over(&self, id: &str) -> Result<(), String> {
+        let mut c = self.conn().await?;
+        let epoch: u64 = redis::Script::new(TAKE_SCRIPT)
+            .key(fence_key(id))
             .key(running_key(&self.replica))
             .arg(id)
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
-        if won {
-            self.announce_claim(&mut c, id).await;
+        self.hold(id, epoch);
+        Ok(())
+    }
+
+    fn hold(&self, id: &str, epoch: u64) {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.fences.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), epoch);
+    }
+
+    /// The epoch this replica writes task `id` with (0: it never claimed it).
+    pub fn epoch(&self, id: &str) -> u64 {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(0)
+    }
+
+    /// What became of a write of task `id`: refused (`written` false: another replica holds it now),
+    /// or written, and the task owes nothing more (`done`): its epoch is no longer needed.
+    pub fn settle(&self, id: &str, written: bool, done: bool) {
+        if !written {
+            tracing::warn!(task = %id, "another replica took this task over (this one was silent past its lease): its writes here are refused");
+            let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            // Read (and removed) by `holds`; a bound in case nothing ever asks.
+            if lost.len() >= 65_536 {
+                lost.clear();
+            }
+            lost.insert(id.to_owned());
         }
-        Ok(won)
+        if !written || done {
+            self.fences.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        }
+    }
+
+    /// Whether this replica still holds task `id`: none of its writes was refused, and no other
+    /// replica has claimed it since (the epoch in the store is still the one this replica holds).
+    /// A task this replica never claimed and never lost is its own. An unreachable store answers
+    /// `Err`.
+    pub async fn holds(&self, id: &str) -> Result<bool, String> {
+        if self.lost.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            return Ok(false);
+        }
+        let Some(mine) = self.fences.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied() else {
+            return Ok(true);
+        };
+        let mut c = self.conn().await?;
+        let now: Option<u64> = c.get(fence_key(id)).await.map_err(err)?;
+        Ok(now.unwrap_or(0) == mine)
     }
 
     /// Tells the other replicas this one claimed `id`, so the one that accepted it drops its queued
@@ -490,13 +626,15 @@ impl RedisStore {
     /// Claims the oldest task waiting in the shared queue, for a worker with nothing to do.
     pub async fn steal(&self) -> Result<Option<TaskRecord>, String> {
         let mut c = self.conn().await?;
-        let id: Option<String> = redis::Script::new(STEAL_SCRIPT)
+        let won: Option<(String, u64)> = redis::Script::new(STEAL_SCRIPT)
             .key(UNCLAIMED)
             .key(running_key(&self.replica))
+            .arg(fence_key(""))
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
-        let Some(id) = id else { return Ok(None) };
+        let Some((id, epoch)) = won else { return Ok(None) };
+        self.hold(&id, epoch);
         self.announce_claim(&mut c, &id).await;
         self.load(&id).await
     }

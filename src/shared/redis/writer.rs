@@ -1,10 +1,13 @@
 //! The task journal's Redis writer: the same operations as the embedded journal's (a create awaited,
 //! later changes written behind, in batches), applied as one pipeline per batch, plus the indexes the
 //! other replicas read: the owner's list, the owner's unfinished set, and this replica's running set.
+//! Every record write is fenced (`PUT_SCRIPT`): one refused tells `RedisStore::settle`.
 
 use std::sync::mpsc;
 
-use crate::shared::redis::{ALL_TASKS, RedisStore, UNCLAIMED, active_key, owner_key, running_key, task_key};
+use crate::shared::redis::{
+    ALL_TASKS, PUT_SCRIPT, RedisStore, UNCLAIMED, active_key, fence_key, owner_key, running_key, task_key,
+};
 use crate::tasks::journal::{Batching, Health, Op};
 
 const BATCH: usize = 1024;
@@ -21,6 +24,7 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
     };
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let batching = Batching { max: BATCH, keep_failed: false };
+    let put = redis::Script::new(PUT_SCRIPT);
     crate::tasks::journal::write_batches(rx, batching, health, |ops| {
         let result = rt.block_on(async {
             if conn.is_none() {
@@ -37,35 +41,36 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
             let mut pipe = redis::pipe();
             let running = running_key(&shared.replica);
             let ttl = shared.task_ttl.as_millis().max(1000) as u64;
+            // Loaded with every batch: a restarted Redis has forgotten it, and a pipeline does not retry.
+            pipe.load_script(&put).ignore();
+            // Each record write, in the pipeline's order: (task, the task owes nothing more).
+            let mut puts: Vec<(&str, bool)> = Vec::new();
             for op in ops {
                 match op {
                     Op::Put(id, bytes, meta, _) => {
-                        let t = task_key(id);
-                        if meta.terminal {
-                            pipe.cmd("SET").arg(&t).arg(bytes.as_slice()).arg("PX").arg(ttl).ignore();
-                            pipe.zrem(active_key(&meta.owner), id).ignore();
-                        } else {
-                            pipe.set(&t, bytes.as_slice()).ignore();
-                            pipe.zadd(active_key(&meta.owner), id, "+inf").ignore();
-                        }
-                        // A task not started yet waits in the shared queue for whichever replica claims
-                        // it (`Shared::claim`). One started, or finished with a callback owed, is in its
-                        // runner's set, so a replica that takes over also delivers what it still owed.
-                        if meta.pending {
-                            pipe.zadd(UNCLAIMED, id, meta.created_ms).ignore();
-                        } else {
-                            pipe.zrem(UNCLAIMED, id).ignore();
-                            if meta.terminal && !meta.owed {
-                                pipe.srem(&running, id).ignore();
-                            } else {
-                                pipe.sadd(&running, id).ignore();
-                            }
-                        }
-                        pipe.zadd(owner_key(&meta.owner), id, meta.created_ms).ignore();
-                        pipe.zadd(ALL_TASKS, id, meta.created_ms).ignore();
+                        let flag = |b: bool| if b { "1" } else { "0" };
+                        pipe.invoke_script(
+                            put.key(task_key(id))
+                                .key(fence_key(id))
+                                .key(active_key(&meta.owner))
+                                .key(UNCLAIMED)
+                                .key(&running)
+                                .key(owner_key(&meta.owner))
+                                .key(ALL_TASKS)
+                                .arg(shared.epoch(id))
+                                .arg(bytes.as_slice())
+                                .arg(flag(meta.terminal))
+                                .arg(flag(meta.pending))
+                                .arg(flag(meta.owed))
+                                .arg(ttl)
+                                .arg(id.as_str())
+                                .arg(meta.created_ms),
+                        );
+                        puts.push((id, meta.terminal && !meta.owed));
                     }
                     Op::Remove(id, _) => {
                         pipe.del(task_key(id)).ignore();
+                        pipe.del(fence_key(id)).ignore();
                         pipe.zrem(ALL_TASKS, id).ignore();
                         pipe.zrem(UNCLAIMED, id).ignore();
                         pipe.srem(&running, id).ignore();
@@ -73,12 +78,17 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
                     Op::Synced(_) => {}
                 }
             }
-            if pipe.is_empty() {
+            if puts.is_empty() && !ops.iter().any(|op| matches!(op, Op::Remove(..))) {
                 return Ok(()); // only `Synced`: nothing to send
             }
-            let r = tokio::time::timeout(std::time::Duration::from_secs(5), pipe.query_async::<()>(c)).await;
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), pipe.query_async::<Vec<i64>>(c)).await;
             match r {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(written)) => {
+                    for ((id, done), written) in puts.into_iter().zip(written) {
+                        shared.settle(id, written == 1, done);
+                    }
+                    Ok(())
+                }
                 Ok(Err(e)) => Err(format!("redis: {e}")),
                 Err(_) => Err("redis: write timed out".to_string()),
             }
