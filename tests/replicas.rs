@@ -573,3 +573,94 @@ async fn a_replica_paused_past_its_lease_cannot_overwrite_the_task_it_lost() {
     assert!(sigterm_and_wait(a).success());
     assert!(sigterm_and_wait(b).success());
 }
+
+/// Tokens made in the console of one replica are every replica's: an import on A is served by B within
+/// a second (with its note), a change on B (switched off, a new note) reaches A, a removal on A leaves
+/// B, and a replica that starts later holds what the book keeps.
+#[tokio::test]
+async fn console_made_tokens_reach_every_replica_and_later_ones() {
+    if common::grok_web_only("console-made tokens") {
+        return;
+    }
+    let (_redis, store) = redis(None).await;
+    // Each replica's simulator knows the accounts the test imports.
+    let start = || {
+        let store = store.clone();
+        builder()
+            .sim(|s| s.tokens.extend(["tok-shared-aaaa-1111".into(), "tok-shared-bbbb-2222".into()]))
+            .config(move |c| {
+                c.store.url = Some(store);
+                c.admin.api_key = Some("rep-admin".into());
+            })
+            .start()
+    };
+    let (a, b) = (start().await, start().await);
+    let tokens = |h: &Harness| {
+        let (http, url) = (h.http.clone(), h.url("/admin/tokens"));
+        async move {
+            let (s, v) = body(http.get(url).bearer_auth("rep-admin")).await;
+            assert_eq!(s, 200, "{v}");
+            v["data"].as_array().unwrap().clone()
+        }
+    };
+    let find = |list: &[Value], id: &str| list.iter().find(|t| t["id"] == id).cloned();
+    let file = "\"tok-shared-aaaa-1111\"\n{\"token\": \"tok-shared-bbbb-2222\", \"note\": \"spare\"}\n";
+    let (s, report) =
+        body(a.http.post(a.url("/admin/tokens/import")).bearer_auth("rep-admin").json(&json!({"content": file}))).await;
+    assert_eq!((s, report["added"].as_u64()), (200, Some(2)), "{report}");
+    let (one, two) = (report["lines"][0]["id"].as_str().unwrap(), report["lines"][1]["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let on_b = tokens(&b).await;
+        if let (Some(x), Some(y)) = (find(&on_b, one), find(&on_b, two)) {
+            assert_eq!((x["source"].as_str(), y["note"].as_str()), (Some("admin"), Some("spare")), "{on_b:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B did not hold A's import within a second: {on_b:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let change = json!({"enabled": false, "note": "off for now"});
+    let (s, v) =
+        body(b.http.patch(b.url(&format!("/admin/tokens/{two}"))).bearer_auth("rep-admin").json(&change)).await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while find(&tokens(&a).await, two).is_none_or(|t| t["status"] != "disabled" || t["note"] != "off for now") {
+        assert!(Instant::now() < deadline, "A never heard of B's change");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only the imported token is left to serve (the config tokens are removed on A, for every replica):
+    // B's requests go out with a token imported on A.
+    for t in tokens(&a).await.iter().filter(|t| t["source"] == "config") {
+        let id = t["id"].as_str().unwrap();
+        let (s, _) = body(a.http.delete(a.url(&format!("/admin/tokens/{id}"))).bearer_auth("rep-admin")).await;
+        assert_eq!(s, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while tokens(&b).await.len() != 2 {
+        assert!(Instant::now() < deadline, "B still holds the removed tokens: {:?}", tokens(&b).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other token is switched off: a 200 is the imported token at work.
+    let (status, _, v) = b.generate(json!({"model": "grok-imagine-1.0", "prompt": "a lantern"})).await;
+    assert_eq!(status, 200, "{v}");
+    let (s, _) = body(a.http.delete(a.url(&format!("/admin/tokens/{one}"))).bearer_auth("rep-admin")).await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while find(&tokens(&b).await, one).is_some() {
+        assert!(Instant::now() < deadline, "B still serves a token removed on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A replica that starts now reads the book: the switched-off token, with its note; not the removed one.
+    let c = start().await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let on_c = tokens(&c).await;
+        if let Some(t) = find(&on_c, two) {
+            assert_eq!((t["status"].as_str(), t["note"].as_str()), (Some("disabled"), Some("off for now")));
+            assert!(find(&on_c, one).is_none(), "{on_c:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a later replica never read the book: {on_c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -11,7 +11,7 @@ use crate::keys::KeyRing;
 use crate::runner::JobRunner;
 use crate::runner::queue::{QueuedTask, TaskQueue};
 use crate::runner::service::TaskService;
-use crate::shared::{News, SharedStore};
+use crate::shared::{News, SharedStore, SharedTokenBook};
 use crate::tasks::TaskStatus;
 use crate::tasks::journal::TaskRecord;
 use crate::tasks::store::{TaskStore, Transition};
@@ -124,7 +124,15 @@ pub(super) fn spawn_replica_duties(
             }
         });
         let (publisher, stop, pool_runner) = (shared.clone(), shutdown.clone(), runner.clone());
+        tokens.share(Arc::new(SharedTokenBook(shared.clone())));
         tracker.spawn(async move {
+            // Console-made tokens first (a replica that starts later serves them too), then their rests.
+            if let Some(tokens) = pool_runner.upstream().tokens() {
+                match publisher.token_book().await {
+                    Ok(book) => tokens.apply_book(&book, &[]),
+                    Err(e) => tracing::error!("cannot read the console-made tokens from the shared store: {e}"),
+                }
+            }
             if let (Ok(states), Some(tokens)) = (publisher.token_states().await, pool_runner.upstream().tokens()) {
                 states.iter().for_each(|e| tokens.apply(e));
             }
@@ -185,6 +193,11 @@ fn hear(news: News, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
         News::Token(event) => {
             if let Some(tokens) = runner.upstream().tokens() {
                 tokens.apply(&event);
+            }
+        }
+        News::Book { put, removed } => {
+            if let Some(tokens) = runner.upstream().tokens() {
+                tokens.apply_book(&put, &removed);
             }
         }
     }

@@ -4,14 +4,14 @@
 //!
 //! What is shared: task records and each owner's index (any replica reads any task), the queue of
 //! unstarted tasks, idempotency keys, request rates and unfinished-task slots per key, which replica
-//! runs which task (a silent replica's tasks are taken over), console keys, usage rows, token states,
-//! and news between replicas (`News`).
+//! runs which task (a silent replica's tasks are taken over), console keys, console-made tokens (the
+//! token book), usage rows, token states, and news between replicas (`News`).
 
 pub mod news;
 pub mod redis;
 pub mod totals;
 
-pub use news::{InFlight, News, TokenNews};
+pub use news::{BookNews, InFlight, News, TokenNews};
 pub use totals::Totals;
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::owner::KeyId;
 use crate::tasks::idempotency::Claim;
 use crate::tasks::journal::{Health, Op, TaskRecord};
-use crate::upstream::tokens::TokenEvent;
+use crate::upstream::tokens::{ExportedToken, TokenBook, TokenEvent};
 
 /// What a request that needs the shared store gets while it is unreachable; `why` is logged once,
 /// here. Shaped for `map_err`.
@@ -107,6 +107,27 @@ contract! {
     fn publish_in_flight(&self, counts: HashMap<String, u32>) -> ();
     /// Asks whichever replica runs `id` to cancel it.
     fn publish_cancel(&self, id: &str, why: &str) -> ();
+    /// Every token made in the console, as the book keeps it.
+    fn token_book(&self) -> Vec<ExportedToken>;
+    /// Keeps console-made tokens in the book and tells the replicas.
+    fn put_tokens(&self, tokens: Vec<ExportedToken>) -> ();
+    /// Takes tokens out of the book and tells the replicas.
+    fn remove_tokens(&self, ids: Vec<String>) -> ();
+}
+
+/// The shared store as the token pool's book of console-made tokens.
+pub struct SharedTokenBook(pub Arc<SharedStore>);
+
+impl TokenBook for SharedTokenBook {
+    fn put(&self, tokens: Vec<ExportedToken>) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let store = self.0.clone();
+        Box::pin(async move { store.put_tokens(tokens).await })
+    }
+
+    fn remove(&self, ids: Vec<String>) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let store = self.0.clone();
+        Box::pin(async move { store.remove_tokens(ids).await })
+    }
 }
 
 impl SharedStore {

@@ -18,6 +18,16 @@ pub struct TokenNews {
     pub event: crate::upstream::tokens::TokenEvent,
 }
 
+/// Console-made tokens one replica put into the book or took out, for the others.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BookNews {
+    pub replica: String,
+    #[serde(default)]
+    pub put: Vec<crate::upstream::tokens::ExportedToken>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
 /// What other replicas say, as one replica hears it (its own words are not among them).
 #[derive(Debug)]
 pub enum News {
@@ -31,4 +41,6 @@ pub enum News {
     InFlight { replica: String, counts: HashMap<String, u32> },
     /// A token change another replica saw.
     Token(TokenEvent),
+    /// Console-made tokens another replica added, changed or removed.
+    Book { put: Vec<crate::upstream::tokens::ExportedToken>, removed: Vec<String> },
 }

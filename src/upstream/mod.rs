@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 pub use self::assets::{Asset, VideoAssets};
 pub use self::error::UpstreamError;
 use self::tokens::{
-    ExportedToken, ImportReport, InFlightCounts, Observer, TokenChangeError, TokenEvent, TokenInfo, TokenPatch,
+    ExportedToken, ImportReport, InFlightCounts, Observer, TokenBook, TokenChangeError, TokenEvent, TokenInfo,
+    TokenPatch,
 };
 
 /// What an upstream (with its configured models) can be asked for beyond what both make: the API
@@ -61,14 +62,15 @@ pub enum Upstream {
 
 impl Upstream {
     /// The upstream `upstream.kind` names: grok.com, with the tokens a previous run added at run
-    /// time when there is a state dir, or xAI's API.
+    /// time when there is a state dir (and no shared store, which keeps them then), or xAI's API.
     pub fn from_config(cfg: &Config, metrics: Arc<Metrics>) -> Result<Upstream, String> {
         Ok(match cfg.upstream.kind {
             UpstreamKind::GrokWeb => {
                 let client = grok_web::GrokWebClient::new(cfg.grok.clone(), metrics)?;
-                let client = match &cfg.state.dir {
-                    Some(dir) => client.with_saved_tokens(dir)?,
-                    None => client,
+                // With a shared store, console-made tokens live there for every replica (`TokenBook`).
+                let client = match (&cfg.state.dir, &cfg.store.url) {
+                    (Some(dir), None) => client.with_saved_tokens(dir)?,
+                    _ => client,
                 };
                 Self::GrokWeb(Box::new(client))
             }
@@ -289,6 +291,20 @@ impl TokenPool<'_> {
     pub fn apply(&self, event: &TokenEvent) {
         match self {
             Self::GrokWeb(c) => c.pool().apply(event),
+        }
+    }
+
+    /// Keeps console-made tokens in `book` (the shared store) from now on.
+    pub fn share(&self, book: Arc<dyn TokenBook>) {
+        match self {
+            Self::GrokWeb(c) => c.share_tokens(book),
+        }
+    }
+
+    /// Applies console-made tokens another replica put into the shared book or took out.
+    pub fn apply_book(&self, put: &[ExportedToken], removed: &[String]) {
+        match self {
+            Self::GrokWeb(c) => c.apply_book(put, removed),
         }
     }
 }

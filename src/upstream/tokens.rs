@@ -4,6 +4,12 @@
 
 use std::sync::Arc;
 
+/// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
+pub fn token_id(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(token.as_bytes())[..6])
+}
+
 /// One product's quota as the admin API shows it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ProductInfo {
@@ -87,8 +93,8 @@ pub enum TokenChangeError {
 }
 
 /// One token as an export writes it: the full value (the operator's backup), with what the console
-/// set on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// set on it. Also what the shared token book keeps of a token made in the console.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportedToken {
     pub token: String,
     pub proxy: Option<String>,
@@ -141,4 +147,13 @@ impl TokenEvent {
             | Self::Flagged { token } => token,
         }
     }
+}
+
+/// Where tokens made in the console are kept for every replica (the shared store): what one replica
+/// adds, changes or removes there, the others apply at once, and replicas that start later read.
+pub trait TokenBook: Send + Sync {
+    /// Keeps these tokens as they are now (value, proxy, note, switch) and tells the other replicas.
+    fn put(&self, tokens: Vec<ExportedToken>) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+    /// Forgets tokens (by id) and tells the other replicas to take them out.
+    fn remove(&self, ids: Vec<String>) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
 }

@@ -11,9 +11,9 @@
 //!   ids it runs;
 //! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set;
 //! - per key: `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket;
-//! - console: `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
+//! - console: `tokbook` hash of console-made sso tokens (id → value, proxy, note, switch) · `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
 //!   hash of one row's counts · `tokstate` hash of each token's latest state;
-//! - channels: `cancel` · `claimed` · `keys` · `tokens` · `inflight` (`News` once heard).
+//! - channels: `cancel` · `claimed` · `keys` · `tokens` · `inflight` · `tokbook` (`News` once heard).
 //!
 //! Fencing: every claim of a task (from the queue, from a silent replica, or an operator's re-delivery)
 //! raises its epoch `f:<id>`, and every write of its record is a compare-and-set on the epoch the
@@ -32,11 +32,11 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::owner::KeyId;
-use crate::shared::news::{InFlight, News, TokenNews};
+use crate::shared::news::{BookNews, InFlight, News, TokenNews};
 use crate::shared::totals::Totals;
 use crate::tasks::idempotency::{Claim, WINDOW};
 use crate::tasks::journal::TaskRecord;
-use crate::upstream::tokens::TokenEvent;
+use crate::upstream::tokens::{ExportedToken, TokenEvent};
 
 pub const PREFIX: &str = "g2a:";
 
@@ -77,6 +77,12 @@ pub const KEYS_CHANNEL: &str = "g2a:keys";
 const USAGE_INDEX: &str = "g2a:usage";
 /// Each replica's requests in flight per token (`InFlight`), every half second while it has some.
 pub const INFLIGHT_CHANNEL: &str = "g2a:inflight";
+
+/// Console-made sso tokens: token id → `ExportedToken` (the value itself: the book is what a
+/// replica that starts later reads its tokens from).
+const TOKEN_BOOK: &str = "g2a:tokbook";
+/// Tokens put into the book or taken out (`BookNews`).
+pub const BOOK_CHANNEL: &str = "g2a:tokbook";
 
 /// The latest rest of each token and product, for replicas that start later.
 const TOKEN_STATE: &str = "g2a:tokstate";
@@ -652,13 +658,50 @@ impl RedisStore {
         c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
     }
 
+    /// Every console-made token the book keeps.
+    pub async fn token_book(&self) -> Result<Vec<ExportedToken>, String> {
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(TOKEN_BOOK).await.map_err(err)?;
+        Ok(all.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    }
+
+    /// Keeps console-made tokens in the book and tells the other replicas (one message for a batch).
+    pub async fn put_tokens(&self, tokens: Vec<ExportedToken>) -> Result<(), String> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for t in &tokens {
+            let id = crate::upstream::tokens::token_id(&t.token);
+            pipe.hset(TOKEN_BOOK, id, serde_json::to_string(t).map_err(|e| e.to_string())?).ignore();
+        }
+        let news = BookNews { replica: self.replica.clone(), put: tokens, removed: Vec::new() };
+        pipe.publish(BOOK_CHANNEL, serde_json::to_string(&news).map_err(|e| e.to_string())?).ignore();
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
+    /// Takes tokens out of the book and tells the other replicas to take them out of their pools.
+    pub async fn remove_tokens(&self, ids: Vec<String>) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.hdel(TOKEN_BOOK, &ids).ignore();
+        let news = BookNews { replica: self.replica.clone(), put: Vec::new(), removed: ids };
+        pipe.publish(BOOK_CHANNEL, serde_json::to_string(&news).map_err(|e| e.to_string())?).ignore();
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(err)
+    }
+
     /// Other replicas' news until `stop`, subscribing again a second after a lost connection.
     pub async fn listen(&self, stop: CancellationToken, mut on: impl FnMut(News)) {
         use futures_util::StreamExt;
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
-                    let channels = [CANCEL_CHANNEL, TOKENS_CHANNEL, KEYS_CHANNEL, CLAIMED_CHANNEL, INFLIGHT_CHANNEL];
+                    let channels =
+                        [CANCEL_CHANNEL, TOKENS_CHANNEL, KEYS_CHANNEL, CLAIMED_CHANNEL, INFLIGHT_CHANNEL, BOOK_CHANNEL];
                     if let Err(e) = pubsub.subscribe(&channels).await {
                         tracing::warn!("cannot subscribe to other replicas' news: {e}");
                     } else {
@@ -695,6 +738,10 @@ impl RedisStore {
             CLAIMED_CHANNEL => {
                 let (replica, id) = payload.split_once(' ')?;
                 (replica != self.replica).then(|| News::Claimed(id.to_owned()))
+            }
+            BOOK_CHANNEL => {
+                let n = serde_json::from_str::<BookNews>(&payload).ok()?;
+                (n.replica != self.replica).then_some(News::Book { put: n.put, removed: n.removed })
             }
             CANCEL_CHANNEL => {
                 let (id, why) = payload.split_once('\n').unwrap_or((payload.as_str(), "cancelled by the client"));

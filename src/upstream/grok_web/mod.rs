@@ -49,6 +49,8 @@ use crate::upstream::error::{UpstreamError, outcome_label};
 pub struct GrokWebClient {
     /// Where tokens added at run time are kept (`state.dir`); `None` = in memory only.
     saved: Option<Arc<saved_tokens::SavedTokens>>,
+    /// With several replicas, where console-made tokens are kept instead (set once, by the app).
+    book: std::sync::OnceLock<Arc<dyn crate::upstream::tokens::TokenBook>>,
     transport: BrowserTransport,
     statsig: statsig::Statsig,
     solver: Option<FlareSolverr>,
@@ -104,7 +106,17 @@ impl GrokWebClient {
         );
         let guard = quality::QualityGuard::new(cfg.quality_guard, &cfg.canned_outputs, quality::WINDOW)?;
         tracing::info!(profile = %transport.profile().name, user_agent = %transport.profile().user_agent, "grok.com browser profile");
-        Ok(Self { saved: None, transport, statsig, solver, cfg, pool, guard, metrics })
+        Ok(Self {
+            saved: None,
+            book: std::sync::OnceLock::new(),
+            transport,
+            statsig,
+            solver,
+            cfg,
+            pool,
+            guard,
+            metrics,
+        })
     }
 
     pub fn pool(&self) -> &SsoPool {

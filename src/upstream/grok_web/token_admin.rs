@@ -8,7 +8,7 @@ use crate::secret::mask;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::grok_web::token_pool::{self, Product};
 use crate::upstream::grok_web::{Account, GrokWebClient, browser, saved_tokens, token_import, wire};
-use crate::upstream::tokens::{ImportLine, ImportReport, TokenChangeError, TokenPatch};
+use crate::upstream::tokens::{ExportedToken, ImportLine, ImportReport, TokenBook, TokenChangeError, TokenPatch};
 
 impl GrokWebClient {
     /// Keeps tokens added at run time in `dir`, and brings back the ones a previous run kept.
@@ -39,7 +39,10 @@ impl GrokWebClient {
                 .await
                 .map_err(|e| format!("saving tokens stopped: {e}"))??;
         }
-        Ok(self.pool.add(&entries))
+        let added = self.pool.add(&entries);
+        let ids = entries.iter().map(|e| token_pool::token_id(&token_pool::parse_entry(e).0)).collect();
+        self.share(ids).await?;
+        Ok(added)
     }
 
     /// Takes a token out of rotation, and out of the state dir when it was kept there.
@@ -52,6 +55,9 @@ impl GrokWebClient {
             tokio::task::spawn_blocking(move || saved.forget(&id))
                 .await
                 .map_err(|e| format!("forgetting the token stopped: {e}"))??;
+        }
+        if let Some(book) = self.book.get() {
+            book.remove(vec![id.to_owned()]).await?;
         }
         Ok(true)
     }
@@ -96,6 +102,8 @@ impl GrokWebClient {
             }
             report.lines.push(ImportLine { line: entry.line, result, id, token, reason });
         }
+        let added = report.lines.iter().filter(|l| l.result == "added").filter_map(|l| l.id.clone()).collect();
+        self.share(added).await?;
         tracing::info!(
             added = report.added,
             duplicates = report.duplicates,
@@ -122,7 +130,8 @@ impl GrokWebClient {
             let entry = proxy.map_or_else(|| token.clone(), |p| format!("{token}|{p}"));
             self.keep(&[entry]).await.map_err(TokenChangeError::Storage)?;
         }
-        self.keep_meta(id).await.map_err(TokenChangeError::Storage)
+        self.keep_meta(id).await.map_err(TokenChangeError::Storage)?;
+        self.share(vec![id.to_owned()]).await.map_err(TokenChangeError::Storage)
     }
 
     /// Asks the upstream for one token's quota now: `None` when there is no such token, else whether
@@ -231,6 +240,51 @@ impl GrokWebClient {
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| UpstreamError::Protocol(format!("unparseable quota_info answer: {e}")))?;
         wire::parse_quota_info(&v).map_err(UpstreamError::Protocol)
+    }
+}
+
+/// Console-made tokens shared by replicas (`TokenBook`).
+impl GrokWebClient {
+    /// Keeps console-made tokens in `book` from now on (once), instead of the state dir.
+    pub fn share_tokens(&self, book: Arc<dyn TokenBook>) {
+        let _ = self.book.set(book);
+    }
+
+    /// Puts the tokens `ids` name, as they are now, into the shared book (when there is one).
+    async fn share(&self, ids: Vec<String>) -> Result<(), String> {
+        let Some(book) = self.book.get() else { return Ok(()) };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+        let tokens: Vec<ExportedToken> =
+            self.pool.export().into_iter().filter(|t| ids.contains(&token_pool::token_id(&t.token))).collect();
+        book.put(tokens).await
+    }
+
+    /// Applies what another replica put into the shared book or took out of it (or what the book
+    /// holds, at start): tokens come in (or back) as console-made ones with their proxy, note and
+    /// switch; removed ones leave. Nothing is written back.
+    pub fn apply_book(&self, put: &[ExportedToken], removed: &[String]) {
+        for t in put {
+            let id = token_pool::token_id(&t.token);
+            if !self.pool.holds(&id) {
+                self.pool.add(&[t.entry()]);
+            }
+            let patch =
+                TokenPatch { enabled: Some(t.enabled), note: Some(t.note.clone()), proxy: Some(t.proxy.clone()) };
+            let _ = self.pool.update(&id, &patch);
+        }
+        for id in removed {
+            self.pool.remove(id);
+        }
+        if !put.is_empty() || !removed.is_empty() {
+            tracing::info!(
+                put = put.len(),
+                removed = removed.len(),
+                "console-made tokens applied from the shared store"
+            );
+        }
     }
 }
 

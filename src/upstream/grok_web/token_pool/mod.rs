@@ -111,11 +111,7 @@ impl ProductState {
     }
 }
 
-/// A stable, non-secret name for a token: the first 12 hex digits of its SHA-256.
-pub fn token_id(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(token.as_bytes())[..6])
-}
+pub use crate::upstream::tokens::token_id;
 
 #[derive(Debug)]
 struct TokenState {
