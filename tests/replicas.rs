@@ -664,3 +664,53 @@ async fn console_made_tokens_reach_every_replica_and_later_ones() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The console's overview on any replica shows the cluster: every live replica's row, and its counters
+/// summed; a replica that stops drops out once its report lapses.
+#[tokio::test]
+async fn the_overview_of_any_replica_sums_the_cluster_and_lists_each_replica() {
+    let (_redis, store) = redis(None).await;
+    let admin = |c: &mut grok2api::config::Config| c.admin.api_key = Some("rep-admin".into());
+    let (a, b) = (replica(&store, None, admin).await, replica(&store, None, admin).await);
+    for _ in 0..3 {
+        assert_eq!(body(b.get("/v1/models")).await.0, 200);
+    }
+    assert_eq!(body(a.get("/v1/models")).await.0, 200);
+    let overview = |h: &Harness| {
+        let (http, url) = (h.http.clone(), h.url("/admin/overview"));
+        async move {
+            let (s, v) = body(http.get(url).bearer_auth("rep-admin")).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    // Reports go out every 2 s: wait for both replicas' latest, with the requests above in them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let o = loop {
+        let o = overview(&a).await;
+        let rows = o["replicas"].as_array().unwrap();
+        let counted = |h: &Harness, n: u64| {
+            let id = h.server.state.service.replica().unwrap().to_owned();
+            rows.iter().any(|r| r["replica"] == id.as_str() && r["requests_total"].as_u64().unwrap() >= n)
+        };
+        if rows.len() == 2 && counted(&a, 1) && counted(&b, 3) {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "the overview never showed both replicas' requests: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rows = o["replicas"].as_array().unwrap();
+    let summed: u64 = rows.iter().map(|r| r["requests_total"].as_u64().unwrap()).sum();
+    assert_eq!(o["cluster"]["requests_total"].as_u64(), Some(summed), "{o}");
+    assert_eq!(o["cluster"]["replicas"], 2);
+    assert_eq!(o["replica"], a.server.state.service.replica().unwrap());
+    assert!(o["cluster"]["requests_total"].as_u64().unwrap() > o["requests_total"].as_u64().unwrap());
+    // B stops: its report lapses and it leaves the cluster view.
+    let gone = b.server.state.service.replica().unwrap().to_owned();
+    b.server.stop().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while overview(&a).await["replicas"].as_array().unwrap().iter().any(|r| r["replica"] == gone.as_str()) {
+        assert!(Instant::now() < deadline, "a stopped replica stayed in the overview");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::duties::{recover, spawn_quota_refresh, spawn_reaper, spawn_replica_duties, spawn_usage_flush};
+use super::duties::{
+    recover, spawn_quota_refresh, spawn_reaper, spawn_replica_duties, spawn_replica_report, spawn_usage_flush,
+};
 use crate::api;
 use crate::api::gate::AdminGate;
 use crate::api::state::{AppState, Inner};
@@ -139,7 +141,7 @@ impl AppState {
             );
         }
         spawn_usage_flush(&tracker, shutdown.clone(), usage);
-        let service = Arc::new(TaskService::new(tasks.clone(), queue.clone(), shared));
+        let service = Arc::new(TaskService::new(tasks.clone(), queue.clone(), shared.clone()));
         spawn_reaper(
             &tracker,
             shutdown.clone(),
@@ -148,7 +150,8 @@ impl AppState {
             Duration::from_secs(cfg.tasks.ttl_secs),
             cfg.tasks.max_finished.max(1),
         );
-        Ok(Self::from(Inner {
+        let report = (shared, tracker.clone(), shutdown.clone());
+        let state = Self::from(Inner {
             tasks,
             queue,
             service,
@@ -165,6 +168,10 @@ impl AppState {
             metrics,
             tracker,
             cfg,
-        }))
+        });
+        if let (Some(shared), tracker, shutdown) = report {
+            spawn_replica_report(&tracker, shutdown, shared, state.clone());
+        }
+        Ok(state)
     }
 }

@@ -267,3 +267,25 @@ pub(super) fn spawn_reaper(
         }
     });
 }
+
+/// With a shared store: says what this replica is up to every `report::EVERY`, for the console of any
+/// replica (the cluster's counters, a row per replica).
+pub(super) fn spawn_replica_report(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    shared: Arc<SharedStore>,
+    state: crate::api::state::AppState,
+) {
+    tracker.spawn(async move {
+        loop {
+            let report = crate::api::admin::overview::replica_report(&state, shared.replica());
+            if let Err(e) = shared.report(&report).await {
+                tracing::debug!("cannot report to the other replicas: {e}");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::shared::report::EVERY) => {}
+            }
+        }
+    });
+}

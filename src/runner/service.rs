@@ -166,6 +166,19 @@ impl TaskService {
         Ok(None)
     }
 
+    /// Every live replica's latest report (none in one process).
+    pub async fn replicas(&self) -> Result<Vec<crate::shared::report::ReplicaReport>, ApiError> {
+        match &self.shared {
+            Some(shared) => shared.reports().await.map_err(down),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// This replica's id among several (`None` in one process).
+    pub fn replica(&self) -> Option<&str> {
+        self.shared.as_deref().map(SharedStore::replica)
+    }
+
     /// Brings in a finished task another replica ran (an operator re-delivers its callback from here):
     /// it is claimed first, so that replica no longer writes it, nor delivers.
     pub async fn adopt(&self, task: Task) -> Result<(), ApiError> {

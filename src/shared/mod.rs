@@ -9,6 +9,7 @@
 
 pub mod news;
 pub mod redis;
+pub mod report;
 pub mod totals;
 
 pub use news::{BookNews, InFlight, News, TokenNews};
@@ -113,6 +114,10 @@ contract! {
     fn put_tokens(&self, tokens: Vec<ExportedToken>) -> ();
     /// Takes tokens out of the book and tells the replicas.
     fn remove_tokens(&self, ids: Vec<String>) -> ();
+    /// Says what this replica is up to (`report::EVERY`), for the console of any replica.
+    fn report(&self, report: &report::ReplicaReport) -> ();
+    /// Every live replica's latest report (a report older than `report::LASTS` is dropped).
+    fn reports(&self) -> Vec<report::ReplicaReport>;
 }
 
 /// The shared store as the token pool's book of console-made tokens.

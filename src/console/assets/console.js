@@ -11,6 +11,7 @@
  *              #alerts (children .alert[data-testid=alert]) #app-view #view-{overview,tokens,keys,usage,tasks}
  *   overview:  #ov-rps #ov-error-rate #ov-queue #ov-requests #ov-rate-limited #ov-uptime
  *              #ov-tasks-{pending,processing,success,failed} #ov-tokens-{active,cooling,expired,flagged,disabled}
+ *              #ov-replicas-card #ov-replicas-body > tr[data-testid=replica-row][data-replica=ID] (several replicas)
  *   tokens:    #tokens-body > tr[data-testid=token-row][data-token-id=ID]
  *                cells td[data-col=token|id|status|plan|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|q-imagePro|
  *                             in-flight|fails|last-error|cooldown|checked]
@@ -317,21 +318,51 @@ async function loadOverview() {
   }
 }
 
-// Rates come from two samples because the API only has counters since start.
+// Rates come from two samples because the API only has counters since start. With several replicas
+// the figures are the cluster's (every live replica's counters summed), and each replica has a row.
 function renderOverview(o, prev) {
-  setText("ov-queue", o.queue_depth);
-  setText("ov-requests", o.requests_total);
-  setText("ov-rate-limited", o.rate_limited_total);
+  const c = o.cluster || o;
+  const sum = (x) => x.requests_total;
+  const errs = (x) => x.errors_total + x.client_errors_total;
+  setText("ov-queue", c.queue_depth);
+  setText("ov-requests", c.requests_total);
+  setText("ov-rate-limited", c.rate_limited_total);
   setText("ov-uptime", fmtDuration(o.uptime_secs));
-  for (const k of ["pending", "processing", "success", "failed"]) setText(`ov-tasks-${k}`, o.tasks[k]);
+  for (const k of ["pending", "processing", "success", "failed"]) setText(`ov-tasks-${k}`, c.tasks[k] ?? 0);
   for (const k of ["active", "cooling", "expired", "flagged", "disabled"]) setText(`ov-tokens-${k}`, o.tokens[k] ?? 0);
-  if (prev && o.at > prev.at) {
-    const dReq = o.requests_total - prev.requests_total;
-    const dErr = (o.errors_total + o.client_errors_total) - (prev.errors_total + prev.client_errors_total);
+  const pc = prev && (prev.cluster || prev);
+  // A replica that left takes its counters with it: a drop is no rate.
+  if (pc && o.at > prev.at && sum(c) >= sum(pc)) {
+    const dReq = sum(c) - sum(pc);
+    const dErr = Math.max(0, errs(c) - errs(pc));
     setText("ov-rps", (dReq / ((o.at - prev.at) / 1000)).toFixed(2));
     setText("ov-error-rate", dReq > 0 ? `${((100 * dErr) / dReq).toFixed(1)}%` : "–");
   }
+  renderReplicas(o);
   $("ov-updated").textContent = `Last sample ${new Date(o.at).toLocaleTimeString()}.`;
+}
+
+function renderReplicas(o) {
+  const list = o.replicas || [];
+  $("ov-replicas-card").hidden = list.length === 0;
+  const rows = list.map((r) => {
+    const here = r.replica === o.replica ? " (this one)" : "";
+    const states = Object.entries(r.token_states || {});
+    const notActive = states.length ? states.slice(0, 5).map(([id, st]) => `${id} ${st}`).join(", ") + (states.length > 5 ? ` … +${states.length - 5}` : "") : "–";
+    return el("tr", { "data-testid": "replica-row", "data-replica": r.replica },
+      el("td", { "data-col": "replica", class: "mono", text: r.replica + here }),
+      el("td", { "data-col": "uptime", text: fmtDuration(r.uptime_secs) }),
+      el("td", { "data-col": "requests", text: r.requests_total }),
+      el("td", { "data-col": "errors", text: r.errors_total }),
+      el("td", { "data-col": "rate-limited", text: r.rate_limited_total }),
+      el("td", { "data-col": "queue", text: r.queue_depth }),
+      el("td", { "data-col": "running", text: r.tasks.processing ?? 0 }),
+      el("td", { "data-col": "in-flight", text: r.in_flight }),
+      el("td", { "data-col": "tokens-active", text: r.tokens.active ?? 0 }),
+      el("td", { "data-col": "token-states", class: "small", text: notActive }),
+      el("td", { "data-col": "seen", text: `${Math.max(0, Math.round((o.at - r.at) / 1000))} s ago` }));
+  });
+  $("ov-replicas-body").replaceChildren(...rows);
 }
 
 /* ---------- tokens ---------- */

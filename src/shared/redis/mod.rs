@@ -9,7 +9,8 @@
 //!   creation · `all` zset of every id (the console) · `queue` zset of unstarted ids (any replica takes
 //!   the oldest) · `a:<owner>` zset of unfinished ids and slot reservations · `r:<replica>` set of the
 //!   ids it runs;
-//! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set;
+//! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set · `reports` hash
+//!   of each replica's latest report (the console's cluster view);
 //! - per key: `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket;
 //! - console: `tokbook` hash of console-made sso tokens (id → value, proxy, note, switch) · `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
 //!   hash of one row's counts · `tokstate` hash of each token's latest state;
@@ -77,6 +78,9 @@ pub const KEYS_CHANNEL: &str = "g2a:keys";
 const USAGE_INDEX: &str = "g2a:usage";
 /// Each replica's requests in flight per token (`InFlight`), every half second while it has some.
 pub const INFLIGHT_CHANNEL: &str = "g2a:inflight";
+
+/// Each replica's latest report (`ReplicaReport`): replica → JSON.
+const REPORTS: &str = "g2a:reports";
 
 /// Console-made sso tokens: token id → `ExportedToken` (the value itself: the book is what a
 /// replica that starts later reads its tokens from).
@@ -656,6 +660,32 @@ impl RedisStore {
     pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
         let mut c = self.conn().await?;
         c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
+    }
+
+    /// Says what this replica is up to.
+    pub async fn report(&self, report: &crate::shared::report::ReplicaReport) -> Result<(), String> {
+        let json = serde_json::to_string(report).map_err(|e| e.to_string())?;
+        let mut c = self.conn().await?;
+        c.hset(REPORTS, &self.replica, json).await.map_err(err)
+    }
+
+    /// Every live replica's latest report, this one's included; stale ones are dropped on the way.
+    pub async fn reports(&self) -> Result<Vec<crate::shared::report::ReplicaReport>, String> {
+        use crate::shared::report::{LASTS, ReplicaReport};
+        let mut c = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = c.hgetall(REPORTS).await.map_err(err)?;
+        let since = crate::clock::now_ms().saturating_sub(LASTS.as_millis() as u64);
+        let mut live = Vec::new();
+        for (replica, json) in all {
+            match serde_json::from_str::<ReplicaReport>(&json) {
+                Ok(r) if r.at >= since => live.push(r),
+                _ => {
+                    let _: Result<(), _> = c.hdel(REPORTS, &replica).await;
+                }
+            }
+        }
+        live.sort_by(|a, b| a.replica.cmp(&b.replica));
+        Ok(live)
     }
 
     /// Every console-made token the book keeps.
