@@ -105,10 +105,8 @@ fn readiness(pool: &SsoPool, rounds: usize) {
 /// A txt import of `n` new tokens through the client, kept in a state dir (as the console does).
 async fn import(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let client = GrokWebClient::new(Config::default().grok, Default::default())
-        .unwrap()
-        .with_saved_tokens(dir.path())
-        .unwrap();
+    let client =
+        GrokWebClient::new(Config::default().grok, Default::default()).unwrap().with_saved_tokens(dir.path()).unwrap();
     let content = tokens(n).join("\n");
     let t = Instant::now();
     let report = client.import_tokens(&content, Some("tokens.txt")).await.unwrap();
