@@ -388,6 +388,9 @@ pub struct GrokWebConfig {
     pub video_recover_secs: u64,
     /// How often to ask the upstream for every token's remaining quota (0 = never).
     pub quota_refresh_secs: u64,
+    /// The most quota checks started per second (periodic or on demand), however many tokens: a
+    /// round is spread over `quota_refresh_secs` and takes longer when this cap says so.
+    pub quota_refresh_per_sec: u32,
     /// Tokens tried for one request before giving up (rate-limit / auth failures move to the next).
     pub max_attempts: u32,
     /// Simultaneous upstream requests per token.
@@ -439,6 +442,7 @@ impl Default for GrokWebConfig {
             total_timeout_secs: 600,
             video_recover_secs: 300,
             quota_refresh_secs: 600,
+            quota_refresh_per_sec: 5,
             max_attempts: 3,
             token_max_concurrency: 4,
             token_wait_secs: 30,

@@ -435,3 +435,75 @@ async fn admin_tasks_of_every_owner_filter_cancel_and_redeliver() {
         h.http.post(h.url(&format!("/admin/tasks/{slow_id}/redeliver"))).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(unfinished.status(), 409, "a task without a callback has nothing to re-deliver");
 }
+
+/// A pool too large to send whole: `GET /admin/tokens` searches (`q`), sorts (`sort`, `-` for
+/// descending) and pages (`offset`, `limit`) on the server and says how many matched (`total`); the
+/// calls that change the pool answer with its first 100 tokens and the total.
+#[tokio::test]
+async fn the_token_list_is_searched_sorted_and_paged_on_the_server() {
+    if common::grok_web_only("token paging") {
+        return;
+    }
+    let h = console().start().await;
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN);
+    let get = |query: &str| {
+        let r = admin(h.http.get(h.url(&format!("/admin/tokens{query}")))).send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, before) = get("").await;
+    let base = before["total"].as_u64().unwrap() as usize;
+    let tokens: Vec<String> = (0..250).map(|i| format!("tok-page-{i:04}-abcdef")).collect();
+    let added: Value = admin(h.http.post(h.url("/admin/tokens")))
+        .json(&json!({"tokens": tokens}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n = base + 250;
+    assert_eq!((added["added"].as_u64(), added["total"].as_u64()), (Some(250), Some(n as u64)));
+    assert_eq!(added["data"].as_array().unwrap().len(), 100, "the first page, not the whole pool");
+
+    let (_, all) = get("").await;
+    assert_eq!((ids(&all).len(), all["total"].as_u64()), (n, Some(n as u64)), "no parameters: every token");
+    let (_, page) = get("?offset=5&limit=10").await;
+    assert_eq!((ids(&page), page["offset"].as_u64()), (ids(&all)[5..15].to_vec(), Some(5)));
+    let (_, past) = get("?offset=100000&limit=10").await;
+    assert_eq!((ids(&past).len(), past["total"].as_u64()), (0, Some(n as u64)));
+
+    let mut sorted = ids(&all);
+    sorted.sort();
+    let (_, by_id) = get("?sort=id&limit=20").await;
+    assert_eq!(ids(&by_id), sorted[..20].to_vec());
+    let (_, by_id_desc) = get(&format!("?sort=-id&offset={}", n - 20)).await;
+    assert_eq!(ids(&by_id_desc), sorted[..20].iter().rev().cloned().collect::<Vec<_>>());
+
+    for (k, note) in [(7, "Needle charlie"), (70, "needle alpha"), (170, "needle bravo")] {
+        let id = &ids(&all)[base + k];
+        let r = admin(h.http.patch(h.url(&format!("/admin/tokens/{id}")))).json(&json!({"note": note})).send();
+        assert_eq!(r.await.unwrap().status(), 200);
+    }
+    let (_, found) = get("?q=NEEDLE&sort=-note").await;
+    let notes: Vec<&str> = found["data"].as_array().unwrap().iter().map(|t| t["note"].as_str().unwrap()).collect();
+    assert_eq!((found["total"].as_u64(), notes), (Some(3), vec!["Needle charlie", "needle bravo", "needle alpha"]));
+    let (_, second) = get("?q=needle&sort=note&offset=1&limit=1").await;
+    assert_eq!((second["total"].as_u64(), second["data"][0]["note"].as_str()), (Some(3), Some("needle bravo")));
+    let one = &ids(&all)[base + 123];
+    let (_, by_id_text) = get(&format!("?q={}", &one[..10])).await;
+    assert!(ids(&by_id_text).contains(one));
+    let (_, disabled) = get("?q=disabled").await;
+    assert_eq!(disabled["total"].as_u64(), Some(0));
+
+    let (status, bad) = get("?sort=secret").await;
+    assert_eq!((status, bad["error"]["param"].as_str()), (400, Some("sort")), "{bad}");
+    let (status, _) = get("?limit=ten").await;
+    assert_eq!(status, 400);
+}

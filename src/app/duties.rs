@@ -203,7 +203,9 @@ fn hear(news: News, queue: &TaskQueue, runner: &JobRunner, keys: &KeyRing) {
     }
 }
 
-/// Refreshes every token's quota from the upstream now and then (and once at start).
+/// Refreshes every token's quota from the upstream, each round (the first at start) spread over
+/// `every` and capped per second (`grok.quota_refresh_per_sec`); a round that the cap makes longer
+/// than `every` is followed by the next at once.
 pub(super) fn spawn_quota_refresh(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -212,15 +214,16 @@ pub(super) fn spawn_quota_refresh(
 ) {
     tracker.spawn(async move {
         loop {
+            let round = tokio::time::Instant::now();
             if let Some(tokens) = runner.upstream().tokens() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    n = tokens.refresh_quotas() => tracing::debug!(answered = n, "token quotas refreshed"),
+                    n = tokens.refresh_quotas_over(every) => tracing::debug!(answered = n, "token quotas refreshed"),
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep_until(round + every) => {}
             }
         }
     });

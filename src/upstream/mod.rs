@@ -10,6 +10,7 @@ pub mod xai_models;
 
 pub mod assets;
 pub mod error;
+pub mod pace;
 pub mod quality;
 pub mod tokens;
 
@@ -258,10 +259,25 @@ impl TokenPool<'_> {
         }
     }
 
-    /// Asks the upstream for every token's quota; returns how many tokens answered.
+    /// Asks the upstream for every token's quota (at most `grok.quota_refresh_per_sec` a second);
+    /// returns how many tokens answered.
     pub async fn refresh_quotas(&self) -> usize {
         match self {
             Self::GrokWeb(c) => c.refresh_quotas().await,
+        }
+    }
+
+    /// Like `refresh_quotas`, spread evenly over `every` (the periodic refresh).
+    pub async fn refresh_quotas_over(&self, every: std::time::Duration) -> usize {
+        match self {
+            Self::GrokWeb(c) => c.refresh_quotas_over(every).await,
+        }
+    }
+
+    /// The token `id` names, unless it was removed.
+    pub fn info(&self, id: &str) -> Option<TokenInfo> {
+        match self {
+            Self::GrokWeb(c) => c.pool().info(id),
         }
     }
 

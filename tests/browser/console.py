@@ -33,6 +33,7 @@ from selenium.common.exceptions import (
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -295,6 +296,30 @@ class Console:
         disabled = ids[1]
         self.click(self.token_row(disabled) + " button[data-action=toggle]")
         self.wait_token_status(disabled, "disabled")
+
+        # The server searches and sorts (a pool can hold 10,000 tokens): the page shows what it answered.
+        self.step = "tokens-search-sort"
+
+        def rows():
+            return [tr.get_attribute("data-token-id")
+                    for tr in self.d.find_elements(By.CSS_SELECTOR, "#tokens-body tr[data-testid=token-row]")]
+
+        every = rows()
+        search = self.by_id("tokens-search")
+        search.send_keys("first")
+        self.wait(lambda d: rows() == [ids[0]], "the search to leave the token noted 'first'")
+        if not self.text("#tokens-page").endswith("of 1 found"):
+            raise Failed(f"the pager says {self.text('#tokens-page')!r} for one token found")
+        search.send_keys(Keys.BACKSPACE * len("first"))
+        self.wait(lambda d: len(rows()) == len(every), "every token back once the search is empty")
+        self.click('#tokens-table th[data-sort="id"]')
+        self.wait(lambda d: rows() == sorted(every), "the rows sorted by id")
+        self.click('#tokens-table th[data-sort="id"]')
+        self.wait(lambda d: rows() == sorted(every, reverse=True), "the rows sorted by id, descending")
+        if self.css('#tokens-table th[data-sort="id"]').get_attribute("aria-sort") != "descending":
+            raise Failed("the id header does not show the descending sort")
+        if self.by_id("tokens-next").is_enabled():
+            raise Failed("a next page offered with every token on this one")
 
         self.step = "keys-create"
         self.go("keys")

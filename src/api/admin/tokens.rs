@@ -18,12 +18,16 @@ fn pool(state: &AppState) -> Result<TokenPool<'_>, ApiError> {
     state.runner.upstream().tokens().ok_or_else(|| ApiError::not_found("this upstream has no token pool"))
 }
 
-/// The token pool, and what the call changed.
+/// The token pool (one page of it), and what the call changed.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     /// Always `list`.
     pub object: &'static str,
     pub data: Vec<TokenInfo>,
+    /// Tokens matching the search (`q`), on every page; without a search, every token.
+    pub total: usize,
+    /// Where this page starts among them.
+    pub offset: usize,
     /// Tokens the call added (`POST /admin/tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub added: Option<usize>,
@@ -32,14 +36,104 @@ pub struct TokenList {
     pub refreshed: Option<usize>,
 }
 
+/// How many tokens the answers of the calls that change the pool carry (the first of the pool's
+/// order, with `total`): a pool of 10,000 is not sent back whole after each change.
+const FIRST_PAGE: usize = 100;
+
 fn pool_view(pool: TokenPool<'_>) -> TokenList {
-    TokenList { object: "list", data: pool.snapshot(), added: None, refreshed: None }
+    let all = pool.snapshot();
+    let total = all.len();
+    let data = all.into_iter().take(FIRST_PAGE).collect();
+    TokenList { object: "list", data, total, offset: 0, added: None, refreshed: None }
 }
 
-#[utoipa::path(get, path = "/admin/tokens", tag = "admin", responses((status = 200, body = TokenList), (status = 401, body = crate::error::ErrorBody),
+/// `GET /admin/tokens`: search, sort and paging, done here so the console never loads the whole pool.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Tokens skipped (after search and sort); default 0.
+    offset: Option<usize>,
+    /// The most tokens returned; default: all of them.
+    limit: Option<usize>,
+    /// The field to sort by, `-` in front for descending: `id`, `token`, `status`, `plan`, `source`,
+    /// `note`, `proxy`, `enabled`, `remaining`, `in_flight`, `fail_count`, `cooldown_secs`,
+    /// `checked_at`, `last_error_at`, or a product (`image`, `imageEdit`, `video`, `video720p`,
+    /// `imagePro`: its remaining quota). Missing values come first ascending. Default: the pool's
+    /// order (the order tokens were added).
+    sort: Option<String>,
+    /// Text to find (case-insensitive) in the id, masked token, note, proxy (host), status, plan or source.
+    q: Option<String>,
+}
+
+type Order = Box<dyn Fn(&TokenInfo, &TokenInfo) -> std::cmp::Ordering>;
+
+fn order(field: &str) -> Option<Order> {
+    fn by<K: Ord>(key: impl Fn(&TokenInfo) -> K + 'static) -> Option<Order> {
+        Some(Box::new(move |a, b| key(a).cmp(&key(b))))
+    }
+    match field {
+        "id" => by(|t| t.id.clone()),
+        "token" => by(|t| t.token.clone()),
+        "status" => by(|t| t.status),
+        "plan" => by(|t| t.plan),
+        "source" => by(|t| t.source),
+        "note" => by(|t| t.note.as_ref().map(|n| n.to_lowercase())),
+        "proxy" => by(|t| t.proxy.clone()),
+        "enabled" => by(|t| t.enabled),
+        "remaining" => by(|t| t.remaining),
+        "in_flight" => by(|t| t.in_flight),
+        "fail_count" => by(|t| t.fail_count),
+        "cooldown_secs" => by(|t| t.cooldown_secs),
+        "checked_at" => by(|t| t.checked_at),
+        "last_error_at" => by(|t| t.last_error_at),
+        product => {
+            let key = crate::upstream::grok_web::Product::ALL.iter().map(|p| p.key()).find(|k| *k == product)?;
+            by(move |t| t.products.get(key).and_then(|p| p.remaining))
+        }
+    }
+}
+
+fn matches(t: &TokenInfo, q: &str) -> bool {
+    let has = |s: &str| s.to_lowercase().contains(q);
+    has(&t.id)
+        || has(&t.token)
+        || has(t.status)
+        || has(t.source)
+        || t.plan.is_some_and(has)
+        || t.note.as_deref().is_some_and(has)
+        || t.proxy.as_deref().is_some_and(has)
+}
+
+#[utoipa::path(get, path = "/admin/tokens", tag = "admin", params(ListQuery), responses((status = 200, body = TokenList), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
     (status = 404, description = "the upstream has no token pool (xai)", body = crate::error::ErrorBody)))]
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
-    Ok(Json(pool_view(pool(&state)?)))
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    crate::api::Params(q): crate::api::Params<ListQuery>,
+) -> Result<Json<TokenList>, ApiError> {
+    let sort = match q.sort.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let (desc, field) = s.strip_prefix('-').map_or((false, s), |f| (true, f));
+            let cmp =
+                order(field).ok_or_else(|| ApiError::invalid_param("sort", format!("cannot sort by `{field}`")))?;
+            Some((desc, cmp))
+        }
+    };
+    let mut rows = pool(&state)?.snapshot();
+    if let Some(needle) = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let needle = needle.to_lowercase();
+        rows.retain(|t| matches(t, &needle));
+    }
+    // Stable: equal keys keep the pool's order, whichever way.
+    match sort {
+        Some((false, cmp)) => rows.sort_by(|a, b| cmp(a, b)),
+        Some((true, cmp)) => rows.sort_by(|a, b| cmp(b, a)),
+        None => {}
+    }
+    let total = rows.len();
+    let offset = q.offset.unwrap_or(0).min(total);
+    let data = rows.into_iter().skip(offset).take(q.limit.unwrap_or(usize::MAX)).collect();
+    Ok(Json(TokenList { object: "list", data, total, offset, added: None, refreshed: None }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -82,7 +176,7 @@ pub async fn refresh_tokens(State(state): State<AppState>) -> Result<Json<TokenL
 }
 
 fn one(pool: TokenPool<'_>, id: &str) -> Result<TokenInfo, ApiError> {
-    pool.snapshot().into_iter().find(|t| t.id == id).ok_or_else(|| no_token(id))
+    pool.info(id).ok_or_else(|| no_token(id))
 }
 
 fn no_token(id: &str) -> ApiError {
@@ -228,7 +322,9 @@ pub struct BulkResult {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct BulkReport {
     results: Vec<BulkResult>,
+    /// The first tokens of the pool's order (as `POST /admin/tokens` answers); `total` counts them all.
     data: Vec<TokenInfo>,
+    total: usize,
 }
 
 #[utoipa::path(post, path = "/admin/tokens/bulk", tag = "admin", request_body = Bulk,
@@ -253,9 +349,7 @@ pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>)
             _ => match pool.refresh_token(&id).await {
                 Some(true) => Ok(()),
                 Some(false) => Err(pool
-                    .snapshot()
-                    .into_iter()
-                    .find(|t| t.id == id)
+                    .info(&id)
                     .and_then(|t| t.last_error)
                     .unwrap_or_else(|| "the upstream did not answer the quota check".into())),
                 None => Err(no_token(&id).message),
@@ -264,5 +358,6 @@ pub async fn bulk(State(state): State<AppState>, JsonBody(body): JsonBody<Bulk>)
         results.push(BulkResult { ok: outcome.is_ok(), error: outcome.err(), id });
     }
     tracing::info!(action = %body.action, tokens = results.len(), "bulk token action");
-    Ok(Json(BulkReport { results, data: pool.snapshot() }))
+    let TokenList { data, total, .. } = pool_view(pool);
+    Ok(Json(BulkReport { results, data, total }))
 }

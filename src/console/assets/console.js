@@ -19,6 +19,7 @@
  *                row controls [data-action=select|toggle|check|edit|delete]
  *              #tokens-select-all #bulk-{enable,disable,refresh,delete} #tokens-refresh-all #tokens-reload
  *              #export-txt #export-json #tokens-unavailable
+ *              #tokens-search #tokens-prev #tokens-next #tokens-page  th[data-sort=FIELD][aria-sort]
  *              #token-edit-form #token-edit-note #token-edit-proxy #token-edit-save #token-edit-cancel
  *              #import-text #import-file #import-submit #import-report #import-format #import-added
  *              #import-duplicates #import-rejected
@@ -53,6 +54,9 @@ const state = {
   polling: false,
   lastSample: null,
   tokens: [],
+  // The page of the pool shown: the server searches, sorts and pages (a pool can hold 10,000).
+  tokenView: { offset: 0, limit: 50, sort: "", q: "" },
+  tokenTotal: 0,
   selected: new Set(),
   editingToken: null,
   keys: [],
@@ -369,7 +373,17 @@ function renderReplicas(o) {
 
 async function loadTokens() {
   try {
-    const r = await api("GET", "/admin/tokens");
+    const v = state.tokenView;
+    const q = new URLSearchParams({ offset: String(v.offset), limit: String(v.limit) });
+    if (v.sort) q.set("sort", v.sort);
+    if (v.q) q.set("q", v.q);
+    const r = await api("GET", `/admin/tokens?${q}`);
+    // A page past the end (its last rows deleted): show the last page there is.
+    if (!r.data.length && r.total > 0 && v.offset > 0) {
+      v.offset = Math.floor((r.total - 1) / v.limit) * v.limit;
+      return loadTokens();
+    }
+    state.tokenTotal = r.total;
     setTokens(r.data);
   } catch (e) {
     if (e.status === 404) {
@@ -445,8 +459,48 @@ function tokenRow(t) {
 
 function renderTokens() {
   $("tokens-body").replaceChildren(...state.tokens.map(tokenRow));
-  $("tokens-empty").hidden = state.tokens.length > 0;
+  $("tokens-empty").hidden = state.tokens.length > 0 || !!state.tokenView.q;
+  const v = state.tokenView;
+  const n = state.tokenTotal;
+  $("tokens-page").textContent = n
+    ? `${v.offset + 1}–${v.offset + state.tokens.length} of ${n}${v.q ? " found" : ""}`
+    : (v.q ? "nothing found" : "0 tokens");
+  $("tokens-prev").disabled = v.offset === 0;
+  $("tokens-next").disabled = v.offset + state.tokens.length >= n;
+  const [desc, field] = v.sort.startsWith("-") ? [true, v.sort.slice(1)] : [false, v.sort];
+  for (const th of document.querySelectorAll("#tokens-table th[data-sort]")) {
+    if (th.dataset.sort === field) th.setAttribute("aria-sort", desc ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
   updateSelection();
+}
+
+// A header click sorts by its column, a second click the other way round.
+function onTokenSort(ev) {
+  const th = ev.target.closest("th[data-sort]");
+  if (!th) return;
+  const v = state.tokenView;
+  const field = th.dataset.sort;
+  v.sort = v.sort === field ? `-${field}` : field;
+  v.offset = 0;
+  return act(null, loadTokens);
+}
+
+function onTokenPage(delta) {
+  const v = state.tokenView;
+  v.offset = Math.max(0, v.offset + delta * v.limit);
+  return act(null, loadTokens);
+}
+
+let searchTimer = null;
+function onTokenSearch(ev) {
+  clearTimeout(searchTimer);
+  // Asks the server once typing pauses, not at every key.
+  searchTimer = setTimeout(() => {
+    state.tokenView.q = ev.target.value.trim();
+    state.tokenView.offset = 0;
+    act(null, loadTokens);
+  }, 250);
 }
 
 function updateSelection() {
@@ -487,7 +541,7 @@ async function onTokenRowClick(ev) {
       return;
     case "delete":
       if (!window.confirm(`Delete token ${id}? This cannot be undone.`)) return;
-      return act(ctl, async () => setTokens((await api("DELETE", path)).data));
+      return act(ctl, async () => { await api("DELETE", path); await loadTokens(); });
   }
 }
 
@@ -529,7 +583,7 @@ async function onBulk(action, btn) {
   await act(btn, async () => {
     const r = await api("POST", "/admin/tokens/bulk", { action, ids });
     if (action === "delete") state.selected.clear();
-    setTokens(r.data);
+    await loadTokens();
     const failed = r.results.filter((x) => !x.ok);
     if (failed.length) {
       showAlert(`${failed.length} of ${ids.length} failed: ` + failed.map((f) => `${f.id}: ${f.error}`).join("; "));
@@ -881,7 +935,11 @@ function wire() {
   }
   $("tokens-reload").addEventListener("click", (ev) => act(ev.currentTarget, loadTokens));
   $("tokens-refresh-all").addEventListener("click", (ev) =>
-    act(ev.currentTarget, async () => setTokens((await api("POST", "/admin/tokens/refresh")).data)));
+    act(ev.currentTarget, async () => { await api("POST", "/admin/tokens/refresh"); await loadTokens(); }));
+  document.querySelector("#tokens-table thead").addEventListener("click", onTokenSort);
+  $("tokens-prev").addEventListener("click", () => onTokenPage(-1));
+  $("tokens-next").addEventListener("click", () => onTokenPage(1));
+  $("tokens-search").addEventListener("input", onTokenSearch);
   $("token-edit-form").addEventListener("submit", onTokenEditSave);
   $("token-edit-cancel").addEventListener("click", closeTokenEdit);
   $("import-submit").addEventListener("click", onImport);

@@ -57,10 +57,24 @@ impl SavedTokens {
 
     /// Keeps the console's settings of the token `id` names.
     pub fn save_meta(&self, id: &str, meta: &Meta) -> Result<(), String> {
-        let json = serde_json::to_string(meta).map_err(|e| e.to_string())?;
+        self.save_metas(&[(id.to_owned(), meta.clone())])
+    }
+
+    /// Keeps the settings of several tokens (`token_id`, settings) in one commit.
+    pub fn save_metas(&self, metas: &[(String, Meta)]) -> Result<(), String> {
+        let rows = metas
+            .iter()
+            .map(|(id, meta)| serde_json::to_string(meta).map(|json| (id, json)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         self.db.with(|db| {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
-            txn.open_table(META).map_err(|e| e.to_string())?.insert(id, json.as_str()).map_err(|e| e.to_string())?;
+            {
+                let mut table = txn.open_table(META).map_err(|e| e.to_string())?;
+                for (id, json) in &rows {
+                    table.insert(id.as_str(), json.as_str()).map_err(|e| e.to_string())?;
+                }
+            }
             txn.commit().map_err(|e| e.to_string())
         })
     }

@@ -63,11 +63,14 @@ impl GrokWebClient {
     }
 
     /// Imports a token file (see `token_import`): each entry is added, a duplicate, or rejected with
-    /// its reason. Added tokens are kept in the state dir, with their note.
+    /// its reason. Added tokens are kept in the state dir, with their note: all of them in one write
+    /// before they serve, their notes in a second (a 10,000-line file is two commits, not 10,000).
     pub async fn import_tokens(&self, content: &str, filename: Option<&str>) -> Result<ImportReport, String> {
         let (format, entries) = token_import::parse(content, filename);
         let mut report = ImportReport { format, added: 0, duplicates: 0, rejected: 0, lines: Vec::new() };
         let mut seen = std::collections::HashSet::new();
+        // (its line in the report, token, proxy, note)
+        let mut fresh = Vec::new();
         for entry in entries {
             let (result, id, token, reason) = match entry.found {
                 Err(why) => ("rejected", None, None, Some(why)),
@@ -79,28 +82,41 @@ impl GrokWebClient {
                     } else if self.pool.holds(&id) {
                         ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
                     } else {
-                        let entry = match &c.proxy {
-                            Some(p) => format!("{}|{p}", c.token),
-                            None => c.token.clone(),
-                        };
-                        self.keep(&[entry]).await?;
-                        if self.pool.add_one(c.token, c.proxy, c.note.clone()) {
-                            if c.note.is_some() {
-                                self.keep_meta(&id).await?;
-                            }
-                            ("added", Some(id), masked, None)
-                        } else {
-                            ("duplicate", Some(id), masked, Some("already in the pool".to_owned()))
-                        }
+                        fresh.push((report.lines.len(), c.token, c.proxy, c.note));
+                        ("added", Some(id), masked, None)
                     }
                 }
             };
-            match result {
+            report.lines.push(ImportLine { line: entry.line, result, id, token, reason });
+        }
+        let keep: Vec<String> = fresh
+            .iter()
+            .map(|(_, token, proxy, _)| proxy.as_ref().map_or_else(|| token.clone(), |p| format!("{token}|{p}")))
+            .collect();
+        self.keep(&keep).await?;
+        let mut metas = Vec::new();
+        for (line, token, proxy, note) in fresh {
+            let noted = note.is_some();
+            if !self.pool.add_one(token, proxy, note) {
+                let l = &mut report.lines[line];
+                (l.result, l.reason) = ("duplicate", Some("already in the pool".to_owned()));
+                continue;
+            }
+            if let Some(info) = report.lines[line].id.as_deref().filter(|_| noted).and_then(|id| self.pool.info(id)) {
+                metas.push((info.id, saved_tokens::Meta { note: info.note, disabled: !info.enabled }));
+            }
+        }
+        if let (Some(saved), false) = (self.saved.clone(), metas.is_empty()) {
+            tokio::task::spawn_blocking(move || saved.save_metas(&metas))
+                .await
+                .map_err(|e| format!("saving token settings stopped: {e}"))??;
+        }
+        for line in &report.lines {
+            match line.result {
                 "added" => report.added += 1,
                 "duplicate" => report.duplicates += 1,
                 _ => report.rejected += 1,
             }
-            report.lines.push(ImportLine { line: entry.line, result, id, token, reason });
         }
         let added = report.lines.iter().filter(|l| l.result == "added").filter_map(|l| l.id.clone()).collect();
         self.share(added).await?;
@@ -143,7 +159,7 @@ impl GrokWebClient {
     }
 
     async fn keep(&self, entries: &[String]) -> Result<(), String> {
-        let Some(saved) = self.saved.clone() else { return Ok(()) };
+        let Some(saved) = self.saved.clone().filter(|_| !entries.is_empty()) else { return Ok(()) };
         let keep = entries.to_vec();
         tokio::task::spawn_blocking(move || saved.save(&keep))
             .await
@@ -152,7 +168,7 @@ impl GrokWebClient {
 
     async fn keep_meta(&self, id: &str) -> Result<(), String> {
         let Some(saved) = self.saved.clone() else { return Ok(()) };
-        let Some(info) = self.pool.snapshot().into_iter().find(|t| t.id == id) else { return Ok(()) };
+        let Some(info) = self.pool.info(id) else { return Ok(()) };
         let meta = saved_tokens::Meta { note: info.note, disabled: !info.enabled };
         let id = id.to_owned();
         tokio::task::spawn_blocking(move || saved.save_meta(&id, &meta))
@@ -161,14 +177,23 @@ impl GrokWebClient {
     }
 
     /// Asks the upstream for every token's media quota, per product: an exhausted product rests until
-    /// grok.com says it is back (`nextAvailableAt`), a refilled one comes back. Returns how many tokens
-    /// answered.
+    /// grok.com says it is back (`nextAvailableAt`), a refilled one comes back. At most
+    /// `quota_refresh_per_sec` calls a second. Returns how many tokens answered.
     pub async fn refresh_quotas(&self) -> usize {
-        let mut answered = 0;
-        for (index, token, proxy) in self.pool.refreshable() {
-            answered += usize::from(self.refresh_index(index, &token, proxy.as_deref(), false).await);
-        }
-        answered
+        self.refresh_quotas_over(Duration::ZERO).await
+    }
+
+    /// `refresh_quotas` spread evenly over `every` (and still capped per second): the tokens are
+    /// the ones in the pool when the round starts; one added meanwhile waits for the next round.
+    pub async fn refresh_quotas_over(&self, every: Duration) -> usize {
+        let tokens = self.pool.refreshable();
+        crate::upstream::pace::paced(
+            tokens,
+            every,
+            self.cfg.quota_refresh_per_sec,
+            |(index, token, proxy)| async move { self.refresh_index(index, &token, proxy.as_deref(), false).await },
+        )
+        .await
     }
 
     /// One token's quota refresh (and its plan, when not known yet or `forced`); true when the

@@ -15,81 +15,64 @@ pub enum PatchError {
 }
 
 impl SsoPool {
+    /// Every token but the removed ones, in the pool's order.
     pub fn snapshot(&self) -> Vec<TokenInfo> {
         let now = Instant::now();
-        lock(&self.state.tokens)
-            .iter()
-            .filter(|t| t.status != TokenStatus::Removed)
-            .map(|t| {
-                let (status, cooldown) = t.label_and_cooldown(now);
-                TokenInfo {
-                    source: t.source,
-                    id: t.id.clone(),
-                    token: mask(&t.token),
-                    status,
-                    enabled: t.enabled,
-                    note: t.note.clone(),
-                    last_error: t.last_error.as_ref().map(|(e, _)| e.clone()),
-                    last_error_at: t.last_error.as_ref().map(|(_, at)| *at),
-                    checked_at: t.checked_at,
-                    in_flight: t.in_flight,
-                    fail_count: t.fail_count,
-                    remaining: t.remaining(),
-                    cooldown_secs: cooldown.map(|d| d.as_secs().max(1)),
-                    proxy: t.proxy.as_deref().map(redact_proxy),
-                    plan: t.plan.map(Plan::key),
-                    products: Product::ALL
-                        .iter()
-                        .map(|p| {
-                            let st = t.products[p.idx()];
-                            let cooling = st.cooling(now).map(|d| d.as_secs().max(1));
-                            (
-                                p.key(),
-                                ProductInfo {
-                                    remaining: st.remaining,
-                                    cooldown_secs: cooling,
-                                    refills_at: cooling.map(|c| crate::clock::now_secs() + c),
-                                },
-                            )
-                        })
-                        .collect(),
-                }
-            })
-            .collect()
+        self.state.collect(|_, t| (t.status != TokenStatus::Removed).then(|| info(t, now)))
     }
 
-    /// Counts by health label, for metrics.
-    pub fn health(&self) -> Vec<(&'static str, usize)> {
+    /// The token `id` names, unless it was removed.
+    pub fn info(&self, id: &str) -> Option<TokenInfo> {
         let now = Instant::now();
-        let tokens = lock(&self.state.tokens);
-        ["active", "cooling", "expired", "flagged", "disabled"]
-            .into_iter()
-            .map(|l| (l, tokens.iter().filter(|t| t.label_and_cooldown(now).0 == l).count()))
-            .collect()
+        let i = self.state.index_of(id)?;
+        self.state.read(i, |t| (t.status != TokenStatus::Removed).then(|| info(t, now))).flatten()
+    }
+
+    /// Counts by health label, for metrics (from the census: no token is looked at).
+    pub fn health(&self) -> Vec<(&'static str, usize)> {
+        let mut census = lock(&self.state.census);
+        let cooling = census.cooling(Instant::now()).min(census.live);
+        vec![
+            ("active", census.live - cooling),
+            ("cooling", cooling),
+            ("expired", census.expired),
+            ("flagged", census.flagged),
+            ("disabled", census.disabled),
+        ]
     }
 
     /// Adds tokens (or brings back removed, expired or flagged ones); returns how many became usable.
     pub fn add(&self, raw: &[String]) -> usize {
-        let mut tokens = lock(&self.state.tokens);
         let mut added = 0;
-        for (token, proxy) in raw.iter().map(|t| parse_entry(t)).filter(|(t, _)| !t.is_empty()) {
-            match tokens.iter_mut().find(|t| t.token == token) {
-                Some(t) if t.status.label(Instant::now()) == "active" => {
-                    t.proxy = proxy.or(t.proxy.take());
-                }
-                Some(t) => {
-                    t.proxy = proxy.or(t.proxy.take());
-                    t.status = TokenStatus::Active;
-                    t.fail_count = 0;
-                    added += 1;
-                }
-                None => {
-                    tokens.push(TokenState::new(token, proxy, "admin"));
-                    added += 1;
+        {
+            let mut ids = self.state.ids.write().unwrap_or_else(|p| p.into_inner());
+            for (token, proxy) in raw.iter().map(|t| parse_entry(t)).filter(|(t, _)| !t.is_empty()) {
+                let held = ids.get(&token_id(&token)).copied();
+                let back = held.and_then(|i| {
+                    self.state
+                        .with(i, |t| {
+                            // Another token with the same id prefix (never seen, but possible) is its own.
+                            (t.token == token).then(|| {
+                                t.proxy = proxy.clone().or(t.proxy.take());
+                                if t.status.label(Instant::now()) == "active" {
+                                    return false;
+                                }
+                                t.status = TokenStatus::Active;
+                                t.fail_count = 0;
+                                true
+                            })
+                        })
+                        .flatten()
+                });
+                match back {
+                    Some(came_back) => added += usize::from(came_back),
+                    None => {
+                        self.state.push(&mut ids, TokenState::new(token, proxy, "admin"));
+                        added += 1;
+                    }
                 }
             }
         }
-        drop(tokens);
         self.state.released.notify_waiters();
         added
     }
@@ -115,83 +98,105 @@ impl SsoPool {
     /// The pool serves (or may serve again by itself) the token `id` names: not removed, expired or
     /// flagged.
     pub fn holds(&self, id: &str) -> bool {
-        lock(&self.state.tokens).iter().any(|t| {
-            t.id == id && !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired | TokenStatus::Flagged)
-        })
+        self.state.with_id(id, |t| !matches!(t.status, TokenStatus::Expired | TokenStatus::Flagged)).unwrap_or(false)
     }
 
     /// Changes what the console may change of a token added at run time.
     pub fn update(&self, id: &str, patch: &TokenPatch) -> Result<(), PatchError> {
-        let mut tokens = lock(&self.state.tokens);
-        let t =
-            tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id).ok_or(PatchError::NotFound)?;
-        if let Some(enabled) = patch.enabled {
-            t.enabled = enabled;
-        }
-        if let Some(note) = &patch.note {
-            t.note = note.clone().filter(|n| !n.trim().is_empty());
-        }
-        if let Some(proxy) = &patch.proxy {
-            t.proxy = proxy.clone();
-            t.proxy_error = None;
-        }
-        drop(tokens);
+        self.state
+            .with_id(id, |t| {
+                if let Some(enabled) = patch.enabled {
+                    t.enabled = enabled;
+                }
+                if let Some(note) = &patch.note {
+                    t.note = note.clone().filter(|n| !n.trim().is_empty());
+                }
+                if let Some(proxy) = &patch.proxy {
+                    t.proxy = proxy.clone();
+                    t.proxy_error = None;
+                }
+            })
+            .ok_or(PatchError::NotFound)?;
         self.state.released.notify_waiters();
         Ok(())
     }
 
     /// Where a token came from (`config` or `admin`), unless it was removed.
     pub fn source_of(&self, id: &str) -> Option<&'static str> {
-        lock(&self.state.tokens).iter().find(|t| t.status != TokenStatus::Removed && t.id == id).map(|t| t.source)
+        self.state.with_id(id, |t| t.source)
     }
 
     /// The pool's index of the token `id` names, for a refresh of that one token.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        lock(&self.state.tokens).iter().position(|t| t.status != TokenStatus::Removed && t.id == id)
+        let i = self.state.index_of(id)?;
+        self.state.read(i, |t| t.status != TokenStatus::Removed).unwrap_or(false).then_some(i)
     }
 
     /// Every token with its proxy, note and switch, for an export (the full values: the operator's backup).
     pub fn export(&self) -> Vec<ExportedToken> {
-        lock(&self.state.tokens)
-            .iter()
-            .filter(|t| t.status != TokenStatus::Removed)
-            .map(|t| ExportedToken {
+        self.state.collect(|_, t| {
+            (t.status != TokenStatus::Removed).then(|| ExportedToken {
                 token: t.token.clone(),
                 proxy: t.proxy.clone(),
                 note: t.note.clone(),
                 enabled: t.enabled,
             })
-            .collect()
+        })
     }
 
     /// Takes a token out of rotation by its id; in-flight requests finish.
     pub fn remove(&self, id: &str) -> bool {
-        let mut tokens = lock(&self.state.tokens);
-        match tokens.iter_mut().find(|t| t.status != TokenStatus::Removed && t.id == id) {
-            Some(t) => {
-                t.status = TokenStatus::Removed;
-                true
-            }
-            None => false,
-        }
+        self.state.with_id(id, |t| t.status = TokenStatus::Removed).is_some()
     }
 
     /// The token (and its proxy) a `token_id` names, unless it was removed.
     pub fn find(&self, id: &str) -> Option<(String, Option<String>)> {
-        lock(&self.state.tokens)
-            .iter()
-            .find(|t| t.status != TokenStatus::Removed && t.id == id)
-            .map(|t| (t.token.clone(), t.proxy.clone()))
+        self.state.with_id(id, |t| (t.token.clone(), t.proxy.clone()))
     }
 
     /// (index, token, proxy) of every token worth asking the upstream about.
     pub fn refreshable(&self) -> Vec<(usize, String, Option<String>)> {
-        lock(&self.state.tokens)
+        self.state.collect(|i, t| {
+            (!matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
+                .then(|| (i, t.token.clone(), t.proxy.clone()))
+        })
+    }
+}
+
+/// What the admin API shows of one token.
+fn info(t: &TokenState, now: Instant) -> TokenInfo {
+    let (status, cooldown) = t.label_and_cooldown(now);
+    TokenInfo {
+        source: t.source,
+        id: t.id.clone(),
+        token: mask(&t.token),
+        status,
+        enabled: t.enabled,
+        note: t.note.clone(),
+        last_error: t.last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_at: t.last_error.as_ref().map(|(_, at)| *at),
+        checked_at: t.checked_at,
+        in_flight: t.in_flight,
+        fail_count: t.fail_count,
+        remaining: t.remaining(),
+        cooldown_secs: cooldown.map(|d| d.as_secs().max(1)),
+        proxy: t.proxy.as_deref().map(redact_proxy),
+        plan: t.plan.map(Plan::key),
+        products: Product::ALL
             .iter()
-            .enumerate()
-            .filter(|(_, t)| !matches!(t.status, TokenStatus::Removed | TokenStatus::Expired))
-            .map(|(i, t)| (i, t.token.clone(), t.proxy.clone()))
-            .collect()
+            .map(|p| {
+                let st = t.products[p.idx()];
+                let cooling = st.cooling(now).map(|d| d.as_secs().max(1));
+                (
+                    p.key(),
+                    ProductInfo {
+                        remaining: st.remaining,
+                        cooldown_secs: cooling,
+                        refills_at: cooling.map(|c| crate::clock::now_secs() + c),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -200,7 +205,7 @@ mod tests {
     use crate::upstream::grok_web::token_pool::admin::*;
     use std::time::Duration;
 
-    use crate::upstream::grok_web::token_pool::{NoToken, test_pool as pool};
+    use crate::upstream::grok_web::token_pool::{NoToken, VideoFit, test_pool as pool};
 
     #[test]
     fn admin_add_remove_and_quota_refresh() {
@@ -247,5 +252,61 @@ mod tests {
         assert_eq!(p.snapshot()[1].note, None);
         assert_eq!(p.find(&b).unwrap().1.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(p.update("000000000000", &TokenPatch::default()), Err(PatchError::NotFound));
+    }
+    /// The counts `/readyz` and `/metrics` read are kept as tokens change, and always agree with
+    /// what the tokens themselves say (a resting token counts as active again once its time is up).
+    #[test]
+    fn the_census_agrees_with_the_tokens() {
+        use crate::upstream::error::UpstreamError;
+        let names: Vec<String> = (0..2000).map(|i| format!("token-{i:05}-census")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = pool(&refs, 4);
+        let recount = |p: &SsoPool| {
+            let snap = p.snapshot();
+            ["active", "cooling", "expired", "flagged", "disabled"]
+                .into_iter()
+                .map(|l| (l, snap.iter().filter(|t| t.status == l).count()))
+                .collect::<Vec<_>>()
+        };
+        let soon = Some(Instant::now() + Duration::from_millis(150));
+        let later = Some(Instant::now() + Duration::from_secs(60));
+        for (i, name) in names.iter().enumerate() {
+            let id = token_id(name);
+            match i % 9 {
+                0 => {
+                    for product in Product::ALL {
+                        p.set_product_quota(i, product, Some(0), if i % 2 == 0 { soon } else { later });
+                    }
+                }
+                1 => p.set_product_quota(i, Product::Video, Some(0), later),
+                2 => {
+                    p.update(&id, &TokenPatch { enabled: Some(false), ..TokenPatch::default() }).unwrap();
+                }
+                3 => {
+                    p.remove(&id);
+                }
+                4 => p.flag(&id, "canned"),
+                5 => {
+                    let auth = UpstreamError::Auth(String::new());
+                    p.report_index(i, Product::Image, Err(&auth));
+                    p.report_index(i, Product::Image, Err(&auth));
+                }
+                6 => p.report_index(i, Product::Image, Err(&UpstreamError::ProxyFailed("down".into()))),
+                7 => p.set_plan(i, Plan::Basic),
+                _ => {}
+            }
+        }
+        assert_eq!(p.health(), recount(&p));
+        let (usable, total) = p.capacity();
+        assert_eq!((usable, total), (recount(&p)[0].1, p.snapshot().len()));
+        // Some come back with time, and removed or flagged ones are added again.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(p.health(), recount(&p));
+        let back: Vec<String> = names.iter().step_by(9).skip(1).take(5).cloned().collect();
+        p.add(&[names[3].clone(), names[4].clone()]);
+        p.add(&back);
+        assert_eq!(p.health(), recount(&p));
+        assert_eq!(p.capacity().1, p.snapshot().len());
+        assert_eq!(p.video_fit(10), VideoFit::NotFree);
     }
 }

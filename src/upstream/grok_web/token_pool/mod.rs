@@ -8,7 +8,8 @@ mod admin;
 mod news;
 mod pick;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::upstream::tokens::{InFlightCounts, Observer};
@@ -167,6 +168,27 @@ impl TokenState {
         self.products.iter().filter_map(|p| p.remaining).max()
     }
 
+    fn class(&self) -> Class {
+        match self.status {
+            TokenStatus::Removed => Class::Removed,
+            _ if !self.enabled => Class::Disabled,
+            TokenStatus::Expired => Class::Expired,
+            TokenStatus::Flagged => Class::Flagged,
+            status => {
+                let own = match status {
+                    TokenStatus::Cooling { until } => Some(until),
+                    _ => None,
+                };
+                // Resting as a whole while every product rests: until the first is back.
+                let every = self
+                    .products
+                    .iter()
+                    .try_fold(None::<Instant>, |first, p| p.cooling_until.map(|u| Some(first.map_or(u, |f| f.min(u)))));
+                Class::Live { until: own.max(every.flatten()), free: self.plan == Some(Plan::Basic) }
+            }
+        }
+    }
+
     /// A token whose every product cools is, as a whole, cooling: until the first comes back.
     fn label_and_cooldown(&self, now: Instant) -> (&'static str, Option<Duration>) {
         match self.status {
@@ -209,15 +231,186 @@ pub struct SsoPool {
     observer: std::sync::OnceLock<Observer>,
 }
 
-/// The tokens under their lock, and the signal that a slot came free.
+/// How many locks the tokens are spread over. Token `i` lives in shard `i % SHARDS` at `i / SHARDS`,
+/// so indexes stay stable (leases, `exclude` lists and refreshes hold them) while picks on different
+/// shards do not wait for each other.
+pub(super) const SHARDS: usize = 64;
+
+/// The tokens under their shard locks, what is counted of them, and the signal that a slot came free.
 struct PoolState {
-    tokens: Mutex<Vec<TokenState>>,
+    shards: Box<[Mutex<Vec<TokenState>>]>,
+    /// `token_id` → index, for the picks and admin calls that name one account. Never shrinks: a
+    /// removed token keeps its index (leases may hold it) and comes back there when added again.
+    ids: RwLock<std::collections::HashMap<String, usize>>,
+    /// Tokens ever added (removed ones included); indexes below it exist.
+    len: AtomicUsize,
+    /// Kept up to date by every change, so `/readyz` and `/metrics` never walk the tokens.
+    census: Mutex<Census>,
     /// Signalled whenever a lease is returned, for requests waiting on a full pool.
     released: tokio::sync::Notify,
 }
 
-fn lock(m: &Mutex<Vec<TokenState>>) -> std::sync::MutexGuard<'_, Vec<TokenState>> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PoolState {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            ids: RwLock::new(std::collections::HashMap::new()),
+            len: AtomicUsize::new(0),
+            census: Mutex::new(Census::default()),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, Vec<TokenState>> {
+        lock(&self.shards[i % SHARDS])
+    }
+
+    /// The index of the token `id` names, removed or not.
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+    }
+
+    /// Appends a token; the caller holds the `ids` write lock, which keeps appends in index order.
+    fn push(&self, ids: &mut std::collections::HashMap<String, usize>, t: TokenState) -> usize {
+        let i = self.len();
+        ids.entry(t.id.clone()).or_insert(i);
+        let class = t.class();
+        self.shard(i).push(t);
+        lock(&self.census).count(i, class, true);
+        self.len.store(i + 1, Ordering::Release);
+        i
+    }
+
+    /// Runs `change` on token `i` and keeps the census right; `None` when there is no such token.
+    fn with<R>(&self, i: usize, change: impl FnOnce(&mut TokenState) -> R) -> Option<R> {
+        let mut shard = self.shard(i);
+        let t = shard.get_mut(i / SHARDS)?;
+        let before = t.class();
+        let r = change(t);
+        self.recount(i, before, t);
+        Some(r)
+    }
+
+    /// Runs `change` on the token `id` names, unless it was removed.
+    fn with_id<R>(&self, id: &str, change: impl FnOnce(&mut TokenState) -> R) -> Option<R> {
+        let i = self.index_of(id)?;
+        self.with(i, |t| (t.status != TokenStatus::Removed).then(|| change(t))).flatten()
+    }
+
+    /// Reads token `i`.
+    fn read<R>(&self, i: usize, look: impl FnOnce(&TokenState) -> R) -> Option<R> {
+        self.shard(i).get(i / SHARDS).map(look)
+    }
+
+    fn recount(&self, i: usize, before: Class, t: &TokenState) {
+        let after = t.class();
+        if after != before {
+            lock(&self.census).moved(i, before, after);
+        }
+    }
+
+    /// What `look` makes of every token, in index order. One shard is locked at a time, so picks go
+    /// on meanwhile.
+    fn collect<R>(&self, mut look: impl FnMut(usize, &TokenState) -> Option<R>) -> Vec<R> {
+        let mut out: Vec<(usize, R)> = Vec::with_capacity(self.len());
+        for (s, shard) in self.shards.iter().enumerate() {
+            for (pos, t) in lock(shard).iter().enumerate() {
+                let i = pos * SHARDS + s;
+                if let Some(r) = look(i, t) {
+                    out.push((i, r));
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Changes every token, one shard at a time.
+    fn each(&self, mut change: impl FnMut(&mut TokenState)) {
+        for (s, shard) in self.shards.iter().enumerate() {
+            for (pos, t) in lock(shard).iter_mut().enumerate() {
+                let before = t.class();
+                change(t);
+                self.recount(pos * SHARDS + s, before, t);
+            }
+        }
+    }
+}
+
+/// Where a token stands for the counts `/readyz` and `/metrics` give, worked out from its fields
+/// alone (no clock): a resting token is `Live` with the instant it is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Removed,
+    Disabled,
+    Expired,
+    Flagged,
+    Live {
+        /// Until when the token as a whole rests (its own cooldown, or every product's).
+        until: Option<Instant>,
+        /// A free (Basic) account, for `video_fit`.
+        free: bool,
+    },
+}
+
+/// The pool's counts, changed with each token's `Class`. Resting tokens are kept by the instant they
+/// are back; the ones whose instant passed are dropped when counted, so a count costs the tokens
+/// that came back since the last one, not the pool's size.
+#[derive(Debug, Default)]
+struct Census {
+    removed: usize,
+    disabled: usize,
+    expired: usize,
+    flagged: usize,
+    live: usize,
+    free: usize,
+    resting: std::collections::BTreeSet<(Instant, usize)>,
+}
+
+impl Census {
+    fn count(&mut self, i: usize, class: Class, add: bool) {
+        let n = match class {
+            Class::Removed => &mut self.removed,
+            Class::Disabled => &mut self.disabled,
+            Class::Expired => &mut self.expired,
+            Class::Flagged => &mut self.flagged,
+            Class::Live { until, free } => {
+                if free {
+                    self.free = if add { self.free + 1 } else { self.free.saturating_sub(1) };
+                }
+                if let Some(until) = until {
+                    if add {
+                        self.resting.insert((until, i));
+                    } else {
+                        self.resting.remove(&(until, i));
+                    }
+                }
+                &mut self.live
+            }
+        };
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    fn moved(&mut self, i: usize, before: Class, after: Class) {
+        self.count(i, before, false);
+        self.count(i, after, true);
+    }
+
+    /// Live tokens resting at `now`.
+    fn cooling(&mut self, now: Instant) -> usize {
+        while self.resting.first().is_some_and(|(until, _)| *until <= now) {
+            self.resting.pop_first();
+        }
+        self.resting.len()
+    }
 }
 
 /// Splits a token entry `TOKEN` or `TOKEN|PROXY_URL` into its normalized token and proxy.
@@ -239,23 +432,27 @@ pub fn normalize_token(raw: &str) -> String {
 
 impl SsoPool {
     pub fn new(raw_tokens: &[String], settings: PoolSettings) -> Self {
-        let mut seen = std::collections::HashSet::new();
-        let tokens = raw_tokens
-            .iter()
-            .map(|t| parse_entry(t))
-            .filter(|(t, _)| !t.is_empty() && seen.insert(t.clone()))
-            .map(|(token, proxy)| TokenState::new(token, proxy, "config"))
-            .collect();
+        let state = PoolState::new();
+        {
+            let mut ids = state.ids.write().unwrap_or_else(|p| p.into_inner());
+            let mut seen = std::collections::HashSet::new();
+            for (token, proxy) in raw_tokens.iter().map(|t| parse_entry(t)) {
+                if !token.is_empty() && seen.insert(token.clone()) {
+                    state.push(&mut ids, TokenState::new(token, proxy, "config"));
+                }
+            }
+        }
         Self {
             settings,
-            state: Arc::new(PoolState { tokens: Mutex::new(tokens), released: tokio::sync::Notify::new() }),
+            state: Arc::new(state),
             observer: std::sync::OnceLock::new(),
             remote: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
+    /// Tokens ever added, removed ones included.
     pub fn len(&self) -> usize {
-        lock(&self.state.tokens).len()
+        self.state.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -264,7 +461,7 @@ impl SsoPool {
 
     #[cfg(test)]
     fn status(&self, i: usize) -> TokenStatus {
-        lock(&self.state.tokens)[i].status
+        self.state.read(i, |t| t.status).unwrap_or(TokenStatus::Removed)
     }
 }
 

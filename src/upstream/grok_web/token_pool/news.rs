@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenStatus, lock};
+use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenStatus};
 use crate::upstream::tokens::{InFlightCounts, Observer, TokenEvent};
 
 pub(super) fn until_ms(at: Instant) -> u64 {
@@ -17,7 +17,7 @@ fn instant_at(ms: u64) -> Instant {
 impl SsoPool {
     /// This replica's requests in flight per token (only tokens with some), for the other replicas.
     pub fn in_flight_counts(&self) -> InFlightCounts {
-        lock(&self.state.tokens).iter().filter(|t| t.in_flight > 0).map(|t| (t.id.clone(), t.in_flight)).collect()
+        self.state.collect(|_, t| (t.in_flight > 0).then(|| (t.id.clone(), t.in_flight))).into_iter().collect()
     }
 
     /// Another replica's latest in-flight counts (`None` just re-checks which entries lapsed): they count
@@ -35,14 +35,12 @@ impl SsoPool {
                 *sums.entry(id.as_str()).or_default() += n;
             }
         }
-        let mut tokens = lock(&self.state.tokens);
         let mut freed = false;
-        for t in tokens.iter_mut() {
+        self.state.each(|t| {
             let n = sums.get(t.id.as_str()).copied().unwrap_or(0);
             freed |= n < t.remote_in_flight;
             t.remote_in_flight = n;
-        }
-        drop(tokens);
+        });
         if freed {
             self.state.released.notify_waiters();
         }
@@ -61,11 +59,7 @@ impl SsoPool {
 
     /// Applies a change another replica saw (nothing is emitted again).
     pub fn apply(&self, event: &TokenEvent) {
-        let mut tokens = lock(&self.state.tokens);
-        let Some(t) = tokens.iter_mut().find(|t| t.id == event.token() && t.status != TokenStatus::Removed) else {
-            return;
-        };
-        match event {
+        let applied = self.state.with_id(event.token(), |t| match event {
             TokenEvent::Product { product, remaining, until_ms, .. } => {
                 let Some(p) = Product::ALL.iter().find(|p| p.key() == product) else { return };
                 let st = &mut t.products[p.idx()];
@@ -78,9 +72,10 @@ impl SsoPool {
             }
             TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
             TokenEvent::Flagged { .. } => t.status = TokenStatus::Flagged,
+        });
+        if applied.is_some() {
+            self.state.released.notify_waiters();
         }
-        drop(tokens);
-        self.state.released.notify_waiters();
     }
 }
 
