@@ -454,6 +454,9 @@ async fn the_per_token_concurrency_cap_counts_every_replica() {
     let (status, _, busy) = b.generate(json!({"model": "grok-imagine-1.0", "prompt": "a buoy"})).await;
     assert_eq!(status, 429, "{busy}");
     assert!(busy["error"]["message"].as_str().unwrap().contains("busy"), "{busy}");
+    // The console of B shows, per token, the requests A has in flight with it.
+    let on_b = b.server.state.runner.upstream().tokens().unwrap().snapshot();
+    assert!(on_b.iter().all(|t| t.in_flight == 0 && t.in_flight_elsewhere == 1), "{on_b:?}");
     for v in &videos {
         assert_eq!(wait_done(&a, &format!("/v1/video/tasks/{v}")).await["status"], "success");
     }
@@ -705,6 +708,27 @@ async fn the_overview_of_any_replica_sums_the_cluster_and_lists_each_replica() {
     assert_eq!(o["cluster"]["replicas"], 2);
     assert_eq!(o["replica"], a.server.state.service.replica().unwrap());
     assert!(o["cluster"]["requests_total"].as_u64().unwrap() > o["requests_total"].as_u64().unwrap());
+    // How each token looks from every replica: one B alone takes for expired shows so on A's table.
+    let id = a.server.state.runner.upstream().tokens().unwrap().snapshot()[0].id.clone();
+    b.server
+        .state
+        .runner
+        .upstream()
+        .tokens()
+        .unwrap()
+        .apply(&grok2api::upstream::tokens::TokenEvent::Expired { token: id.clone() });
+    let b_id = b.server.state.service.replica().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = body(a.http.get(a.url("/admin/tokens")).bearer_auth("rep-admin")).await;
+        let row = list["data"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+        if row["elsewhere"][&b_id] == "expired" {
+            assert_eq!(row["status"], "active", "{row}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's table never showed B's view of the token: {row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // B stops: its report lapses and it leaves the cluster view.
     let gone = b.server.state.service.replica().unwrap().to_owned();
     b.server.stop().await.unwrap();

@@ -28,7 +28,14 @@ pub struct TokenInfo {
     pub status: &'static str,
     pub enabled: bool,
     pub note: Option<String>,
+    /// Requests in flight with it on this replica.
     pub in_flight: u32,
+    /// Requests in flight with it on the other replicas (their latest word, every half second).
+    pub in_flight_elsewhere: u32,
+    /// Replicas that see it in another state than this one does (replica → state), from their
+    /// reports; empty in one process.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub elsewhere: std::collections::BTreeMap<String, String>,
     pub fail_count: u32,
     pub remaining: Option<u32>,
     pub cooldown_secs: Option<u64>,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::api::state::AppState;
 use crate::api::{JsonBody, Path};
 use crate::error::ApiError;
+use crate::shared::report::ReplicaReport;
 use crate::upstream::TokenPool;
 use crate::upstream::tokens::{ExportedToken, ImportReport, TokenChangeError, TokenInfo, TokenPatch};
 
@@ -110,6 +111,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     crate::api::Params(q): crate::api::Params<ListQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
+    let others = state.service.replicas().await?;
     let sort = match q.sort.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {
@@ -132,8 +134,23 @@ pub async fn list_tokens(
     }
     let total = rows.len();
     let offset = q.offset.unwrap_or(0).min(total);
-    let data = rows.into_iter().skip(offset).take(q.limit.unwrap_or(usize::MAX)).collect();
+    let mut data: Vec<TokenInfo> = rows.into_iter().skip(offset).take(q.limit.unwrap_or(usize::MAX)).collect();
+    seen_elsewhere(&state, &others, &mut data);
     Ok(Json(TokenList { object: "list", data, total, offset, added: None, refreshed: None }))
+}
+
+/// With several replicas: how the other replicas see each token of the page, where it differs from
+/// this one's view (their reports name the tokens they see other than `active`).
+fn seen_elsewhere(state: &AppState, reports: &[ReplicaReport], data: &mut [TokenInfo]) {
+    let me = state.service.replica();
+    for t in data.iter_mut() {
+        for r in reports.iter().filter(|r| Some(r.replica.as_str()) != me) {
+            let there = r.token_states.get(&t.id).map_or("active", String::as_str);
+            if there != t.status {
+                t.elsewhere.insert(r.replica.clone(), there.to_owned());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -15,7 +15,8 @@
  *   tokens:    #tokens-body > tr[data-testid=token-row][data-token-id=ID]
  *                cells td[data-col=token|id|status|plan|source|note|proxy|q-image|q-imageEdit|q-video|q-video720p|q-imagePro|
  *                             in-flight|fails|last-error|cooldown|checked]
- *                (quota cells hold span[data-testid=quota-remaining]; status holds a .badge)
+ *                (quota cells hold span[data-testid=quota-remaining]; status holds a .badge, and with several
+ *                replicas div[data-testid=token-elsewhere] when another replica sees the token otherwise)
  *                row controls [data-action=select|toggle|check|edit|delete]
  *              #tokens-select-all #bulk-{enable,disable,refresh,delete} #tokens-refresh-all #tokens-reload
  *              #export-txt #export-json #tokens-unavailable
@@ -425,6 +426,13 @@ function lastError(t) {
   return el("span", { class: "clamp", "data-action": "expand", title: `${t.last_error}${when}`, text: t.last_error });
 }
 
+// With several replicas: the replicas that see this token in another state than this one does.
+function elsewhere(t) {
+  const seen = Object.entries(t.elsewhere || {});
+  if (!seen.length) return null;
+  return el("div", { class: "small muted", "data-testid": "token-elsewhere", text: seen.map(([r, st]) => `${r}: ${st}`).join(", ") });
+}
+
 function tokenRow(t) {
   const readOnly = t.source === "config";
   const cb = el("input", { type: "checkbox", "data-action": "select", "aria-label": `Select ${t.id}`,
@@ -437,7 +445,7 @@ function tokenRow(t) {
     el("td", {}, cb),
     el("td", { "data-col": "token" }, el("code", { text: t.token })),
     el("td", { "data-col": "id" }, el("code", { text: t.id })),
-    el("td", { "data-col": "status" }, badge(t.status)),
+    el("td", { "data-col": "status" }, badge(t.status), elsewhere(t)),
     el("td", { "data-col": "plan", text: dash(t.plan) }),
     el("td", { "data-col": "source", text: t.source }),
     el("td", { "data-col": "note", class: "wrap", text: dash(t.note) }),
@@ -448,7 +456,7 @@ function tokenRow(t) {
     tr.append(td);
   }
   tr.append(
-    el("td", { "data-col": "in-flight", text: t.in_flight }),
+    el("td", { "data-col": "in-flight", text: t.in_flight_elsewhere ? `${t.in_flight} (+${t.in_flight_elsewhere} elsewhere)` : t.in_flight }),
     el("td", { "data-col": "fails", text: t.fail_count }),
     el("td", { "data-col": "last-error", class: "wrap" }, lastError(t)),
     el("td", { "data-col": "cooldown", text: t.cooldown_secs ? fmtDuration(t.cooldown_secs) : "–" }),

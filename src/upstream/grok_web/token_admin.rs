@@ -281,9 +281,14 @@ impl GrokWebClient {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: std::collections::HashSet<String> = ids.into_iter().collect();
-        let tokens: Vec<ExportedToken> =
-            self.pool.export().into_iter().filter(|t| ids.contains(&token_pool::token_id(&t.token))).collect();
+        let tokens: Vec<ExportedToken> = ids
+            .iter()
+            .filter_map(|id| {
+                let (token, proxy) = self.pool.find(id)?;
+                let info = self.pool.info(id)?;
+                Some(ExportedToken { token, proxy, note: info.note, enabled: info.enabled })
+            })
+            .collect();
         book.put(tokens).await
     }
 

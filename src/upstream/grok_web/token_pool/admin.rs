@@ -177,6 +177,8 @@ fn info(t: &TokenState, now: Instant) -> TokenInfo {
         last_error_at: t.last_error.as_ref().map(|(_, at)| *at),
         checked_at: t.checked_at,
         in_flight: t.in_flight,
+        in_flight_elsewhere: t.remote_in_flight,
+        elsewhere: Default::default(),
         fail_count: t.fail_count,
         remaining: t.remaining(),
         cooldown_secs: cooldown.map(|d| d.as_secs().max(1)),
