@@ -738,3 +738,41 @@ async fn the_overview_of_any_replica_sums_the_cluster_and_lists_each_replica() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// With several replicas one of them refreshes quotas (the `refresh` role), so grok.com sees one
+/// replica's paced calls, not each replica's; what it learns (the plan too) reaches the others.
+#[tokio::test]
+async fn one_replica_refreshes_the_quotas_and_every_replica_learns_them() {
+    if common::grok_web_only("quota refreshes") {
+        return;
+    }
+    let (_redis, store) = redis(None).await;
+    let start = || {
+        let store = store.clone();
+        builder()
+            .sim(|s| {
+                s.plans.insert("tok-alpha-0001".into(), "super".into());
+            })
+            .config(move |c| {
+                c.store.url = Some(store);
+                c.grok.quota_refresh_secs = 1;
+                c.grok.quota_refresh_per_sec = 50;
+            })
+            .start()
+    };
+    let (a, b) = (start().await, start().await);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let asked = |h: &Harness| h.sim.seen().iter().filter(|(p, _, _)| p == "/rest/media/imagine/quota_info").count();
+    let (by_a, by_b) = (asked(&a), asked(&b));
+    assert!(by_a > 0 && by_b == 0, "only the first replica refreshes: A asked {by_a} times, B {by_b}");
+    let plan = |h: &Harness| {
+        let pool = h.server.state.runner.upstream().tokens().unwrap().snapshot();
+        pool.iter().find(|t| t.id == grok2api::upstream::tokens::token_id("tok-alpha-0001")).and_then(|t| t.plan)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while plan(&b) != Some("supergrok") {
+        assert!(Instant::now() < deadline, "B never learned the plan A was told: {:?}", plan(&b));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(plan(&a), Some("supergrok"));
+}

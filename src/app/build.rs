@@ -138,6 +138,7 @@ impl AppState {
                 shutdown.clone(),
                 runner.clone(),
                 Duration::from_secs(cfg.grok.quota_refresh_secs),
+                shared.clone(),
             );
         }
         spawn_usage_flush(&tracker, shutdown.clone(), usage);

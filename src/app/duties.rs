@@ -211,11 +211,21 @@ pub(super) fn spawn_quota_refresh(
     shutdown: CancellationToken,
     runner: Arc<JobRunner>,
     every: Duration,
+    shared: Option<Arc<SharedStore>>,
 ) {
     tracker.spawn(async move {
         loop {
             let round = tokio::time::Instant::now();
-            if let Some(tokens) = runner.upstream().tokens() {
+            // With several replicas one of them refreshes (what it learns reaches the others as token
+            // news), so the cap per second holds for the cluster, not per replica.
+            let mine = match &shared {
+                None => true,
+                Some(s) => s.lead("refresh", every + every / 2).await.unwrap_or_else(|e| {
+                    tracing::debug!("cannot tell which replica refreshes quotas: {e}");
+                    false
+                }),
+            };
+            if let (true, Some(tokens)) = (mine, runner.upstream().tokens()) {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     n = tokens.refresh_quotas_over(every) => tracing::debug!(answered = n, "token quotas refreshed"),

@@ -114,6 +114,9 @@ contract! {
     fn put_tokens(&self, tokens: Vec<ExportedToken>) -> ();
     /// Takes tokens out of the book and tells the replicas.
     fn remove_tokens(&self, ids: Vec<String>) -> ();
+    /// Whether this replica holds `role` (one replica at a time) for the next `lasts`: taken when
+    /// free, kept by renewing it.
+    fn lead(&self, role: &str, lasts: Duration) -> bool;
     /// Says what this replica is up to (`report::EVERY`), for the console of any replica.
     fn report(&self, report: &report::ReplicaReport) -> ();
     /// Every live replica's latest report (a report older than `report::LASTS` is dropped).

@@ -143,6 +143,8 @@ pub enum TokenEvent {
     Expired { token: String },
     /// Answers with canned media.
     Flagged { token: String },
+    /// The account's plan (`basic`, `supergrok`, `heavy`), as the upstream told it.
+    Plan { token: String, plan: String },
 }
 
 impl TokenEvent {
@@ -151,7 +153,8 @@ impl TokenEvent {
             Self::Product { token, .. }
             | Self::Cooling { token, .. }
             | Self::Expired { token }
-            | Self::Flagged { token } => token,
+            | Self::Flagged { token }
+            | Self::Plan { token, .. } => token,
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   the oldest) · `a:<owner>` zset of unfinished ids and slot reservations · `r:<replica>` set of the
 //!   ids it runs;
 //! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set · `reports` hash
-//!   of each replica's latest report (the console's cluster view);
+//!   of each replica's latest report (the console's cluster view) · `lead:<role>` the replica holding a
+//!   role (`refresh`: the quota refreshes);
 //! - per key: `i:<owner>:<sha256(key)>` idempotency · `rl:<owner>` token bucket;
 //! - console: `tokbook` hash of console-made sso tokens (id → value, proxy, note, switch) · `keys` hash of console-made API keys · `usage` set of usage rows · `u:<day>|<key>`
 //!   hash of one row's counts · `tokstate` hash of each token's latest state;
@@ -156,6 +157,16 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
 return out
+"#;
+
+/// One replica holds a role (`lead:<role>`) until it stops renewing it.
+const LEAD_SCRIPT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 "#;
 
 /// Takes a task in for this replica whatever its state (an operator re-delivers the callback of a
@@ -464,6 +475,7 @@ impl RedisStore {
         let field = match &event {
             TokenEvent::Product { token, product, .. } => Some(format!("{token}:{product}")),
             TokenEvent::Cooling { token, .. } => Some(format!("{token}:cooling")),
+            TokenEvent::Plan { token, .. } => Some(format!("{token}:plan")),
             // Not kept: a token brought back by an operator must not stay dead for new replicas.
             TokenEvent::Expired { .. } | TokenEvent::Flagged { .. } => None,
         };
@@ -660,6 +672,18 @@ impl RedisStore {
     pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
         let mut c = self.conn().await?;
         c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
+    }
+
+    /// Whether this replica holds `role` for the next `lasts` (see `LEAD_SCRIPT`).
+    pub async fn lead(&self, role: &str, lasts: Duration) -> Result<bool, String> {
+        let mut c = self.conn().await?;
+        redis::Script::new(LEAD_SCRIPT)
+            .key(format!("{PREFIX}lead:{role}"))
+            .arg(&self.replica)
+            .arg(lasts.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(err)
     }
 
     /// Says what this replica is up to.

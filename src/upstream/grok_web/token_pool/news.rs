@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::upstream::grok_web::token_pool::{Product, SsoPool, TokenStatus};
+use crate::upstream::grok_web::token_pool::{Plan, Product, SsoPool, TokenStatus};
 use crate::upstream::tokens::{InFlightCounts, Observer, TokenEvent};
 
 pub(super) fn until_ms(at: Instant) -> u64 {
@@ -72,6 +72,11 @@ impl SsoPool {
             }
             TokenEvent::Expired { .. } => t.status = TokenStatus::Expired,
             TokenEvent::Flagged { .. } => t.status = TokenStatus::Flagged,
+            TokenEvent::Plan { plan, .. } => {
+                if let Some(p) = [Plan::Basic, Plan::SuperGrok, Plan::Heavy].into_iter().find(|p| p.key() == plan) {
+                    t.plan = Some(p);
+                }
+            }
         });
         if applied.is_some() {
             self.state.released.notify_waiters();

@@ -422,7 +422,11 @@ impl SsoPool {
 
     /// Sets what grok.com said of an account's plan.
     pub fn set_plan(&self, index: usize, plan: Plan) {
-        self.state.with(index, |t| t.plan = Some(plan));
+        let event = self.state.with(index, |t| {
+            t.plan = Some(plan);
+            TokenEvent::Plan { token: t.id.clone(), plan: plan.key().into() }
+        });
+        self.emit(event);
     }
 
     pub fn plan(&self, index: usize) -> Option<Plan> {
