@@ -776,3 +776,49 @@ async fn one_replica_refreshes_the_quotas_and_every_replica_learns_them() {
     }
     assert_eq!(plan(&a), Some("supergrok"));
 }
+
+/// A finished task's record expires after `tasks.ttl_secs`, and its id leaves the indexes with it
+/// (its owner's list, the list of every task): a long run's Redis levels off instead of growing.
+#[tokio::test]
+async fn expired_tasks_leave_the_indexes_too() {
+    let (_redis, store) = redis(None).await;
+    let short = |c: &mut grok2api::config::Config| {
+        c.tasks.ttl_secs = 1;
+        c.store.lease_secs = 1;
+    };
+    let a = replica(&store, None, short).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, v) = body(
+            a.post("/v1/images/tasks").json(&json!({"model": "grok-imagine-1.0", "prompt": format!("a kite {i}")})),
+        )
+        .await;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["data"]["taskId"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(wait_done(&a, &format!("/v1/images/tasks/{id}")).await["status"], "success");
+    }
+    let mut conn = redis::Client::open(store.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let owners: Vec<String> = redis::cmd("KEYS").arg("g2a:o:*").query_async(&mut conn).await.unwrap();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let count = |key: String| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("ZCARD").arg(key).query_async::<u64>(&mut conn).await.unwrap() }
+    };
+    assert_eq!(count(owners[0].clone()).await, 3);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = (count(owners[0].clone()).await, count("g2a:all".into()).await, count("g2a:expiring".into()).await);
+        if left == (0, 0, 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ids of expired tasks stayed in the indexes: (owner, all, expiring) = {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = body(a.get("/v1/images/tasks")).await;
+    assert_eq!((s, v["data"]["tasks"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+}

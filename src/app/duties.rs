@@ -163,6 +163,10 @@ pub(super) fn spawn_replica_duties(
                 },
                 Err(e) => tracing::warn!("shared store heartbeat failed: {e}"),
             }
+            // Any replica may sweep (the script is atomic): the indexes must not outgrow the records.
+            if let Err(e) = beat.sweep().await {
+                tracing::debug!("cannot sweep expired tasks from the indexes: {e}");
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
@@ -214,6 +218,9 @@ pub(super) fn spawn_quota_refresh(
     shared: Option<Arc<SharedStore>>,
 ) {
     tracker.spawn(async move {
+        // The first round, at start, runs at the cap alone: a small pool knows its quotas at once
+        // (a pool of 10,000 still takes 10,000 / quota_refresh_per_sec seconds).
+        let mut spread = Duration::ZERO;
         loop {
             let round = tokio::time::Instant::now();
             // With several replicas one of them refreshes (what it learns reaches the others as token
@@ -228,9 +235,10 @@ pub(super) fn spawn_quota_refresh(
             if let (true, Some(tokens)) = (mine, runner.upstream().tokens()) {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    n = tokens.refresh_quotas_over(every) => tracing::debug!(answered = n, "token quotas refreshed"),
+                    n = tokens.refresh_quotas_over(spread) => tracing::debug!(answered = n, "token quotas refreshed"),
                 }
             }
+            spread = every;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(round + every) => {}

@@ -61,6 +61,9 @@ pub type Render = Arc<dyn Fn(&Task) -> serde_json::Value + Send + Sync>;
 
 pub use crate::tasks::Signals;
 
+/// How long a worker with nothing queued here waits before it looks at the shared queue.
+const STEAL_AFTER: Duration = Duration::from_millis(250);
+
 impl TaskQueue {
     pub fn start(
         settings: Settings,
@@ -92,16 +95,20 @@ impl TaskQueue {
                     let next = tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => return,
-                        next = queue.pop() => next,
+                        next = queue.pop() => Some(next),
+                        _ = tokio::time::sleep(STEAL_AFTER), if ctx.shared.is_some() => None,
+                    };
+                    match next {
+                        Some(task) => ctx.run(task).await,
                         // With several replicas an idle worker takes queued work from the shared queue.
-                        stolen = ctx.steal(), if ctx.shared.is_some() => {
-                            if let Some(task) = stolen {
+                        // Never raced against the local queue: a steal dropped half-way would leave a
+                        // task claimed in the store and run by no one.
+                        None => {
+                            if let Some(task) = ctx.steal().await {
                                 ctx.run(task).await;
                             }
-                            continue;
                         }
-                    };
-                    ctx.run(next).await;
+                    }
                 }
             });
         }
@@ -219,10 +226,9 @@ impl WorkerCtx {
         self.store.forget_local(id);
     }
 
-    /// After a short idle wait, the oldest task of the shared queue, claimed for this replica and
+    /// The oldest task of the shared queue, claimed for this replica and
     /// brought into its store; `None` when there is nothing to take.
     async fn steal(&self) -> Option<QueuedTask> {
-        tokio::time::sleep(Duration::from_millis(250)).await;
         let shared = self.shared.as_ref()?;
         let record = match shared.steal().await {
             Ok(r) => r?,

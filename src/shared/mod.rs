@@ -82,6 +82,8 @@ contract! {
     fn heartbeat(&self) -> ();
     /// Takes over the unfinished tasks of every replica whose heartbeat stopped.
     fn claim_orphans(&self) -> Vec<TaskRecord>;
+    /// Takes the ids of finished tasks whose record expired out of the indexes; how many were due.
+    fn sweep(&self) -> usize;
     /// Tells the other replicas of a token change, and keeps it for replicas that start later.
     fn publish_token(&self, event: TokenEvent) -> ();
     /// The latest state of every token, as replicas told it.

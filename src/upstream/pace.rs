@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 /// Runs `call` on every item: the `k`th no sooner than `k * every / n` after the round began (the
-/// round spread evenly over `every`), and no two calls started less than `1 / per_sec` apart. Calls
+/// round spread evenly over `every`), and never more than `per_sec` started in any second. Calls
 /// may overlap (a few, so that a slow answer does not hold up the next one), but a slow upstream only
 /// makes the round longer. Returns how many calls said `true`.
 pub async fn paced<T, F, Fut>(items: Vec<T>, every: Duration, per_sec: u32, call: F) -> usize
@@ -17,22 +17,27 @@ where
     F: Fn(T) -> Fut,
     Fut: Future<Output = bool>,
 {
-    let per_sec = per_sec.max(1);
-    let gap = Duration::from_secs(1) / per_sec;
+    let per_sec = per_sec.max(1) as usize;
     let step = every.checked_div(u32::try_from(items.len()).unwrap_or(u32::MAX)).unwrap_or(every);
     let start = Instant::now();
-    // When the next call may start at the earliest: the per-second cap, whatever the spread says.
-    let next = Mutex::new(start);
-    let (call, next) = (&call, &next);
-    let at_once = (per_sec as usize * 4).clamp(1, 64);
+    // The last `per_sec` starts (some may lie ahead): a call starts no sooner than a second after the
+    // `per_sec`-th one before it, so no second ever holds more, and a small round goes out at once.
+    let window = Mutex::new(std::collections::VecDeque::with_capacity(per_sec));
+    let (call, window) = (&call, &window);
+    let at_once = (per_sec * 4).clamp(1, 64);
     futures_util::stream::iter(items.into_iter().enumerate())
         .map(|(k, item)| async move {
             let spread = start + step.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX));
             tokio::time::sleep_until(spread).await;
             let at = {
-                let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
-                let at = (*next).max(Instant::now());
-                *next = at + gap;
+                let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+                let mut at = Instant::now();
+                if window.len() >= per_sec
+                    && let Some(first) = window.pop_front()
+                {
+                    at = at.max(first + Duration::from_secs(1));
+                }
+                window.push_back(at);
                 at
             };
             tokio::time::sleep_until(at).await;
@@ -69,13 +74,15 @@ mod tests {
         assert_eq!(s, want);
     }
 
-    /// 1,000 calls "over" 10 s at most 5 a second: 200 ms apart, however slowly they answer, and
-    /// never more than 5 started in any second.
+    /// 1,000 calls "over" 10 s at most 5 a second: never more than 5 started in any second, however
+    /// slowly they answer, and a small round (up to the cap) goes out at once.
     #[tokio::test(start_paused = true)]
     async fn never_more_than_the_cap_per_second() {
         let s = starts(1000, Duration::from_secs(10), 5, Duration::from_secs(3)).await;
-        assert!(s.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(200)), "{:?}", &s[..10]);
-        assert!(*s.last().unwrap() >= Duration::from_millis(199_800));
+        assert!(s.windows(6).all(|w| w[5] - w[0] >= Duration::from_secs(1)), "{:?}", &s[..12]);
+        assert!(*s.last().unwrap() >= Duration::from_secs(199), "{:?}", s.last());
+        let small = starts(3, Duration::ZERO, 5, Duration::from_secs(3)).await;
+        assert_eq!(small, vec![Duration::ZERO; 3]);
         let empty = starts(0, Duration::from_secs(10), 5, Duration::ZERO).await;
         assert!(empty.is_empty());
     }

@@ -6,7 +6,8 @@
 //!
 //! Keys (`g2a:` prefix):
 //! - tasks: `t:<id>` record · `f:<id>` its fencing epoch (see below) · `o:<owner>` zset of ids by
-//!   creation · `all` zset of every id (the console) · `queue` zset of unstarted ids (any replica takes
+//!   creation · `expiring` zset of finished tasks by when their record expires (swept from the
+//!   indexes then) · `all` zset of every id (the console) · `queue` zset of unstarted ids (any replica takes
 //!   the oldest) · `a:<owner>` zset of unfinished ids and slot reservations · `r:<replica>` set of the
 //!   ids it runs;
 //! - replicas: `alive:<replica>` heartbeat (expires after the lease) · `replicas` set · `reports` hash
@@ -159,6 +160,27 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return out
 "#;
 
+/// Takes expired records' ids out of their owner's index and the list of every task (a TTL drops
+/// the record, not the index entries): up to ARGV[2] entries of `expiring` that are due. KEYS:
+/// expiring, every task. ARGV: key prefix, limit. Returns how many entries were due.
+const SWEEP_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  local owner, id = string.match(m, '^(.*)\n([^\n]*)$')
+  if id and redis.call('EXISTS', ARGV[1] .. 't:' .. id) == 0 then
+    redis.call('ZREM', ARGV[1] .. 'o:' .. owner, id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+"#;
+
+/// Finished tasks by when their record expires (`"<owner>\n<id>"`), for `SWEEP_SCRIPT`.
+pub const EXPIRING: &str = "g2a:expiring";
+
 /// One replica holds a role (`lead:<role>`) until it stops renewing it.
 const LEAD_SCRIPT: &str = r#"
 local holder = redis.call('GET', KEYS[1])
@@ -177,9 +199,11 @@ return redis.call('INCR', KEYS[1])
 "#;
 
 /// One record write, if the writer still holds the task: the epoch in `f:<id>` must be the writer's
-/// (0 = never claimed: the replica that created it). KEYS: record, epoch, unfinished set, shared
-/// queue, running set, owner index, every task. ARGV: epoch, record, terminal, pending, owed, TTL
-/// (ms), id, created (ms). Returns 1 when written, 0 when refused.
+/// (0 = never claimed: the replica that created it). A finished record expires after the TTL, and
+/// `expiring` says when, so `SWEEP_SCRIPT` can take its id out of the indexes then. KEYS: record,
+/// epoch, unfinished set, shared queue, running set, owner index, every task, expiring. ARGV: epoch,
+/// record, terminal, pending, owed, TTL (ms), id, created (ms), owner. Returns 1 when written, 0 when
+/// refused.
 pub const PUT_SCRIPT: &str = r#"
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 local id = ARGV[7]
@@ -187,6 +211,9 @@ if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[6])
   redis.call('ZREM', KEYS[3], id)
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[9] .. '\n' .. id)
 else
   redis.call('SET', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[3], '+inf', id)
@@ -672,6 +699,30 @@ impl RedisStore {
     pub async fn publish_cancel(&self, id: &str, why: &str) -> Result<(), String> {
         let mut c = self.conn().await?;
         c.publish::<_, _, ()>(CANCEL_CHANNEL, format!("{id}\n{why}")).await.map_err(err)
+    }
+
+    /// Takes the ids of records that expired out of the indexes (see `SWEEP_SCRIPT`); returns how
+    /// many were due.
+    pub async fn sweep(&self) -> Result<usize, String> {
+        const LIMIT: usize = 1000;
+        let mut c = self.conn().await?;
+        let mut swept = 0;
+        // A few batches at most per call: a backlog is worked off over the next calls.
+        for _ in 0..10 {
+            let due: usize = redis::Script::new(SWEEP_SCRIPT)
+                .key(EXPIRING)
+                .key(ALL_TASKS)
+                .arg(PREFIX)
+                .arg(LIMIT)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            swept += due;
+            if due < LIMIT {
+                break;
+            }
+        }
+        Ok(swept)
     }
 
     /// Whether this replica holds `role` for the next `lasts` (see `LEAD_SCRIPT`).

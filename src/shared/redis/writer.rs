@@ -6,7 +6,7 @@
 use std::sync::mpsc;
 
 use crate::shared::redis::{
-    ALL_TASKS, PUT_SCRIPT, RedisStore, UNCLAIMED, active_key, fence_key, owner_key, running_key, task_key,
+    ALL_TASKS, EXPIRING, PUT_SCRIPT, RedisStore, UNCLAIMED, active_key, fence_key, owner_key, running_key, task_key,
 };
 use crate::tasks::journal::{Batching, Health, Op};
 
@@ -57,6 +57,7 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
                                 .key(&running)
                                 .key(owner_key(&meta.owner))
                                 .key(ALL_TASKS)
+                                .key(EXPIRING)
                                 .arg(shared.epoch(id))
                                 .arg(bytes.as_slice())
                                 .arg(flag(meta.terminal))
@@ -64,7 +65,8 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
                                 .arg(flag(meta.owed))
                                 .arg(ttl)
                                 .arg(id.as_str())
-                                .arg(meta.created_ms),
+                                .arg(meta.created_ms)
+                                .arg(meta.owner.as_str()),
                         );
                         puts.push((id, meta.terminal && !meta.owed));
                     }
