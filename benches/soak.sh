@@ -9,10 +9,11 @@
 # owed arrives exactly once (by webhook-id), and Redis's memory, key count and task indexes level off.
 # Env: SOAK_MINUTES (10), RATE (creates/s; default half the completed-task rate measured first),
 #      CALIBRATE_SECS (30), WORKERS (tasks.workers per replica, 8), TTL_SECS (tasks.ttl_secs, 60: short,
-#      so expiry works within the run), WARMUP_SECS (default a quarter of the run, 60–300 s), DRAIN_SECS
-#      (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing), FAULT_SHARE (0.05), VIDEO_SHARE
-#      (0.10), OUT (default target/soak/<timestamp>: samples.csv, summary.md, the processes' logs),
-#      LOG_LEVEL (the replicas' log.level, warn), BIN (the gateway binary; default the one built here). Needs redis-server and python3.
+#      so expiry works within the run), WARMUP_SECS (default a quarter of the run, at least 2 × TTL, at
+#      most 300 s), DRAIN_SECS (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing),
+#      FAULT_SHARE (0.05), VIDEO_SHARE (0.10), OUT (default target/soak/<timestamp>: samples.csv,
+#      summary.md, the processes' logs), LOG_LEVEL (the replicas' log.level, warn), BIN (the gateway
+#      binary; default the one built here). Needs redis-server and python3.
 # Everything listens on 127.0.0.1, on free ports picked at start.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -52,7 +52,8 @@ struct Args {
     /// Unfinished tasks the measurement keeps at once (twice the replicas' workers keeps every worker busy).
     #[arg(long, default_value_t = 48)]
     calibrate_outstanding: usize,
-    /// Samples before this are warm-up (default: a quarter of the run, 60 s to 300 s).
+    /// Samples before this are warm-up (default: a quarter of the run, at least twice `ttl_secs`, at most
+    /// 300 s unless twice the TTL is more).
     #[arg(long)]
     warmup_secs: Option<u64>,
     #[arg(long, default_value_t = 10)]
@@ -194,7 +195,10 @@ impl Soak {
                         self.note("create: 202 without a taskId", v.to_string());
                         return None;
                     };
-                    self.tasks.lock().unwrap().insert(id.clone(), Made { video, fault, replica: r, created: Instant::now() });
+                    self.tasks
+                        .lock()
+                        .unwrap()
+                        .insert(id.clone(), Made { video, fault, replica: r, created: Instant::now() });
                     self.n.created.fetch_add(1, Relaxed);
                     self.spawn_read(r, video, &id);
                     return Some(id);
@@ -515,7 +519,8 @@ async fn main() {
 async fn run(soak: Arc<Soak>, redis_conn: redis::aio::MultiplexedConnection) -> bool {
     let a = &soak.args;
     let soak_secs = (a.minutes * 60.0).round() as u64;
-    let warmup = a.warmup_secs.unwrap_or((soak_secs / 4).clamp(60, 300));
+    // Twice the TTL at least: by then every replica's store and Redis hold a full TTL of finished tasks.
+    let warmup = a.warmup_secs.unwrap_or((soak_secs / 4).max(2 * a.ttl_secs).min(300.max(2 * a.ttl_secs)));
 
     // 1. Capacity: tasks created and run to their callback, as many as the replicas finish.
     let (rate, capacity) = match a.rate {
@@ -533,7 +538,7 @@ async fn run(soak: Arc<Soak>, redis_conn: redis::aio::MultiplexedConnection) -> 
         eprintln!("soak: no task finished while measuring capacity: is the simulator up?");
         return false;
     }
-    wait_all_ended(&soak, Instant::now() + Duration::from_secs(60)).await;
+    wait_all_ended(&soak, Instant::now() + Duration::from_secs(30)).await;
     let calibration_tasks = soak.n.created.load(Relaxed);
     eprintln!(
         "soak: {}creating {rate:.1} tasks/s for {soak_secs} s, warm-up {warmup} s, then up to {} s to drain",
@@ -926,11 +931,7 @@ fn judge(
         cerr == 0 && n.read_errors.load(Relaxed) == 0,
     ));
     if !enough {
-        checks.push((
-            "enough samples after warm-up".into(),
-            format!("{} (at least 3)", steady.len()),
-            false,
-        ));
+        checks.push(("enough samples after warm-up".into(), format!("{} (at least 3)", steady.len()), false));
     }
 
     let _ = writeln!(md, "| check | measured | holds |\n| --- | --- | --- |");
