@@ -10,7 +10,7 @@
 # Env: SOAK_MINUTES (10), RATE (creates/s; default half the completed-task rate measured first),
 #      CALIBRATE_SECS (30), WORKERS (tasks.workers per replica, 8), TTL_SECS (tasks.ttl_secs, 60: short,
 #      so expiry works within the run), WARMUP_SECS (default a quarter of the run, at least 2 × TTL, at
-#      most 300 s), DRAIN_SECS (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing),
+#      most 600 s), DRAIN_SECS (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing),
 #      FAULT_SHARE (0.05), VIDEO_SHARE (0.10), OUT (default target/soak/<timestamp>: samples.csv,
 #      summary.md, the processes' logs), LOG_LEVEL (the replicas' log.level, warn), BIN (the gateway
 #      binary; default the one built here). Needs redis-server and python3.
@@ -38,6 +38,7 @@ CLIENT=target/release/examples/soak
 mkdir -p "$OUT"
 work=$(mktemp -d)
 pids=()
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
   # SIGTERM first (the replicas drain and leave Redis cleanly), SIGKILL whatever is left after 10 s.
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

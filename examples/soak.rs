@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value_t = 48)]
     calibrate_outstanding: usize,
     /// Samples before this are warm-up (default: a quarter of the run, at least twice `ttl_secs`, at most
-    /// 300 s unless twice the TTL is more).
+    /// 600 s unless twice the TTL is more).
     #[arg(long)]
     warmup_secs: Option<u64>,
     #[arg(long, default_value_t = 10)]
@@ -477,6 +477,17 @@ fn mean(v: &[f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
 }
 
+/// Least-squares slope of `ys` over `ts` (seconds), per hour: what a steady trend would add in an hour.
+fn slope_per_hour(ts: &[f64], ys: &[f64]) -> f64 {
+    let (mt, my) = (mean(ts), mean(ys));
+    let var: f64 = ts.iter().map(|t| (t - mt) * (t - mt)).sum();
+    if var == 0.0 {
+        return 0.0;
+    }
+    let cov: f64 = ts.iter().zip(ys).map(|(t, y)| (t - mt) * (y - my)).sum();
+    cov / var * 3600.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -520,7 +531,9 @@ async fn run(soak: Arc<Soak>, redis_conn: redis::aio::MultiplexedConnection) -> 
     let a = &soak.args;
     let soak_secs = (a.minutes * 60.0).round() as u64;
     // Twice the TTL at least: by then every replica's store and Redis hold a full TTL of finished tasks.
-    let warmup = a.warmup_secs.unwrap_or((soak_secs / 4).max(2 * a.ttl_secs).min(300.max(2 * a.ttl_secs)));
+    // The bounded caches (the quality guard's 8,192 fingerprints, the media dir's LRU index) fill in the
+    // first minutes at these rates: a long run waits up to 10 minutes for them.
+    let warmup = a.warmup_secs.unwrap_or((soak_secs / 4).max(2 * a.ttl_secs).min(600.max(2 * a.ttl_secs)));
 
     // 1. Capacity: tasks created and run to their callback, as many as the replicas finish.
     let (rate, capacity) = match a.rate {
@@ -752,6 +765,7 @@ fn judge(
     let mut checks: Vec<(String, String, bool)> = vec![];
     let steady: Vec<&Sample> = samples.iter().filter(|s| s.phase == "soak" && s.t >= p.warmup as f64).collect();
     let enough = steady.len() >= 3;
+    let times: Vec<f64> = steady.iter().map(|s| s.t).collect();
     let _ = writeln!(md, "# Soak run\n");
     let _ = writeln!(
         md,
@@ -830,10 +844,11 @@ fn judge(
         checks.push((
             format!("replica {} RSS growth after warm-up < 10 %", r + 1),
             format!(
-                "{:.1} → {:.1} MiB ({:+.1} %); fds {}–{}",
+                "{:.1} → {:.1} MiB ({:+.1} %; trend {:+.1} MiB/h); fds {}–{}",
                 first / 1024.0,
                 last / 1024.0,
                 growth * 100.0,
+                slope_per_hour(&times, &series) / 1024.0,
                 fds.iter().min().unwrap_or(&0),
                 fds.iter().max().unwrap_or(&0)
             ),
@@ -908,9 +923,15 @@ fn judge(
     let level = |name: &str, v: Vec<f64>, unit: &str, scale: f64, checks: &mut Vec<(String, String, bool)>| {
         let (mid, last) = if v.len() >= 3 { thirds(&v) } else { (0.0, 0.0) };
         let growth = if mid > 0.0 { last / mid - 1.0 } else { f64::NAN };
+        let trend = slope_per_hour(&times, &v) / scale;
         checks.push((
             format!("Redis {name} levels off (last third of the steady samples < 5 % above the middle third)"),
-            format!("{:.2} → {:.2}{unit} ({:+.1} %)", mid / scale, last / scale, growth * 100.0),
+            format!(
+                "{:.2} → {:.2}{unit} ({:+.1} %; trend {trend:+.2}{unit}/h)",
+                mid / scale,
+                last / scale,
+                growth * 100.0
+            ),
             enough && growth < 0.05,
         ));
     };
