@@ -3,7 +3,7 @@
 # with 5 % of prompts carrying a fault ([sim:fail], [sim:disconnect], [sim:slow=MS], [sim:rate-limit]),
 # every task with a callback to a local receiver, at half the capacity measured first, for SOAK_MINUTES.
 # Every replica's RSS and open files and Redis's memory and keys are sampled every 10 s.
-#   benches/soak.sh                        # 10 minutes of load, plus ~1 minute around it
+#   benches/soak.sh                        # 10 minutes of load, plus a few minutes around it
 #   SOAK_MINUTES=60 benches/soak.sh        # the long run
 # Passes (exit 0) when RSS after warm-up grows < 10 % on every replica, every task ends, every callback
 # owed arrives exactly once (by webhook-id), and Redis's memory, key count and task indexes level off.
