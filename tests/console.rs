@@ -412,6 +412,7 @@ async fn admin_tasks_of_every_owner_filter_cancel_and_redeliver() {
     let again =
         h.http.post(h.url(&format!("/admin/tasks/{quick_id}/redeliver"))).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(again.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while rx.got.lock().unwrap().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "re-delivery never arrived");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
