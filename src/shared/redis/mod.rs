@@ -244,7 +244,7 @@ pub struct RedisStore {
     /// How long a finished task's record lives (`tasks.ttl_secs`).
     pub task_ttl: Duration,
     /// The epoch this replica holds for each task it claimed (a task it only created holds 0), until
-    /// the task has finished and owes nothing.
+    /// its store lets the task go.
     fences: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Tasks whose record write was refused: another replica took them over.
     lost: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -633,9 +633,10 @@ impl RedisStore {
         self.fences.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(0)
     }
 
-    /// What became of a write of task `id`: refused (`written` false: another replica holds it now),
-    /// or written, and the task owes nothing more (`done`): its epoch is no longer needed.
-    pub fn settle(&self, id: &str, written: bool, done: bool) {
+    /// What became of a write of task `id`: refused (`written` false: another replica holds it now,
+    /// and this one's epoch is of no more use). A written task keeps its epoch while this replica
+    /// holds it (a console re-delivery writes it again); `forget` drops it with the task.
+    pub fn settle(&self, id: &str, written: bool) {
         if !written {
             tracing::warn!(task = %id, "another replica took this task over (this one was silent past its lease): its writes here are refused");
             let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
@@ -644,10 +645,14 @@ impl RedisStore {
                 lost.clear();
             }
             lost.insert(id.to_owned());
+            drop(lost);
+            self.forget(id);
         }
-        if !written || done {
-            self.fences.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        }
+    }
+
+    /// Drops the epoch of a task this replica no longer holds (removed from its store).
+    pub fn forget(&self, id: &str) {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Whether this replica still holds task `id`: none of its writes was refused, and no other

@@ -43,8 +43,8 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
             let ttl = shared.task_ttl.as_millis().max(1000) as u64;
             // Loaded with every batch: a restarted Redis has forgotten it, and a pipeline does not retry.
             pipe.load_script(&put).ignore();
-            // Each record write, in the pipeline's order: (task, the task owes nothing more).
-            let mut puts: Vec<(&str, bool)> = Vec::new();
+            // Each record write, in the pipeline's order.
+            let mut puts: Vec<&str> = Vec::new();
             for op in ops {
                 match op {
                     Op::Put(id, bytes, meta, _) => {
@@ -68,9 +68,10 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
                                 .arg(meta.created_ms)
                                 .arg(meta.owner.as_str()),
                         );
-                        puts.push((id, meta.terminal && !meta.owed));
+                        puts.push(id);
                     }
                     Op::Remove(id, _) => {
+                        shared.forget(id);
                         pipe.del(task_key(id)).ignore();
                         pipe.del(fence_key(id)).ignore();
                         pipe.zrem(ALL_TASKS, id).ignore();
@@ -86,8 +87,8 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
             let r = tokio::time::timeout(std::time::Duration::from_secs(5), pipe.query_async::<Vec<i64>>(c)).await;
             match r {
                 Ok(Ok(written)) => {
-                    for ((id, done), written) in puts.into_iter().zip(written) {
-                        shared.settle(id, written == 1, done);
+                    for (id, written) in puts.into_iter().zip(written) {
+                        shared.settle(id, written == 1);
                     }
                     Ok(())
                 }
