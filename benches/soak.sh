@@ -9,8 +9,8 @@
 # owed arrives exactly once (by webhook-id), and Redis's memory, key count and task indexes level off.
 # Env: SOAK_MINUTES (10), RATE (creates/s; default half the completed-task rate measured first),
 #      CALIBRATE_SECS (30), WORKERS (tasks.workers per replica, 8), TTL_SECS (tasks.ttl_secs, 60: short,
-#      so expiry works within the run), WARMUP_SECS (default a quarter of the run, at least 2 × TTL, at
-#      most 600 s), DRAIN_SECS (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing),
+#      so expiry works within the run), WARMUP_SECS (default a quarter of the run, at least 2 × TTL and
+#      the time a replica's quality guard takes to fill its 8,192-output window, at most half the run), DRAIN_SECS (180), SIM_FRAME_DELAY_MS (40, the simulator's default pacing),
 #      FAULT_SHARE (0.05), VIDEO_SHARE (0.10), OUT (default target/soak/<timestamp>: samples.csv,
 #      summary.md, the processes' logs), LOG_LEVEL (the replicas' log.level, warn), BIN (the gateway
 #      binary; default the one built here). Needs redis-server and python3.

@@ -52,8 +52,9 @@ struct Args {
     /// Unfinished tasks the measurement keeps at once (twice the replicas' workers keeps every worker busy).
     #[arg(long, default_value_t = 48)]
     calibrate_outstanding: usize,
-    /// Samples before this are warm-up (default: a quarter of the run, at least twice `ttl_secs`, at most
-    /// 600 s unless twice the TTL is more).
+    /// Samples before this are warm-up (default: a quarter of the run, at least twice `ttl_secs` and the
+    /// time each replica takes to fill its quality guard's window at the rate run, at most half the run
+    /// unless twice the TTL is more).
     #[arg(long)]
     warmup_secs: Option<u64>,
     #[arg(long, default_value_t = 10)]
@@ -530,10 +531,6 @@ async fn main() {
 async fn run(soak: Arc<Soak>, redis_conn: redis::aio::MultiplexedConnection) -> bool {
     let a = &soak.args;
     let soak_secs = (a.minutes * 60.0).round() as u64;
-    // Twice the TTL at least: by then every replica's store and Redis hold a full TTL of finished tasks.
-    // The bounded caches (the quality guard's 8,192 fingerprints, the media dir's LRU index) fill in the
-    // first minutes at these rates: a long run waits up to 10 minutes for them.
-    let warmup = a.warmup_secs.unwrap_or((soak_secs / 4).max(2 * a.ttl_secs).min(600.max(2 * a.ttl_secs)));
 
     // 1. Capacity: tasks created and run to their callback, as many as the replicas finish.
     let (rate, capacity) = match a.rate {
@@ -551,6 +548,14 @@ async fn run(soak: Arc<Soak>, redis_conn: redis::aio::MultiplexedConnection) -> 
         eprintln!("soak: no task finished while measuring capacity: is the simulator up?");
         return false;
     }
+    // Twice the TTL at least: by then every replica's store and Redis hold a full TTL of finished tasks.
+    // And until each replica's quality guard holds its window of 8,192 outputs (a 60-minute run at 20
+    // tasks/s over three replicas climbed for 20 minutes, then stayed flat): half the run at most.
+    let per_replica = rate / a.gateways.len().max(1) as f64;
+    let guard_fill = (grok2api::upstream::quality::WINDOW as f64 / per_replica).ceil() as u64;
+    let warmup = a
+        .warmup_secs
+        .unwrap_or((soak_secs / 4).max(2 * a.ttl_secs).max(guard_fill).min((soak_secs / 2).max(2 * a.ttl_secs)));
     wait_all_ended(&soak, Instant::now() + Duration::from_secs(30)).await;
     let calibration_tasks = soak.n.created.load(Relaxed);
     eprintln!(
