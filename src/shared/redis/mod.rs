@@ -46,7 +46,9 @@ pub const PREFIX: &str = "g2a:";
 pub fn task_key(id: &str) -> String {
     format!("{PREFIX}t:{id}")
 }
-/// A task's fencing epoch: raised by every claim, compared by every write.
+/// A task's fencing hash: `e` its epoch, raised by every claim and compared by every write, and `r` the
+/// replica that claimed it last (a replica never fences itself: its own writes in flight while it
+/// claims a task again, as when its idle worker takes a task it created from the shared queue, pass).
 pub fn fence_key(id: &str) -> String {
     format!("{PREFIX}f:{id}")
 }
@@ -121,17 +123,19 @@ return 1
 "#;
 
 /// Claims a queued task for this replica, once: it leaves the queue for this replica's running set
-/// and its epoch rises. A task already in that set (taken over from a dead replica) is this replica's
-/// too, at the epoch it holds. Returns the epoch, or 0 when another replica has it.
+/// and its epoch rises. A task already in that set (taken over from a dead replica, or ended here
+/// before it ran: cancelled while queued) is this replica's too, at the epoch it has (0 when never
+/// claimed). Returns `{1, epoch}`, or `{0, 0}` when another replica has it.
 const CLAIM_TASK_SCRIPT: &str = r#"
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[2], ARGV[1])
-  return redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[3], 'r', ARGV[2])
+  return {1, redis.call('HINCRBY', KEYS[3], 'e', 1)}
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  return tonumber(redis.call('GET', KEYS[3]) or '0')
+  return {1, tonumber(redis.call('HGET', KEYS[3], 'e') or '0')}
 end
-return 0
+return {0, 0}
 "#;
 
 /// Claims the oldest queued task for this replica, if there is one: `{id, epoch}`.
@@ -140,7 +144,8 @@ local ids = redis.call('ZRANGE', KEYS[1], 0, 0)
 if #ids == 0 then return false end
 redis.call('ZREM', KEYS[1], ids[1])
 redis.call('SADD', KEYS[2], ids[1])
-return {ids[1], redis.call('INCR', ARGV[1] .. ids[1])}
+redis.call('HSET', ARGV[1] .. ids[1], 'r', ARGV[2])
+return {ids[1], redis.call('HINCRBY', ARGV[1] .. ids[1], 'e', 1)}
 "#;
 
 /// Moves a silent replica's unfinished tasks to the caller, once: the replica's heartbeat is gone.
@@ -153,7 +158,8 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('SADD', KEYS[4], id)
   table.insert(out, id)
-  table.insert(out, redis.call('INCR', ARGV[2] .. id))
+  redis.call('HSET', ARGV[2] .. id, 'r', ARGV[3])
+  table.insert(out, redis.call('HINCRBY', ARGV[2] .. id, 'e', 1))
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
@@ -195,17 +201,20 @@ return 0
 /// task another replica ran): the epoch rises and the task joins this replica's running set.
 const TAKE_SCRIPT: &str = r#"
 redis.call('SADD', KEYS[2], ARGV[1])
-return redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[1], 'r', ARGV[2])
+return redis.call('HINCRBY', KEYS[1], 'e', 1)
 "#;
 
 /// One record write, if the writer still holds the task: the epoch in `f:<id>` must be the writer's
-/// (0 = never claimed: the replica that created it). A finished record expires after the TTL, and
+/// (0 = never claimed: the replica that created it), or the writer must be the replica that claimed it
+/// last. A finished record expires after the TTL, and
 /// `expiring` says when, so `SWEEP_SCRIPT` can take its id out of the indexes then. KEYS: record,
 /// epoch, unfinished set, shared queue, running set, owner index, every task, expiring. ARGV: epoch,
 /// record, terminal, pending, owed, TTL (ms), id, created (ms), owner. Returns 1 when written, 0 when
 /// refused.
 pub const PUT_SCRIPT: &str = r#"
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+local holder = redis.call('HGET', KEYS[2], 'r')
+if tonumber(redis.call('HGET', KEYS[2], 'e') or '0') ~= tonumber(ARGV[1]) and holder ~= ARGV[10] then return 0 end
 local id = ARGV[7]
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[6])
@@ -480,6 +489,7 @@ impl RedisStore {
                 .key(running_key(&self.replica))
                 .arg(&dead)
                 .arg(fence_key(""))
+                .arg(&self.replica)
                 .invoke_async(&mut c)
                 .await
                 .map_err(err)?;
@@ -593,15 +603,16 @@ impl RedisStore {
     /// Claims task `id` to run it here: true once, for one replica (the others then skip it).
     pub async fn claim_task(&self, id: &str) -> Result<bool, String> {
         let mut c = self.conn().await?;
-        let epoch: u64 = redis::Script::new(CLAIM_TASK_SCRIPT)
+        let (won, epoch): (u8, u64) = redis::Script::new(CLAIM_TASK_SCRIPT)
             .key(UNCLAIMED)
             .key(running_key(&self.replica))
             .key(fence_key(id))
             .arg(id)
+            .arg(&self.replica)
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
-        if epoch == 0 {
+        if won == 0 {
             return Ok(false);
         }
         self.hold(id, epoch);
@@ -616,6 +627,7 @@ impl RedisStore {
             .key(fence_key(id))
             .key(running_key(&self.replica))
             .arg(id)
+            .arg(&self.replica)
             .invoke_async(&mut c)
             .await
             .map_err(err)?;
@@ -667,7 +679,7 @@ impl RedisStore {
             return Ok(true);
         };
         let mut c = self.conn().await?;
-        let now: Option<u64> = c.get(fence_key(id)).await.map_err(err)?;
+        let now: Option<u64> = c.hget(fence_key(id), "e").await.map_err(err)?;
         Ok(now.unwrap_or(0) == mine)
     }
 
@@ -684,6 +696,7 @@ impl RedisStore {
             .key(UNCLAIMED)
             .key(running_key(&self.replica))
             .arg(fence_key(""))
+            .arg(&self.replica)
             .invoke_async(&mut c)
             .await
             .map_err(err)?;

@@ -66,7 +66,8 @@ pub fn run(shared: &RedisStore, rx: mpsc::Receiver<Op>, health: &Health) {
                                 .arg(ttl)
                                 .arg(id.as_str())
                                 .arg(meta.created_ms)
-                                .arg(meta.owner.as_str()),
+                                .arg(meta.owner.as_str())
+                                .arg(shared.replica.as_str()),
                         );
                         puts.push(id);
                     }
