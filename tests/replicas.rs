@@ -28,6 +28,22 @@ async fn replica(
         .await
 }
 
+/// The config file of replicas run as processes: the suite's key, `store` with a 2 s lease, one worker,
+/// callbacks signed and allowed to loopback (`callbacks` adds lines to that section), then `grok`.
+fn process_config(dir: &std::path::Path, store: &str, callbacks: &str, grok: &str) -> std::path::PathBuf {
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\napi_keys = [\"rep-key-4a7f1c93e0b2d568\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
+             [callbacks]\nsecret = \"{}\"\nallow_private = true\n{callbacks}{grok}",
+            common::webhooks::SECRET,
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 async fn body(r: reqwest::RequestBuilder) -> (u16, Value) {
     let r = r.send().await.unwrap();
     let status = r.status().as_u16();
@@ -173,17 +189,7 @@ async fn tasks_of_a_killed_replica_are_finished_by_another_without_a_second_star
     let sim = common::sim_process(5, None);
     let sim_url = sim.url.clone();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[auth]\napi_keys = [\"rep-key-4a7f1c93e0b2d568\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
-             [callbacks]\nsecret = \"{}\"\nallow_private = true\nretry_delays_secs = [3600.0]\n{}",
-            common::webhooks::SECRET,
-            sim.grok("tok-rep-0001")
-        ),
-    )
-    .unwrap();
+    let cfg = process_config(dir.path(), &store, "retry_delays_secs = [3600.0]\n", &sim.grok("tok-rep-0001"));
     let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
     // Each replica its own media dir: the video is collected from the upstream post, not a shared file.
     let (media_a, media_b) = (dir.path().join("a"), dir.path().join("b"));
@@ -504,17 +510,7 @@ async fn a_replica_paused_past_its_lease_cannot_overwrite_the_task_it_lost() {
     let (rx, hook) = common::webhooks::receiver(vec![]).await;
     let sim = common::sim_process(5, None);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[auth]\napi_keys = [\"rep-key-4a7f1c93e0b2d568\"]\n[store]\nurl = \"{store}\"\nlease_secs = 2\n[tasks]\nworkers = 1\n\
-             [callbacks]\nsecret = \"{}\"\nallow_private = true\n{}",
-            common::webhooks::SECRET,
-            sim.grok("tok-fence-0001")
-        ),
-    )
-    .unwrap();
+    let cfg = process_config(dir.path(), &store, "", &sim.grok("tok-fence-0001"));
     let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
     let log_a = dir.path().join("a.log");
     let (a, url_a) =

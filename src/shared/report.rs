@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 pub const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 pub const LASTS: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// One replica's latest word about itself.
+/// A replica's own figures: what its console's overview shows, and what it reports to the others.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ReplicaReport {
-    pub replica: String,
-    /// When it was said (unix ms).
+pub struct Figures {
+    /// When they were taken (unix ms).
     pub at: u64,
     pub uptime_secs: u64,
+    /// Every HTTP answer so far (the console's own polling included).
     pub requests_total: u64,
     /// 5xx answers.
     pub errors_total: u64,
@@ -25,6 +25,14 @@ pub struct ReplicaReport {
     pub tasks: BTreeMap<String, usize>,
     /// Its view of the token pool, by state.
     pub tokens: BTreeMap<String, usize>,
+}
+
+/// One replica's latest word about itself.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReplicaReport {
+    pub replica: String,
+    #[serde(flatten)]
+    pub figures: Figures,
     /// Its requests in flight upstream.
     pub in_flight: u32,
     /// Tokens it sees in a state other than `active` (id → state), at most `MAX_TOKEN_STATES`: how
@@ -51,17 +59,17 @@ pub struct ClusterTotals {
 impl ClusterTotals {
     pub fn of(reports: &[ReplicaReport]) -> Self {
         let mut t = ClusterTotals { replicas: reports.len(), ..Self::default() };
-        for r in reports {
+        for r in reports.iter().map(|r| &r.figures) {
             t.requests_total += r.requests_total;
             t.errors_total += r.errors_total;
             t.client_errors_total += r.client_errors_total;
             t.rate_limited_total += r.rate_limited_total;
             t.queue_depth += r.queue_depth;
-            t.in_flight += r.in_flight;
             for (state, n) in &r.tasks {
                 *t.tasks.entry(state.clone()).or_default() += n;
             }
         }
+        t.in_flight = reports.iter().map(|r| r.in_flight).sum();
         t
     }
 }
@@ -73,16 +81,22 @@ mod tests {
     #[test]
     fn the_cluster_is_every_replicas_counters_summed() {
         let one = ReplicaReport {
-            requests_total: 10,
-            errors_total: 1,
+            figures: Figures {
+                requests_total: 10,
+                errors_total: 1,
+                tasks: [("success".to_string(), 3)].into(),
+                ..Figures::default()
+            },
             in_flight: 2,
-            tasks: [("success".to_string(), 3)].into(),
             ..ReplicaReport::default()
         };
         let two = ReplicaReport {
-            requests_total: 5,
-            rate_limited_total: 4,
-            tasks: [("success".to_string(), 1), ("failed".to_string(), 2)].into(),
+            figures: Figures {
+                requests_total: 5,
+                rate_limited_total: 4,
+                tasks: [("success".to_string(), 1), ("failed".to_string(), 2)].into(),
+                ..Figures::default()
+            },
             ..ReplicaReport::default()
         };
         let t = ClusterTotals::of(&[one, two]);

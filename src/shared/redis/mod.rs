@@ -771,7 +771,7 @@ impl RedisStore {
         let mut live = Vec::new();
         for (replica, json) in all {
             match serde_json::from_str::<ReplicaReport>(&json) {
-                Ok(r) if r.at >= since => live.push(r),
+                Ok(r) if r.figures.at >= since => live.push(r),
                 _ => {
                     let _: Result<(), _> = c.hdel(REPORTS, &replica).await;
                 }
