@@ -760,17 +760,19 @@ async fn one_replica_refreshes_the_quotas_and_every_replica_learns_them() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let asked = |h: &Harness| h.sim.seen().iter().filter(|(p, _, _)| p == "/rest/media/imagine/quota_info").count();
     let (by_a, by_b) = (asked(&a), asked(&b));
-    assert!(by_a > 0 && by_b == 0, "only the first replica refreshes: A asked {by_a} times, B {by_b}");
+    // Whichever replica takes the lease first keeps it; the other never asks.
+    assert!((by_a > 0) != (by_b > 0), "exactly one replica refreshes: A asked {by_a} times, B {by_b}");
+    let (lead, other) = if by_a > 0 { (&a, &b) } else { (&b, &a) };
     let plan = |h: &Harness| {
         let pool = h.server.state.runner.upstream().tokens().unwrap().snapshot();
         pool.iter().find(|t| t.id == grok2api::upstream::tokens::token_id("tok-alpha-0001")).and_then(|t| t.plan)
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while plan(&b) != Some("supergrok") {
-        assert!(Instant::now() < deadline, "B never learned the plan A was told: {:?}", plan(&b));
+    while plan(other) != Some("supergrok") {
+        assert!(Instant::now() < deadline, "the other replica never learned the plan: {:?}", plan(other));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(plan(&a), Some("supergrok"));
+    assert_eq!(plan(lead), Some("supergrok"));
 }
 
 /// A finished task's record expires after `tasks.ttl_secs`, and its id leaves the indexes with it

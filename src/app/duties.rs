@@ -224,10 +224,11 @@ pub(super) fn spawn_quota_refresh(
         loop {
             let round = tokio::time::Instant::now();
             // With several replicas one of them refreshes (what it learns reaches the others as token
-            // news), so the cap per second holds for the cluster, not per replica.
+            // news), so the cap per second holds for the cluster, not per replica. The lease outlasts
+            // a round that runs long on a loaded machine, so the role does not flap between replicas.
             let mine = match &shared {
                 None => true,
-                Some(s) => s.lead("refresh", every + every / 2).await.unwrap_or_else(|e| {
+                Some(s) => s.lead("refresh", every * 3).await.unwrap_or_else(|e| {
                     tracing::debug!("cannot tell which replica refreshes quotas: {e}");
                     false
                 }),
