@@ -1,12 +1,18 @@
 //! The durable journal behind `--state-dir`: every accepted task (with its job while it is pending) and
-//! its callback state, in an embedded redb database. One writer thread applies operations in batches
-//! (group commit, fsync per batch): a create waits for its batch to be durable before the client gets
-//! 202; later transitions are written behind. After a crash the records say what to do: pending tasks
-//! run again, interrupted ones fail with `interrupted`, undelivered callbacks are delivered.
+//! its callback state. One writer thread appends operations in batches to a log (`log`: one write
+//! and one `fdatasync` per batch, group commit): a create waits for its batch to be durable before
+//! the client gets 202; later transitions are written behind. A second thread brings the redb
+//! tables up to date from the log (`tables`) and deletes what they hold. At start the tables are
+//! read after the log's tail is replayed into them. After a crash the records say what to do:
+//! pending tasks run again, interrupted ones fail with `interrupted`, undelivered callbacks are
+//! delivered.
 //!
 //! When writes fail (a full disk), creates are refused, the written-behind records are kept in memory
-//! (the newest per task) and written again on a backoff, on a freshly opened file, until the disk
-//! takes them; `Health` tells readiness meanwhile, and `synced` lets a callback wait for its record.
+//! (the newest per task) and written again on a backoff until the disk takes them; `Health` tells
+//! readiness meanwhile, and `synced` lets a callback wait for its record.
+
+mod log;
+mod tables;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -28,12 +33,9 @@ use crate::jobs::{
 use crate::owner::KeyId;
 use crate::redb_file::RedbFile;
 
-/// Records keyed by (creation time, id): new tasks land at the right edge of the B-tree, so a batch
-/// of creates rewrites a few pages instead of one random page per task (unthrottled creates with
-/// the journal went from 15 % to 22 % of the machine's ceiling, docs/benchmarks.md).
-pub(super) const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks_by_created");
-/// The layout before: keyed by id alone. Moved into `TASKS` when such a journal is opened.
-pub(super) const LEGACY: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+#[cfg(test)]
+pub(crate) use tables::{LEGACY, TASKS};
+
 const BATCH: usize = 4096;
 
 /// How a pending task's job is kept until a worker starts it.
@@ -451,14 +453,36 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) `<dir>/tasks.redb` and returns the journal with every record it holds.
+    /// Opens (or creates) the journal in `dir` (`tasks.redb` and the log in `tasks-log/`), replays the
+    /// log's tail into the tables, and returns the journal with every record it holds.
     pub fn open(dir: &Path) -> Result<(Self, Vec<TaskRecord>), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
         let file = RedbFile::open(&dir.join("tasks.redb"))?;
-        let records = file.with(load)?;
+        file.with(tables::prepare)?;
+        let log_dir = dir.join("tasks-log");
+        let tail = log::recover(&log_dir)?;
+        if tail.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = tail.torn_bytes,
+                "the task log ended in a torn write (a crash during a batch no client was answered for); dropped"
+            );
+        }
+        if !tail.frames.is_empty() {
+            file.with(|db| tables::apply(db, &tail.frames))?;
+            tracing::info!(batches = tail.frames.len(), "task log replayed into the tables");
+        }
+        let next_seq = tail.last_seq.map_or(1, |s| s + 1);
+        if let Some(last) = tail.last_seq {
+            log::remove_before(&log_dir, last + 1);
+        }
+        let records = file.with(tables::load)?;
+        let (frames_tx, frames_rx) = mpsc::channel();
+        let tables = tables::start_writer(file, log_dir.clone(), frames_rx)?;
+        let mut writer = log::LogWriter::create(&log_dir, next_seq, frames_tx)?;
         let batching = Batching { max: BATCH, keep_failed: true };
         let journal = Self::spawn(move |rx, health| {
-            write_batches(rx, batching, &health, |ops| file.with(|db| commit(db, ops)));
+            write_batches(rx, batching, &health, |ops| writer.append(ops));
+            writer.finish(Some(tables));
         })?;
         Ok((journal, records))
     }
@@ -538,30 +562,6 @@ impl Drop for Journal {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Creates the table if needed (moving a legacy layout into it) and reads every record.
-fn load(db: &Database) -> Result<Vec<TaskRecord>, String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
-        let moved = move_legacy_records(&txn, &mut table)?;
-        if moved > 0 {
-            tracing::info!(records = moved, "journal records moved to the creation-ordered layout");
-        }
-    }
-    txn.commit().map_err(|e| e.to_string())?;
-    let read = db.begin_read().map_err(|e| e.to_string())?;
-    let table = read.open_table(TASKS).map_err(|e| e.to_string())?;
-    let mut records = Vec::new();
-    for row in table.iter().map_err(|e| e.to_string())? {
-        let (k, v) = row.map_err(|e| e.to_string())?;
-        match serde_json::from_slice::<TaskRecord>(v.value()) {
-            Ok(r) => records.push(r),
-            Err(e) => tracing::error!(task = k.value().1, "unreadable journal record skipped: {e}"),
-        }
-    }
-    Ok(records)
 }
 
 /// How a writer treats its batches.
@@ -725,51 +725,6 @@ impl Kept {
     }
 }
 
-/// Moves the records of a journal keyed by id alone into `table`, and drops the old table. An
-/// unreadable record keeps its bytes (under creation time 0), to be reported like any other.
-fn move_legacy_records(
-    txn: &redb::WriteTransaction,
-    table: &mut redb::Table<(u64, &str), &[u8]>,
-) -> Result<usize, String> {
-    let exists = txn.list_tables().map_err(|e| e.to_string())?.any(|t| t.name() == LEGACY.name());
-    if !exists {
-        return Ok(0);
-    }
-    let mut moved = 0;
-    {
-        let legacy = txn.open_table(LEGACY).map_err(|e| e.to_string())?;
-        for row in legacy.iter().map_err(|e| e.to_string())? {
-            let (k, v) = row.map_err(|e| e.to_string())?;
-            let created = serde_json::from_slice::<TaskRecord>(v.value()).map_or(0, |r| r.created_ms);
-            table.insert((created, k.value()), v.value()).map_err(|e| e.to_string())?;
-            moved += 1;
-        }
-    }
-    txn.delete_table(LEGACY).map_err(|e| e.to_string())?;
-    Ok(moved)
-}
-
-/// Writes `ops` in one transaction. An empty batch still commits: after a failure it is the probe
-/// of whether the disk takes writes again.
-fn commit(db: &Database, ops: &[Op]) -> Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
-        for op in ops {
-            match op {
-                Op::Put(id, bytes, meta, _) => {
-                    table.insert((meta.created_ms, id.as_str()), bytes.as_slice()).map_err(|e| e.to_string())?;
-                }
-                Op::Remove(id, created_ms) => {
-                    table.remove((*created_ms, id.as_str())).map_err(|e| e.to_string())?;
-                }
-                Op::Synced(_) => {}
-            }
-        }
-    }
-    txn.commit().map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,6 +830,116 @@ mod tests {
         assert!(synced.blocking_recv().is_ok());
     }
 
+    /// A pending image task's record, as the store writes it.
+    fn record(id: &str, created_ms: u64) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            api: None,
+            request: None,
+            owner: "k".into(),
+            kind: "images".into(),
+            status: "pending".into(),
+            progress: 0,
+            created_ms,
+            updated_ms: created_ms,
+            outcome: None,
+            callback: None,
+            pending: None,
+        }
+    }
+
+    fn put_op(r: &TaskRecord) -> Op {
+        Op::Put(r.id.clone(), serde_json::to_vec(r).unwrap(), r.meta(), None)
+    }
+
+    fn ids(records: &[TaskRecord]) -> Vec<String> {
+        let mut ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    fn segments_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    /// A crash can cut the log anywhere in the batch being written. Whatever the cut, a restart finds
+    /// every record of the batches before it (each was acknowledged once its sync returned), and the
+    /// last batch whole or not at all (its sync had not returned: no client heard of it).
+    #[test]
+    fn truncating_the_log_at_every_byte_of_its_last_batch_keeps_every_acknowledged_record() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (tx, _frames) = mpsc::channel();
+        let mut writer = log::LogWriter::create(scratch.path(), 1, tx).unwrap();
+        let (a, b, c, d) = (record("task_a", 1), record("task_b", 2), record("task_c", 3), record("task_d", 4));
+        writer.append(&[put_op(&a)]).unwrap();
+        writer.append(&[put_op(&b), put_op(&c)]).unwrap();
+        let before_last = std::fs::metadata(scratch.path().join(format!("{:020}.log", 1))).unwrap().len() as usize;
+        let mut done_a = record("task_a", 1);
+        done_a.status = "success".into();
+        writer.append(&[put_op(&d), put_op(&done_a), Op::Remove("task_b".into(), 2)]).unwrap();
+        let log = std::fs::read(scratch.path().join(format!("{:020}.log", 1))).unwrap();
+        assert!(log.len() > before_last + 100);
+
+        for cut in before_last..=log.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let log_dir = dir.path().join("tasks-log");
+            std::fs::create_dir_all(&log_dir).unwrap();
+            std::fs::write(log_dir.join(format!("{:020}.log", 1)), &log[..cut]).unwrap();
+            let (j, records) = Journal::open(dir.path()).unwrap();
+            if cut == log.len() {
+                assert_eq!(ids(&records), ["task_a", "task_c", "task_d"], "cut at {cut}: the whole log");
+                let a = records.iter().find(|r| r.id == "task_a").unwrap();
+                assert_eq!(a.status, "success", "the later record of a task wins");
+            } else {
+                assert_eq!(ids(&records), ["task_a", "task_b", "task_c"], "cut at {cut} of {}", log.len());
+                assert!(records.iter().all(|r| r.status == "pending"));
+            }
+            // Replayed into the tables: the old segment is gone, and the journal writes on.
+            assert_eq!(segments_in(&log_dir), [format!("{:020}.log", 2)], "cut at {cut}");
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(j.put_durable(&record("task_e", 5))).unwrap();
+            drop(j);
+            let (_j, again) = Journal::open(dir.path()).unwrap();
+            assert_eq!(again.len(), records.len() + 1, "cut at {cut}");
+        }
+    }
+
+    /// The tables catch up behind the log and the log is deleted as they do: segments while a storm
+    /// goes on, the last one when the journal closes.
+    #[test]
+    fn the_log_is_deleted_once_the_tables_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("tasks-log");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        // Records of 1 MiB: 24 of them fill three segments.
+        let big = "x".repeat(1 << 20);
+        let mut want = Vec::new();
+        {
+            let (j, records) = Journal::open(dir.path()).unwrap();
+            assert!(records.is_empty());
+            for i in 0..24u64 {
+                let mut r = record(&format!("task_{i:02}"), 10 + i);
+                r.status = "failed".into();
+                r.outcome = Some(OutcomeRecord::Failed { code: "x".into(), message: big.clone() });
+                rt.block_on(j.put_durable(&r)).unwrap();
+                want.push(r.id.clone());
+            }
+            rt.block_on(j.synced()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while segments_in(&log_dir).len() > 1 {
+                assert!(Instant::now() < deadline, "applied segments stay: {:?}", segments_in(&log_dir));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            j.close();
+        }
+        assert!(segments_in(&log_dir).is_empty(), "a closed journal leaves no log: {:?}", segments_in(&log_dir));
+        let (_j, records) = Journal::open(dir.path()).unwrap();
+        assert_eq!(ids(&records), want);
+    }
+
     /// A video's upstream origin (grok.com extends a video by its post, with the account that made it)
     /// is kept with the outcome; records written before it was kept read as having none.
     #[test]
@@ -912,7 +977,7 @@ mod tests {
 
     #[test]
     fn video_edits_and_extensions_survive_a_restart_with_their_video() {
-        let clip = Bytes::from_static(include_bytes!("../sim/fixtures/video-16x9-6s.mp4"));
+        let clip = Bytes::from_static(include_bytes!("../../sim/fixtures/video-16x9-6s.mp4"));
         // A grok.com extension queued when the process died still knows whose post it continues.
         let origin = Some(crate::media::UpstreamOrigin { account: "0123456789ab".into(), asset_id: "p2@p1".into() });
         let video = InputVideo { bytes: clip.clone(), content_type: "video/mp4", seconds: 6.0, origin };
