@@ -2,11 +2,15 @@
 //! (`credentials.rs`) and the console keys (`keys.rs`), then each key's own limits; afterwards the
 //! answer is counted in the key's usage.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service, ServiceExt};
 
 pub use crate::credentials::{Auth, bearer};
 use crate::error::ApiError;
@@ -34,41 +38,76 @@ pub fn too_many_guesses(wait: u64) -> ApiError {
     ApiError::rate_limited(wait, "too many wrong API keys from this address; wait before trying again")
 }
 
+/// A refusal: the key it names, when the key was known, and why.
+type Refused = (Option<KeyId>, ApiError);
+
 impl Guard {
-    /// Who is calling, or why not; a refusal after the key is known is still counted for that key.
-    async fn admit(&self, req: &mut Request) -> Result<KeyId, (Option<KeyId>, ApiError)> {
+    /// Who is calling, or why not, when that can be told without waiting: with one replica always;
+    /// with several, not for a console key this replica has not seen yet nor for a key with a
+    /// request rate (both ask the shared store). `None`: `admit` must.
+    fn admit_now(&self, req: &mut Request) -> Option<Result<KeyId, Refused>> {
         let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
         let presented = bearer(req.headers()).is_some();
-        if presented {
-            self.guesses.admit(client).map_err(|wait| (None, too_many_guesses(wait)))?;
+        if presented && let Err(wait) = self.guesses.admit(client) {
+            return Some(Err((None, too_many_guesses(wait))));
         }
-        let Caller { owner, policy } = match self.keys.check(req.headers()).await {
-            Ok(caller) => {
-                if presented {
-                    self.guesses.succeeded(client);
-                }
-                caller
-            }
-            Err(e) => {
-                if presented && e.status == axum::http::StatusCode::UNAUTHORIZED {
-                    self.guesses.failed(client);
-                }
-                return Err((None, e));
-            }
+        let caller = match self.keys.check_now(req.headers())? {
+            Ok(caller) => caller,
+            Err(e) => return Some(Err(self.refused(client, presented, e))),
         };
-        let refuse = |e| (Some(owner.clone()), e);
-        let rate = policy.as_ref().and_then(|p| p.requests_per_second);
+        let rate = caller.policy.as_ref().and_then(|p| p.requests_per_second);
         let limited = match (&self.shared, self.limiter.rate_for(rate)) {
-            (Some(shared), Some((rate, burst))) => {
-                shared.rate(&owner, rate, burst).await.map_err(|e| refuse(crate::shared::down(e)))?
-            }
-            _ => self.limiter.check_with(&owner, rate),
+            (Some(_), Some(_)) => return None,
+            _ => self.limiter.check_with(&caller.owner, rate),
         };
-        limited.map_err(|wait| refuse(ApiError::rate_limited(wait, "request rate limit for this API key exceeded")))?;
+        if presented {
+            self.guesses.succeeded(client);
+        }
+        Some(self.admitted(req, caller, limited))
+    }
+
+    /// `admit_now`, waiting where it must.
+    async fn admit(&self, req: &mut Request) -> Result<KeyId, Refused> {
+        if let Some(admitted) = self.admit_now(req) {
+            return admitted;
+        }
+        let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
+        let presented = bearer(req.headers()).is_some();
+        let caller = self.keys.check(req.headers()).await.map_err(|e| self.refused(client, presented, e))?;
+        if presented {
+            self.guesses.succeeded(client);
+        }
+        let rate = caller.policy.as_ref().and_then(|p| p.requests_per_second);
+        let limited = match (&self.shared, self.limiter.rate_for(rate)) {
+            (Some(shared), Some((rate, burst))) => shared
+                .rate(&caller.owner, rate, burst)
+                .await
+                .map_err(|e| (Some(caller.owner.clone()), crate::shared::down(e)))?,
+            _ => self.limiter.check_with(&caller.owner, rate),
+        };
+        self.admitted(req, caller, limited)
+    }
+
+    /// A failed key check, counted against the client when it presented a wrong key.
+    fn refused(&self, client: std::net::IpAddr, presented: bool, e: ApiError) -> Refused {
+        if presented && e.status == axum::http::StatusCode::UNAUTHORIZED {
+            self.guesses.failed(client);
+        }
+        (None, e)
+    }
+
+    /// The key is good: its request rate (`limited`) and model allowlist decide, and the request
+    /// carries who is calling (and the key's policy) to the handler.
+    fn admitted(&self, req: &mut Request, caller: Caller, limited: Result<(), u64>) -> Result<KeyId, Refused> {
+        let Caller { owner, policy } = caller;
+        if let Err(wait) = limited {
+            return Err((Some(owner), ApiError::rate_limited(wait, "request rate limit for this API key exceeded")));
+        }
         if let Some(policy) = &policy
             && let Some(model) = crate::catalog::model_of_route(req.method(), req.uri().path())
+            && let Err(e) = crate::keys::check_model(policy, model)
         {
-            crate::keys::check_model(policy, model).map_err(refuse)?;
+            return Err((Some(owner), e));
         }
         req.extensions_mut().insert(owner.clone());
         // Routes that learn their model from the body (`/v1/responses`) check it against this.
@@ -78,23 +117,132 @@ impl Guard {
         Ok(owner)
     }
 
-    async fn run(&self, mut req: Request, next: Next, shape: fn(ApiError) -> Response) -> Response {
-        let (owner, resp) = match self.admit(&mut req).await {
-            Ok(owner) => (Some(owner), next.run(req).await),
-            Err((owner, e)) => (owner, shape(e)),
-        };
+    /// Counts the answer in the key's usage.
+    fn answered(&self, owner: Option<&KeyId>, resp: &Response) {
         if let Some(owner) = owner {
-            self.usage.response(&owner, resp.status().as_u16());
+            self.usage.response(owner, resp.status().as_u16());
         }
-        resp
     }
 }
 
-pub async fn require_key(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    guard.run(req, next, IntoResponse::into_response).await
+/// Which body a refusal is written in.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// The OpenAI error shape (`/v1` OpenAI-style endpoints, files, metrics).
+    OpenAi,
+    /// The `{code, message, data}` envelope of the task endpoints.
+    Task,
 }
 
-/// `require_key` for the task endpoints: errors come in the `{code, message, data}` envelope.
-pub async fn require_key_task(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    guard.run(req, next, |e| crate::error::TaskError(e).into_response()).await
+impl Refusal {
+    fn response(self, e: ApiError) -> Response {
+        match self {
+            Refusal::OpenAi => e.into_response(),
+            Refusal::Task => crate::error::TaskError(e).into_response(),
+        }
+    }
+}
+
+/// The `/v1` key guard as a tower layer (`route_layer`): a request that passes goes on to the
+/// route without a boxed future or an allocation of the guard's own; only a check that has to
+/// ask the shared store (several replicas) is boxed.
+#[derive(Clone)]
+pub struct RequireKey {
+    guard: Arc<Guard>,
+    refusal: Refusal,
+}
+
+impl RequireKey {
+    pub fn new(guard: Arc<Guard>, refusal: Refusal) -> Self {
+        Self { guard, refusal }
+    }
+}
+
+impl<S> Layer<S> for RequireKey {
+    type Service = KeyGuard<S>;
+
+    fn layer(&self, inner: S) -> KeyGuard<S> {
+        KeyGuard { inner, guard: self.guard.clone(), refusal: self.refusal }
+    }
+}
+
+#[derive(Clone)]
+pub struct KeyGuard<S> {
+    inner: S,
+    guard: Arc<Guard>,
+    refusal: Refusal,
+}
+
+impl<S> Service<Request> for KeyGuard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Guarded<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match self.guard.admit_now(&mut req) {
+            Some(Ok(owner)) => {
+                Guarded::Passed { inner: self.inner.call(req), owner: Some(owner), guard: self.guard.clone() }
+            }
+            Some(Err((owner, e))) => {
+                let resp = self.refusal.response(e);
+                self.guard.answered(owner.as_ref(), &resp);
+                Guarded::Refused { resp: Some(resp) }
+            }
+            None => {
+                // The clone that was made ready goes into the future; this service keeps a fresh one.
+                let fresh = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, fresh);
+                let (guard, refusal) = (self.guard.clone(), self.refusal);
+                Guarded::Waiting {
+                    fut: Box::pin(async move {
+                        let (owner, resp) = match guard.admit(&mut req).await {
+                            Ok(owner) => (Some(owner), inner.oneshot(req).await.unwrap_or_else(|e| match e {})),
+                            Err((owner, e)) => (owner, refusal.response(e)),
+                        };
+                        guard.answered(owner.as_ref(), &resp);
+                        resp
+                    }),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The guard's answer: the route's (counted when it comes), a refusal, or a check that waits.
+    #[project = GuardedProj]
+    pub enum Guarded<F> {
+        Passed { #[pin] inner: F, owner: Option<KeyId>, guard: Arc<Guard> },
+        Refused { resp: Option<Response> },
+        Waiting { fut: Pin<Box<dyn Future<Output = Response> + Send>> },
+    }
+}
+
+impl<F> Future for Guarded<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GuardedProj::Passed { inner, owner, guard } => {
+                let Ok(resp) = std::task::ready!(inner.poll(cx));
+                guard.answered(owner.take().as_ref(), &resp);
+                Poll::Ready(Ok(resp))
+            }
+            GuardedProj::Refused { resp } => Poll::Ready(Ok(resp
+                .take()
+                .unwrap_or_else(|| ApiError::internal("answer polled twice").into_response()))),
+            GuardedProj::Waiting { fut } => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
 }

@@ -22,7 +22,7 @@ use tracing::Level;
 use crate::api;
 use crate::api::gate::{require_admin, require_console};
 use crate::api::state::AppState;
-use crate::auth::{require_key, require_key_task};
+use crate::auth::{Refusal, RequireKey};
 use crate::config::Config;
 use crate::error::ApiError;
 
@@ -31,7 +31,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl AppState {
     pub fn router(&self) -> Router {
         let limits = &self.cfg.server;
-        let require = from_fn_with_state(self.guard.clone(), require_key);
+        let require = RequireKey::new(self.guard.clone(), Refusal::OpenAi);
         let v1 = Router::new()
             .route("/v1/models", get(api::models::list))
             .route("/v1/models/{id}", get(api::models::get))
@@ -61,7 +61,7 @@ impl AppState {
             .route("/v1/videos/characters", unsupported())
             .layer(DefaultBodyLimit::max(limits.max_upload_bytes))
             .route_layer(require.clone());
-        let require_task = from_fn_with_state(self.guard.clone(), require_key_task);
+        let require_task = RequireKey::new(self.guard.clone(), Refusal::Task);
         // Video bodies may carry data-URL images; an image task is a prompt and a few fields.
         let upload_body = || DefaultBodyLimit::max(limits.max_upload_bytes);
         let json_body = || DefaultBodyLimit::max(limits.max_json_body_bytes);

@@ -247,8 +247,7 @@ pub(super) struct LogWriter {
 impl LogWriter {
     /// Starts segment `seq` in `dir`.
     pub(super) fn create(dir: &Path, seq: u64, applied: mpsc::Sender<Frame>) -> Result<Self, String> {
-        let mut w =
-            Self { dir: dir.to_owned(), seq, file: None, len: 0, dirty: false, buf: Vec::new(), applied };
+        let mut w = Self { dir: dir.to_owned(), seq, file: None, len: 0, dirty: false, buf: Vec::new(), applied };
         w.open_segment()?;
         Ok(w)
     }
