@@ -45,6 +45,13 @@ async fn with_a_key_any_origin_may_call_the_public_api_and_never_the_console() {
     for h in ["location", "retry-after", "x-request-id", "content-range"] {
         assert!(exposed.contains(h), "{h} not exposed: {exposed}");
     }
+    // A caller that is no page (curl, an SDK: no `Origin`) gets no CORS headers it would not read,
+    // only `Vary: Origin`, so a cache never hands a page the answer made for it.
+    let r = h.get("/v1/models").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin"), "");
+    assert_eq!(header(&r, "access-control-expose-headers"), "");
+    assert_eq!(header(&r, "vary"), "origin");
     // A refusal too, so the page can read why.
     let r = h.http.get(h.url("/v1/models")).header("origin", PAGE).send().await.unwrap();
     assert_eq!((r.status().as_u16(), header(&r, "access-control-allow-origin")), (401, "*"));

@@ -2,7 +2,9 @@
 //! running gateway keeps (`duties`), and the server `main` and the tests start.
 
 mod build;
+mod cors;
 mod duties;
+mod request_id;
 mod router;
 
 use std::net::SocketAddr;

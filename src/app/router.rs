@@ -1,32 +1,28 @@
 //! The router with its tower stack.
 //!
-//! Layer order, outermost first: set `x-request-id` (keep the client's, else a UUID) → trace span
-//! carrying that id → copy the id onto the response → mark auth/cookie headers sensitive → catch
-//! panics as an OpenAI-shaped 500. Body limits and bearer auth sit on the routes that need them.
-
-use std::time::Duration;
+//! Layer order, outermost first: the request id (the client's `x-request-id` when it is fit, else a
+//! UUID; echoed on the response; credentials marked sensitive, `request_id.rs`) → trace span
+//! carrying that id → catch panics as an OpenAI-shaped 500 → metrics. CORS (`cors.rs`) wraps the
+//! public API; body limits and bearer auth sit on the routes that need them.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, header};
+use axum::http::Request;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use super::cors::cors_layer;
+use super::request_id::{REQUEST_ID, RequestIdLayer};
 use crate::api;
 use crate::api::gate::{require_admin, require_console};
 use crate::api::state::AppState;
 use crate::auth::{Refusal, RequireKey};
-use crate::config::Config;
 use crate::error::ApiError;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl AppState {
     pub fn router(&self) -> Router {
@@ -147,8 +143,7 @@ impl AppState {
             .layer(crate::metrics::TrackLayer(self.metrics.clone()))
             .layer(
                 ServiceBuilder::new()
-                    .layer(tower::util::MapRequestLayer::new(drop_unfit_request_id))
-                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(RequestIdLayer)
                     .layer(
                         TraceLayer::new_for_http()
                             .make_span_with(|req: &Request<_>| {
@@ -157,80 +152,9 @@ impl AppState {
                             })
                             .on_response(DefaultOnResponse::new().level(Level::INFO)),
                     )
-                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                    .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
                     .layer(CatchPanicLayer::custom(panic_response)),
             )
     }
-}
-
-/// Which web origins may call the public API from a browser. Keys are bearer headers, never ambient
-/// credentials a browser adds by itself, so with a key configured any origin is as safe as curl: the
-/// page must hold a key. A gateway running open (no key, loopback only) answers no origin unless told
-/// to: any page the user visits could otherwise spend their upstream quota through `localhost`.
-fn cors_layer(cfg: &Config) -> Option<tower_http::cors::CorsLayer> {
-    use axum::http::{HeaderName, Method};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins = match &cfg.server.cors_allowed_origins {
-        Some(list) => {
-            list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
-        }
-        None if cfg.is_keyed() => vec!["*".to_owned()],
-        None => Vec::new(),
-    };
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
-    };
-    let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
-            // Range: a simple `bytes=N-M` needs no preflight, but a suffix range (`bytes=-N`) does, and
-            // file links answer both.
-            .allow_headers(names(&[
-                "authorization",
-                "content-type",
-                "idempotency-key",
-                "last-event-id",
-                "range",
-                "x-request-id",
-            ]))
-            .expose_headers(names(&[
-                "location",
-                "operation-location",
-                "retry-after",
-                "x-request-id",
-                "content-range",
-                "accept-ranges",
-                "content-length",
-            ]))
-            .max_age(Duration::from_secs(cfg.server.cors_max_age_secs)),
-    )
-}
-
-/// Longest `x-request-id` kept from a client; a longer or odd one is replaced by our own.
-const MAX_REQUEST_ID: usize = 128;
-
-/// A client's request id is echoed and logged with every line of the request: only a short one of
-/// plain characters is kept, or a client could fill the logs (or forge their lines).
-fn drop_unfit_request_id<B>(mut req: Request<B>) -> Request<B> {
-    let fit = |v: &axum::http::HeaderValue| {
-        let b = v.as_bytes();
-        !b.is_empty()
-            && b.len() <= MAX_REQUEST_ID
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
-    };
-    let headers = req.headers_mut();
-    if headers.get_all(&REQUEST_ID).iter().count() > 1 || headers.get(&REQUEST_ID).is_some_and(|v| !fit(v)) {
-        headers.remove(&REQUEST_ID);
-    }
-    req
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
