@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub(super) fn cors_layer(cfg: &Config) -> Option<WhenAsked> {
         AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
     };
     let names = |list: &[&'static str]| list.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
-    Some(WhenAsked(
+    Some(WhenAsked(Arc::new(
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
@@ -62,29 +63,31 @@ pub(super) fn cors_layer(cfg: &Config) -> Option<WhenAsked> {
                 "content-length",
             ]))
             .max_age(Duration::from_secs(cfg.server.cors_max_age_secs)),
-    ))
+    )))
 }
 
-/// `CorsLayer` for requests with an `Origin`.
+/// `CorsLayer` for requests with an `Origin`. Shared: axum clones a route's service for every
+/// request, and a `CorsLayer` clone copies its lists.
 #[derive(Clone)]
-pub(super) struct WhenAsked(CorsLayer);
+pub(super) struct WhenAsked(Arc<CorsLayer>);
 
 impl<S> Layer<S> for WhenAsked {
     type Service = OriginOnly<S>;
 
     fn layer(&self, inner: S) -> OriginOnly<S> {
-        OriginOnly { cors: self.0.layer(inner) }
+        OriginOnly { inner, cors: self.0.clone() }
     }
 }
 
 #[derive(Clone)]
 pub(super) struct OriginOnly<S> {
-    cors: Cors<S>,
+    inner: S,
+    cors: Arc<CorsLayer>,
 }
 
 impl<S, B, RB> Service<Request<B>> for OriginOnly<S>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     RB: Default,
 {
     type Response = Response<RB>;
@@ -92,14 +95,17 @@ where
     type Future = Answer<<Cors<S> as Service<Request<B>>>::Future, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.cors.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if req.headers().contains_key(header::ORIGIN) {
-            Answer::Cors { inner: self.cors.call(req) }
+            // The service made ready goes to the CORS wrapper; this one keeps a fresh clone.
+            let fresh = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, fresh);
+            Answer::Cors { inner: self.cors.layer(ready).call(req) }
         } else {
-            Answer::Plain { inner: self.cors.get_mut().call(req) }
+            Answer::Plain { inner: self.inner.call(req) }
         }
     }
 }

@@ -52,7 +52,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = AppState::new(cfg)?;
         let shutdown = state.shutdown.clone();
-        let router = state.router();
+        let app = state.app();
         let tracker = state.tracker.clone();
         let grace = Duration::from_secs(state.cfg.server.shutdown_grace_secs);
         let abort = state.abort.clone();
@@ -68,7 +68,7 @@ impl Server {
         )?);
         let signals = crate::server::Shutdown { stop: shutdown.clone(), kill: CancellationToken::new() };
         let task = tokio::spawn(async move {
-            crate::server::accept::accept_loop(listener, router, opts, signals.clone(), conns.clone()).await;
+            crate::server::accept::accept_loop(listener, app, opts, signals.clone(), conns.clone()).await;
             // From here on: no new connections; one grace period for requests and running tasks.
             let deadline = tokio::time::Instant::now() + grace;
             conns.close();

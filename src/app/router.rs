@@ -140,20 +140,27 @@ impl AppState {
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
             .with_state(self.clone())
+            // Per route: it counts by the route matched.
             .layer(crate::metrics::TrackLayer(self.metrics.clone()))
+    }
+
+    /// The router inside the layers every request meets. They wrap the router as a whole, built
+    /// once: `Router::layer` wraps each route, and axum clones a route's stack (a box per layer)
+    /// for every request.
+    pub fn app(&self) -> impl crate::server::App {
+        ServiceBuilder::new()
+            .map_response(IntoResponse::into_response)
+            .layer(RequestIdLayer)
             .layer(
-                ServiceBuilder::new()
-                    .layer(RequestIdLayer)
-                    .layer(
-                        TraceLayer::new_for_http()
-                            .make_span_with(|req: &Request<_>| {
-                                let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                            })
-                            .on_response(DefaultOnResponse::new().level(Level::INFO)),
-                    )
-                    .layer(CatchPanicLayer::custom(panic_response)),
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request<_>| {
+                        let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    })
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
+            .layer(CatchPanicLayer::custom(panic_response))
+            .service(self.router())
     }
 }
 

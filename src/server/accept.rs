@@ -4,18 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::server::{ServeOptions, Shutdown};
+use crate::server::{App, ServeOptions, Shutdown};
 
 /// Accepts until `signals.stop`; each connection runs on `conns`.
 pub async fn accept_loop(
     listener: TcpListener,
-    router: Router,
+    app: impl App,
     opts: Arc<ServeOptions>,
     signals: Shutdown,
     conns: TaskTracker,
@@ -65,9 +64,9 @@ pub async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let (router, opts, signals) = (router.clone(), opts.clone(), signals.clone());
+        let (app, opts, signals) = (app.clone(), opts.clone(), signals.clone());
         conns.spawn(async move {
-            crate::server::conn::serve(stream, peer, router, opts, signals).await;
+            crate::server::conn::serve(stream, peer, app, opts, signals).await;
             drop(slot);
         });
     }

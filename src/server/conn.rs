@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
@@ -22,7 +21,7 @@ use tower::ServiceExt;
 
 use crate::net::ClientAddr;
 use crate::server::body::{GuardedBody, Ticket};
-use crate::server::{ServeOptions, Shutdown};
+use crate::server::{App, ServeOptions, Shutdown};
 
 /// What a connection is doing, for the idle watchdog.
 struct Activity {
@@ -103,7 +102,7 @@ impl http_body::Body for TrackedBody {
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    app: impl App,
     opts: Arc<ServeOptions>,
     signals: Shutdown,
 ) {
@@ -125,9 +124,9 @@ pub(super) async fn serve(
         };
         let client = service_opts.trusted_proxies.client(peer.ip(), req.headers());
         req.extensions_mut().insert(ClientAddr(client));
-        let router = router.clone();
+        let app = app.clone();
         async move {
-            let resp = router.oneshot(req).await;
+            let resp = app.oneshot(req).await;
             // The handler has answered: the body bytes it held are free again.
             drop(ticket);
             resp.map(|r| r.map(|inner| TrackedBody { inner, _request: request }))

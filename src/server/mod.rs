@@ -21,6 +21,33 @@ use tokio_util::task::TaskTracker;
 
 use body::BodyRules;
 
+/// What the server serves: the app's service, cloned for every request (cheaply: reference counts).
+pub trait App:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> App for T where
+    T: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 use crate::metrics::Metrics;
 
 /// The server's limits (`[server]` in the config, which documents each; `app` converts).
