@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,55 +42,84 @@ pub fn too_many_guesses(wait: u64) -> ApiError {
 /// A refusal: the key it names, when the key was known, and why.
 type Refused = (Option<KeyId>, ApiError);
 
+/// What `Guard::admit_now` leaves to the shared store.
+enum Wait {
+    /// A console key this replica has not seen: fetch it, then check it.
+    Key { client: IpAddr, presented: bool },
+    /// A good key with a request rate counted for all replicas.
+    Rate(AskRate),
+}
+
+/// A good key whose request rate the shared store counts.
+struct AskRate {
+    shared: Arc<crate::shared::SharedStore>,
+    caller: Caller,
+    rate: f64,
+    burst: f64,
+}
+
 impl Guard {
     /// Who is calling, or why not, when that can be told without waiting: with one replica always;
     /// with several, not for a console key this replica has not seen yet nor for a key with a
-    /// request rate (both ask the shared store). `None`: `admit` must.
-    fn admit_now(&self, req: &mut Request) -> Option<Result<KeyId, Refused>> {
+    /// request rate (both ask the shared store: `admit_waiting`).
+    fn admit_now(&self, req: &mut Request) -> Result<Result<KeyId, Refused>, Wait> {
         let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
         let presented = bearer(req.headers()).is_some();
         if presented && let Err(wait) = self.guesses.admit(client) {
-            return Some(Err((None, too_many_guesses(wait))));
+            return Ok(Err((None, too_many_guesses(wait))));
         }
-        let caller = match self.keys.check_now(req.headers())? {
-            Ok(caller) => caller,
-            Err(e) => return Some(Err(self.refused(client, presented, e))),
+        let caller = match self.keys.check_now(req.headers()) {
+            None => return Err(Wait::Key { client, presented }),
+            Some(Ok(caller)) => caller,
+            Some(Err(e)) => return Ok(Err(self.refused(client, presented, e))),
         };
-        let rate = caller.policy.as_ref().and_then(|p| p.requests_per_second);
-        let limited = match (&self.shared, self.limiter.rate_for(rate)) {
-            (Some(_), Some(_)) => return None,
-            _ => self.limiter.check_with(&caller.owner, rate),
-        };
-        if presented {
-            self.guesses.succeeded(client);
-        }
-        Some(self.admitted(req, caller, limited))
+        self.limit_now(req, caller, client, presented).map_err(Wait::Rate)
     }
 
-    /// `admit_now`, waiting where it must.
-    async fn admit(&self, req: &mut Request) -> Result<KeyId, Refused> {
-        if let Some(admitted) = self.admit_now(req) {
-            return admitted;
-        }
-        let client = ClientAddr::bucket(ClientAddr::of(req.extensions()));
-        let presented = bearer(req.headers()).is_some();
-        let caller = self.keys.check(req.headers()).await.map_err(|e| self.refused(client, presented, e))?;
+    /// The key is good: counted as such, then its request rate when the shared store need not
+    /// be asked (`Err`: it must).
+    fn limit_now(
+        &self,
+        req: &mut Request,
+        caller: Caller,
+        client: IpAddr,
+        presented: bool,
+    ) -> Result<Result<KeyId, Refused>, AskRate> {
         if presented {
             self.guesses.succeeded(client);
         }
-        let rate = caller.policy.as_ref().and_then(|p| p.requests_per_second);
-        let limited = match (&self.shared, self.limiter.rate_for(rate)) {
-            (Some(shared), Some((rate, burst))) => shared
-                .rate(&caller.owner, rate, burst)
-                .await
-                .map_err(|e| (Some(caller.owner.clone()), crate::shared::down(e)))?,
-            _ => self.limiter.check_with(&caller.owner, rate),
+        let own = caller.policy.as_ref().and_then(|p| p.requests_per_second);
+        match (&self.shared, self.limiter.rate_for(own)) {
+            (Some(shared), Some((rate, burst))) => Err(AskRate { shared: shared.clone(), caller, rate, burst }),
+            _ => {
+                let limited = self.limiter.check_with(&caller.owner, own);
+                Ok(self.admitted(req, caller, limited))
+            }
+        }
+    }
+
+    /// What `admit_now` left to the shared store (`wait`), done.
+    async fn admit_waiting(&self, req: &mut Request, wait: Wait) -> Result<KeyId, Refused> {
+        let ask = match wait {
+            Wait::Rate(ask) => ask,
+            Wait::Key { client, presented } => {
+                let caller = self.keys.check(req.headers()).await.map_err(|e| self.refused(client, presented, e))?;
+                match self.limit_now(req, caller, client, presented) {
+                    Ok(done) => return done,
+                    Err(ask) => ask,
+                }
+            }
         };
+        let AskRate { shared, caller, rate, burst } = ask;
+        let limited = shared
+            .rate(&caller.owner, rate, burst)
+            .await
+            .map_err(|e| (Some(caller.owner.clone()), crate::shared::down(e)))?;
         self.admitted(req, caller, limited)
     }
 
     /// A failed key check, counted against the client when it presented a wrong key.
-    fn refused(&self, client: std::net::IpAddr, presented: bool, e: ApiError) -> Refused {
+    fn refused(&self, client: IpAddr, presented: bool, e: ApiError) -> Refused {
         if presented && e.status == axum::http::StatusCode::UNAUTHORIZED {
             self.guesses.failed(client);
         }
@@ -188,22 +218,22 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         match self.guard.admit_now(&mut req) {
-            Some(Ok(owner)) => {
+            Ok(Ok(owner)) => {
                 Guarded::Passed { inner: self.inner.call(req), owner: Some(owner), guard: self.guard.clone() }
             }
-            Some(Err((owner, e))) => {
+            Ok(Err((owner, e))) => {
                 let resp = self.refusal.response(e);
                 self.guard.answered(owner.as_ref(), &resp);
                 Guarded::Refused { resp: Some(resp) }
             }
-            None => {
+            Err(wait) => {
                 // The clone that was made ready goes into the future; this service keeps a fresh one.
                 let fresh = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, fresh);
                 let (guard, refusal) = (self.guard.clone(), self.refusal);
                 Guarded::Waiting {
                     fut: Box::pin(async move {
-                        let (owner, resp) = match guard.admit(&mut req).await {
+                        let (owner, resp) = match guard.admit_waiting(&mut req, wait).await {
                             Ok(owner) => (Some(owner), inner.oneshot(req).await.unwrap_or_else(|e| match e {})),
                             Err((owner, e)) => (owner, refusal.response(e)),
                         };
